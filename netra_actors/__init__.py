@@ -1,0 +1,99 @@
+"""netra_actors: an actor-model runtime per user session, for AI-agent chat backends.
+
+Every user gets one supervisor actor that owns that user's runs, unit of work and socket
+mailboxes. See ``docs/`` for the architecture and guides.
+"""
+
+import logging as _logging
+
+from ._agent import Agent as Agent
+from ._agent import AgentContext as AgentContext
+from ._agent import AgentRegistry as AgentRegistry
+from ._bridge import run as run
+from ._config import RuntimeConfig as RuntimeConfig
+from ._config import sqlite_url as sqlite_url
+from ._core import LivenessPolicy as LivenessPolicy
+from ._core import RestartPolicy as RestartPolicy
+from ._core import RestartType as RestartType
+from ._core import RunState as RunState
+from ._embed import EmbeddedRuntime as EmbeddedRuntime
+from ._embed import EmbeddedSubscription as EmbeddedSubscription
+from ._embed import embed as embed
+from ._exceptions import AgentError as AgentError
+from ._exceptions import CommandError as CommandError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import IllegalStateError as IllegalStateError
+from ._exceptions import IllegalTransitionError as IllegalTransitionError
+from ._exceptions import MailboxFullError as MailboxFullError
+from ._exceptions import NetraError as NetraError
+from ._exceptions import ReservedEventError as ReservedEventError
+from ._exceptions import RunFencedError as RunFencedError
+from ._exceptions import RuntimeClosedError as RuntimeClosedError
+from ._exceptions import SchemaVersionError as SchemaVersionError
+from ._exceptions import SlowConsumerError as SlowConsumerError
+from ._exceptions import StoreError as StoreError
+from ._exceptions import SubscriptionClosedError as SubscriptionClosedError
+from ._exceptions import ToolError as ToolError
+from ._exceptions import UnknownAgentError as UnknownAgentError
+from ._exceptions import UnknownRunError as UnknownRunError
+from ._runtime import Runtime as Runtime
+from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._runtime import open_runtime as open_runtime
+from ._store import SCHEMA_VERSION as SCHEMA_VERSION
+from ._store import Store as Store
+from ._store import StoreStatistics as StoreStatistics
+from ._subscription import Subscription as Subscription
+from ._subscription import SubscriptionStatistics as SubscriptionStatistics
+from ._supervisor import RunsSnapshot as RunsSnapshot
+from ._values import JSON as JSON
+from ._values import Event as Event
+from ._values import RunInfo as RunInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JSON",
+    "SCHEMA_VERSION",
+    "Agent",
+    "AgentContext",
+    "AgentError",
+    "AgentRegistry",
+    "CommandError",
+    "ConfigError",
+    "EmbeddedRuntime",
+    "EmbeddedSubscription",
+    "Event",
+    "IllegalStateError",
+    "IllegalTransitionError",
+    "LivenessPolicy",
+    "MailboxFullError",
+    "NetraError",
+    "ReservedEventError",
+    "RestartPolicy",
+    "RestartType",
+    "RunFencedError",
+    "RunInfo",
+    "RunState",
+    "RunsSnapshot",
+    "Runtime",
+    "RuntimeClosedError",
+    "RuntimeConfig",
+    "RuntimeStatistics",
+    "SchemaVersionError",
+    "SlowConsumerError",
+    "Store",
+    "StoreError",
+    "StoreStatistics",
+    "Subscription",
+    "SubscriptionClosedError",
+    "SubscriptionStatistics",
+    "ToolError",
+    "UnknownAgentError",
+    "UnknownRunError",
+    "embed",
+    "open_runtime",
+    "run",
+    "sqlite_url",
+]
+
+_logging.getLogger("netra_actors").addHandler(_logging.NullHandler())

@@ -1,0 +1,227 @@
+"""Agents: the classes developers write, their registry, and the context they act through.
+
+An agent never touches a socket or the database. Everything it does goes through its
+:class:`AgentContext` to its user's supervisor, which stages it in the run's unit of work:
+
+* ``emit`` / ``think`` / ``say`` stage events;
+* ``stage`` stages a row of the developer's own models (or a Core statement);
+* ``checkpoint`` commits the unit: from then on its events are delivered and its rows visible;
+* ``tool`` records a tool call (``tool_executing`` and ``tool_completed``, each committed);
+* returning from :meth:`Agent.run` commits the final unit with ``agent_completed``.
+
+A crash rolls back whatever was staged since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import trio
+
+from ._core import LivenessPolicy, RestartPolicy
+from ._exceptions import ConfigError, ReservedEventError, RunFencedError, ToolError
+from ._messages import Checkpoint, Reply, Stage
+from ._store import check_stageable
+from ._uow import StagedEvent
+from ._values import JSON, RESERVED_EVENTS, dumps
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class Agent:
+    """Base class of async agents (they run as trio tasks).
+
+    Subclass it, set ``name`` and implement :meth:`run`::
+
+        class Echo(Agent):
+            name = "echo"
+
+            async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+                await ctx.think("echoing")
+                return input
+
+    A fresh instance is created for every attempt of a run.
+    """
+
+    name: ClassVar[str] = ""
+    """The name clients start it by (``[a-z][a-z0-9_]*``, at most 64 characters)."""
+    restart_policy: ClassVar[RestartPolicy | None] = None
+    """How crashed runs are restarted (``None``: the runtime's default)."""
+    liveness: ClassVar[LivenessPolicy | None] = None
+    """Heartbeat timeout and run deadline (``None``: the runtime's default)."""
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        """Do the run's work. The return value becomes ``agent_completed``'s ``result``."""
+        raise NotImplementedError
+
+
+class AgentRegistry:
+    """The agents a runtime knows, by name. The first one is the default unless named."""
+
+    def __init__(self, agents: Iterable[type[Agent]], *, default: str | None = None) -> None:
+        self._agents: dict[str, type[Agent]] = {}
+        for cls in agents:
+            if not (isinstance(cls, type) and issubclass(cls, Agent)):
+                raise ConfigError(f"{cls!r} is not an Agent subclass")
+            if not _NAME.match(cls.name or ""):
+                raise ConfigError(
+                    f"agent class {cls.__qualname__} needs a name matching [a-z][a-z0-9_]* "
+                    f"(at most 64 characters), got {cls.name!r}"
+                )
+            if cls.name in self._agents:
+                raise ConfigError(f"two agents are named {cls.name!r}")
+            self._agents[cls.name] = cls
+        if default is not None and default not in self._agents:
+            raise ConfigError(f"default agent {default!r} is not registered")
+        self.default = default if default is not None else next(iter(self._agents), None)
+
+    def get(self, name: str) -> type[Agent] | None:
+        """The agent class named ``name``, or None."""
+        return self._agents.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+
+def stage_event(
+    run_id: str, event: str, data: Mapping[str, JSON] | None, *, internal: bool = False
+) -> StagedEvent:
+    """Validate and encode an event an agent wants to emit."""
+    if not isinstance(event, str) or not _NAME.match(event):
+        raise ValueError(f"event names match [a-z][a-z0-9_]* (<= 64 chars), got {event!r}")
+    if not internal and event in RESERVED_EVENTS:
+        raise ReservedEventError(f"{event!r} is emitted by the runtime, not by agent code")
+    payload: Mapping[str, JSON] = {} if data is None else data
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"event data must be a mapping (a JSON object), got {type(data).__name__}")
+    try:
+        encoded = dumps(payload)
+    except TypeError as exc:
+        raise TypeError(f"event {event!r} data is not JSON-encodable: {exc}") from None
+    return StagedEvent(run_id=run_id, event=event, data=payload, data_json=encoded)
+
+
+class AgentContext:
+    """What an agent can do. One per attempt; it stops working when the attempt is over."""
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        run_id: str,
+        agent: str,
+        attempt: int,
+        supervisor: trio.MemorySendChannel[Any],
+        inbox: trio.MemoryReceiveChannel[JSON],
+        max_staged: int,
+    ) -> None:
+        self.user_id = user_id
+        """The user this run belongs to."""
+        self.run_id = run_id
+        """The run's id."""
+        self.agent = agent
+        """The agent's name."""
+        self.attempt = attempt
+        """1 for the first attempt; each supervised restart adds one."""
+        self._sup = supervisor
+        self._inbox = inbox
+        self._max_staged = max_staged
+        self._staged = 0
+        self._calls = 0
+
+    async def _send(self, msg: object) -> None:
+        try:
+            await self._sup.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise RunFencedError("the user's session has stopped") from None
+
+    async def _stage(
+        self, staged: StagedEvent | None = None, row: Any = None, params: Any = None
+    ) -> None:
+        if self._staged >= self._max_staged:
+            raise RunFencedError(
+                f"more than {self._max_staged} events staged without a checkpoint: "
+                "call `await ctx.checkpoint()` more often"
+            )
+        self._staged += 1
+        await self._send(Stage(self.run_id, self.attempt, event=staged, row=row, params=params))
+
+    async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
+        """Stage a custom event. It is delivered after the next checkpoint commits."""
+        await self._stage(stage_event(self.run_id, event, data))
+
+    async def think(self, text: str) -> None:
+        """Stage an ``agent_thinking`` event."""
+        await self.emit("agent_thinking", {"text": str(text)})
+
+    async def say(self, text: str) -> None:
+        """Stage an assistant ``message`` event."""
+        await self.emit("message", {"role": "assistant", "text": str(text)})
+
+    async def stage(self, row: Any, params: Any = None) -> None:
+        """Stage a row of your own: an ORM instance or a Core statement (with ``params``).
+
+        It is written in the same transaction as the run's events at the next checkpoint; a
+        crash before then discards it. The object is handed over: do not modify it afterwards.
+        """
+        check_stageable(row)
+        await self._stage(row=row, params=params)
+
+    async def heartbeat(self) -> None:
+        """Tell the supervisor this attempt is alive (every other operation does too)."""
+        await self._send(Stage(self.run_id, self.attempt))
+
+    async def checkpoint(self) -> int:
+        """Commit everything staged so far. Returns the user's head ``seq`` after the commit.
+
+        Raises :class:`~netra_actors.StoreError` if the commit failed (the unit was rolled back;
+        letting it propagate restarts the run per its policy).
+        """
+        reply: Reply[int] = Reply()
+        await self._send(Checkpoint(self.run_id, self.attempt, reply))
+        head = await reply.wait()
+        self._staged = 0
+        return head
+
+    async def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
+        """Run a tool call: ``fn(**args)`` (sync or async), recorded as two committed events.
+
+        ``tool_executing`` (with ``args`` and a ``call_id``) is committed before the call and
+        ``tool_completed`` (with ``result``, or ``error``) after it. If ``fn`` raises, this
+        raises :class:`~netra_actors.ToolError` after recording it.
+        """
+        self._calls += 1
+        call_id = f"{self.run_id}.{self.attempt}.{self._calls}"
+        await self.emit("tool_executing", {"tool": name, "args": args, "call_id": call_id})
+        await self.checkpoint()
+        try:
+            result = fn(**args)
+            if inspect.isawaitable(result):
+                result = await result
+            dumps(result)
+        except (trio.Cancelled, RunFencedError):
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            await self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
+            await self.checkpoint()
+            raise ToolError(name, call_id, error) from exc
+        await self.emit("tool_completed", {"tool": name, "call_id": call_id, "result": result})
+        await self.checkpoint()
+        return result
+
+    async def receive(self) -> JSON:
+        """The next message sent to this run (``Runtime.send_to_run``), waiting if none."""
+        try:
+            return await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise RunFencedError("the run's inbox is closed") from None
+
+
+AsyncAgentMain = Callable[[AgentContext, JSON], Awaitable[JSON]]

@@ -1,0 +1,215 @@
+"""The one place where work crosses between asyncio (the host), trio (the guest) and threads.
+
+The process runs one asyncio event loop with trio as a guest (``trio.lowlevel.start_guest_run``):
+both run in the same thread. SQLAlchemy's asyncio engine lives on the asyncio side; actors live on
+the trio side. Every hand-off goes through this module:
+
+* trio → asyncio: :meth:`Bridge.call_host` (schedule a callback on the host loop) and
+  :meth:`Bridge.run_on_host` (run a coroutine there and wait for it in trio);
+* asyncio/threads → trio: :meth:`Bridge.to_trio` (``TrioToken.run_sync_soon``);
+* starting trio inside asyncio: :func:`start_guest` and :func:`run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import outcome
+import trio
+
+from ._exceptions import RuntimeClosedError
+
+log = logging.getLogger("netra_actors")
+
+T = TypeVar("T")
+
+
+class Bridge:
+    """Hand-offs between the asyncio host loop and the trio guest run of this process."""
+
+    __slots__ = ("loop", "token")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
+        self.loop = loop
+        self.token = token
+
+    @classmethod
+    def current(cls) -> Bridge:
+        """The bridge of the running trio guest. Call from a trio task.
+
+        Raises :class:`RuntimeClosedError` with instructions when trio is not running as a guest
+        of an asyncio loop (e.g. under plain ``trio.run``).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeClosedError(
+                "the SQL store needs trio running as a guest of an asyncio loop: start your "
+                "program with netra_actors.run(main) or, inside an asyncio app, "
+                "netra_actors.embed(...)"
+            ) from None
+        return cls(loop, trio.lowlevel.current_trio_token())
+
+    # trio -> asyncio -------------------------------------------------------------------------
+
+    def call_host(self, fn: Callable[..., object], *args: object) -> None:
+        """Schedule ``fn(*args)`` on the host loop. Call from the host thread (trio or asyncio)."""
+        self.loop.call_soon(fn, *args)
+
+    def call_host_threadsafe(self, fn: Callable[..., object], *args: object) -> None:
+        """Schedule ``fn(*args)`` on the host loop from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    async def run_on_host(self, coro: Coroutine[Any, Any, T], *, shield: bool = False) -> T:
+        """Run an asyncio coroutine on the host loop and wait for its result in trio.
+
+        If the trio caller is cancelled, the asyncio task is cancelled too and this waits for it
+        to finish (so no work is left running unobserved). With ``shield=True`` the trio caller's
+        cancellation is ignored until the coroutine is done.
+        """
+        done = trio.Event()
+        task = self.loop.create_task(coro)
+        task.add_done_callback(lambda _t: self._set_soon(done))
+        try:
+            with trio.CancelScope(shield=shield):
+                await done.wait()
+        except trio.Cancelled:
+            task.cancel()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            raise
+        return task.result()
+
+    # asyncio / threads -> trio ---------------------------------------------------------------
+
+    def to_trio(self, fn: Callable[..., object], *args: object) -> None:
+        """Schedule ``fn(*args)`` to run in trio's context, from any thread or from asyncio."""
+        try:
+            self.token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            log.debug("trio run already finished; dropped a hand-off to %r", fn)
+
+    def _set_soon(self, event: trio.Event) -> None:
+        self.to_trio(event.set)
+
+    async def call_in_trio(
+        self, nursery: trio.Nursery, async_fn: Callable[..., Awaitable[T]], *args: object
+    ) -> T:
+        """From asyncio: run ``async_fn(*args)`` as a trio task in ``nursery``; await its result.
+
+        If the asyncio caller is cancelled, the trio task is cancelled too.
+        """
+        fut: asyncio.Future[outcome.Outcome[T]] = self.loop.create_future()
+        scope = trio.CancelScope()
+
+        async def runner() -> None:
+            with scope:
+                result = await outcome.acapture(async_fn, *args)
+                self.loop.call_soon_threadsafe(_resolve, fut, result)
+                return
+            self.loop.call_soon_threadsafe(_resolve, fut, outcome.Error(asyncio.CancelledError()))
+
+        self.to_trio(nursery.start_soon, runner)
+        try:
+            result = await fut
+        except asyncio.CancelledError:
+            self.to_trio(scope.cancel)
+            raise
+        return result.unwrap()
+
+
+def _resolve(fut: asyncio.Future[outcome.Outcome[T]], result: outcome.Outcome[T]) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def start_guest(
+    async_fn: Callable[..., Awaitable[T]],
+    *args: object,
+    loop: asyncio.AbstractEventLoop,
+    clock: trio.abc.Clock | None = None,
+) -> asyncio.Future[outcome.Outcome[T]]:
+    """Start ``async_fn(*args)`` as a trio guest run on ``loop``; the future gets its outcome."""
+    done: asyncio.Future[outcome.Outcome[T]] = loop.create_future()
+
+    def _done(result: outcome.Outcome[T]) -> None:
+        if not done.done():
+            done.set_result(result)
+
+    trio.lowlevel.start_guest_run(
+        async_fn,
+        *args,
+        run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+        run_sync_soon_not_threadsafe=loop.call_soon,
+        done_callback=_done,
+        host_uses_signal_set_wakeup_fd=True,
+        clock=clock,
+        strict_exception_groups=True,
+    )
+    return done
+
+
+class _Stopper:
+    """Lets the asyncio side cancel the trio main task gracefully (SIGINT/SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.requested = False
+
+    def request(self) -> None:
+        self.requested = True
+        if self.scope is not None and self.token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(self.scope.cancel)
+
+
+def run(
+    async_fn: Callable[..., Awaitable[T]],
+    *args: object,
+    handle_signals: bool = True,
+) -> T | None:
+    """Run ``async_fn(*args)`` in trio, as a guest of a fresh asyncio loop, and return its result.
+
+    This is the standalone entry point (the CLI and the examples use it). With
+    ``handle_signals`` SIGINT and SIGTERM cancel ``async_fn`` gracefully; ``run`` then returns
+    ``None`` instead of raising.
+    """
+    stopper = _Stopper()
+
+    async def guest_main() -> T:
+        stopper.token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+            stopper.scope = scope
+            if stopper.requested:
+                scope.cancel()
+            return await async_fn(*args)
+        raise _Stopped
+
+    async def host_main() -> T | None:
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, stopper.request)
+        done = start_guest(guest_main, loop=loop)
+        try:
+            result = await asyncio.shield(done)
+        except asyncio.CancelledError:
+            stopper.request()
+            result = await done
+        try:
+            return result.unwrap()
+        except _Stopped:
+            return None
+
+    return asyncio.run(host_main())
+
+
+class _Stopped(Exception):
+    """Internal: the guest main was cancelled by a stop request."""

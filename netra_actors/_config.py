@@ -1,0 +1,79 @@
+"""Runtime configuration: one frozen value, validated when it is built."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import attrs
+
+from ._core import LivenessPolicy, RestartPolicy
+from ._exceptions import ConfigError
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
+
+
+def _url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigError(
+            f"database_url must be a SQLAlchemy URL such as 'sqlite+aiosqlite:///netra.db' "
+            f"or 'postgresql+asyncpg://user@host/db', got {value!r}"
+        )
+    scheme = value.split("://", 1)[0]
+    if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"database_url scheme {scheme!r} is not supported: use 'sqlite+aiosqlite' "
+            "(embedded default) or 'postgresql+asyncpg'"
+        )
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of a SQLite file at ``path``."""
+    return f"sqlite+aiosqlite:///{os.fspath(path)}"
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeConfig:
+    """Everything the runtime needs to know. Every buffer here is bounded."""
+
+    database_url: str = attrs.field(default=sqlite_url("netra.db"), validator=_url)
+    """``sqlite+aiosqlite:///PATH`` (embedded default, WAL) or ``postgresql+asyncpg://…``."""
+    mailbox_size: int = attrs.field(default=1024, validator=_positive_int)
+    """Capacity of each user's supervisor mailbox (messages)."""
+    agent_mailbox_size: int = attrs.field(default=64, validator=_positive_int)
+    """Capacity of each run's agent mailbox (messages sent to the run)."""
+    subscriber_buffer: int = attrs.field(default=4096, validator=_positive_int)
+    """Events a socket mailbox may hold before its socket counts as a slow consumer."""
+    max_staged_events: int = attrs.field(default=10_000, validator=_positive_int)
+    """Events one unit of work may stage before the agent must checkpoint."""
+    idle_timeout: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds a user with no socket and no live run stays active before passivation."""
+    liveness: LivenessPolicy = attrs.field(factory=LivenessPolicy)
+    """Default heartbeat timeout and run deadline (an agent class may override)."""
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    """Default restart policy of agent runs (an agent class may override)."""
+    commit_batch_max: int = attrs.field(default=4096, validator=_positive_int)
+    """At most this many units of work in one group commit."""
+    replay_page: int = attrs.field(default=500, validator=_positive_int)
+    """Events per page when replaying from the store."""
+    busy_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """SQLite busy timeout (seconds) for writers waiting on a lock."""
+    store_retries: int = attrs.field(default=3, validator=_positive_int)
+    """How often a runtime-owned unit (rollback notice, state change) is retried on store error."""
+    shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds a graceful stop waits for in-flight work before cancelling it."""
+    echo_sql: bool = False
+    """Log every SQL statement (debugging)."""
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite store."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,167 @@
+"""Embedding: host the runtime inside an asyncio application that is already running.
+
+::
+
+    async with netra_actors.embed(config, agents=[MyAgent]) as rt:   # in asyncio (FastAPI …)
+        run_id = await rt.start_run("alice", "my_agent", {"q": "hi"})
+        async for event in rt.subscribe("alice", resume_from=0):
+            ...
+
+The runtime joins the host's event loop as a trio guest (same thread); every method here is an
+asyncio coroutine that hands the call to trio through :mod:`netra_actors._bridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import trio
+from sqlalchemy import MetaData
+
+from ._agent import Agent
+from ._bridge import Bridge, start_guest
+from ._config import RuntimeConfig
+from ._exceptions import SubscriptionClosedError
+from ._runtime import Runtime, RuntimeStatistics, open_runtime
+from ._subscription import Subscription
+from ._supervisor import RunsSnapshot
+from ._values import JSON, Event, RunInfo
+
+
+class EmbeddedSubscription:
+    """A subscription read from asyncio: ``async for event in sub``. Close it when done."""
+
+    def __init__(self, host: EmbeddedRuntime, sub: Subscription) -> None:
+        self._host = host
+        self._sub = sub
+        self._buffer: list[Event] = []
+        self.head_seq = sub.head_seq
+
+    async def receive_batch(self, max_events: int = 256) -> list[Event]:
+        """The next events (see :meth:`Subscription.receive_batch`)."""
+        if self._buffer:
+            out, self._buffer = self._buffer[:max_events], self._buffer[max_events:]
+            return out
+        events: list[Event] = await self._host._call(self._sub.receive_batch, max_events)
+        return events
+
+    def __aiter__(self) -> EmbeddedSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._buffer:
+            try:
+                self._buffer = await self._host._call(self._sub.receive_batch, 256)
+            except SubscriptionClosedError as exc:
+                if exc.reason == "closed":
+                    raise StopAsyncIteration from None
+                raise
+        return self._buffer.pop(0)
+
+    def close(self) -> None:
+        """Stop receiving."""
+        self._host._bridge.to_trio(self._sub.close)
+
+
+class EmbeddedRuntime:
+    """The runtime seen from asyncio. Every method mirrors :class:`Runtime`'s."""
+
+    def __init__(self, runtime: Runtime, bridge: Bridge, nursery: trio.Nursery) -> None:
+        self._runtime = runtime
+        self._bridge = bridge
+        self._nursery = nursery
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._bridge.call_in_trio(self._nursery, fn, *args)
+
+    async def start_run(self, user_id: str, agent: str | None, input: JSON = None) -> str:
+        """See :meth:`Runtime.start_run`."""
+        result: str = await self._call(self._runtime.start_run, user_id, agent, input)
+        return result
+
+    async def say(self, user_id: str, text: str, *, agent: str | None = None) -> str:
+        """See :meth:`Runtime.say`."""
+        result: str = await self._call(lambda: self._runtime.say(user_id, text, agent=agent))
+        return result
+
+    async def cancel_run(self, user_id: str, run_id: str) -> None:
+        """See :meth:`Runtime.cancel_run`."""
+        await self._call(self._runtime.cancel_run, user_id, run_id)
+
+    async def send_to_run(self, user_id: str, run_id: str, message: JSON) -> None:
+        """See :meth:`Runtime.send_to_run`."""
+        await self._call(self._runtime.send_to_run, user_id, run_id, message)
+
+    async def get_runs(self, user_id: str) -> RunsSnapshot:
+        """See :meth:`Runtime.get_runs`."""
+        result: RunsSnapshot = await self._call(self._runtime.get_runs, user_id)
+        return result
+
+    async def wait_run(self, user_id: str, run_id: str) -> RunInfo:
+        """See :meth:`Runtime.wait_run`."""
+        result: RunInfo = await self._call(self._runtime.wait_run, user_id, run_id)
+        return result
+
+    async def subscribe(
+        self, user_id: str, *, resume_from: int | None = None
+    ) -> EmbeddedSubscription:
+        """See :meth:`Runtime.subscribe`."""
+        sub: Subscription = await self._call(
+            lambda: self._runtime.subscribe(user_id, resume_from=resume_from)
+        )
+        return EmbeddedSubscription(self, sub)
+
+    async def statistics(self) -> RuntimeStatistics:
+        """See :meth:`Runtime.statistics`."""
+
+        async def read() -> RuntimeStatistics:
+            return self._runtime.statistics()
+
+        result: RuntimeStatistics = await self._call(read)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def embed(
+    config: RuntimeConfig | None = None,
+    *,
+    agents: Iterable[type[Agent]] = (),
+    default_agent: str | None = None,
+    metadata: Iterable[MetaData] = (),
+) -> AsyncIterator[EmbeddedRuntime]:
+    """Start the runtime inside the running asyncio loop; stop it cleanly on exit."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[EmbeddedRuntime] = loop.create_future()
+    stop = trio.Event()
+    agent_list = list(agents)
+    metadata_list = list(metadata)
+
+    async def trio_main() -> None:
+        async with (
+            open_runtime(
+                config, agents=agent_list, default_agent=default_agent, metadata=metadata_list
+            ) as runtime,
+            trio.open_nursery() as nursery,
+        ):
+            embedded = EmbeddedRuntime(runtime, Bridge.current(), nursery)
+            loop.call_soon_threadsafe(ready.set_result, embedded)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+    done = start_guest(trio_main, loop=loop)
+    waiter = asyncio.ensure_future(ready)
+    watched: set[asyncio.Future[Any]] = {waiter, done}
+    finished, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in finished:
+        waiter.cancel()
+        done.result().unwrap()  # raises why the runtime did not start
+        raise RuntimeError("the runtime stopped before it was ready")
+    embedded = waiter.result()
+    try:
+        yield embedded
+    finally:
+        embedded._bridge.to_trio(stop.set)
+        (await asyncio.shield(done)).unwrap()

@@ -1,0 +1,325 @@
+"""The runtime: the session registry and the public API, on trio.
+
+``async with open_runtime(config, agents=[...]) as runtime:`` opens the store, and gives a
+:class:`Runtime` whose methods reach a user's supervisor through its mailbox (activating it on
+first use). Supervisors passivate themselves when idle and are rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import trio
+from sqlalchemy import MetaData
+
+from ._agent import Agent, AgentRegistry
+from ._config import RuntimeConfig
+from ._exceptions import (
+    CommandError,
+    MailboxFullError,
+    RuntimeClosedError,
+    SubscriptionClosedError,
+)
+from ._messages import (
+    CancelRun,
+    GetRuns,
+    Message,
+    Reply,
+    SendToRun,
+    StartRun,
+    Subscribe,
+    WaitRun,
+    fail_message,
+)
+from ._store import SqlStore, Store, StoreStatistics
+from ._subscription import Subscription
+from ._supervisor import Counters, RunsSnapshot, SupervisorDeps, UserSupervisor
+from ._values import JSON, Event, RunInfo
+
+log = logging.getLogger("netra_actors")
+
+MAX_USER_ID = 128
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeStatistics:
+    """A snapshot of the runtime."""
+
+    active_sessions: int
+    """Users with an active supervisor."""
+    live_runs: int
+    subscriptions: int
+    """Open socket mailboxes."""
+    mailbox_depth_max: int
+    """The fullest supervisor mailbox right now."""
+    runs_started: int
+    runs_ended: dict[str, int]
+    restarts: int
+    rollbacks: int
+    events_delivered: int
+    store: StoreStatistics
+
+
+class _Session:
+    """The registry's entry for one active user."""
+
+    __slots__ = ("send", "supervisor")
+
+    def __init__(self, send: trio.MemorySendChannel[Message], supervisor: UserSupervisor) -> None:
+        self.send = send
+        self.supervisor = supervisor
+
+
+def check_user_id(user_id: str) -> None:
+    """Raise :class:`CommandError` unless ``user_id`` is a usable user id."""
+    if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
+        raise CommandError(f"user ids are non-empty strings of at most {MAX_USER_ID} characters")
+
+
+class Runtime:
+    """The runtime of one process. Get one from :func:`open_runtime`.
+
+    Every method takes the ``user_id`` it acts for and can only ever touch that user's session.
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        agents: AgentRegistry,
+        store: Store,
+        nursery: trio.Nursery,
+        *,
+        tracer: Callable[[str, str, Any], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self.store = store
+        self._nursery = nursery
+        self._sessions: dict[str, _Session] = {}
+        self._counters = Counters()
+        self._deps = SupervisorDeps(
+            config=config, store=store, agents=agents, counters=self._counters, tracer=tracer
+        )
+        self._closed = False
+
+    # -- the session registry --------------------------------------------------------------
+
+    def _session(self, user_id: str) -> _Session:
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed")
+        session = self._sessions.get(user_id)
+        if session is None:
+            send, receive = trio.open_memory_channel[Message](self.config.mailbox_size)
+            supervisor = UserSupervisor(self._deps, user_id, receive, send)
+            session = _Session(send, supervisor)
+            self._sessions[user_id] = session
+            self._nursery.start_soon(self._run_supervisor, session, receive)
+        return session
+
+    async def _run_supervisor(
+        self, session: _Session, receive: trio.MemoryReceiveChannel[Message]
+    ) -> None:
+        user_id = session.supervisor.user_id
+
+        def on_idle() -> bool:
+            # Synchronous: nothing can slip into the mailbox between this check and removal.
+            if receive.statistics().current_buffer_used:
+                return False
+            self._forget(user_id, session)
+            return True
+
+        reason = "shutdown"
+        try:
+            await session.supervisor.run(on_idle=on_idle)
+            reason = "closed"
+        except Exception:
+            log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
+            reason = "session_failed"
+        finally:
+            self._forget(user_id, session)
+            receive.close()
+            while True:
+                try:
+                    fail_message(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            for sub in session.supervisor.subs:
+                sub._close(SubscriptionClosedError(reason))
+
+    def _forget(self, user_id: str, session: _Session) -> None:
+        if self._sessions.get(user_id) is session:
+            del self._sessions[user_id]
+
+    async def _request(self, user_id: str, make: Callable[[], Any]) -> Any:
+        check_user_id(user_id)
+        for _ in range(3):
+            session = self._session(user_id)
+            msg = make()
+            try:
+                session.send.send_nowait(msg)
+            except trio.WouldBlock:
+                raise MailboxFullError("too many requests for this user; slow down") from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue  # that supervisor just stopped: the next one is activated
+            return await msg.reply.wait()
+        raise RuntimeClosedError("the user's session could not be activated")
+
+    # -- the public API --------------------------------------------------------------------
+
+    async def start_run(self, user_id: str, agent: str | None, input: JSON = None) -> str:
+        """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
+
+        Returns once the run's start is committed (``pending``, ``starting``, ``running``).
+        """
+        run_id: str = await self._request(
+            user_id, lambda: StartRun(agent=agent, input=input, user_text=None, reply=Reply())
+        )
+        return run_id
+
+    async def say(self, user_id: str, text: str, *, agent: str | None = None) -> str:
+        """Commit the user's chat message and start a run with it as input. Returns the run id."""
+        if not isinstance(text, str):
+            raise CommandError("text must be a string")
+        run_id: str = await self._request(
+            user_id, lambda: StartRun(agent=agent, input=text, user_text=text, reply=Reply())
+        )
+        return run_id
+
+    async def cancel_run(self, user_id: str, run_id: str) -> None:
+        """Cancel a live run: its uncommitted work is rolled back and it ends ``cancelled``."""
+        await self._request(user_id, lambda: CancelRun(run_id=run_id, reply=Reply()))
+
+    async def send_to_run(self, user_id: str, run_id: str, message: JSON) -> None:
+        """Put ``message`` in the run's inbox (the agent reads it with ``ctx.receive()``)."""
+        await self._request(
+            user_id, lambda: SendToRun(run_id=run_id, message=message, reply=Reply())
+        )
+
+    async def get_runs(self, user_id: str, *, limit: int = 100) -> RunsSnapshot:
+        """The user's head ``seq`` and most recent runs, newest first."""
+        snapshot: RunsSnapshot = await self._request(
+            user_id, lambda: GetRuns(limit=limit, reply=Reply())
+        )
+        return snapshot
+
+    async def wait_run(self, user_id: str, run_id: str) -> RunInfo:
+        """Wait until the run has ended; return its final snapshot."""
+        info: RunInfo = await self._request(user_id, lambda: WaitRun(run_id=run_id, reply=Reply()))
+        return info
+
+    async def subscribe(
+        self, user_id: str, *, resume_from: int | None = None, capacity: int | None = None
+    ) -> Subscription:
+        """A socket mailbox for the user's committed events.
+
+        With ``resume_from=k`` it first yields every committed event with ``seq > k``, then live
+        events; without it, only events committed after this call. ``k`` greater than the user's
+        head ``seq`` raises :class:`CommandError` (``bad_request``).
+        """
+        if resume_from is not None and (
+            isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0
+        ):
+            raise CommandError("resume_from must be an integer >= 0")
+        sub = Subscription(
+            self.store,
+            user_id,
+            resume_from=resume_from,
+            capacity=capacity or self.config.subscriber_buffer,
+            page=self.config.replay_page,
+        )
+        await self._request(
+            user_id, lambda: Subscribe(subscription=sub, resume_from=resume_from, reply=Reply())
+        )
+        return sub
+
+    async def replay(self, user_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Every committed event of the user with ``seq > after_seq``, in order, page by page."""
+        check_user_id(user_id)
+        page = self.config.replay_page
+        while True:
+            events = await self.store.replay(user_id, after_seq, page)
+            for event in events:
+                yield event
+            if len(events) < page:
+                return
+            after_seq = events[-1].seq
+
+    async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
+        """The run's snapshot from the store, if it exists for this user."""
+        check_user_id(user_id)
+        return await self.store.get_run(user_id, run_id)
+
+    def statistics(self) -> RuntimeStatistics:
+        """A snapshot of counters and gauges (used by ``/healthz`` and ``/metrics``)."""
+        sessions = list(self._sessions.values())
+        c = self._counters
+        return RuntimeStatistics(
+            active_sessions=len(sessions),
+            live_runs=sum(len(s.supervisor.runs) for s in sessions),
+            subscriptions=sum(
+                sum(1 for sub in s.supervisor.subs if not sub.closed) for s in sessions
+            ),
+            mailbox_depth_max=max(
+                (s.send.statistics().current_buffer_used for s in sessions), default=0
+            ),
+            runs_started=c.runs_started,
+            runs_ended=dict(c.runs_ended),
+            restarts=c.restarts,
+            rollbacks=c.rollbacks,
+            events_delivered=c.events_delivered,
+            store=self.store.statistics(),
+        )
+
+    def commit_to_socket_delays(self) -> Sequence[float]:
+        """Recent commit→socket-mailbox delays in seconds (for latency metrics)."""
+        return tuple(self._counters.commit_to_socket)
+
+    def is_active(self, user_id: str) -> bool:
+        """Whether the user has an active supervisor right now."""
+        return user_id in self._sessions
+
+    async def aclose(self) -> None:
+        """Stop every supervisor and its agents. Runs still live end ``dead`` on next start."""
+        self._closed = True
+        self._nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    config: RuntimeConfig | None = None,
+    *,
+    agents: Iterable[type[Agent]] = (),
+    default_agent: str | None = None,
+    store: Store | None = None,
+    metadata: Iterable[MetaData] = (),
+    tracer: Callable[[str, str, Any], None] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the runtime (trio side). The store is opened and closed with it.
+
+    ``metadata``: your own SQLAlchemy ``MetaData`` whose tables are created at open (for
+    examples and tests; use your migrations in production). ``store``: a custom store (e.g.
+    :class:`netra_actors.testing.MemoryStore`); the SQL store needs trio running as a guest of
+    asyncio (:func:`netra_actors.run` or :func:`netra_actors.embed`).
+    """
+    config = config or RuntimeConfig()
+    registry = AgentRegistry(agents, default=default_agent)
+    own_store = store is None
+    the_store: Store = (
+        store if store is not None else await SqlStore.open(config, extra_metadata=metadata)
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime = Runtime(config, registry, the_store, nursery, tracer=tracer)
+            try:
+                yield runtime
+            finally:
+                runtime._closed = True
+                nursery.cancel_scope.cancel()
+    finally:
+        if own_store:
+            with trio.CancelScope(shield=True):
+                await the_store.aclose()

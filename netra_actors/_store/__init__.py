@@ -1,0 +1,8 @@
+"""Persistence: the store protocol, the SQL store with group commit, and the schema."""
+
+from ._base import Store as Store
+from ._base import StoreStatistics as StoreStatistics
+from ._base import UserSnapshot as UserSnapshot
+from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from ._sql import SqlStore as SqlStore
+from ._sql import check_stageable as check_stageable

@@ -1,0 +1,101 @@
+"""The tables of the store, their schema version, and the migrations that build them.
+
+Migrations are a documented equivalent of Alembic, kept small on purpose: ``MIGRATIONS[n]``
+upgrades a database from version ``n`` to ``n + 1`` and runs inside the opening transaction;
+the version lives in ``netra_meta``. A database whose version is newer than ``SCHEMA_VERSION`` is
+refused (:class:`SchemaVersionError`) rather than misread. See ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+
+from .._exceptions import SchemaVersionError
+
+metadata = MetaData()
+
+meta = Table(
+    "netra_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+events = Table(
+    "netra_events",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), nullable=True),
+    Column("event", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+runs = Table(
+    "netra_runs",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("input", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("netra_runs_user_state", "user_id", "state"),
+    Index("netra_runs_user_created", "user_id", "created_at"),
+)
+
+SCHEMA_VERSION = 1
+
+
+def _v0_to_v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[events, runs])
+
+
+#: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1}
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version recorded in the database (0 for an empty database)."""
+    meta.create(conn, checkfirst=True)
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: Connection) -> tuple[int, int]:
+    """Bring the schema to :data:`SCHEMA_VERSION`. Returns (version before, version after)."""
+    before = version = current_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the database has schema version {version}, but this netra_actors knows only up "
+            f"to {SCHEMA_VERSION}: upgrade netra_actors (never downgrade a database)"
+        )
+    while version < SCHEMA_VERSION:
+        MIGRATIONS[version](conn)
+        version += 1
+    if version != before:
+        if before == 0:
+            conn.execute(meta.insert().values(key="schema_version", value=str(version)))
+        else:
+            conn.execute(
+                meta.update().where(meta.c.key == "schema_version").values(value=str(version))
+            )
+    return before, version

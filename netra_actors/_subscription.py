@@ -1,0 +1,160 @@
+"""A socket mailbox: one subscriber's view of a user's committed events, bounded.
+
+The supervisor hands committed events to every subscription of its user, in ``seq`` order, without
+ever waiting (:meth:`Subscription._offer` never blocks). A subscription that holds more than its
+capacity is closed with :class:`SlowConsumerError`: its reader reconnects with ``resume_from`` and
+catches up from the store, so a slow client never holds back its supervisor or anyone else.
+
+Resume is exact: subscribing registers the subscription *and* reads the user's head ``seq`` in one
+step of the supervisor, so events up to that head come from the store (replay) and events after it
+arrive live, with no gap and no duplicate at the seam.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ._exceptions import SlowConsumerError, SubscriptionClosedError
+from ._values import Event
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+
+@attrs.frozen(kw_only=True)
+class SubscriptionStatistics:
+    """A snapshot of one subscription."""
+
+    buffered: int
+    """Live events waiting to be read."""
+    capacity: int
+    delivered: int
+    """Events returned to the reader so far (replayed and live)."""
+    replaying: bool
+    """True while events up to the subscribe-time head are still being read from the store."""
+
+
+class Subscription:
+    """The committed events of one user, for one reader (typically one WebSocket).
+
+    Read with ``async for event in subscription`` or :meth:`receive_batch`. Close with
+    :meth:`close` (or ``async with``).
+    """
+
+    def __init__(
+        self, store: Store, user_id: str, *, resume_from: int | None, capacity: int, page: int
+    ) -> None:
+        self.user_id = user_id
+        self.resume_from = resume_from
+        self.head_seq = 0
+        """The user's head ``seq`` when the subscription was registered."""
+        self._store = store
+        self._capacity = capacity
+        self._page = page
+        self._buf: collections.deque[Event] = collections.deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed: SubscriptionClosedError | None = None
+        self._replay_next: int | None = resume_from  # last seq handed out while replaying
+        self._delivered = 0
+        self._last_seq: int | None = resume_from
+
+    # -- the supervisor's side (never blocks) -----------------------------------------------
+
+    def _registered(self, head_seq: int) -> None:
+        self.head_seq = head_seq
+        if self._replay_next is not None and self._replay_next >= head_seq:
+            self._replay_next = None
+
+    def _offer(self, events: Sequence[Event]) -> bool:
+        """Append committed events. False if this subscription is closed (drop it)."""
+        if self._closed is not None:
+            return False
+        if len(self._buf) + len(events) > self._capacity:
+            self._close(SlowConsumerError())
+            return False
+        self._buf.extend(events)
+        self._lot.unpark_all()
+        return True
+
+    def _close(self, error: SubscriptionClosedError) -> None:
+        if self._closed is None:
+            self._closed = error
+            self._buf.clear()
+            self._lot.unpark_all()
+
+    # -- the reader's side ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, for whatever reason."""
+        return self._closed is not None
+
+    def close(self) -> None:
+        """Stop receiving. The supervisor forgets this subscription on its next delivery."""
+        self._close(SubscriptionClosedError("closed"))
+
+    async def receive_batch(self, max_events: int = 256) -> list[Event]:
+        """The next events in ``seq`` order: at least one, at most ``max_events``.
+
+        Raises :class:`SlowConsumerError` if this reader fell behind, or
+        :class:`SubscriptionClosedError` once closed.
+        """
+        if self._replay_next is not None and self._closed is None:
+            after = self._replay_next
+            want = min(max_events, self._page, self.head_seq - after)
+            events = await self._store.replay(self.user_id, after, want)
+            events = [e for e in events if e.seq <= self.head_seq]
+            if not events or events[0].seq != after + 1:
+                raise SubscriptionClosedError(
+                    "session_failed", f"replay after seq {after} found a gap in the store"
+                )
+            self._replay_next = events[-1].seq if events[-1].seq < self.head_seq else None
+            return self._hand_out(events)
+        while not self._buf:
+            if self._closed is not None:
+                raise self._closed
+            await self._lot.park()
+        if self._closed is not None:
+            raise self._closed
+        n = min(max_events, len(self._buf))
+        return self._hand_out([self._buf.popleft() for _ in range(n)])
+
+    def _hand_out(self, events: list[Event]) -> list[Event]:
+        self._delivered += len(events)
+        self._last_seq = events[-1].seq
+        return events
+
+    async def receive(self) -> Event:
+        """The next event (see :meth:`receive_batch`)."""
+        return (await self.receive_batch(1))[0]
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except SubscriptionClosedError as exc:
+            if exc.reason == "closed":
+                raise StopAsyncIteration from None
+            raise
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Buffer depth and counters."""
+        return SubscriptionStatistics(
+            buffered=len(self._buf),
+            capacity=self._capacity,
+            delivered=self._delivered,
+            replaying=self._replay_next is not None,
+        )

@@ -1,0 +1,117 @@
+"""The agents of the example chat server (protocol v1, "Example server contract").
+
+* ``demo`` (the default): thinks, calls a local tool, answers, completes.
+* ``crashy``: ``{"crash_times": N}`` — stages events and rows, then raises, on each of its first N
+  attempts; succeeds on attempt N+1. Demonstrates rollback and supervised restart.
+* ``slow``: ``{"seconds": S}`` — runs S seconds, heartbeating and thinking about once a second.
+
+They are ordinary agents: read them as examples of the agent API (``docs/agents.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import trio
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
+
+from ._agent import Agent, AgentContext
+from ._values import JSON
+
+#: Tables the demo agents write to (created by the example server at start).
+demo_metadata = MetaData()
+
+notes = Table(
+    "demo_notes",
+    demo_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(128), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("text", String(2000), nullable=False),
+    Column("value", Float, nullable=True),
+)
+
+_NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def word_stats(text: str) -> dict[str, JSON]:
+    """The demo's local tool: counts words and sums the numbers in a text."""
+    numbers = [float(n) for n in _NUMBERS.findall(text)]
+    return {
+        "words": len(text.split()),
+        "characters": len(text),
+        "numbers": numbers,
+        "sum": math.fsum(numbers),
+    }
+
+
+class DemoAgent(Agent):
+    """Thinks, calls the ``word_stats`` tool, answers with a message, completes."""
+
+    name = "demo"
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        text = input if isinstance(input, str) else str(input)
+        await ctx.think(f"Reading your message ({len(text)} characters).")
+        await ctx.checkpoint()
+        stats = await ctx.tool("word_stats", word_stats, text=text)
+        await ctx.think("Composing an answer from the tool's result.")
+        await ctx.stage(
+            insert(notes).values(
+                user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, text=text[:2000]
+            )
+        )
+        answer = f"You wrote {stats['words']} word(s) and {stats['characters']} character(s)"
+        if stats["numbers"]:
+            answer += f"; the numbers in it add up to {stats['sum']:g}"
+        await ctx.say(answer + ".")
+        return {"answer": answer + ".", "stats": stats}
+
+
+class CrashyAgent(Agent):
+    """Crashes on its first ``crash_times`` attempts (after staging work), then succeeds."""
+
+    name = "crashy"
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        crash_times = 1
+        if isinstance(input, dict) and isinstance(input.get("crash_times"), int):
+            crash_times = max(0, input["crash_times"])
+        await ctx.think(f"Attempt {ctx.attempt}: staging work.")
+        await ctx.stage(
+            insert(notes).values(
+                user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, text="staged"
+            )
+        )
+        if ctx.attempt <= crash_times:
+            raise RuntimeError(
+                f"crashy crashed on purpose (attempt {ctx.attempt} of {crash_times})"
+            )
+        await ctx.say(f"Succeeded on attempt {ctx.attempt}.")
+        return {"attempts": ctx.attempt}
+
+
+class SlowAgent(Agent):
+    """Runs ``seconds`` seconds, heartbeating and thinking about once per second."""
+
+    name = "slow"
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        seconds = 5.0
+        if isinstance(input, dict) and isinstance(input.get("seconds"), int | float):
+            seconds = max(0.0, min(float(input["seconds"]), 3600.0))
+        start = trio.current_time()
+        tick = 0
+        while (elapsed := trio.current_time() - start) < seconds:
+            tick += 1
+            await ctx.think(f"Working… {elapsed:.0f}s of {seconds:g}s")
+            await ctx.checkpoint()
+            await trio.sleep(min(1.0, seconds - elapsed))
+        await ctx.say(f"Done after {seconds:g}s.")
+        return {"seconds": seconds, "ticks": tick}
+
+
+#: The agents the example server registers, default first.
+DEMO_AGENTS: tuple[type[Agent], ...] = (DemoAgent, CrashyAgent, SlowAgent)

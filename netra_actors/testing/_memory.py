@@ -1,0 +1,140 @@
+"""An in-memory store with the real store's contract, for trio-only tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from .._core import LIVE_STATES, RunState
+from .._exceptions import StoreError
+from .._store import StoreStatistics, UserSnapshot
+from .._subscription import Subscription
+from .._uow import RunRow, UnitOfWork
+from .._values import Event, RunInfo, loads
+
+FailureHook = Callable[[str, UnitOfWork], BaseException | None]
+
+
+class MemoryStore:
+    """A :class:`~netra_actors.Store` in memory.
+
+    ``fail_when(user_id, unit)`` may return an exception: that unit then fails as a database
+    error would (nothing of it is kept). ``commit_delay`` (seconds on trio's clock) simulates a
+    slow disk.
+    """
+
+    def __init__(self, *, fail_when: FailureHook | None = None, commit_delay: float = 0.0) -> None:
+        self.events: dict[str, list[Event]] = {}
+        self.runs: dict[tuple[str, str], RunRow] = {}
+        self.rows: list[tuple[str, object, object]] = []
+        """Developer rows/statements committed, as (user_id, target, params)."""
+        self.fail_when = fail_when
+        self.commit_delay = commit_delay
+        self.commits = 0
+        self.failures = 0
+        self.closed = False
+
+    async def load_user(self, user_id: str) -> UserSnapshot:
+        await trio.lowlevel.checkpoint()
+        live = [
+            _info(row)
+            for (uid, _), row in self.runs.items()
+            if uid == user_id and RunState(row.state) in LIVE_STATES
+        ]
+        return UserSnapshot(head_seq=self._head(user_id), live_runs=tuple(live))
+
+    def _head(self, user_id: str) -> int:
+        evs = self.events.get(user_id)
+        return evs[-1].seq if evs else 0
+
+    async def commit(self, user_id: str, base_seq: int, unit: UnitOfWork) -> list[Event]:
+        if self.closed:
+            raise StoreError("the store is closed")
+        with trio.CancelScope(shield=True):
+            if self.commit_delay:
+                await trio.sleep(self.commit_delay)
+            else:
+                await trio.lowlevel.checkpoint()
+        error = self.fail_when(user_id, unit) if self.fail_when else None
+        if error is not None:
+            self.failures += 1
+            raise StoreError(f"injected failure: {error}") from error
+        if base_seq != self._head(user_id):
+            self.failures += 1
+            raise StoreError(f"seq conflict: base {base_seq}, head {self._head(user_id)}")
+        now = time.time()
+        out = []
+        seq = base_seq
+        for ev in unit.events:
+            seq += 1
+            out.append(
+                Event(
+                    user_id=user_id, seq=seq, run_id=ev.run_id, event=ev.event, ts=now, data=ev.data
+                )
+            )
+        self.events.setdefault(user_id, []).extend(out)
+        for row in unit.runs.values():
+            self.runs[(user_id, row.run_id)] = row
+        self.rows.extend((user_id, s.target, s.params) for s in unit.statements)
+        self.commits += 1
+        return out
+
+    async def replay(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
+        await trio.lowlevel.checkpoint()
+        evs = self.events.get(user_id, [])
+        return [e for e in evs if e.seq > after_seq][:limit]
+
+    async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
+        await trio.lowlevel.checkpoint()
+        row = self.runs.get((user_id, run_id))
+        return _info(row) if row else None
+
+    async def list_runs(self, user_id: str, limit: int) -> list[RunInfo]:
+        await trio.lowlevel.checkpoint()
+        rows = [r for (uid, _), r in self.runs.items() if uid == user_id]
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [_info(r) for r in rows[:limit]]
+
+    async def check(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            batches=self.commits + self.failures,
+            units_committed=self.commits,
+            units_failed=self.failures,
+            events_committed=sum(len(v) for v in self.events.values()),
+            isolated_retries=0,
+            queued=0,
+            last_commit_seconds=0.0,
+        )
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _info(row: RunRow) -> RunInfo:
+    return RunInfo(
+        user_id=row.user_id,
+        run_id=row.run_id,
+        agent=row.agent,
+        state=RunState(row.state),
+        attempt=row.attempt,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reason=row.reason,
+        input=None if row.input_json is None else loads(row.input_json),
+        result=None if row.result_json is None else loads(row.result_json),
+    )
+
+
+async def collect_until(
+    subscription: Subscription, done: Callable[[list[Event]], bool]
+) -> list[Event]:
+    """Read events until ``done(events_so_far)`` is true. Wrap it in ``trio.fail_after``."""
+    events: list[Event] = []
+    while not done(events):
+        events.extend(await subscription.receive_batch())
+    return events

@@ -1,0 +1,112 @@
+"""Agents shared by the runtime tests."""
+
+from __future__ import annotations
+
+import trio
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+
+import netra_actors as na
+
+test_metadata = MetaData()
+
+ledger = Table(
+    "test_ledger",
+    test_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("unique_key", String(64), nullable=True, unique=True),
+)
+
+
+class Steps(na.Agent):
+    """Emits ``input["steps"]`` thinking events, checkpointing every ``input["every"]``."""
+
+    name = "steps"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        steps = int(input.get("steps", 3)) if isinstance(input, dict) else 3
+        every = int(input.get("every", 1)) if isinstance(input, dict) else 1
+        for i in range(steps):
+            await ctx.think(f"step {i}")
+            if (i + 1) % every == 0:
+                await ctx.checkpoint()
+        await ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        return {"steps": steps}
+
+
+class Crashy(na.Agent):
+    """Stages an event and a row, then raises, on its first ``crash_times`` attempts."""
+
+    name = "crashy"
+    restart_policy = na.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        crash_times = int(input["crash_times"]) if isinstance(input, dict) else 1
+        await ctx.think(f"doomed attempt {ctx.attempt}")
+        await ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        if ctx.attempt <= crash_times:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return {"attempt": ctx.attempt}
+
+
+class Sleeper(na.Agent):
+    """Checkpoints a thinking event, stages another, then sleeps (heartbeating if asked)."""
+
+    name = "sleeper"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        beat = bool(input.get("beat")) if isinstance(input, dict) else False
+        seconds = float(input.get("seconds", 3600)) if isinstance(input, dict) else 3600.0
+        await ctx.think("committed before sleeping")
+        await ctx.checkpoint()
+        await ctx.think("staged, never committed")
+        await ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        start = trio.current_time()
+        while trio.current_time() - start < seconds:
+            if beat:
+                await ctx.heartbeat()
+            await trio.sleep(0.05 if beat else seconds)
+        return "woke"
+
+
+class Conflict(na.Agent):
+    """Stages a row with a unique key: two runs with the same key conflict at commit."""
+
+    name = "conflict"
+    restart_policy = na.RestartPolicy(restart="temporary")
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        key = str(input["key"]) if isinstance(input, dict) else "k"
+        await ctx.think(f"claiming {key}")
+        await ctx.stage(
+            insert(ledger).values(
+                user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, unique_key=key
+            )
+        )
+        await ctx.checkpoint()
+        return key
+
+
+class Echo(na.Agent):
+    """Emits one ``echo`` event per message it receives, until it receives ``"stop"``."""
+
+    name = "echo"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        count = 0
+        while (message := await ctx.receive()) != "stop":
+            count += 1
+            await ctx.emit("echo", {"message": message})
+            await ctx.checkpoint()
+        return count
+
+
+ALL_AGENTS: tuple[type[na.Agent], ...] = (Steps, Crashy, Sleeper, Conflict, Echo)
