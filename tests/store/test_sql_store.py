@@ -1,0 +1,285 @@
+"""The SQL store's contract, on a real SQLite file and (when reachable) the local PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import netra_actors as na
+from netra_actors._store import SqlStore
+from netra_actors._store._schema import SCHEMA_VERSION
+from netra_actors._uow import RunRow, UnitOfWork
+from netra_actors.testing import guest_test
+
+PG_URL = os.environ.get("NETRA_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+extra = MetaData()
+things = Table(
+    "test_things",
+    extra,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),
+    Column("key", String(64), unique=True, nullable=True),
+)
+
+
+class Base(DeclarativeBase):
+    metadata = extra
+
+
+class Note(Base):
+    __tablename__ = "test_notes"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(String(200))
+
+
+def sqlite_config(tmp_path: Path) -> na.RuntimeConfig:
+    return na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "store.db"))
+
+
+URLS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgres",
+        id="postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(
+                not postgres_reachable(),
+                reason=f"PostgreSQL is not reachable at {PG_URL} (set NETRA_TEST_PG_URL)",
+            ),
+        ],
+    ),
+]
+
+
+@asynccontextmanager
+async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    config = sqlite_config(tmp_path) if kind == "sqlite" else na.RuntimeConfig(database_url=PG_URL)
+    store = await SqlStore.open(config, extra_metadata=[extra])
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def unit_with(user: str, n_events: int, *, run: str | None = None) -> UnitOfWork:
+    unit = UnitOfWork(user)
+    run_id = run or f"r_{uuid.uuid4().hex[:12]}"
+    for i in range(n_events):
+        unit.emit(run_id, "agent_thinking", {"text": f"e{i}"})
+    now = time.time()
+    unit.put_run(
+        RunRow(
+            user_id=user,
+            run_id=run_id,
+            agent="demo",
+            state="running",
+            attempt=1,
+            input_json="null",
+            result_json=None,
+            reason=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return unit
+
+
+def fresh_user() -> str:
+    return f"u_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_commit_assigns_gapless_seqs_and_replays_in_pages(kind: str, tmp_path: Path) -> None:
+    user = fresh_user()
+    async with open_store(kind, tmp_path) as store:
+        assert (await store.load_user(user)).head_seq == 0
+        head = 0
+        for n in (3, 1, 5):
+            events = await store.commit(user, head, unit_with(user, n))
+            assert [e.seq for e in events] == list(range(head + 1, head + n + 1))
+            head = events[-1].seq
+        assert (await store.load_user(user)).head_seq == 9
+        pages = [await store.replay(user, after, 4) for after in (0, 4, 8)]
+        assert [[e.seq for e in p] for p in pages] == [[1, 2, 3, 4], [5, 6, 7, 8], [9]]
+        assert pages[0][0].data == {"text": "e0"}
+        assert await store.replay(fresh_user(), 0, 10) == []  # scoped by user
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_group_commit_batches_units_of_many_users(kind: str, tmp_path: Path) -> None:
+    users = [fresh_user() for _ in range(200)]
+    async with open_store(kind, tmp_path) as store:
+
+        async def one(user: str) -> None:
+            head = 0
+            for _ in range(5):
+                events = await store.commit(user, head, unit_with(user, 5))
+                head = events[-1].seq
+
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(one, user)
+        stats = store.statistics()
+        for user in users[:5]:
+            assert (await store.load_user(user)).head_seq == 25
+    assert stats.units_committed == 1000
+    assert stats.batches < 200, stats  # units were committed together
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_bad_unit_fails_alone_in_its_batch(kind: str, tmp_path: Path) -> None:
+    key = f"k_{uuid.uuid4().hex[:8]}"
+    async with open_store(kind, tmp_path) as store:
+        seed = fresh_user()
+        seed_unit = unit_with(seed, 1)
+        seed_unit.stage(insert(things).values(owner=seed, key=key))
+        await store.commit(seed, 0, seed_unit)
+
+        users = [fresh_user() for _ in range(30)]
+        bad_user = users[13]
+        results: dict[str, object] = {}
+
+        async def one(user: str) -> None:
+            unit = unit_with(user, 2)
+            unit.stage(Note(owner=user, text="orm row"))
+            if user == bad_user:
+                unit.stage(insert(things).values(owner=user, key=key))  # duplicate key
+            try:
+                results[user] = await store.commit(user, 0, unit)
+            except na.StoreError as exc:
+                results[user] = exc
+
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(one, user)
+        assert isinstance(results[bad_user], na.StoreError)
+        assert "unique" in str(results[bad_user]).lower()
+        for user in users:
+            if user != bad_user:
+                assert not isinstance(results[user], BaseException), results[user]
+                assert (await store.load_user(user)).head_seq == 2
+        assert (await store.load_user(bad_user)).head_seq == 0
+        assert await store.replay(bad_user, 0, 10) == []
+        assert store.statistics().units_failed == 1
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_runs_are_upserted_and_scoped(kind: str, tmp_path: Path) -> None:
+    user, other = fresh_user(), fresh_user()
+    async with open_store(kind, tmp_path) as store:
+        unit = unit_with(user, 1, run="r_same_id")
+        await store.commit(user, 0, unit)
+        later = unit_with(user, 1, run="r_same_id")
+        row = later.runs["r_same_id"]
+        later.runs["r_same_id"] = attrs.evolve(
+            row, state="completed", attempt=2, result_json='{"a":1}'
+        )
+        await store.commit(user, 1, later)
+        info = await store.get_run(user, "r_same_id")
+        assert info is not None
+        assert info.state is na.RunState.COMPLETED
+        assert info.attempt == 2
+        assert info.result == {"a": 1}
+        assert await store.get_run(other, "r_same_id") is None  # scoped: another user sees nothing
+        assert [r.run_id for r in await store.list_runs(user, 10)] == ["r_same_id"]
+        assert await store.list_runs(other, 10) == []
+        assert (await store.load_user(user)).live_runs == ()
+
+
+@guest_test()
+async def test_sqlite_runs_in_wal_mode_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    store = await SqlStore.open(config)
+    await store.aclose()
+    path = str(tmp_path / "store.db")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        version = conn.execute("SELECT value FROM netra_meta WHERE key='schema_version'").fetchone()
+        assert int(version[0]) == SCHEMA_VERSION
+        conn.execute("UPDATE netra_meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(na.SchemaVersionError, match="upgrade netra_actors"):
+        await SqlStore.open(config)
+
+
+@guest_test()
+async def test_migrating_an_empty_database_is_idempotent(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    for _ in range(2):
+        store = await SqlStore.open(config)
+        await store.commit("u", (await store.load_user("u")).head_seq, unit_with("u", 1))
+        await store.aclose()
+    with sqlite3.connect(str(tmp_path / "store.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM netra_events").fetchone()[0] == 2
+
+
+@guest_test()
+async def test_two_writers_on_one_sqlite_file_wait_instead_of_failing(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE + busy timeout: concurrent writers (two processes' stores) serialize."""
+    config = sqlite_config(tmp_path)
+    a = await SqlStore.open(config)
+    b = await SqlStore.open(config)
+    try:
+
+        async def writer(store: SqlStore, user: str) -> None:
+            head = 0
+            for _ in range(30):
+                head = (await store.commit(user, head, unit_with(user, 3)))[-1].seq
+
+        async with trio.open_nursery() as n:
+            n.start_soon(writer, a, "alice")
+            n.start_soon(writer, b, "bob")
+        assert (await a.load_user("bob")).head_seq == 90
+        assert (await b.load_user("alice")).head_seq == 90
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+@guest_test()
+async def test_a_seq_conflict_from_another_writer_fails_the_unit(tmp_path: Path) -> None:
+    """Two processes must never both commit seq n for a user: the primary key refuses it."""
+    config = sqlite_config(tmp_path)
+    store = await SqlStore.open(config)
+    try:
+        await store.commit("alice", 0, unit_with("alice", 2))
+        with pytest.raises(na.StoreError):
+            await store.commit("alice", 1, unit_with("alice", 2))  # stale head
+        assert [e.seq for e in await store.replay("alice", 0, 10)] == [1, 2]
+    finally:
+        await store.aclose()
+
+
+def test_the_store_needs_the_asyncio_host() -> None:
+    async def main() -> None:
+        await SqlStore.open(na.RuntimeConfig())
+
+    with pytest.raises(na.RuntimeClosedError, match=r"netra_actors\.run"):
+        trio.run(main)

@@ -1,0 +1,76 @@
+"""Embedding the runtime in a plain asyncio application, as FastAPI/Starlette/aiohttp would."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import netra_actors as na
+from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
+
+
+def test_an_asyncio_host_runs_agents_and_keeps_its_own_loop_responsive(tmp_path: Path) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
+    ticks: list[float] = []
+
+    async def host() -> tuple[na.RunInfo, list[na.Event], int]:
+        loop = asyncio.get_running_loop()
+
+        async def ticker() -> None:  # the host's own work keeps running meanwhile
+            while True:
+                ticks.append(loop.time())
+                await asyncio.sleep(0.01)
+
+        tick_task = asyncio.create_task(ticker())
+        async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+            sub = await rt.subscribe("alice", resume_from=0)
+            run_id = await rt.say("alice", "2 plus 3")
+            info = await rt.wait_run("alice", run_id)
+            events: list[na.Event] = []
+            async for event in sub:
+                events.append(event)
+                if event.event == "run_state" and event.data["state"] == "completed":
+                    break
+            sub.close()
+            stats = await rt.statistics()
+        tick_task.cancel()
+        return info, events, stats.store.events_committed
+
+    info, events, committed = asyncio.run(host())
+    assert info.state is na.RunState.COMPLETED
+    assert info.result is not None
+    assert "5" in info.result["answer"]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert committed == len(events)
+    assert {"tool_executing", "tool_completed", "agent_completed"} <= {e.event for e in events}
+    assert len(ticks) > 3
+    with sqlite3.connect(tmp_path / "embed.db") as conn:  # closed cleanly: everything on disk
+        assert conn.execute("SELECT count(*) FROM netra_events").fetchone()[0] == len(events)
+
+
+def test_embedding_errors_cross_back_as_the_same_exceptions(tmp_path: Path) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
+
+    async def host() -> None:
+        async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+            with pytest.raises(na.UnknownAgentError):
+                await rt.start_run("alice", "no_such_agent", None)
+            with pytest.raises(na.UnknownRunError):
+                await rt.cancel_run("alice", "r_nope")
+
+    asyncio.run(host())
+
+
+def test_a_runtime_that_cannot_start_raises_in_the_host(tmp_path: Path) -> None:
+    (tmp_path / "not_a_dir").write_text("x")
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "not_a_dir" / "x.db"))
+
+    async def host() -> None:
+        async with na.embed(config):
+            pass
+
+    with pytest.raises(na.StoreError):
+        asyncio.run(host())
