@@ -7,6 +7,7 @@ mailboxes. See ``docs/`` for the architecture and guides.
 import logging as _logging
 
 from ._agent import Agent as Agent
+from ._agent import AgentBase as AgentBase
 from ._agent import AgentContext as AgentContext
 from ._agent import AgentRegistry as AgentRegistry
 from ._bridge import run as run
@@ -45,6 +46,9 @@ from ._store import StoreStatistics as StoreStatistics
 from ._subscription import Subscription as Subscription
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
 from ._supervisor import RunsSnapshot as RunsSnapshot
+from ._threaded import ThreadedAgent as ThreadedAgent
+from ._threaded import ThreadedContext as ThreadedContext
+from ._threaded import run_in_process as run_in_process
 from ._values import JSON as JSON
 from ._values import Event as Event
 from ._values import RunInfo as RunInfo
@@ -55,6 +59,7 @@ __all__ = [
     "JSON",
     "SCHEMA_VERSION",
     "Agent",
+    "AgentBase",
     "AgentContext",
     "AgentError",
     "AgentRegistry",
@@ -87,12 +92,15 @@ __all__ = [
     "Subscription",
     "SubscriptionClosedError",
     "SubscriptionStatistics",
+    "ThreadedAgent",
+    "ThreadedContext",
     "ToolError",
     "UnknownAgentError",
     "UnknownRunError",
     "embed",
     "open_runtime",
     "run",
+    "run_in_process",
     "sqlite_url",
 ]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import trio
@@ -31,7 +31,20 @@ from ._values import JSON, RESERVED_EVENTS, dumps
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
-class Agent:
+class AgentBase:
+    """What every agent class has, whatever kind it is (async :class:`Agent` or threaded)."""
+
+    name: ClassVar[str] = ""
+    """The name clients start it by (``[a-z][a-z0-9_]*``, at most 64 characters)."""
+    restart_policy: ClassVar[RestartPolicy | None] = None
+    """How crashed runs are restarted (``None``: the runtime's default)."""
+    liveness: ClassVar[LivenessPolicy | None] = None
+    """Heartbeat timeout and run deadline (``None``: the runtime's default)."""
+    threaded: ClassVar[bool] = False
+    """True for agents whose code runs in a thread (:class:`~netra_actors.ThreadedAgent`)."""
+
+
+class Agent(AgentBase):
     """Base class of async agents (they run as trio tasks).
 
     Subclass it, set ``name`` and implement :meth:`run`::
@@ -46,13 +59,6 @@ class Agent:
     A fresh instance is created for every attempt of a run.
     """
 
-    name: ClassVar[str] = ""
-    """The name clients start it by (``[a-z][a-z0-9_]*``, at most 64 characters)."""
-    restart_policy: ClassVar[RestartPolicy | None] = None
-    """How crashed runs are restarted (``None``: the runtime's default)."""
-    liveness: ClassVar[LivenessPolicy | None] = None
-    """Heartbeat timeout and run deadline (``None``: the runtime's default)."""
-
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         """Do the run's work. The return value becomes ``agent_completed``'s ``result``."""
         raise NotImplementedError
@@ -61,11 +67,11 @@ class Agent:
 class AgentRegistry:
     """The agents a runtime knows, by name. The first one is the default unless named."""
 
-    def __init__(self, agents: Iterable[type[Agent]], *, default: str | None = None) -> None:
-        self._agents: dict[str, type[Agent]] = {}
+    def __init__(self, agents: Iterable[type[AgentBase]], *, default: str | None = None) -> None:
+        self._agents: dict[str, type[AgentBase]] = {}
         for cls in agents:
-            if not (isinstance(cls, type) and issubclass(cls, Agent)):
-                raise ConfigError(f"{cls!r} is not an Agent subclass")
+            if not (isinstance(cls, type) and issubclass(cls, AgentBase)):
+                raise ConfigError(f"{cls!r} is not an Agent or ThreadedAgent subclass")
             if not _NAME.match(cls.name or ""):
                 raise ConfigError(
                     f"agent class {cls.__qualname__} needs a name matching [a-z][a-z0-9_]* "
@@ -78,7 +84,7 @@ class AgentRegistry:
             raise ConfigError(f"default agent {default!r} is not registered")
         self.default = default if default is not None else next(iter(self._agents), None)
 
-    def get(self, name: str) -> type[Agent] | None:
+    def get(self, name: str) -> type[AgentBase] | None:
         """The agent class named ``name``, or None."""
         return self._agents.get(name)
 
@@ -134,8 +140,26 @@ class AgentContext:
         self._max_staged = max_staged
         self._staged = 0
         self._calls = 0
+        self._fenced = False
+        self._waits: set[trio.CancelScope] = set()
+
+    @property
+    def fenced(self) -> bool:
+        """True once this attempt is over (cancelled, timed out, dead, or restarted)."""
+        return self._fenced
+
+    def _fence(self) -> None:
+        """End this attempt: every further operation raises :class:`RunFencedError`."""
+        self._fenced = True
+        for scope in self._waits:
+            scope.cancel()
+
+    def _check(self) -> None:
+        if self._fenced:
+            raise RunFencedError("this attempt of the run is over")
 
     async def _send(self, msg: object) -> None:
+        self._check()
         try:
             await self._sup.send(msg)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -194,12 +218,10 @@ class AgentContext:
 
         ``tool_executing`` (with ``args`` and a ``call_id``) is committed before the call and
         ``tool_completed`` (with ``result``, or ``error``) after it. If ``fn`` raises, this
-        raises :class:`~netra_actors.ToolError` after recording it.
+        raises :class:`~netra_actors.ToolError` after recording it. A sync ``fn`` runs on the
+        event loop: it must not block (wrap blocking work in ``trio.to_thread.run_sync``).
         """
-        self._calls += 1
-        call_id = f"{self.run_id}.{self.attempt}.{self._calls}"
-        await self.emit("tool_executing", {"tool": name, "args": args, "call_id": call_id})
-        await self.checkpoint()
+        call_id = await self._tool_begin(name, args)
         try:
             result = fn(**args)
             if inspect.isawaitable(result):
@@ -208,20 +230,45 @@ class AgentContext:
         except (trio.Cancelled, RunFencedError):
             raise
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-            await self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
-            await self.checkpoint()
-            raise ToolError(name, call_id, error) from exc
+            raise await self._tool_failed(name, call_id, exc) from exc
+        await self._tool_end(name, call_id, result)
+        return result
+
+    async def _tool_begin(self, name: str, args: Mapping[str, JSON]) -> str:
+        self._calls += 1
+        call_id = f"{self.run_id}.{self.attempt}.{self._calls}"
+        await self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
+        await self.checkpoint()
+        return call_id
+
+    async def _tool_end(self, name: str, call_id: str, result: JSON) -> None:
         await self.emit("tool_completed", {"tool": name, "call_id": call_id, "result": result})
         await self.checkpoint()
-        return result
+
+    async def _tool_failed(self, name: str, call_id: str, exc: BaseException) -> ToolError:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        await self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
+        await self.checkpoint()
+        return ToolError(name, call_id, error)
+
+    async def _finish(self, result: JSON) -> None:
+        """Commit the final unit: staged work, ``agent_completed`` and ``completing``."""
+        dumps(result)  # the result must be JSON: fail here, inside the attempt
+        reply: Reply[int] = Reply()
+        await self._send(
+            Checkpoint(self.run_id, self.attempt, reply, final_result=result, is_final=True)
+        )
+        await reply.wait()
 
     async def receive(self) -> JSON:
         """The next message sent to this run (``Runtime.send_to_run``), waiting if none."""
-        try:
-            return await self._inbox.receive()
-        except trio.EndOfChannel:
-            raise RunFencedError("the run's inbox is closed") from None
-
-
-AsyncAgentMain = Callable[[AgentContext, JSON], Awaitable[JSON]]
+        self._check()
+        with trio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                return await self._inbox.receive()
+            except trio.EndOfChannel:
+                raise RunFencedError("the run's inbox is closed") from None
+            finally:
+                self._waits.discard(scope)
+        raise RunFencedError("this attempt of the run is over")

@@ -60,6 +60,8 @@ class RuntimeConfig:
     """Default heartbeat timeout and run deadline (an agent class may override)."""
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     """Default restart policy of agent runs (an agent class may override)."""
+    max_threads: int = attrs.field(default=16, validator=_positive_int)
+    """At most this many threaded-agent threads at once; further runs wait in ``pending``."""
     commit_batch_max: int = attrs.field(default=4096, validator=_positive_int)
     """At most this many units of work in one group commit."""
     replay_page: int = attrs.field(default=500, validator=_positive_int)

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from sqlalchemy import MetaData
 
-from ._agent import Agent
+from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
 from ._exceptions import SubscriptionClosedError
@@ -128,7 +128,7 @@ class EmbeddedRuntime:
 async def embed(
     config: RuntimeConfig | None = None,
     *,
-    agents: Iterable[type[Agent]] = (),
+    agents: Iterable[type[AgentBase]] = (),
     default_agent: str | None = None,
     metadata: Iterable[MetaData] = (),
 ) -> AsyncIterator[EmbeddedRuntime]:

@@ -143,6 +143,15 @@ class RestartDue:
 
 
 @attrs.define(slots=True)
+class SlotReady:
+    """A threaded run got a thread slot (``borrower`` holds it) for attempt ``attempt``."""
+
+    run_id: str
+    attempt: int
+    borrower: object
+
+
+@attrs.define(slots=True)
 class LivenessDue:
     run_id: str
     handled: trio.Event
@@ -161,6 +170,7 @@ Message = (
     | AgentExited
     | RestartDue
     | LivenessDue
+    | SlotReady
 )
 
 

@@ -16,7 +16,7 @@ import attrs
 import trio
 from sqlalchemy import MetaData
 
-from ._agent import Agent, AgentRegistry
+from ._agent import AgentBase, AgentRegistry
 from ._config import RuntimeConfig
 from ._exceptions import (
     CommandError,
@@ -61,6 +61,12 @@ class RuntimeStatistics:
     restarts: int
     rollbacks: int
     events_delivered: int
+    threads_live: int
+    """Threads of threaded agents that have not ended (abandoned ones included)."""
+    threads_abandoned: int
+    """Threads still running code for an attempt that is over (cancellation ignored)."""
+    threads_waiting: int
+    """Threaded runs waiting for a free thread."""
     store: StoreStatistics
 
 
@@ -102,7 +108,12 @@ class Runtime:
         self._sessions: dict[str, _Session] = {}
         self._counters = Counters()
         self._deps = SupervisorDeps(
-            config=config, store=store, agents=agents, counters=self._counters, tracer=tracer
+            config=config,
+            store=store,
+            agents=agents,
+            counters=self._counters,
+            threads=trio.CapacityLimiter(config.max_threads),
+            tracer=tracer,
         )
         self._closed = False
 
@@ -271,6 +282,9 @@ class Runtime:
             restarts=c.restarts,
             rollbacks=c.rollbacks,
             events_delivered=c.events_delivered,
+            threads_live=c.threads_live,
+            threads_abandoned=c.threads_abandoned,
+            threads_waiting=self._deps.threads.statistics().tasks_waiting,
             store=self.store.statistics(),
         )
 
@@ -292,7 +306,7 @@ class Runtime:
 async def open_runtime(
     config: RuntimeConfig | None = None,
     *,
-    agents: Iterable[type[Agent]] = (),
+    agents: Iterable[type[AgentBase]] = (),
     default_agent: str | None = None,
     store: Store | None = None,
     metadata: Iterable[MetaData] = (),

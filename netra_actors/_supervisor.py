@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._agent import Agent, AgentContext, AgentRegistry
+from ._agent import Agent, AgentBase, AgentContext, AgentRegistry
 from ._config import RuntimeConfig
 from ._core import (
     Escalate,
@@ -53,14 +53,15 @@ from ._messages import (
     GetRuns,
     LivenessDue,
     Message,
-    Reply,
     RestartDue,
     SendToRun,
+    SlotReady,
     Stage,
     StartRun,
     Subscribe,
     WaitRun,
 )
+from ._threaded import ThreadedAgent, run_threaded_attempt
 from ._uow import RunRow, UnitOfWork
 from ._values import JSON, Event, RunInfo, dumps, loads
 
@@ -96,6 +97,11 @@ class Counters:
     """Process-wide counters the supervisors add to (read by metrics and statistics)."""
 
     runs_started: int = 0
+    threads_live: int = 0
+    """Threads of threaded agents that have not ended yet (abandoned ones included)."""
+    threads_abandoned: int = 0
+    """Threads still running code for an attempt that is over."""
+    threads_abandoned_total: int = 0
     restarts: int = 0
     rollbacks: int = 0
     events_delivered: int = 0
@@ -109,7 +115,7 @@ class _Run:
     """A live run, as its supervisor holds it."""
 
     run_id: str
-    agent_cls: type[Agent]
+    agent_cls: type[AgentBase]
     machine: ExecutionStateMachine
     row: RunRow
     tracker: RestartTracker
@@ -119,6 +125,8 @@ class _Run:
     unit: UnitOfWork
     scope: trio.CancelScope | None = None
     """The running attempt's cancel scope; None while no attempt runs."""
+    slot_wait: trio.CancelScope | None = None
+    """A threaded run waiting for a free thread (see ``_await_slot``)."""
     watchdog: trio.CancelScope | None = None
     waiters: list[Any] = attrs.field(factory=list)
 
@@ -135,6 +143,8 @@ class SupervisorDeps:
     store: Store
     agents: AgentRegistry
     counters: Counters
+    threads: trio.CapacityLimiter
+    """Caps the threads of threaded agents across all users."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
 
@@ -220,6 +230,8 @@ class UserSupervisor:
                 await self._on_restart_due(msg)
             case LivenessDue():
                 await self._on_liveness_due(msg)
+            case SlotReady():
+                await self._on_slot_ready(msg)
 
     async def _answer(self, msg: Any, coro: Any) -> None:
         """Run a command handler; answer its reply with the result or the command error."""
@@ -344,11 +356,11 @@ class UserSupervisor:
 
     # -- children --------------------------------------------------------------------------
 
-    def _spawn(self, run: _Run) -> None:
+    def _spawn(self, run: _Run, borrower: object | None = None) -> None:
+        """Start the next attempt's child: a trio task, or a pykka actor for threaded agents."""
         assert self._nursery is not None
         run.scope = trio.CancelScope()
-        now = trio.current_time()
-        run.liveness = run.liveness.restarted(now)
+        run.liveness = run.liveness.restarted(trio.current_time())
         ctx = AgentContext(
             user_id=self.user_id,
             run_id=run.run_id,
@@ -359,10 +371,18 @@ class UserSupervisor:
             max_staged=self._config.max_staged_events,
         )
         input_value = None if run.row.input_json is None else loads(run.row.input_json)
-        self._nursery.start_soon(self._agent_child, run.agent_cls, ctx, input_value, run.scope)
-        if run.watchdog is None:
-            run.watchdog = trio.CancelScope()
-            self._nursery.start_soon(self._watchdog, run, run.watchdog)
+        if issubclass(run.agent_cls, ThreadedAgent):
+            self._nursery.start_soon(
+                self._threaded_child, run.agent_cls, ctx, input_value, run.scope, borrower
+            )
+        else:
+            assert issubclass(run.agent_cls, Agent)
+            self._nursery.start_soon(self._agent_child, run.agent_cls, ctx, input_value, run.scope)
+
+    def _start_watchdog(self, run: _Run) -> None:
+        assert self._nursery is not None
+        run.watchdog = trio.CancelScope()
+        self._nursery.start_soon(self._watchdog, run, run.watchdog)
 
     async def _agent_child(
         self, cls: type[Agent], ctx: AgentContext, input_value: JSON, scope: trio.CancelScope
@@ -371,12 +391,7 @@ class UserSupervisor:
         with scope:
             try:
                 result = await cls().run(ctx, input_value)
-                dumps(result)  # the result must be JSON: fail here, inside the attempt
-                reply: Reply[int] = Reply()
-                await ctx._send(
-                    Checkpoint(ctx.run_id, ctx.attempt, reply, final_result=result, is_final=True)
-                )
-                await reply.wait()
+                await ctx._finish(result)
                 return
             except RunFencedError:
                 return
@@ -386,8 +401,94 @@ class UserSupervisor:
                 error = exc
         if scope.cancelled_caught or error is None:
             return
+        await self._report_crash(ctx, error)
+
+    async def _report_crash(self, ctx: AgentContext, error: BaseException) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._tx.send(AgentExited(ctx.run_id, ctx.attempt, error))
+
+    async def _threaded_child(
+        self,
+        cls: type[ThreadedAgent],
+        ctx: AgentContext,
+        input_value: JSON,
+        scope: trio.CancelScope,
+        borrower: object | None,
+    ) -> None:
+        counters = self._deps.counters
+        limiter = self._deps.threads
+
+        def thread_ended(attempt: Any) -> None:
+            counters.threads_live -= 1
+            if attempt.abandoned:
+                counters.threads_abandoned -= 1
+            if borrower is not None:
+                limiter.release_on_behalf_of(borrower)
+
+        def abandoned(attempt: Any) -> None:
+            counters.threads_abandoned += 1
+            counters.threads_abandoned_total += 1
+            log.warning(
+                "user %r run %s attempt %d: its thread ignores cancellation; abandoned "
+                "(its late output is discarded)",
+                self.user_id,
+                ctx.run_id,
+                ctx.attempt,
+            )
+
+        async def crashed(error: BaseException) -> None:
+            await self._report_crash(ctx, error)
+
+        counters.threads_live += 1
+        await run_threaded_attempt(
+            cls,
+            ctx,
+            input_value,
+            scope,
+            on_thread_end=thread_ended,
+            on_abandon=abandoned,
+            on_crash=crashed,
+        )
+
+    def _await_slot(self, run: _Run, attempt: int) -> None:
+        """A threaded run waits (``pending`` or ``starting``) for a free thread."""
+        assert self._nursery is not None
+        run.slot_wait = trio.CancelScope()
+        self._nursery.start_soon(self._slot_waiter, run.run_id, attempt, run.slot_wait)
+
+    async def _slot_waiter(self, run_id: str, attempt: int, scope: trio.CancelScope) -> None:
+        limiter = self._deps.threads
+        borrower = object()
+        with scope:
+            await limiter.acquire_on_behalf_of(borrower)
+            try:
+                await self._tx.send(SlotReady(run_id, attempt, borrower))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                limiter.release_on_behalf_of(borrower)  # the supervisor is gone
+            except BaseException:
+                limiter.release_on_behalf_of(borrower)
+                raise
+
+    async def _on_slot_ready(self, msg: SlotReady) -> None:
+        run = self.runs.get(msg.run_id)
+        expected = RunState.PENDING if msg.attempt == 1 else RunState.STARTING
+        if (
+            run is None
+            or run.slot_wait is None
+            or run.machine.state is not expected
+            or msg.attempt != run.attempt + 1
+        ):
+            self._deps.threads.release_on_behalf_of(msg.borrower)
+            return
+        run.slot_wait = None
+        unit = UnitOfWork(self.user_id)
+        self._stage_start(unit, run, msg.attempt)
+        try:
+            await self._commit_runtime(unit)
+        except BaseException:
+            self._deps.threads.release_on_behalf_of(msg.borrower)
+            raise
+        self._spawn(run, msg.borrower)
 
     async def _watchdog(self, run: _Run, scope: trio.CancelScope) -> None:
         with scope:
@@ -407,6 +508,9 @@ class UserSupervisor:
         if run.scope is not None:
             run.scope.cancel()
             run.scope = None
+        if run.slot_wait is not None:
+            run.slot_wait.cancel()
+            run.slot_wait = None
         run.unit = UnitOfWork(self.user_id)
 
     def _finalize(self, run: _Run) -> None:
@@ -507,6 +611,9 @@ class UserSupervisor:
         run = self.runs.get(msg.run_id)
         if run is None or run.attempt != msg.attempt or run.machine.state is not RunState.STARTING:
             return
+        if run.agent_cls.threaded:
+            self._await_slot(run, run.attempt + 1)
+            return
         unit = UnitOfWork(self.user_id)
         self._stage_start(unit, run, run.attempt + 1)
         await self._commit_runtime(unit)
@@ -584,14 +691,19 @@ class UserSupervisor:
             unit.emit(run_id, "message", {"role": "user", "text": msg.user_text})
         unit.record_transition(row, initial_transition())
         self.runs[run_id] = run
-        self._stage_start(unit, run, 1)
+        if not cls.threaded:
+            self._stage_start(unit, run, 1)
         try:
             await self._commit(unit)
         except BaseException:
             del self.runs[run_id]
             raise
         self._deps.counters.runs_started += 1
-        self._spawn(run)
+        self._start_watchdog(run)
+        if cls.threaded:
+            self._await_slot(run, 1)  # waits in ``pending`` for a free thread
+        else:
+            self._spawn(run)
         return run_id
 
     async def _on_cancel_run(self, msg: CancelRun) -> None:

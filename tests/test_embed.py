@@ -35,8 +35,13 @@ def test_an_asyncio_host_runs_agents_and_keeps_its_own_loop_responsive(tmp_path:
                 if event.event == "run_state" and event.data["state"] == "completed":
                     break
             sub.close()
+            before = len(ticks)
+            slow = await rt.start_run("alice", "slow", {"seconds": 0.3})
+            assert (await rt.wait_run("alice", slow)).state is na.RunState.COMPLETED
+            ticked_during_slow_run = len(ticks) - before
             stats = await rt.statistics()
         tick_task.cancel()
+        assert ticked_during_slow_run >= 10  # the host loop kept running its own work
         return info, events, stats.store.events_committed
 
     info, events, committed = asyncio.run(host())
@@ -44,11 +49,10 @@ def test_an_asyncio_host_runs_agents_and_keeps_its_own_loop_responsive(tmp_path:
     assert info.result is not None
     assert "5" in info.result["answer"]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert committed == len(events)
+    assert committed >= len(events)
     assert {"tool_executing", "tool_completed", "agent_completed"} <= {e.event for e in events}
-    assert len(ticks) > 3
     with sqlite3.connect(tmp_path / "embed.db") as conn:  # closed cleanly: everything on disk
-        assert conn.execute("SELECT count(*) FROM netra_events").fetchone()[0] == len(events)
+        assert conn.execute("SELECT count(*) FROM netra_events").fetchone()[0] == committed
 
 
 def test_embedding_errors_cross_back_as_the_same_exceptions(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
@@ -109,4 +111,103 @@ class Echo(na.Agent):
         return count
 
 
-ALL_AGENTS: tuple[type[na.Agent], ...] = (Steps, Crashy, Sleeper, Conflict, Echo)
+ALL_AGENTS: tuple[type[na.AgentBase], ...] = (Steps, Crashy, Sleeper, Conflict, Echo)
+
+
+# -- the same agents, written as threaded (pykka) agents: blocking code, sync context ---------
+
+
+class ThreadedSteps(na.ThreadedAgent):
+    name = "steps"
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        steps = int(input.get("steps", 3)) if isinstance(input, dict) else 3
+        every = int(input.get("every", 1)) if isinstance(input, dict) else 1
+        for i in range(steps):
+            ctx.think(f"step {i}")
+            if (i + 1) % every == 0:
+                ctx.checkpoint()
+        ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        return {"steps": steps}
+
+
+class ThreadedCrashy(na.ThreadedAgent):
+    name = "crashy"
+    restart_policy = Crashy.restart_policy
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        crash_times = int(input["crash_times"]) if isinstance(input, dict) else 1
+        ctx.think(f"doomed attempt {ctx.attempt}")
+        ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        if ctx.attempt <= crash_times:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return {"attempt": ctx.attempt}
+
+
+class ThreadedSleeper(na.ThreadedAgent):
+    """Blocking sleeps in small steps, stopping cooperatively when the attempt is over."""
+
+    name = "sleeper"
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        beat = bool(input.get("beat")) if isinstance(input, dict) else False
+        seconds = float(input.get("seconds", 3600)) if isinstance(input, dict) else 3600.0
+        ctx.think("committed before sleeping")
+        ctx.checkpoint()
+        ctx.think("staged, never committed")
+        ctx.stage(
+            insert(ledger).values(user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt)
+        )
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not ctx.cancelled:
+            if beat:
+                ctx.heartbeat()
+            time.sleep(0.02)
+        return "woke"
+
+
+class ThreadedConflict(na.ThreadedAgent):
+    name = "conflict"
+    restart_policy = Conflict.restart_policy
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        key = str(input["key"]) if isinstance(input, dict) else "k"
+        ctx.think(f"claiming {key}")
+        ctx.stage(
+            insert(ledger).values(
+                user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, unique_key=key
+            )
+        )
+        ctx.checkpoint()
+        return key
+
+
+class ThreadedEcho(na.ThreadedAgent):
+    name = "echo"
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        count = 0
+        while (message := ctx.receive()) != "stop":
+            count += 1
+            ctx.emit("echo", {"message": message})
+            ctx.checkpoint()
+        return count
+
+
+THREADED_AGENTS: tuple[type[na.AgentBase], ...] = (
+    ThreadedSteps,
+    ThreadedCrashy,
+    ThreadedSleeper,
+    ThreadedConflict,
+    ThreadedEcho,
+)
+
+#: The invariant suite runs once per agent kind.
+AGENTS_BY_KIND: dict[str, tuple[type[na.AgentBase], ...]] = {
+    "async": ALL_AGENTS,
+    "threaded": THREADED_AGENTS,
+}

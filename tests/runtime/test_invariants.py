@@ -22,27 +22,33 @@ from helpers import (
     run_events,
     stored_events,
 )
-from runtime_agents import ALL_AGENTS, Sleeper, test_metadata
+from runtime_agents import AGENTS_BY_KIND, Sleeper, ThreadedSleeper, test_metadata
 
 import netra_actors as na
 from netra_actors._store import SqlStore, Store
 from netra_actors._uow import UnitOfWork
 from netra_actors.testing import guest_test
 
+#: Every test that takes ``kind`` runs twice: with async agents and with threaded (pykka) ones.
+KINDS = pytest.mark.parametrize("kind", ["async", "threaded"])
 
-def open_rt(config: na.RuntimeConfig, **kwargs: Any) -> Any:
-    return na.open_runtime(config, agents=ALL_AGENTS, metadata=[test_metadata], **kwargs)
+
+def open_rt(config: na.RuntimeConfig, kind: str, **kwargs: Any) -> Any:
+    return na.open_runtime(config, agents=AGENTS_BY_KIND[kind], metadata=[test_metadata], **kwargs)
 
 
 # -- invariants 1, 3, 8: per-user serialization, gapless order, isolation ------------------
 
 
+@KINDS
 @guest_test()
-async def test_interleaved_users_are_isolated_ordered_and_gapless(tmp_path: Path) -> None:
+async def test_interleaved_users_are_isolated_ordered_and_gapless(
+    tmp_path: Path, kind: str
+) -> None:
     config = make_config(tmp_path)
     users = [f"user{i}" for i in range(8)]
     received: dict[str, list[na.Event]] = {}
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
 
         async def one_user(user: str) -> None:
             sub = await rt.subscribe(user, resume_from=0)
@@ -75,11 +81,12 @@ async def test_interleaved_users_are_isolated_ordered_and_gapless(tmp_path: Path
     assert len(run_ids) == 8 * 4  # no run shared between users
 
 
+@KINDS
 @guest_test()
-async def test_mailbox_order_is_processing_order(tmp_path: Path) -> None:
+async def test_mailbox_order_is_processing_order(tmp_path: Path, kind: str) -> None:
     """Invariant 1: messages to a user's session are handled one at a time, in order."""
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice")
         run_id = await rt.start_run("alice", "echo", None)
         for i in range(50):
@@ -111,8 +118,9 @@ class WatermarkStore:
         return getattr(self.inner, name)
 
 
+@KINDS
 @guest_test()
-async def test_no_event_reaches_a_subscriber_before_its_commit(tmp_path: Path) -> None:
+async def test_no_event_reaches_a_subscriber_before_its_commit(tmp_path: Path, kind: str) -> None:
     import sqlite3
 
     config = make_config(tmp_path)
@@ -120,7 +128,7 @@ async def test_no_event_reaches_a_subscriber_before_its_commit(tmp_path: Path) -
     store = WatermarkStore(inner)
     checked = 0
     try:
-        async with na.open_runtime(config, agents=ALL_AGENTS, store=store) as rt:
+        async with na.open_runtime(config, agents=AGENTS_BY_KIND[kind], store=store) as rt:
             probe = sqlite3.connect(db_path(config))
 
             async def watch(user: str) -> None:
@@ -164,12 +172,13 @@ async def test_no_event_reaches_a_subscriber_before_its_commit(tmp_path: Path) -
 # -- invariants 4 and 5: rollback is visible, supervised restart ---------------------------
 
 
+@KINDS
 @guest_test()
 async def test_crash_discards_staged_work_and_commits_one_rollback_per_crash(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice")
         run_id = await rt.start_run("alice", "crashy", {"crash_times": 2})
         events = run_events(await read_until_ended(sub, [run_id]), run_id)
@@ -197,10 +206,13 @@ async def test_crash_discards_staged_work_and_commits_one_rollback_per_crash(
     assert_legal_runs(events)
 
 
+@KINDS
 @guest_test()
-async def test_restart_intensity_exceeded_ends_failed_and_spares_others(tmp_path: Path) -> None:
+async def test_restart_intensity_exceeded_ends_failed_and_spares_others(
+    tmp_path: Path, kind: str
+) -> None:
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice")
         bob = await rt.subscribe("bob")
         doomed = await rt.start_run("alice", "crashy", {"crash_times": 9})
@@ -224,10 +236,11 @@ async def test_restart_intensity_exceeded_ends_failed_and_spares_others(tmp_path
     assert ledger_attempts(config, doomed) == []
 
 
+@KINDS
 @guest_test()
-async def test_cancel_rolls_back_uncommitted_work_once(tmp_path: Path) -> None:
+async def test_cancel_rolls_back_uncommitted_work_once(tmp_path: Path, kind: str) -> None:
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice")
         run_id = await rt.start_run("alice", "sleeper", {"beat": True})
         seen: list[na.Event] = []
@@ -258,28 +271,48 @@ async def test_cancel_rolls_back_uncommitted_work_once(tmp_path: Path) -> None:
     assert ledger_attempts(config, run_id) == []
 
 
+DEADLINE = na.LivenessPolicy(heartbeat_timeout=30, run_timeout=0.4)
+NO_BEAT = na.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
+
+
 class ShortDeadline(Sleeper):
     name = "short_deadline"
-    liveness = na.LivenessPolicy(heartbeat_timeout=30, run_timeout=0.4)
+    liveness = DEADLINE
 
 
 class NoHeartbeat(Sleeper):
     name = "no_heartbeat"
-    liveness = na.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
+    liveness = NO_BEAT
+
+
+class ThreadedShortDeadline(ThreadedSleeper):
+    name = "short_deadline"
+    liveness = DEADLINE
+
+
+class ThreadedNoHeartbeat(ThreadedSleeper):
+    name = "no_heartbeat"
+    liveness = NO_BEAT
 
 
 @pytest.mark.parametrize(
     ("agent", "reason", "state"),
-    [(ShortDeadline, "timeout", "timeout"), (NoHeartbeat, "dead", "dead")],
+    [
+        (ShortDeadline, "timeout", "timeout"),
+        (NoHeartbeat, "dead", "dead"),
+        (ThreadedShortDeadline, "timeout", "timeout"),
+        (ThreadedNoHeartbeat, "dead", "dead"),
+    ],
 )
 @guest_test()
 async def test_deadline_and_missing_heartbeat_roll_back_and_end_the_run(
-    tmp_path: Path, agent: type[na.Agent], reason: str, state: str
+    tmp_path: Path, agent: type[na.AgentBase], reason: str, state: str
 ) -> None:
     config = make_config(tmp_path)
     async with na.open_runtime(config, agents=[agent], metadata=[test_metadata]) as rt:
         sub = await rt.subscribe("alice")
-        run_id = await rt.start_run("alice", agent.name, {"beat": agent is ShortDeadline})
+        beat = agent.liveness is DEADLINE
+        run_id = await rt.start_run("alice", agent.name, {"beat": beat})
         events = run_events(await read_until_ended(sub, [run_id]), run_id)
     rollbacks = [e.data for e in events if e.event == "run_rolled_back"]
     assert len(rollbacks) == 1
@@ -290,11 +323,12 @@ async def test_deadline_and_missing_heartbeat_roll_back_and_end_the_run(
     assert ledger_attempts(config, run_id) == []
 
 
+@KINDS
 @guest_test()
-async def test_store_error_rolls_back_only_the_failed_unit(tmp_path: Path) -> None:
+async def test_store_error_rolls_back_only_the_failed_unit(tmp_path: Path, kind: str) -> None:
     """A developer row that violates a constraint fails its unit alone (reason store_error)."""
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice")
         first = await rt.start_run("alice", "conflict", {"key": "same"})
         assert (await rt.wait_run("alice", first)).state is na.RunState.COMPLETED
@@ -319,10 +353,11 @@ async def test_store_error_rolls_back_only_the_failed_unit(tmp_path: Path) -> No
 # -- invariant 6 (state machine at the API), 8 (isolation), 10 (bad input) -----------------
 
 
+@KINDS
 @guest_test()
-async def test_refused_commands_are_typed_and_change_nothing(tmp_path: Path) -> None:
+async def test_refused_commands_are_typed_and_change_nothing(tmp_path: Path, kind: str) -> None:
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         run_id = await rt.start_run("alice", "steps", {"steps": 1})
         await rt.wait_run("alice", run_id)
         head = (await rt.get_runs("alice")).head_seq
@@ -351,11 +386,14 @@ async def test_refused_commands_are_typed_and_change_nothing(tmp_path: Path) -> 
         assert mallory.head_seq == 0
 
 
+@KINDS
 @guest_test()
-async def test_slow_subscriber_is_cut_off_without_blocking_anyone(tmp_path: Path) -> None:
+async def test_slow_subscriber_is_cut_off_without_blocking_anyone(
+    tmp_path: Path, kind: str
+) -> None:
     """Invariant 9: a full socket mailbox closes that subscriber only."""
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         slow = await rt.subscribe("alice", capacity=5)
         fast = await rt.subscribe("alice")
         run_id = await rt.start_run("alice", "steps", {"steps": 30})
@@ -371,11 +409,12 @@ async def test_slow_subscriber_is_cut_off_without_blocking_anyone(tmp_path: Path
     assert as_tuples(replayed[events[0].seq - 1 :]) == as_tuples(events)
 
 
+@KINDS
 @guest_test()
-async def test_resume_is_exact_while_events_keep_coming(tmp_path: Path) -> None:
+async def test_resume_is_exact_while_events_keep_coming(tmp_path: Path, kind: str) -> None:
     """Invariant 7 at the runtime API: replay up to the head, then live, no gap, no duplicate."""
     config = make_config(tmp_path, replay_page=7)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         first = await rt.start_run("alice", "steps", {"steps": 30})
         await rt.wait_run("alice", first)
         runner = await rt.start_run("alice", "steps", {"steps": 200, "every": 1})
@@ -387,8 +426,11 @@ async def test_resume_is_exact_while_events_keep_coming(tmp_path: Path) -> None:
         assert_legal_runs(stored_events(config, "alice"))
 
 
+@KINDS
 @guest_test()
-async def test_passivation_and_reactivation_continue_the_sequence(tmp_path: Path) -> None:
+async def test_passivation_and_reactivation_continue_the_sequence(
+    tmp_path: Path, kind: str
+) -> None:
     config = make_config(tmp_path, idle_timeout=0.2)
     passivated = trio.Event()
 
@@ -396,7 +438,7 @@ async def test_passivation_and_reactivation_continue_the_sequence(tmp_path: Path
         if what == "passivated":
             passivated.set()
 
-    async with open_rt(config, tracer=tracer) as rt:
+    async with open_rt(config, kind, tracer=tracer) as rt:
         run_id = await rt.start_run("alice", "steps", {"steps": 2})
         await rt.wait_run("alice", run_id)
         head = (await rt.get_runs("alice")).head_seq
@@ -410,10 +452,13 @@ async def test_passivation_and_reactivation_continue_the_sequence(tmp_path: Path
     assert_gapless(events, start=head + 1)
 
 
+@KINDS
 @guest_test()
-async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(tmp_path: Path) -> None:
+async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(
+    tmp_path: Path, kind: str
+) -> None:
     config = make_config(tmp_path)
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         run_id = await rt.start_run("alice", "sleeper", None)
         sub = await rt.subscribe("alice", resume_from=0)
         with trio.fail_after(5):
@@ -424,7 +469,7 @@ async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(tmp_pa
         head = (await rt.get_runs("alice")).head_seq
     # the runtime stopped without ending the run: the store still says "running"
     assert stored_events(config, "alice")[-1][3].get("text") == "committed before sleeping"
-    async with open_rt(config) as rt:
+    async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice", resume_from=head)
         events = await read_until_ended(sub, [run_id])
         info = await rt.wait_run("alice", run_id)

@@ -1,0 +1,270 @@
+"""Threaded agents: agent code that blocks, run as pykka actors under the same supervision.
+
+A :class:`ThreadedAgent` runs in its own ``pykka.ThreadingActor`` (one OS thread per running
+attempt). Its synchronous :class:`ThreadedContext` offers the same operations as the async
+context; each one hands the work to the user's supervisor on trio and blocks only this thread
+until it is done. Everything else is shared with async agents: the same supervisor messages,
+units of work, rollbacks, restarts, deadlines and heartbeats.
+
+* Threads are bounded by a limiter (``RuntimeConfig.max_threads``): a run waits in ``pending``
+  (or ``starting``, for a restart) until a thread is free. Idle users hold no threads.
+* No trio task waits on a pykka future: the actor reports back with ``TrioToken.run_sync_soon``.
+* Threads cannot be killed. Cancellation is cooperative: once an attempt is over, the context's
+  next operation raises :class:`~netra_actors.RunFencedError` (and ``ctx.cancelled`` is True).
+  A thread that ignores it is *abandoned* and counted; its late output is fenced off by attempt
+  number and never reaches the store or a socket. Its thread slot is freed when it really ends.
+* CPU-bound work should not run in a thread at all (the GIL would slow the event loop):
+  :func:`run_in_process` runs a function in a worker process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import multiprocessing
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+import pykka
+import trio
+
+from ._agent import AgentBase, AgentContext
+from ._bridge import Bridge
+from ._exceptions import RunFencedError, StoreError
+from ._store import check_stageable
+from ._values import JSON, dumps
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ThreadedAgent(AgentBase):
+    """Base class of agents whose code blocks (sync SDKs, file or CPU work).
+
+    Implement :meth:`run` as an ordinary function::
+
+        class Summarize(ThreadedAgent):
+            name = "summarize"
+
+            def run(self, ctx: ThreadedContext, input: JSON) -> JSON:
+                ctx.think("calling the SDK")
+                text = blocking_sdk_call(input)        # blocks this thread only
+                ctx.say(text)
+                return {"summary": text}
+
+    A fresh instance (and a fresh pykka actor) is created for every attempt.
+    """
+
+    threaded: ClassVar[bool] = True
+
+    def run(self, ctx: ThreadedContext, input: JSON) -> JSON:
+        """Do the run's work, blocking as needed. The return value is the run's result."""
+        raise NotImplementedError
+
+
+class ThreadedContext:
+    """The synchronous twin of :class:`~netra_actors.AgentContext`, for threaded agents.
+
+    Every method blocks the calling (agent) thread until the supervisor has taken the operation;
+    it raises :class:`~netra_actors.RunFencedError` once the attempt is over.
+    """
+
+    def __init__(self, actx: AgentContext, token: trio.lowlevel.TrioToken) -> None:
+        self._actx = actx
+        self._token = token
+        self.user_id = actx.user_id
+        """The user this run belongs to."""
+        self.run_id = actx.run_id
+        """The run's id."""
+        self.agent = actx.agent
+        """The agent's name."""
+        self.attempt = actx.attempt
+        """1 for the first attempt; each supervised restart adds one."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this attempt is over: stop working and return (or raise)."""
+        return self._actx.fenced
+
+    def _call(self, afn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._actx.fenced:
+            raise RunFencedError("this attempt of the run is over")
+        try:
+            return trio.from_thread.run(lambda: afn(*args, **kwargs), trio_token=self._token)
+        except trio.RunFinishedError:
+            raise RunFencedError("the runtime has stopped") from None
+
+    def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
+        """Stage a custom event (see :meth:`AgentContext.emit`)."""
+        self._call(self._actx.emit, event, data)
+
+    def think(self, text: str) -> None:
+        """Stage an ``agent_thinking`` event."""
+        self._call(self._actx.think, text)
+
+    def say(self, text: str) -> None:
+        """Stage an assistant ``message`` event."""
+        self._call(self._actx.say, text)
+
+    def stage(self, row: Any, params: Any = None) -> None:
+        """Stage a row of your own (see :meth:`AgentContext.stage`)."""
+        check_stageable(row)
+        self._call(self._actx.stage, row, params)
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this attempt is alive."""
+        self._call(self._actx.heartbeat)
+
+    def checkpoint(self) -> int:
+        """Commit everything staged so far; returns the user's head ``seq`` after the commit."""
+        return self._call(self._actx.checkpoint)
+
+    def receive(self) -> JSON:
+        """The next message sent to this run, blocking this thread until one arrives."""
+        return self._call(self._actx.receive)
+
+    def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
+        """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here)."""
+        call_id = self._call(self._actx._tool_begin, name, args)
+        try:
+            result = fn(**args)
+            dumps(result)
+        except RunFencedError:
+            raise
+        except Exception as exc:
+            raise self._call(self._actx._tool_failed, name, call_id, exc) from exc
+        self._call(self._actx._tool_end, name, call_id, result)
+        return result
+
+    def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound ``fn(*args)`` in a worker process (see :func:`run_in_process`)."""
+        if self._actx.fenced:
+            raise RunFencedError("this attempt of the run is over")
+        return run_in_process(fn, *args)
+
+
+# -- the pykka actor ------------------------------------------------------------------------
+
+_RUN = "run"
+
+
+class _Attempt:
+    """What the actor thread reports back to trio, and when its thread ends."""
+
+    def __init__(self, bridge: Bridge, on_thread_end: Callable[[_Attempt], None]) -> None:
+        self.bridge = bridge
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.thread_over = False
+        self.abandoned = False
+        self._on_thread_end = on_thread_end
+
+    # called in the actor's thread
+    def finished(self, error: BaseException | None) -> None:
+        self.error = error
+        self.bridge.to_trio(self.done.set)
+
+    def thread_ended(self) -> None:
+        self.bridge.to_trio(self._thread_ended_in_trio)
+
+    def _thread_ended_in_trio(self) -> None:
+        self.thread_over = True
+        self._on_thread_end(self)
+
+
+class _AgentActor(pykka.ThreadingActor):
+    """One attempt of a threaded agent. Its thread runs the agent; then the actor stops."""
+
+    use_daemon_thread = True  # an abandoned thread must not keep the process alive
+
+    def __init__(
+        self, cls: type[ThreadedAgent], ctx: ThreadedContext, input: JSON, attempt: _Attempt
+    ) -> None:
+        super().__init__()
+        self._cls = cls
+        self._ctx = ctx
+        self._input = input
+        self._attempt = attempt
+
+    def on_receive(self, message: Any) -> Any:
+        if message != _RUN:
+            return None
+        result = self._cls().run(self._ctx, self._input)
+        self._ctx._call(self._ctx._actx._finish, result)
+        self._attempt.finished(None)
+        self.stop()
+        return None
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # pykka calls this when ``run`` raised; the actor then stops (on_stop is not called).
+        self._attempt.finished(exception_value)
+        self._attempt.thread_ended()
+
+    def on_stop(self) -> None:
+        self._attempt.thread_ended()
+
+
+async def run_threaded_attempt(
+    cls: type[ThreadedAgent],
+    actx: AgentContext,
+    input_value: JSON,
+    scope: trio.CancelScope,
+    *,
+    on_thread_end: Callable[[_Attempt], None],
+    on_abandon: Callable[[_Attempt], None],
+    on_crash: Callable[[BaseException], Awaitable[None]],
+) -> None:
+    """The supervisor's child task for one attempt of a threaded agent (runs in trio)."""
+    bridge = Bridge.current()
+    attempt = _Attempt(bridge, on_thread_end)
+    ctx = ThreadedContext(actx, bridge.token)
+    try:
+        ref = _AgentActor.start(cls, ctx, input_value, attempt)
+        ref.tell(_RUN)
+    except BaseException:
+        on_thread_end(attempt)
+        raise
+    try:
+        with scope:
+            await attempt.done.wait()
+    finally:
+        if not attempt.done.is_set():  # the attempt was stopped while its thread works
+            actx._fence()
+            if not attempt.thread_over:
+                attempt.abandoned = True
+                on_abandon(attempt)
+    if scope.cancelled_caught:
+        return
+    error = attempt.error
+    if error is None or isinstance(error, RunFencedError | StoreError):
+        return  # completed, or the supervisor already knows (fenced / failed commit)
+    await on_crash(error)
+
+
+# -- CPU-bound work in a process -------------------------------------------------------------
+
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _get_pool() -> concurrent.futures.ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ProcessPoolExecutor(
+                mp_context=multiprocessing.get_context("spawn")
+            )
+            atexit.register(_pool.shutdown, wait=True, cancel_futures=True)
+        return _pool
+
+
+def run_in_process(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in a worker process and return its result (blocking the caller).
+
+    For CPU-bound work: a busy Python thread holds the GIL and delays the event loop (measured
+    in ``docs/benchmarks.md``); a process does not. ``fn`` and its arguments must be picklable
+    (a module-level function). From an async agent, call it through a thread so the event loop
+    never blocks: ``await trio.to_thread.run_sync(run_in_process, fn, arg)``.
+    """
+    return _get_pool().submit(fn, *args).result()
