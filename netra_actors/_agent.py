@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import trio
 
 from ._core import LivenessPolicy, RestartPolicy
-from ._exceptions import ConfigError, ReservedEventError, RunFencedError, ToolError
-from ._messages import Checkpoint, Reply, Stage
+from ._exceptions import AgentError, ConfigError, ReservedEventError, RunFencedError, ToolError
+from ._messages import Checkpoint, Heartbeat, Reply
 from ._store import check_stageable
 from ._uow import StagedEvent
 from ._values import JSON, RESERVED_EVENTS, dumps
@@ -113,6 +113,53 @@ def stage_event(
     return StagedEvent(run_id=run_id, event=event, data=payload, data_json=encoded)
 
 
+class Staging:
+    """The work an attempt staged since its last checkpoint, held by the agent's side.
+
+    Staged work is invisible until a checkpoint commits it, so it does not need to travel to
+    the supervisor one item at a time: it goes with the checkpoint, as one message. A crash
+    discards it with the context, exactly as a rollback of the unit would.
+    """
+
+    __slots__ = ("events", "limit", "rows")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.events: list[StagedEvent] = []
+        self.rows: list[tuple[Any, Any]] = []
+
+    def _room(self) -> None:
+        if len(self.events) + len(self.rows) >= self.limit:
+            raise AgentError(
+                f"more than {self.limit} items staged without a checkpoint: "
+                "call checkpoint() more often"
+            )
+
+    def add_event(self, staged: StagedEvent) -> None:
+        self._room()
+        self.events.append(staged)
+
+    def add_row(self, row: Any, params: Any) -> None:
+        check_stageable(row)
+        self._room()
+        self.rows.append((row, params))
+
+    def take(self) -> tuple[list[StagedEvent], list[tuple[Any, Any]]]:
+        events, rows = self.events, self.rows
+        self.events, self.rows = [], []
+        return events, rows
+
+
+def tool_call_id(run_id: str, attempt: int, number: int) -> str:
+    """The ``call_id`` of an attempt's ``number``-th tool call."""
+    return f"{run_id}.{attempt}.{number}"
+
+
+def tool_error_text(exc: BaseException) -> str:
+    """How a tool's exception is recorded in ``tool_completed``."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 class AgentContext:
     """What an agent can do. One per attempt; it stops working when the attempt is over."""
 
@@ -126,6 +173,7 @@ class AgentContext:
         supervisor: trio.MemorySendChannel[Any],
         inbox: trio.MemoryReceiveChannel[JSON],
         max_staged: int,
+        beat_every: float = 1.0,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -137,9 +185,13 @@ class AgentContext:
         """1 for the first attempt; each supervised restart adds one."""
         self._sup = supervisor
         self._inbox = inbox
-        self._max_staged = max_staged
-        self._staged = 0
+        self._staging = Staging(max_staged)
+        self.max_staged = max_staged
+        self.beat_every = beat_every
+        """Seconds between the heartbeats that staging operations send on their own."""
+        self._last_beat = trio.current_time()
         self._calls = 0
+        self._ops = 0
         self._fenced = False
         self._waits: set[trio.CancelScope] = set()
 
@@ -165,20 +217,28 @@ class AgentContext:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise RunFencedError("the user's session has stopped") from None
 
-    async def _stage(
-        self, staged: StagedEvent | None = None, row: Any = None, params: Any = None
-    ) -> None:
-        if self._staged >= self._max_staged:
-            raise RunFencedError(
-                f"more than {self._max_staged} events staged without a checkpoint: "
-                "call `await ctx.checkpoint()` more often"
-            )
-        self._staged += 1
-        await self._send(Stage(self.run_id, self.attempt, event=staged, row=row, params=params))
+    async def _tick(self) -> None:
+        """After a staging operation: a heartbeat if one is due.
+
+        Staging only appends to this context's unit, so it does not yield to the scheduler
+        every time: it notices cancellation at once, and yields every 64 operations so that
+        an agent staging in a tight loop stays fair to everyone else.
+        """
+        self._ops += 1
+        if self._ops & 63 == 0:
+            now = trio.current_time()
+            if now - self._last_beat >= self.beat_every:
+                await self.heartbeat()
+            else:
+                await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event. It is delivered after the next checkpoint commits."""
-        await self._stage(stage_event(self.run_id, event, data))
+        self._check()
+        self._staging.add_event(stage_event(self.run_id, event, data))
+        await self._tick()
 
     async def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
@@ -194,23 +254,46 @@ class AgentContext:
         It is written in the same transaction as the run's events at the next checkpoint; a
         crash before then discards it. The object is handed over: do not modify it afterwards.
         """
-        check_stageable(row)
-        await self._stage(row=row, params=params)
+        self._check()
+        self._staging.add_row(row, params)
+        await self._tick()
 
     async def heartbeat(self) -> None:
-        """Tell the supervisor this attempt is alive (every other operation does too)."""
-        await self._send(Stage(self.run_id, self.attempt))
+        """Tell the supervisor this attempt is alive (staging operations do too, once a second)."""
+        self._last_beat = trio.current_time()
+        await self._send(Heartbeat(self.run_id, self.attempt))
 
     async def checkpoint(self) -> int:
         """Commit everything staged so far. Returns the user's head ``seq`` after the commit.
 
-        Raises :class:`~netra_actors.StoreError` if the commit failed (the unit was rolled back;
-        letting it propagate restarts the run per its policy).
+        If the commit fails, the unit is rolled back, the supervisor records a ``store_error``
+        rollback and restarts the run per its policy: this attempt ends here.
         """
+        events, rows = self._staging.take()
+        return await self._commit_staged(events, rows)
+
+    async def _commit_staged(
+        self,
+        events: list[StagedEvent],
+        rows: list[tuple[Any, Any]],
+        *,
+        final: JSON = None,
+        is_final: bool = False,
+    ) -> int:
         reply: Reply[int] = Reply()
-        await self._send(Checkpoint(self.run_id, self.attempt, reply))
+        await self._send(
+            Checkpoint(
+                self.run_id,
+                self.attempt,
+                reply,
+                events=events,
+                rows=rows,
+                final_result=final,
+                is_final=is_final,
+            )
+        )
         head = await reply.wait()
-        self._staged = 0
+        self._last_beat = trio.current_time()
         return head
 
     async def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
@@ -236,7 +319,7 @@ class AgentContext:
 
     async def _tool_begin(self, name: str, args: Mapping[str, JSON]) -> str:
         self._calls += 1
-        call_id = f"{self.run_id}.{self.attempt}.{self._calls}"
+        call_id = tool_call_id(self.run_id, self.attempt, self._calls)
         await self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
         await self.checkpoint()
         return call_id
@@ -246,19 +329,22 @@ class AgentContext:
         await self.checkpoint()
 
     async def _tool_failed(self, name: str, call_id: str, exc: BaseException) -> ToolError:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        error = tool_error_text(exc)
         await self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
         await self.checkpoint()
         return ToolError(name, call_id, error)
 
-    async def _finish(self, result: JSON) -> None:
+    async def _finish(
+        self,
+        result: JSON,
+        events: list[StagedEvent] | None = None,
+        rows: list[tuple[Any, Any]] | None = None,
+    ) -> None:
         """Commit the final unit: staged work, ``agent_completed`` and ``completing``."""
         dumps(result)  # the result must be JSON: fail here, inside the attempt
-        reply: Reply[int] = Reply()
-        await self._send(
-            Checkpoint(self.run_id, self.attempt, reply, final_result=result, is_final=True)
-        )
-        await reply.wait()
+        if events is None or rows is None:
+            events, rows = self._staging.take()
+        await self._commit_staged(events, rows, final=result, is_final=True)
 
     async def receive(self) -> JSON:
         """The next message sent to this run (``Runtime.send_to_run``), waiting if none."""

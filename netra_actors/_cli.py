@@ -274,6 +274,18 @@ async def _serve_main(config: GatewayConfig, runtime_config: RuntimeConfig | Non
             _banner(gateway, db)
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (e.g. address in use) an exception is or wraps, if any."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -289,8 +301,11 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         runtime_config = RuntimeConfig(database_url=sqlite_url(args.db), **extra)
     try:
         run(_serve_main, config, runtime_config, args.db)
-    except OSError as exc:
-        _say(f"netra-actors: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _os_error(exc)
+        if error is None:
+            raise
+        _say(f"netra-actors: cannot serve on {args.host}:{args.port}: {error.strerror or error}")
         return 1
     _say("netra-actors: stopped")
     return 0

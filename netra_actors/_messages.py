@@ -101,23 +101,25 @@ class Subscribe:
 
 
 @attrs.define(slots=True)
-class Stage:
-    """Agent → supervisor: stage events and/or a row in the run's open unit (a heartbeat too)."""
+class Heartbeat:
+    """Agent → supervisor: this attempt is alive."""
 
     run_id: str
     attempt: int
-    event: StagedEvent | None = None
-    row: Any = None
-    params: Any = None
 
 
 @attrs.define(slots=True)
 class Checkpoint:
-    """Agent → supervisor: commit the run's open unit now; answer after the commit."""
+    """Agent → supervisor: add the staged work to the run's unit and commit it now.
+
+    Answered after the commit with the user's head ``seq``.
+    """
 
     run_id: str
     attempt: int
     reply: Reply[int]
+    events: list[StagedEvent] = attrs.field(factory=list)
+    rows: list[tuple[Any, Any]] = attrs.field(factory=list)
     final_result: Any = None
     is_final: bool = False
 
@@ -165,7 +167,7 @@ Message = (
     | SendToRun
     | WaitRun
     | Subscribe
-    | Stage
+    | Heartbeat
     | Checkpoint
     | AgentExited
     | RestartDue

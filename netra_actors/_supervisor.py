@@ -51,12 +51,12 @@ from ._messages import (
     CancelRun,
     Checkpoint,
     GetRuns,
+    Heartbeat,
     LivenessDue,
     Message,
     RestartDue,
     SendToRun,
     SlotReady,
-    Stage,
     StartRun,
     Subscribe,
     WaitRun,
@@ -185,14 +185,25 @@ class UserSupervisor:
             await self._recover(snapshot.live_runs)
             self._trace("activated", self.head)
             idle_timeout = self._config.idle_timeout
+            handled_since_yield = 0
             while True:
                 msg: Message | None = None
-                with trio.move_on_after(idle_timeout):
-                    msg = await self._rx.receive()
-                if msg is not None:
-                    await self._handle(msg)
-                elif self._is_idle() and on_idle():
-                    break
+                try:
+                    msg = self._rx.receive_nowait()
+                except trio.WouldBlock:
+                    handled_since_yield = 0
+                    with trio.move_on_after(idle_timeout):  # only when there is nothing to do
+                        msg = await self._rx.receive()
+                    if msg is None:
+                        if self._is_idle() and on_idle():
+                            break
+                        continue
+                else:
+                    handled_since_yield += 1
+                    if handled_since_yield >= 64:  # stay fair to other tasks under a burst
+                        handled_since_yield = 0
+                        await trio.lowlevel.checkpoint()
+                await self._handle(msg)
             nursery.cancel_scope.cancel()
         self._trace("passivated", self.head)
 
@@ -208,8 +219,8 @@ class UserSupervisor:
 
     async def _handle(self, msg: Message) -> None:
         match msg:
-            case Stage():
-                self._on_stage(msg)
+            case Heartbeat():
+                self._on_heartbeat(msg)
             case Checkpoint():
                 await self._on_checkpoint(msg)
             case StartRun():
@@ -369,6 +380,7 @@ class UserSupervisor:
             supervisor=self._tx,
             inbox=run.inbox_rx,
             max_staged=self._config.max_staged_events,
+            beat_every=_beat_every(run.liveness.policy.heartbeat_timeout),
         )
         input_value = None if run.row.input_json is None else loads(run.row.input_json)
         if issubclass(run.agent_cls, ThreadedAgent):
@@ -535,15 +547,10 @@ class UserSupervisor:
 
     # -- handlers: agents ------------------------------------------------------------------
 
-    def _on_stage(self, msg: Stage) -> None:
+    def _on_heartbeat(self, msg: Heartbeat) -> None:
         run = self._fenced(msg.run_id, msg.attempt)
-        if run is None:
-            return  # late output of an attempt that is over: never reaches store or socket
-        run.liveness = run.liveness.beat(trio.current_time())
-        if msg.event is not None:
-            run.unit.emit_encoded(msg.event)
-        if msg.row is not None:
-            run.unit.stage(msg.row, msg.params)
+        if run is not None:  # late beats of an attempt that is over are ignored
+            run.liveness = run.liveness.beat(trio.current_time())
 
     async def _on_checkpoint(self, msg: Checkpoint) -> None:
         run = self._fenced(msg.run_id, msg.attempt)
@@ -552,6 +559,10 @@ class UserSupervisor:
             return
         run.liveness = run.liveness.beat(trio.current_time())
         unit, run.unit = run.unit, UnitOfWork(self.user_id)
+        for staged in msg.events:
+            unit.emit_encoded(staged)
+        for row, params in msg.rows:
+            unit.stage(row, params)
         if msg.is_final:
             result_json = dumps(msg.final_result)
             unit.emit(run.run_id, "agent_completed", {"result": msg.final_result})
@@ -793,6 +804,11 @@ class UserSupervisor:
             "user %r: recovered %d run(s) left live by a stopped process", self.user_id, len(live)
         )
         await self._commit_runtime(unit)
+
+
+def _beat_every(heartbeat_timeout: float | None) -> float:
+    """How often staging operations send a heartbeat of their own: well within the timeout."""
+    return 1.0 if heartbeat_timeout is None else min(1.0, heartbeat_timeout / 4)
 
 
 def _row_from_info(info: RunInfo) -> RunRow:

@@ -23,16 +23,16 @@ import atexit
 import concurrent.futures
 import multiprocessing
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import pykka
 import trio
 
-from ._agent import AgentBase, AgentContext
+from ._agent import AgentBase, AgentContext, Staging, stage_event, tool_call_id, tool_error_text
 from ._bridge import Bridge
-from ._exceptions import RunFencedError, StoreError
-from ._store import check_stageable
+from ._exceptions import RunFencedError, StoreError, ToolError
 from ._values import JSON, dumps
 
 P = ParamSpec("P")
@@ -81,44 +81,62 @@ class ThreadedContext:
         """The agent's name."""
         self.attempt = actx.attempt
         """1 for the first attempt; each supervised restart adds one."""
+        self._staging = Staging(actx.max_staged)
+        self._last_beat = time.monotonic()
+        self._calls = 0
 
     @property
     def cancelled(self) -> bool:
         """True once this attempt is over: stop working and return (or raise)."""
         return self._actx.fenced
 
-    def _call(self, afn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    def _check(self) -> None:
         if self._actx.fenced:
             raise RunFencedError("this attempt of the run is over")
+
+    def _call(self, afn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``afn`` in trio and block this thread until it is done (the one hand-off)."""
+        self._check()
         try:
             return trio.from_thread.run(lambda: afn(*args, **kwargs), trio_token=self._token)
         except trio.RunFinishedError:
             raise RunFencedError("the runtime has stopped") from None
 
+    def _maybe_beat(self) -> None:
+        if time.monotonic() - self._last_beat >= self._actx.beat_every:
+            self.heartbeat()
+
     def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
-        """Stage a custom event (see :meth:`AgentContext.emit`)."""
-        self._call(self._actx.emit, event, data)
+        """Stage a custom event (see :meth:`AgentContext.emit`). Stays in this thread until
+        the next checkpoint."""
+        self._check()
+        self._staging.add_event(stage_event(self.run_id, event, data))
+        self._maybe_beat()
 
     def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
-        self._call(self._actx.think, text)
+        self.emit("agent_thinking", {"text": str(text)})
 
     def say(self, text: str) -> None:
         """Stage an assistant ``message`` event."""
-        self._call(self._actx.say, text)
+        self.emit("message", {"role": "assistant", "text": str(text)})
 
     def stage(self, row: Any, params: Any = None) -> None:
         """Stage a row of your own (see :meth:`AgentContext.stage`)."""
-        check_stageable(row)
-        self._call(self._actx.stage, row, params)
+        self._check()
+        self._staging.add_row(row, params)
+        self._maybe_beat()
 
     def heartbeat(self) -> None:
-        """Tell the supervisor this attempt is alive."""
+        """Tell the supervisor this attempt is alive (staging does too, about once a second)."""
+        self._last_beat = time.monotonic()
         self._call(self._actx.heartbeat)
 
     def checkpoint(self) -> int:
         """Commit everything staged so far; returns the user's head ``seq`` after the commit."""
-        return self._call(self._actx.checkpoint)
+        self._check()
+        events, rows = self._staging.take()
+        return self._call(self._actx._commit_staged, events, rows)
 
     def receive(self) -> JSON:
         """The next message sent to this run, blocking this thread until one arrives."""
@@ -126,16 +144,28 @@ class ThreadedContext:
 
     def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
         """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here)."""
-        call_id = self._call(self._actx._tool_begin, name, args)
+        self._calls += 1
+        call_id = tool_call_id(self.run_id, self.attempt, self._calls)
+        self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
+        self.checkpoint()
         try:
             result = fn(**args)
             dumps(result)
         except RunFencedError:
             raise
         except Exception as exc:
-            raise self._call(self._actx._tool_failed, name, call_id, exc) from exc
-        self._call(self._actx._tool_end, name, call_id, result)
+            error = tool_error_text(exc)
+            self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
+            self.checkpoint()
+            raise ToolError(name, call_id, error) from exc
+        self.emit("tool_completed", {"tool": name, "call_id": call_id, "result": result})
+        self.checkpoint()
         return result
+
+    def _finish(self, result: JSON) -> None:
+        self._check()
+        events, rows = self._staging.take()
+        self._call(self._actx._finish, result, events, rows)
 
     def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-bound ``fn(*args)`` in a worker process (see :func:`run_in_process`)."""
@@ -191,7 +221,7 @@ class _AgentActor(pykka.ThreadingActor):
         if message != _RUN:
             return None
         result = self._cls().run(self._ctx, self._input)
-        self._ctx._call(self._ctx._actx._finish, result)
+        self._ctx._finish(result)
         self._attempt.finished(None)
         self.stop()
         return None

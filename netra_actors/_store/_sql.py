@@ -410,10 +410,33 @@ def _apply_statements(conn: Connection, unit: UnitOfWork) -> None:
     flush_orm()
 
 
+_SQLITE_INSERT_EVENTS = (
+    "INSERT INTO netra_events (user_id, seq, run_id, event, ts, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_events(conn: Connection, pendings: Sequence[_Pending], now: float) -> None:
+    """Insert the event rows of ``pendings`` in one ``executemany``.
+
+    On SQLite this goes straight to the driver (the hot path: SQLAlchemy's per-row parameter
+    processing cost more than the insert itself); elsewhere it is an ordinary Core insert.
+    """
+    if conn.dialect.name == "sqlite":
+        rows = [
+            (p.user_id, seq, ev.run_id, ev.event, now, ev.data_json)
+            for p in pendings
+            for seq, ev in enumerate(p.unit.events, start=p.base_seq + 1)
+        ]
+        if rows:
+            conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, rows)
+        return
+    dict_rows = [row for p in pendings for row in _event_rows(p, now)]
+    if dict_rows:
+        conn.execute(events.insert(), dict_rows)
+
+
 def _apply_fast(conn: Connection, batch: list[_Pending], now: float) -> None:
-    ev_rows = [row for p in batch for row in _event_rows(p, now)]
-    if ev_rows:
-        conn.execute(events.insert(), ev_rows)
+    _insert_events(conn, batch, now)
     run_rows = [row for p in batch for row in _run_rows(p)]
     if run_rows:
         conn.execute(_upsert_runs(conn), run_rows)
@@ -429,9 +452,7 @@ def _apply_isolated(
     for p in batch:
         try:
             with conn.begin_nested():
-                ev_rows = _event_rows(p, now)
-                if ev_rows:
-                    conn.execute(events.insert(), ev_rows)
+                _insert_events(conn, [p], now)
                 run_rows = _run_rows(p)
                 if run_rows:
                     conn.execute(upsert, run_rows)
