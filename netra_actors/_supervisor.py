@@ -84,6 +84,18 @@ def new_run_id() -> str:
     return "r_" + "".join(reversed(chars))
 
 
+class SessionFailed(Exception):
+    """A unit the runtime owns could not be committed: the supervisor must stop.
+
+    Its memory may now differ from the store, so it crashes (the runtime logs it and closes its
+    subscriptions with ``session_failed``); the next activation rebuilds the user from the store.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(f"the store keeps failing: {error}")
+        self.error = error
+
+
 @attrs.frozen(kw_only=True)
 class RunsSnapshot:
     """The answer to ``get_runs``: the user's head ``seq`` and recent runs, newest first."""
@@ -250,8 +262,11 @@ class UserSupervisor:
             result = await coro
         except CommandError as exc:
             msg.reply.fail(exc)
+        except SessionFailed as exc:
+            msg.reply.fail(exc.error)
+            raise  # memory may differ from the store now: crash, and rebuild from the store
         except StoreError as exc:
-            msg.reply.fail(exc)
+            msg.reply.fail(exc)  # the command's own unit failed: nothing changed
         except BaseException as exc:
             msg.reply.fail(exc)
             raise
@@ -279,7 +294,7 @@ class UserSupervisor:
                 return await self._commit(unit)
             except StoreError as exc:
                 if attempt == retries:
-                    raise
+                    raise SessionFailed(exc) from exc
                 log.warning(
                     "user %r: commit failed (%s), retry %d/%d", self.user_id, exc, attempt, retries
                 )
