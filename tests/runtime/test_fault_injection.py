@@ -18,7 +18,7 @@ It runs on the MemoryStore with trio's MockClock, so each example takes millisec
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -26,7 +26,7 @@ import trio.testing
 from helpers import assert_legal_runs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, Insert, Integer, MetaData, String, Table, insert
 
 import netra_actors as na
 from netra_actors._uow import UnitOfWork
@@ -185,7 +185,7 @@ def run_scenario(sc: dict[str, Any]) -> None:
     # 4: staged work of rolled-back units never becomes visible
     ledger = LEDGERS.pop(info.run_id, Ledger())
     visible = {e.data["text"] for e in events if e.event == "agent_thinking"}
-    visible |= {str(t.compile().params["token"]) for _, t, _ in store.rows}
+    visible |= {str(cast(Insert, t).compile().params["token"]) for _, t, _ in store.rows}
     assert ledger.confirmed <= visible, "a confirmed checkpoint is missing from the store"
     assert visible <= ledger.staged
     # 4 & 5: one rollback per attempt that did not complete, each naming its attempt
