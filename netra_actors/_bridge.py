@@ -97,6 +97,17 @@ class Bridge:
     def _set_soon(self, event: trio.Event) -> None:
         self.to_trio(event.set)
 
+    def run_from_thread(self, async_fn: Callable[[], Awaitable[T]]) -> T:
+        """From a worker thread (a pykka actor): run ``async_fn()`` in trio, block until done.
+
+        Only the calling thread blocks; trio never waits for it. Raises
+        :class:`RuntimeClosedError` if the trio run has finished.
+        """
+        try:
+            return trio.from_thread.run(async_fn, trio_token=self.token)
+        except trio.RunFinishedError:
+            raise RuntimeClosedError("the runtime has stopped") from None
+
     async def call_in_trio(
         self, nursery: trio.Nursery, async_fn: Callable[..., Awaitable[T]], *args: object
     ) -> T:

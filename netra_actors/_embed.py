@@ -146,8 +146,9 @@ async def embed(
             ) as runtime,
             trio.open_nursery() as nursery,
         ):
-            embedded = EmbeddedRuntime(runtime, Bridge.current(), nursery)
-            loop.call_soon_threadsafe(ready.set_result, embedded)
+            bridge = Bridge.current()
+            embedded = EmbeddedRuntime(runtime, bridge, nursery)
+            bridge.call_host(ready.set_result, embedded)
             await stop.wait()
             nursery.cancel_scope.cancel()
 

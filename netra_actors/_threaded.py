@@ -32,7 +32,7 @@ import trio
 
 from ._agent import AgentBase, AgentContext, Staging, stage_event, tool_call_id, tool_error_text
 from ._bridge import Bridge
-from ._exceptions import RunFencedError, StoreError, ToolError
+from ._exceptions import RunFencedError, RuntimeClosedError, StoreError, ToolError
 from ._values import JSON, dumps
 
 P = ParamSpec("P")
@@ -70,9 +70,9 @@ class ThreadedContext:
     it raises :class:`~netra_actors.RunFencedError` once the attempt is over.
     """
 
-    def __init__(self, actx: AgentContext, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(self, actx: AgentContext, bridge: Bridge) -> None:
         self._actx = actx
-        self._token = token
+        self._bridge = bridge
         self.user_id = actx.user_id
         """The user this run belongs to."""
         self.run_id = actx.run_id
@@ -98,8 +98,8 @@ class ThreadedContext:
         """Run ``afn`` in trio and block this thread until it is done (the one hand-off)."""
         self._check()
         try:
-            return trio.from_thread.run(lambda: afn(*args, **kwargs), trio_token=self._token)
-        except trio.RunFinishedError:
+            return self._bridge.run_from_thread(lambda: afn(*args, **kwargs))
+        except RuntimeClosedError:
             raise RunFencedError("the runtime has stopped") from None
 
     def _maybe_beat(self) -> None:
@@ -248,7 +248,7 @@ async def run_threaded_attempt(
     """The supervisor's child task for one attempt of a threaded agent (runs in trio)."""
     bridge = Bridge.current()
     attempt = _Attempt(bridge, on_thread_end)
-    ctx = ThreadedContext(actx, bridge.token)
+    ctx = ThreadedContext(actx, bridge)
     try:
         ref = _AgentActor.start(cls, ctx, input_value, attempt)
         ref.tell(_RUN)
