@@ -35,9 +35,8 @@ def offenders(root: Path) -> list[str]:
                 names = [node.attr]
             elif isinstance(node, ast.ImportFrom):
                 names = [a.name for a in node.names] + (node.module or "").split(".")
-            for name in names:
-                if name in CROSSINGS:
-                    found.append(f"{rel}:{node.lineno}: {name}")
+            line = getattr(node, "lineno", 0)
+            found.extend(f"{rel}:{line}: {name}" for name in names if name in CROSSINGS)
     return found
 
 
