@@ -24,7 +24,7 @@ ALLOWED = {"bench": "benchmarks measure the crossings themselves"}
 
 
 def offenders(root: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         if rel.name == "_bridge.py" or rel.parts[0] in ALLOWED:
