@@ -18,7 +18,7 @@ default:
 
 # start the chat server (args go to `netra-actors serve`)
 chat *ARGS:
-    {{ netra }} serve "$@"
+    @{{ netra }} serve "$@"
 
 # run the console demo
 demo:

@@ -1,0 +1,344 @@
+"""The ``netra-actors`` command: the example chat server and its tokens.
+
+* ``netra-actors serve [--host 127.0.0.1] [--port 8765] [--db ./netra.db] [--secret S]`` runs the
+  gateway (page, ``/healthz``, ``/metrics``, ``/ws``) with the demo agents on a SQLite file.
+* ``netra-actors token USER [--ttl S] [--secret S]`` prints a token for ``USER``.
+
+The secret is ``--secret``, else ``$NETRA_SECRET``, else a random one kept in
+``~/.netra-actors/secret`` (``$NETRA_HOME/secret`` if ``NETRA_HOME`` is set), created with mode
+0600 on first use — so ``serve`` and ``token`` agree without any setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from . import __version__
+from ._bridge import run
+from ._config import RuntimeConfig, sqlite_url
+from ._exceptions import ConfigError
+from ._runtime import open_runtime
+from .demo_agents import DEMO_AGENTS, demo_metadata
+from .gateway import Gateway, GatewayConfig, RateLimit, is_loopback_host, mint_token
+from .gateway._tokens import MIN_SECRET_BYTES, RECOMMENDED_SECRET_BYTES
+
+DEFAULT_TTL = 24 * 3600.0
+SECRET_FILE = "secret"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the secret --------------------------------------------------------------------------------
+
+
+def netra_home() -> Path:
+    """``$NETRA_HOME`` or ``~/.netra-actors``."""
+    home = os.environ.get("NETRA_HOME")
+    return Path(home) if home else Path.home() / ".netra-actors"
+
+
+def _persisted_secret() -> tuple[bytes, Path, bool]:
+    """The persisted secret, created (mode 0600) on first use. Returns (secret, path, created)."""
+    directory = netra_home()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / SECRET_FILE
+    created = False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        created = True
+    secret = path.read_text().strip().encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the secret in {path} is too short; delete the file to get a new one")
+    return secret, path, created
+
+
+def resolve_secret(given: str | None) -> bytes:
+    """``--secret``, else ``$NETRA_SECRET``, else the persisted secret (saying which)."""
+    value = given if given is not None else os.environ.get("NETRA_SECRET")
+    if value is not None:
+        secret = value.encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError("the secret must not be empty")
+        if len(secret) < RECOMMENDED_SECRET_BYTES:
+            _say(
+                f"netra-actors: warning: the secret is shorter than {RECOMMENDED_SECRET_BYTES} "
+                "bytes and easy to guess; use a long random one outside of tests"
+            )
+        return secret
+    secret, path, created = _persisted_secret()
+    _say(
+        f"netra-actors: {'created a new random secret in' if created else 'using the secret in'} "
+        f"{path} (set --secret or NETRA_SECRET to use your own)"
+    )
+    return secret
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``netra-actors`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="netra-actors",
+        description="netra-actors: an actor runtime per user session, and its example chat server.",
+    )
+    parser.add_argument("--version", action="version", version=f"netra-actors {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the example chat server (page, health, metrics, /ws)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks one)")
+    serve.add_argument("--db", default="./netra.db", help="SQLite file (default ./netra.db)")
+    serve.add_argument("--secret", help="token secret (default $NETRA_SECRET, else persisted)")
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an Origin allowed to open a socket, exact match (repeatable; default: the page's "
+        "own http://127.0.0.1:PORT, http://localhost:PORT, http://[::1]:PORT)",
+    )
+    dev = serve.add_mutually_exclusive_group()
+    dev.add_argument(
+        "--dev-tokens",
+        dest="dev_tokens",
+        action="store_true",
+        default=None,
+        help="development sign-in: the page may mint a token for any user name "
+        "(default: on for a loopback host; refused on any other host)",
+    )
+    dev.add_argument("--no-dev-tokens", dest="dev_tokens", action="store_false")
+    serve.add_argument("--hello-timeout", type=_positive_float, default=10.0, metavar="S")
+    serve.add_argument("--ping-interval", type=_positive_float, default=20.0, metavar="S")
+    serve.add_argument("--pong-timeout", type=_positive_float, default=20.0, metavar="S")
+    serve.add_argument("--send-timeout", type=_positive_float, default=10.0, metavar="S")
+    serve.add_argument("--shutdown-timeout", type=_positive_float, default=5.0, metavar="S")
+    serve.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=64 * 1024,
+        metavar="N",
+        help="inbound frame limit; larger frames close the socket with 1009 (default 65536)",
+    )
+    serve.add_argument("--max-sockets-per-user", type=_positive_int, default=16, metavar="N")
+    serve.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=50.0,
+        metavar="PER_S",
+        help="commands per second per user, sustained (default 50)",
+    )
+    serve.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="commands per user in a burst (default 200)",
+    )
+    serve.add_argument(
+        "--subscriber-buffer",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="events a socket may fall behind before it is closed with 4409 (default 4096)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default info)",
+    )
+    serve.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+
+    token = sub.add_parser("token", help="print a token for USER")
+    token.add_argument("user", metavar="USER")
+    token.add_argument(
+        "--ttl",
+        type=_positive_float,
+        default=DEFAULT_TTL,
+        metavar="S",
+        help="seconds until the token expires (default 86400)",
+    )
+    token.add_argument("--secret", help="token secret (default $NETRA_SECRET, else persisted)")
+    return parser
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> GatewayConfig:
+    """The gateway configuration of ``serve``'s arguments (refusing unsafe combinations)."""
+    loopback = is_loopback_host(args.host)
+    if args.dev_tokens and not loopback:
+        parser.error(
+            f"--dev-tokens is refused on the non-loopback host {args.host!r}: anyone who can "
+            "reach the server could sign in as anyone. Mint tokens with 'netra-actors token "
+            "USER' instead."
+        )
+    dev_tokens = loopback if args.dev_tokens is None else args.dev_tokens
+    try:
+        secret = secrets.token_bytes(32) if args.echo else resolve_secret(args.secret)
+        return GatewayConfig(
+            secret=secret,
+            host=args.host,
+            port=args.port,
+            allowed_origins=frozenset(args.allowed_origin) if args.allowed_origin else None,
+            dev_tokens=dev_tokens and not args.echo,
+            hello_timeout=args.hello_timeout,
+            ping_interval=args.ping_interval,
+            pong_timeout=args.pong_timeout,
+            send_timeout=args.send_timeout,
+            shutdown_timeout=args.shutdown_timeout,
+            max_message_size=args.max_message_size,
+            max_sockets_per_user=args.max_sockets_per_user,
+            rate=RateLimit(per_second=args.rate, burst=args.burst),
+            echo=args.echo,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _banner(gateway: Gateway, db: str | None) -> None:
+    config = gateway.config
+    base = f"http://{_url_host(config.host)}:{gateway.port}"
+    if config.echo:
+        print(
+            f"netra-actors echo mode (WebSocket conformance testing): ws{base[4:]}/ws", flush=True
+        )
+        return
+    lines = [
+        f"netra-actors {__version__} chat server",
+        f"  page:       {base}/",
+        f"  websocket:  ws{base[4:]}/ws",
+        f"  health:     {base}/healthz    metrics: {base}/metrics",
+        f"  database:   {db}",
+        "  tokens:     netra-actors token USER [--ttl SECONDS]   (same secret as this server)",
+    ]
+    if config.dev_tokens:
+        lines.append(
+            "  development sign-in enabled: the page can sign in any user name "
+            "(loopback only; --no-dev-tokens to disable)"
+        )
+    else:
+        lines.append("  development sign-in disabled: paste a token into the page")
+    lines.append("Open the page and chat. Ctrl+C stops the server.")
+    print("\n".join(lines), flush=True)
+
+
+async def _serve_main(config: GatewayConfig, runtime_config: RuntimeConfig | None, db: str) -> None:
+    if runtime_config is None:
+        gateway = Gateway(None, config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+            _banner(gateway, None)
+        return
+    async with open_runtime(runtime_config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+        gateway = Gateway(rt, config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+            _banner(gateway, db)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (e.g. address in use) an exception is or wraps, if any."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = gateway_config(args, parser)
+    runtime_config = None
+    if not args.echo:
+        extra = (
+            {} if args.subscriber_buffer is None else {"subscriber_buffer": args.subscriber_buffer}
+        )
+        runtime_config = RuntimeConfig(database_url=sqlite_url(args.db), **extra)
+    try:
+        run(_serve_main, config, runtime_config, args.db)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _os_error(exc)
+        if error is None:
+            raise
+        _say(f"netra-actors: cannot serve on {args.host}:{args.port}: {error.strerror or error}")
+        return 1
+    _say("netra-actors: stopped")
+    return 0
+
+
+# -- token -------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import time
+
+    try:
+        secret = resolve_secret(args.secret)
+        token = mint_token(secret, args.user, args.ttl, now=time.time())
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    print(token, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``netra-actors`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, parser)
+    return _token(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

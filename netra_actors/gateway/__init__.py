@@ -1,0 +1,36 @@
+"""The WebSocket gateway: protocol v1 over one port, in front of a :class:`~netra_actors.Runtime`.
+
+``GET /`` serves the example chat page, ``GET /healthz`` a JSON health document, ``GET /metrics``
+Prometheus text, and ``/ws`` the WebSocket of ``docs/protocol.md``::
+
+    async with netra_actors.open_runtime(config, agents=...) as runtime:
+        await serve_gateway(runtime, GatewayConfig(secret=..., port=8765))
+"""
+
+from ._config import GatewayConfig as GatewayConfig
+from ._config import default_origins as default_origins
+from ._config import is_loopback_host as is_loopback_host
+from ._limits import RateLimit as RateLimit
+from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._protocol import FrameError as FrameError
+from ._server import Gateway as Gateway
+from ._server import serve_gateway as serve_gateway
+from ._tokens import TokenClaims as TokenClaims
+from ._tokens import TokenError as TokenError
+from ._tokens import mint_token as mint_token
+from ._tokens import verify_token as verify_token
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "FrameError",
+    "Gateway",
+    "GatewayConfig",
+    "RateLimit",
+    "TokenClaims",
+    "TokenError",
+    "default_origins",
+    "is_loopback_host",
+    "mint_token",
+    "serve_gateway",
+    "verify_token",
+]

@@ -1,0 +1,125 @@
+"""The gateway's configuration: one frozen value, validated when it is built."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from pathlib import Path
+
+import attrs
+
+from .._exceptions import ConfigError
+from ._limits import RateLimit
+from ._tokens import MIN_SECRET_BYTES
+
+DEFAULT_PORT = 8765
+
+
+def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float) and value > 0 and math.isfinite(value)
+    ):
+        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
+
+
+def _port(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"port must be an integer in 0..65535, got {value!r}")
+
+
+def _secret(_inst: object, _attr: attrs.Attribute[bytes], value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) < MIN_SECRET_BYTES:
+        raise ConfigError(f"secret must be bytes, at least {MIN_SECRET_BYTES} long")
+
+
+def _origins(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ConfigError("allowed_origins must be a collection of origins, not one string")
+    origins = frozenset(str(o) for o in value)  # type: ignore[attr-defined]
+    for origin in origins:
+        if "://" not in origin or origin.endswith("/"):
+            raise ConfigError(
+                f"origin {origin!r} must look like 'http://host:port' (scheme, host, optional "
+                "port, no path or trailing slash)"
+            )
+    return origins
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def default_origins(port: int) -> frozenset[str]:
+    """The default Origin allowlist: the page itself, on the loopback names."""
+    return frozenset(
+        {f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"}
+    )
+
+
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """Everything the gateway needs. Every limit is bounded; times are in seconds."""
+
+    secret: bytes = attrs.field(validator=_secret, repr=False)
+    """The HMAC key tokens are signed with."""
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_port)
+    """0 picks a free port (read it back from :meth:`Gateway.port`)."""
+    allowed_origins: frozenset[str] | None = attrs.field(default=None, converter=_origins)
+    """Exact ``Origin`` values allowed to open a socket; None: :func:`default_origins`."""
+    dev_tokens: bool = False
+    """Serve ``POST /dev/token`` (local development sign-in). Refused on a non-loopback host."""
+    dev_token_ttl: float = attrs.field(default=24 * 3600.0, validator=_positive)
+    hello_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_message_size: int = attrs.field(default=64 * 1024, validator=_positive_int)
+    """Inbound WebSocket message limit (characters of text / bytes of binary); larger → 1009."""
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    pong_timeout: float = attrs.field(default=20.0, validator=_positive)
+    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Longest a single frame may take to reach the kernel before the socket is dropped."""
+    close_timeout: float = attrs.field(default=3.0, validator=_positive)
+    """Longest the closing handshake may take before the TCP connection is dropped."""
+    command_timeout: float = attrs.field(default=30.0, validator=_positive)
+    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Longest an HTTP request (headers and body) may take to arrive."""
+    shutdown_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """Graceful stop: sockets get this long to close with 1001 before they are dropped."""
+    max_connections: int = attrs.field(default=10_000, validator=_positive_int)
+    max_sockets_per_user: int = attrs.field(default=16, validator=_positive_int)
+    rate: RateLimit = attrs.field(factory=RateLimit)
+    """Inbound commands per user (shared by the user's sockets)."""
+    flood_limit: int = attrs.field(default=20, validator=_positive_int)
+    """``rate_limited`` answers in a row after which the socket is closed with 4429."""
+    batch_max_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    """Largest ``batch`` frame the gateway builds (an event larger than this travels alone)."""
+    batch_max_events: int = attrs.field(default=256, validator=_positive_int)
+    page: Path | None = None
+    """The chat page served at ``GET /``; None: the packaged page."""
+    echo: bool = False
+    """Testing mode: ``/ws`` echoes every message, nothing else (WebSocket conformance runs)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.dev_tokens and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"development sign-in (dev_tokens) is refused on the non-loopback host "
+                f"{self.host!r}: anyone who can reach it could sign in as anyone. Mint tokens "
+                "with 'netra-actors token USER' instead."
+            )
+
+    def origins_for(self, port: int) -> frozenset[str]:
+        """The effective Origin allowlist once the listening port is known."""
+        return self.allowed_origins if self.allowed_origins is not None else default_origins(port)

@@ -1,0 +1,358 @@
+"""One socket's lifecycle: ``hello``, the session, the close.
+
+A :class:`Connection` authenticates the first frame, subscribes to its user's committed events and
+then runs four tasks until one of them ends the session:
+
+* the *reader* parses client frames, applies the user's rate limit and executes commands against
+  the runtime, answering each with ``ack``/``runs``/``pong``/``error``;
+* the *pump* moves committed events from the socket's bounded mailbox (the runtime's
+  :class:`~netra_actors.Subscription`) to the socket — ``event`` frames, or ``batch`` frames when a
+  backlog has built up (it never waits to coalesce);
+* *keepalive* pings the client and drops it if no pong comes back;
+* the *expiry* watch closes the socket with 4401 when its token expires.
+
+Whatever ends the session picks the close code through :meth:`Connection.request_close`; the
+first request wins. Nothing a connection does can stop the gateway: every exception is contained
+here, logged, and answered with close code 1011.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .._exceptions import (
+    CommandError,
+    MailboxFullError,
+    RuntimeClosedError,
+    SlowConsumerError,
+    SubscriptionClosedError,
+)
+from .._runtime import Runtime
+from .._subscription import Subscription
+from ._config import GatewayConfig
+from ._limits import UserLimits
+from ._metrics import GatewayMetrics
+from ._protocol import (
+    ERROR_CODES,
+    CancelRun,
+    Command,
+    FrameError,
+    GetRuns,
+    Hello,
+    Ping,
+    Say,
+    StartRun,
+    ack_frame,
+    check_hello,
+    error_frame,
+    event_frames,
+    parse_frame,
+    pong_frame,
+    runs_frame,
+    welcome_frame,
+)
+from ._tokens import TokenClaims, TokenError, verify_token
+from ._transport import Socket, SocketClosed
+
+log = logging.getLogger("netra_actors.gateway")
+
+#: Close codes of protocol v1.
+NORMAL = 1000
+GOING_AWAY = 1001
+ABNORMAL = 1006
+"""Not a code anyone sends: the connection dropped (or was dropped) without a close frame."""
+MESSAGE_TOO_BIG = 1009
+INTERNAL = 1011
+PROTOCOL_VIOLATION = 4400
+UNAUTHORIZED = 4401
+HELLO_TIMEOUT = 4408
+SLOW_CONSUMER = 4409
+TOO_MANY = 4429
+
+_SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionDeps:
+    """What every connection shares with its gateway."""
+
+    runtime: Runtime
+    config: GatewayConfig
+    limits: UserLimits
+    metrics: GatewayMetrics
+
+
+class Connection:
+    """One WebSocket, from ``hello`` to close. Create, then :meth:`run`."""
+
+    def __init__(self, deps: ConnectionDeps, socket: Socket, peer: str) -> None:
+        self._deps = deps
+        self._config = deps.config
+        self._runtime = deps.runtime
+        self.socket = socket
+        self.peer = peer
+        self.user: str | None = None
+        self.subscription: Subscription | None = None
+        self._scope = trio.CancelScope()
+        self._close: tuple[int, str] | None = None
+        self._strikes = 0
+        self._order = trio.Lock()
+        """Held while a command runs and its answer is sent, and while events are sent."""
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def request_close(self, code: int, reason: str) -> None:
+        """End the session and close the socket with ``code`` (the first request wins)."""
+        if self._close is None:
+            self._close = (code, reason)
+        self._scope.cancel()
+
+    async def run(self) -> None:
+        """Run the connection to its end. Never raises (except cancellation of the caller)."""
+        try:
+            with self._scope:
+                await self._guard(self._session)
+        finally:
+            if self.subscription is not None:
+                self.subscription.close()
+            code, reason = self._close or (NORMAL, "")
+            with trio.CancelScope(shield=True):
+                await self.socket.close(code, reason)
+            self._deps.metrics.closes.labels(str(code)).inc()
+            log.debug(
+                "connection %s (user %r) closed with %d %s", self.peer, self.user, code, reason
+            )
+
+    async def _guard(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` (the session or one of its tasks); turn what ends it into a close request."""
+        try:
+            await fn()
+        except SocketClosed as exc:
+            self.request_close(exc.code or ABNORMAL, exc.reason or "")
+        except Exception:
+            log.exception(
+                "connection %s (user %r) failed; closing it with 1011", self.peer, self.user
+            )
+            self.request_close(INTERNAL, "internal error")
+
+    # -- session start ----------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        claims_resume = await self._hello()
+        if claims_resume is None:
+            return
+        claims, resume_from = claims_resume
+        user = claims.user
+        limits = self._deps.limits
+        if not limits.open_socket(user, trio.current_time()):
+            self.request_close(TOO_MANY, "too many sockets for this user")
+            return
+        self.user = user
+        try:
+            subscription = await self._subscribe(user, resume_from)
+            if subscription is None:
+                return
+            self.subscription = subscription
+            await self.socket.send(welcome_frame(user, subscription.head_seq))
+            self._deps.metrics.sessions_started.inc()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guard, self._reader)
+                nursery.start_soon(self._guard, self._pump)
+                nursery.start_soon(
+                    self._guard,
+                    lambda: self.socket.keepalive(
+                        self._config.ping_interval, self._config.pong_timeout
+                    ),
+                )
+                nursery.start_soon(self._guard, lambda: self._expiry(claims.expires_at))
+        finally:
+            limits.close_socket(user)
+
+    async def _hello(self) -> tuple[TokenClaims, int | None] | None:
+        """Receive and check ``hello``; None after requesting the close it deserves."""
+        timeout = self._config.hello_timeout
+        message: str | None = None
+        with trio.move_on_after(timeout) as scope:
+            message = await self._receive_text()
+        if scope.cancelled_caught:
+            self.request_close(HELLO_TIMEOUT, f"no hello within {timeout:g}s")
+            return None
+        if message is None:
+            return None
+        try:
+            frame = parse_frame(message)
+        except FrameError:
+            frame = None
+        if not isinstance(frame, Hello):
+            self.request_close(PROTOCOL_VIOLATION, "the first frame must be hello")
+            return None
+        try:
+            claims = verify_token(self._config.secret, frame.token, now=time.time())
+        except TokenError as exc:
+            log.info("connection %s: token refused (%s)", self.peer, exc.reason)
+            self.request_close(UNAUTHORIZED, str(exc))
+            return None
+        try:
+            resume_from = check_hello(frame)
+        except FrameError as exc:
+            await self._send_error(None, exc.code, exc.message)
+            self.request_close(PROTOCOL_VIOLATION, exc.message)
+            return None
+        return claims, resume_from
+
+    async def _subscribe(self, user: str, resume_from: int | None) -> Subscription | None:
+        """The user's subscription; None after requesting the close a failure deserves."""
+        try:
+            with trio.fail_after(self._config.command_timeout):
+                return await self._runtime.subscribe(user, resume_from=resume_from)
+        except MailboxFullError as exc:
+            await self._send_error(None, exc.code, exc.message)
+            self.request_close(TOO_MANY, "too many requests for this user")
+        except CommandError as exc:
+            code = exc.code if exc.code in ERROR_CODES else "bad_request"
+            await self._send_error(None, code, exc.message)
+            self.request_close(PROTOCOL_VIOLATION, exc.message)
+        except RuntimeClosedError:
+            self.request_close(GOING_AWAY, "server shutting down")
+        except trio.TooSlowError:
+            log.warning("connection %s: subscribing user %r timed out", self.peer, user)
+            self.request_close(INTERNAL, "internal error")
+        return None
+
+    # -- the session's tasks ----------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        assert self.user is not None
+        user = self.user
+        limits = self._deps.limits
+        metrics = self._deps.metrics
+        while True:
+            message = await self._receive_text()
+            if message is None:
+                return
+            try:
+                frame = parse_frame(message)
+                error = None
+            except FrameError as exc:
+                frame, error = None, exc
+            if isinstance(frame, Hello):
+                self.request_close(PROTOCOL_VIOLATION, "hello was already received")
+                return
+            if not limits.allow_message(user, trio.current_time()):
+                self._strikes += 1
+                if self._strikes > self._config.flood_limit:
+                    self.request_close(TOO_MANY, "too many messages; back off")
+                    return
+                id = frame.id if frame is not None else error.id if error else None
+                await self._send_error(id, "rate_limited", "too many messages; slow down")
+                continue
+            self._strikes = 0
+            if error is not None:
+                await self._send_error(error.id, error.code, error.message)
+                continue
+            assert frame is not None
+            # The answer goes out before any event committed while the command ran (e.g. the
+            # events of the run a ``say`` started): the pump waits for this lock.
+            async with self._order:
+                await self.socket.send(await self._execute(frame))
+            metrics.frames_out.inc()
+
+    async def _receive_text(self) -> str | None:
+        """The next text message; None after requesting the close a binary or oversized one
+        deserves (trio-websocket limits characters; the protocol's limit is in bytes)."""
+        message = await self.socket.receive()
+        self._deps.metrics.frames_in.inc()
+        if isinstance(message, bytes):
+            self.request_close(PROTOCOL_VIOLATION, "binary frames are not allowed")
+            return None
+        limit = self._config.max_message_size
+        if len(message) * 4 > limit and len(message.encode("utf-8", "surrogatepass")) > limit:
+            self.request_close(MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
+            return None
+        return message
+
+    async def _execute(self, command: Command) -> str:
+        """Execute one command for this socket's user; the text of the frame that answers it."""
+        assert self.user is not None
+        user = self.user
+        runtime = self._runtime
+        try:
+            with trio.fail_after(self._config.command_timeout):
+                match command:
+                    case Ping():
+                        return pong_frame(command.id)
+                    case Say():
+                        run_id = await runtime.say(user, command.text, agent=command.agent)
+                        return ack_frame(command.id, run_id)
+                    case StartRun():
+                        run_id = await runtime.start_run(user, command.agent, command.input)
+                        return ack_frame(command.id, run_id)
+                    case CancelRun():
+                        await runtime.cancel_run(user, command.run_id)
+                        return ack_frame(command.id)
+                    case GetRuns():
+                        snapshot = await runtime.get_runs(user, limit=command.limit)
+                        runs = [info.to_wire() for info in snapshot.runs]
+                        return runs_frame(command.id, snapshot.head_seq, runs)
+        except CommandError as exc:
+            code = exc.code if exc.code in ERROR_CODES else "bad_request"
+            # Existence is never revealed: every unknown run gets the very same answer.
+            message = "no such run" if code == "unknown_run" else exc.message
+            return self._error(command.id, code, message)
+        except trio.TooSlowError:
+            log.warning("user %r: %s timed out", user, type(command).__name__)
+            return self._error(command.id, "internal", "the command timed out; try again")
+        except Exception:
+            log.exception("user %r: %s failed", user, type(command).__name__)
+            return self._error(command.id, "internal", "internal error")
+        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    def _error(self, id: str | None, code: str, message: str) -> str:
+        self._deps.metrics.errors.labels(code).inc()
+        return error_frame(id, code, message)
+
+    async def _send_error(self, id: str | None, code: str, message: str) -> None:
+        await self.socket.send(self._error(id, code, message))
+        self._deps.metrics.frames_out.inc()
+
+    async def _pump(self) -> None:
+        subscription = self.subscription
+        assert subscription is not None
+        config = self._config
+        metrics = self._deps.metrics
+        while True:
+            try:
+                events = await subscription.receive_batch(config.batch_max_events)
+            except SlowConsumerError:
+                self.request_close(SLOW_CONSUMER, "fell too far behind; resume_from your last seq")
+                return
+            except SubscriptionClosedError as exc:
+                code = _SUBSCRIPTION_CLOSE.get(exc.reason, INTERNAL)
+                if code == INTERNAL:
+                    log.warning("user %r: subscription ended (%s)", self.user, exc)
+                self.request_close(code, "server shutting down" if code == GOING_AWAY else "")
+                return
+            async with self._order:
+                for text in event_frames(
+                    [event.to_wire() for event in events], max_bytes=config.batch_max_bytes
+                ):
+                    await self.socket.send(text)
+                    metrics.frames_out.inc()
+            metrics.events_out.inc(len(events))
+            now = time.time()
+            for event in events:
+                if event.seq > subscription.head_seq:  # live, not replayed
+                    metrics.commit_to_socket.observe(max(0.0, now - event.ts))
+
+    async def _expiry(self, expires_at: float) -> None:
+        while True:
+            left = expires_at - time.time()
+            if left <= 0:
+                break
+            await trio.sleep(min(left, 30.0))  # re-read the wall clock now and then
+        self.request_close(UNAUTHORIZED, "the token expired; get a new one")

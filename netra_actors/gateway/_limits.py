@@ -1,0 +1,110 @@
+"""Per-user limits: a token bucket for inbound messages and a cap on open sockets. Pure.
+
+Time is an argument (``now``, seconds on any monotonic clock). One :class:`UserLimits` is shared
+by every socket of the gateway; a user's entry exists while the user has an open socket, so the
+table is bounded by the number of open sockets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from .._exceptions import ConfigError
+
+
+def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not (
+        isinstance(value, int | float) and value > 0 and math.isfinite(value)
+    ):
+        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """A token bucket's shape: ``burst`` messages at once, refilled at ``per_second``."""
+
+    per_second: float = attrs.field(default=50.0, validator=_positive)
+    burst: int = attrs.field(default=200, validator=_positive_int)
+
+
+@attrs.define
+class TokenBucket:
+    """A token bucket. :meth:`take` spends one token if there is one."""
+
+    limit: RateLimit
+    tokens: float
+    updated: float
+
+    @classmethod
+    def full(cls, limit: RateLimit, now: float) -> TokenBucket:
+        """A bucket holding ``burst`` tokens at ``now``."""
+        return cls(limit, float(limit.burst), now)
+
+    def take(self, now: float) -> bool:
+        """Spend one token at ``now``; False (and nothing spent) when the bucket is empty."""
+        elapsed = max(0.0, now - self.updated)
+        self.tokens = min(float(self.limit.burst), self.tokens + elapsed * self.limit.per_second)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@attrs.define
+class _UserEntry:
+    sockets: int
+    bucket: TokenBucket
+
+
+class UserLimits:
+    """Open sockets and the message bucket of every user with a socket."""
+
+    def __init__(self, rate: RateLimit, max_sockets_per_user: int) -> None:
+        if isinstance(max_sockets_per_user, bool) or max_sockets_per_user < 1:
+            raise ConfigError("max_sockets_per_user must be an integer >= 1")
+        self.rate = rate
+        self.max_sockets_per_user = max_sockets_per_user
+        self._users: dict[str, _UserEntry] = {}
+
+    def open_socket(self, user: str, now: float) -> bool:
+        """Count a new socket of ``user``; False (nothing counted) if the user is at the cap."""
+        entry = self._users.get(user)
+        if entry is None:
+            self._users[user] = _UserEntry(1, TokenBucket.full(self.rate, now))
+            return True
+        if entry.sockets >= self.max_sockets_per_user:
+            return False
+        entry.sockets += 1
+        return True
+
+    def close_socket(self, user: str) -> None:
+        """Forget one socket of ``user`` (the entry goes with the last one)."""
+        entry = self._users.get(user)
+        if entry is None:
+            return
+        entry.sockets -= 1
+        if entry.sockets <= 0:
+            del self._users[user]
+
+    def allow_message(self, user: str, now: float) -> bool:
+        """Spend one message of ``user``'s bucket (shared by all of the user's sockets)."""
+        entry = self._users.get(user)
+        return entry is None or entry.bucket.take(now)
+
+    def sockets(self, user: str) -> int:
+        """Open sockets of ``user``."""
+        entry = self._users.get(user)
+        return 0 if entry is None else entry.sockets
+
+    @property
+    def users(self) -> int:
+        """Users with at least one open socket."""
+        return len(self._users)

@@ -1,0 +1,166 @@
+"""Prometheus metrics of the gateway and its runtime, on a private registry.
+
+Gateway metrics are updated where things happen (sockets, frames, errors, closes, the
+commit→socket latency of each live event). Runtime figures are read from
+:meth:`Runtime.statistics` at scrape time by :class:`_RuntimeCollector`, so they cost nothing
+between scrapes.
+"""
+
+from __future__ import annotations
+
+import statistics as _stats
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .._runtime import Runtime
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class _RuntimeCollector:
+    """Reads the runtime's statistics at scrape time."""
+
+    def __init__(self, runtime: Runtime, socket_depth: Callable[[], int]) -> None:
+        self._runtime = runtime
+        self._socket_depth = socket_depth
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._runtime.statistics()
+        store = s.store
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, value=value)
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, value=value)
+
+        yield gauge("netra_sessions_active", "Users with an active supervisor.", s.active_sessions)
+        yield gauge(
+            "netra_subscriptions", "Open socket mailboxes (subscriptions).", s.subscriptions
+        )
+        runs = GaugeMetricFamily(
+            "netra_runs", "Runs by state: live now, or ended so far.", labels=["state"]
+        )
+        runs.add_metric(["live"], s.live_runs)
+        for state, count in sorted(s.runs_ended.items()):
+            runs.add_metric([state], count)
+        yield runs
+        yield counter("netra_runs_started", "Runs started.", s.runs_started)
+        ended = CounterMetricFamily(
+            "netra_runs_ended", "Runs ended, by final state.", labels=["state"]
+        )
+        for state, count in sorted(s.runs_ended.items()):
+            ended.add_metric([state], count)
+        yield ended
+        yield counter("netra_restarts", "Supervised restarts of runs.", s.restarts)
+        yield counter("netra_rollbacks", "Units of work rolled back.", s.rollbacks)
+        yield counter(
+            "netra_events_committed", "Events committed to the store.", store.events_committed
+        )
+        yield counter(
+            "netra_events_delivered", "Events handed to socket mailboxes.", s.events_delivered
+        )
+        yield counter("netra_store_batches", "Group commits attempted.", store.batches)
+        yield counter(
+            "netra_store_units_committed", "Units of work committed.", store.units_committed
+        )
+        yield counter(
+            "netra_store_units_failed", "Units of work that failed to commit.", store.units_failed
+        )
+        yield gauge("netra_store_queue_depth", "Units waiting for the store writer.", store.queued)
+        yield gauge(
+            "netra_store_last_commit_seconds",
+            "Duration of the last group commit (commit latency).",
+            store.last_commit_seconds,
+        )
+        yield gauge(
+            "netra_mailbox_depth_max",
+            "The fullest supervisor mailbox right now.",
+            s.mailbox_depth_max,
+        )
+        yield gauge(
+            "netra_socket_mailbox_depth_max",
+            "The fullest socket mailbox (events waiting for a socket) right now.",
+            self._socket_depth(),
+        )
+        delays = sorted(self._runtime.commit_to_socket_delays())
+        recent = GaugeMetricFamily(
+            "netra_commit_to_mailbox_recent_seconds",
+            "Commit to socket-mailbox hand-off delay over recent events.",
+            labels=["quantile"],
+        )
+        if delays:
+            recent.add_metric(["0.5"], _stats.median(delays))
+            recent.add_metric(["0.99"], delays[min(len(delays) - 1, int(len(delays) * 0.99))])
+            recent.add_metric(["1"], delays[-1])
+        yield recent
+
+
+class GatewayMetrics:
+    """The gateway's collectors on a private :class:`CollectorRegistry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sockets_open = Gauge("netra_sockets_open", "Open WebSocket connections.", registry=r)
+        self.sockets_opened = Counter(
+            "netra_sockets_opened", "WebSocket connections accepted.", registry=r
+        )
+        self.sessions_started = Counter(
+            "netra_socket_sessions", "Sockets that completed hello/welcome.", registry=r
+        )
+        self.closes = Counter(
+            "netra_socket_closes", "Sockets closed, by close code.", ["code"], registry=r
+        )
+        self.frames_in = Counter("netra_frames_received", "Client frames received.", registry=r)
+        self.frames_out = Counter("netra_frames_sent", "Server frames sent.", registry=r)
+        self.events_out = Counter("netra_events_sent", "Events sent to sockets.", registry=r)
+        self.errors = Counter(
+            "netra_command_errors", "Error frames sent, by code.", ["code"], registry=r
+        )
+        self.http_requests = Counter(
+            "netra_http_requests",
+            "HTTP requests, by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.commit_to_socket = Histogram(
+            "netra_commit_to_socket_seconds",
+            "From an event's commit to its frame being written to a socket (live events).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def attach_runtime(self, runtime: Runtime, socket_depth: Callable[[], int]) -> None:
+        """Export the runtime's statistics too."""
+        self.registry.register(_RuntimeCollector(runtime, socket_depth))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,299 @@
+"""The protocol v1 codec: client frames in, typed commands out; server frames built. Pure.
+
+No I/O and no clock: :func:`parse_frame` turns the text of one WebSocket message into a typed
+value or raises :class:`FrameError` carrying the wire error code; the ``*_frame`` functions build
+the JSON text of server frames. The contract is ``shared/design/protocol-v1.md``; what this module
+adds (marked "extension" below) is documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+import orjson
+
+PROTOCOL_VERSION = 1
+MAX_ID_CHARS = 64
+"""A command's ``id``: a string of at most this many characters."""
+MAX_TEXT_BYTES = 16 * 1024
+"""``say.text``: at most this many bytes of UTF-8."""
+MAX_AGENT_CHARS = 64
+MAX_RUN_ID_CHARS = 128
+MAX_RUNS_LIMIT = 1000
+DEFAULT_RUNS_LIMIT = 100
+MAX_ERROR_MESSAGE = 300
+
+#: The wire error codes of protocol v1.
+ERROR_CODES = frozenset(
+    {
+        "bad_request",
+        "unknown_command",
+        "unknown_agent",
+        "unknown_run",
+        "illegal_state",
+        "rate_limited",
+        "too_large",
+        "internal",
+    }
+)
+
+JSONValue: TypeAlias = Any
+
+
+class FrameError(Exception):
+    """A client frame was refused. ``code`` is the wire error code; ``id`` the command's id.
+
+    ``id`` is ``None`` when the frame carried no usable ``id`` (it is then not echoed).
+    """
+
+    def __init__(self, code: str, message: str, id: str | None = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+# -- client frames ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Hello:
+    """``hello``. Fields are checked in the order the gateway needs (token first)."""
+
+    token: str | None
+    """The token, if it is a string (its validity is checked by the gateway)."""
+    protocol: JSONValue
+    """The raw ``protocol`` field; see :func:`check_hello`."""
+    resume_from: JSONValue
+    """The raw ``resume_from`` field; see :func:`check_hello`."""
+
+
+@attrs.frozen(kw_only=True)
+class Say:
+    """``say``: commit the user's message, start a run of ``agent`` with it."""
+
+    id: str | None
+    text: str
+    agent: str | None
+
+
+@attrs.frozen(kw_only=True)
+class StartRun:
+    """``start_run``: start a run of ``agent`` with ``input``."""
+
+    id: str | None
+    agent: str
+    input: JSONValue
+
+
+@attrs.frozen(kw_only=True)
+class CancelRun:
+    """``cancel_run``: cancel the live run ``run_id``."""
+
+    id: str | None
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class GetRuns:
+    """``get_runs``: a snapshot of the user's runs. ``limit`` is an extension."""
+
+    id: str | None
+    limit: int
+
+
+@attrs.frozen(kw_only=True)
+class Ping:
+    """``ping``: answered with ``pong``."""
+
+    id: str | None
+
+
+Command: TypeAlias = Say | StartRun | CancelRun | GetRuns | Ping
+ClientFrame: TypeAlias = Hello | Command
+
+
+def _id_of(obj: Mapping[str, JSONValue]) -> str | None:
+    if "id" not in obj or obj["id"] is None:
+        return None
+    value = obj["id"]
+    if not isinstance(value, str):
+        raise FrameError("bad_request", "id must be a string")
+    if len(value) > MAX_ID_CHARS:
+        raise FrameError("too_large", f"id must be at most {MAX_ID_CHARS} characters")
+    return value
+
+
+def _string(
+    obj: Mapping[str, JSONValue], name: str, id: str | None, *, max_chars: int, required: bool
+) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise FrameError("bad_request", f"{name} is required", id)
+        return None
+    if not isinstance(value, str):
+        raise FrameError("bad_request", f"{name} must be a string", id)
+    if len(value) > max_chars:
+        raise FrameError("too_large", f"{name} must be at most {max_chars} characters", id)
+    return value
+
+
+def decode_object(text: str | bytes) -> dict[str, JSONValue]:
+    """Decode a frame's JSON text into an object, or raise ``FrameError(bad_request)``."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise FrameError("bad_request", "the frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise FrameError("bad_request", "the frame must be a JSON object")
+    return obj
+
+
+def parse_frame(text: str | bytes) -> ClientFrame:
+    """Parse one client frame. Raises :class:`FrameError` for anything the protocol refuses."""
+    obj = decode_object(text)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("bad_request", "the frame needs a string field 'type'")
+    if kind == "hello":
+        token = obj.get("token")
+        return Hello(
+            token=token if isinstance(token, str) else None,
+            protocol=obj.get("protocol", PROTOCOL_VERSION),
+            resume_from=obj.get("resume_from"),
+        )
+    id = _id_of(obj)
+    match kind:
+        case "say":
+            text_value = obj.get("text")
+            if not isinstance(text_value, str):
+                raise FrameError("bad_request", "text is required and must be a string", id)
+            # A character is at least one byte: count bytes only when it can matter.
+            if len(text_value) > MAX_TEXT_BYTES or (
+                len(text_value) * 4 > MAX_TEXT_BYTES
+                and len(text_value.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES
+            ):
+                raise FrameError(
+                    "too_large", f"text must be at most {MAX_TEXT_BYTES} bytes of UTF-8", id
+                )
+            agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=False)
+            return Say(id=id, text=text_value, agent=agent)
+        case "start_run":
+            agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=True)
+            assert agent is not None
+            return StartRun(id=id, agent=agent, input=obj.get("input"))
+        case "cancel_run":
+            run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
+            assert run_id is not None
+            return CancelRun(id=id, run_id=run_id)
+        case "get_runs":
+            limit = obj.get("limit", DEFAULT_RUNS_LIMIT)
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise FrameError("bad_request", "limit must be an integer", id)
+            if not 1 <= limit <= MAX_RUNS_LIMIT:
+                raise FrameError("bad_request", f"limit must be between 1 and {MAX_RUNS_LIMIT}", id)
+            return GetRuns(id=id, limit=limit)
+        case "ping":
+            return Ping(id=id)
+        case _:
+            raise FrameError("unknown_command", f"unknown command type {kind[:64]!r}", id)
+
+
+def check_hello(hello: Hello) -> int | None:
+    """Check ``protocol`` and ``resume_from`` of a ``hello``; return ``resume_from``.
+
+    Raises ``FrameError(bad_request)`` for an unsupported protocol version or a ``resume_from``
+    that is not an integer >= 0. (Whether ``resume_from`` exceeds the head is the runtime's call.)
+    """
+    protocol = hello.protocol
+    if isinstance(protocol, bool) or protocol != PROTOCOL_VERSION:
+        raise FrameError("bad_request", f"unsupported protocol {protocol!r}; this server speaks 1")
+    resume_from = hello.resume_from
+    if resume_from is None:
+        return None
+    if isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0:
+        raise FrameError("bad_request", "resume_from must be an integer >= 0")
+    return resume_from
+
+
+# -- server frames ---------------------------------------------------------------------------
+
+
+def encode(frame: Mapping[str, JSONValue]) -> str:
+    """The JSON text of a server frame."""
+    return orjson.dumps(frame).decode()
+
+
+def _with_id(frame: dict[str, JSONValue], id: str | None) -> dict[str, JSONValue]:
+    if id is not None:
+        frame["id"] = id
+    return frame
+
+
+def welcome_frame(user_id: str, head_seq: int) -> str:
+    """``welcome``: the session started."""
+    return encode(
+        {"type": "welcome", "protocol": PROTOCOL_VERSION, "user_id": user_id, "head_seq": head_seq}
+    )
+
+
+def ack_frame(id: str | None, run_id: str | None = None) -> str:
+    """``ack``: the command was done (with the new run's id for ``say``/``start_run``)."""
+    frame = _with_id({"type": "ack"}, id)
+    if run_id is not None:
+        frame["run_id"] = run_id
+    return encode(frame)
+
+
+def runs_frame(id: str | None, head_seq: int, runs: Sequence[Mapping[str, JSONValue]]) -> str:
+    """``runs``: the answer to ``get_runs``."""
+    frame = _with_id({"type": "runs"}, id)
+    frame["head_seq"] = head_seq
+    frame["runs"] = list(runs)
+    return encode(frame)
+
+
+def pong_frame(id: str | None) -> str:
+    """``pong``: the answer to ``ping``."""
+    return encode(_with_id({"type": "pong"}, id))
+
+
+def error_frame(id: str | None, code: str, message: str) -> str:
+    """``error``: a command was refused; the connection stays open."""
+    assert code in ERROR_CODES, code
+    frame = _with_id({"type": "error"}, id)
+    frame["code"] = code
+    frame["message"] = message[:MAX_ERROR_MESSAGE]
+    return encode(frame)
+
+
+def event_frames(events: Sequence[Mapping[str, JSONValue]], *, max_bytes: int) -> Iterator[str]:
+    """Frames for committed events (each already in ``event`` frame shape), in order.
+
+    One event gives an ``event`` frame; several are coalesced into ``batch`` frames of at most
+    ``max_bytes`` of JSON each (an event larger than that travels alone, as an ``event`` frame).
+    """
+    encoded = [orjson.dumps(e) for e in events]
+    if len(encoded) == 1:
+        yield encoded[0].decode()
+        return
+    group: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if group and size + len(item) + 1 > max_bytes:
+            yield _group_frame(group)
+            group, size = [], 0
+        group.append(item)
+        size += len(item) + 1
+    if group:
+        yield _group_frame(group)
+
+
+def _group_frame(group: list[bytes]) -> str:
+    if len(group) == 1:
+        return group[0].decode()
+    return (b'{"type":"batch","events":[' + b",".join(group) + b"]}").decode()

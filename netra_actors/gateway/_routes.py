@@ -1,0 +1,177 @@
+"""The gateway's HTTP routes: the page, ``/healthz``, ``/metrics``, ``/dev/token``, and the checks
+an upgrade request to ``/ws`` must pass (path, Origin allowlist, handshake headers)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from ._http import HttpRequest, HttpResponse, json_response
+from ._metrics import CONTENT_TYPE
+from ._protocol import PROTOCOL_VERSION
+from ._tokens import check_user_name, mint_token
+
+if TYPE_CHECKING:
+    from ._server import Gateway
+
+log = logging.getLogger("netra_actors.gateway")
+
+PAGE = Path(__file__).resolve().parent.parent / "_static" / "index.html"
+"""The packaged chat page."""
+
+WS_PATH = "/ws"
+HEALTH_TIMEOUT = 2.0
+
+_PLACEHOLDER = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>netra-actors</title>
+<link rel="icon" href="data:,"></head>
+<body><h1>netra-actors</h1><p>The chat page is not installed. The WebSocket endpoint is
+<code>/ws</code>; see docs/protocol.md.</p></body></html>
+"""
+
+_FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    b'<circle cx="8" cy="8" r="7" fill="#3b6ea5"/></svg>'
+)
+
+
+class Routes:
+    """HTTP answers of one gateway."""
+
+    known = frozenset({"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH})
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    # -- WebSocket upgrade checks -----------------------------------------------------------
+
+    def origin_allowed(self, request: HttpRequest) -> bool:
+        """True if the request has no ``Origin`` or exactly one that is on the allowlist."""
+        count = request.header_count("origin")
+        if count == 0:
+            return True
+        return count == 1 and request.header("origin") in self._gateway.origins
+
+    def check_upgrade(self, request: HttpRequest) -> HttpResponse | None:
+        """A response refusing the upgrade, or None if it may proceed."""
+        if request.path != WS_PATH:
+            return HttpResponse.text(404)
+        if request.method != "GET":
+            return HttpResponse.text(405)
+        if not self.origin_allowed(request):
+            log.info("refused a WebSocket from Origin %r", request.header("origin"))
+            return HttpResponse.text(403, "403 Forbidden: this Origin is not allowed")
+        if request.header("sec-websocket-version") != "13":
+            return HttpResponse(
+                status=426,
+                body=b"426 Upgrade Required: WebSocket version 13\n",
+                headers=(("sec-websocket-version", "13"),),
+            )
+        if (
+            not request.header("sec-websocket-key")
+            or "upgrade" not in (request.header("connection") or "").lower()
+        ):
+            return HttpResponse.text(400, "400 Bad Request: not a valid WebSocket handshake")
+        return None
+
+    # -- plain HTTP -------------------------------------------------------------------------
+
+    async def http(self, request: HttpRequest) -> HttpResponse:
+        """Route a plain HTTP request."""
+        path, method = request.path, request.method
+        if path in ("/", "/index.html"):
+            return await self._page() if method == "GET" else _not_allowed("GET")
+        if path == "/healthz":
+            return await self._health() if method == "GET" else _not_allowed("GET")
+        if path == "/metrics":
+            return self._metrics() if method == "GET" else _not_allowed("GET")
+        if path == "/favicon.ico" and method == "GET":
+            return HttpResponse(status=200, body=_FAVICON, content_type="image/svg+xml")
+        if path == "/dev/token" and self._gateway.config.dev_tokens:
+            return self._dev_token(request) if method == "POST" else _not_allowed("POST")
+        if path == WS_PATH:
+            return HttpResponse(
+                status=426,
+                body=b"426 Upgrade Required: /ws is a WebSocket endpoint\n",
+                headers=(("upgrade", "websocket"),),
+            )
+        return HttpResponse.text(404)
+
+    async def _page(self) -> HttpResponse:
+        page = self._gateway.config.page or PAGE
+        try:
+            body = await trio.Path(page).read_bytes()
+        except OSError:
+            body = _PLACEHOLDER
+        return HttpResponse(status=200, body=body, content_type="text/html; charset=utf-8")
+
+    async def _health(self) -> HttpResponse:
+        gateway = self._gateway
+        doc: dict[str, object] = {
+            "protocol": PROTOCOL_VERSION,
+            "open_sockets": gateway.open_sockets,
+            "uptime_seconds": round(time.time() - gateway.started_at, 3),
+            "shutting_down": gateway.shutting_down,
+        }
+        ok = not gateway.shutting_down
+        runtime = gateway.runtime
+        if runtime is None:
+            doc["mode"] = "echo"
+        else:
+            store_ok, store_error = True, None
+            try:
+                with trio.fail_after(HEALTH_TIMEOUT):
+                    await runtime.store.check()
+            except Exception as exc:
+                store_ok, store_error = False, f"{type(exc).__name__}: {exc}"[:200]
+            stats = runtime.statistics()
+            doc.update(
+                store="ok" if store_ok else "error",
+                store_ok=store_ok,
+                active_sessions=stats.active_sessions,
+                live_runs=stats.live_runs,
+                subscriptions=stats.subscriptions,
+                events_committed=stats.store.events_committed,
+                dev_tokens=gateway.config.dev_tokens,
+            )
+            if store_error is not None:
+                doc["store_error"] = store_error
+            ok = ok and store_ok
+        doc = {"status": "ok" if ok else "unavailable", **doc}
+        return json_response(200 if ok else 503, orjson.dumps(doc))
+
+    def _metrics(self) -> HttpResponse:
+        return HttpResponse(
+            status=200, body=self._gateway.metrics.render(), content_type=CONTENT_TYPE
+        )
+
+    def _dev_token(self, request: HttpRequest) -> HttpResponse:
+        if not self.origin_allowed(request):
+            return json_response(403, orjson.dumps({"error": "this Origin is not allowed"}))
+        try:
+            body = orjson.loads(request.body)
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")  # noqa: TRY004
+            user = check_user_name(body.get("user"))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            message = (
+                "the body must be JSON" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+            )
+            return json_response(400, orjson.dumps({"error": message}))
+        config = self._gateway.config
+        now = time.time()
+        token = mint_token(config.secret, user, config.dev_token_ttl, now=now)
+        log.info("development sign-in: minted a token for %r", user)
+        return json_response(
+            200,
+            orjson.dumps({"token": token, "user": user, "expires_at": now + config.dev_token_ttl}),
+        )
+
+
+def _not_allowed(allow: str) -> HttpResponse:
+    return HttpResponse(status=405, body=b"405 Method Not Allowed\n", headers=(("allow", allow),))
