@@ -28,6 +28,7 @@ from ._exceptions import IllegalTransitionError as IllegalTransitionError
 from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import NetraError as NetraError
 from ._exceptions import ReservedEventError as ReservedEventError
+from ._exceptions import ResumeBeyondHeadError as ResumeBeyondHeadError
 from ._exceptions import RunFencedError as RunFencedError
 from ._exceptions import RuntimeClosedError as RuntimeClosedError
 from ._exceptions import SchemaVersionError as SchemaVersionError
@@ -37,6 +38,7 @@ from ._exceptions import SubscriptionClosedError as SubscriptionClosedError
 from ._exceptions import ToolError as ToolError
 from ._exceptions import UnknownAgentError as UnknownAgentError
 from ._exceptions import UnknownRunError as UnknownRunError
+from ._histogram import HistogramSnapshot as HistogramSnapshot
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
@@ -68,6 +70,7 @@ __all__ = [
     "EmbeddedRuntime",
     "EmbeddedSubscription",
     "Event",
+    "HistogramSnapshot",
     "IllegalStateError",
     "IllegalTransitionError",
     "LivenessPolicy",
@@ -76,6 +79,7 @@ __all__ = [
     "ReservedEventError",
     "RestartPolicy",
     "RestartType",
+    "ResumeBeyondHeadError",
     "RunFencedError",
     "RunInfo",
     "RunState",

@@ -11,6 +11,7 @@ The tree::
     │   ├── UnknownAgentError       no agent with that name is registered   (unknown_agent)
     │   ├── UnknownRunError         no such run *for this user*             (unknown_run)
     │   ├── IllegalStateError       the run's state does not allow it        (illegal_state)
+    │   ├── ResumeBeyondHeadError   resume_from is greater than the head seq (bad_request)
     │   └── MailboxFullError        the user's mailbox is full (backpressure) (rate_limited)
     ├── SubscriptionClosedError     a socket mailbox ended; ``reason`` says why
     │   └── SlowConsumerError       it fell too far behind (resume from the store)
@@ -68,6 +69,13 @@ class IllegalStateError(CommandError):
     """The run's current state does not allow the command (e.g. cancelling a finished run)."""
 
     code = "illegal_state"
+
+
+class ResumeBeyondHeadError(CommandError):
+    """``resume_from`` is greater than the user's head ``seq``: the client holds events the
+    server never committed (e.g. a different database). Never silently clamped."""
+
+    code = "bad_request"
 
 
 class MailboxFullError(CommandError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ from ._exceptions import (
     RuntimeClosedError,
     SubscriptionClosedError,
 )
+from ._histogram import HistogramSnapshot
 from ._messages import (
     CancelRun,
     GetRuns,
@@ -61,6 +62,8 @@ class RuntimeStatistics:
     restarts: int
     rollbacks: int
     events_delivered: int
+    commit_to_mailbox: HistogramSnapshot
+    """Delay from an event's commit to its hand-off to the user's socket mailboxes."""
     threads_live: int
     """Threads of threaded agents that have not ended (abandoned ones included)."""
     threads_abandoned: int
@@ -282,15 +285,16 @@ class Runtime:
             restarts=c.restarts,
             rollbacks=c.rollbacks,
             events_delivered=c.events_delivered,
+            commit_to_mailbox=c.commit_to_mailbox.snapshot(),
             threads_live=c.threads_live,
             threads_abandoned=c.threads_abandoned,
             threads_waiting=self._deps.threads.statistics().tasks_waiting,
             store=self.store.statistics(),
         )
 
-    def commit_to_socket_delays(self) -> Sequence[float]:
-        """Recent commit→socket-mailbox delays in seconds (for latency metrics)."""
-        return tuple(self._counters.commit_to_socket)
+    async def check(self) -> None:
+        """Raise :class:`StoreError` unless the store answers (for health checks)."""
+        await self.store.check()
 
     def is_active(self, user_id: str) -> bool:
         """Whether the user has an active supervisor right now."""

@@ -41,11 +41,13 @@ from ._exceptions import (
     CommandError,
     IllegalStateError,
     MailboxFullError,
+    ResumeBeyondHeadError,
     RunFencedError,
     StoreError,
     UnknownAgentError,
     UnknownRunError,
 )
+from ._histogram import Histogram
 from ._messages import (
     AgentExited,
     CancelRun,
@@ -118,8 +120,8 @@ class Counters:
     rollbacks: int = 0
     events_delivered: int = 0
     runs_ended: dict[str, int] = attrs.field(factory=dict)
-    commit_to_socket: list[float] = attrs.field(factory=list)
-    """Recent commit→hand-off delays in seconds (bounded ring, newest last)."""
+    commit_to_mailbox: Histogram = attrs.field(factory=Histogram)
+    """Delay from an event's commit to its hand-off to the socket mailboxes."""
 
 
 @attrs.define(eq=False)
@@ -325,10 +327,7 @@ class UserSupervisor:
                 keep.append(sub)
                 counters.events_delivered += len(events)
         self.subs = keep
-        lag = counters.commit_to_socket
-        lag.append(now - events[-1].ts)
-        if len(lag) > 4096:
-            del lag[:2048]
+        counters.commit_to_mailbox.observe(max(0.0, now - events[-1].ts))
 
     # -- staging helpers -------------------------------------------------------------------
 
@@ -780,7 +779,9 @@ class UserSupervisor:
     def _on_subscribe(self, msg: Subscribe) -> None:
         if msg.resume_from is not None and msg.resume_from > self.head:
             msg.reply.fail(
-                CommandError(f"resume_from {msg.resume_from} is greater than head_seq {self.head}")
+                ResumeBeyondHeadError(
+                    f"resume_from {msg.resume_from} is greater than head_seq {self.head}"
+                )
             )
             return
         msg.subscription._registered(self.head)

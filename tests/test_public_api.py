@@ -72,3 +72,18 @@ def test_type_hints_resolve() -> None:
         for attr, member in vars(cls).items():
             if inspect.isfunction(member) and not attr.startswith("_"):
                 typing.get_type_hints(member)
+
+
+def test_histogram_buckets_are_cumulative_and_quantiles_bounded() -> None:
+    from netra_actors._histogram import Histogram
+
+    h = Histogram((0.001, 0.01, 0.1))
+    for v in (0.0005, 0.002, 0.002, 0.05, 5.0):
+        h.observe(v)
+    snap = h.snapshot()
+    assert snap.buckets == ((0.001, 1), (0.01, 3), (0.1, 4), (float("inf"), 5))
+    assert snap.count == 5
+    assert snap.sum == sum((0.0005, 0.002, 0.002, 0.05, 5.0))
+    assert snap.quantile(0.5) == 0.01
+    assert snap.quantile(1.0) == float("inf")
+    assert Histogram().snapshot().quantile(0.5) is None

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import attrs
 
+from .._histogram import HistogramSnapshot
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
 
@@ -35,6 +36,8 @@ class StoreStatistics:
     """Units waiting for the writer right now."""
     last_commit_seconds: float
     """Duration of the last group commit."""
+    commit_seconds: HistogramSnapshot
+    """Durations of every group commit (one transaction each)."""
 
 
 class Store(Protocol):

@@ -32,6 +32,7 @@ from .._bridge import Bridge
 from .._config import RuntimeConfig
 from .._core import LIVE_STATES
 from .._exceptions import StoreError
+from .._histogram import Histogram
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
 from ._base import StoreStatistics, UserSnapshot
@@ -102,6 +103,7 @@ class SqlStore:
             "isolated_retries": 0,
         }
         self._last_commit_seconds = 0.0
+        self._commit_seconds = Histogram()
         self.dialect = writer_engine.dialect.name
 
     # -- opening and closing ---------------------------------------------------------------
@@ -215,6 +217,7 @@ class SqlStore:
             for p in batch:
                 p.result = _committed_events(p, now)
         self._last_commit_seconds = time.perf_counter() - started
+        self._commit_seconds.observe(self._last_commit_seconds)
         for p in batch:
             if p.error is None:
                 self._stats["units_committed"] += 1
@@ -281,7 +284,10 @@ class SqlStore:
     def statistics(self) -> StoreStatistics:
         """See :meth:`Store.statistics`."""
         return StoreStatistics(
-            queued=len(self._queue), last_commit_seconds=self._last_commit_seconds, **self._stats
+            queued=len(self._queue),
+            last_commit_seconds=self._last_commit_seconds,
+            commit_seconds=self._commit_seconds.snapshot(),
+            **self._stats,
         )
 
 

@@ -8,7 +8,7 @@ between scrapes.
 
 from __future__ import annotations
 
-import statistics as _stats
+import math
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -19,8 +19,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
+from .._histogram import HistogramSnapshot
 from .._runtime import Runtime
 
 LATENCY_BUCKETS = (
@@ -96,8 +102,13 @@ class _RuntimeCollector:
         yield gauge("netra_store_queue_depth", "Units waiting for the store writer.", store.queued)
         yield gauge(
             "netra_store_last_commit_seconds",
-            "Duration of the last group commit (commit latency).",
+            "Duration of the last group commit.",
             store.last_commit_seconds,
+        )
+        yield histogram(
+            "netra_store_commit_seconds",
+            "Duration of each group commit (one transaction) — the commit latency.",
+            store.commit_seconds,
         )
         yield gauge(
             "netra_mailbox_depth_max",
@@ -109,17 +120,22 @@ class _RuntimeCollector:
             "The fullest socket mailbox (events waiting for a socket) right now.",
             self._socket_depth(),
         )
-        delays = sorted(self._runtime.commit_to_socket_delays())
-        recent = GaugeMetricFamily(
-            "netra_commit_to_mailbox_recent_seconds",
-            "Commit to socket-mailbox hand-off delay over recent events.",
-            labels=["quantile"],
+        yield histogram(
+            "netra_commit_to_mailbox_seconds",
+            "From a unit's commit to the hand-off of its events to the socket mailboxes.",
+            s.commit_to_mailbox,
         )
-        if delays:
-            recent.add_metric(["0.5"], _stats.median(delays))
-            recent.add_metric(["0.99"], delays[min(len(delays) - 1, int(len(delays) * 0.99))])
-            recent.add_metric(["1"], delays[-1])
-        yield recent
+
+
+def histogram(name: str, documentation: str, snap: HistogramSnapshot) -> Metric:
+    """A runtime histogram snapshot as a Prometheus histogram family."""
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric(
+        [],
+        buckets=[("+Inf" if math.isinf(b) else repr(b), n) for b, n in snap.buckets],
+        sum_value=snap.sum,
+    )
+    return family
 
 
 class GatewayMetrics:

@@ -126,7 +126,7 @@ class Routes:
             store_ok, store_error = True, None
             try:
                 with trio.fail_after(HEALTH_TIMEOUT):
-                    await runtime.store.check()
+                    await runtime.check()
             except Exception as exc:
                 store_ok, store_error = False, f"{type(exc).__name__}: {exc}"[:200]
             stats = runtime.statistics()

@@ -9,6 +9,7 @@ import trio
 
 from .._core import LIVE_STATES, RunState
 from .._exceptions import StoreError
+from .._histogram import Histogram
 from .._store import StoreStatistics, UserSnapshot
 from .._subscription import Subscription
 from .._uow import RunRow, UnitOfWork
@@ -109,6 +110,7 @@ class MemoryStore:
             isolated_retries=0,
             queued=0,
             last_commit_seconds=0.0,
+            commit_seconds=Histogram().snapshot(),
         )
 
     async def aclose(self) -> None:
