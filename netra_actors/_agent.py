@@ -224,13 +224,12 @@ class AgentContext:
         every time: it notices cancellation at once, and yields every 64 operations so that
         an agent staging in a tight loop stays fair to everyone else.
         """
+        if trio.current_time() - self._last_beat >= self.beat_every:
+            await self.heartbeat()
+            return
         self._ops += 1
         if self._ops & 63 == 0:
-            now = trio.current_time()
-            if now - self._last_beat >= self.beat_every:
-                await self.heartbeat()
-            else:
-                await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
@@ -259,7 +258,12 @@ class AgentContext:
         await self._tick()
 
     async def heartbeat(self) -> None:
-        """Tell the supervisor this attempt is alive (staging operations do too, once a second)."""
+        """Tell the supervisor this attempt is alive.
+
+        Staging operations (emit, think, say, stage) send one too when the last one is more than
+        ``beat_every`` seconds old (at most a second, and a quarter of the heartbeat timeout), and
+        so do checkpoints and waiting in :meth:`receive`.
+        """
         self._last_beat = trio.current_time()
         await self._send(Heartbeat(self.run_id, self.attempt))
 
@@ -347,12 +351,19 @@ class AgentContext:
         await self._commit_staged(events, rows, final=result, is_final=True)
 
     async def receive(self) -> JSON:
-        """The next message sent to this run (``Runtime.send_to_run``), waiting if none."""
+        """The next message sent to this run (``Runtime.send_to_run``), waiting if none.
+
+        Waiting here is not a sign of trouble: it heartbeats while it waits, so only the run's
+        deadline limits how long a run may wait for its next message.
+        """
         self._check()
         with trio.CancelScope() as scope:
             self._waits.add(scope)
             try:
-                return await self._inbox.receive()
+                while True:
+                    with trio.move_on_after(self.beat_every):
+                        return await self._inbox.receive()
+                    await self.heartbeat()
             except trio.EndOfChannel:
                 raise RunFencedError("the run's inbox is closed") from None
             finally:

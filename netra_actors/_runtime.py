@@ -154,15 +154,16 @@ class Runtime:
             log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
             reason = "session_failed"
         finally:
+            # Synchronous from here on: answer everything still queued, then close the mailbox
+            # so later senders get BrokenResourceError and activate a new supervisor.
             self._forget(user_id, session)
-            receive.close()
             while True:
                 try:
                     fail_message(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-            for sub in session.supervisor.subs:
-                sub._close(SubscriptionClosedError(reason))
+            receive.close()
+            session.supervisor.abandon(reason)
 
     def _forget(self, user_id: str, session: _Session) -> None:
         if self._sessions.get(user_id) is session:

@@ -110,9 +110,11 @@ class Subscription:
             events = await self._store.replay(self.user_id, after, want)
             events = [e for e in events if e.seq <= self.head_seq]
             if not events or events[0].seq != after + 1:
-                raise SubscriptionClosedError(
+                error = SubscriptionClosedError(
                     "session_failed", f"replay after seq {after} found a gap in the store"
                 )
+                self._close(error)
+                raise error
             self._replay_next = events[-1].seq if events[-1].seq < self.head_seq else None
             return self._hand_out(events)
         while not self._buf:

@@ -42,7 +42,9 @@ from ._exceptions import (
     IllegalStateError,
     MailboxFullError,
     ResumeBeyondHeadError,
+    RuntimeClosedError,
     RunFencedError,
+    SubscriptionClosedError,
     StoreError,
     UnknownAgentError,
     UnknownRunError,
@@ -220,6 +222,16 @@ class UserSupervisor:
                 await self._handle(msg)
             nursery.cancel_scope.cancel()
         self._trace("passivated", self.head)
+
+    def abandon(self, reason: str) -> None:
+        """The supervisor has stopped (``reason``): answer everyone still waiting on it."""
+        error = RuntimeClosedError(f"the user's session stopped ({reason}); try again")
+        for run in self.runs.values():
+            for reply in run.waiters:
+                reply.fail(error)
+            run.waiters.clear()
+        for sub in self.subs:
+            sub._close(SubscriptionClosedError(reason))
 
     def _is_idle(self) -> bool:
         self.subs = [s for s in self.subs if not s.closed]

@@ -71,6 +71,12 @@ class _Pending:
         self.done = trio.Event()
 
 
+def _fail_unresolved(batch: Sequence[_Pending], exc: BaseException) -> None:
+    for p in batch:
+        if p.result is None and p.error is None:
+            p.error = exc
+
+
 def _resolve_all(batch: Sequence[_Pending]) -> None:
     for p in batch:
         p.done.set()
@@ -185,10 +191,11 @@ class SqlStore:
                 batch = [self._queue.popleft() for _ in range(n)]
                 try:
                     await self._commit_batch(batch)
-                except BaseException as exc:  # never leave a waiter hanging
-                    for p in batch:
-                        if p.result is None and p.error is None:
-                            p.error = exc
+                except Exception as exc:  # a bug or an odd driver error: fail the batch, go on
+                    log.exception("group commit of %d units failed unexpectedly", len(batch))
+                    _fail_unresolved(batch, exc)
+                except BaseException as exc:  # cancelled: never leave a waiter hanging
+                    _fail_unresolved(batch, exc)
                     self._bridge.to_trio(_resolve_all, batch)
                     raise
                 self._bridge.to_trio(_resolve_all, batch)
@@ -202,7 +209,7 @@ class SqlStore:
         try:
             async with self._writer_engine.begin() as conn:
                 await conn.run_sync(_apply_fast, batch, now)
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # SQLAlchemyError, OSError, or a developer's listener raising
             if len(batch) == 1:
                 batch[0].error = exc
             else:
@@ -234,7 +241,7 @@ class SqlStore:
         try:
             async with self._writer_engine.begin() as conn:
                 await conn.run_sync(_apply_isolated, batch, now, errors)
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:
             for p in batch:
                 p.error = errors.get(id(p), exc)
             return
@@ -463,7 +470,7 @@ def _apply_isolated(
                 if run_rows:
                     conn.execute(upsert, run_rows)
                 _apply_statements(conn, p.unit)
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:
             log.warning("unit of work of user %r failed: %s", p.user_id, _short(exc))
             errors[id(p)] = exc
 

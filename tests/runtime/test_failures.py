@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from helpers import make_config
 from runtime_agents import ALL_AGENTS, test_metadata
@@ -55,8 +56,21 @@ async def test_a_store_that_stays_down_fails_the_session_not_the_runtime(
             while "started" not in [e.data.get("text") for e in await sub.receive_batch()]:
                 pass
         down = True
-        with pytest.raises(na.StoreError):
-            await rt.cancel_run("alice", run_id)  # the rollback notice cannot be committed
+        waiter_error: list[BaseException] = []
+
+        async def wait_for_it() -> None:
+            try:
+                await rt.wait_run("alice", run_id)
+            except na.RuntimeClosedError as exc:
+                waiter_error.append(exc)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(wait_for_it)
+            await trio.lowlevel.checkpoint()
+            with pytest.raises(na.StoreError):
+                await rt.cancel_run("alice", run_id)  # the rollback notice cannot be committed
+        # the waiter was answered (not left hanging) when the supervisor stopped
+        assert len(waiter_error) == 1
         with trio.fail_after(0.001), pytest.raises(na.SubscriptionClosedError) as closed:
             await sub.receive_batch()  # at once: the supervisor stopped when the commit failed
         assert closed.value.reason == "session_failed"
@@ -143,3 +157,34 @@ async def test_every_store_query_on_user_data_is_scoped_by_user(tmp_path: Path) 
 def test_the_scoping_check_would_catch_an_unscoped_query() -> None:
     assert not _SCOPED.search("SELECT seq FROM netra_events WHERE seq > ? ORDER BY seq")
     assert _SCOPED.search("SELECT seq FROM netra_events WHERE netra_events.user_id = ?")
+
+
+async def test_messages_queued_behind_a_crash_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Commands still in the mailbox when the supervisor stops get an error, never silence."""
+    down = False
+
+    def fail(user: str, unit: UnitOfWork) -> BaseException | None:
+        return OSError("database unreachable") if down else None
+
+    store = MemoryStore(fail_when=fail)
+    async with na.open_runtime(na.RuntimeConfig(), agents=[Waits], store=store) as rt:
+        run_id = await rt.start_run("alice", "waits", None)
+        down = True
+        outcomes: list[str] = []
+
+        async def command(i: int) -> None:
+            try:
+                await rt.get_runs("alice") if i else await rt.cancel_run("alice", run_id)
+                outcomes.append("ok")
+            except (na.StoreError, na.RuntimeClosedError) as exc:
+                outcomes.append(type(exc).__name__)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                for i in range(5):  # the cancel crashes the supervisor; the rest are queued
+                    n.start_soon(command, i)
+    assert len(outcomes) == 5  # every caller was answered; none was left hanging
+    assert set(outcomes) <= {"ok", "StoreError", "RuntimeClosedError"}
+    assert "RuntimeClosedError" in outcomes

@@ -251,3 +251,44 @@ async def test_full_mailbox_is_a_typed_error_not_a_block(
                 n.start_soon(ask)
     assert "full" in outcomes
     assert "ok" in outcomes
+
+
+class ThinksSlowly(na.Agent):
+    """Stages a thought every 2 s for 30 s, checkpointing only at the end."""
+
+    name = "thinks_slowly"
+    liveness = na.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=1000.0)
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        for i in range(15):
+            await ctx.think(f"thought {i}")
+            await trio.sleep(2)
+        await ctx.checkpoint()
+        return "done"
+
+
+class WaitsForTheUser(na.Agent):
+    """Waits in receive() far longer than the heartbeat timeout."""
+
+    name = "waits_for_the_user"
+    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        return await ctx.receive()
+
+
+async def test_staging_alone_keeps_a_run_alive(autojump_clock: trio.testing.MockClock) -> None:
+    async with na.open_runtime(config(), agents=[ThinksSlowly], store=MemoryStore()) as rt:
+        run_id = await rt.start_run("alice", "thinks_slowly", None)
+        info = await rt.wait_run("alice", run_id)
+    assert info.state is na.RunState.COMPLETED
+
+
+async def test_waiting_for_a_message_is_not_death(autojump_clock: trio.testing.MockClock) -> None:
+    async with na.open_runtime(config(), agents=[WaitsForTheUser], store=MemoryStore()) as rt:
+        run_id = await rt.start_run("alice", "waits_for_the_user", None)
+        await trio.sleep(300)  # ten heartbeat timeouts
+        await rt.send_to_run("alice", run_id, "hello")
+        info = await rt.wait_run("alice", run_id)
+    assert info.state is na.RunState.COMPLETED
+    assert info.result == "hello"

@@ -283,3 +283,27 @@ def test_the_store_needs_the_asyncio_host() -> None:
 
     with pytest.raises(na.RuntimeClosedError, match=r"netra_actors\.run"):
         trio.run(main)
+
+
+@guest_test()
+async def test_a_developer_listener_raising_anything_fails_only_its_unit(tmp_path: Path) -> None:
+    """The writer survives any exception from a developer's ORM code; others keep committing."""
+    from sqlalchemy import event as sa_event
+
+    def refuse(mapper: object, connection: object, target: Note) -> None:
+        if target.text == "refuse":
+            raise RuntimeError("my listener says no")
+
+    sa_event.listen(Note, "before_insert", refuse)
+    try:
+        async with open_store("sqlite", tmp_path) as store:
+            bad = unit_with("alice", 1)
+            bad.stage(Note(owner="alice", text="refuse"))
+            with pytest.raises(na.StoreError, match="my listener says no"):
+                await store.commit("alice", 0, bad)
+            good = unit_with("bob", 2)
+            good.stage(Note(owner="bob", text="fine"))
+            with trio.fail_after(5):
+                assert [e.seq for e in await store.commit("bob", 0, good)] == [1, 2]
+    finally:
+        sa_event.remove(Note, "before_insert", refuse)
