@@ -61,10 +61,6 @@ class Bridge:
         """Schedule ``fn(*args)`` on the host loop. Call from the host thread (trio or asyncio)."""
         self.loop.call_soon(fn, *args)
 
-    def call_host_threadsafe(self, fn: Callable[..., object], *args: object) -> None:
-        """Schedule ``fn(*args)`` on the host loop from any thread."""
-        self.loop.call_soon_threadsafe(fn, *args)
-
     async def run_on_host(self, coro: Coroutine[Any, Any, T], *, shield: bool = False) -> T:
         """Run an asyncio coroutine on the host loop and wait for its result in trio.
 
@@ -117,15 +113,24 @@ class Bridge:
         """
         fut: asyncio.Future[outcome.Outcome[T]] = self.loop.create_future()
         scope = trio.CancelScope()
+        stopped: outcome.Outcome[T] = outcome.Error(RuntimeClosedError("the runtime has stopped"))
 
         async def runner() -> None:
-            with scope:
-                result = await outcome.acapture(async_fn, *args)
+            result: outcome.Outcome[T] = stopped
+            try:
+                with scope:
+                    result = await outcome.acapture(async_fn, *args)
+                    if isinstance(result, outcome.Error) and isinstance(
+                        result.error, trio.Cancelled
+                    ):
+                        result = stopped  # never let trio's Cancelled surface in asyncio
+            finally:
                 self.loop.call_soon_threadsafe(_resolve, fut, result)
-                return
-            self.loop.call_soon_threadsafe(_resolve, fut, outcome.Error(asyncio.CancelledError()))
 
-        self.to_trio(nursery.start_soon, runner)
+        try:
+            self.token.run_sync_soon(nursery.start_soon, runner)
+        except trio.RunFinishedError:
+            raise RuntimeClosedError("the runtime has stopped") from None
         try:
             result = await fut
         except asyncio.CancelledError:

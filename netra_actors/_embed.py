@@ -24,7 +24,7 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
-from ._exceptions import SubscriptionClosedError
+from ._exceptions import RuntimeClosedError, SubscriptionClosedError
 from ._runtime import Runtime, RuntimeStatistics, open_runtime
 from ._subscription import Subscription
 from ._supervisor import RunsSnapshot
@@ -39,6 +39,7 @@ class EmbeddedSubscription:
         self._sub = sub
         self._buffer: list[Event] = []
         self.head_seq = sub.head_seq
+        """The user's head ``seq`` when the subscription was registered."""
 
     async def receive_batch(self, max_events: int = 256) -> list[Event]:
         """The next events (see :meth:`Subscription.receive_batch`)."""
@@ -61,20 +62,34 @@ class EmbeddedSubscription:
                 raise
         return self._buffer.pop(0)
 
+    async def __aenter__(self) -> EmbeddedSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop receiving."""
-        self._host._bridge.to_trio(self._sub.close)
+        if not self._host.closed:
+            self._host._bridge.to_trio(self._sub.close)
 
 
 class EmbeddedRuntime:
-    """The runtime seen from asyncio. Every method mirrors :class:`Runtime`'s."""
+    """The runtime seen from asyncio. Every method mirrors :class:`Runtime`'s.
+
+    Once :func:`embed` has exited, every method raises :class:`RuntimeClosedError`.
+    """
 
     def __init__(self, runtime: Runtime, bridge: Bridge, nursery: trio.Nursery) -> None:
         self._runtime = runtime
         self._bridge = bridge
         self._nursery = nursery
+        self.closed = False
+        """True once the runtime has stopped."""
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.closed:
+            raise RuntimeClosedError("the runtime has stopped")
         return await self._bridge.call_in_trio(self._nursery, fn, *args)
 
     async def start_run(self, user_id: str, agent: str | None, input: JSON = None) -> str:
@@ -95,9 +110,16 @@ class EmbeddedRuntime:
         """See :meth:`Runtime.send_to_run`."""
         await self._call(self._runtime.send_to_run, user_id, run_id, message)
 
-    async def get_runs(self, user_id: str) -> RunsSnapshot:
+    async def get_runs(self, user_id: str, *, limit: int = 100) -> RunsSnapshot:
         """See :meth:`Runtime.get_runs`."""
-        result: RunsSnapshot = await self._call(self._runtime.get_runs, user_id)
+        result: RunsSnapshot = await self._call(
+            lambda: self._runtime.get_runs(user_id, limit=limit)
+        )
+        return result
+
+    async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
+        """See :meth:`Runtime.get_run`."""
+        result: RunInfo | None = await self._call(self._runtime.get_run, user_id, run_id)
         return result
 
     async def wait_run(self, user_id: str, run_id: str) -> RunInfo:
@@ -106,13 +128,30 @@ class EmbeddedRuntime:
         return result
 
     async def subscribe(
-        self, user_id: str, *, resume_from: int | None = None
+        self, user_id: str, *, resume_from: int | None = None, capacity: int | None = None
     ) -> EmbeddedSubscription:
         """See :meth:`Runtime.subscribe`."""
         sub: Subscription = await self._call(
-            lambda: self._runtime.subscribe(user_id, resume_from=resume_from)
+            lambda: self._runtime.subscribe(user_id, resume_from=resume_from, capacity=capacity)
         )
         return EmbeddedSubscription(self, sub)
+
+    async def replay(self, user_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """See :meth:`Runtime.replay` (one hand-off per page)."""
+        page = self._runtime.config.replay_page
+        while True:
+            events: list[Event] = await self._call(
+                self._runtime.read_events, user_id, after_seq, page
+            )
+            for event in events:
+                yield event
+            if len(events) < page:
+                return
+            after_seq = events[-1].seq
+
+    async def check(self) -> None:
+        """See :meth:`Runtime.check`."""
+        await self._call(self._runtime.check)
 
     async def statistics(self) -> RuntimeStatistics:
         """See :meth:`Runtime.statistics`."""
@@ -165,4 +204,7 @@ async def embed(
         yield embedded
     finally:
         embedded._bridge.to_trio(stop.set)
-        (await asyncio.shield(done)).unwrap()
+        try:
+            (await asyncio.shield(done)).unwrap()
+        finally:
+            embedded.closed = True

@@ -22,7 +22,6 @@ from ._exceptions import (
     CommandError,
     MailboxFullError,
     RuntimeClosedError,
-    SubscriptionClosedError,
 )
 from ._histogram import HistogramSnapshot
 from ._messages import (
@@ -251,12 +250,16 @@ class Runtime:
         )
         return sub
 
+    async def read_events(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
+        """Up to ``limit`` committed events of the user with ``seq > after_seq``, in order."""
+        check_user_id(user_id)
+        return await self.store.replay(user_id, after_seq, limit)
+
     async def replay(self, user_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
         """Every committed event of the user with ``seq > after_seq``, in order, page by page."""
-        check_user_id(user_id)
         page = self.config.replay_page
         while True:
-            events = await self.store.replay(user_id, after_seq, page)
+            events = await self.read_events(user_id, after_seq, page)
             for event in events:
                 yield event
             if len(events) < page:

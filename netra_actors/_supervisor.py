@@ -42,10 +42,10 @@ from ._exceptions import (
     IllegalStateError,
     MailboxFullError,
     ResumeBeyondHeadError,
-    RuntimeClosedError,
     RunFencedError,
-    SubscriptionClosedError,
+    RuntimeClosedError,
     StoreError,
+    SubscriptionClosedError,
     UnknownAgentError,
     UnknownRunError,
 )

@@ -78,3 +78,29 @@ def test_a_runtime_that_cannot_start_raises_in_the_host(tmp_path: Path) -> None:
 
     with pytest.raises(na.StoreError):
         asyncio.run(host())
+
+
+def test_after_embed_exits_calls_fail_fast_instead_of_hanging(tmp_path: Path) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
+
+    async def host() -> None:
+        async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+            run_id = await rt.say("alice", "hi")
+            await rt.wait_run("alice", run_id)
+            replayed = [e.seq async for e in rt.replay("alice")]
+            assert replayed == list(range(1, len(replayed) + 1))
+            assert (await rt.get_run("alice", run_id)) is not None
+            assert (await rt.get_runs("alice", limit=1)).runs[0].run_id == run_id
+            await rt.check()
+            async with await rt.subscribe("alice", resume_from=0, capacity=100) as sub:
+                assert (await sub.receive_batch(1))[0].seq == 1
+            slow = await rt.start_run("alice", "slow", {"seconds": 30})
+            pending = asyncio.ensure_future(rt.wait_run("alice", slow))
+            await asyncio.sleep(0.05)
+        # the call in flight when the runtime stopped gets a clear error, not trio.Cancelled
+        with pytest.raises(na.RuntimeClosedError):
+            await asyncio.wait_for(pending, 5)
+        with pytest.raises(na.RuntimeClosedError):
+            await asyncio.wait_for(rt.get_runs("alice"), 5)
+
+    asyncio.run(host())
