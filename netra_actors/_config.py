@@ -70,8 +70,6 @@ class RuntimeConfig:
     """SQLite busy timeout (seconds) for writers waiting on a lock."""
     store_retries: int = attrs.field(default=3, validator=_positive_int)
     """How often a runtime-owned unit (rollback notice, state change) is retried on store error."""
-    shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
-    """Seconds a graceful stop waits for in-flight work before cancelling it."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
 

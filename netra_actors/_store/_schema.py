@@ -66,7 +66,36 @@ SCHEMA_VERSION = 1
 
 
 def _v0_to_v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[events, runs])
+    # The schema exactly as version 1 shipped it, frozen here: later versions change the live
+    # tables above through their own migrations, and a fresh database replays them all.
+    v1 = MetaData()
+    Table(
+        "netra_events",
+        v1,
+        Column("user_id", String(128), primary_key=True),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("run_id", String(64), nullable=True),
+        Column("event", String(64), nullable=False),
+        Column("ts", Float, nullable=False),
+        Column("data", Text, nullable=False),
+    )
+    Table(
+        "netra_runs",
+        v1,
+        Column("user_id", String(128), primary_key=True),
+        Column("run_id", String(64), primary_key=True),
+        Column("agent", String(64), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("input", Text, nullable=True),
+        Column("result", Text, nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        Index("netra_runs_user_state", "user_id", "state"),
+        Index("netra_runs_user_created", "user_id", "created_at"),
+    )
+    v1.create_all(conn)
 
 
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.

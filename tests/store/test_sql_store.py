@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import netra_actors as na
@@ -27,8 +27,9 @@ PG_URL = os.environ.get("NETRA_TEST_PG_URL", "postgresql+asyncpg://postgres@127.
 
 
 def postgres_reachable() -> bool:
+    url = make_url(PG_URL)
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1):
             return True
     except OSError:
         return False
@@ -307,3 +308,22 @@ async def test_a_developer_listener_raising_anything_fails_only_its_unit(tmp_pat
                 assert [e.seq for e in await store.commit("bob", 0, good)] == [1, 2]
     finally:
         sa_event.remove(Note, "before_insert", refuse)
+
+
+def test_the_frozen_v1_schema_matches_the_live_tables() -> None:
+    """Until a version 2 exists, migrating an empty database yields exactly the live tables."""
+    from sqlalchemy import create_engine, inspect
+
+    from netra_actors._store._schema import SCHEMA_VERSION as version
+    from netra_actors._store._schema import events, migrate, runs
+
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        migrate(conn)
+        found = inspect(conn)
+        for table in (events, runs):
+            columns = {c["name"]: c for c in found.get_columns(table.name)}
+            assert set(columns) == {c.name for c in table.columns}
+            for c in table.columns:
+                assert columns[c.name]["nullable"] == c.nullable, (table.name, c.name)
+    assert version == 1, "a new version: test its migration from version 1 here"
