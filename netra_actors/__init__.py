@@ -29,12 +29,14 @@ from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import NetraError as NetraError
 from ._exceptions import ReservedEventError as ReservedEventError
 from ._exceptions import ResumeBeyondHeadError as ResumeBeyondHeadError
+from ._exceptions import RunFailedError as RunFailedError
 from ._exceptions import RunFencedError as RunFencedError
 from ._exceptions import RuntimeClosedError as RuntimeClosedError
 from ._exceptions import SchemaVersionError as SchemaVersionError
 from ._exceptions import SlowConsumerError as SlowConsumerError
 from ._exceptions import StoreError as StoreError
 from ._exceptions import SubscriptionClosedError as SubscriptionClosedError
+from ._exceptions import TooLargeError as TooLargeError
 from ._exceptions import ToolError as ToolError
 from ._exceptions import UnknownAgentError as UnknownAgentError
 from ._exceptions import UnknownRunError as UnknownRunError
@@ -80,6 +82,7 @@ __all__ = [
     "RestartPolicy",
     "RestartType",
     "ResumeBeyondHeadError",
+    "RunFailedError",
     "RunFencedError",
     "RunInfo",
     "RunState",
@@ -98,6 +101,7 @@ __all__ = [
     "SubscriptionStatistics",
     "ThreadedAgent",
     "ThreadedContext",
+    "TooLargeError",
     "ToolError",
     "UnknownAgentError",
     "UnknownRunError",

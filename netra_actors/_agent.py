@@ -96,7 +96,12 @@ class AgentRegistry:
 
 
 def stage_event(
-    run_id: str, event: str, data: Mapping[str, JSON] | None, *, internal: bool = False
+    run_id: str,
+    event: str,
+    data: Mapping[str, JSON] | None,
+    *,
+    internal: bool = False,
+    max_bytes: int | None = None,
 ) -> StagedEvent:
     """Validate and encode an event an agent wants to emit."""
     if not isinstance(event, str) or not _NAME.match(event):
@@ -110,6 +115,11 @@ def stage_event(
         encoded = dumps(payload)
     except TypeError as exc:
         raise TypeError(f"event {event!r} data is not JSON-encodable: {exc}") from None
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise ValueError(
+            f"event {event!r} data is {len(encoded)} bytes of JSON, more than the limit of "
+            f"{max_bytes} (RuntimeConfig.max_event_bytes)"
+        )
     return StagedEvent(run_id=run_id, event=event, data=payload, data_json=encoded)
 
 
@@ -174,6 +184,7 @@ class AgentContext:
         inbox: trio.MemoryReceiveChannel[JSON],
         max_staged: int,
         beat_every: float = 1.0,
+        max_event_bytes: int | None = None,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -187,6 +198,7 @@ class AgentContext:
         self._inbox = inbox
         self._staging = Staging(max_staged)
         self.max_staged = max_staged
+        self.max_event_bytes = max_event_bytes
         self.beat_every = beat_every
         """Seconds between the heartbeats that staging operations send on their own."""
         self._last_beat = trio.current_time()
@@ -236,7 +248,9 @@ class AgentContext:
     async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event. It is delivered after the next checkpoint commits."""
         self._check()
-        self._staging.add_event(stage_event(self.run_id, event, data))
+        self._staging.add_event(
+            stage_event(self.run_id, event, data, max_bytes=self.max_event_bytes)
+        )
         await self._tick()
 
     async def think(self, text: str) -> None:

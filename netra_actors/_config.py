@@ -35,6 +35,11 @@ def _url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         )
 
 
+def _synchronous(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in ("NORMAL", "FULL"):
+        raise ConfigError(f"sqlite_synchronous must be 'NORMAL' or 'FULL', got {value!r}")
+
+
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of a SQLite file at ``path``."""
     return f"sqlite+aiosqlite:///{os.fspath(path)}"
@@ -54,6 +59,14 @@ class RuntimeConfig:
     """Events a socket mailbox may hold before its socket counts as a slow consumer."""
     max_staged_events: int = attrs.field(default=10_000, validator=_positive_int)
     """Events one unit of work may stage before the agent must checkpoint."""
+    max_event_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    """Largest encoded ``data`` of one event, and largest run input (bytes of JSON)."""
+    max_live_runs_per_user: int = attrs.field(default=64, validator=_positive_int)
+    """Live runs one user may have at once; further starts get ``rate_limited``."""
+    max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
+    """Users with an active supervisor at once; further users get ``rate_limited``."""
+    max_waiters_per_run: int = attrs.field(default=1024, validator=_positive_int)
+    """Callers that may wait for one run to end (``wait_run``) at once."""
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
     """Seconds a user with no socket and no live run stays active before passivation."""
     liveness: LivenessPolicy = attrs.field(factory=LivenessPolicy)
@@ -68,6 +81,9 @@ class RuntimeConfig:
     """Events per page when replaying from the store."""
     busy_timeout: float = attrs.field(default=5.0, validator=_positive)
     """SQLite busy timeout (seconds) for writers waiting on a lock."""
+    sqlite_synchronous: str = attrs.field(default="NORMAL", validator=_synchronous)
+    """SQLite ``PRAGMA synchronous``: ``NORMAL`` (WAL: survives a process crash, may lose the
+    last commits on power loss) or ``FULL`` (survives power loss too, slower commits)."""
     store_retries: int = attrs.field(default=3, validator=_positive_int)
     """How often a runtime-owned unit (rollback notice, state change) is retried on store error."""
     echo_sql: bool = False

@@ -12,6 +12,7 @@ The tree::
     │   ├── UnknownRunError         no such run *for this user*             (unknown_run)
     │   ├── IllegalStateError       the run's state does not allow it        (illegal_state)
     │   ├── ResumeBeyondHeadError   resume_from is greater than the head seq (bad_request)
+    │   ├── TooLargeError           a value is over its size limit           (too_large)
     │   └── MailboxFullError        the user's mailbox is full (backpressure) (rate_limited)
     ├── SubscriptionClosedError     a socket mailbox ended; ``reason`` says why
     │   └── SlowConsumerError       it fell too far behind (resume from the store)
@@ -20,6 +21,7 @@ The tree::
     │   └── SchemaVersionError      the database schema is newer than this code
     ├── AgentError                  raised *inside agent code* by the context object
     │   ├── ToolError               a tool call failed (it was recorded as ``tool_completed``)
+    │   ├── RunFailedError          raise it to end the run ``failed`` now (reason ``error``)
     │   └── RunFencedError          this attempt is over (cancelled, timed out, dead, restarted);
     │                               anything it still emits is discarded
     └── ReservedEventError          an agent tried to emit an event name the runtime owns
@@ -78,6 +80,12 @@ class ResumeBeyondHeadError(CommandError):
     code = "bad_request"
 
 
+class TooLargeError(CommandError):
+    """A value is larger than its limit (``RuntimeConfig.max_event_bytes`` for run inputs)."""
+
+    code = "too_large"
+
+
 class MailboxFullError(CommandError):
     """The user's supervisor mailbox is full; the caller should back off."""
 
@@ -132,6 +140,14 @@ class ToolError(AgentError):
         self.tool = tool
         self.call_id = call_id
         self.error = error
+
+
+class RunFailedError(AgentError):
+    """Raise it from agent code to fail the run on purpose: no restart.
+
+    The unit of work is rolled back with reason ``error`` (not ``crash``) and the run ends
+    ``failed``. Use it for failures a retry cannot fix (bad input, a refused request).
+    """
 
 
 class RunFencedError(AgentError):

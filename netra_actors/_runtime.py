@@ -126,6 +126,8 @@ class Runtime:
             raise RuntimeClosedError("the runtime is closed")
         session = self._sessions.get(user_id)
         if session is None:
+            if len(self._sessions) >= self.config.max_sessions:
+                raise MailboxFullError("too many active users right now; try again shortly")
             send, receive = trio.open_memory_channel[Message](self.config.mailbox_size)
             supervisor = UserSupervisor(self._deps, user_id, receive, send)
             session = _Session(send, supervisor)

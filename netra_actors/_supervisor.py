@@ -26,6 +26,7 @@ import trio
 from ._agent import Agent, AgentBase, AgentContext, AgentRegistry
 from ._config import RuntimeConfig
 from ._core import (
+    Decision,
     Escalate,
     ExecutionStateMachine,
     Liveness,
@@ -42,10 +43,12 @@ from ._exceptions import (
     IllegalStateError,
     MailboxFullError,
     ResumeBeyondHeadError,
+    RunFailedError,
     RunFencedError,
     RuntimeClosedError,
     StoreError,
     SubscriptionClosedError,
+    TooLargeError,
     UnknownAgentError,
     UnknownRunError,
 )
@@ -406,6 +409,7 @@ class UserSupervisor:
             supervisor=self._tx,
             inbox=run.inbox_rx,
             max_staged=self._config.max_staged_events,
+            max_event_bytes=self._config.max_event_bytes,
             beat_every=_beat_every(run.liveness.policy.heartbeat_timeout),
         )
         input_value = None if run.row.input_json is None else loads(run.row.input_json)
@@ -442,8 +446,9 @@ class UserSupervisor:
         await self._report_crash(ctx, error)
 
     async def _report_crash(self, ctx: AgentContext, error: BaseException) -> None:
+        reason = "error" if isinstance(error, RunFailedError) else "crash"
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._tx.send(AgentExited(ctx.run_id, ctx.attempt, error))
+            await self._tx.send(AgentExited(ctx.run_id, ctx.attempt, error, reason))
 
     async def _threaded_child(
         self,
@@ -622,9 +627,17 @@ class UserSupervisor:
         await self._crash_run(run, msg.reason, error)
 
     async def _crash_run(self, run: _Run, reason: str, error: str) -> None:
-        """Roll back the attempt; commit one rollback notice; restart per policy or fail."""
+        """Roll back the attempt; commit one rollback notice; restart per policy or fail.
+
+        ``reason`` is ``crash``, ``store_error`` or ``error`` (the agent raised RunFailedError:
+        it asked for no restart).
+        """
         self._stop_attempt(run)
-        decision, run.tracker = run.tracker.decide(now=trio.current_time(), crashed=True)
+        decision: Decision
+        if reason == "error":
+            decision = Escalate(reason="the agent failed the run")
+        else:
+            decision, run.tracker = run.tracker.decide(now=trio.current_time(), crashed=True)
         unit = UnitOfWork(self.user_id)
         if isinstance(decision, Restart):
             self._stage_rollback(unit, run, reason, error, will_restart=True)
@@ -696,6 +709,15 @@ class UserSupervisor:
             input_json = dumps(msg.input)
         except TypeError:
             raise CommandError("input must be a JSON value") from None
+        if len(input_json) > self._config.max_event_bytes:
+            raise TooLargeError(
+                f"input is {len(input_json)} bytes of JSON; the limit is "
+                f"{self._config.max_event_bytes}"
+            )
+        if len(self.runs) >= self._config.max_live_runs_per_user:
+            raise MailboxFullError(
+                f"this user already has {len(self.runs)} live runs; wait for one to end"
+            )
         run_id = new_run_id()
         now_wall = time.time()
         now = trio.current_time()
@@ -776,6 +798,9 @@ class UserSupervisor:
     async def _on_wait_run(self, msg: WaitRun) -> None:
         run = self.runs.get(msg.run_id)
         if run is not None:
+            if len(run.waiters) >= self._config.max_waiters_per_run:
+                msg.reply.fail(MailboxFullError("too many callers are waiting for this run"))
+                return
             run.waiters.append(msg.reply)
             return
         try:

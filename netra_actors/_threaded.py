@@ -110,7 +110,9 @@ class ThreadedContext:
         """Stage a custom event (see :meth:`AgentContext.emit`). Stays in this thread until
         the next checkpoint."""
         self._check()
-        self._staging.add_event(stage_event(self.run_id, event, data))
+        self._staging.add_event(
+            stage_event(self.run_id, event, data, max_bytes=self._actx.max_event_bytes)
+        )
         self._maybe_beat()
 
     def think(self, text: str) -> None:

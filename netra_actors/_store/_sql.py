@@ -317,7 +317,7 @@ def _make_engines(config: RuntimeConfig) -> tuple[AsyncEngine, AsyncEngine]:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
