@@ -26,25 +26,9 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from .._histogram import HistogramSnapshot
+from .._histogram import LATENCY_BUCKETS, HistogramSnapshot
 from .._runtime import Runtime
 
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
