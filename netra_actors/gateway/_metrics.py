@@ -29,7 +29,6 @@ from prometheus_client.metrics_core import (
 from .._histogram import LATENCY_BUCKETS, HistogramSnapshot
 from .._runtime import Runtime
 
-
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
