@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import attrs
 
@@ -38,6 +39,19 @@ def _url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
 def _synchronous(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
     if value not in ("NORMAL", "FULL"):
         raise ConfigError(f"sqlite_synchronous must be 'NORMAL' or 'FULL', got {value!r}")
+
+
+def _gc_threshold(
+    _inst: object, _attr: attrs.Attribute[Any], value: tuple[int, int, int] | None
+) -> None:
+    if value is None:
+        return
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise ConfigError(f"gc_threshold must be None or three integers >= 0, got {value!r}")
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -86,6 +100,12 @@ class RuntimeConfig:
     last commits on power loss) or ``FULL`` (survives power loss too, slower commits)."""
     store_retries: int = attrs.field(default=3, validator=_positive_int)
     """How often a runtime-owned unit (rollback notice, state change) is retried on store error."""
+    gc_threshold: tuple[int, int, int] | None = attrs.field(
+        default=(50_000, 20, 100), validator=_gc_threshold
+    )
+    """``gc.set_threshold`` while the runtime is open (restored after), or ``None`` to leave the
+    process's setting alone. Process-wide: the default trades a little memory for far fewer
+    collections of the many long-lived objects a runtime holds (measured in benchmarks.md)."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
 

@@ -8,8 +8,9 @@ first use). Supervisors passivate themselves when idle and are rebuilt from the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -331,6 +332,33 @@ async def open_runtime(
     """
     config = config or RuntimeConfig()
     registry = AgentRegistry(agents, default=default_agent)
+    with _gc_threshold(config.gc_threshold):
+        async with _open(config, registry, store, metadata, tracer) as runtime:
+            yield runtime
+
+
+@contextlib.contextmanager
+def _gc_threshold(threshold: tuple[int, int, int] | None) -> Iterator[None]:
+    """Apply ``RuntimeConfig.gc_threshold`` while the runtime is open."""
+    if threshold is None:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.set_threshold(*threshold)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    config: RuntimeConfig,
+    registry: AgentRegistry,
+    store: Store | None,
+    metadata: Iterable[MetaData],
+    tracer: Callable[[str, str, Any], None] | None,
+) -> AsyncIterator[Runtime]:
     own_store = store is None
     the_store: Store = (
         store if store is not None else await SqlStore.open(config, extra_metadata=metadata)

@@ -140,3 +140,18 @@ async def test_sqlite_durability_is_configurable(tmp_path: Path) -> None:
         assert value == code
     with pytest.raises(na.ConfigError):
         na.RuntimeConfig(sqlite_synchronous="OFF")
+
+
+async def test_gc_threshold_is_applied_while_open_and_restored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    async with na.open_runtime(cfg(gc_threshold=(12_345, 11, 12)), store=MemoryStore()):
+        assert gc.get_threshold() == (12_345, 11, 12)
+    assert gc.get_threshold() == before
+    async with na.open_runtime(cfg(gc_threshold=None), store=MemoryStore()):
+        assert gc.get_threshold() == before
+    with pytest.raises(na.ConfigError):
+        cfg(gc_threshold=(1, 2))
