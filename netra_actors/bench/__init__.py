@@ -1,0 +1,211 @@
+"""Benchmarks of netra_actors: ``netra-actors bench SCENARIO`` or ``python -m netra_actors.bench``.
+
+Scenarios (one module each; see ``docs/benchmarks.md``):
+
+* ``throughput``: committed-and-delivered events/s through the whole runtime, 1 to 10,000 users;
+* ``store``: the group-commit writer alone vs raw ``sqlite3`` ``executemany`` of the same rows;
+* ``sessions``: 10,000 users with an open subscription: activation time, RSS, passivation;
+* ``peers``: the throughput workload built on pykka, and the unsafe emit-then-write design;
+* ``handoff``: thread → trio hand-off latency (idle / with a CPU-bound thread) and throughput;
+* ``e2e``: events over loopback WebSockets to clients in separate processes;
+* ``all``: every scenario in turn.
+
+Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
+the date; it runs ``--repeat`` times (default 3) and reports medians. ``--quick`` runs in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._common import (
+    BenchError,
+    Options,
+    Progress,
+    Report,
+    filesystem_of,
+    machine_info,
+    now_iso,
+)
+
+__all__ = ["SCENARIOS", "main"]
+
+SCENARIOS: tuple[str, ...] = ("throughput", "store", "sessions", "peers", "handoff", "e2e")
+
+
+def _runner(name: str) -> Callable[[Options, Progress], Report]:
+    # Imported lazily: a scenario's dependencies (pykka, websockets) load only when it runs.
+    module = importlib.import_module(f"{__name__}._{name}")
+    run: Callable[[Options, Progress], Report] = module.run
+    return run
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("every value must be >= 1")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bench`` (the arguments after ``netra-actors bench``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quick", action="store_true", help="small sizes: every scenario in seconds (for CI)"
+    )
+    common.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="measure N times and report the median (default 3)",
+    )
+    common.add_argument(
+        "--json", action="store_true", help="print the results as JSON on stdout (table: stderr)"
+    )
+    common.add_argument("--out", metavar="FILE", help="also write the JSON results to FILE")
+    common.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress on stderr"
+    )
+    common.add_argument(
+        "--users",
+        type=_int_list,
+        metavar="N[,N...]",
+        help="numbers of users (throughput, store, peers, sessions, e2e sockets)",
+    )
+    common.add_argument(
+        "--events", type=_positive_int, metavar="E", help="events per run (per user)"
+    )
+    common.add_argument(
+        "--every",
+        type=_positive_int,
+        metavar="K",
+        help="events per unit of work / checkpoint (default 10)",
+    )
+    common.add_argument(
+        "--dir", metavar="DIR", help="where the SQLite files go (default: the temp directory)"
+    )
+    common.add_argument(
+        "--clients",
+        type=_positive_int,
+        metavar="P",
+        help="e2e: client processes (default 2)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="netra-actors bench",
+        description="Benchmarks of netra_actors; see docs/benchmarks.md.",
+    )
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    helps = {
+        "throughput": "events/s through supervisor, group commit and socket mailboxes",
+        "store": "the group-commit writer alone vs raw sqlite3 executemany",
+        "sessions": "10,000 users with open subscriptions: activation, RSS, passivation",
+        "peers": "the throughput workload on pykka and in the unsafe emit-then-write design",
+        "handoff": "thread -> trio hand-off latency (idle / CPU-bound thread) and throughput",
+        "e2e": "events over loopback WebSockets to clients in separate processes",
+        "all": "every scenario in turn",
+    }
+    for name, text in helps.items():
+        sub.add_parser(name, parents=[common], help=text, description=text)
+    return parser
+
+
+def _options(ns: argparse.Namespace, argv: Sequence[str], scenario: str) -> Options:
+    extra: dict[str, Any] = {
+        "users": ns.users,
+        "events": ns.events,
+        "every": ns.every,
+        "dir": ns.dir,
+        "clients": ns.clients,
+    }
+    return Options(
+        scenario=scenario,
+        argv=tuple(argv),
+        quick=ns.quick,
+        repeat=ns.repeat,
+        json=ns.json,
+        progress=ns.progress,
+        extra=extra,
+    )
+
+
+def _without_out(args: list[str]) -> list[str]:
+    """``args`` without ``--out FILE`` (it does not change a result)."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bench`` with ``argv`` (the arguments after ``bench``). Returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    names = SCENARIOS if ns.scenario == "all" else (ns.scenario,)
+    reports: list[Report] = []
+    status = 0
+    for name in names:
+        if ns.scenario == "all":
+            scenario_argv = [name, *_without_out(args[1:])]
+        else:
+            scenario_argv = args
+        options = _options(ns, scenario_argv, name)
+        progress = Progress(ns.progress)
+        machine = machine_info()  # the load average before the run
+        db_dir = ns.dir or tempfile.gettempdir()
+        machine["db_dir"] = db_dir
+        machine["db_filesystem"] = filesystem_of(db_dir)
+        date = now_iso()
+        started = time.perf_counter()
+        try:
+            report = _runner(name)(options, progress)
+        except BenchError as exc:
+            progress.done()
+            print(f"netra-actors bench {name}: FAILED: {exc}", file=sys.stderr, flush=True)
+            status = 1
+            continue
+        report.seconds = time.perf_counter() - started
+        report.machine = machine
+        report.started = date
+        reports.append(report)
+        text = report.render()
+        print(text + "\n", file=sys.stderr if ns.json else sys.stdout, flush=True)
+    documents = [r.to_json() for r in reports]
+    payload: Any = documents[0] if ns.scenario != "all" and documents else documents
+    if ns.json:
+        print(json.dumps(payload, indent=2))
+    if ns.out:
+        with open(ns.out, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+    return status

@@ -1,0 +1,84 @@
+"""The server of the ``e2e`` scenario: the real gateway and runtime, plus a benchmark agent.
+
+``python -m netra_actors.bench._e2e_server --db FILE --secret S [--port 0]`` serves exactly what
+``netra-actors serve`` serves (the same :class:`~netra_actors.gateway.Gateway` on a runtime with the
+demo agents, on a SQLite file) and also registers ``bench_e2e``, an agent that emits events at a
+chosen pace with its emit time in each event. It prints ``PORT <n>`` once it listens; SIGINT or
+SIGTERM stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+import netra_actors as na
+from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
+from netra_actors.gateway import Gateway, GatewayConfig, RateLimit
+
+
+class BenchE2E(na.Agent):
+    """Emits ``events`` ``bench_tick`` events carrying their emit time (``data.t``, epoch seconds).
+
+    ``every`` events per unit of work; ``interval`` seconds between units (0: no pause). With
+    ``interval``, the run first waits a random fraction of one interval, so that many paced runs
+    started together spread their units evenly instead of committing in lockstep bursts.
+    """
+
+    name = "bench_e2e"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        events: int = input["events"]
+        every: int = input["every"]
+        interval: float = input.get("interval", 0.0)
+        text: str = input.get("text", "")
+        next_at = trio.current_time()
+        if interval > 0:
+            next_at += random.uniform(0, interval)
+            await trio.sleep_until(next_at)
+        for i in range(1, events + 1):
+            await ctx.emit("bench_tick", {"t": time.time(), "text": text})
+            if i % every == 0:
+                await ctx.checkpoint()
+                if interval > 0:
+                    next_at += interval
+                    await trio.sleep_until(next_at)
+        return {"events": events}
+
+
+async def _serve(db: str, secret: bytes, port: int) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(db), subscriber_buffer=100_000)
+    gateway_config = GatewayConfig(
+        secret=secret,
+        host="127.0.0.1",
+        port=port,
+        max_connections=50_000,
+        rate=RateLimit(per_second=1000.0, burst=1000),
+    )
+    async with na.open_runtime(
+        config, agents=[*DEMO_AGENTS, BenchE2E], metadata=[demo_metadata]
+    ) as runtime:
+        gateway = Gateway(runtime, gateway_config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+            print(f"PORT {gateway.port}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m netra_actors.bench._e2e_server")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    na.run(_serve, args.db, args.secret.encode(), args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""``peers``: the ``throughput`` workload built two other ways, measured in the same run.
+
+Every design runs the same workload on its own fresh SQLite file with the netra schema: per user
+one run whose agent emits ``events`` ``agent_thinking`` events in units of ``every``, plus the same
+seven run-state/lifecycle events and the same run-row upserts, in the same units (start, the
+checkpoints, the final unit, ``completed``). Every design delivers every event to an in-process
+subscriber that checks ``seq`` and counts it, and every file is counted afterwards.
+
+* ``netra``: this runtime (exactly the ``throughput`` scenario).
+* ``pykka``: what a pykka user would build. One ``pykka.ThreadingActor`` supervisor per user runs
+  the agent's loop in its thread (staging locally, like netra's agents); at each checkpoint it hands
+  the unit to a group-commit writer thread (plain ``sqlite3``, WAL, one ``executemany`` per batch of
+  all waiting units: the same technique as netra's store), blocks until it is committed, then
+  ``tell``\\ s the events to a subscriber actor. Commit before send and per-user order hold.
+  Favourable to pykka: the agent runs in the supervisor's thread (no per-agent thread or message)
+  and one subscriber actor consumes for every user (not one thread per socket).
+* ``pykka+store``: the same pykka supervisors committing through netra's own ``SqlStore`` (the
+  "same store"): each commit is a ``trio.from_thread.run`` hand-off into the runtime's trio guest.
+* ``unsafe``: the emit-then-write design. Each user's agent is a trio task (plain ``trio.run``,
+  no asyncio host) that hands its events straight to the subscriber, then queues the rows for the
+  same writer thread without waiting: a subscriber can see events that are later lost, and
+  nothing orders the write against the delivery. The clock stops when the subscribers have every
+  event *and* the writer has committed every row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pykka
+import trio
+import trio.lowlevel
+from sqlalchemy import create_engine
+
+import netra_actors as na
+from netra_actors._store import SqlStore
+from netra_actors._store._schema import metadata
+from netra_actors._uow import RunRow as UowRunRow
+from netra_actors._uow import StagedEvent, UnitOfWork
+
+from ._common import (
+    BenchError,
+    Column,
+    Goal,
+    Options,
+    Progress,
+    Report,
+    Row,
+    measure_repeats,
+    median_rows,
+    rate,
+    runtime_gc_threshold,
+)
+from ._throughput import TEXT, Workload, count_rows, events_per_user, users_list
+from ._throughput import run_once as netra_run_once
+
+NAME = "peers"
+TITLE = "the throughput workload: netra vs a pykka actor per user vs the unsafe emit-then-write"
+
+INSERT_EVENT = (
+    "INSERT INTO netra_events (user_id, seq, run_id, event, ts, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+UPSERT_RUN = (
+    "INSERT INTO netra_runs (user_id, run_id, agent, state, attempt, input, result, reason, "
+    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (user_id, run_id) DO UPDATE SET state = excluded.state, "
+    "attempt = excluded.attempt, result = excluded.result, reason = excluded.reason, "
+    "updated_at = excluded.updated_at"
+)
+
+EventRow = tuple[str, int, str, str, float, str]
+RunRow = tuple[str, str, str, str, int, str, str | None, str | None, float, float]
+Staged = tuple[str, dict[str, Any], str]
+"""(event name, data, data as JSON)."""
+
+
+def create_schema(db: str) -> None:
+    """The netra tables (same DDL and indexes as the store creates)."""
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        metadata.create_all(conn)
+    engine.dispose()
+
+
+class SqliteWriter:
+    """A group-commit writer thread on plain ``sqlite3`` (WAL, ``synchronous=NORMAL``).
+
+    ``submit`` queues a unit's rows with a callback run after its batch committed.
+    """
+
+    def __init__(self, db: str) -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[
+            tuple[list[EventRow], list[RunRow], Callable[[], None] | None] | None
+        ] = queue.SimpleQueue()
+        self.batches = 0
+        self.events = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="bench-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, events: list[EventRow], runs: list[RunRow], done: Callable[[], None] | None
+    ) -> None:
+        self._queue.put((events, runs, done))
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise BenchError(f"writer thread failed: {self.error!r}")
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self._db, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        stop = False
+        try:
+            while not stop:
+                items = []
+                first = self._queue.get()
+                if first is None:
+                    stop = True
+                else:
+                    items.append(first)
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                    else:
+                        items.append(item)
+                if not items:
+                    continue
+                event_rows = [r for ev, _runs, _d in items for r in ev]
+                run_rows = [r for _ev, runs, _d in items for r in runs]
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT_EVENT, event_rows)
+                if run_rows:
+                    conn.executemany(UPSERT_RUN, run_rows)
+                conn.execute("COMMIT")
+                self.batches += 1
+                self.events += len(event_rows)
+                for _ev, _runs, done in items:
+                    if done is not None:
+                        done()
+        except BaseException as exc:  # reported by close()
+            self.error = exc
+        finally:
+            conn.close()
+
+
+class Script:
+    """The workload of one user's run as a list of units: what every design commits, in order.
+
+    Each unit is (staged events, run state after it). Identical to what the netra runtime commits
+    for a ``BenchEmitter`` run: 4 events to start, the thinking units, the final unit with
+    ``agent_completed`` and ``completing``, then ``completed``.
+    """
+
+    def __init__(self, user_id: str, events: int, every: int) -> None:
+        self.user_id = user_id
+        self.run_id = f"r_{user_id}"
+        think = _staged("agent_thinking", {"text": TEXT})
+        units: list[tuple[list[Staged], str]] = [
+            (
+                [
+                    _staged("run_state", {"state": "pending", "previous": None}),
+                    _staged("run_state", {"state": "starting", "previous": "pending"}),
+                    _staged("agent_started", {"agent": "bench_emit", "attempt": 1}),
+                    _staged("run_state", {"state": "running", "previous": "starting"}),
+                ],
+                "running",
+            )
+        ]
+        current: list[Staged] = []
+        for i in range(1, events + 1):
+            current.append(think)
+            if i % every == 0:
+                units.append((current, "running"))
+                current = []
+        current.append(_staged("agent_completed", {"result": {"events": events}}))
+        current.append(_staged("run_state", {"state": "completing", "previous": "running"}))
+        units.append((current, "completing"))
+        units.append(
+            ([_staged("run_state", {"state": "completed", "previous": "completing"})], "completed")
+        )
+        self.units = units
+        self.total = sum(len(u) for u, _s in units)
+
+    def rows(self, base: int, staged: list[Staged], state: str, now: float) -> list[EventRow]:
+        return [
+            (self.user_id, base + i, self.run_id, name, now, data_json)
+            for i, (name, _data, data_json) in enumerate(staged, start=1)
+        ]
+
+    def run_row(self, state: str, now: float, created: float) -> RunRow:
+        return (self.user_id, self.run_id, "bench_emit", state, 1, "{}", None, None, created, now)
+
+    def deliverable(self, base: int, staged: list[Staged], now: float) -> list[dict[str, Any]]:
+        """The events as a subscriber gets them (one value per event, like netra's ``Event``)."""
+        return [
+            {
+                "user_id": self.user_id,
+                "seq": base + i,
+                "run_id": self.run_id,
+                "event": name,
+                "ts": now,
+                "data": data,
+            }
+            for i, (name, data, _json) in enumerate(staged, start=1)
+        ]
+
+
+def _staged(name: str, data: dict[str, Any]) -> Staged:
+    return (name, data, orjson.dumps(data).decode())
+
+
+# -- pykka ------------------------------------------------------------------------------------
+
+
+class _Sink(pykka.ThreadingActor):
+    """The subscribers of every user: checks each user's ``seq`` order and counts every event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = 0
+        self.next_seq: dict[str, int] = {}
+        self.errors: list[str] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "count":
+            return (self.delivered, self.errors[:1])
+        user_id, events = message
+        expect = self.next_seq.get(user_id, 1)
+        for ev in events:
+            seq = ev["seq"] if isinstance(ev, dict) else ev.seq
+            if seq != expect:
+                self.errors.append(f"{user_id}: seq {seq}, expected {expect}")
+                expect = seq
+            expect += 1
+        self.next_seq[user_id] = expect
+        self.delivered += len(events)
+        return None
+
+
+def _sink_count(sink: pykka.ActorRef[_Sink]) -> tuple[int, list[str]]:
+    """(events the sink consumed, its first error if any). Blocks the calling thread."""
+    answer: Any = sink.ask("count")
+    delivered, errors = answer
+    return int(delivered), list(errors)
+
+
+class _UserSupervisor(pykka.ThreadingActor):
+    """One user's supervisor on pykka; its thread runs the agent and commits its units."""
+
+    def __init__(self, script: Script, writer: SqliteWriter, sink: pykka.ActorRef[_Sink]) -> None:
+        super().__init__()
+        self.script = script
+        self.writer = writer
+        self.sink = sink
+
+    def on_receive(self, message: Any) -> Any:
+        script = self.script
+        created = time.time()
+        head = 0
+        for staged, state in script.units:
+            now = time.time()
+            committed = threading.Event()
+            self.writer.submit(
+                script.rows(head, staged, state, now),
+                [script.run_row(state, now, created)],
+                committed.set,
+            )
+            committed.wait()  # commit before send
+            self.sink.tell((script.user_id, script.deliverable(head, staged, now)))
+            head += len(staged)
+        return head
+
+
+def run_pykka(w: Workload, db: str, progress: Progress) -> Row:
+    """The pykka design, one measurement."""
+    create_schema(db)
+    writer = SqliteWriter(db)
+    sink = _Sink.start()
+    scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
+    expected = sum(s.total for s in scripts)
+    refs = [_UserSupervisor.start(s, writer, sink) for s in scripts]
+    try:
+        started = time.perf_counter()
+        futures = [ref.ask("run", block=False) for ref in refs]
+        for n, fut in enumerate(futures):
+            fut.get(timeout=600)
+            progress.bar(f"pykka {w.users} users", n + 1, len(futures))
+        delivered, errors = 0, list[str]()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            delivered, errors = _sink_count(sink)
+            if delivered >= expected:
+                break
+            time.sleep(0.001)
+        seconds = time.perf_counter() - started
+        progress.done()
+    finally:
+        for ref in refs:
+            ref.stop(block=False)
+        for ref in refs:
+            ref.stop()  # joins: every actor thread has ended
+        sink.stop()
+        writer.close()
+    rows, _thinking = count_rows(db)
+    if errors or delivered != expected or rows != expected or writer.events != expected:
+        raise BenchError(
+            f"pykka design with {w.users} users: expected {expected}, delivered {delivered}, "
+            f"rows {rows}, errors {errors}"
+        )
+    return {"events": expected, "seconds": seconds, "batches": writer.batches}
+
+
+# -- pykka on netra's own store --------------------------------------------------------------
+
+
+class _StoreUser(pykka.ThreadingActor):
+    """One user's pykka supervisor committing through netra's ``SqlStore`` (a thread hand-off)."""
+
+    def __init__(
+        self,
+        script: Script,
+        store: SqlStore,
+        token: trio.lowlevel.TrioToken,
+        sink: pykka.ActorRef[_Sink],
+    ) -> None:
+        super().__init__()
+        self.script = script
+        self.store = store
+        self.token = token
+        self.sink = sink
+
+    def on_receive(self, message: Any) -> Any:
+        script = self.script
+        created = time.time()
+        head = 0
+        for staged, state in script.units:
+            unit = UnitOfWork(script.user_id)
+            for name, data, data_json in staged:
+                unit.emit_encoded(
+                    StagedEvent(run_id=script.run_id, event=name, data=data, data_json=data_json)
+                )
+            unit.put_run(
+                UowRunRow(
+                    user_id=script.user_id,
+                    run_id=script.run_id,
+                    agent="bench_emit",
+                    state=state,
+                    attempt=1,
+                    input_json="{}",
+                    result_json=None,
+                    reason=None,
+                    created_at=created,
+                    updated_at=time.time(),
+                )
+            )
+            events = trio.from_thread.run(
+                self.store.commit, script.user_id, head, unit, trio_token=self.token
+            )
+            self.sink.tell((script.user_id, events))
+            head = events[-1].seq
+        return head
+
+
+async def _pykka_store_main(w: Workload, db: str, progress: Progress) -> Row:
+    store = await SqlStore.open(na.RuntimeConfig(database_url=na.sqlite_url(db)))
+    token = trio.lowlevel.current_trio_token()
+    scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
+    expected = sum(s.total for s in scripts)
+    sink = _Sink.start()
+    refs = [_StoreUser.start(s, store, token, sink) for s in scripts]
+
+    def wait_all(futures: list[pykka.Future[Any]]) -> None:
+        for n, fut in enumerate(futures):
+            fut.get(timeout=600)
+            progress.bar(f"pykka+store {w.users} users", n + 1, len(futures))
+
+    def stop_all() -> None:
+        for ref in refs:
+            ref.stop(block=False)
+        for ref in refs:
+            ref.stop()
+        sink.stop()
+
+    try:
+        started = time.perf_counter()
+        futures = [ref.ask("run", block=False) for ref in refs]
+        await trio.to_thread.run_sync(wait_all, futures)
+        delivered, errors = 0, list[str]()
+        with trio.move_on_after(60):
+            while True:
+                delivered, errors = await trio.to_thread.run_sync(_sink_count, sink)
+                if delivered >= expected:
+                    break
+                await trio.sleep(0.001)
+        seconds = time.perf_counter() - started
+        progress.done()
+    finally:
+        await trio.to_thread.run_sync(stop_all)
+        await store.aclose()
+    if errors or delivered != expected:
+        raise BenchError(
+            f"pykka+store design with {w.users} users: delivered {delivered} of {expected}; "
+            f"errors {errors}"
+        )
+    return {"events": expected, "seconds": seconds}
+
+
+def run_pykka_store(w: Workload, db: str, progress: Progress) -> Row:
+    """pykka supervisors on netra's store, one measurement."""
+    row = na.run(_pykka_store_main, w, db, progress, handle_signals=False)
+    if row is None:
+        raise KeyboardInterrupt
+    rows, _thinking = count_rows(db)
+    if rows != row["events"]:
+        raise BenchError(f"pykka+store design: {rows} rows in the file of {row['events']}")
+    return row
+
+
+# -- unsafe: emit, then write ----------------------------------------------------------------
+
+
+async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) -> Row:
+    scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
+    expected = sum(s.total for s in scripts)
+    delivered = [0]
+    errors: list[str] = []
+
+    async def subscriber(rx: trio.MemoryReceiveChannel[list[dict[str, Any]]]) -> None:
+        expect = 1
+        async for events in rx:
+            for ev in events:
+                if ev["seq"] != expect:
+                    errors.append(f"{ev['user_id']}: seq {ev['seq']}, expected {expect}")
+                    expect = ev["seq"]
+                expect += 1
+            delivered[0] += len(events)
+
+    async def agent(script: Script, tx: trio.MemorySendChannel[list[dict[str, Any]]]) -> None:
+        created = time.time()
+        head = 0
+        for staged, state in script.units:
+            now = time.time()
+            tx.send_nowait(script.deliverable(head, staged, now))  # the socket first …
+            writer.submit(  # … the database afterwards, without waiting
+                script.rows(head, staged, state, now), [script.run_row(state, now, created)], None
+            )
+            head += len(staged)
+            await trio.lowlevel.checkpoint()  # an agent yields between units, as netra's do
+
+    async with trio.open_nursery() as readers:
+        channels = []
+        for _ in scripts:
+            # Unbounded on purpose: the unsafe design has no backpressure (math.inf).
+            tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
+            channels.append(tx)
+            readers.start_soon(subscriber, rx)
+        await trio.lowlevel.checkpoint()
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for script, tx in zip(scripts, channels, strict=True):
+                nursery.start_soon(agent, script, tx)
+        with trio.move_on_after(60):
+            while delivered[0] < expected:
+                progress.bar(f"unsafe {w.users} users", delivered[0], expected)
+                await trio.sleep(0.001)
+        flushed = threading.Event()
+        writer.submit([], [], flushed.set)
+        await trio.to_thread.run_sync(flushed.wait)  # every row written
+        seconds = time.perf_counter() - started
+        progress.done()
+        for tx in channels:
+            tx.close()
+    if errors or delivered[0] != expected:
+        raise BenchError(
+            f"unsafe design with {w.users} users: delivered {delivered[0]} of {expected}; "
+            f"errors {errors[:1]}"
+        )
+    return {"events": expected, "seconds": seconds}
+
+
+def run_unsafe(w: Workload, db: str, progress: Progress) -> Row:
+    """The unsafe design, one measurement."""
+    create_schema(db)
+    writer = SqliteWriter(db)
+    try:
+        row: Row = trio.run(_unsafe_main, w, writer, progress)
+    finally:
+        writer.close()
+    rows, _thinking = count_rows(db)
+    if rows != row["events"] or writer.events != row["events"]:
+        raise BenchError(
+            f"unsafe design with {w.users} users: {rows} rows in the file of {row['events']}"
+        )
+    row["batches"] = writer.batches
+    return row
+
+
+# -- the scenario -----------------------------------------------------------------------------
+
+
+def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
+    """All three designs back to back on fresh files; ratios within this repeat."""
+    netra = netra_run_once(w, progress, directory=directory)
+    with (
+        runtime_gc_threshold(),
+        tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp,
+    ):
+        pyk = run_pykka(w, os.path.join(tmp, "pykka.db"), progress)
+        pyk_store = run_pykka_store(w, os.path.join(tmp, "pykka_store.db"), progress)
+        unsafe = run_unsafe(w, os.path.join(tmp, "unsafe.db"), progress)
+    if not (netra["committed"] == pyk["events"] == pyk_store["events"] == unsafe["events"]):
+        raise BenchError(
+            f"the designs did not do the same work: netra {netra['committed']}, pykka "
+            f"{pyk['events']}, pykka+store {pyk_store['events']}, unsafe {unsafe['events']} events"
+        )
+    ours = netra["events_per_s"]
+    pyk_rate = rate(pyk["events"], pyk["seconds"])
+    pyk_store_rate = rate(pyk_store["events"], pyk_store["seconds"])
+    unsafe_rate = rate(unsafe["events"], unsafe["seconds"])
+    return {
+        "users": w.users,
+        "events_per_user": w.events,
+        "events": netra["committed"],
+        "netra_events_per_s": ours,
+        "pykka_events_per_s": pyk_rate,
+        "pykka_store_events_per_s": pyk_store_rate,
+        "unsafe_events_per_s": unsafe_rate,
+        "vs_pykka": ours / pyk_rate if pyk_rate else 0.0,
+        "vs_pykka_store": ours / pyk_store_rate if pyk_store_rate else 0.0,
+        "vs_unsafe": ours / unsafe_rate if unsafe_rate else 0.0,
+        "verified": True,
+    }
+
+
+COLUMNS = [
+    Column(key="users", title="users"),
+    Column(key="events", title="events"),
+    Column(key="netra_events_per_s", title="netra events/s"),
+    Column(key="pykka_events_per_s", title="pykka events/s"),
+    Column(key="pykka_store_events_per_s", title="pykka+netra store events/s"),
+    Column(key="unsafe_events_per_s", title="unsafe events/s"),
+    Column(key="vs_pykka", title="netra / pykka", fmt="{:.2f}"),
+    Column(key="vs_pykka_store", title="netra / pykka+store", fmt="{:.2f}"),
+    Column(key="vs_unsafe", title="netra / unsafe", fmt="{:.2f}"),
+    Column(key="verified", title="verified"),
+]
+
+
+def run(options: Options, progress: Progress) -> Report:
+    """The scenario for every N in ``--users`` (default 100 and 1,000)."""
+    users = users_list(options, [100, 1000], [100])
+    every: int = options.extra.get("every") or 10
+    fixed: int | None = options.extra.get("events")
+    directory: str | None = options.extra.get("dir")
+    workloads = [
+        Workload(users=n, events=fixed or events_per_user(n, options.quick), every=every)
+        for n in users
+    ]
+    runs = measure_repeats(
+        options,
+        progress,
+        workloads,
+        lambda w, _i: run_once(w, progress, directory),
+        label=lambda w: f"{w.users} users x {w.events} events",
+    )
+    rows = median_rows(runs, "users")
+    at_1000 = next((r for r in rows if r["users"] == 1000), None)
+    return Report(
+        scenario=NAME,
+        title=TITLE,
+        options=options,
+        columns=COLUMNS,
+        rows=rows,
+        runs=runs,
+        goals=[
+            Goal(
+                text=">= 10x the pykka design at 1,000 users",
+                measured=at_1000["vs_pykka"] if at_1000 else None,
+                target=10,
+                unit="x",
+            ),
+            Goal(
+                text=">= 0.5x the unsafe design (1,000 users)",
+                measured=at_1000["vs_unsafe"] if at_1000 else None,
+                target=0.5,
+                unit="x",
+            ),
+        ],
+        notes=[
+            "ratios: median over the repeats of the ratio measured within each repeat",
+            "pykka: one ThreadingActor per user, agent loop in its thread, group-commit writer "
+            "thread (sqlite3 executemany), one subscriber actor for all users",
+            "unsafe: trio tasks deliver first and queue the write without waiting; timed until "
+            "every event is delivered and every row committed",
+            "the peers run with the collector thresholds the runtime sets "
+            "(RuntimeConfig.gc_threshold), so that no ratio is a collector setting",
+        ],
+    )

@@ -1,0 +1,144 @@
+"""The benchmarks keep working: every scenario runs with ``--quick --repeat 1 --json``.
+
+No thresholds are asserted (figures from a shared CI machine mean nothing); what is asserted is
+that each scenario produced its fields, named the command, machine and date, and that every event
+committed was delivered.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from netra_actors.bench import SCENARIOS, main
+from netra_actors.bench._common import median_rows, percentile
+
+
+def run_bench(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    status = main([*args, "--quick", "--repeat", "1", "--json", "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def check_common(result: dict[str, Any], scenario: str) -> None:
+    assert result["scenario"] == scenario
+    assert result["command"].startswith(f"python -m netra_actors.bench {scenario} --quick")
+    assert result["date"][:2] == "20"
+    machine = result["machine"]
+    assert machine["cores"] >= 1
+    assert machine["memory_kib"] > 0
+    assert machine["python"].count(".") == 2
+    assert result["quick"] is True
+    assert result["repeat"] == 1
+    assert result["rows"]
+    assert len(result["runs"]) == 1
+    for column in result["columns"]:
+        assert all(column["key"] in row for row in result["rows"]), column
+
+
+def test_every_scenario_is_tested() -> None:
+    assert set(SCENARIOS) == {"throughput", "store", "sessions", "peers", "handoff", "e2e"}
+
+
+def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "throughput")
+    check_common(result, "throughput")
+    assert [r["users"] for r in result["rows"]] == [1, 100, 1000]
+    for row in result["rows"]:
+        assert row["verified"] is True
+        assert row["delivered"] == row["committed"] == row["rows_in_file"] == row["expected"]
+        assert row["events_per_s"] > 0
+        assert row["runs_completed"] == row["users"]
+    assert result["goals"][0]["target"] == 150_000
+
+
+def test_store(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "store")
+    check_common(result, "store")
+    for row in result["rows"]:
+        assert row["verified"] is True
+        assert row["store_events_per_s"] > 0
+        assert row["raw_events_per_s"] > 0
+        assert row["ratio"] > 0
+
+
+def test_sessions(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "sessions")
+    check_common(result, "sessions")
+    (row,) = result["rows"]
+    assert row["verified"] is True
+    assert row["activation_median_us"] > 0
+    assert row["activation_p99_us"] >= row["activation_median_us"]
+    assert row["passivation_s"] >= 0
+    assert {g["goal"] for g in result["goals"]} == {
+        "<= 50 KB per session",
+        "activation median <= 100 us",
+    }
+
+
+def test_peers(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "peers")
+    check_common(result, "peers")
+    for row in result["rows"]:
+        assert row["verified"] is True
+        for key in ("netra", "pykka", "pykka_store", "unsafe"):
+            assert row[f"{key}_events_per_s"] > 0
+        assert row["vs_pykka"] > 0
+        assert row["vs_unsafe"] > 0
+
+
+def test_handoff(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "handoff")
+    check_common(result, "handoff")
+    cases = {(r["operation"], r["condition"]) for r in result["rows"]}
+    for condition in ("idle", "CPU-bound thread"):
+        assert ("from_thread.run", condition) in cases
+        assert ("ctx.heartbeat()", condition) in cases
+    for row in result["rows"]:
+        assert row["per_s"] > 0
+        if row["p99_us"] is not None:
+            assert row["p99_us"] >= row["p50_us"] > 0
+
+
+def test_e2e(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "e2e")
+    check_common(result, "e2e")
+    modes = [r["mode"] for r in result["rows"]]
+    assert modes.count("max load") == 2
+    assert "half of max load" in modes
+    assert "one idle user" in modes
+    for row in result["rows"]:
+        assert row["verified"] is True
+        assert row["events"] == row["committed"] > 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+
+
+def test_bad_arguments_exit_with_usage() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["nonsense"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["throughput", "--users", "0"])
+
+
+def test_medians_and_percentiles() -> None:
+    runs = [
+        [{"n": 1, "rate": 10.0, "ok": True, "count": 3}],
+        [{"n": 1, "rate": 30.0, "ok": True, "count": 5}],
+        [{"n": 1, "rate": 20.0, "ok": False, "count": 4}],
+    ]
+    assert median_rows(runs, "n") == [{"n": 1, "rate": 20.0, "ok": False, "count": 4}]
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+
+
+def test_the_console_script_forwards_to_the_benchmarks() -> None:
+    from netra_actors._cli import main as cli_main
+
+    with pytest.raises(SystemExit) as done:
+        cli_main(["bench", "--help"])
+    assert done.value.code == 0
