@@ -30,6 +30,7 @@ from .._exceptions import (
     MailboxFullError,
     RuntimeClosedError,
     SlowConsumerError,
+    StoreError,
     SubscriptionClosedError,
 )
 from .._runtime import Runtime
@@ -171,7 +172,7 @@ class Connection:
                 )
                 nursery.start_soon(self._guard, lambda: self._expiry(claims.expires_at))
         finally:
-            limits.close_socket(user)
+            limits.close_socket(user, trio.current_time())
 
     async def _hello(self) -> tuple[TokenClaims, int | None] | None:
         """Receive and check ``hello``; None after requesting the close it deserves."""
@@ -307,6 +308,9 @@ class Connection:
         except trio.TooSlowError:
             log.warning("user %r: %s timed out", user, type(command).__name__)
             return self._error(command.id, "internal", "the command timed out; try again")
+        except StoreError as exc:  # operational, and the client is told: one line is enough
+            log.warning("user %r: %s failed in the store: %s", user, type(command).__name__, exc)
+            return self._error(command.id, "internal", "the store failed; try again")
         except Exception:
             log.exception("user %r: %s failed", user, type(command).__name__)
             return self._error(command.id, "internal", "internal error")

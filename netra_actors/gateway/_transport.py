@@ -25,6 +25,12 @@ _UNSENDABLE = frozenset({1005, 1006, 1015})
 INBOUND_QUEUE = 4
 """Messages trio-websocket may hold between its reader task and ours (backpressure beyond)."""
 
+CLOSING_READ_BUDGET = 16 * 1024
+"""Bytes still read (and parsed) from a peer after our close frame while waiting for its own.
+A polite peer's close frame comes well within it; a peer that keeps sending (a flood, a client
+told 4429 or 4400) is not parsed for the whole close timeout: past the budget the connection
+counts as ended and is dropped."""
+
 
 class ReplayStream(trio.abc.Stream):
     """A stream that first yields ``prefix`` (bytes already read), then reads from ``inner``."""
@@ -32,6 +38,11 @@ class ReplayStream(trio.abc.Stream):
     def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
         self._inner = inner
         self._prefix = memoryview(prefix)
+        self._budget: int | None = None
+
+    def limit_reads(self, max_bytes: int) -> None:
+        """Yield at most ``max_bytes`` more from now on, then end of stream."""
+        self._budget = max_bytes
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -39,7 +50,15 @@ class ReplayStream(trio.abc.Stream):
             chunk, self._prefix = bytes(self._prefix[:n]), self._prefix[n:]
             await trio.lowlevel.checkpoint()
             return chunk
-        return bytes(await self._inner.receive_some(max_bytes))
+        if self._budget is None:
+            return bytes(await self._inner.receive_some(max_bytes))
+        if self._budget <= 0:
+            await trio.lowlevel.checkpoint()
+            return b""
+        limit = self._budget if max_bytes is None else min(max_bytes, self._budget)
+        data = bytes(await self._inner.receive_some(limit))
+        self._budget -= len(data)
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._inner.send_all(data)
@@ -66,7 +85,7 @@ class Socket:
     def __init__(
         self,
         ws: WebSocketConnection,
-        stream: trio.abc.Stream,
+        stream: ReplayStream,
         *,
         send_timeout: float,
         close_timeout: float,
@@ -131,6 +150,8 @@ class Socket:
         """Close with ``code``: the closing handshake within the close timeout, then the TCP
         connection. Safe to call more than once, and when the peer already closed."""
         if not self._aborted and code not in _UNSENDABLE:
+            # trio-websocket parses whatever the peer sends until its close frame comes: bound it
+            self._stream.limit_reads(CLOSING_READ_BUDGET)
             with trio.move_on_after(self._close_timeout):
                 await self._ws.aclose(code, reason[:120] or None)
         await self.abort()
