@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -10,16 +9,7 @@ import attrs
 
 from ._core import LivenessPolicy, RestartPolicy
 from ._exceptions import ConfigError
-
-
-def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
-
-
-def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
+from ._validate import positive, positive_int
 
 
 def _url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
@@ -65,40 +55,40 @@ class RuntimeConfig:
 
     database_url: str = attrs.field(default=sqlite_url("netra.db"), validator=_url)
     """``sqlite+aiosqlite:///PATH`` (embedded default, WAL) or ``postgresql+asyncpg://…``."""
-    mailbox_size: int = attrs.field(default=1024, validator=_positive_int)
+    mailbox_size: int = attrs.field(default=1024, validator=positive_int)
     """Capacity of each user's supervisor mailbox (messages)."""
-    agent_mailbox_size: int = attrs.field(default=64, validator=_positive_int)
+    agent_mailbox_size: int = attrs.field(default=64, validator=positive_int)
     """Capacity of each run's agent mailbox (messages sent to the run)."""
-    subscriber_buffer: int = attrs.field(default=4096, validator=_positive_int)
+    subscriber_buffer: int = attrs.field(default=4096, validator=positive_int)
     """Events a socket mailbox may hold before its socket counts as a slow consumer."""
-    max_staged_events: int = attrs.field(default=10_000, validator=_positive_int)
+    max_staged_events: int = attrs.field(default=10_000, validator=positive_int)
     """Events one unit of work may stage before the agent must checkpoint."""
-    max_event_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    max_event_bytes: int = attrs.field(default=256 * 1024, validator=positive_int)
     """Largest encoded ``data`` of one event, and largest run input (bytes of JSON)."""
-    max_live_runs_per_user: int = attrs.field(default=64, validator=_positive_int)
+    max_live_runs_per_user: int = attrs.field(default=64, validator=positive_int)
     """Live runs one user may have at once; further starts get ``rate_limited``."""
-    max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
+    max_sessions: int = attrs.field(default=100_000, validator=positive_int)
     """Users with an active supervisor at once; further users get ``rate_limited``."""
-    max_waiters_per_run: int = attrs.field(default=1024, validator=_positive_int)
+    max_waiters_per_run: int = attrs.field(default=1024, validator=positive_int)
     """Callers that may wait for one run to end (``wait_run``) at once."""
-    idle_timeout: float = attrs.field(default=60.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=60.0, validator=positive)
     """Seconds a user with no socket and no live run stays active before passivation."""
     liveness: LivenessPolicy = attrs.field(factory=LivenessPolicy)
     """Default heartbeat timeout and run deadline (an agent class may override)."""
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     """Default restart policy of agent runs (an agent class may override)."""
-    max_threads: int = attrs.field(default=16, validator=_positive_int)
+    max_threads: int = attrs.field(default=16, validator=positive_int)
     """At most this many threaded-agent threads at once; further runs wait in ``pending``."""
-    commit_batch_max: int = attrs.field(default=4096, validator=_positive_int)
+    commit_batch_max: int = attrs.field(default=4096, validator=positive_int)
     """At most this many units of work in one group commit."""
-    replay_page: int = attrs.field(default=500, validator=_positive_int)
+    replay_page: int = attrs.field(default=500, validator=positive_int)
     """Events per page when replaying from the store."""
-    busy_timeout: float = attrs.field(default=5.0, validator=_positive)
+    busy_timeout: float = attrs.field(default=5.0, validator=positive)
     """SQLite busy timeout (seconds) for writers waiting on a lock."""
     sqlite_synchronous: str = attrs.field(default="NORMAL", validator=_synchronous)
     """SQLite ``PRAGMA synchronous``: ``NORMAL`` (WAL: survives a process crash, may lose the
     last commits on power loss) or ``FULL`` (survives power loss too, slower commits)."""
-    store_retries: int = attrs.field(default=3, validator=_positive_int)
+    store_retries: int = attrs.field(default=3, validator=positive_int)
     """How often a runtime-owned unit (rollback notice, state change) is retried on store error."""
     gc_threshold: tuple[int, int, int] | None = attrs.field(
         default=(50_000, 20, 100), validator=_gc_threshold

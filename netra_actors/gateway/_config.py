@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 from pathlib import Path
 
 import attrs
 
 from .._exceptions import ConfigError
+from .._validate import positive, positive_int
 from ._limits import RateLimit
 from ._tokens import MIN_SECRET_BYTES
 
 DEFAULT_PORT = 8765
-
-
-def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (
-        isinstance(value, int | float) and value > 0 and math.isfinite(value)
-    ):
-        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
-
-
-def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
 
 
 def _port(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
@@ -83,30 +71,30 @@ class GatewayConfig:
     """Exact ``Origin`` values allowed to open a socket; None: :func:`default_origins`."""
     dev_tokens: bool = False
     """Serve ``POST /dev/token`` (local development sign-in). Refused on a non-loopback host."""
-    dev_token_ttl: float = attrs.field(default=24 * 3600.0, validator=_positive)
-    hello_timeout: float = attrs.field(default=10.0, validator=_positive)
-    max_message_size: int = attrs.field(default=64 * 1024, validator=_positive_int)
+    dev_token_ttl: float = attrs.field(default=24 * 3600.0, validator=positive)
+    hello_timeout: float = attrs.field(default=10.0, validator=positive)
+    max_message_size: int = attrs.field(default=64 * 1024, validator=positive_int)
     """Inbound WebSocket message limit (characters of text / bytes of binary); larger → 1009."""
-    ping_interval: float = attrs.field(default=20.0, validator=_positive)
-    pong_timeout: float = attrs.field(default=20.0, validator=_positive)
-    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    ping_interval: float = attrs.field(default=20.0, validator=positive)
+    pong_timeout: float = attrs.field(default=20.0, validator=positive)
+    send_timeout: float = attrs.field(default=10.0, validator=positive)
     """Longest a single frame may take to reach the kernel before the socket is dropped."""
-    close_timeout: float = attrs.field(default=3.0, validator=_positive)
+    close_timeout: float = attrs.field(default=3.0, validator=positive)
     """Longest the closing handshake may take before the TCP connection is dropped."""
-    command_timeout: float = attrs.field(default=30.0, validator=_positive)
-    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    command_timeout: float = attrs.field(default=30.0, validator=positive)
+    request_timeout: float = attrs.field(default=10.0, validator=positive)
     """Longest an HTTP request (headers and body) may take to arrive."""
-    shutdown_timeout: float = attrs.field(default=5.0, validator=_positive)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=positive)
     """Graceful stop: sockets get this long to close with 1001 before they are dropped."""
-    max_connections: int = attrs.field(default=10_000, validator=_positive_int)
-    max_sockets_per_user: int = attrs.field(default=16, validator=_positive_int)
+    max_connections: int = attrs.field(default=10_000, validator=positive_int)
+    max_sockets_per_user: int = attrs.field(default=16, validator=positive_int)
     rate: RateLimit = attrs.field(factory=RateLimit)
     """Inbound commands per user (shared by the user's sockets)."""
-    flood_limit: int = attrs.field(default=20, validator=_positive_int)
+    flood_limit: int = attrs.field(default=20, validator=positive_int)
     """``rate_limited`` answers in a row after which the socket is closed with 4429."""
-    batch_max_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    batch_max_bytes: int = attrs.field(default=256 * 1024, validator=positive_int)
     """Largest ``batch`` frame the gateway builds (an event larger than this travels alone)."""
-    batch_max_events: int = attrs.field(default=256, validator=_positive_int)
+    batch_max_events: int = attrs.field(default=256, validator=positive_int)
     page: Path | None = None
     """The chat page served at ``GET /``; None: the packaged page."""
     echo: bool = False

@@ -10,31 +10,19 @@ table is bounded by the open sockets plus the users who left within that time.
 from __future__ import annotations
 
 import collections
-import math
 
 import attrs
 
 from .._exceptions import ConfigError
-
-
-def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (
-        isinstance(value, int | float) and value > 0 and math.isfinite(value)
-    ):
-        raise ConfigError(f"{attr.name} must be a finite number > 0, got {value!r}")
-
-
-def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
+from .._validate import positive, positive_int
 
 
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """A token bucket's shape: ``burst`` messages at once, refilled at ``per_second``."""
 
-    per_second: float = attrs.field(default=50.0, validator=_positive)
-    burst: int = attrs.field(default=200, validator=_positive_int)
+    per_second: float = attrs.field(default=50.0, validator=positive)
+    burst: int = attrs.field(default=200, validator=positive_int)
 
 
 @attrs.define

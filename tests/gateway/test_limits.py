@@ -70,7 +70,7 @@ def test_invalid_limits() -> None:
 PURE = ("_protocol.py", "_tokens.py", "_limits.py")
 FORBIDDEN = {"trio", "trio_websocket", "asyncio", "socket", "h11", "wsproto", "time", "threading",
              "sqlalchemy", "prometheus_client", "importlib"}  # fmt: skip
-ALLOWED_FIRST_PARTY = {"._limits", "._tokens", "._protocol", ".._exceptions"}
+ALLOWED_FIRST_PARTY = {"._limits", "._tokens", "._protocol", ".._exceptions", ".._validate"}
 
 
 @pytest.mark.parametrize("module", PURE)
