@@ -25,8 +25,7 @@ from ._core import LivenessPolicy, RestartPolicy
 from ._exceptions import AgentError, ConfigError, ReservedEventError, RunFencedError, ToolError
 from ._messages import Checkpoint, Heartbeat, Reply
 from ._store import check_stageable
-from ._uow import StagedEvent
-from ._values import JSON, RESERVED_EVENTS, dumps
+from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -120,7 +119,7 @@ def stage_event(
             f"event {event!r} data is {len(encoded)} bytes of JSON, more than the limit of "
             f"{max_bytes} (RuntimeConfig.max_event_bytes)"
         )
-    return StagedEvent(run_id=run_id, event=event, data=payload, data_json=encoded)
+    return StagedEvent(run_id, event, encoded)
 
 
 class Staging:

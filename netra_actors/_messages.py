@@ -6,14 +6,15 @@ Requests that want an answer carry a :class:`Reply`; the supervisor answers each
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
+import outcome
 import trio
 
 from ._exceptions import RuntimeClosedError
-from ._uow import StagedEvent
-from ._values import JSON
+from ._values import JSON, StagedEvent
 
 if TYPE_CHECKING:
     from ._subscription import Subscription
@@ -22,34 +23,50 @@ T = TypeVar("T")
 
 
 class Reply(Generic[T]):
-    """A one-shot answer from the supervisor to a waiting caller."""
+    """A one-shot answer from the supervisor to one waiting trio task.
 
-    __slots__ = ("_done", "_error", "_value")
+    The waiter parks itself with ``wait_task_rescheduled`` and the answer reschedules it: no
+    event object, no cancel scope. A waiter that is cancelled simply stops waiting; the answer
+    is then dropped.
+    """
+
+    __slots__ = ("_outcome", "_task")
 
     def __init__(self) -> None:
-        self._done = trio.Event()
-        self._value: T | None = None
-        self._error: BaseException | None = None
+        self._task: trio.lowlevel.Task | None = None
+        self._outcome: outcome.Outcome[T] | None = None
 
     @property
     def is_set(self) -> bool:
-        return self._done.is_set()
+        return self._outcome is not None
 
     def set(self, value: T) -> None:
-        if not self._done.is_set():
-            self._value = value
-            self._done.set()
+        self._resolve(outcome.Value(value))
 
     def fail(self, error: BaseException) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
+        self._resolve(outcome.Error(error))
+
+    def _resolve(self, result: outcome.Outcome[T]) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = result
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task, result)
 
     async def wait(self) -> T:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
+        result = self._outcome
+        if result is not None:
+            await trio.lowlevel.checkpoint()
+            return result.unwrap()
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        value: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        return value
 
 
 # -- commands from users (through the runtime API / the gateway) ---------------------------
@@ -97,6 +114,11 @@ class Subscribe:
     """Answered with the user's head seq at the moment of subscription."""
 
 
+@attrs.define(slots=True)
+class Poke:
+    """Something changed outside the mailbox (a subscription closed): look at the state again."""
+
+
 # -- from agent children -------------------------------------------------------------------
 
 
@@ -110,9 +132,10 @@ class Heartbeat:
 
 @attrs.define(slots=True)
 class Checkpoint:
-    """Agent → supervisor: add the staged work to the run's unit and commit it now.
+    """Agent → supervisor: commit the attempt's staged work now (as one unit).
 
-    Answered after the commit with the user's head ``seq``.
+    Answered after the commit with the user's head ``seq``. ``is_final``: the agent returned
+    ``final_result``; the unit also records ``agent_completed`` and the run's completion.
     """
 
     run_id: str
@@ -126,38 +149,23 @@ class Checkpoint:
 
 @attrs.define(slots=True)
 class AgentExited:
-    """Agent child → supervisor: the attempt ended (``error`` is None for a normal exit)."""
+    """Agent child → supervisor: the attempt raised ``error``."""
 
     run_id: str
     attempt: int
-    error: BaseException | None
+    error: BaseException
     reason: str = "crash"
-    """``crash`` for an exception in agent code, ``store_error`` when its commit failed."""
-
-
-# -- from the supervisor's own timers ------------------------------------------------------
-
-
-@attrs.define(slots=True)
-class RestartDue:
-    run_id: str
-    attempt: int
+    """``crash`` for an exception in agent code, ``error`` for ``RunFailedError``."""
 
 
 @attrs.define(slots=True)
 class SlotReady:
-    """A threaded run got a thread slot (``borrower`` holds it) for attempt ``attempt``."""
+    """A threaded run got a thread slot, held by ``borrower`` until ``release()``."""
 
     run_id: str
-    attempt: int
     borrower: object
-
-
-@attrs.define(slots=True)
-class LivenessDue:
-    run_id: str
-    handled: trio.Event
-    """Set once the supervisor has looked (the watchdog waits for it before checking again)."""
+    release: Callable[[], None]
+    """Frees the slot: called by whoever ends up not using it."""
 
 
 Message = (
@@ -167,11 +175,10 @@ Message = (
     | SendToRun
     | WaitRun
     | Subscribe
+    | Poke
     | Heartbeat
     | Checkpoint
     | AgentExited
-    | RestartDue
-    | LivenessDue
     | SlotReady
 )
 
@@ -181,3 +188,5 @@ def fail_message(msg: object, error: BaseException | None = None) -> None:
     reply = getattr(msg, "reply", None)
     if isinstance(reply, Reply):
         reply.fail(error or RuntimeClosedError("the user's session stopped; try again"))
+    if isinstance(msg, SlotReady):
+        msg.release()

@@ -293,8 +293,8 @@ class Runtime:
             rollbacks=c.rollbacks,
             events_delivered=c.events_delivered,
             commit_to_mailbox=c.commit_to_mailbox.snapshot(),
-            threads_live=c.threads_live,
-            threads_abandoned=c.threads_abandoned,
+            threads_live=c.threads.live,
+            threads_abandoned=c.threads.abandoned,
             threads_waiting=self._deps.threads.statistics().tasks_waiting,
             store=self.store.statistics(),
         )

@@ -13,7 +13,7 @@ arrive live, with no gap and no duplicate at the seam.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -62,11 +62,13 @@ class Subscription:
         self._replay_next: int | None = resume_from  # last seq handed out while replaying
         self._delivered = 0
         self._last_seq: int | None = resume_from
+        self._on_close: Callable[[], None] | None = None
 
     # -- the supervisor's side (never blocks) -----------------------------------------------
 
-    def _registered(self, head_seq: int) -> None:
+    def _registered(self, head_seq: int, on_close: Callable[[], None]) -> None:
         self.head_seq = head_seq
+        self._on_close = on_close
         if self._replay_next is not None and self._replay_next >= head_seq:
             self._replay_next = None
 
@@ -95,8 +97,12 @@ class Subscription:
         return self._closed is not None
 
     def close(self) -> None:
-        """Stop receiving. The supervisor forgets this subscription on its next delivery."""
-        self._close(SubscriptionClosedError("closed"))
+        """Stop receiving. The supervisor is told, and forgets this subscription."""
+        if self._closed is None:
+            self._close(SubscriptionClosedError("closed"))
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
 
     async def receive_batch(self, max_events: int = 256) -> list[Event]:
         """The next events in ``seq`` order: at least one, at most ``max_events``.

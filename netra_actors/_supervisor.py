@@ -1,19 +1,23 @@
 """The per-user supervisor: the only owner of a user's runs, unit of work and socket mailboxes.
 
 One trio task per active user. It takes messages from its bounded mailbox one at a time, and every
-change to the user's session happens in that order (invariant 1). It:
+change to the user's session happens in that order (invariant 1). For each cause (a command, an
+agent's checkpoint or crash, a deadline) it asks the pure life cycle (``_core/_lifecycle.py``) for
+a plan, records the plan's steps in one unit of work, commits it, and only then applies it:
 
-* stages what agents emit in each run's open unit of work, and commits units through the store —
-  one unit at a time, so ``seq`` is gapless and the state machines equal the store (3, 6);
-* hands committed events to the user's subscriptions only after the commit returned (2);
-* owns its agent children (one per live run) and restarts them per policy, committing exactly one
-  ``run_rolled_back`` for every crash, cancellation, timeout or death (4, 5);
-* passivates itself when the user has no socket, no live run and has been idle.
+* seqs are assigned at commit, one unit at a time, so they are gapless (3);
+* committed events go to the user's subscriptions only after the commit returned (2);
+* a crash, cancellation, timeout or death commits exactly one ``run_rolled_back`` (4), restarts
+  follow the run's policy (5), and every transition is checked against the table (6).
+
+Time: the supervisor has one deadline, the earliest of its runs' (deadline, heartbeat, restart
+due) and, when idle with no socket, its passivation. It waits for its next message until then;
+with no run and a socket open it waits with no timer at all.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import time
@@ -24,26 +28,17 @@ import attrs
 import trio
 
 from ._agent import Agent, AgentBase, AgentContext, AgentRegistry
+from ._children import ThreadCounters, agent_child, slot_waiter, threaded_child
 from ._config import RuntimeConfig
-from ._core import (
-    Decision,
-    Escalate,
-    ExecutionStateMachine,
-    Liveness,
-    Restart,
-    RestartTracker,
-    RunState,
-    Transition,
-    Verdict,
-    check_transition,
-    initial_transition,
-)
+from ._core import Transition
+from ._core import _lifecycle as life_cycle
+from ._core._lifecycle import AgentStarted, Crash, Plan, Rollback, RunLife
 from ._exceptions import (
     CommandError,
     IllegalStateError,
+    IllegalTransitionError,
     MailboxFullError,
     ResumeBeyondHeadError,
-    RunFailedError,
     RunFencedError,
     RuntimeClosedError,
     StoreError,
@@ -59,16 +54,16 @@ from ._messages import (
     Checkpoint,
     GetRuns,
     Heartbeat,
-    LivenessDue,
     Message,
-    RestartDue,
+    Poke,
+    Reply,
     SendToRun,
     SlotReady,
     StartRun,
     Subscribe,
     WaitRun,
 )
-from ._threaded import ThreadedAgent, run_threaded_attempt
+from ._threaded import ThreadedAgent
 from ._uow import RunRow, UnitOfWork
 from ._values import JSON, Event, RunInfo, dumps, loads
 
@@ -116,42 +111,13 @@ class Counters:
     """Process-wide counters the supervisors add to (read by metrics and statistics)."""
 
     runs_started: int = 0
-    threads_live: int = 0
-    """Threads of threaded agents that have not ended yet (abandoned ones included)."""
-    threads_abandoned: int = 0
-    """Threads still running code for an attempt that is over."""
-    threads_abandoned_total: int = 0
     restarts: int = 0
     rollbacks: int = 0
     events_delivered: int = 0
     runs_ended: dict[str, int] = attrs.field(factory=dict)
+    threads: ThreadCounters = attrs.field(factory=ThreadCounters)
     commit_to_mailbox: Histogram = attrs.field(factory=Histogram)
     """Delay from an event's commit to its hand-off to the socket mailboxes."""
-
-
-@attrs.define(eq=False)
-class _Run:
-    """A live run, as its supervisor holds it."""
-
-    run_id: str
-    agent_cls: type[AgentBase]
-    machine: ExecutionStateMachine
-    row: RunRow
-    tracker: RestartTracker
-    liveness: Liveness
-    inbox_tx: trio.MemorySendChannel[JSON]
-    inbox_rx: trio.MemoryReceiveChannel[JSON]
-    unit: UnitOfWork
-    scope: trio.CancelScope | None = None
-    """The running attempt's cancel scope; None while no attempt runs."""
-    slot_wait: trio.CancelScope | None = None
-    """A threaded run waiting for a free thread (see ``_await_slot``)."""
-    watchdog: trio.CancelScope | None = None
-    waiters: list[Any] = attrs.field(factory=list)
-
-    @property
-    def attempt(self) -> int:
-        return self.row.attempt
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +132,66 @@ class SupervisorDeps:
     """Caps the threads of threaded agents across all users."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
+
+
+@attrs.define(eq=False)
+class _Run:
+    """A live run. Its life cycle state is ``life`` and nothing else."""
+
+    run_id: str
+    agent: str
+    agent_cls: type[AgentBase]
+    life: RunLife
+    input_json: str | None
+    created_at: float
+    inbox_tx: trio.MemorySendChannel[JSON]
+    inbox_rx: trio.MemoryReceiveChannel[JSON]
+    result_json: str | None = None
+    child: trio.CancelScope | None = None
+    """The running attempt's (or the slot wait's) cancel scope."""
+    ctx: AgentContext | None = None
+    waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
+
+    def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
+        return RunRow(
+            user_id=user_id,
+            run_id=self.run_id,
+            agent=self.agent,
+            state=life.state.value,
+            attempt=life.attempt,
+            input_json=self.input_json,
+            result_json=result_json,
+            reason=life.reason,
+            created_at=self.created_at,
+            updated_at=time.time(),
+        )
+
+    def info(self, user_id: str) -> RunInfo:
+        life = self.life
+        return RunInfo(
+            user_id=user_id,
+            run_id=self.run_id,
+            agent=self.agent,
+            state=life.state,
+            attempt=life.attempt,
+            created_at=self.created_at,
+            updated_at=time.time(),
+            reason=life.reason,
+            input=None if self.input_json is None else loads(self.input_json),
+            result=None if self.result_json is None else loads(self.result_json),
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _state_json(t: Transition) -> str:
+    """The ``run_state`` payload of a transition (a handful of distinct ones: cached)."""
+    data: dict[str, JSON] = {
+        "state": t.state.value,
+        "previous": t.previous.value if t.previous else None,
+    }
+    if t.reason is not None:
+        data["reason"] = t.reason
+    return dumps(data)
 
 
 class UserSupervisor:
@@ -188,14 +214,15 @@ class UserSupervisor:
         self.runs: dict[str, _Run] = {}
         self.subs: list[Subscription] = []
         self._nursery: trio.Nursery | None = None
+        self._idle_since: float | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def run(self, *, on_idle: Callable[[], bool]) -> None:
         """Activate (load + recover), then handle messages until passivated.
 
-        ``on_idle`` is called when the user is idle; it returns True if the runtime removed this
-        supervisor from its registry (then the supervisor stops).
+        ``on_idle`` is called when the user has been idle for ``idle_timeout``; it returns True
+        if the runtime removed this supervisor from its registry (then the supervisor stops).
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -203,28 +230,58 @@ class UserSupervisor:
             self.head = snapshot.head_seq
             await self._recover(snapshot.live_runs)
             self._trace("activated", self.head)
-            idle_timeout = self._config.idle_timeout
-            handled_since_yield = 0
+            rx = self._rx
+            burst = 0
             while True:
-                msg: Message | None = None
                 try:
-                    msg = self._rx.receive_nowait()
+                    msg = rx.receive_nowait()
                 except trio.WouldBlock:
-                    handled_since_yield = 0
-                    with trio.move_on_after(idle_timeout):  # only when there is nothing to do
-                        msg = await self._rx.receive()
-                    if msg is None:
-                        if self._is_idle() and on_idle():
-                            break
-                        continue
+                    burst = 0
+                    deadline = self._next_deadline()
+                    if deadline is None:
+                        msg = await rx.receive()
+                    else:
+                        received: Message | None = None
+                        with trio.move_on_at(deadline):
+                            received = await rx.receive()
+                        if received is None:
+                            if await self._on_time() and on_idle():
+                                break
+                            continue
+                        msg = received
                 else:
-                    handled_since_yield += 1
-                    if handled_since_yield >= 64:  # stay fair to other tasks under a burst
-                        handled_since_yield = 0
+                    burst += 1
+                    if burst >= 64:  # stay fair to other tasks under a burst
+                        burst = 0
                         await trio.lowlevel.checkpoint()
+                self._idle_since = None
                 await self._handle(msg)
             nursery.cancel_scope.cancel()
         self._trace("passivated", self.head)
+
+    def _next_deadline(self) -> float | None:
+        """The earliest moment something is due without a message (None: nothing ever is)."""
+        times = [t for run in self.runs.values() if (t := run.life.next_deadline()) is not None]
+        if self._is_idle():
+            if self._idle_since is None:
+                self._idle_since = trio.current_time()
+            times.append(self._idle_since + self._config.idle_timeout)
+        return min(times) if times else None
+
+    async def _on_time(self) -> bool:
+        """The deadline passed: act on every run that is due. True if idle long enough to stop."""
+        now = trio.current_time()
+        for run in list(self.runs.values()):
+            due = run.life.next_deadline()
+            if due is not None and due <= now:
+                plan = life_cycle.on_tick(run.life, now=now)
+                if plan is not None:
+                    await self._execute(run, plan)
+        return (
+            self._idle_since is not None
+            and now >= self._idle_since + self._config.idle_timeout
+            and self._is_idle()
+        )
 
     def abandon(self, reason: str) -> None:
         """The supervisor has stopped (``reason``): answer everyone still waiting on it."""
@@ -237,7 +294,8 @@ class UserSupervisor:
             sub._close(SubscriptionClosedError(reason))
 
     def _is_idle(self) -> bool:
-        self.subs = [s for s in self.subs if not s.closed]
+        if not self.runs:
+            self.subs = [s for s in self.subs if not s.closed]
         return not self.runs and not self.subs and self._rx.statistics().current_buffer_used == 0
 
     def _trace(self, what: str, detail: Any = None) -> None:
@@ -248,58 +306,57 @@ class UserSupervisor:
 
     async def _handle(self, msg: Message) -> None:
         match msg:
-            case Heartbeat():
-                self._on_heartbeat(msg)
             case Checkpoint():
                 await self._on_checkpoint(msg)
+            case Heartbeat():
+                run = self._running(msg.run_id, msg.attempt)
+                if run is not None:  # late beats of an attempt that is over are ignored
+                    run.life = run.life.beat(trio.current_time())
             case StartRun():
-                await self._answer(msg, self._on_start_run(msg))
+                await self._answer(msg.reply, self._on_start_run(msg))
             case CancelRun():
-                await self._answer(msg, self._on_cancel_run(msg))
+                await self._answer(msg.reply, self._on_cancel_run(msg))
             case GetRuns():
-                await self._answer(msg, self._on_get_runs(msg))
+                await self._answer(msg.reply, self._on_get_runs(msg))
             case SendToRun():
-                await self._answer(msg, self._on_send_to_run(msg))
+                await self._answer(msg.reply, self._on_send_to_run(msg))
             case WaitRun():
                 await self._on_wait_run(msg)
             case Subscribe():
                 self._on_subscribe(msg)
             case AgentExited():
                 await self._on_agent_exited(msg)
-            case RestartDue():
-                await self._on_restart_due(msg)
-            case LivenessDue():
-                await self._on_liveness_due(msg)
             case SlotReady():
                 await self._on_slot_ready(msg)
+            case Poke():
+                pass  # the loop looks at the state again
 
-    async def _answer(self, msg: Any, coro: Any) -> None:
+    async def _answer(self, reply: Reply[Any], coro: Any) -> None:
         """Run a command handler; answer its reply with the result or the command error."""
         try:
             result = await coro
-        except CommandError as exc:
-            msg.reply.fail(exc)
+        except (CommandError, StoreError) as exc:
+            reply.fail(exc)  # a StoreError here: the command's own unit failed, nothing changed
         except SessionFailed as exc:
-            msg.reply.fail(exc.error)
+            reply.fail(exc.error)
             raise  # memory may differ from the store now: crash, and rebuild from the store
-        except StoreError as exc:
-            msg.reply.fail(exc)  # the command's own unit failed: nothing changed
         except BaseException as exc:
-            msg.reply.fail(exc)
+            reply.fail(exc)
             raise
         else:
-            msg.reply.set(result)
+            reply.set(result)
 
     # -- committing ------------------------------------------------------------------------
 
-    async def _commit(self, unit: UnitOfWork) -> list[Event]:
-        """Commit one unit; on success apply its transitions, then deliver its events."""
+    async def _commit(self, unit: UnitOfWork) -> None:
+        """Commit one unit, then deliver its events (raises StoreError if it did not commit)."""
         events = await self._store.commit(self.user_id, self.head, unit)
         self._trace("committed", events)
-        self._after_commit(unit, events)
-        return events
+        if events:
+            self.head = events[-1].seq
+            self._deliver(events)
 
-    async def _commit_runtime(self, unit: UnitOfWork) -> list[Event]:
+    async def _commit_owned(self, unit: UnitOfWork) -> None:
         """Commit a unit the runtime owns (rollback notices, state changes), retrying.
 
         If the store keeps failing, the supervisor crashes: its runs stay live in the store and
@@ -308,7 +365,8 @@ class UserSupervisor:
         retries = self._config.store_retries
         for attempt in range(1, retries + 1):
             try:
-                return await self._commit(unit)
+                await self._commit(unit)
+                return
             except StoreError as exc:
                 if attempt == retries:
                     raise SessionFailed(exc) from exc
@@ -316,290 +374,154 @@ class UserSupervisor:
                     "user %r: commit failed (%s), retry %d/%d", self.user_id, exc, attempt, retries
                 )
                 await trio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    def _after_commit(self, unit: UnitOfWork, events: list[Event]) -> None:
-        for run_id, t in unit.transitions:
-            run = self.runs[run_id]
-            if t.previous is not None:
-                run.machine.apply(t)
-        for run_id, row in unit.runs.items():
-            self.runs[run_id].row = row
-        if events:
-            self.head = events[-1].seq
-            self._deliver(events)
-        for run_id, _t in unit.transitions:
-            ended = self.runs.get(run_id)
-            if ended is not None and ended.machine.state.is_terminal:
-                self._finalize(ended)
 
     def _deliver(self, events: list[Event]) -> None:
         counters = self._deps.counters
-        now = time.time()
         keep = []
         for sub in self.subs:
             if sub._offer(events):
                 keep.append(sub)
                 counters.events_delivered += len(events)
         self.subs = keep
-        counters.commit_to_mailbox.observe(max(0.0, now - events[-1].ts))
+        counters.commit_to_mailbox.observe(max(0.0, time.time() - events[-1].ts))
 
-    # -- staging helpers -------------------------------------------------------------------
+    # -- plans -----------------------------------------------------------------------------
 
-    def _stage_transition(
-        self,
-        unit: UnitOfWork,
-        run: _Run,
-        target: RunState,
-        *,
-        reason: str | None = None,
-        extra: dict[str, JSON] | None = None,
-        row_changes: dict[str, Any] | None = None,
+    def _stage(self, unit: UnitOfWork, run: _Run, plan: Plan, result_json: str | None) -> None:
+        """Record a plan's steps (and the run row they lead to) in ``unit``."""
+        run_id = run.run_id
+        for step in plan.steps:
+            if isinstance(step, Transition):
+                unit.emit_encoded(run_id, "run_state", _state_json(step))
+            elif isinstance(step, Rollback):
+                unit.emit(
+                    run_id,
+                    "run_rolled_back",
+                    {
+                        "reason": step.reason,
+                        "error": step.error[:500],
+                        "attempt": step.attempt,
+                        "will_restart": step.will_restart,
+                    },
+                )
+            elif isinstance(step, AgentStarted):
+                unit.emit(run_id, "agent_started", {"agent": run.agent, "attempt": step.attempt})
+        unit.put_run(run.row(self.user_id, plan.life, result_json))
+
+    async def _execute(self, run: _Run, plan: Plan) -> None:
+        """Carry out a plan whose unit the runtime owns (retried; see ``_commit_owned``)."""
+        if plan.stop_attempt:
+            self._stop_attempt(run)
+        unit = UnitOfWork(self.user_id)
+        self._stage(unit, run, plan, run.result_json)
+        await self._commit_owned(unit)
+        self._applied(run, plan)
+
+    def _applied(
+        self, run: _Run, plan: Plan, release_slot: Callable[[], None] | None = None
     ) -> None:
-        current = next(
-            (t.state for rid, t in reversed(unit.transitions) if rid == run.run_id),
-            run.machine.state,
-        )
-        check_transition(current, target)
-        row = unit.runs.get(run.run_id, run.row)
-        if row_changes:
-            row = attrs.evolve(row, **row_changes)
-        unit.record_transition(
-            row, Transition(previous=current, state=target, reason=reason), extra
-        )
-
-    def _stage_rollback(
-        self, unit: UnitOfWork, run: _Run, reason: str, error: str, *, will_restart: bool
-    ) -> None:
-        unit.emit(
-            run.run_id,
-            "run_rolled_back",
-            {
-                "reason": reason,
-                "error": error[:500],
-                "attempt": run.attempt,
-                "will_restart": will_restart,
-            },
-        )
-        self._deps.counters.rollbacks += 1
-
-    def _stage_start(self, unit: UnitOfWork, run: _Run, attempt: int) -> None:
-        """Stage ``[starting,] agent_started, running`` for attempt number ``attempt``."""
-        current = next(
-            (t.state for rid, t in reversed(unit.transitions) if rid == run.run_id),
-            run.machine.state,
-        )
-        if current is RunState.PENDING:
-            self._stage_transition(unit, run, RunState.STARTING)
-        unit.emit(run.run_id, "agent_started", {"agent": run.row.agent, "attempt": attempt})
-        self._stage_transition(unit, run, RunState.RUNNING, row_changes={"attempt": attempt})
+        """The plan's unit committed: the run is now ``plan.life``; act on it."""
+        run.life = plan.life
+        counters = self._deps.counters
+        for step in plan.steps:
+            if isinstance(step, Rollback):
+                counters.rollbacks += 1
+                if step.will_restart:
+                    counters.restarts += 1
+        if plan.life.state.is_terminal:
+            self._finalize(run)
+        elif plan.spawn:
+            self._spawn(run, release_slot)
+        elif plan.await_slot:
+            assert self._nursery is not None
+            run.child = trio.CancelScope()
+            self._nursery.start_soon(
+                slot_waiter, self._tx, self._deps.threads, run.run_id, run.child
+            )
 
     # -- children --------------------------------------------------------------------------
 
-    def _spawn(self, run: _Run, borrower: object | None = None) -> None:
-        """Start the next attempt's child: a trio task, or a pykka actor for threaded agents."""
+    def _spawn(self, run: _Run, release_slot: Callable[[], None] | None = None) -> None:
+        """Start attempt ``run.life.attempt``: a trio task, or a pykka actor when threaded."""
         assert self._nursery is not None
-        run.scope = trio.CancelScope()
-        run.liveness = run.liveness.restarted(trio.current_time())
+        config = self._config
+        hb = run.life.liveness.policy.heartbeat_timeout
         ctx = AgentContext(
             user_id=self.user_id,
             run_id=run.run_id,
-            agent=run.row.agent,
-            attempt=run.attempt,
+            agent=run.agent,
+            attempt=run.life.attempt,
             supervisor=self._tx,
             inbox=run.inbox_rx,
-            max_staged=self._config.max_staged_events,
-            max_event_bytes=self._config.max_event_bytes,
-            beat_every=_beat_every(run.liveness.policy.heartbeat_timeout),
+            max_staged=config.max_staged_events,
+            max_event_bytes=config.max_event_bytes,
+            beat_every=1.0 if hb is None else min(1.0, hb / 4),
         )
-        input_value = None if run.row.input_json is None else loads(run.row.input_json)
+        run.ctx = ctx
+        run.child = scope = trio.CancelScope()
+        input_value = None if run.input_json is None else loads(run.input_json)
         if issubclass(run.agent_cls, ThreadedAgent):
+            assert release_slot is not None
             self._nursery.start_soon(
-                self._threaded_child, run.agent_cls, ctx, input_value, run.scope, borrower
+                functools.partial(
+                    threaded_child,
+                    counters=self._deps.counters.threads,
+                    release_slot=release_slot,
+                ),
+                self._tx,
+                run.agent_cls,
+                ctx,
+                input_value,
+                scope,
             )
         else:
             assert issubclass(run.agent_cls, Agent)
-            self._nursery.start_soon(self._agent_child, run.agent_cls, ctx, input_value, run.scope)
-
-    def _start_watchdog(self, run: _Run) -> None:
-        assert self._nursery is not None
-        run.watchdog = trio.CancelScope()
-        self._nursery.start_soon(self._watchdog, run, run.watchdog)
-
-    async def _agent_child(
-        self, cls: type[Agent], ctx: AgentContext, input_value: JSON, scope: trio.CancelScope
-    ) -> None:
-        error: BaseException | None = None
-        with scope:
-            try:
-                result = await cls().run(ctx, input_value)
-                await ctx._finish(result)
-                return
-            except RunFencedError:
-                return
-            except StoreError:
-                return  # the supervisor saw the failed commit and handles it
-            except Exception as exc:
-                error = exc
-        if scope.cancelled_caught or error is None:
-            return
-        await self._report_crash(ctx, error)
-
-    async def _report_crash(self, ctx: AgentContext, error: BaseException) -> None:
-        reason = "error" if isinstance(error, RunFailedError) else "crash"
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._tx.send(AgentExited(ctx.run_id, ctx.attempt, error, reason))
-
-    async def _threaded_child(
-        self,
-        cls: type[ThreadedAgent],
-        ctx: AgentContext,
-        input_value: JSON,
-        scope: trio.CancelScope,
-        borrower: object | None,
-    ) -> None:
-        counters = self._deps.counters
-        limiter = self._deps.threads
-
-        def thread_ended(attempt: Any) -> None:
-            counters.threads_live -= 1
-            if attempt.abandoned:
-                counters.threads_abandoned -= 1
-            if borrower is not None:
-                limiter.release_on_behalf_of(borrower)
-
-        def abandoned(attempt: Any) -> None:
-            counters.threads_abandoned += 1
-            counters.threads_abandoned_total += 1
-            log.warning(
-                "user %r run %s attempt %d: its thread ignores cancellation; abandoned "
-                "(its late output is discarded)",
-                self.user_id,
-                ctx.run_id,
-                ctx.attempt,
-            )
-
-        async def crashed(error: BaseException) -> None:
-            await self._report_crash(ctx, error)
-
-        counters.threads_live += 1
-        await run_threaded_attempt(
-            cls,
-            ctx,
-            input_value,
-            scope,
-            on_thread_end=thread_ended,
-            on_abandon=abandoned,
-            on_crash=crashed,
-        )
-
-    def _await_slot(self, run: _Run, attempt: int) -> None:
-        """A threaded run waits (``pending`` or ``starting``) for a free thread."""
-        assert self._nursery is not None
-        run.slot_wait = trio.CancelScope()
-        self._nursery.start_soon(self._slot_waiter, run.run_id, attempt, run.slot_wait)
-
-    async def _slot_waiter(self, run_id: str, attempt: int, scope: trio.CancelScope) -> None:
-        limiter = self._deps.threads
-        borrower = object()
-        with scope:
-            await limiter.acquire_on_behalf_of(borrower)
-            try:
-                await self._tx.send(SlotReady(run_id, attempt, borrower))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                limiter.release_on_behalf_of(borrower)  # the supervisor is gone
-            except BaseException:
-                limiter.release_on_behalf_of(borrower)
-                raise
-
-    async def _on_slot_ready(self, msg: SlotReady) -> None:
-        run = self.runs.get(msg.run_id)
-        expected = RunState.PENDING if msg.attempt == 1 else RunState.STARTING
-        if (
-            run is None
-            or run.slot_wait is None
-            or run.machine.state is not expected
-            or msg.attempt != run.attempt + 1
-        ):
-            self._deps.threads.release_on_behalf_of(msg.borrower)
-            return
-        run.slot_wait = None
-        unit = UnitOfWork(self.user_id)
-        self._stage_start(unit, run, msg.attempt)
-        try:
-            await self._commit_runtime(unit)
-        except BaseException:
-            self._deps.threads.release_on_behalf_of(msg.borrower)
-            raise
-        self._spawn(run, msg.borrower)
-
-    async def _watchdog(self, run: _Run, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                at = run.liveness.next_check()
-                if at is None:
-                    return
-                await trio.sleep_until(at)
-                if run.liveness.verdict(trio.current_time()) is None:
-                    continue
-                handled = trio.Event()
-                await self._tx.send(LivenessDue(run.run_id, handled))
-                await handled.wait()
+            self._nursery.start_soon(agent_child, self._tx, run.agent_cls, ctx, input_value, scope)
 
     def _stop_attempt(self, run: _Run) -> None:
-        """Cancel the running attempt (if any) and discard its staged, uncommitted work."""
-        if run.scope is not None:
-            run.scope.cancel()
-            run.scope = None
-        if run.slot_wait is not None:
-            run.slot_wait.cancel()
-            run.slot_wait = None
-        run.unit = UnitOfWork(self.user_id)
+        """Cancel the running attempt (or slot wait); what it staged is discarded with it."""
+        if run.child is not None:
+            run.child.cancel()
+            run.child = None
 
     def _finalize(self, run: _Run) -> None:
         self._stop_attempt(run)
-        if run.watchdog is not None:
-            run.watchdog.cancel()
         run.inbox_tx.close()
-        state = run.machine.state.value
+        state = run.life.state.value
         counters = self._deps.counters
         counters.runs_ended[state] = counters.runs_ended.get(state, 0) + 1
-        info = _info(run)
+        info = run.info(self.user_id)
         for reply in run.waiters:
             reply.set(info)
         del self.runs[run.run_id]
         self._trace("run_ended", (run.run_id, state))
 
-    def _fenced(self, run_id: str, attempt: int) -> _Run | None:
+    def _running(self, run_id: str, attempt: int) -> _Run | None:
+        """The run, if ``attempt`` is its running attempt (else the sender is fenced off)."""
         run = self.runs.get(run_id)
-        if run is None or run.attempt != attempt or run.scope is None:
+        if run is None or run.life.running_attempt != attempt:
             return None
         return run
 
     # -- handlers: agents ------------------------------------------------------------------
 
-    def _on_heartbeat(self, msg: Heartbeat) -> None:
-        run = self._fenced(msg.run_id, msg.attempt)
-        if run is not None:  # late beats of an attempt that is over are ignored
-            run.liveness = run.liveness.beat(trio.current_time())
-
     async def _on_checkpoint(self, msg: Checkpoint) -> None:
-        run = self._fenced(msg.run_id, msg.attempt)
+        run = self._running(msg.run_id, msg.attempt)
         if run is None:
             msg.reply.fail(RunFencedError("this attempt of the run is over"))
             return
-        run.liveness = run.liveness.beat(trio.current_time())
-        unit, run.unit = run.unit, UnitOfWork(self.user_id)
-        for staged in msg.events:
-            unit.emit_encoded(staged)
+        run.life = run.life.beat(trio.current_time())
+        unit = UnitOfWork(self.user_id, msg.events)
         for row, params in msg.rows:
             unit.stage(row, params)
+        plan: Plan | None = None
+        result_json = None
         if msg.is_final:
+            plan = life_cycle.on_finish(run.life, attempt=msg.attempt)
+            assert plan is not None  # the attempt is the running one: checked above
             result_json = dumps(msg.final_result)
-            unit.emit(run.run_id, "agent_completed", {"result": msg.final_result})
-            self._stage_transition(
-                unit, run, RunState.COMPLETING, row_changes={"result_json": result_json}
-            )
+            unit.emit_encoded(run.run_id, "agent_completed", f'{{"result":{result_json}}}')
+            self._stage(unit, run, plan, result_json)
         if not unit:
             msg.reply.set(self.head)
             return
@@ -607,99 +529,60 @@ class UserSupervisor:
             await self._commit(unit)
         except StoreError as exc:
             msg.reply.fail(exc)
-            await self._crash_run(run, "store_error", str(exc))
+            crash = life_cycle.on_crash(
+                run.life,
+                attempt=msg.attempt,
+                cause=Crash.STORE_ERROR,
+                error=str(exc),
+                now=trio.current_time(),
+            )
+            if crash is not None:
+                await self._execute(run, crash)
             return
         msg.reply.set(self.head)
-        if msg.is_final:
-            run.scope = None  # the attempt finished; its task is returning
-            done = UnitOfWork(self.user_id)
-            self._stage_transition(done, run, RunState.COMPLETED)
-            await self._commit_runtime(done)
+        if plan is not None:
+            run.result_json = result_json
+            self._applied(run, plan)
 
     async def _on_agent_exited(self, msg: AgentExited) -> None:
-        run = self._fenced(msg.run_id, msg.attempt)
-        if run is None or msg.error is None:
+        run = self.runs.get(msg.run_id)
+        if run is None:
             return
         error = f"{type(msg.error).__name__}: {msg.error}"
-        log.info(
-            "user %r run %s attempt %d crashed: %s", self.user_id, run.run_id, run.attempt, error
+        plan = life_cycle.on_crash(
+            run.life,
+            attempt=msg.attempt,
+            cause=Crash(msg.reason),
+            error=error,
+            now=trio.current_time(),
         )
-        await self._crash_run(run, msg.reason, error)
+        if plan is None:
+            return  # a late report of an attempt that is already over
+        log.info(
+            "user %r run %s attempt %d crashed: %s", self.user_id, run.run_id, msg.attempt, error
+        )
+        await self._execute(run, plan)
 
-    async def _crash_run(self, run: _Run, reason: str, error: str) -> None:
-        """Roll back the attempt; commit one rollback notice; restart per policy or fail.
-
-        ``reason`` is ``crash``, ``store_error`` or ``error`` (the agent raised RunFailedError:
-        it asked for no restart).
-        """
-        self._stop_attempt(run)
-        decision: Decision
-        if reason == "error":
-            decision = Escalate(reason="the agent failed the run")
-        else:
-            decision, run.tracker = run.tracker.decide(now=trio.current_time(), crashed=True)
-        unit = UnitOfWork(self.user_id)
-        if isinstance(decision, Restart):
-            self._stage_rollback(unit, run, reason, error, will_restart=True)
-            self._stage_transition(unit, run, RunState.STARTING, reason="restart")
-            await self._commit_runtime(unit)
-            self._deps.counters.restarts += 1
-            assert self._nursery is not None
-            self._nursery.start_soon(self._restart_timer, run.run_id, run.attempt, decision.delay)
-        else:
-            why = decision.reason if isinstance(decision, Escalate) else "stopped"
-            self._stage_rollback(unit, run, reason, error, will_restart=False)
-            self._stage_transition(unit, run, RunState.FAILED, reason=f"{reason}: {why}")
-            await self._commit_runtime(unit)
-
-    async def _restart_timer(self, run_id: str, attempt: int, delay: float) -> None:
-        await trio.sleep(delay)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._tx.send(RestartDue(run_id, attempt))
-
-    async def _on_restart_due(self, msg: RestartDue) -> None:
+    async def _on_slot_ready(self, msg: SlotReady) -> None:
         run = self.runs.get(msg.run_id)
-        if run is None or run.attempt != msg.attempt or run.machine.state is not RunState.STARTING:
+        plan = None if run is None else life_cycle.on_slot(run.life, now=trio.current_time())
+        if run is None or plan is None:
+            msg.release()
             return
-        if run.agent_cls.threaded:
-            self._await_slot(run, run.attempt + 1)
-            return
+        run.child = None
         unit = UnitOfWork(self.user_id)
-        self._stage_start(unit, run, run.attempt + 1)
-        await self._commit_runtime(unit)
-        self._spawn(run)
-
-    async def _on_liveness_due(self, msg: LivenessDue) -> None:
+        self._stage(unit, run, plan, run.result_json)
         try:
-            run = self.runs.get(msg.run_id)
-            if run is None:
-                return
-            now = trio.current_time()
-            verdict = run.liveness.verdict(now)
-            if verdict is Verdict.DEAD and run.scope is None:
-                run.liveness = run.liveness.beat(now)  # waiting to restart: nobody to beat
-                return
-            if verdict is None or run.machine.state is RunState.COMPLETING:
-                return
-            self._stop_attempt(run)
-            unit = UnitOfWork(self.user_id)
-            if verdict is Verdict.TIMEOUT:
-                limit = run.liveness.policy.run_timeout
-                error = f"the run exceeded its deadline of {limit:g}s"
-                target = RunState.TIMEOUT
-            else:
-                limit = run.liveness.policy.heartbeat_timeout
-                error = f"no heartbeat for {limit:g}s"
-                target = RunState.DEAD
-            self._stage_rollback(unit, run, verdict.value, error, will_restart=False)
-            self._stage_transition(unit, run, target, reason=verdict.value)
-            await self._commit_runtime(unit)
-        finally:
-            msg.handled.set()
+            await self._commit_owned(unit)
+        except BaseException:
+            msg.release()
+            raise
+        self._applied(run, plan, msg.release)
 
     # -- handlers: commands ----------------------------------------------------------------
 
     async def _on_start_run(self, msg: StartRun) -> str:
+        config = self._config
         agents = self._deps.agents
         name = msg.agent if msg.agent is not None else agents.default
         cls = agents.get(name) if name is not None else None
@@ -709,76 +592,62 @@ class UserSupervisor:
             input_json = dumps(msg.input)
         except TypeError:
             raise CommandError("input must be a JSON value") from None
-        if len(input_json) > self._config.max_event_bytes:
+        if len(input_json) > config.max_event_bytes:
             raise TooLargeError(
-                f"input is {len(input_json)} bytes of JSON; the limit is "
-                f"{self._config.max_event_bytes}"
+                f"input is {len(input_json)} bytes of JSON; the limit is {config.max_event_bytes}"
             )
-        if len(self.runs) >= self._config.max_live_runs_per_user:
+        if len(self.runs) >= config.max_live_runs_per_user:
             raise MailboxFullError(
                 f"this user already has {len(self.runs)} live runs; wait for one to end"
             )
-        run_id = new_run_id()
-        now_wall = time.time()
-        now = trio.current_time()
-        inbox_tx, inbox_rx = trio.open_memory_channel[JSON](self._config.agent_mailbox_size)
-        row = RunRow(
-            user_id=self.user_id,
-            run_id=run_id,
-            agent=cls.name,
-            state=RunState.PENDING.value,
-            attempt=0,
-            input_json=input_json,
-            result_json=None,
-            reason=None,
-            created_at=now_wall,
-            updated_at=now_wall,
+        plan = life_cycle.begin(
+            now=trio.current_time(),
+            threaded=cls.threaded,
+            restart=cls.restart_policy or config.restart,
+            liveness=cls.liveness or config.liveness,
         )
+        inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
         run = _Run(
-            run_id=run_id,
+            run_id=new_run_id(),
+            agent=cls.name,
             agent_cls=cls,
-            machine=ExecutionStateMachine(RunState.PENDING),
-            row=row,
-            tracker=RestartTracker(policy=cls.restart_policy or self._config.restart),
-            liveness=Liveness.start(cls.liveness or self._config.liveness, now),
+            life=plan.life,
+            input_json=input_json,
+            created_at=time.time(),
             inbox_tx=inbox_tx,
             inbox_rx=inbox_rx,
-            unit=UnitOfWork(self.user_id),
         )
         unit = UnitOfWork(self.user_id)
         if msg.user_text is not None:
-            unit.emit(run_id, "message", {"role": "user", "text": msg.user_text})
-        unit.record_transition(row, initial_transition())
-        self.runs[run_id] = run
-        if not cls.threaded:
-            self._stage_start(unit, run, 1)
+            unit.emit(run.run_id, "message", {"role": "user", "text": msg.user_text})
+        self._stage(unit, run, plan, None)
+        self.runs[run.run_id] = run
         try:
             await self._commit(unit)
         except BaseException:
-            del self.runs[run_id]
+            del self.runs[run.run_id]
             raise
         self._deps.counters.runs_started += 1
-        self._start_watchdog(run)
-        if cls.threaded:
-            self._await_slot(run, 1)  # waits in ``pending`` for a free thread
-        else:
-            self._spawn(run)
-        return run_id
+        self._applied(run, plan)
+        return run.run_id
+
+    async def _ended_run(self, run_id: str) -> RunInfo:
+        """A run that is not live: its stored snapshot, or UnknownRunError."""
+        info = await self._store.get_run(self.user_id, run_id)
+        if info is None:
+            raise UnknownRunError("no such run")
+        return info
 
     async def _on_cancel_run(self, msg: CancelRun) -> None:
         run = self.runs.get(msg.run_id)
         if run is None:
-            info = await self._store.get_run(self.user_id, msg.run_id)
-            if info is None:
-                raise UnknownRunError("no such run")
+            info = await self._ended_run(msg.run_id)
             raise IllegalStateError(f"the run already ended ({info.state.value})")
-        if run.machine.state is RunState.COMPLETING:
-            raise IllegalStateError("the run is completing")
-        self._stop_attempt(run)
-        unit = UnitOfWork(self.user_id)
-        self._stage_rollback(unit, run, "cancelled", "cancelled by the user", will_restart=False)
-        self._stage_transition(unit, run, RunState.CANCELLED, reason="cancelled")
-        await self._commit_runtime(unit)
+        try:
+            plan = life_cycle.on_cancel(run.life)
+        except IllegalTransitionError:
+            raise IllegalStateError(f"the run is {run.life.state.value}") from None
+        await self._execute(run, plan)
 
     async def _on_get_runs(self, msg: GetRuns) -> RunsSnapshot:
         runs = await self._store.list_runs(self.user_id, msg.limit)
@@ -787,8 +656,7 @@ class UserSupervisor:
     async def _on_send_to_run(self, msg: SendToRun) -> None:
         run = self.runs.get(msg.run_id)
         if run is None:
-            if await self._store.get_run(self.user_id, msg.run_id) is None:
-                raise UnknownRunError("no such run")
+            await self._ended_run(msg.run_id)
             raise IllegalStateError("the run already ended")
         try:
             run.inbox_tx.send_nowait(msg.message)
@@ -800,18 +668,10 @@ class UserSupervisor:
         if run is not None:
             if len(run.waiters) >= self._config.max_waiters_per_run:
                 msg.reply.fail(MailboxFullError("too many callers are waiting for this run"))
-                return
-            run.waiters.append(msg.reply)
+            else:
+                run.waiters.append(msg.reply)
             return
-        try:
-            info = await self._store.get_run(self.user_id, msg.run_id)
-        except StoreError as exc:
-            msg.reply.fail(exc)
-            return
-        if info is None:
-            msg.reply.fail(UnknownRunError("no such run"))
-        else:
-            msg.reply.set(info)
+        await self._answer(msg.reply, self._ended_run(msg.run_id))
 
     def _on_subscribe(self, msg: Subscribe) -> None:
         if msg.resume_from is not None and msg.resume_from > self.head:
@@ -821,75 +681,55 @@ class UserSupervisor:
                 )
             )
             return
-        msg.subscription._registered(self.head)
+        msg.subscription._registered(self.head, self._poke)
         self.subs.append(msg.subscription)
         msg.reply.set(self.head)
+
+    def _poke(self) -> None:
+        """A subscription closed: wake the loop (it may be idle now). Never blocks."""
+        try:
+            self._tx.send_nowait(Poke())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # full: the loop is busy and will look anyway; closed: nobody to tell
 
     # -- activation ------------------------------------------------------------------------
 
     async def _recover(self, live: tuple[RunInfo, ...]) -> None:
-        """End the runs a dead process left live: ``completing`` → completed, others → dead."""
+        """End the runs a stopped process left live: ``completing`` → completed, others → dead."""
         if not live:
             return
+        config = self._config
+        now = trio.current_time()
         unit = UnitOfWork(self.user_id)
+        plans: list[tuple[_Run, Plan]] = []
         for info in live:
-            cls = self._deps.agents.get(info.agent) or Agent
+            cls = self._deps.agents.get(info.agent) or Agent  # may be unknown here: it ends
             inbox_tx, inbox_rx = trio.open_memory_channel[JSON](1)
+            life = life_cycle.recovered(
+                info.state,
+                info.attempt,
+                restart=config.restart,
+                liveness=config.liveness,
+                now=now,
+            )
             run = _Run(
                 run_id=info.run_id,
+                agent=info.agent,
                 agent_cls=cls,
-                machine=ExecutionStateMachine(info.state),
-                row=_row_from_info(info),
-                tracker=RestartTracker(policy=self._config.restart),
-                liveness=Liveness.start(self._config.liveness, trio.current_time()),
+                life=life,
+                input_json=None if info.input is None else dumps(info.input),
+                created_at=info.created_at,
                 inbox_tx=inbox_tx,
                 inbox_rx=inbox_rx,
-                unit=UnitOfWork(self.user_id),
+                result_json=None if info.result is None else dumps(info.result),
             )
-            self.runs[info.run_id] = run
-            if info.state is RunState.COMPLETING:
-                self._stage_transition(unit, run, RunState.COMPLETED)
-            else:
-                error = "the process stopped while the run was live"
-                self._stage_rollback(unit, run, "dead", error, will_restart=False)
-                self._stage_transition(unit, run, RunState.DEAD, reason="dead")
+            plan = life_cycle.on_recover(life)
+            self.runs[run.run_id] = run
+            self._stage(unit, run, plan, run.result_json)
+            plans.append((run, plan))
         log.info(
             "user %r: recovered %d run(s) left live by a stopped process", self.user_id, len(live)
         )
-        await self._commit_runtime(unit)
-
-
-def _beat_every(heartbeat_timeout: float | None) -> float:
-    """How often staging operations send a heartbeat of their own: well within the timeout."""
-    return 1.0 if heartbeat_timeout is None else min(1.0, heartbeat_timeout / 4)
-
-
-def _row_from_info(info: RunInfo) -> RunRow:
-    return RunRow(
-        user_id=info.user_id,
-        run_id=info.run_id,
-        agent=info.agent,
-        state=info.state.value,
-        attempt=info.attempt,
-        input_json=None if info.input is None else dumps(info.input),
-        result_json=None if info.result is None else dumps(info.result),
-        reason=info.reason,
-        created_at=info.created_at,
-        updated_at=info.updated_at,
-    )
-
-
-def _info(run: _Run) -> RunInfo:
-    r = run.row
-    return RunInfo(
-        user_id=r.user_id,
-        run_id=r.run_id,
-        agent=r.agent,
-        state=run.machine.state,
-        attempt=r.attempt,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-        reason=r.reason,
-        input=None if r.input_json is None else loads(r.input_json),
-        result=None if r.result_json is None else loads(r.result_json),
-    )
+        await self._commit_owned(unit)
+        for run, plan in plans:
+            self._applied(run, plan)

@@ -8,25 +8,12 @@ either all of it commits, or none of it does.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from ._core import Transition
-from ._values import JSON, dumps
-
-
-@attrs.frozen(kw_only=True)
-class StagedEvent:
-    """An event waiting for its unit to commit. It has no ``seq`` yet."""
-
-    run_id: str | None
-    event: str
-    data: Mapping[str, JSON]
-    data_json: str
-    """``data`` encoded once, when staged."""
+from ._values import JSON, StagedEvent, dumps
 
 
 @attrs.frozen(kw_only=True)
@@ -56,27 +43,24 @@ class StagedStatement:
 class UnitOfWork:
     """A unit of work of one user, being built. Not thread-safe; owned by the supervisor."""
 
-    __slots__ = ("events", "runs", "statements", "transitions", "user_id")
+    __slots__ = ("events", "runs", "statements", "user_id")
 
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: str, events: list[StagedEvent] | None = None) -> None:
         self.user_id = user_id
-        self.events: list[StagedEvent] = []
+        self.events: list[StagedEvent] = [] if events is None else events
         self.runs: dict[str, RunRow] = {}
         self.statements: list[StagedStatement] = []
-        self.transitions: list[tuple[str, Transition]] = []
 
     def __bool__(self) -> bool:
         return bool(self.events or self.runs or self.statements)
 
     def emit(self, run_id: str | None, event: str, data: Mapping[str, JSON]) -> None:
         """Stage an event (``data`` must be JSON-encodable: checked here, not at commit)."""
-        self.events.append(
-            StagedEvent(run_id=run_id, event=event, data=data, data_json=dumps(data))
-        )
+        self.events.append(StagedEvent(run_id, event, dumps(data)))
 
-    def emit_encoded(self, staged: StagedEvent) -> None:
-        """Stage an event that was already validated and encoded."""
-        self.events.append(staged)
+    def emit_encoded(self, run_id: str | None, event: str, data_json: str) -> None:
+        """Stage an event whose payload is already encoded."""
+        self.events.append(StagedEvent(run_id, event, data_json))
 
     def stage(self, target: Any, params: Any = None) -> None:
         """Stage a developer's ORM instance or Core statement."""
@@ -85,26 +69,3 @@ class UnitOfWork:
     def put_run(self, row: RunRow) -> None:
         """Record the run row as it will be after this unit."""
         self.runs[row.run_id] = row
-
-    def record_transition(
-        self, row: RunRow, transition: Transition, extra: Mapping[str, JSON] | None = None
-    ) -> RunRow:
-        """Stage a state transition: its ``run_state`` event and the updated run row."""
-        data: dict[str, JSON] = {
-            "state": transition.state.value,
-            "previous": transition.previous.value if transition.previous else None,
-        }
-        if transition.reason is not None:
-            data["reason"] = transition.reason
-        if extra:
-            data.update(extra)
-        self.emit(row.run_id, "run_state", data)
-        new_row = attrs.evolve(
-            row,
-            state=transition.state.value,
-            reason=transition.reason if transition.state.is_terminal else row.reason,
-            updated_at=time.time(),
-        )
-        self.put_run(new_row)
-        self.transitions.append((row.run_id, transition))
-        return new_row

@@ -1,9 +1,14 @@
-"""Immutable values that cross module boundaries: committed events and run snapshots."""
+"""Immutable values that cross module boundaries: committed events and run snapshots.
+
+An event is encoded to JSON **once**, when it is staged, and that text travels unchanged into
+the store's row and into every socket frame. No caller-owned mapping is ever held, so what a
+live subscriber receives is byte for byte what was committed and what a replay returns
+(invariants 2 and 7).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 import orjson
@@ -27,9 +32,21 @@ def loads(text: str | bytes) -> JSON:
     return orjson.loads(text)
 
 
-@attrs.frozen(kw_only=True)
-class Event:
-    """One committed event of one user. Its ``seq`` is final and gapless per user."""
+class StagedEvent(NamedTuple):
+    """An event waiting for its unit of work to commit. It has no ``seq`` yet."""
+
+    run_id: str | None
+    event: str
+    data_json: str
+    """The payload, already encoded (once, when it was staged)."""
+
+
+class Event(NamedTuple):
+    """One committed event of one user. Its ``seq`` is final and gapless per user.
+
+    An immutable value (a named tuple). The payload is kept as the JSON text that was committed;
+    :attr:`data` decodes a fresh copy on each access, so nobody can change what others see.
+    """
 
     user_id: str
     """Whose event this is."""
@@ -41,31 +58,49 @@ class Event:
     """The event name (``run_state``, ``agent_thinking``, a custom name …)."""
     ts: float
     """Commit time, seconds since the epoch."""
-    data: Mapping[str, JSON]
-    """The payload."""
+    data_json: str
+    """The payload as committed (JSON text of an object)."""
+
+    @property
+    def data(self) -> dict[str, JSON]:
+        """The payload, decoded (a new dict on every access)."""
+        value: dict[str, JSON] = orjson.loads(self.data_json)
+        return value
+
+    @classmethod
+    def create(
+        cls, *, user_id: str, seq: int, run_id: str | None, event: str, ts: float, data: JSON
+    ) -> Event:
+        """Build an event from a payload value (encoded here)."""
+        return cls(user_id, seq, run_id, event, ts, dumps(data))
 
     @classmethod
     def from_row(cls, row: Any) -> Event:
         """Build from a row of the events table (attribute access by column name)."""
-        return cls(
-            user_id=row.user_id,
-            seq=row.seq,
-            run_id=row.run_id,
-            event=row.event,
-            ts=row.ts,
-            data=loads(row.data),
-        )
+        return cls(row.user_id, row.seq, row.run_id, row.event, row.ts, row.data)
 
     def to_wire(self) -> dict[str, JSON]:
-        """The protocol v1 ``event`` frame."""
+        """The protocol v1 ``event`` frame as a dict (decodes the payload)."""
         return {
             "type": "event",
             "seq": self.seq,
             "run_id": self.run_id,
             "event": self.event,
             "ts": self.ts,
-            "data": dict(self.data),
+            "data": self.data,
         }
+
+    def wire_json(self) -> str:
+        """The protocol v1 ``event`` frame as JSON text, built around the committed payload.
+
+        The payload is not decoded or re-encoded: the frame embeds ``data_json`` as it is.
+        """
+        run_id = "null" if self.run_id is None else orjson.dumps(self.run_id).decode()
+        event = orjson.dumps(self.event).decode()
+        return (
+            f'{{"type":"event","seq":{self.seq},"run_id":{run_id},'
+            f'"event":{event},"ts":{self.ts!r},"data":{self.data_json}}}'
+        )
 
 
 @attrs.frozen(kw_only=True)

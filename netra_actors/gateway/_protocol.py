@@ -271,17 +271,17 @@ def error_frame(id: str | None, code: str, message: str) -> str:
     return encode(frame)
 
 
-def event_frames(events: Sequence[Mapping[str, JSONValue]], *, max_bytes: int) -> Iterator[str]:
-    """Frames for committed events (each already in ``event`` frame shape), in order.
+def event_frames(encoded: Sequence[str], *, max_bytes: int) -> Iterator[str]:
+    """Frames for committed events, given each one's ``event`` frame as JSON text, in order.
 
     One event gives an ``event`` frame; several are coalesced into ``batch`` frames of at most
     ``max_bytes`` of JSON each (an event larger than that travels alone, as an ``event`` frame).
+    The events' text is joined as it is: nothing is decoded or encoded again.
     """
-    encoded = [orjson.dumps(e) for e in events]
     if len(encoded) == 1:
-        yield encoded[0].decode()
+        yield encoded[0]
         return
-    group: list[bytes] = []
+    group: list[str] = []
     size = 0
     for item in encoded:
         if group and size + len(item) + 1 > max_bytes:
@@ -293,7 +293,7 @@ def event_frames(events: Sequence[Mapping[str, JSONValue]], *, max_bytes: int) -
         yield _group_frame(group)
 
 
-def _group_frame(group: list[bytes]) -> str:
+def _group_frame(group: list[str]) -> str:
     if len(group) == 1:
-        return group[0].decode()
-    return (b'{"type":"batch","events":[' + b",".join(group) + b"]}").decode()
+        return group[0]
+    return '{"type":"batch","events":[' + ",".join(group) + "]}"

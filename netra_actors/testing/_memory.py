@@ -70,11 +70,7 @@ class MemoryStore:
         seq = base_seq
         for ev in unit.events:
             seq += 1
-            out.append(
-                Event(
-                    user_id=user_id, seq=seq, run_id=ev.run_id, event=ev.event, ts=now, data=ev.data
-                )
-            )
+            out.append(Event(user_id, seq, ev.run_id, ev.event, now, ev.data_json))
         self.events.setdefault(user_id, []).extend(out)
         for row in unit.runs.values():
             self.runs[(user_id, row.run_id)] = row

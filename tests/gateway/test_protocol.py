@@ -182,12 +182,19 @@ events = st.lists(
 
 @given(events=events, max_bytes=st.integers(50, 5000))
 def test_event_frames_preserve_order_and_bound_batches(events: list[dict[str, Any]], max_bytes: int) -> None:  # fmt: skip
-    frames = [orjson.loads(f) for f in event_frames(events, max_bytes=max_bytes)]
+    frames = [
+        orjson.loads(f)
+        for f in event_frames([orjson.dumps(e).decode() for e in events], max_bytes=max_bytes)
+    ]
     flat: list[dict[str, Any]] = []
-    for text, frame in zip(event_frames(events, max_bytes=max_bytes), frames, strict=True):
+    for text, frame in zip(
+        event_frames([orjson.dumps(e).decode() for e in events], max_bytes=max_bytes),
+        frames,
+        strict=True,
+    ):
         if frame["type"] == "batch":
             assert len(frame["events"]) >= 2
-            elements = sum(len(orjson.dumps(e)) + 1 for e in frame["events"])
+            elements = sum(len(orjson.dumps(e).decode()) + 1 for e in frame["events"])
             assert elements <= max_bytes, (elements, max_bytes)
             assert len(text) < max_bytes + 64
             flat.extend(frame["events"])

@@ -1,0 +1,334 @@
+"""The life cycle of a run, as pure functions: given a run's state, a cause and ``now``, a plan.
+
+A run's state has one owner: the :class:`RunLife` value its supervisor keeps. Every cause the
+supervisor sees — the run begins, a thread slot is granted, the agent finished, crashed, failed
+on purpose or lost its commit, the user cancels, a deadline passes — goes through one function
+here, which returns a :class:`Plan`: the steps to record in one unit of work (rollback notice,
+state transitions, ``agent_started``), what to do with the running attempt, and the
+:class:`RunLife` the run has once that unit committed. The supervisor executes plans; it decides
+nothing about states itself.
+
+Pure: no I/O, no clock (``now`` is an argument, on the supervisor's monotonic clock), no
+randomness (backoff jitter is an argument). Tested like h11 tests its states:
+``tests/core/test_lifecycle.py`` drives random causes against an independent model.
+
+::
+
+    begin ──► pending ─(async, or slot)─► starting ─► running ──finish──► completing ─► completed
+                                            ▲            │
+                              restart due ──┘◄─backoff───┤ crash / store_error (restartable)
+                                                         └─► failed | timeout | dead | cancelled
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from .._exceptions import IllegalTransitionError
+from ._execution import RunState, Transition, check_transition
+from ._liveness import Liveness, LivenessPolicy
+from ._restart import Escalate, Restart, RestartPolicy, RestartTracker
+
+_S = RunState
+
+
+class Crash(enum.StrEnum):
+    """Why an attempt ended abnormally (the ``reason`` of its ``run_rolled_back``)."""
+
+    CRASH = "crash"
+    """The agent raised."""
+    STORE_ERROR = "store_error"
+    """The attempt's commit failed."""
+    ERROR = "error"
+    """The agent failed the run on purpose (``RunFailedError``): no restart."""
+
+
+@attrs.frozen(kw_only=True)
+class Rollback:
+    """Step: the attempt's uncommitted work is discarded; one ``run_rolled_back`` records it."""
+
+    reason: str
+    """``crash``, ``error``, ``store_error``, ``cancelled``, ``timeout`` or ``dead``."""
+    error: str
+    attempt: int
+    will_restart: bool
+
+
+@attrs.frozen(kw_only=True)
+class AgentStarted:
+    """Step: attempt ``attempt`` of the agent begins (an ``agent_started`` event)."""
+
+    attempt: int
+
+
+Step = Transition | Rollback | AgentStarted
+
+
+class Wait(enum.StrEnum):
+    """What a live run is waiting for, when no attempt runs."""
+
+    NONE = "none"
+    SLOT = "slot"
+    """A threaded run waits for a free thread."""
+    BACKOFF = "backoff"
+    """A crashed run waits until its restart is due (``RunLife.restart_at``)."""
+
+
+@attrs.frozen(kw_only=True)
+class RunLife:
+    """Everything the supervisor knows about a run's life cycle, as one immutable value."""
+
+    state: RunState
+    attempt: int
+    """The number of the current (or last) attempt; 0 before the first one."""
+    threaded: bool
+    """Attempts run in a thread, which must be granted first (``Wait.SLOT``)."""
+    tracker: RestartTracker
+    liveness: Liveness
+    wait: Wait = Wait.NONE
+    restart_at: float | None = None
+    """When the next attempt is due (``Wait.BACKOFF``)."""
+    reason: str | None = None
+    """Why the run ended (terminal states), as recorded in its last ``run_state``."""
+
+    @property
+    def running_attempt(self) -> int | None:
+        """The attempt whose agent code may act right now (its operations are accepted)."""
+        return self.attempt if self.state is _S.RUNNING else None
+
+    def next_deadline(self) -> float | None:
+        """The earliest ``now`` at which :func:`on_tick` may return a plan, or None."""
+        if self.state.is_terminal:
+            return None
+        times: list[float] = []
+        deadline = self.liveness.deadline
+        if deadline is not None:
+            times.append(deadline)
+        if self.state is _S.RUNNING:
+            beat = self.liveness.heartbeat_deadline
+            if beat is not None:
+                times.append(beat)
+        if self.wait is Wait.BACKOFF and self.restart_at is not None:
+            times.append(self.restart_at)
+        return min(times) if times else None
+
+    def beat(self, now: float) -> RunLife:
+        """A sign of life from the running attempt."""
+        liveness = self.liveness.beat(now)
+        return self if liveness is self.liveness else attrs.evolve(self, liveness=liveness)
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """What the supervisor does for one cause, in this order.
+
+    1. ``stop_attempt``: cancel the running attempt (or slot wait) and discard what it staged;
+    2. record ``steps`` in one unit of work and commit it;
+    3. once committed, the run is ``life``; then ``spawn`` the attempt ``life.attempt`` or
+       ``await_slot``. A terminal ``life`` ends the run.
+    """
+
+    life: RunLife
+    steps: tuple[Step, ...] = ()
+    stop_attempt: bool = False
+    spawn: bool = False
+    await_slot: bool = False
+
+
+class _Steps:
+    """Builds the steps of a plan, following the state through each transition."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.steps: list[Step] = []
+
+    def go(self, target: RunState, reason: str | None = None) -> None:
+        check_transition(self.state, target)
+        self.steps.append(Transition(previous=self.state, state=target, reason=reason))
+        self.state = target
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+
+
+def begin(
+    *,
+    now: float,
+    threaded: bool,
+    restart: RestartPolicy,
+    liveness: LivenessPolicy,
+) -> Plan:
+    """A new run: ``pending``; an async agent starts at once, a threaded one waits for a slot."""
+    life = RunLife(
+        state=_S.PENDING,
+        attempt=0,
+        threaded=threaded,
+        tracker=RestartTracker(policy=restart),
+        liveness=Liveness.start(liveness, now),
+    )
+    steps = _Steps(_S.PENDING)
+    first: tuple[Step, ...] = (Transition(previous=None, state=_S.PENDING),)
+    if threaded:
+        return Plan(life=attrs.evolve(life, wait=Wait.SLOT), steps=first, await_slot=True)
+    plan = _start(life, steps, now)
+    return attrs.evolve(plan, steps=first + plan.steps)
+
+
+def _start(life: RunLife, steps: _Steps, now: float) -> Plan:
+    """Steps of the next attempt: [``starting``,] ``agent_started``, ``running``; then spawn."""
+    if steps.state is _S.PENDING:
+        steps.go(_S.STARTING)
+    attempt = life.attempt + 1
+    steps.add(AgentStarted(attempt=attempt))
+    steps.go(_S.RUNNING)
+    return Plan(
+        life=attrs.evolve(
+            life,
+            state=_S.RUNNING,
+            attempt=attempt,
+            wait=Wait.NONE,
+            restart_at=None,
+            liveness=life.liveness.restarted(now),
+        ),
+        steps=tuple(steps.steps),
+        spawn=True,
+    )
+
+
+def on_slot(life: RunLife, *, now: float) -> Plan | None:
+    """A threaded run was granted a thread: its next attempt starts. None if it no longer waits."""
+    if life.wait is not Wait.SLOT or life.state not in (_S.PENDING, _S.STARTING):
+        return None
+    return _start(life, _Steps(life.state), now)
+
+
+def on_finish(life: RunLife, *, attempt: int) -> Plan | None:
+    """The attempt returned and its final unit is being committed: ``completing``, ``completed``.
+
+    The caller adds the attempt's staged work and ``agent_completed`` to the same unit.
+    None when ``attempt`` is not the running attempt (its output is fenced off).
+    """
+    if life.running_attempt != attempt:
+        return None
+    steps = _Steps(life.state)
+    steps.go(_S.COMPLETING)
+    steps.go(_S.COMPLETED)
+    return Plan(life=attrs.evolve(life, state=_S.COMPLETED, reason=None), steps=tuple(steps.steps))
+
+
+def on_crash(
+    life: RunLife, *, attempt: int, cause: Crash, error: str, now: float, jitter: float = 1.0
+) -> Plan | None:
+    """The running attempt crashed (or failed, or lost its commit): roll back; restart or fail.
+
+    None when ``attempt`` is not the running attempt (a late report of an attempt that is over).
+    """
+    if life.running_attempt != attempt:
+        return None
+    if cause is Crash.ERROR:
+        decision: Restart | Escalate = Escalate(reason="the agent failed the run")
+        tracker = life.tracker
+    else:
+        d, tracker = life.tracker.decide(now=now, crashed=True, jitter=jitter)
+        decision = d if isinstance(d, Restart) else Escalate(reason=_why(d))
+    steps = _Steps(life.state)
+    restart = isinstance(decision, Restart)
+    steps.add(Rollback(reason=cause.value, error=error, attempt=life.attempt, will_restart=restart))
+    if isinstance(decision, Restart):
+        steps.go(_S.STARTING, "restart")
+        if decision.delay <= 0:
+            wait, at = (Wait.SLOT, None) if life.threaded else (Wait.BACKOFF, now)
+        else:
+            wait, at = Wait.BACKOFF, now + decision.delay
+        new = attrs.evolve(life, state=_S.STARTING, tracker=tracker, wait=wait, restart_at=at)
+        return Plan(
+            life=new,
+            steps=tuple(steps.steps),
+            stop_attempt=True,
+            await_slot=wait is Wait.SLOT,
+        )
+    reason = f"{cause.value}: {decision.reason}"
+    steps.go(_S.FAILED, reason)
+    return Plan(
+        life=_ended(life, _S.FAILED, reason, tracker),
+        steps=tuple(steps.steps),
+        stop_attempt=True,
+    )
+
+
+def _why(decision: object) -> str:
+    return decision.reason if isinstance(decision, Escalate) else "stopped"
+
+
+def on_cancel(life: RunLife) -> Plan:
+    """The user cancels the run. Raises :class:`IllegalTransitionError` if it cannot be."""
+    check_transition(life.state, _S.CANCELLED)
+    return _abort(life, _S.CANCELLED, "cancelled", "cancelled by the user")
+
+
+def on_tick(life: RunLife, *, now: float) -> Plan | None:
+    """Time passed: the deadline, a missing heartbeat, or a restart that is due. None if none."""
+    if life.state.is_terminal or life.state is _S.COMPLETING:
+        return None
+    deadline = life.liveness.deadline
+    if deadline is not None and now >= deadline:
+        limit = life.liveness.policy.run_timeout
+        return _abort(life, _S.TIMEOUT, "timeout", f"the run exceeded its deadline of {limit:g}s")
+    if life.state is _S.RUNNING:
+        beat = life.liveness.heartbeat_deadline
+        if beat is not None and now >= beat:
+            limit = life.liveness.policy.heartbeat_timeout
+            return _abort(life, _S.DEAD, "dead", f"no heartbeat for {limit:g}s")
+    if life.wait is Wait.BACKOFF and life.restart_at is not None and now >= life.restart_at:
+        if life.threaded:
+            return Plan(life=attrs.evolve(life, wait=Wait.SLOT, restart_at=None), await_slot=True)
+        return _start(life, _Steps(life.state), now)
+    return None
+
+
+def on_recover(life: RunLife) -> Plan:
+    """Activation found the run live, left so by a process that stopped.
+
+    ``completing`` finishes ``completed`` (its result was committed); anything else ends ``dead``
+    with one rollback.
+    """
+    if life.state is _S.COMPLETING:
+        steps = _Steps(life.state)
+        steps.go(_S.COMPLETED)
+        return Plan(life=attrs.evolve(life, state=_S.COMPLETED), steps=tuple(steps.steps))
+    if life.state.is_terminal:
+        raise IllegalTransitionError(life.state.value, _S.DEAD.value)
+    return _abort(life, _S.DEAD, "dead", "the process stopped while the run was live")
+
+
+def recovered(
+    state: RunState, attempt: int, *, restart: RestartPolicy, liveness: LivenessPolicy, now: float
+) -> RunLife:
+    """The life of a run read back from the store (to plan its recovery)."""
+    return RunLife(
+        state=state,
+        attempt=attempt,
+        threaded=False,
+        tracker=RestartTracker(policy=restart),
+        liveness=Liveness.start(liveness, now),
+    )
+
+
+def _abort(life: RunLife, target: RunState, reason: str, error: str) -> Plan:
+    """Roll back whatever runs (or waits), then end ``target``."""
+    steps = _Steps(life.state)
+    steps.add(Rollback(reason=reason, error=error, attempt=life.attempt, will_restart=False))
+    steps.go(target, reason)
+    return Plan(
+        life=_ended(life, target, reason, life.tracker),
+        steps=tuple(steps.steps),
+        stop_attempt=True,
+    )
+
+
+def _ended(life: RunLife, state: RunState, reason: str, tracker: RestartTracker) -> RunLife:
+    return attrs.evolve(
+        life, state=state, reason=reason, tracker=tracker, wait=Wait.NONE, restart_at=None
+    )
