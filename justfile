@@ -42,9 +42,9 @@ fmt:
 typecheck:
     {{ mypy }}
 
-# run the benchmarks (args go to `netra-actors bench`)
+# run a benchmark scenario (args go to `python -m benchmarks`, e.g. `./run bench peers --users 1000`)
 bench *ARGS:
-    {{ netra }} bench "$@"
+    {{ py }} -m benchmarks "$@"
 
 # list the docs with their titles
 docs:

@@ -1,4 +1,7 @@
-"""Benchmarks of netra_actors: ``netra-actors bench SCENARIO`` or ``python -m netra_actors.bench``.
+"""Benchmarks of netra_actors: ``./run bench SCENARIO``, i.e. ``python -m benchmarks SCENARIO``.
+
+They live outside the package (not in the wheel) and import only runtime dependencies at import
+time; a scenario that needs a dev-only package (``e2e``: ``websockets``) imports it when it runs.
 
 Scenarios (one module each; see ``docs/benchmarks.md``):
 
@@ -70,7 +73,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``bench`` (the arguments after ``netra-actors bench``)."""
+    """The argument parser of ``python -m benchmarks`` (``./run bench``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--quick", action="store_true", help="small sizes: every scenario in seconds (for CI)"
@@ -115,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="netra-actors bench",
+        prog="python -m benchmarks",
         description="Benchmarks of netra_actors; see docs/benchmarks.md.",
     )
     sub = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
@@ -167,7 +170,7 @@ def _without_out(args: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``bench`` with ``argv`` (the arguments after ``bench``). Returns the exit status."""
+    """Run the benchmarks with ``argv`` (default ``sys.argv[1:]``). Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
@@ -191,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = _runner(name)(options, progress)
         except BenchError as exc:
             progress.done()
-            print(f"netra-actors bench {name}: FAILED: {exc}", file=sys.stderr, flush=True)
+            print(f"bench {name}: FAILED: {exc}", file=sys.stderr, flush=True)
             status = 1
             continue
         report.seconds = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""``python -m netra_actors.bench SCENARIO [options]``."""
+"""``python -m benchmarks SCENARIO [options]`` (what ``./run bench SCENARIO`` runs)."""
 
 import sys
 

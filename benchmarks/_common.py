@@ -22,11 +22,32 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
 
 Row = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout the benchmarks run from (the directory that holds ``benchmarks/``)."""
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args...`` in this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process started by :func:`module_command`.
+
+    ``benchmarks`` is not installed (it is not in the wheel): the child finds it through
+    ``PYTHONPATH``, whatever its working directory.
+    """
+    env = dict(os.environ)
+    paths = [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
 
 
 class BenchError(Exception):
@@ -50,7 +71,7 @@ class Options:
     @property
     def command(self) -> str:
         """The exact command that reproduces this result."""
-        return shlex.join(["python", "-m", "netra_actors.bench", *self.argv])
+        return shlex.join(["python", "-m", "benchmarks", *self.argv])
 
 
 @attrs.frozen(kw_only=True)
@@ -290,10 +311,9 @@ def _version(package: str) -> str:
 
 def source_revision() -> str:
     """``git describe``-style revision of the checkout this package runs from ("-" if unknown)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         out = subprocess.run(
-            ["git", "-C", root, "describe", "--always", "--dirty", "--abbrev=10"],
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"],
             capture_output=True,
             text=True,
             timeout=5,

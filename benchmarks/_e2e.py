@@ -22,13 +22,13 @@ emit→client latency = the client's receive time - the emit time the agent wrot
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from typing import IO, Any
@@ -43,7 +43,9 @@ from ._common import (
     Progress,
     Report,
     Row,
+    child_env,
     median_rows,
+    module_command,
     percentile,
     rate,
 )
@@ -76,15 +78,8 @@ class Server:
         self.db = db
         self._log = log
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "netra_actors.bench._e2e_server",
-                "--db",
-                db,
-                "--secret",
-                self.secret,
-            ],
+            module_command("benchmarks._e2e_server", "--db", db, "--secret", self.secret),
+            env=child_env(),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -147,7 +142,8 @@ def run_phase(
     procs = []
     for chunk in chunks:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "netra_actors.bench._e2e_client"],
+            module_command("benchmarks._e2e_client"),
+            env=child_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -298,6 +294,10 @@ COLUMNS = [
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
+    if importlib.util.find_spec("websockets") is None:
+        raise BenchError(
+            "e2e needs the websockets package (a dev extra): pip install -e '.[dev]' or ./run"
+        )
     socket_counts = users_list(options, [1, 10, 100, 1000], [1, 20])
     every: int = options.extra.get("every") or 10
     clients: int = options.extra.get("clients") or 2

@@ -1,4 +1,4 @@
-"""A client process of the ``e2e`` scenario (``python -m netra_actors.bench._e2e_client``).
+"""A client process of the ``e2e`` scenario (``python -m benchmarks._e2e_client``).
 
 It reads one JSON job line on stdin: ``{"url", "tokens": [...], "input": {...}}``. It opens one
 WebSocket per token with the ``websockets`` library and says ``hello`` (protocol v1), prints
@@ -15,10 +15,12 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+
+if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
+    from websockets.asyncio.client import ClientConnection
 
 MAX_SAMPLES = 50_000
 TERMINAL = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
@@ -36,6 +38,8 @@ class Result:
 
 
 async def _open(url: str, token: str, limit: asyncio.Semaphore) -> ClientConnection:
+    from websockets.asyncio.client import connect
+
     async with limit:
         ws = await connect(url, max_size=2**24, open_timeout=60, ping_interval=None)
         await ws.send(json.dumps({"type": "hello", "protocol": 1, "token": token}))

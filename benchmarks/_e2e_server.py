@@ -1,6 +1,6 @@
 """The server of the ``e2e`` scenario: the real gateway and runtime, plus a benchmark agent.
 
-``python -m netra_actors.bench._e2e_server --db FILE --secret S [--port 0]`` serves exactly what
+``python -m benchmarks._e2e_server --db FILE --secret S [--port 0]`` serves exactly what
 ``netra-actors serve`` serves (the same :class:`~netra_actors.gateway.Gateway` on a runtime with the
 demo agents, on a SQLite file) and also registers ``bench_e2e``, an agent that emits events at a
 chosen pace with its emit time in each event. It prints ``PORT <n>`` once it listens; SIGINT or
@@ -71,7 +71,7 @@ async def _serve(db: str, secret: bytes, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m netra_actors.bench._e2e_server")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._e2e_server")
     parser.add_argument("--db", required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--port", type=int, default=0)

@@ -45,7 +45,7 @@ import netra_actors as na
 from netra_actors._store import SqlStore
 from netra_actors._store._schema import metadata
 from netra_actors._uow import RunRow as UowRunRow
-from netra_actors._uow import StagedEvent, UnitOfWork
+from netra_actors._uow import UnitOfWork
 
 from ._common import (
     BenchError,
@@ -355,10 +355,8 @@ class _StoreUser(pykka.ThreadingActor):
         head = 0
         for staged, state in script.units:
             unit = UnitOfWork(script.user_id)
-            for name, data, data_json in staged:
-                unit.emit_encoded(
-                    StagedEvent(run_id=script.run_id, event=name, data=data, data_json=data_json)
-                )
+            for name, _data, data_json in staged:
+                unit.emit_encoded(script.run_id, name, data_json)
             unit.put_run(
                 UowRunRow(
                     user_id=script.user_id,

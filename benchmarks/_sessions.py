@@ -35,8 +35,10 @@ from ._common import (
     Progress,
     Report,
     Row,
+    child_env,
     measure_repeats,
     median_rows,
+    module_command,
     percentile,
     rss_kib,
 )
@@ -156,11 +158,13 @@ def child(users: int, idle_timeout: float, directory: str | None) -> Row:
 
 def run_once(users: int, idle_timeout: float, directory: str | None) -> Row:
     """Run :func:`child` in a fresh interpreter and return its row."""
-    cmd = [sys.executable, "-m", "netra_actors.bench._sessions", str(users), str(idle_timeout)]
+    cmd = module_command("benchmarks._sessions", str(users), str(idle_timeout))
     if directory:
         cmd.append(directory)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        proc = subprocess.run(
+            cmd, env=child_env(), capture_output=True, text=True, timeout=1800, check=False
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"sessions with {users} users did not finish within 30 minutes") from None
     if proc.returncode != 0:

@@ -194,13 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds until the token expires (default 86400)",
     )
     token.add_argument("--secret", help="token secret (default $NETRA_SECRET, else persisted)")
-
-    bench = sub.add_parser(
-        "bench",
-        help="run a benchmark scenario (netra-actors bench --help; docs/benchmarks.md)",
-        add_help=False,
-    )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="SCENARIO ...")
     return parser
 
 
@@ -340,13 +333,8 @@ def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``netra-actors`` console script."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["bench"]:  # everything after ``bench`` belongs to the bench's parser
-        from .bench import main as bench_main
-
-        return bench_main(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         return _serve(args, parser)
     return _token(args, parser)

@@ -261,13 +261,13 @@ class Connection:
             # events of the run a ``say`` started): the pump waits for this lock.
             async with self._order:
                 await self.socket.send(await self._execute(frame))
-            metrics.frames_out.inc()
+            metrics.frames_out += 1
 
     async def _receive_text(self) -> str | None:
         """The next text message; None after requesting the close a binary or oversized one
         deserves (trio-websocket limits characters; the protocol's limit is in bytes)."""
         message = await self.socket.receive()
-        self._deps.metrics.frames_in.inc()
+        self._deps.metrics.frames_in += 1
         if isinstance(message, bytes):
             self.request_close(PROTOCOL_VIOLATION, "binary frames are not allowed")
             return None
@@ -322,7 +322,7 @@ class Connection:
 
     async def _send_error(self, id: str | None, code: str, message: str) -> None:
         await self.socket.send(self._error(id, code, message))
-        self._deps.metrics.frames_out.inc()
+        self._deps.metrics.frames_out += 1
 
     async def _pump(self) -> None:
         subscription = self.subscription
@@ -343,11 +343,11 @@ class Connection:
                 return
             async with self._order:
                 for text in event_frames(
-                    [event.to_wire() for event in events], max_bytes=config.batch_max_bytes
+                    [event.wire_json() for event in events], max_bytes=config.batch_max_bytes
                 ):
                     await self.socket.send(text)
-                    metrics.frames_out.inc()
-            metrics.events_out.inc(len(events))
+                    metrics.frames_out += 1
+            metrics.events_out += len(events)
             now = time.time()
             for event in events:
                 if event.seq > subscription.head_seq:  # live, not replayed

@@ -4,6 +4,14 @@ Gateway metrics are updated where things happen (sockets, frames, errors, closes
 commit→socket latency of each live event). Runtime figures are read from
 :meth:`Runtime.statistics` at scrape time by :class:`_RuntimeCollector`, so they cost nothing
 between scrapes.
+
+Every histogram is a :class:`netra_actors._histogram.Histogram` (one implementation, no lock),
+exported at scrape time by a collector. What is counted per frame or per event (frames in and
+out, events out, the commit→socket latency) is a plain ``int`` or that histogram on
+:class:`GatewayMetrics`, exported by :class:`_GatewayCollector`: ``prometheus_client``'s
+``Counter`` and ``Histogram`` take a lock on every update, and the gateway updates these only
+from its trio thread (the scrape too), so no lock is needed. Per-socket and per-request figures
+(opened, closes, errors, HTTP requests) stay ``prometheus_client`` counters.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.metrics_core import (
@@ -26,7 +33,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from .._histogram import LATENCY_BUCKETS, HistogramSnapshot
+from .._histogram import Histogram, HistogramSnapshot
 from .._runtime import Runtime
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -110,8 +117,30 @@ class _RuntimeCollector:
         )
 
 
+class _GatewayCollector:
+    """Exports the gateway's per-frame and per-event figures at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._metrics
+        yield CounterMetricFamily(
+            "netra_frames_received", "Client frames received.", value=m.frames_in
+        )
+        yield CounterMetricFamily("netra_frames_sent", "Server frames sent.", value=m.frames_out)
+        yield CounterMetricFamily(
+            "netra_events_sent", "Events sent to sockets.", value=m.events_out
+        )
+        yield histogram(
+            "netra_commit_to_socket_seconds",
+            "From an event's commit to its frame being written to a socket (live events).",
+            m.commit_to_socket.snapshot(),
+        )
+
+
 def histogram(name: str, documentation: str, snap: HistogramSnapshot) -> Metric:
-    """A runtime histogram snapshot as a Prometheus histogram family."""
+    """A :class:`~netra_actors._histogram.Histogram` snapshot as a Prometheus histogram family."""
     family = HistogramMetricFamily(name, documentation)
     family.add_metric(
         [],
@@ -137,9 +166,6 @@ class GatewayMetrics:
         self.closes = Counter(
             "netra_socket_closes", "Sockets closed, by close code.", ["code"], registry=r
         )
-        self.frames_in = Counter("netra_frames_received", "Client frames received.", registry=r)
-        self.frames_out = Counter("netra_frames_sent", "Server frames sent.", registry=r)
-        self.events_out = Counter("netra_events_sent", "Events sent to sockets.", registry=r)
         self.errors = Counter(
             "netra_command_errors", "Error frames sent, by code.", ["code"], registry=r
         )
@@ -149,12 +175,16 @@ class GatewayMetrics:
             ["route", "status"],
             registry=r,
         )
-        self.commit_to_socket = Histogram(
-            "netra_commit_to_socket_seconds",
-            "From an event's commit to its frame being written to a socket (live events).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # Per frame / per event: plain values (trio thread only), exported by _GatewayCollector.
+        self.frames_in = 0
+        """Client frames received (``netra_frames_received_total``)."""
+        self.frames_out = 0
+        """Server frames sent (``netra_frames_sent_total``)."""
+        self.events_out = 0
+        """Events sent to sockets (``netra_events_sent_total``)."""
+        self.commit_to_socket = Histogram()
+        """From an event's commit to its frame on a socket (``netra_commit_to_socket_seconds``)."""
+        r.register(_GatewayCollector(self))
 
     def attach_runtime(self, runtime: Runtime, socket_depth: Callable[[], int]) -> None:
         """Export the runtime's statistics too."""

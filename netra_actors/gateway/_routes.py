@@ -6,18 +6,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 import trio
 
+from ._config import GatewayConfig
 from ._http import HttpRequest, HttpResponse, json_response
-from ._metrics import CONTENT_TYPE
+from ._metrics import CONTENT_TYPE, GatewayMetrics
 from ._protocol import PROTOCOL_VERSION
 from ._tokens import check_user_name, mint_token
 
 if TYPE_CHECKING:
-    from ._server import Gateway
+    from .._runtime import Runtime
 
 log = logging.getLogger("netra_actors.gateway")
 
@@ -40,12 +41,40 @@ _FAVICON = (
 )
 
 
+class GatewayState(Protocol):
+    """What the routes read of their gateway. :class:`~._server.Gateway` is one (structurally:
+    this module does not import the server, which imports it)."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """None in echo mode."""
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The ``Origin`` values allowed to open a socket (known once the gateway listens)."""
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    @property
+    def open_sockets(self) -> int: ...
+
+
 class Routes:
     """HTTP answers of one gateway."""
 
     known = frozenset({"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH})
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayState) -> None:
         self._gateway = gateway
 
     # -- WebSocket upgrade checks -----------------------------------------------------------
