@@ -94,6 +94,21 @@ class AgentRegistry:
         return len(self._agents)
 
 
+_checked_names: set[str] = set()
+"""Event names that passed the name check (a cache: at most 4,096 names are kept)."""
+
+
+def check_event_name(event: str, *, internal: bool = False) -> None:
+    """Raise unless agents may emit an event called ``event``."""
+    if event not in _checked_names:
+        if not isinstance(event, str) or not _NAME.match(event):
+            raise ValueError(f"event names match [a-z][a-z0-9_]* (<= 64 chars), got {event!r}")
+        if event not in RESERVED_EVENTS and len(_checked_names) < 4096:
+            _checked_names.add(event)
+    if not internal and event in RESERVED_EVENTS:
+        raise ReservedEventError(f"{event!r} is emitted by the runtime, not by agent code")
+
+
 def stage_event(
     run_id: str,
     event: str,
@@ -102,24 +117,36 @@ def stage_event(
     internal: bool = False,
     max_bytes: int | None = None,
 ) -> StagedEvent:
-    """Validate and encode an event an agent wants to emit."""
-    if not isinstance(event, str) or not _NAME.match(event):
-        raise ValueError(f"event names match [a-z][a-z0-9_]* (<= 64 chars), got {event!r}")
-    if not internal and event in RESERVED_EVENTS:
-        raise ReservedEventError(f"{event!r} is emitted by the runtime, not by agent code")
-    payload: Mapping[str, JSON] = {} if data is None else data
-    if not isinstance(payload, Mapping):
+    """Validate and encode an event an agent wants to emit (encoded once, here)."""
+    check_event_name(event, internal=internal)
+    if data is None:
+        encoded = "{}"
+    elif type(data) is not dict and not isinstance(data, Mapping):
         raise TypeError(f"event data must be a mapping (a JSON object), got {type(data).__name__}")
-    try:
-        encoded = dumps(payload)
-    except TypeError as exc:
-        raise TypeError(f"event {event!r} data is not JSON-encodable: {exc}") from None
+    else:
+        try:
+            encoded = dumps(data)
+        except TypeError as exc:
+            raise TypeError(f"event {event!r} data is not JSON-encodable: {exc}") from None
+    return StagedEvent(run_id, event, check_size(event, encoded, max_bytes))
+
+
+def text_event(
+    run_id: str, event: str, fields: str, text: str, max_bytes: int | None
+) -> StagedEvent:
+    """A runtime-shaped event ``{<fields>"text": text}`` (``think``, ``say``), encoded directly."""
+    encoded = "{" + fields + '"text":' + dumps(text) + "}"
+    return StagedEvent(run_id, event, check_size(event, encoded, max_bytes))
+
+
+def check_size(event: str, encoded: str, max_bytes: int | None) -> str:
+    """``encoded``, unless it is larger than ``max_bytes``."""
     if max_bytes is not None and len(encoded) > max_bytes:
         raise ValueError(
             f"event {event!r} data is {len(encoded)} bytes of JSON, more than the limit of "
             f"{max_bytes} (RuntimeConfig.max_event_bytes)"
         )
-    return StagedEvent(run_id, event, encoded)
+    return encoded
 
 
 class Staging:
@@ -145,8 +172,10 @@ class Staging:
             )
 
     def add_event(self, staged: StagedEvent) -> None:
-        self._room()
-        self.events.append(staged)
+        events = self.events
+        if len(events) >= self.limit - len(self.rows):
+            self._room()
+        events.append(staged)
 
     def add_row(self, row: Any, params: Any) -> None:
         check_stageable(row)
@@ -200,7 +229,8 @@ class AgentContext:
         self.max_event_bytes = max_event_bytes
         self.beat_every = beat_every
         """Seconds between the heartbeats that staging operations send on their own."""
-        self._last_beat = trio.current_time()
+        self._now = trio.lowlevel.current_clock().current_time
+        self._last_beat = self._now()
         self._calls = 0
         self._ops = 0
         self._fenced = False
@@ -232,17 +262,16 @@ class AgentContext:
         """After a staging operation: a heartbeat if one is due.
 
         Staging only appends to this context's unit, so it does not yield to the scheduler
-        every time: it notices cancellation at once, and yields every 64 operations so that
-        an agent staging in a tight loop stays fair to everyone else.
+        every time: it yields every 64 operations, so that an agent staging in a tight loop
+        stays fair to everyone else and notices cancellation (what it staged meanwhile is
+        discarded with the attempt).
         """
-        if trio.current_time() - self._last_beat >= self.beat_every:
+        if self._now() - self._last_beat >= self.beat_every:
             await self.heartbeat()
             return
         self._ops += 1
         if self._ops & 63 == 0:
             await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event. It is delivered after the next checkpoint commits."""
@@ -254,11 +283,21 @@ class AgentContext:
 
     async def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
-        await self.emit("agent_thinking", {"text": str(text)})
+        self._check()
+        self._staging.add_event(
+            text_event(self.run_id, "agent_thinking", "", str(text), self.max_event_bytes)
+        )
+        await self._tick()
 
     async def say(self, text: str) -> None:
         """Stage an assistant ``message`` event."""
-        await self.emit("message", {"role": "assistant", "text": str(text)})
+        self._check()
+        self._staging.add_event(
+            text_event(
+                self.run_id, "message", '"role":"assistant",', str(text), self.max_event_bytes
+            )
+        )
+        await self._tick()
 
     async def stage(self, row: Any, params: Any = None) -> None:
         """Stage a row of your own: an ORM instance or a Core statement (with ``params``).
@@ -310,7 +349,7 @@ class AgentContext:
             )
         )
         head = await reply.wait()
-        self._last_beat = trio.current_time()
+        self._last_beat = self._now()
         return head
 
     async def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:

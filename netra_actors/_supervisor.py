@@ -17,6 +17,7 @@ with no run and a socket open it waits with no timer at all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -542,6 +543,7 @@ class UserSupervisor:
         msg.reply.set(self.head)
         if plan is not None:
             run.result_json = result_json
+            run.child = None  # the attempt finished: its task is returning, let it
             self._applied(run, plan)
 
     async def _on_agent_exited(self, msg: AgentExited) -> None:
@@ -687,10 +689,11 @@ class UserSupervisor:
 
     def _poke(self) -> None:
         """A subscription closed: wake the loop (it may be idle now). Never blocks."""
-        try:
+        # Full: the loop is busy and looks again anyway. Closed: nobody is left to tell.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
             self._tx.send_nowait(Poke())
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # full: the loop is busy and will look anyway; closed: nobody to tell
 
     # -- activation ------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import trio
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
@@ -111,9 +112,6 @@ class Echo(na.Agent):
         return count
 
 
-ALL_AGENTS: tuple[type[na.AgentBase], ...] = (Steps, Crashy, Sleeper, Conflict, Echo)
-
-
 # -- the same agents, written as threaded (pykka) agents: blocking code, sync context ---------
 
 
@@ -198,12 +196,44 @@ class ThreadedEcho(na.ThreadedAgent):
         return count
 
 
+class Mutator(na.Agent):
+    """Changes what it emitted after emitting it (the committed event must not change)."""
+
+    name = "mutator"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        d: dict[str, Any] = {"n": 1, "items": [1]}
+        await ctx.emit("probe", d)
+        d["n"] = 2
+        d["items"].append(2)
+        await ctx.checkpoint()
+        d["n"] = 3
+        return d
+
+
+ALL_AGENTS: tuple[type[na.AgentBase], ...] = (Steps, Crashy, Sleeper, Conflict, Echo, Mutator)
+
+
+class ThreadedMutator(na.ThreadedAgent):
+    name = "mutator"
+
+    def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
+        d: dict[str, Any] = {"n": 1, "items": [1]}
+        ctx.emit("probe", d)
+        d["n"] = 2
+        d["items"].append(2)
+        ctx.checkpoint()
+        d["n"] = 3
+        return d
+
+
 THREADED_AGENTS: tuple[type[na.AgentBase], ...] = (
     ThreadedSteps,
     ThreadedCrashy,
     ThreadedSleeper,
     ThreadedConflict,
     ThreadedEcho,
+    ThreadedMutator,
 )
 
 #: The invariant suite runs once per agent kind.
