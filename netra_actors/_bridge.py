@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import outcome
@@ -90,6 +90,21 @@ class Bridge:
         except trio.RunFinishedError:
             log.debug("trio run already finished; dropped a hand-off to %r", fn)
 
+    def resume_soon(self, waiters: Sequence[Any]) -> bool:
+        """From any thread or from asyncio: ONE hand-off to trio that resumes every waiter.
+
+        Each waiter has ``task`` (a trio task parked in ``wait_task_rescheduled``, or ``None`` if
+        it stopped waiting) and ``result`` (an ``outcome``). This is the store's only way back
+        into trio: one ``run_sync_soon`` per batch, however many tasks it wakes. Returns False if
+        the trio run has finished (nobody is left to resume).
+        """
+        try:
+            self.token.run_sync_soon(_resume_all, waiters)
+        except trio.RunFinishedError:
+            log.debug("trio run already finished; dropped the outcomes of %d waiters", len(waiters))
+            return False
+        return True
+
     def _set_soon(self, event: trio.Event) -> None:
         self.to_trio(event.set)
 
@@ -137,6 +152,15 @@ class Bridge:
             self.to_trio(scope.cancel)
             raise
         return result.unwrap()
+
+
+def _resume_all(waiters: Sequence[Any]) -> None:
+    reschedule = trio.lowlevel.reschedule
+    for w in waiters:
+        task = w.task
+        if task is not None:
+            w.task = None
+            reschedule(task, w.result)
 
 
 def _resolve(fut: asyncio.Future[outcome.Outcome[T]], result: outcome.Outcome[T]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -12,7 +11,6 @@ import trio.lowlevel
 import trio.testing
 from helpers import make_config
 from runtime_agents import ALL_AGENTS, test_metadata
-from sqlalchemy import event as sa_event
 
 import netra_actors as na
 from netra_actors._store import SqlStore
@@ -111,12 +109,7 @@ async def test_every_store_query_on_user_data_is_scoped_by_user(tmp_path: Path) 
     config = make_config(tmp_path, idle_timeout=0.2)
     store = await SqlStore.open(config, extra_metadata=[test_metadata])
     statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    for engine in {store._writer_engine, store._reader_engine}:
-        sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
+    store.statement_hook = statements.append
     try:
         async with na.open_runtime(config, agents=ALL_AGENTS, store=store) as rt:
             sub = await rt.subscribe("alice", resume_from=0)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from sqlalchemy import text
 
 import netra_actors as na
 from netra_actors._store import SqlStore
@@ -132,8 +131,8 @@ async def test_sqlite_durability_is_configurable(tmp_path: Path) -> None:
         )
         store = await SqlStore.open(config)
         try:
-            value = await store._read(
-                lambda conn: conn.execute(text("PRAGMA synchronous")).scalar_one()
+            value = await store.run_in_reader(
+                lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]
             )
         finally:
             await store.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -10,10 +11,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
+import trio.testing
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -327,3 +330,224 @@ def test_the_frozen_v1_schema_matches_the_live_tables() -> None:
             for c in table.columns:
                 assert columns[c.name]["nullable"] == c.nullable, (table.name, c.name)
     assert version == 1, "a new version: test its migration from version 1 here"
+
+
+# -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
+
+
+def kill_writer(store: SqlStore, kind: str) -> None:
+    """Make the writer's next batch raise an unexpected exception (a bug, not a SQL error)."""
+
+    def boom(*_args: Any) -> Any:
+        raise RuntimeError("a bug in the writer")
+
+    async def aboom(*_args: Any) -> Any:
+        boom()
+
+    if kind == "sqlite":
+        store._writer.handle = boom  # runs in the writer thread
+    else:
+        store._writer._commit_batch = aboom  # the writer task on the asyncio loop
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_dead_writer_fails_every_waiter_and_every_later_commit(
+    kind: str, tmp_path: Path
+) -> None:
+    async with open_store(kind, tmp_path) as store:
+        kill_writer(store, kind)
+        users = [fresh_user() for _ in range(50)]
+        errors: dict[str, BaseException] = {}
+
+        async def one(user: str) -> None:
+            try:
+                await store.commit(user, 0, unit_with(user, 3))
+            except na.StoreError as exc:
+                errors[user] = exc
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                for user in users:
+                    n.start_soon(one, user)
+        assert set(errors) == set(users)  # in flight and queued: every one of them
+        assert all(
+            "the store writer stopped: RuntimeError: a bug" in str(e) for e in errors.values()
+        )
+        with pytest.raises(na.StoreError, match="the store writer stopped"):
+            await store.commit("later", 0, unit_with("later", 1))
+        with pytest.raises(na.StoreError, match="the store writer stopped"):
+            await store.check()
+        assert (await store.load_user(users[0])).head_seq == 0  # reads still work
+
+
+@guest_test()
+async def test_a_database_that_cannot_be_opened_fails_open_clearly(tmp_path: Path) -> None:
+    (tmp_path / "adir.db").mkdir()
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "adir.db"))
+    with pytest.raises(na.StoreError, match="cannot open the database"):
+        await SqlStore.open(config)
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_bad_unit_without_statements_fails_alone(kind: str, tmp_path: Path) -> None:
+    """The raw fast path (no developer statements) isolates a failing unit too."""
+    async with open_store(kind, tmp_path) as store:
+        stale = fresh_user()
+        await store.commit(stale, 0, unit_with(stale, 2))
+        users = [fresh_user() for _ in range(40)] + [stale]
+        results: dict[str, object] = {}
+
+        async def one(user: str) -> None:
+            try:
+                results[user] = await store.commit(user, 0, unit_with(user, 3))
+            except na.StoreError as exc:
+                results[user] = exc
+
+        before = store.statistics()
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(one, user)
+        after = store.statistics()
+        assert isinstance(results[stale], na.StoreError)  # seq 1 again: the primary key refuses
+        for user in users[:-1]:
+            assert isinstance(results[user], list), results[user]
+            assert (await store.load_user(user)).head_seq == 3
+        assert [e.seq for e in await store.replay(stale, 0, 10)] == [1, 2]
+        assert after.units_failed - before.units_failed == 1
+        assert after.units_committed - before.units_committed == 40
+        if after.batches - before.batches < 41:  # units were batched: the retry isolated them
+            assert after.isolated_retries > before.isolated_retries
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_concurrent_activations_are_one_read(kind: str, tmp_path: Path) -> None:
+    async with open_store(kind, tmp_path) as store:
+        users = [fresh_user() for _ in range(300)]
+        for i, user in enumerate(users[:10]):
+            await store.commit(user, 0, unit_with(user, i + 1))
+        snapshots: dict[str, na.RunState | int] = {}
+
+        async def activate(user: str) -> None:
+            snapshot = await store.load_user(user)
+            snapshots[user] = snapshot.head_seq
+            assert all(r.user_id == user for r in snapshot.live_runs)
+            assert len(snapshot.live_runs) == (1 if user in users[:10] else 0)
+
+        calls = store.load_calls
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(activate, user)
+        assert store.load_calls == calls + 1
+        assert [snapshots[u] for u in users[:10]] == list(range(1, 11))
+        assert all(snapshots[u] == 0 for u in users[10:])
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_commit_cannot_be_cancelled(kind: str, tmp_path: Path) -> None:
+    user = fresh_user()
+    async with open_store(kind, tmp_path) as store:
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled before it even starts: the outcome is still observed
+            events = await store.commit(user, 0, unit_with(user, 4))
+            assert [e.seq for e in events] == [1, 2, 3, 4]
+            await trio.lowlevel.checkpoint()
+        assert scope.cancelled_caught
+        assert [e.seq for e in await store.replay(user, 0, 10)] == [1, 2, 3, 4]
+        with trio.move_on_after(0):  # a read, unlike a commit, can be cancelled
+            await store.replay(user, 0, 10)
+            pytest.fail("the read was not cancelled")
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_aclose_commits_what_is_queued(kind: str, tmp_path: Path) -> None:
+    users = [fresh_user() for _ in range(100)]
+    results: dict[str, list[na.Event]] = {}
+    config = sqlite_config(tmp_path) if kind == "sqlite" else na.RuntimeConfig(database_url=PG_URL)
+    store = await SqlStore.open(config)
+
+    async def one(user: str) -> None:
+        results[user] = await store.commit(user, 0, unit_with(user, 2))
+
+    async with trio.open_nursery() as n:
+        for user in users:
+            n.start_soon(one, user)
+        await trio.testing.wait_all_tasks_blocked()  # every commit is submitted
+        await store.aclose()
+    assert len(results) == len(users)
+    with pytest.raises(na.StoreError, match="closed"):
+        await store.commit("late", 0, unit_with("late", 1))
+    with pytest.raises(na.StoreError, match="closed"):
+        await store.load_user("late")
+    async with open_store(kind, tmp_path) as again:
+        for user in users[:5]:
+            assert (await again.load_user(user)).head_seq == 2
+
+
+_SCOPED_RE = re.compile(r"\buser_id\b\s*(=|IN\b)", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_every_statement_on_netra_tables_names_the_user(kind: str, tmp_path: Path) -> None:
+    statements: list[str] = []
+    async with open_store(kind, tmp_path) as store:
+        store.statement_hook = statements.append
+        user = fresh_user()
+        await store.load_user(user)
+        await store.commit(user, 0, unit_with(user, 2, run="r_x"))
+        await store.replay(user, 0, 10)
+        await store.get_run(user, "r_x")
+        await store.list_runs(user, 10)
+    ours = [s for s in statements if re.search(r"\bnetra_(events|runs)\b", s)]
+    assert len(ours) >= 6, ours
+    for s in ours:
+        head = s.lstrip().upper()
+        if head.startswith(("INSERT", "COPY")):
+            assert "user_id" in s
+        else:
+            assert _SCOPED_RE.search(s), s
+
+
+@guest_test()
+async def test_reads_see_every_commit_on_sqlite(tmp_path: Path) -> None:
+    """The reader thread has its own connection: a commit is visible as soon as it returns."""
+    config = sqlite_config(tmp_path)
+    store = await SqlStore.open(config)
+    try:
+        head = 0
+        for _ in range(20):
+            head = (await store.commit("alice", head, unit_with("alice", 1)))[-1].seq
+            assert (await store.load_user("alice")).head_seq == head
+    finally:
+        await store.aclose()
+    with sqlite3.connect(str(tmp_path / "store.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM netra_events").fetchone()[0] == 20
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_the_asyncio_engine_is_there_for_developers(kind: str, tmp_path: Path) -> None:
+    from sqlalchemy import select, text
+
+    from netra_actors._bridge import Bridge
+
+    async with open_store(kind, tmp_path) as store:
+        user = fresh_user()
+        await store.commit(user, 0, unit_with(user, 3))
+
+        async def count() -> int:
+            async with store.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+                rows = await conn.execute(select(things.c.id).where(things.c.owner == user))
+                assert rows.all() == []
+                result = await conn.execute(
+                    text("SELECT count(*) FROM netra_events WHERE user_id = :u"), {"u": user}
+                )
+                return int(result.scalar_one())
+
+        assert await Bridge.current().run_on_host(count()) == 3
