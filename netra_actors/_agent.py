@@ -17,15 +17,18 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import trio
 
 from ._core import LivenessPolicy, RestartPolicy
 from ._exceptions import AgentError, ConfigError, ReservedEventError, RunFencedError, ToolError
-from ._messages import Checkpoint, Heartbeat, Reply
+from ._ids import new_message_id
+from ._messages import Ask, Checkpoint, Heartbeat, Reply, Write
 from ._store import check_stageable
 from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -139,6 +142,16 @@ def text_event(
     return StagedEvent(run_id, event, check_size(event, encoded, max_bytes))
 
 
+def assistant_message(
+    run_id: str, text: str, max_bytes: int | None, *, message_id: str | None = None
+) -> StagedEvent:
+    """An assistant ``message`` event (with its ``message_id``: a new one unless given)."""
+    mid = message_id or new_message_id()
+    return text_event(
+        run_id, "message", f'"role":"assistant","message_id":"{mid}",', text, max_bytes
+    )
+
+
 def check_size(event: str, encoded: str, max_bytes: int | None) -> str:
     """``encoded``, unless it is larger than ``max_bytes``."""
     if max_bytes is not None and len(encoded) > max_bytes:
@@ -213,6 +226,7 @@ class AgentContext:
         max_staged: int,
         beat_every: float = 1.0,
         max_event_bytes: int | None = None,
+        max_message_chars: int = 256 * 1024,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -227,6 +241,7 @@ class AgentContext:
         self._staging = Staging(max_staged)
         self.max_staged = max_staged
         self.max_event_bytes = max_event_bytes
+        self.max_message_chars = max_message_chars
         self.beat_every = beat_every
         """Seconds between the heartbeats that staging operations send on their own."""
         self._now = trio.lowlevel.current_clock().current_time
@@ -290,14 +305,65 @@ class AgentContext:
         await self._tick()
 
     async def say(self, text: str) -> None:
-        """Stage an assistant ``message`` event."""
+        """Stage an assistant ``message`` event (whole; to stream one, see :meth:`message`)."""
+        self._check()
+        self._staging.add_event(assistant_message(self.run_id, str(text), self.max_event_bytes))
+        await self._tick()
+
+    def message(self) -> MessageStream:
+        """Stream an assistant message token by token, then commit it once::
+
+            async with ctx.message() as m:
+                async for token in model_stream():
+                    await m.write(token)  # sent to the user's sockets at once, not committed
+
+        Each ``write`` reaches the sockets as a provisional ``delta`` right away. Leaving the
+        block normally stages the whole text as one ``message`` event and commits it (with
+        anything else staged): it supersedes the deltas. If the attempt is rolled back, its
+        ``run_rolled_back`` retracts the text that was not committed. A message holds at most
+        ``RuntimeConfig.max_message_chars`` characters.
+        """
+        self._check()
+        return MessageStream(self)
+
+    async def _write(self, message_id: str, text: str) -> None:
+        await self._send(Write(self.run_id, self.attempt, message_id, text))
+
+    async def _commit_message(self, message_id: str, text: str) -> int:
         self._check()
         self._staging.add_event(
-            text_event(
-                self.run_id, "message", '"role":"assistant",', str(text), self.max_event_bytes
-            )
+            assistant_message(self.run_id, text, self.max_event_bytes, message_id=message_id)
         )
-        await self._tick()
+        events, rows = self._staging.take()
+        return await self._commit_staged(events, rows, closes=(message_id,))
+
+    async def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
+        """Ask the user and wait for the answer (a ``send_input`` of the run).
+
+        Commits ``input_requested`` (``prompt``, and ``schema`` if given) and returns the
+        ``input`` of the next committed ``run_input``. In a restarted attempt it returns the next
+        input the run already received, without asking again. The run's deadline applies while
+        it waits; waiting is no sign of trouble (it heartbeats).
+        """
+        data: dict[str, JSON] = {"prompt": str(prompt)}
+        if schema is not None:
+            data["schema"] = schema
+        reply: Reply[JSON] = Reply()
+        await self._send(Ask(self.run_id, self.attempt, dumps(data), reply))
+        return await self._wait_beating(reply)
+
+    async def _wait_beating(self, reply: Reply[T]) -> T:
+        """Wait for ``reply``, heartbeating meanwhile; the attempt's end stops the wait."""
+        with trio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                while True:
+                    with trio.move_on_after(self.beat_every):
+                        return await reply.wait()
+                    await self.heartbeat()
+            finally:
+                self._waits.discard(scope)
+        raise RunFencedError("this attempt of the run is over")
 
     async def stage(self, row: Any, params: Any = None) -> None:
         """Stage a row of your own: an ORM instance or a Core statement (with ``params``).
@@ -316,7 +382,7 @@ class AgentContext:
         ``beat_every`` seconds old (at most a second, and a quarter of the heartbeat timeout), and
         so do checkpoints and waiting in :meth:`receive`.
         """
-        self._last_beat = trio.current_time()
+        self._last_beat = self._now()
         await self._send(Heartbeat(self.run_id, self.attempt))
 
     async def checkpoint(self) -> int:
@@ -335,6 +401,7 @@ class AgentContext:
         *,
         final: JSON = None,
         is_final: bool = False,
+        closes: tuple[str, ...] = (),
     ) -> int:
         reply: Reply[int] = Reply()
         await self._send(
@@ -346,6 +413,7 @@ class AgentContext:
                 rows=rows,
                 final_result=final,
                 is_final=is_final,
+                closes=closes,
             )
         )
         head = await reply.wait()
@@ -421,3 +489,51 @@ class AgentContext:
             finally:
                 self._waits.discard(scope)
         raise RunFencedError("this attempt of the run is over")
+
+
+class MessageStream:
+    """An assistant message being streamed (see :meth:`AgentContext.message`)."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self._ctx = ctx
+        self.message_id = new_message_id()
+        """The ``message_id`` of its deltas and of its committed ``message`` event."""
+        self._parts: list[str] = []
+        self._length = 0
+        self._open = True
+
+    @property
+    def text(self) -> str:
+        """Everything written so far."""
+        return "".join(self._parts)
+
+    async def write(self, text: str) -> None:
+        """Send ``text`` to the user's sockets now (provisional until the message commits)."""
+        self._ctx._check()
+        text = check_write(self._open, self._length, str(text), self._ctx.max_message_chars)
+        if text:
+            self._parts.append(text)
+            self._length += len(text)
+            await self._ctx._write(self.message_id, text)
+
+    async def __aenter__(self) -> MessageStream:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if exc_type is None:  # an exception leaves it uncommitted: a rollback retracts it
+            await self._ctx._commit_message(self.message_id, self.text)
+
+
+def check_write(is_open: bool, length: int, text: str, max_chars: int) -> str:
+    """``text``, if it may still be written to a message of ``length`` characters."""
+    if not is_open:
+        raise AgentError("this message is already committed: start a new one")
+    if length + len(text) > max_chars:
+        raise AgentError(
+            f"a streamed message holds at most {max_chars} characters "
+            "(RuntimeConfig.max_message_chars): commit it and stream the rest as a new one"
+        )
+    return text

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import types
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from ._core import LivenessPolicy, RestartPolicy
+from ._core._resilience import Dependency, dependency_map
 from ._exceptions import ConfigError
 from ._validate import positive, positive_int
 
@@ -44,6 +47,21 @@ def _gc_threshold(
         raise ConfigError(f"gc_threshold must be None or three integers >= 0, got {value!r}")
 
 
+IF_BUSY = ("parallel", "reject", "enqueue", "interrupt")
+
+
+def _if_busy(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in IF_BUSY:
+        raise ConfigError(f"if_busy must be one of {', '.join(IF_BUSY)}, got {value!r}")
+
+
+def _dependencies(
+    value: Mapping[str, Dependency] | Iterable[Dependency],
+) -> Mapping[str, Dependency]:
+    """A read-only mapping of name to :class:`Dependency`; keys must equal the names."""
+    return types.MappingProxyType(dependency_map(value))
+
+
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of a SQLite file at ``path``."""
     return f"sqlite+aiosqlite:///{os.fspath(path)}"
@@ -65,6 +83,17 @@ class RuntimeConfig:
     """Events one unit of work may stage before the agent must checkpoint."""
     max_event_bytes: int = attrs.field(default=256 * 1024, validator=positive_int)
     """Largest encoded ``data`` of one event, and largest run input (bytes of JSON)."""
+    max_message_chars: int = attrs.field(default=64 * 1024, validator=positive_int)
+    """Longest streamed message (code points): the supervisor holds open messages' text so
+    that a socket that (re)connects mid-answer gets it; a longer ``write`` raises."""
+    max_open_messages: int = attrs.field(default=16, validator=positive_int)
+    """Messages one user may be streaming at once; past it, the oldest one stops streaming
+    (its text still commits in full)."""
+    max_inputs_per_run: int = attrs.field(default=1000, validator=positive_int)
+    """How many ``send_input`` commands one run may receive (each is kept for restarted attempts)."""
+    if_busy: str = attrs.field(default="parallel", validator=_if_busy)
+    """What ``say``/``start_run`` do while the user has a live run (``parallel``, ``reject``,
+    ``enqueue``, ``interrupt``), unless the command says."""
     max_live_runs_per_user: int = attrs.field(default=64, validator=positive_int)
     """Live runs one user may have at once; further starts get ``rate_limited``."""
     max_sessions: int = attrs.field(default=100_000, validator=positive_int)
@@ -98,6 +127,13 @@ class RuntimeConfig:
     collections of the many long-lived objects a runtime holds (measured in benchmarks.md)."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
+    dependencies: Mapping[str, Dependency] = attrs.field(
+        factory=dict, converter=_dependencies, hash=False
+    )
+    """Retry and circuit-breaker policy per dependency (tool or model API), keyed by its name
+    (which must equal ``Dependency.name``; a list of ``Dependency`` values is accepted too). The
+    one place these are configured: the runtime's ``Resilience`` applies them to every user.
+    An undeclared name gets ``Dependency(name)``: one attempt, no breaker."""
 
     @property
     def is_sqlite(self) -> bool:

@@ -13,7 +13,8 @@ The tree::
     │   ├── IllegalStateError       the run's state does not allow it        (illegal_state)
     │   ├── ResumeBeyondHeadError   resume_from is greater than the head seq (bad_request)
     │   ├── TooLargeError           a value is over its size limit           (too_large)
-    │   └── MailboxFullError        the user's mailbox is full (backpressure) (rate_limited)
+    │   ├── MailboxFullError        the user's mailbox is full (backpressure) (rate_limited)
+    │   └── BusyError               the user has a live run and ``if_busy`` is reject  (busy)
     ├── SubscriptionClosedError     a socket mailbox ended; ``reason`` says why
     │   └── SlowConsumerError       it fell too far behind (resume from the store)
     ├── IllegalTransitionError      the execution state machine refused a transition
@@ -22,8 +23,12 @@ The tree::
     ├── AgentError                  raised *inside agent code* by the context object
     │   ├── ToolError               a tool call failed (it was recorded as ``tool_completed``)
     │   ├── RunFailedError          raise it to end the run ``failed`` now (reason ``error``)
-    │   └── RunFencedError          this attempt is over (cancelled, timed out, dead, restarted);
-    │                               anything it still emits is discarded
+    │   ├── RunFencedError          this attempt is over (cancelled, timed out, dead, restarted);
+    │   │                           anything it still emits is discarded
+    │   └── DependencyError         a declared dependency (tool, model API) failed; ``dependency``
+    │       ├── DependencyFailedError   the call failed after ``attempts`` tries; ``last_error``
+    │       ├── CircuitOpenError    its circuit breaker is open: failed fast; ``retry_after``
+    │       └── DependencyTimeoutError  one attempt ran past its ``RetryPolicy.timeout``
     └── ReservedEventError          an agent tried to emit an event name the runtime owns
 
 "You broke it" (``CommandError``, ``IllegalTransitionError``, ``ReservedEventError``,
@@ -92,6 +97,12 @@ class MailboxFullError(CommandError):
     code = "rate_limited"
 
 
+class BusyError(CommandError):
+    """The user already has a live (or queued) run and the command said ``if_busy="reject"``."""
+
+    code = "busy"
+
+
 class SubscriptionClosedError(NetraError):
     """A subscription (socket mailbox) ended.
 
@@ -156,3 +167,67 @@ class RunFencedError(AgentError):
 
 class ReservedEventError(NetraError, ValueError):
     """An agent tried to emit an event whose name the runtime owns (``run_state`` etc.)."""
+
+
+class DependencyError(AgentError):
+    """A call to a dependency (a tool or a model API) under the runtime's retry and circuit
+    breaker policy (``RuntimeConfig.dependencies``) failed. ``dependency`` is its name."""
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
+class DependencyFailedError(DependencyError):
+    """Every attempt the call was allowed failed (or its error was not retryable).
+
+    ``attempts`` is the number of attempts made (``>= 1``); ``last_error`` is the last attempt's
+    exception (also ``__cause__``): the tool's own error, or a :class:`DependencyTimeoutError`.
+    """
+
+    def __init__(self, dependency: str, attempts: int, last_error: BaseException) -> None:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(
+            dependency,
+            f"{dependency!r} failed after {tries}: {type(last_error).__name__}: {last_error}",
+        )
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class CircuitOpenError(DependencyError):
+    """The dependency's circuit breaker is open: the call failed fast, without trying.
+
+    ``retry_after`` is the seconds until the breaker lets a call through again (a probe);
+    ``failures`` the failures that opened it. A breaker that opens during a call's retries ends
+    the call with this error too: ``attempts`` counts the attempts made before (``0`` if the
+    first was refused) and ``last_error`` is the last attempt's exception (or ``None``).
+    """
+
+    def __init__(
+        self,
+        dependency: str,
+        retry_after: float,
+        *,
+        failures: int = 0,
+        attempts: int = 0,
+        last_error: BaseException | None = None,
+    ) -> None:
+        after = f" after {failures} failure{'' if failures == 1 else 's'}" if failures else ""
+        super().__init__(
+            dependency,
+            f"the circuit breaker for {dependency!r} is open{after}; retry in {retry_after:.1f} s",
+        )
+        self.retry_after = retry_after
+        self.failures = failures
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class DependencyTimeoutError(DependencyError):
+    """One attempt of a call ran past ``RetryPolicy.timeout`` seconds (it counts as a failed
+    attempt; after the last one it is the ``last_error`` of :class:`DependencyFailedError`)."""
+
+    def __init__(self, dependency: str, timeout: float) -> None:
+        super().__init__(dependency, f"{dependency!r} did not answer within {timeout:g} s")
+        self.timeout = timeout

@@ -79,6 +79,15 @@ class StartRun:
     user_text: str | None
     """For ``say``: the user's message, committed with the run's ``pending`` state."""
     reply: Reply[str]
+    if_busy: str | None = None
+    """``parallel``, ``reject``, ``enqueue`` or ``interrupt`` (None: the runtime's default)."""
+
+
+@attrs.define(slots=True)
+class SendInput:
+    run_id: str
+    input: JSON
+    reply: Reply[None]
 
 
 @attrs.define(slots=True)
@@ -145,6 +154,29 @@ class Checkpoint:
     rows: list[tuple[Any, Any]] = attrs.field(factory=list)
     final_result: Any = None
     is_final: bool = False
+    closes: tuple[str, ...] = ()
+    """Open messages this unit commits (their provisional text ends here)."""
+
+
+@attrs.define(slots=True)
+class Write:
+    """Agent → supervisor: provisional text of an open message (sent to sockets at once)."""
+
+    run_id: str
+    attempt: int
+    message_id: str
+    text: str
+
+
+@attrs.define(slots=True)
+class Ask:
+    """Agent → supervisor: the next input of the run (``input_requested`` if none is waiting)."""
+
+    run_id: str
+    attempt: int
+    data_json: str
+    """The ``input_requested`` payload (prompt, optional schema), encoded."""
+    reply: Reply[Any]
 
 
 @attrs.define(slots=True)
@@ -173,11 +205,14 @@ Message = (
     | CancelRun
     | GetRuns
     | SendToRun
+    | SendInput
     | WaitRun
     | Subscribe
     | Poke
     | Heartbeat
     | Checkpoint
+    | Write
+    | Ask
     | AgentExited
     | SlotReady
 )

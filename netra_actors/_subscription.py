@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from ._exceptions import SlowConsumerError, SubscriptionClosedError
-from ._values import Event
+from ._values import Delta, Event
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -47,16 +47,26 @@ class Subscription:
     """
 
     def __init__(
-        self, store: Store, user_id: str, *, resume_from: int | None, capacity: int, page: int
+        self,
+        store: Store,
+        user_id: str,
+        *,
+        resume_from: int | None,
+        capacity: int,
+        page: int,
+        deltas: bool = False,
     ) -> None:
         self.user_id = user_id
+        self.deltas = deltas
+        """Whether provisional text (:class:`~netra_actors.Delta`) is delivered too: read such a
+        subscription with :meth:`receive_items`."""
         self.resume_from = resume_from
         self.head_seq = 0
         """The user's head ``seq`` when the subscription was registered."""
         self._store = store
         self._capacity = capacity
         self._page = page
-        self._buf: collections.deque[Event] = collections.deque()
+        self._buf: collections.deque[Event | Delta] = collections.deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._closed: SubscriptionClosedError | None = None
         self._replay_next: int | None = resume_from  # last seq handed out while replaying
@@ -80,6 +90,29 @@ class Subscription:
             self._close(SlowConsumerError())
             return False
         self._buf.extend(events)
+        self._lot.unpark_all()
+        return True
+
+    def _offer_delta(self, delta: Delta) -> bool:
+        """Append provisional text, merged into the previous delta of the same message when
+        it follows it directly (a reader that is behind gets fewer, longer deltas, never gaps).
+        False if this subscription is closed (drop it)."""
+        if self._closed is not None:
+            return False
+        buf = self._buf
+        if buf:
+            last = buf[-1]
+            if (
+                type(last) is Delta
+                and last.message_id == delta.message_id
+                and last.offset + len(last.text) == delta.offset
+            ):
+                buf[-1] = last._replace(text=last.text + delta.text)
+                return True
+        if len(buf) >= self._capacity:
+            self._close(SlowConsumerError())
+            return False
+        buf.append(delta)
         self._lot.unpark_all()
         return True
 
@@ -108,8 +141,20 @@ class Subscription:
         """The next events in ``seq`` order: at least one, at most ``max_events``.
 
         Raises :class:`SlowConsumerError` if this reader fell behind, or
-        :class:`SubscriptionClosedError` once closed.
+        :class:`SubscriptionClosedError` once closed. (A subscription opened with ``deltas``
+        is read with :meth:`receive_items`.)
         """
+        if self.deltas:
+            raise TypeError("this subscription delivers deltas too: use receive_items()")
+        return await self.receive_items(max_events)  # type: ignore[return-value]
+
+    async def receive_items(self, max_items: int = 256) -> list[Event | Delta]:
+        """The next committed events and provisional deltas, in the order they happened.
+
+        Events come in ``seq`` order (replayed first when resuming); a delta never follows its
+        message's committed ``message`` event or its attempt's ``run_rolled_back``.
+        """
+        max_events = max_items
         if self._replay_next is not None and self._closed is None:
             after = self._replay_next
             want = min(max_events, self._page, self.head_seq - after)
@@ -132,10 +177,13 @@ class Subscription:
         n = min(max_events, len(self._buf))
         return self._hand_out([self._buf.popleft() for _ in range(n)])
 
-    def _hand_out(self, events: list[Event]) -> list[Event]:
-        self._delivered += len(events)
-        self._last_seq = events[-1].seq
-        return events
+    def _hand_out(self, items: list[Any]) -> list[Event | Delta]:
+        self._delivered += len(items)
+        for item in reversed(items):
+            if type(item) is Event:
+                self._last_seq = item.seq
+                break
+        return items
 
     async def receive(self) -> Event:
         """The next event (see :meth:`receive_batch`)."""

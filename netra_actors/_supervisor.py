@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,11 +29,13 @@ import trio
 
 from ._agent import Agent, AgentBase, AgentContext, AgentRegistry
 from ._children import ThreadCounters, agent_child, slot_waiter, threaded_child
-from ._config import RuntimeConfig
-from ._core import Transition
+from ._config import IF_BUSY, RuntimeConfig
+from ._core import RunState, Transition
 from ._core import _lifecycle as life_cycle
-from ._core._lifecycle import AgentStarted, Crash, Plan, Rollback, RunLife
+from ._core._lifecycle import AgentStarted, Crash, Plan, Rollback, RunLife, Wait
 from ._exceptions import (
+    AgentError,
+    BusyError,
     CommandError,
     IllegalStateError,
     IllegalTransitionError,
@@ -49,8 +50,10 @@ from ._exceptions import (
     UnknownRunError,
 )
 from ._histogram import Histogram
+from ._ids import new_message_id, new_run_id
 from ._messages import (
     AgentExited,
+    Ask,
     CancelRun,
     Checkpoint,
     GetRuns,
@@ -58,33 +61,23 @@ from ._messages import (
     Message,
     Poke,
     Reply,
+    SendInput,
     SendToRun,
     SlotReady,
     StartRun,
     Subscribe,
     WaitRun,
+    Write,
 )
 from ._threaded import ThreadedAgent
 from ._uow import RunRow, UnitOfWork
-from ._values import JSON, Event, RunInfo, dumps, loads
+from ._values import JSON, Delta, Event, RunInfo, dumps, loads
 
 if TYPE_CHECKING:
     from ._store import Store
     from ._subscription import Subscription
 
 log = logging.getLogger("netra_actors.supervisor")
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def new_run_id() -> str:
-    """A new run id: ``r_`` and a ULID (time-ordered, 26 characters)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, rem = divmod(value, 32)
-        chars.append(_CROCKFORD[rem])
-    return "r_" + "".join(reversed(chars))
 
 
 class SessionFailed(Exception):
@@ -150,8 +143,15 @@ class _Run:
     result_json: str | None = None
     child: trio.CancelScope | None = None
     """The running attempt's (or the slot wait's) cancel scope."""
-    ctx: AgentContext | None = None
     waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
+    inputs: list[str] = attrs.field(factory=list)
+    """The run's committed ``run_input`` values (JSON), in order: every attempt may take them."""
+    consumed: int = 0
+    """How many of ``inputs`` the running attempt has taken (``ctx.ask``)."""
+    asking: Reply[JSON] | None = None
+    """The running attempt waits in ``ctx.ask`` for the next input."""
+    blockers: set[str] | None = None
+    """A queued run: the runs that must end before it starts."""
 
     def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
         return RunRow(
@@ -162,7 +162,7 @@ class _Run:
             attempt=life.attempt,
             input_json=self.input_json,
             result_json=result_json,
-            reason=life.reason,
+            reason=life.reason or ("queued" if life.wait is Wait.QUEUE else None),
             created_at=self.created_at,
             updated_at=time.time(),
         )
@@ -181,6 +181,21 @@ class _Run:
             input=None if self.input_json is None else loads(self.input_json),
             result=None if self.result_json is None else loads(self.result_json),
         )
+
+
+_TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
+
+
+class _Stream:
+    """An open (streaming) message: its provisional text, held until it commits or rolls back."""
+
+    __slots__ = ("attempt", "length", "parts", "run_id")
+
+    def __init__(self, run_id: str, attempt: int) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.parts: list[str] = []
+        self.length = 0
 
 
 @functools.lru_cache(maxsize=256)
@@ -216,6 +231,12 @@ class UserSupervisor:
         self.subs: list[Subscription] = []
         self._nursery: trio.Nursery | None = None
         self._idle_since: float | None = None
+        self._streams: dict[str, _Stream] = {}
+        """Open messages of the user's running attempts, oldest first."""
+        self._muted: dict[str, str] = {}
+        """Messages that stopped streaming (past ``max_open_messages``) until they commit."""
+        self._dequeue = False
+        """A run ended: a queued run may start."""
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -246,7 +267,10 @@ class UserSupervisor:
                         with trio.move_on_at(deadline):
                             received = await rx.receive()
                         if received is None:
-                            if await self._on_time() and on_idle():
+                            idle = await self._on_time()
+                            if self._dequeue:
+                                await self._start_queued()
+                            elif idle and on_idle():
                                 break
                             continue
                         msg = received
@@ -257,6 +281,8 @@ class UserSupervisor:
                         await trio.lowlevel.checkpoint()
                 self._idle_since = None
                 await self._handle(msg)
+                if self._dequeue:
+                    await self._start_queued()
             nursery.cancel_scope.cancel()
         self._trace("passivated", self.head)
 
@@ -309,6 +335,10 @@ class UserSupervisor:
         match msg:
             case Checkpoint():
                 await self._on_checkpoint(msg)
+            case Write():
+                self._on_write(msg)
+            case Ask():
+                await self._on_ask(msg)
             case Heartbeat():
                 run = self._running(msg.run_id, msg.attempt)
                 if run is not None:  # late beats of an attempt that is over are ignored
@@ -321,6 +351,8 @@ class UserSupervisor:
                 await self._answer(msg.reply, self._on_get_runs(msg))
             case SendToRun():
                 await self._answer(msg.reply, self._on_send_to_run(msg))
+            case SendInput():
+                await self._answer(msg.reply, self._on_send_input(msg))
             case WaitRun():
                 await self._on_wait_run(msg)
             case Subscribe():
@@ -429,6 +461,7 @@ class UserSupervisor:
                 counters.rollbacks += 1
                 if step.will_restart:
                     counters.restarts += 1
+                self._end_streams(run.run_id)  # its rollback retracted them
         if plan.life.state.is_terminal:
             self._finalize(run)
         elif plan.spawn:
@@ -456,9 +489,11 @@ class UserSupervisor:
             inbox=run.inbox_rx,
             max_staged=config.max_staged_events,
             max_event_bytes=config.max_event_bytes,
+            max_message_chars=config.max_message_chars,
             beat_every=1.0 if hb is None else min(1.0, hb / 4),
         )
-        run.ctx = ctx
+        run.consumed = 0
+        run.asking = None
         run.child = scope = trio.CancelScope()
         input_value = None if run.input_json is None else loads(run.input_json)
         if issubclass(run.agent_cls, ThreadedAgent):
@@ -487,7 +522,12 @@ class UserSupervisor:
 
     def _finalize(self, run: _Run) -> None:
         self._stop_attempt(run)
+        self._end_streams(run.run_id)
         run.inbox_tx.close()
+        for other in self.runs.values():
+            if other.blockers is not None:
+                other.blockers.discard(run.run_id)
+                self._dequeue = True
         state = run.life.state.value
         counters = self._deps.counters
         counters.runs_ended[state] = counters.runs_ended.get(state, 0) + 1
@@ -530,21 +570,76 @@ class UserSupervisor:
             await self._commit(unit)
         except StoreError as exc:
             msg.reply.fail(exc)
-            crash = life_cycle.on_crash(
-                run.life,
-                attempt=msg.attempt,
-                cause=Crash.STORE_ERROR,
-                error=str(exc),
-                now=trio.current_time(),
-            )
-            if crash is not None:
-                await self._execute(run, crash)
+            await self._crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
             return
         msg.reply.set(self.head)
+        for message_id in msg.closes:  # committed: the message supersedes its deltas
+            self._streams.pop(message_id, None)
+            self._muted.pop(message_id, None)
         if plan is not None:
             run.result_json = result_json
             run.child = None  # the attempt finished: its task is returning, let it
             self._applied(run, plan)
+
+    def _on_write(self, msg: Write) -> None:
+        """Provisional text of an open message: to the sockets that take deltas, now."""
+        run = self._running(msg.run_id, msg.attempt)
+        mid = msg.message_id
+        if run is None or mid in self._muted:
+            return
+        stream = self._streams.get(mid)
+        if stream is None:
+            if len(self._streams) >= self._config.max_open_messages:
+                oldest = next(iter(self._streams))
+                self._muted[oldest] = self._streams.pop(oldest).run_id
+                # No more deltas of it for anyone; its committed message still arrives.
+            stream = self._streams[mid] = _Stream(run.run_id, msg.attempt)
+        if stream.length + len(msg.text) > self._config.max_message_chars:
+            self._muted[mid] = self._streams.pop(mid).run_id
+            return
+        delta = Delta(run.run_id, msg.attempt, mid, stream.length, msg.text)
+        stream.parts.append(msg.text)
+        stream.length += len(msg.text)
+        for sub in self.subs:
+            if sub.deltas:
+                sub._offer_delta(delta)
+
+    def _end_streams(self, run_id: str) -> None:
+        """Forget the open messages of ``run_id`` (rolled back, or the run ended)."""
+        for mid in [m for m, st in self._streams.items() if st.run_id == run_id]:
+            del self._streams[mid]
+        for mid in [m for m, rid in self._muted.items() if rid == run_id]:
+            del self._muted[mid]
+
+    async def _on_ask(self, msg: Ask) -> None:
+        run = self._running(msg.run_id, msg.attempt)
+        if run is None:
+            msg.reply.fail(RunFencedError("this attempt of the run is over"))
+            return
+        run.life = run.life.beat(trio.current_time())
+        if run.consumed < len(run.inputs):  # answered already (or a restart): no new question
+            run.consumed += 1
+            msg.reply.set(loads(run.inputs[run.consumed - 1]))
+            return
+        if run.asking is not None:
+            msg.reply.fail(AgentError("this attempt is already waiting for an input"))
+            return
+        unit = UnitOfWork(self.user_id)
+        unit.emit_encoded(run.run_id, "input_requested", msg.data_json)
+        try:
+            await self._commit(unit)
+        except StoreError as exc:
+            msg.reply.fail(exc)
+            await self._crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
+            return
+        run.asking = msg.reply
+
+    async def _crashed(self, run: _Run, attempt: int, cause: Crash, error: str) -> None:
+        plan = life_cycle.on_crash(
+            run.life, attempt=attempt, cause=cause, error=error, now=trio.current_time()
+        )
+        if plan is not None:
+            await self._execute(run, plan)
 
     async def _on_agent_exited(self, msg: AgentExited) -> None:
         run = self.runs.get(msg.run_id)
@@ -590,23 +685,30 @@ class UserSupervisor:
         cls = agents.get(name) if name is not None else None
         if cls is None:
             raise UnknownAgentError(f"no agent named {name!r}")
-        try:
-            input_json = dumps(msg.input)
-        except TypeError:
-            raise CommandError("input must be a JSON value") from None
-        if len(input_json) > config.max_event_bytes:
-            raise TooLargeError(
-                f"input is {len(input_json)} bytes of JSON; the limit is {config.max_event_bytes}"
-            )
+        input_json = self._encode_input(msg.input)
+        policy = msg.if_busy or config.if_busy
+        if policy not in IF_BUSY:
+            raise CommandError(f"if_busy must be one of {', '.join(IF_BUSY)}")
         if len(self.runs) >= config.max_live_runs_per_user:
             raise MailboxFullError(
                 f"this user already has {len(self.runs)} live runs; wait for one to end"
             )
+        live = list(self.runs.values())
+        if live and policy == "reject":
+            raise BusyError(f"this user has {len(live)} live run(s) (if_busy is reject)")
+        if live and policy == "interrupt":
+            for other in live:  # a completing run is left to finish
+                if other.life.state is not RunState.COMPLETING and other.run_id in self.runs:
+                    await self._execute(
+                        other, life_cycle.on_cancel(other.life, error="interrupted")
+                    )
+        queued = bool(live) and policy == "enqueue"
         plan = life_cycle.begin(
             now=trio.current_time(),
             threaded=cls.threaded,
             restart=cls.restart_policy or config.restart,
             liveness=cls.liveness or config.liveness,
+            queued=queued,
         )
         inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
         run = _Run(
@@ -619,9 +721,15 @@ class UserSupervisor:
             inbox_tx=inbox_tx,
             inbox_rx=inbox_rx,
         )
+        if queued:
+            run.blockers = {other.run_id for other in live}
         unit = UnitOfWork(self.user_id)
         if msg.user_text is not None:
-            unit.emit(run.run_id, "message", {"role": "user", "text": msg.user_text})
+            unit.emit(
+                run.run_id,
+                "message",
+                {"role": "user", "text": msg.user_text, "message_id": new_message_id()},
+            )
         self._stage(unit, run, plan, None)
         self.runs[run.run_id] = run
         try:
@@ -632,6 +740,16 @@ class UserSupervisor:
         self._deps.counters.runs_started += 1
         self._applied(run, plan)
         return run.run_id
+
+    async def _start_queued(self) -> None:
+        """Start the queued runs whose turn came (every run live before them has ended)."""
+        self._dequeue = False
+        for run in list(self.runs.values()):
+            if run.blockers is not None and not run.blockers:
+                run.blockers = None
+                plan = life_cycle.on_dequeue(run.life, now=trio.current_time())
+                if plan is not None:
+                    await self._execute(run, plan)
 
     async def _ended_run(self, run_id: str) -> RunInfo:
         """A run that is not live: its stored snapshot, or UnknownRunError."""
@@ -665,6 +783,35 @@ class UserSupervisor:
         except trio.WouldBlock:
             raise MailboxFullError("the run's inbox is full") from None
 
+    async def _on_send_input(self, msg: SendInput) -> None:
+        run = self.runs.get(msg.run_id)
+        if run is None:
+            await self._ended_run(msg.run_id)
+            raise IllegalStateError("the run already ended")
+        if run.life.state not in _TAKES_INPUT:
+            raise IllegalStateError(f"the run is {run.life.state.value}")
+        input_json = self._encode_input(msg.input)
+        if len(run.inputs) >= self._config.max_inputs_per_run:
+            raise MailboxFullError(f"the run already has {len(run.inputs)} inputs")
+        unit = UnitOfWork(self.user_id)
+        unit.emit_encoded(run.run_id, "run_input", f'{{"input":{input_json}}}')
+        await self._commit(unit)
+        run.inputs.append(input_json)
+        if run.asking is not None:  # the running attempt waits for it
+            reply, run.asking = run.asking, None
+            run.consumed += 1
+            reply.set(loads(input_json))
+
+    def _encode_input(self, value: JSON) -> str:
+        try:
+            encoded = dumps(value)
+        except TypeError:
+            raise CommandError("input must be a JSON value") from None
+        limit = self._config.max_event_bytes
+        if len(encoded) > limit:
+            raise TooLargeError(f"input is {len(encoded)} bytes of JSON; the limit is {limit}")
+        return encoded
+
     async def _on_wait_run(self, msg: WaitRun) -> None:
         run = self.runs.get(msg.run_id)
         if run is not None:
@@ -683,8 +830,12 @@ class UserSupervisor:
                 )
             )
             return
-        msg.subscription._registered(self.head, self._poke)
-        self.subs.append(msg.subscription)
+        sub = msg.subscription
+        sub._registered(self.head, self._poke)
+        self.subs.append(sub)
+        if sub.deltas:  # messages still streaming: all their text so far, at offset 0
+            for mid, st in self._streams.items():
+                sub._offer_delta(Delta(st.run_id, st.attempt, mid, 0, "".join(st.parts)))
         msg.reply.set(self.head)
 
     def _poke(self) -> None:
@@ -706,13 +857,16 @@ class UserSupervisor:
         unit = UnitOfWork(self.user_id)
         plans: list[tuple[_Run, Plan]] = []
         for info in live:
-            cls = self._deps.agents.get(info.agent) or Agent  # may be unknown here: it ends
-            inbox_tx, inbox_rx = trio.open_memory_channel[JSON](1)
+            known = self._deps.agents.get(info.agent)
+            cls = known or Agent  # unknown here: the run cannot go on, it ends
+            inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
             life = life_cycle.recovered(
                 info.state,
                 info.attempt,
-                restart=config.restart,
-                liveness=config.liveness,
+                threaded=cls.threaded,
+                queued=info.reason == "queued",
+                restart=cls.restart_policy or config.restart,
+                liveness=cls.liveness or config.liveness,
                 now=now,
             )
             run = _Run(
@@ -726,13 +880,17 @@ class UserSupervisor:
                 inbox_rx=inbox_rx,
                 result_json=None if info.result is None else dumps(info.result),
             )
-            plan = life_cycle.on_recover(life)
+            plan = life_cycle.on_recover(life, now=now, runnable=known is not None)
+            if plan.life.wait is Wait.QUEUE:  # queued runs keep their order
+                run.blockers = {r.run_id for r, p in plans if not p.life.state.is_terminal}
             self.runs[run.run_id] = run
             self._stage(unit, run, plan, run.result_json)
             plans.append((run, plan))
         log.info(
             "user %r: recovered %d run(s) left live by a stopped process", self.user_id, len(live)
         )
-        await self._commit_owned(unit)
+        if unit:
+            await self._commit_owned(unit)
         for run, plan in plans:
             self._applied(run, plan)
+        self._dequeue = True

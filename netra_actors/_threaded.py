@@ -30,7 +30,17 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 import pykka
 import trio
 
-from ._agent import AgentBase, AgentContext, Staging, stage_event, tool_call_id, tool_error_text
+from ._agent import (
+    AgentBase,
+    AgentContext,
+    Staging,
+    assistant_message,
+    check_write,
+    stage_event,
+    tool_call_id,
+    tool_error_text,
+)
+from ._ids import new_message_id
 from ._bridge import Bridge
 from ._exceptions import RunFencedError, RuntimeClosedError, StoreError, ToolError
 from ._values import JSON, dumps
@@ -120,8 +130,12 @@ class ThreadedContext:
         self.emit("agent_thinking", {"text": str(text)})
 
     def say(self, text: str) -> None:
-        """Stage an assistant ``message`` event."""
-        self.emit("message", {"role": "assistant", "text": str(text)})
+        """Stage an assistant ``message`` event (whole; to stream one, see :meth:`message`)."""
+        self._check()
+        self._staging.add_event(
+            assistant_message(self.run_id, str(text), self._actx.max_event_bytes)
+        )
+        self._maybe_beat()
 
     def stage(self, row: Any, params: Any = None) -> None:
         """Stage a row of your own (see :meth:`AgentContext.stage`)."""
@@ -143,6 +157,28 @@ class ThreadedContext:
     def receive(self) -> JSON:
         """The next message sent to this run, blocking this thread until one arrives."""
         return self._call(self._actx.receive)
+
+    def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
+        """Ask the user and block until the answer (see :meth:`AgentContext.ask`)."""
+        return self._call(self._actx.ask, prompt, schema=schema)
+
+    def message(self) -> ThreadedMessageStream:
+        """Stream an assistant message (see :meth:`AgentContext.message`)::
+
+        with ctx.message() as m:
+            for token in sdk_stream():
+                m.write(token)
+        """
+        self._check()
+        return ThreadedMessageStream(self)
+
+    def _commit_message(self, message_id: str, text: str) -> int:
+        self._check()
+        self._staging.add_event(
+            assistant_message(self.run_id, text, self._actx.max_event_bytes, message_id=message_id)
+        )
+        events, rows = self._staging.take()
+        return self._call(self._actx._commit_staged, events, rows, closes=(message_id,))
 
     def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
         """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here)."""
@@ -174,6 +210,42 @@ class ThreadedContext:
         if self._actx.fenced:
             raise RunFencedError("this attempt of the run is over")
         return run_in_process(fn, *args)
+
+
+class ThreadedMessageStream:
+    """An assistant message being streamed from a thread (see :meth:`ThreadedContext.message`)."""
+
+    def __init__(self, ctx: ThreadedContext) -> None:
+        self._ctx = ctx
+        self.message_id = new_message_id()
+        """The ``message_id`` of its deltas and of its committed ``message`` event."""
+        self._parts: list[str] = []
+        self._length = 0
+        self._open = True
+
+    @property
+    def text(self) -> str:
+        """Everything written so far."""
+        return "".join(self._parts)
+
+    def write(self, text: str) -> None:
+        """Send ``text`` to the user's sockets now (one hand-off to trio per call)."""
+        actx = self._ctx._actx
+        text = check_write(self._open, self._length, str(text), actx.max_message_chars)
+        if text:
+            self._parts.append(text)
+            self._length += len(text)
+            self._ctx._call(actx._write, self.message_id, text)
+
+    def __enter__(self) -> ThreadedMessageStream:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if exc_type is None:
+            self._ctx._commit_message(self.message_id, self.text)
 
 
 # -- the pykka actor ------------------------------------------------------------------------

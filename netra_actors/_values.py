@@ -103,6 +103,34 @@ class Event(NamedTuple):
         )
 
 
+class Delta(NamedTuple):
+    """Provisional text of a message that is still streaming. Not durable: it has no ``seq``.
+
+    ``offset`` counts the code points of the message sent before ``text``. The message's
+    committed ``message`` event (same ``message_id``) supersedes it; a ``run_rolled_back`` of the
+    same run and attempt retracts it.
+    """
+
+    run_id: str
+    attempt: int
+    message_id: str
+    offset: int
+    text: str
+
+    def wire_json(self) -> str:
+        """The ``delta`` frame (protocol v1 addition) as JSON text."""
+        return orjson.dumps(
+            {
+                "type": "delta",
+                "run_id": self.run_id,
+                "attempt": self.attempt,
+                "message_id": self.message_id,
+                "offset": self.offset,
+                "text": self.text,
+            }
+        ).decode()
+
+
 @attrs.frozen(kw_only=True)
 class RunInfo:
     """A snapshot of one run, as the store has it."""

@@ -74,6 +74,8 @@ class Wait(enum.StrEnum):
     """A threaded run waits for a free thread."""
     BACKOFF = "backoff"
     """A crashed run waits until its restart is due (``RunLife.restart_at``)."""
+    QUEUE = "queue"
+    """A queued run (``if_busy="enqueue"``) waits for the runs live before it to end."""
 
 
 @attrs.frozen(kw_only=True)
@@ -159,8 +161,10 @@ def begin(
     threaded: bool,
     restart: RestartPolicy,
     liveness: LivenessPolicy,
+    queued: bool = False,
 ) -> Plan:
-    """A new run: ``pending``; an async agent starts at once, a threaded one waits for a slot."""
+    """A new run: ``pending``; then an async agent starts at once, a threaded one waits for a
+    slot, and a ``queued`` one waits for its turn (:func:`on_dequeue`)."""
     life = RunLife(
         state=_S.PENDING,
         attempt=0,
@@ -168,12 +172,27 @@ def begin(
         tracker=RestartTracker(policy=restart),
         liveness=Liveness.start(liveness, now),
     )
-    steps = _Steps(_S.PENDING)
     first: tuple[Step, ...] = (Transition(previous=None, state=_S.PENDING),)
-    if threaded:
-        return Plan(life=attrs.evolve(life, wait=Wait.SLOT), steps=first, await_slot=True)
-    plan = _start(life, steps, now)
+    if queued:
+        return Plan(life=attrs.evolve(life, wait=Wait.QUEUE), steps=first)
+    plan = _go_pending(life, now)
     return attrs.evolve(plan, steps=first + plan.steps)
+
+
+def _go_pending(life: RunLife, now: float) -> Plan:
+    """A pending run may start now: at once (async), or once it has a thread (threaded)."""
+    if life.threaded:
+        return Plan(life=attrs.evolve(life, wait=Wait.SLOT), await_slot=True)
+    return _start(life, _Steps(_S.PENDING), now)
+
+
+def on_dequeue(life: RunLife, *, now: float) -> Plan | None:
+    """A queued run's turn came. None if it is not queued (any more)."""
+    if life.wait is not Wait.QUEUE or life.state is not _S.PENDING:
+        return None
+    # The run's deadline counts from its turn, not from when it was queued.
+    fresh = Liveness.start(life.liveness.policy, now)
+    return _go_pending(attrs.evolve(life, wait=Wait.NONE, liveness=fresh), now)
 
 
 def _start(life: RunLife, steps: _Steps, now: float) -> Plan:
@@ -262,10 +281,13 @@ def _why(decision: object) -> str:
     return decision.reason if isinstance(decision, Escalate) else "stopped"
 
 
-def on_cancel(life: RunLife) -> Plan:
-    """The user cancels the run. Raises :class:`IllegalTransitionError` if it cannot be."""
+def on_cancel(life: RunLife, *, error: str = "cancelled by the user") -> Plan:
+    """The user cancels the run (``error`` says how: ``interrupted`` by a new message …).
+
+    Raises :class:`IllegalTransitionError` if it cannot be (``completing``, or over).
+    """
     check_transition(life.state, _S.CANCELLED)
-    return _abort(life, _S.CANCELLED, "cancelled", "cancelled by the user")
+    return _abort(life, _S.CANCELLED, "cancelled", error)
 
 
 def on_tick(life: RunLife, *, now: float) -> Plan | None:
@@ -288,11 +310,13 @@ def on_tick(life: RunLife, *, now: float) -> Plan | None:
     return None
 
 
-def on_recover(life: RunLife) -> Plan:
-    """Activation found the run live, left so by a process that stopped.
+def on_recover(life: RunLife, *, now: float, runnable: bool = True) -> Plan:
+    """Activation found the run live, left so by a process that stopped (or by a lost owner).
 
-    ``completing`` finishes ``completed`` (its result was committed); anything else ends ``dead``
-    with one rollback.
+    ``completing`` finishes ``completed`` (its result was committed); a ``pending`` run never
+    started, so it goes on (queued runs stay queued; ``runnable`` is False when this process
+    cannot run its agent: it then ends ``dead``); anything that had started ends ``dead`` with
+    one rollback.
     """
     if life.state is _S.COMPLETING:
         steps = _Steps(life.state)
@@ -300,19 +324,31 @@ def on_recover(life: RunLife) -> Plan:
         return Plan(life=attrs.evolve(life, state=_S.COMPLETED), steps=tuple(steps.steps))
     if life.state.is_terminal:
         raise IllegalTransitionError(life.state.value, _S.DEAD.value)
+    if life.state is _S.PENDING and runnable:
+        if life.wait is Wait.QUEUE:
+            return Plan(life=life)
+        return _go_pending(life, now)
     return _abort(life, _S.DEAD, "dead", "the process stopped while the run was live")
 
 
 def recovered(
-    state: RunState, attempt: int, *, restart: RestartPolicy, liveness: LivenessPolicy, now: float
+    state: RunState,
+    attempt: int,
+    *,
+    threaded: bool,
+    queued: bool,
+    restart: RestartPolicy,
+    liveness: LivenessPolicy,
+    now: float,
 ) -> RunLife:
     """The life of a run read back from the store (to plan its recovery)."""
     return RunLife(
         state=state,
         attempt=attempt,
-        threaded=False,
+        threaded=threaded,
         tracker=RestartTracker(policy=restart),
         liveness=Liveness.start(liveness, now),
+        wait=Wait.QUEUE if queued and state is _S.PENDING else Wait.NONE,
     )
 
 

@@ -33,7 +33,9 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from .._core._resilience import BreakerState
 from .._histogram import Histogram, HistogramSnapshot
+from .._resilience import ResilienceStatistics
 from .._runtime import Runtime
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -117,6 +119,62 @@ class _RuntimeCollector:
         )
 
 
+BREAKER_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+"""``netra_dependency_breaker_state``: 0 closed, 1 half-open, 2 open."""
+
+
+class _ResilienceCollector:
+    """Per-dependency breaker state and call counters from ``runtime.resilience.statistics()``
+    at scrape time (nothing is exported before the runtime has a ``resilience``)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterable[Metric]:
+        resilience = getattr(self._runtime, "resilience", None)
+        if resilience is None:
+            return
+        stats: ResilienceStatistics = resilience.statistics()
+        state = GaugeMetricFamily(
+            "netra_dependency_breaker_state",
+            "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
+            labels=["dependency"],
+        )
+        families = {
+            "calls": CounterMetricFamily(
+                "netra_dependency_calls",
+                "Calls to a dependency (one call may make several attempts).",
+                labels=["dependency"],
+            ),
+            "retries": CounterMetricFamily(
+                "netra_dependency_retries",
+                "Attempts after the first of their call (retries).",
+                labels=["dependency"],
+            ),
+            "failures": CounterMetricFamily(
+                "netra_dependency_failures",
+                "Attempts that failed (raised or timed out).",
+                labels=["dependency"],
+            ),
+            "fast_failures": CounterMetricFamily(
+                "netra_dependency_rejected",
+                "Attempts refused by an open circuit breaker (failed fast).",
+                labels=["dependency"],
+            ),
+            "opened_total": CounterMetricFamily(
+                "netra_dependency_breaker_opened",
+                "Times the circuit breaker opened.",
+                labels=["dependency"],
+            ),
+        }
+        for name, dep in sorted(stats.dependencies.items()):
+            state.add_metric([name], BREAKER_STATE_VALUE[dep.state])
+            for field, family in families.items():
+                family.add_metric([name], getattr(dep, field))
+        yield state
+        yield from families.values()
+
+
 class _GatewayCollector:
     """Exports the gateway's per-frame and per-event figures at scrape time."""
 
@@ -189,6 +247,7 @@ class GatewayMetrics:
     def attach_runtime(self, runtime: Runtime, socket_depth: Callable[[], int]) -> None:
         """Export the runtime's statistics too."""
         self.registry.register(_RuntimeCollector(runtime, socket_depth))
+        self.registry.register(_ResilienceCollector(runtime))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

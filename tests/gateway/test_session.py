@@ -24,7 +24,12 @@ async def test_welcome_then_demo_run_streams_every_event(server: Server, user: s
         assert isinstance(event["ts"], float)
     first = events[0]
     assert first["event"] == "message"
-    assert first["data"] == {"role": "user", "text": "Add 2 and 40, please."}
+    assert first["data"]["message_id"].startswith("m_")
+    assert first["data"] == {
+        "role": "user",
+        "text": "Add 2 and 40, please.",
+        "message_id": first["data"]["message_id"],
+    }
     assert first["run_id"] == run_id
     seen = names(client.run_events(run_id))
     for name in ("agent_started", "agent_thinking", "tool_executing", "tool_completed",
