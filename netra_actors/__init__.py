@@ -10,6 +10,7 @@ from ._agent import Agent as Agent
 from ._agent import AgentBase as AgentBase
 from ._agent import AgentContext as AgentContext
 from ._agent import AgentRegistry as AgentRegistry
+from ._agent import MessageStream as MessageStream
 from ._bridge import run as run
 from ._config import RuntimeConfig as RuntimeConfig
 from ._config import sqlite_url as sqlite_url
@@ -21,6 +22,7 @@ from ._embed import EmbeddedRuntime as EmbeddedRuntime
 from ._embed import EmbeddedSubscription as EmbeddedSubscription
 from ._embed import embed as embed
 from ._exceptions import AgentError as AgentError
+from ._exceptions import BusyError as BusyError
 from ._exceptions import CommandError as CommandError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import IllegalStateError as IllegalStateError
@@ -52,8 +54,10 @@ from ._subscription import SubscriptionStatistics as SubscriptionStatistics
 from ._supervisor import RunsSnapshot as RunsSnapshot
 from ._threaded import ThreadedAgent as ThreadedAgent
 from ._threaded import ThreadedContext as ThreadedContext
+from ._threaded import ThreadedMessageStream as ThreadedMessageStream
 from ._threaded import run_in_process as run_in_process
 from ._values import JSON as JSON
+from ._values import Delta as Delta
 from ._values import Event as Event
 from ._values import RunInfo as RunInfo
 
@@ -67,8 +71,10 @@ __all__ = [
     "AgentContext",
     "AgentError",
     "AgentRegistry",
+    "BusyError",
     "CommandError",
     "ConfigError",
+    "Delta",
     "EmbeddedRuntime",
     "EmbeddedSubscription",
     "Event",
@@ -77,6 +83,7 @@ __all__ = [
     "IllegalTransitionError",
     "LivenessPolicy",
     "MailboxFullError",
+    "MessageStream",
     "NetraError",
     "ReservedEventError",
     "RestartPolicy",
@@ -101,6 +108,7 @@ __all__ = [
     "SubscriptionStatistics",
     "ThreadedAgent",
     "ThreadedContext",
+    "ThreadedMessageStream",
     "TooLargeError",
     "ToolError",
     "UnknownAgentError",

@@ -28,7 +28,7 @@ from ._exceptions import RuntimeClosedError, SubscriptionClosedError
 from ._runtime import Runtime, RuntimeStatistics, open_runtime
 from ._subscription import Subscription
 from ._supervisor import RunsSnapshot
-from ._values import JSON, Event, RunInfo
+from ._values import JSON, Delta, Event, RunInfo
 
 
 class EmbeddedSubscription:
@@ -40,6 +40,11 @@ class EmbeddedSubscription:
         self._buffer: list[Event] = []
         self.head_seq = sub.head_seq
         """The user's head ``seq`` when the subscription was registered."""
+
+    async def receive_items(self, max_items: int = 256) -> list[Event | Delta]:
+        """The next events and deltas (see :meth:`Subscription.receive_items`)."""
+        items: list[Event | Delta] = await self._host._call(self._sub.receive_items, max_items)
+        return items
 
     async def receive_batch(self, max_events: int = 256) -> list[Event]:
         """The next events (see :meth:`Subscription.receive_batch`)."""
@@ -92,15 +97,27 @@ class EmbeddedRuntime:
             raise RuntimeClosedError("the runtime has stopped")
         return await self._bridge.call_in_trio(self._nursery, fn, *args)
 
-    async def start_run(self, user_id: str, agent: str | None, input: JSON = None) -> str:
+    async def start_run(
+        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+    ) -> str:
         """See :meth:`Runtime.start_run`."""
-        result: str = await self._call(self._runtime.start_run, user_id, agent, input)
+        result: str = await self._call(
+            lambda: self._runtime.start_run(user_id, agent, input, if_busy=if_busy)
+        )
         return result
 
-    async def say(self, user_id: str, text: str, *, agent: str | None = None) -> str:
+    async def say(
+        self, user_id: str, text: str, *, agent: str | None = None, if_busy: str | None = None
+    ) -> str:
         """See :meth:`Runtime.say`."""
-        result: str = await self._call(lambda: self._runtime.say(user_id, text, agent=agent))
+        result: str = await self._call(
+            lambda: self._runtime.say(user_id, text, agent=agent, if_busy=if_busy)
+        )
         return result
+
+    async def send_input(self, user_id: str, run_id: str, input: JSON) -> None:
+        """See :meth:`Runtime.send_input`."""
+        await self._call(self._runtime.send_input, user_id, run_id, input)
 
     async def cancel_run(self, user_id: str, run_id: str) -> None:
         """See :meth:`Runtime.cancel_run`."""
@@ -128,11 +145,18 @@ class EmbeddedRuntime:
         return result
 
     async def subscribe(
-        self, user_id: str, *, resume_from: int | None = None, capacity: int | None = None
+        self,
+        user_id: str,
+        *,
+        resume_from: int | None = None,
+        capacity: int | None = None,
+        deltas: bool = False,
     ) -> EmbeddedSubscription:
-        """See :meth:`Runtime.subscribe`."""
+        """See :meth:`Runtime.subscribe` (with ``deltas``, read it with ``receive_items``)."""
         sub: Subscription = await self._call(
-            lambda: self._runtime.subscribe(user_id, resume_from=resume_from, capacity=capacity)
+            lambda: self._runtime.subscribe(
+                user_id, resume_from=resume_from, capacity=capacity, deltas=deltas
+            )
         )
         return EmbeddedSubscription(self, sub)
 

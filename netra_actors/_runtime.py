@@ -30,6 +30,7 @@ from ._messages import (
     GetRuns,
     Message,
     Reply,
+    SendInput,
     SendToRun,
     StartRun,
     Subscribe,
@@ -187,24 +188,47 @@ class Runtime:
 
     # -- the public API --------------------------------------------------------------------
 
-    async def start_run(self, user_id: str, agent: str | None, input: JSON = None) -> str:
+    async def start_run(
+        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+    ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
         Returns once the run's start is committed (``pending``, ``starting``, ``running``).
+        ``if_busy`` says what to do while the user has a live run: ``parallel`` (start it
+        alongside), ``reject`` (raise :class:`BusyError`), ``enqueue`` (a durable ``pending`` run
+        that starts once every run live before it ended) or ``interrupt`` (cancel the live runs
+        first); None takes ``RuntimeConfig.if_busy``.
         """
         run_id: str = await self._request(
-            user_id, lambda: StartRun(agent=agent, input=input, user_text=None, reply=Reply())
+            user_id,
+            lambda: StartRun(
+                agent=agent, input=input, user_text=None, reply=Reply(), if_busy=if_busy
+            ),
         )
         return run_id
 
-    async def say(self, user_id: str, text: str, *, agent: str | None = None) -> str:
-        """Commit the user's chat message and start a run with it as input. Returns the run id."""
+    async def say(
+        self, user_id: str, text: str, *, agent: str | None = None, if_busy: str | None = None
+    ) -> str:
+        """Commit the user's chat message and start a run with it as input. Returns the run id.
+
+        ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
+        when ``reject`` refuses the command).
+        """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
         run_id: str = await self._request(
-            user_id, lambda: StartRun(agent=agent, input=text, user_text=text, reply=Reply())
+            user_id,
+            lambda: StartRun(
+                agent=agent, input=text, user_text=text, reply=Reply(), if_busy=if_busy
+            ),
         )
         return run_id
+
+    async def send_input(self, user_id: str, run_id: str, input: JSON) -> None:
+        """Give a live run an input: committed as ``run_input``, then handed to its agent
+        (``ctx.ask`` returns it). Restarted attempts receive every input of the run again."""
+        await self._request(user_id, lambda: SendInput(run_id=run_id, input=input, reply=Reply()))
 
     async def cancel_run(self, user_id: str, run_id: str) -> None:
         """Cancel a live run: its uncommitted work is rolled back and it ends ``cancelled``."""
@@ -229,13 +253,20 @@ class Runtime:
         return info
 
     async def subscribe(
-        self, user_id: str, *, resume_from: int | None = None, capacity: int | None = None
+        self,
+        user_id: str,
+        *,
+        resume_from: int | None = None,
+        capacity: int | None = None,
+        deltas: bool = False,
     ) -> Subscription:
         """A socket mailbox for the user's committed events.
 
         With ``resume_from=k`` it first yields every committed event with ``seq > k``, then live
         events; without it, only events committed after this call. ``k`` greater than the user's
-        head ``seq`` raises :class:`CommandError` (``bad_request``).
+        head ``seq`` raises :class:`CommandError` (``bad_request``). With ``deltas`` it also
+        delivers provisional text (:class:`Delta`), starting with the text so far of every
+        message still streaming; read it with :meth:`Subscription.receive_items`.
         """
         if resume_from is not None and (
             isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0
@@ -247,6 +278,7 @@ class Runtime:
             resume_from=resume_from,
             capacity=capacity or self.config.subscriber_buffer,
             page=self.config.replay_page,
+            deltas=deltas,
         )
         await self._request(
             user_id, lambda: Subscribe(subscription=sub, resume_from=resume_from, reply=Reply())
