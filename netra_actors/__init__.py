@@ -18,13 +18,21 @@ from ._core import LivenessPolicy as LivenessPolicy
 from ._core import RestartPolicy as RestartPolicy
 from ._core import RestartType as RestartType
 from ._core import RunState as RunState
+from ._core._resilience import BreakerPolicy as BreakerPolicy
+from ._core._resilience import BreakerState as BreakerState
+from ._core._resilience import Dependency as Dependency
+from ._core._resilience import RetryPolicy as RetryPolicy
 from ._embed import EmbeddedRuntime as EmbeddedRuntime
 from ._embed import EmbeddedSubscription as EmbeddedSubscription
 from ._embed import embed as embed
 from ._exceptions import AgentError as AgentError
 from ._exceptions import BusyError as BusyError
+from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import CommandError as CommandError
 from ._exceptions import ConfigError as ConfigError
+from ._exceptions import DependencyError as DependencyError
+from ._exceptions import DependencyFailedError as DependencyFailedError
+from ._exceptions import DependencyTimeoutError as DependencyTimeoutError
 from ._exceptions import IllegalStateError as IllegalStateError
 from ._exceptions import IllegalTransitionError as IllegalTransitionError
 from ._exceptions import MailboxFullError as MailboxFullError
@@ -43,6 +51,9 @@ from ._exceptions import ToolError as ToolError
 from ._exceptions import UnknownAgentError as UnknownAgentError
 from ._exceptions import UnknownRunError as UnknownRunError
 from ._histogram import HistogramSnapshot as HistogramSnapshot
+from ._resilience import DependencyStatistics as DependencyStatistics
+from ._resilience import Resilience as Resilience
+from ._resilience import ResilienceStatistics as ResilienceStatistics
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
@@ -71,10 +82,18 @@ __all__ = [
     "AgentContext",
     "AgentError",
     "AgentRegistry",
+    "BreakerPolicy",
+    "BreakerState",
     "BusyError",
+    "CircuitOpenError",
     "CommandError",
     "ConfigError",
     "Delta",
+    "Dependency",
+    "DependencyError",
+    "DependencyFailedError",
+    "DependencyStatistics",
+    "DependencyTimeoutError",
     "EmbeddedRuntime",
     "EmbeddedSubscription",
     "Event",
@@ -86,9 +105,12 @@ __all__ = [
     "MessageStream",
     "NetraError",
     "ReservedEventError",
+    "Resilience",
+    "ResilienceStatistics",
     "RestartPolicy",
     "RestartType",
     "ResumeBeyondHeadError",
+    "RetryPolicy",
     "RunFailedError",
     "RunFencedError",
     "RunInfo",

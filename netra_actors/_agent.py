@@ -22,13 +22,25 @@ from typing import Any, ClassVar, TypeVar
 import trio
 
 from ._core import LivenessPolicy, RestartPolicy
-from ._exceptions import AgentError, ConfigError, ReservedEventError, RunFencedError, ToolError
+from ._exceptions import (
+    AgentError,
+    CircuitOpenError,
+    ConfigError,
+    DependencyFailedError,
+    ReservedEventError,
+    RunFencedError,
+    ToolError,
+)
 from ._ids import new_message_id
 from ._messages import Ask, Checkpoint, Heartbeat, Reply, Write
+from ._resilience import Resilience
 from ._store import check_stageable
 from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps
 
 T = TypeVar("T")
+
+_new = tuple.__new__
+"""Builds a named tuple without its Python-level ``__new__`` (the same value, cheaper)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -131,7 +143,7 @@ def stage_event(
             encoded = dumps(data)
         except TypeError as exc:
             raise TypeError(f"event {event!r} data is not JSON-encodable: {exc}") from None
-    return StagedEvent(run_id, event, check_size(event, encoded, max_bytes))
+    return _new(StagedEvent, (run_id, event, check_size(event, encoded, max_bytes)))
 
 
 def text_event(
@@ -139,7 +151,7 @@ def text_event(
 ) -> StagedEvent:
     """A runtime-shaped event ``{<fields>"text": text}`` (``think``, ``say``), encoded directly."""
     encoded = "{" + fields + '"text":' + dumps(text) + "}"
-    return StagedEvent(run_id, event, check_size(event, encoded, max_bytes))
+    return _new(StagedEvent, (run_id, event, check_size(event, encoded, max_bytes)))
 
 
 def assistant_message(
@@ -211,6 +223,28 @@ def tool_error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+def tool_failure(exc: Exception) -> tuple[str, int]:
+    """The ``error`` text and ``attempts`` that ``tool_completed`` records for a failed call."""
+    if isinstance(exc, CircuitOpenError):
+        return str(exc)[:500], exc.attempts  # failed fast: the breaker's own words
+    if isinstance(exc, DependencyFailedError):
+        return tool_error_text(exc.last_error), exc.attempts
+    return tool_error_text(exc), 1
+
+
+def _json_result(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, checking that its result is JSON (a non-JSON result is a failed attempt)."""
+
+    async def call(**kwargs: Any) -> Any:
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        dumps(result)
+        return result
+
+    return call
+
+
 class AgentContext:
     """What an agent can do. One per attempt; it stops working when the attempt is over."""
 
@@ -227,6 +261,7 @@ class AgentContext:
         beat_every: float = 1.0,
         max_event_bytes: int | None = None,
         max_message_chars: int = 256 * 1024,
+        resilience: Resilience | None = None,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -242,6 +277,7 @@ class AgentContext:
         self.max_staged = max_staged
         self.max_event_bytes = max_event_bytes
         self.max_message_chars = max_message_chars
+        self._resilience = resilience or Resilience()
         self.beat_every = beat_every
         """Seconds between the heartbeats that staging operations send on their own."""
         self._now = trio.lowlevel.current_clock().current_time
@@ -404,11 +440,16 @@ class AgentContext:
         closes: tuple[str, ...] = (),
     ) -> int:
         reply: Reply[int] = Reply()
+        now = self._now()
+        beat = now - self._last_beat >= self.beat_every  # a checkpoint is a sign of life too
+        if beat:
+            self._last_beat = now
         await self._send(
             Checkpoint(
                 self.run_id,
                 self.attempt,
                 reply,
+                beat,
                 events=events,
                 rows=rows,
                 final_result=final,
@@ -416,29 +457,29 @@ class AgentContext:
                 closes=closes,
             )
         )
-        head = await reply.wait()
-        self._last_beat = self._now()
-        return head
+        return await reply.wait()
 
     async def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
         """Run a tool call: ``fn(**args)`` (sync or async), recorded as two committed events.
 
         ``tool_executing`` (with ``args`` and a ``call_id``) is committed before the call and
-        ``tool_completed`` (with ``result``, or ``error``) after it. If ``fn`` raises, this
-        raises :class:`~netra_actors.ToolError` after recording it. A sync ``fn`` runs on the
-        event loop: it must not block (wrap blocking work in ``trio.to_thread.run_sync``).
+        ``tool_completed`` (with ``result``, or ``error``, and ``attempts``) after it. The call
+        follows the retry and circuit-breaker policy of the dependency named ``name`` in
+        ``RuntimeConfig.dependencies`` (none declared: one attempt). If it fails, this raises
+        :class:`~netra_actors.ToolError` after recording it (an open breaker fails at once). A
+        sync ``fn`` runs on the event loop: it must not block (wrap blocking work in
+        ``trio.to_thread.run_sync``).
         """
         call_id = await self._tool_begin(name, args)
         try:
-            result = fn(**args)
-            if inspect.isawaitable(result):
-                result = await result
-            dumps(result)
+            result, attempts = await self._resilience.call(name, _json_result(fn), args)
         except (trio.Cancelled, RunFencedError):
             raise
         except Exception as exc:
-            raise await self._tool_failed(name, call_id, exc) from exc
-        await self._tool_end(name, call_id, result)
+            error, attempts = tool_failure(exc)
+            await self._tool_record(name, call_id, {"error": error, "attempts": attempts})
+            raise ToolError(name, call_id, error) from exc
+        await self._tool_record(name, call_id, {"result": result, "attempts": attempts})
         return result
 
     async def _tool_begin(self, name: str, args: Mapping[str, JSON]) -> str:
@@ -448,15 +489,9 @@ class AgentContext:
         await self.checkpoint()
         return call_id
 
-    async def _tool_end(self, name: str, call_id: str, result: JSON) -> None:
-        await self.emit("tool_completed", {"tool": name, "call_id": call_id, "result": result})
+    async def _tool_record(self, name: str, call_id: str, outcome: dict[str, JSON]) -> None:
+        await self.emit("tool_completed", {"tool": name, "call_id": call_id, **outcome})
         await self.checkpoint()
-
-    async def _tool_failed(self, name: str, call_id: str, exc: BaseException) -> ToolError:
-        error = tool_error_text(exc)
-        await self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
-        await self.checkpoint()
-        return ToolError(name, call_id, error)
 
     async def _finish(
         self,

@@ -1,7 +1,8 @@
 """The ``netra-actors`` command: the example chat server and its tokens.
 
-* ``netra-actors serve [--host 127.0.0.1] [--port 8765] [--db ./netra.db] [--secret S]`` runs the
-  gateway (page, ``/healthz``, ``/metrics``, ``/ws``) with the demo agents on a SQLite file.
+* ``netra-actors serve [--host 127.0.0.1] [--port 8765] [--db ./netra.db] [--secret S]
+  [--if-busy parallel|reject|enqueue|interrupt]`` runs the gateway (page, ``/healthz``,
+  ``/metrics``, ``/ws``) with the demo agents on a SQLite file.
 * ``netra-actors token USER [--ttl S] [--secret S]`` prints a token for ``USER``.
 
 The secret is ``--secret``, else ``$NETRA_SECRET``, else a random one kept in
@@ -23,7 +24,7 @@ import trio
 
 from . import __version__
 from ._bridge import run
-from ._config import RuntimeConfig, sqlite_url
+from ._config import IF_BUSY, RuntimeConfig, sqlite_url
 from ._exceptions import ConfigError
 from ._runtime import open_runtime
 from .demo_agents import DEMO_AGENTS, demo_metadata
@@ -177,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="events a socket may fall behind before it is closed with 4409 (default 4096)",
     )
     serve.add_argument(
+        "--if-busy",
+        default="parallel",
+        choices=IF_BUSY,
+        help="what say/start_run do while the user already has a live run, unless the command "
+        "says (its if_busy): parallel starts the new run alongside, reject answers 'busy', "
+        "enqueue queues it until the live runs end, interrupt cancels them first "
+        "(default parallel)",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -238,7 +248,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _banner(gateway: Gateway, db: str | None) -> None:
+def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> None:
     config = gateway.config
     base = f"http://{_url_host(config.host)}:{gateway.port}"
     if config.echo:
@@ -252,6 +262,7 @@ def _banner(gateway: Gateway, db: str | None) -> None:
         f"  websocket:  ws{base[4:]}/ws",
         f"  health:     {base}/healthz    metrics: {base}/metrics",
         f"  database:   {db}",
+        f"  if busy:    {if_busy} (what a say does while a run is live; --if-busy)",
         "  tokens:     netra-actors token USER [--ttl SECONDS]   (same secret as this server)",
     ]
     if config.dev_tokens:
@@ -276,7 +287,7 @@ async def _serve_main(config: GatewayConfig, runtime_config: RuntimeConfig | Non
         gateway = Gateway(rt, config)
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)
-            _banner(gateway, db)
+            _banner(gateway, db, runtime_config.if_busy)
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -303,7 +314,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         extra = (
             {} if args.subscriber_buffer is None else {"subscriber_buffer": args.subscriber_buffer}
         )
-        runtime_config = RuntimeConfig(database_url=sqlite_url(args.db), **extra)
+        runtime_config = RuntimeConfig(
+            database_url=sqlite_url(args.db), if_busy=args.if_busy, **extra
+        )
     try:
         run(_serve_main, config, runtime_config, args.db)
     except (OSError, BaseExceptionGroup) as exc:

@@ -150,6 +150,8 @@ class Checkpoint:
     run_id: str
     attempt: int
     reply: Reply[int]
+    beat: bool = False
+    """Also a heartbeat (the agent's last one is older than its beat interval)."""
     events: list[StagedEvent] = attrs.field(factory=list)
     rows: list[tuple[Any, Any]] = attrs.field(factory=list)
     final_result: Any = None

@@ -19,6 +19,7 @@ from sqlalchemy import MetaData
 
 from ._agent import AgentBase, AgentRegistry
 from ._config import RuntimeConfig
+from ._deadlines import Deadlines
 from ._exceptions import (
     CommandError,
     MailboxFullError,
@@ -37,6 +38,7 @@ from ._messages import (
     WaitRun,
     fail_message,
 )
+from ._resilience import Resilience
 from ._store import SqlStore, Store, StoreStatistics
 from ._subscription import Subscription
 from ._supervisor import Counters, RunsSnapshot, SupervisorDeps, UserSupervisor
@@ -111,15 +113,20 @@ class Runtime:
         self._nursery = nursery
         self._sessions: dict[str, _Session] = {}
         self._counters = Counters()
+        self.resilience = Resilience(config.dependencies)
+        """Retries and circuit breakers of the declared dependencies (shared by every user)."""
         self._deps = SupervisorDeps(
             config=config,
             store=store,
             agents=agents,
             counters=self._counters,
             threads=trio.CapacityLimiter(config.max_threads),
+            deadlines=Deadlines(),
+            resilience=self.resilience,
             tracer=tracer,
         )
         self._closed = False
+        nursery.start_soon(self._deps.deadlines.run)
 
     # -- the session registry --------------------------------------------------------------
 

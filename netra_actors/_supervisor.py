@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from ._config import IF_BUSY, RuntimeConfig
 from ._core import RunState, Transition
 from ._core import _lifecycle as life_cycle
 from ._core._lifecycle import AgentStarted, Crash, Plan, Rollback, RunLife, Wait
+from ._deadlines import Deadlines
 from ._exceptions import (
     AgentError,
     BusyError,
@@ -69,6 +71,7 @@ from ._messages import (
     WaitRun,
     Write,
 )
+from ._resilience import Resilience
 from ._threaded import ThreadedAgent
 from ._uow import RunRow, UnitOfWork
 from ._values import JSON, Delta, Event, RunInfo, dumps, loads
@@ -124,6 +127,10 @@ class SupervisorDeps:
     counters: Counters
     threads: trio.CapacityLimiter
     """Caps the threads of threaded agents across all users."""
+    deadlines: Deadlines
+    """The timer wheel that wakes supervisors at their deadline."""
+    resilience: Resilience
+    """Retry and circuit-breaker state of every dependency (one per runtime)."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
 
@@ -237,6 +244,10 @@ class UserSupervisor:
         """Messages that stopped streaming (past ``max_open_messages``) until they commit."""
         self._dequeue = False
         """A run ended: a queued run may start."""
+        self.deadline: float | None = None
+        """The supervisor's one deadline, as computed when it last waited (see ``_deadlines``)."""
+        self.wake_at = math.inf
+        """When the timer wheel will poke it (``inf``: never)."""
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -253,33 +264,31 @@ class UserSupervisor:
             await self._recover(snapshot.live_runs)
             self._trace("activated", self.head)
             rx = self._rx
+            wheel = self._deps.deadlines
             burst = 0
             while True:
                 try:
                     msg = rx.receive_nowait()
                 except trio.WouldBlock:
                     burst = 0
-                    deadline = self._next_deadline()
-                    if deadline is None:
-                        msg = await rx.receive()
-                    else:
-                        received: Message | None = None
-                        with trio.move_on_at(deadline):
-                            received = await rx.receive()
-                        if received is None:
+                    deadline = self.deadline = self._next_deadline()
+                    if deadline is not None:
+                        if deadline <= trio.current_time():
                             idle = await self._on_time()
                             if self._dequeue:
                                 await self._start_queued()
                             elif idle and on_idle():
                                 break
                             continue
-                        msg = received
+                        wheel.schedule(self, deadline)  # it pokes us then (see wake)
+                    msg = await rx.receive()
                 else:
                     burst += 1
                     if burst >= 64:  # stay fair to other tasks under a burst
                         burst = 0
                         await trio.lowlevel.checkpoint()
-                self._idle_since = None
+                if type(msg) is not Poke:  # activity: the idle clock starts again
+                    self._idle_since = None
                 await self._handle(msg)
                 if self._dequeue:
                     await self._start_queued()
@@ -490,6 +499,7 @@ class UserSupervisor:
             max_staged=config.max_staged_events,
             max_event_bytes=config.max_event_bytes,
             max_message_chars=config.max_message_chars,
+            resilience=self._deps.resilience,
             beat_every=1.0 if hb is None else min(1.0, hb / 4),
         )
         run.consumed = 0
@@ -551,7 +561,8 @@ class UserSupervisor:
         if run is None:
             msg.reply.fail(RunFencedError("this attempt of the run is over"))
             return
-        run.life = run.life.beat(trio.current_time())
+        if msg.beat:
+            run.life = run.life.beat(trio.current_time())
         unit = UnitOfWork(self.user_id, msg.events)
         for row, params in msg.rows:
             unit.stage(row, params)
@@ -838,8 +849,12 @@ class UserSupervisor:
                 sub._offer_delta(Delta(st.run_id, st.attempt, mid, 0, "".join(st.parts)))
         msg.reply.set(self.head)
 
+    def wake(self) -> None:
+        """The timer wheel: the deadline passed."""
+        self._poke()
+
     def _poke(self) -> None:
-        """A subscription closed: wake the loop (it may be idle now). Never blocks."""
+        """Wake the loop (a subscription closed, or the deadline passed). Never blocks."""
         # Full: the loop is busy and looks again anyway. Closed: nobody is left to tell.
         with contextlib.suppress(
             trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError

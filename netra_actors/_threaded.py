@@ -38,11 +38,11 @@ from ._agent import (
     check_write,
     stage_event,
     tool_call_id,
-    tool_error_text,
+    tool_failure,
 )
-from ._ids import new_message_id
 from ._bridge import Bridge
 from ._exceptions import RunFencedError, RuntimeClosedError, StoreError, ToolError
+from ._ids import new_message_id
 from ._values import JSON, dumps
 
 P = ParamSpec("P")
@@ -181,24 +181,32 @@ class ThreadedContext:
         return self._call(self._actx._commit_staged, events, rows, closes=(message_id,))
 
     def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
-        """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here)."""
+        """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here),
+        under its dependency's retry and breaker policy (see :meth:`AgentContext.tool`)."""
         self._calls += 1
         call_id = tool_call_id(self.run_id, self.attempt, self._calls)
         self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
         self.checkpoint()
-        try:
-            result = fn(**args)
+
+        def call(**kwargs: Any) -> Any:
+            result = fn(**kwargs)
             dumps(result)
+            return result
+
+        try:
+            result, attempts = self._actx._resilience.call_sync(name, call, args, check=self._check)
         except RunFencedError:
             raise
         except Exception as exc:
-            error = tool_error_text(exc)
-            self.emit("tool_completed", {"tool": name, "call_id": call_id, "error": error})
-            self.checkpoint()
+            error, attempts = tool_failure(exc)
+            self._tool_record(name, call_id, {"error": error, "attempts": attempts})
             raise ToolError(name, call_id, error) from exc
-        self.emit("tool_completed", {"tool": name, "call_id": call_id, "result": result})
-        self.checkpoint()
+        self._tool_record(name, call_id, {"result": result, "attempts": attempts})
         return result
+
+    def _tool_record(self, name: str, call_id: str, outcome: dict[str, JSON]) -> None:
+        self.emit("tool_completed", {"tool": name, "call_id": call_id, **outcome})
+        self.checkpoint()
 
     def _finish(self, result: JSON) -> None:
         self._check()

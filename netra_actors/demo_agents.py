@@ -1,15 +1,21 @@
 """The agents of the example chat server (protocol v1, "Example server contract").
 
-* ``demo`` (the default): thinks, calls a local tool, answers, completes.
+* ``demo`` (the default): thinks, calls a local tool, streams its answer (provisional deltas,
+  then one committed ``message``), completes.
 * ``crashy``: ``{"crash_times": N}`` — stages events and rows, then raises, on each of its first N
-  attempts; succeeds on attempt N+1. Demonstrates rollback and supervised restart.
+  attempts; succeeds on attempt N+1. Demonstrates rollback and supervised restart. With
+  ``"stream": true`` each attempt also streams part of a message before it raises (the rollback
+  retracts it); the successful attempt streams its answer and commits it.
 * ``slow``: ``{"seconds": S}`` — runs S seconds, heartbeating and thinking about once a second.
+* ``ask``: asks the user a question (``input_requested``), waits for the answer (``send_input``)
+  and answers with a message containing the answer's text.
 
 They are ordinary agents: read them as examples of the agent API (``docs/agents.md``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -34,6 +40,24 @@ notes = Table(
 )
 
 _NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _tokens(text: str) -> list[str]:
+    """``text`` cut into word-sized pieces (each keeps its trailing space), as a model streams."""
+    pieces = re.findall(r"\S+\s*|\s+", text)
+    return pieces if len(pieces) >= 2 else [text[: len(text) // 2], text[len(text) // 2 :]]
+
+
+TOKEN_PAUSE = 0.01
+"""Seconds between two streamed pieces (a model's pace, slowed down for people to watch)."""
+
+
+async def stream_message(ctx: AgentContext, text: str) -> None:
+    """Stream ``text`` as an assistant message, a word at a time, then commit it."""
+    async with ctx.message() as m:
+        for piece in _tokens(text):
+            await m.write(piece)
+            await trio.sleep(TOKEN_PAUSE)
 
 
 def word_stats(text: str) -> dict[str, JSON]:
@@ -66,19 +90,25 @@ class DemoAgent(Agent):
         answer = f"You wrote {stats['words']} word(s) and {stats['characters']} character(s)"
         if stats["numbers"]:
             answer += f"; the numbers in it add up to {stats['sum']:g}"
-        await ctx.say(answer + ".")
+        await stream_message(ctx, answer + ".")
         return {"answer": answer + ".", "stats": stats}
 
 
 class CrashyAgent(Agent):
-    """Crashes on its first ``crash_times`` attempts (after staging work), then succeeds."""
+    """Crashes on its first ``crash_times`` attempts (after staging work), then succeeds.
+
+    With ``"stream": true`` every attempt streams before it raises or answers.
+    """
 
     name = "crashy"
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         crash_times = 1
-        if isinstance(input, dict) and isinstance(input.get("crash_times"), int):
-            crash_times = max(0, input["crash_times"])
+        stream = False
+        if isinstance(input, dict):
+            if isinstance(input.get("crash_times"), int):
+                crash_times = max(0, input["crash_times"])
+            stream = input.get("stream") is True
         await ctx.think(f"Attempt {ctx.attempt}: staging work.")
         await ctx.stage(
             insert(notes).values(
@@ -86,10 +116,23 @@ class CrashyAgent(Agent):
             )
         )
         if ctx.attempt <= crash_times:
+            if stream:  # left open by the exception: the rollback retracts it
+                async with ctx.message() as m:
+                    for piece in _tokens(f"Attempt {ctx.attempt} is about to crash…"):
+                        await m.write(piece)
+                        await trio.sleep(TOKEN_PAUSE)
+                    raise RuntimeError(
+                        f"crashy crashed on purpose mid-stream (attempt {ctx.attempt} of "
+                        f"{crash_times})"
+                    )
             raise RuntimeError(
                 f"crashy crashed on purpose (attempt {ctx.attempt} of {crash_times})"
             )
-        await ctx.say(f"Succeeded on attempt {ctx.attempt}.")
+        answer = f"Succeeded on attempt {ctx.attempt}."
+        if stream:
+            await stream_message(ctx, answer)
+        else:
+            await ctx.say(answer)
         return {"attempts": ctx.attempt}
 
 
@@ -113,5 +156,40 @@ class SlowAgent(Agent):
         return {"seconds": seconds, "ticks": tick}
 
 
+def input_text(value: JSON) -> str:
+    """The text of an answer: a string, or the ``text`` of ``{"text": …}``, else its JSON."""
+    if isinstance(value, str):
+        return value
+    text = value.get("text") if isinstance(value, dict) else None
+    if isinstance(text, str):
+        return text
+    return json.dumps(value, ensure_ascii=False)
+
+
+MAX_ANSWER_CHARS = 4000
+"""``ask`` quotes at most this much of the answer."""
+
+
+class AskAgent(Agent):
+    """Asks the user a question, waits for the answer (``send_input``), answers with it.
+
+    ``input``: the question to ask (a string or ``{"prompt": …}``); a default one otherwise.
+    """
+
+    name = "ask"
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        prompt = "What should I answer?"
+        if isinstance(input, str) and input.strip():
+            prompt = input
+        elif isinstance(input, dict) and isinstance(input.get("prompt"), str):
+            prompt = input["prompt"]
+        answer = input_text(await ctx.ask(prompt))
+        await ctx.think(f"Got an answer ({len(answer)} characters).")
+        text = f"You answered: {answer[:MAX_ANSWER_CHARS]}"
+        await stream_message(ctx, text)
+        return {"prompt": prompt, "answer": answer}
+
+
 #: The agents the example server registers, default first.
-DEMO_AGENTS: tuple[type[Agent], ...] = (DemoAgent, CrashyAgent, SlowAgent)
+DEMO_AGENTS: tuple[type[Agent], ...] = (DemoAgent, CrashyAgent, SlowAgent, AskAgent)

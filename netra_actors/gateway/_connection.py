@@ -7,7 +7,8 @@ then runs four tasks until one of them ends the session:
   the runtime, answering each with ``ack``/``runs``/``pong``/``error``;
 * the *pump* moves committed events from the socket's bounded mailbox (the runtime's
   :class:`~netra_actors.Subscription`) to the socket — ``event`` frames, or ``batch`` frames when a
-  backlog has built up (it never waits to coalesce);
+  backlog has built up (it never waits to coalesce) — and, for a socket whose ``hello`` asked for
+  the ``deltas`` feature, provisional ``delta`` frames in their place among them;
 * *keepalive* pings the client and drops it if no pong comes back;
 * the *expiry* watch closes the socket with 4401 when its token expires.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -35,6 +36,7 @@ from .._exceptions import (
 )
 from .._runtime import Runtime
 from .._subscription import Subscription
+from .._values import Delta, Event
 from ._config import GatewayConfig
 from ._limits import UserLimits
 from ._metrics import GatewayMetrics
@@ -47,11 +49,14 @@ from ._protocol import (
     Hello,
     Ping,
     Say,
+    SendInput,
     StartRun,
     ack_frame,
     check_hello,
     error_frame,
     event_frames,
+    hello_features,
+    item_frames,
     parse_frame,
     pong_frame,
     runs_frame,
@@ -103,7 +108,11 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._strikes = 0
         self._order = trio.Lock()
-        """Held while a command runs and its answer is sent, and while events are sent."""
+        """Held while a command runs and its answer is sent, and while events (and deltas) are
+        sent: the pump takes it *after* receiving, so whatever was committed or streamed while a
+        command ran goes out after that command's answer."""
+        self.features: frozenset[str] = frozenset()
+        """The features this socket's ``hello`` asked for that the server offers."""
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -147,7 +156,7 @@ class Connection:
         claims_resume = await self._hello()
         if claims_resume is None:
             return
-        claims, resume_from = claims_resume
+        claims, resume_from, self.features = claims_resume
         user = claims.user
         limits = self._deps.limits
         if not limits.open_socket(user, trio.current_time()):
@@ -155,7 +164,7 @@ class Connection:
             return
         self.user = user
         try:
-            subscription = await self._subscribe(user, resume_from)
+            subscription = await self._subscribe(user, resume_from, "deltas" in self.features)
             if subscription is None:
                 return
             self.subscription = subscription
@@ -174,7 +183,7 @@ class Connection:
         finally:
             limits.close_socket(user, trio.current_time())
 
-    async def _hello(self) -> tuple[TokenClaims, int | None] | None:
+    async def _hello(self) -> tuple[TokenClaims, int | None, frozenset[str]] | None:
         """Receive and check ``hello``; None after requesting the close it deserves."""
         timeout = self._config.hello_timeout
         message: str | None = None
@@ -200,17 +209,20 @@ class Connection:
             return None
         try:
             resume_from = check_hello(frame)
+            features = hello_features(frame)
         except FrameError as exc:
             await self._send_error(None, exc.code, exc.message)
             self.request_close(PROTOCOL_VIOLATION, exc.message)
             return None
-        return claims, resume_from
+        return claims, resume_from, features
 
-    async def _subscribe(self, user: str, resume_from: int | None) -> Subscription | None:
+    async def _subscribe(
+        self, user: str, resume_from: int | None, deltas: bool
+    ) -> Subscription | None:
         """The user's subscription; None after requesting the close a failure deserves."""
         try:
             with trio.fail_after(self._config.command_timeout):
-                return await self._runtime.subscribe(user, resume_from=resume_from)
+                return await self._runtime.subscribe(user, resume_from=resume_from, deltas=deltas)
         except MailboxFullError as exc:
             await self._send_error(None, exc.code, exc.message)
             self.request_close(TOO_MANY, "too many requests for this user")
@@ -288,13 +300,20 @@ class Connection:
                     case Ping():
                         return pong_frame(command.id)
                     case Say():
-                        run_id = await runtime.say(user, command.text, agent=command.agent)
+                        run_id = await runtime.say(
+                            user, command.text, agent=command.agent, if_busy=command.if_busy
+                        )
                         return ack_frame(command.id, run_id)
                     case StartRun():
-                        run_id = await runtime.start_run(user, command.agent, command.input)
+                        run_id = await runtime.start_run(
+                            user, command.agent, command.input, if_busy=command.if_busy
+                        )
                         return ack_frame(command.id, run_id)
                     case CancelRun():
                         await runtime.cancel_run(user, command.run_id)
+                        return ack_frame(command.id)
+                    case SendInput():
+                        await runtime.send_input(user, command.run_id, command.input)
                         return ack_frame(command.id)
                     case GetRuns():
                         snapshot = await runtime.get_runs(user, limit=command.limit)
@@ -329,9 +348,15 @@ class Connection:
         assert subscription is not None
         config = self._config
         metrics = self._deps.metrics
+        deltas = subscription.deltas
+        items: Sequence[Event | Delta]
         while True:
             try:
-                events = await subscription.receive_batch(config.batch_max_events)
+                if deltas:
+                    items = await subscription.receive_items(config.batch_max_events)
+                    events = [item for item in items if type(item) is Event]
+                else:
+                    items = events = await subscription.receive_batch(config.batch_max_events)
             except SlowConsumerError:
                 self.request_close(SLOW_CONSUMER, "fell too far behind; resume_from your last seq")
                 return
@@ -341,10 +366,17 @@ class Connection:
                     log.warning("user %r: subscription ended (%s)", self.user, exc)
                 self.request_close(code, "server shutting down" if code == GOING_AWAY else "")
                 return
-            async with self._order:
-                for text in event_frames(
+            if len(events) == len(items):
+                frames = event_frames(
                     [event.wire_json() for event in events], max_bytes=config.batch_max_bytes
-                ):
+                )
+            else:  # deltas among them: each where it is, consecutive events still coalesced
+                frames = item_frames(
+                    [(type(item) is Event, item.wire_json()) for item in items],
+                    max_bytes=config.batch_max_bytes,
+                )
+            async with self._order:
+                for text in frames:
                     await self.socket.send(text)
                     metrics.frames_out += 1
             metrics.events_out += len(events)

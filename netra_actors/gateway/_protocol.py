@@ -2,8 +2,10 @@
 
 No I/O and no clock: :func:`parse_frame` turns the text of one WebSocket message into a typed
 value or raises :class:`FrameError` carrying the wire error code; the ``*_frame`` functions build
-the JSON text of server frames. The contract is ``shared/design/protocol-v1.md``; what this module
-adds (marked "extension" below) is documented in ``docs/protocol.md``.
+the JSON text of server frames. The contract is ``shared/design/protocol-v1.md`` (v1 and its
+compatible additions: ``hello.features``, ``send_input``, ``if_busy``, the ``busy`` code; the
+``delta`` frame itself is :meth:`netra_actors.Delta.wire_json`); what this module adds (marked
+"extension" below) is documented in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, TypeAlias
 
 import attrs
 import orjson
+
+from .._config import IF_BUSY  # what ``if_busy`` may say (the runtime's own list)
 
 PROTOCOL_VERSION = 1
 MAX_ID_CHARS = 64
@@ -25,6 +29,11 @@ MAX_RUNS_LIMIT = 1000
 DEFAULT_RUNS_LIMIT = 100
 MAX_ERROR_MESSAGE = 300
 
+#: What ``welcome.features`` offers: the opt-in additions a client may ask for in ``hello``.
+#: Only ``delta`` frames are gated (``send_input``, ``if_busy`` and new event names are there for
+#: every client), so ``deltas`` is the one feature.
+SERVER_FEATURES: tuple[str, ...] = ("deltas",)
+
 #: The wire error codes of protocol v1.
 ERROR_CODES = frozenset(
     {
@@ -36,6 +45,7 @@ ERROR_CODES = frozenset(
         "rate_limited",
         "too_large",
         "internal",
+        "busy",
     }
 )
 
@@ -69,6 +79,8 @@ class Hello:
     """The raw ``protocol`` field; see :func:`check_hello`."""
     resume_from: JSONValue
     """The raw ``resume_from`` field; see :func:`check_hello`."""
+    features: JSONValue = None
+    """The raw ``features`` field; see :func:`hello_features`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +90,8 @@ class Say:
     id: str | None
     text: str
     agent: str | None
+    if_busy: str | None = None
+    """One of :data:`IF_BUSY`, or None for the server's default."""
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +101,8 @@ class StartRun:
     id: str | None
     agent: str
     input: JSONValue
+    if_busy: str | None = None
+    """One of :data:`IF_BUSY`, or None for the server's default."""
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +111,15 @@ class CancelRun:
 
     id: str | None
     run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class SendInput:
+    """``send_input``: commit ``input`` as the run's ``run_input`` and hand it to its agent."""
+
+    id: str | None
+    run_id: str
+    input: JSONValue
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +137,7 @@ class Ping:
     id: str | None
 
 
-Command: TypeAlias = Say | StartRun | CancelRun | GetRuns | Ping
+Command: TypeAlias = Say | StartRun | CancelRun | SendInput | GetRuns | Ping
 ClientFrame: TypeAlias = Hello | Command
 
 
@@ -142,6 +167,15 @@ def _string(
     return value
 
 
+def _if_busy(obj: Mapping[str, JSONValue], id: str | None) -> str | None:
+    value = obj.get("if_busy")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in IF_BUSY:
+        raise FrameError("bad_request", f"if_busy must be one of {', '.join(IF_BUSY)}", id)
+    return value
+
+
 def decode_object(text: str | bytes) -> dict[str, JSONValue]:
     """Decode a frame's JSON text into an object, or raise ``FrameError(bad_request)``."""
     try:
@@ -165,6 +199,7 @@ def parse_frame(text: str | bytes) -> ClientFrame:
             token=token if isinstance(token, str) else None,
             protocol=obj.get("protocol", PROTOCOL_VERSION),
             resume_from=obj.get("resume_from"),
+            features=obj.get("features"),
         )
     id = _id_of(obj)
     match kind:
@@ -181,15 +216,19 @@ def parse_frame(text: str | bytes) -> ClientFrame:
                     "too_large", f"text must be at most {MAX_TEXT_BYTES} bytes of UTF-8", id
                 )
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=False)
-            return Say(id=id, text=text_value, agent=agent)
+            return Say(id=id, text=text_value, agent=agent, if_busy=_if_busy(obj, id))
         case "start_run":
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=True)
             assert agent is not None
-            return StartRun(id=id, agent=agent, input=obj.get("input"))
+            return StartRun(id=id, agent=agent, input=obj.get("input"), if_busy=_if_busy(obj, id))
         case "cancel_run":
             run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
             assert run_id is not None
             return CancelRun(id=id, run_id=run_id)
+        case "send_input":
+            run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
+            assert run_id is not None
+            return SendInput(id=id, run_id=run_id, input=obj.get("input"))
         case "get_runs":
             limit = obj.get("limit", DEFAULT_RUNS_LIMIT)
             if isinstance(limit, bool) or not isinstance(limit, int):
@@ -204,10 +243,11 @@ def parse_frame(text: str | bytes) -> ClientFrame:
 
 
 def check_hello(hello: Hello) -> int | None:
-    """Check ``protocol`` and ``resume_from`` of a ``hello``; return ``resume_from``.
+    """Check ``protocol``, ``resume_from`` and ``features`` of a ``hello``; return ``resume_from``.
 
-    Raises ``FrameError(bad_request)`` for an unsupported protocol version or a ``resume_from``
-    that is not an integer >= 0. (Whether ``resume_from`` exceeds the head is the runtime's call.)
+    Raises ``FrameError(bad_request)`` for an unsupported protocol version, a ``resume_from``
+    that is not an integer >= 0, or ``features`` that is not a list of strings. (Whether
+    ``resume_from`` exceeds the head is the runtime's call.)
     """
     protocol = hello.protocol
     if isinstance(protocol, bool) or protocol != PROTOCOL_VERSION:
@@ -217,7 +257,21 @@ def check_hello(hello: Hello) -> int | None:
         return None
     if isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0:
         raise FrameError("bad_request", "resume_from must be an integer >= 0")
+    hello_features(hello)
     return resume_from
+
+
+def hello_features(hello: Hello) -> frozenset[str]:
+    """The features a ``hello`` asked for that this server offers (unknown names are ignored).
+
+    ``features`` is optional; anything but a list of strings raises ``FrameError(bad_request)``.
+    """
+    features = hello.features
+    if features is None:
+        return frozenset()
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise FrameError("bad_request", "features must be a list of strings")
+    return frozenset(features).intersection(SERVER_FEATURES)
 
 
 # -- server frames ---------------------------------------------------------------------------
@@ -235,14 +289,21 @@ def _with_id(frame: dict[str, JSONValue], id: str | None) -> dict[str, JSONValue
 
 
 def welcome_frame(user_id: str, head_seq: int) -> str:
-    """``welcome``: the session started."""
+    """``welcome``: the session started. ``features`` lists what the server offers."""
     return encode(
-        {"type": "welcome", "protocol": PROTOCOL_VERSION, "user_id": user_id, "head_seq": head_seq}
+        {
+            "type": "welcome",
+            "protocol": PROTOCOL_VERSION,
+            "user_id": user_id,
+            "head_seq": head_seq,
+            "features": list(SERVER_FEATURES),
+        }
     )
 
 
 def ack_frame(id: str | None, run_id: str | None = None) -> str:
-    """``ack``: the command was done (with the new run's id for ``say``/``start_run``)."""
+    """``ack``: the command was done (with the new run's id for ``say``/``start_run``; without
+    one for ``cancel_run`` and ``send_input``)."""
     frame = _with_id({"type": "ack"}, id)
     if run_id is not None:
         frame["run_id"] = run_id
@@ -297,3 +358,23 @@ def _group_frame(group: list[str]) -> str:
     if len(group) == 1:
         return group[0]
     return '{"type":"batch","events":[' + ",".join(group) + "]}"
+
+
+def item_frames(items: Sequence[tuple[bool, str]], *, max_bytes: int) -> Iterator[str]:
+    """Frames for committed events and provisional deltas, in their order.
+
+    ``items`` are ``(is_event, frame_text)`` pairs: an event's ``event`` frame or a ``delta``
+    frame, as JSON text. Each delta travels alone, where it is; each run of consecutive events is
+    coalesced as :func:`event_frames` does (a ``batch`` holds only events).
+    """
+    group: list[str] = []
+    for is_event, text in items:
+        if is_event:
+            group.append(text)
+            continue
+        if group:
+            yield from event_frames(group, max_bytes=max_bytes)
+            group = []
+        yield text
+    if group:
+        yield from event_frames(group, max_bytes=max_bytes)
