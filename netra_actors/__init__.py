@@ -54,6 +54,7 @@ from ._histogram import HistogramSnapshot as HistogramSnapshot
 from ._resilience import DependencyStatistics as DependencyStatistics
 from ._resilience import Resilience as Resilience
 from ._resilience import ResilienceStatistics as ResilienceStatistics
+from ._runs import RunsSnapshot as RunsSnapshot
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._runtime import open_runtime as open_runtime
@@ -62,7 +63,6 @@ from ._store import Store as Store
 from ._store import StoreStatistics as StoreStatistics
 from ._subscription import Subscription as Subscription
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
-from ._supervisor import RunsSnapshot as RunsSnapshot
 from ._threaded import ThreadedAgent as ThreadedAgent
 from ._threaded import ThreadedContext as ThreadedContext
 from ._threaded import ThreadedMessageStream as ThreadedMessageStream

@@ -8,9 +8,10 @@ was granted). A child never changes the session itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -18,9 +19,58 @@ from ._agent import Agent, AgentContext
 from ._exceptions import RunFailedError, RunFencedError, StoreError
 from ._messages import AgentExited, Message, SlotReady
 from ._threaded import ThreadedAgent, run_threaded_attempt
-from ._values import JSON
+from ._values import JSON, loads
+
+if TYPE_CHECKING:
+    from ._runs import Run
+    from ._supervisor import SupervisorDeps
 
 log = logging.getLogger("netra_actors.supervisor")
+
+
+def start_attempt(
+    nursery: trio.Nursery,
+    mailbox: trio.MemorySendChannel[Message],
+    user_id: str,
+    run: Run,
+    deps: SupervisorDeps,
+    release_slot: Callable[[], None] | None,
+) -> None:
+    """Start attempt ``run.life.attempt``: a trio task, or a pykka actor when threaded."""
+    config = deps.config
+    hb = run.life.liveness.policy.heartbeat_timeout
+    ctx = AgentContext(
+        user_id=user_id,
+        run_id=run.run_id,
+        agent=run.agent,
+        attempt=run.life.attempt,
+        supervisor=mailbox,
+        inbox=run.inbox_rx,
+        max_staged=config.max_staged_events,
+        max_event_bytes=config.max_event_bytes,
+        max_message_chars=config.max_message_chars,
+        resilience=deps.resilience,
+        beat_every=1.0 if hb is None else min(1.0, hb / 4),
+    )
+    run.consumed = 0  # a new attempt takes the run's inputs from the first again
+    run.asking = None
+    run.child = scope = trio.CancelScope()
+    input_value = None if run.input_json is None else loads(run.input_json)
+    if issubclass(run.agent_cls, ThreadedAgent):
+        assert release_slot is not None
+        nursery.start_soon(
+            functools.partial(
+                threaded_child, counters=deps.counters.threads, release_slot=release_slot
+            ),
+            mailbox,
+            run.agent_cls,
+            ctx,
+            input_value,
+            scope,
+        )
+    else:
+        assert issubclass(run.agent_cls, Agent)
+        nursery.start_soon(agent_child, mailbox, run.agent_cls, ctx, input_value, scope)
 
 
 async def report_crash(

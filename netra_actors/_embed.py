@@ -25,9 +25,9 @@ from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
 from ._exceptions import RuntimeClosedError, SubscriptionClosedError
+from ._runs import RunsSnapshot
 from ._runtime import Runtime, RuntimeStatistics, open_runtime
 from ._subscription import Subscription
-from ._supervisor import RunsSnapshot
 from ._values import JSON, Delta, Event, RunInfo
 
 

@@ -39,9 +39,10 @@ from ._messages import (
     fail_message,
 )
 from ._resilience import Resilience
+from ._runs import RunsSnapshot
 from ._store import SqlStore, Store, StoreStatistics
 from ._subscription import Subscription
-from ._supervisor import Counters, RunsSnapshot, SupervisorDeps, UserSupervisor
+from ._supervisor import Counters, SupervisorDeps, UserSupervisor
 from ._values import JSON, Event, RunInfo
 
 log = logging.getLogger("netra_actors")

@@ -18,7 +18,6 @@ with no run and a socket open it waits with no timer at all.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -28,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._agent import Agent, AgentBase, AgentContext, AgentRegistry
-from ._children import ThreadCounters, agent_child, slot_waiter, threaded_child
+from ._agent import Agent, AgentRegistry
+from ._children import ThreadCounters, slot_waiter, start_attempt
 from ._config import IF_BUSY, RuntimeConfig
-from ._core import RunState, Transition
+from ._core import RunState
 from ._core import _lifecycle as life_cycle
-from ._core._lifecycle import AgentStarted, Crash, Plan, Rollback, RunLife, Wait
+from ._core._lifecycle import Crash, Plan, Rollback, Wait
 from ._deadlines import Deadlines
 from ._exceptions import (
     AgentError,
@@ -72,9 +71,10 @@ from ._messages import (
     Write,
 )
 from ._resilience import Resilience
-from ._threaded import ThreadedAgent
-from ._uow import RunRow, UnitOfWork
-from ._values import JSON, Delta, Event, RunInfo, dumps, loads
+from ._runs import TAKES_INPUT, Run, RunsSnapshot, stage_plan
+from ._streams import OpenMessages
+from ._uow import UnitOfWork
+from ._values import JSON, Event, RunInfo, dumps, loads
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -93,14 +93,6 @@ class SessionFailed(Exception):
     def __init__(self, error: StoreError) -> None:
         super().__init__(f"the store keeps failing: {error}")
         self.error = error
-
-
-@attrs.frozen(kw_only=True)
-class RunsSnapshot:
-    """The answer to ``get_runs``: the user's head ``seq`` and recent runs, newest first."""
-
-    head_seq: int
-    runs: tuple[RunInfo, ...]
 
 
 @attrs.define
@@ -135,88 +127,6 @@ class SupervisorDeps:
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
 
 
-@attrs.define(eq=False)
-class _Run:
-    """A live run. Its life cycle state is ``life`` and nothing else."""
-
-    run_id: str
-    agent: str
-    agent_cls: type[AgentBase]
-    life: RunLife
-    input_json: str | None
-    created_at: float
-    inbox_tx: trio.MemorySendChannel[JSON]
-    inbox_rx: trio.MemoryReceiveChannel[JSON]
-    result_json: str | None = None
-    child: trio.CancelScope | None = None
-    """The running attempt's (or the slot wait's) cancel scope."""
-    waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
-    inputs: list[str] = attrs.field(factory=list)
-    """The run's committed ``run_input`` values (JSON), in order: every attempt may take them."""
-    consumed: int = 0
-    """How many of ``inputs`` the running attempt has taken (``ctx.ask``)."""
-    asking: Reply[JSON] | None = None
-    """The running attempt waits in ``ctx.ask`` for the next input."""
-    blockers: set[str] | None = None
-    """A queued run: the runs that must end before it starts."""
-
-    def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
-        return RunRow(
-            user_id=user_id,
-            run_id=self.run_id,
-            agent=self.agent,
-            state=life.state.value,
-            attempt=life.attempt,
-            input_json=self.input_json,
-            result_json=result_json,
-            reason=life.reason or ("queued" if life.wait is Wait.QUEUE else None),
-            created_at=self.created_at,
-            updated_at=time.time(),
-        )
-
-    def info(self, user_id: str) -> RunInfo:
-        life = self.life
-        return RunInfo(
-            user_id=user_id,
-            run_id=self.run_id,
-            agent=self.agent,
-            state=life.state,
-            attempt=life.attempt,
-            created_at=self.created_at,
-            updated_at=time.time(),
-            reason=life.reason,
-            input=None if self.input_json is None else loads(self.input_json),
-            result=None if self.result_json is None else loads(self.result_json),
-        )
-
-
-_TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
-
-
-class _Stream:
-    """An open (streaming) message: its provisional text, held until it commits or rolls back."""
-
-    __slots__ = ("attempt", "length", "parts", "run_id")
-
-    def __init__(self, run_id: str, attempt: int) -> None:
-        self.run_id = run_id
-        self.attempt = attempt
-        self.parts: list[str] = []
-        self.length = 0
-
-
-@functools.lru_cache(maxsize=256)
-def _state_json(t: Transition) -> str:
-    """The ``run_state`` payload of a transition (a handful of distinct ones: cached)."""
-    data: dict[str, JSON] = {
-        "state": t.state.value,
-        "previous": t.previous.value if t.previous else None,
-    }
-    if t.reason is not None:
-        data["reason"] = t.reason
-    return dumps(data)
-
-
 class UserSupervisor:
     """The supervisor of one user. Created and run by the runtime; reached only via its mailbox."""
 
@@ -234,14 +144,14 @@ class UserSupervisor:
         self._rx = mailbox
         self._tx = send
         self.head = 0
-        self.runs: dict[str, _Run] = {}
+        self.runs: dict[str, Run] = {}
         self.subs: list[Subscription] = []
         self._nursery: trio.Nursery | None = None
         self._idle_since: float | None = None
-        self._streams: dict[str, _Stream] = {}
-        """Open messages of the user's running attempts, oldest first."""
-        self._muted: dict[str, str] = {}
-        """Messages that stopped streaming (past ``max_open_messages``) until they commit."""
+        self._streams = OpenMessages(
+            max_open=deps.config.max_open_messages, max_chars=deps.config.max_message_chars
+        )
+        """The messages the user's agents are streaming."""
         self._dequeue = False
         """A run ended: a queued run may start."""
         self.deadline: float | None = None
@@ -429,38 +339,17 @@ class UserSupervisor:
 
     # -- plans -----------------------------------------------------------------------------
 
-    def _stage(self, unit: UnitOfWork, run: _Run, plan: Plan, result_json: str | None) -> None:
-        """Record a plan's steps (and the run row they lead to) in ``unit``."""
-        run_id = run.run_id
-        for step in plan.steps:
-            if isinstance(step, Transition):
-                unit.emit_encoded(run_id, "run_state", _state_json(step))
-            elif isinstance(step, Rollback):
-                unit.emit(
-                    run_id,
-                    "run_rolled_back",
-                    {
-                        "reason": step.reason,
-                        "error": step.error[:500],
-                        "attempt": step.attempt,
-                        "will_restart": step.will_restart,
-                    },
-                )
-            elif isinstance(step, AgentStarted):
-                unit.emit(run_id, "agent_started", {"agent": run.agent, "attempt": step.attempt})
-        unit.put_run(run.row(self.user_id, plan.life, result_json))
-
-    async def _execute(self, run: _Run, plan: Plan) -> None:
+    async def _execute(self, run: Run, plan: Plan) -> None:
         """Carry out a plan whose unit the runtime owns (retried; see ``_commit_owned``)."""
         if plan.stop_attempt:
             self._stop_attempt(run)
         unit = UnitOfWork(self.user_id)
-        self._stage(unit, run, plan, run.result_json)
+        stage_plan(unit, self.user_id, run, plan, run.result_json)
         await self._commit_owned(unit)
         self._applied(run, plan)
 
     def _applied(
-        self, run: _Run, plan: Plan, release_slot: Callable[[], None] | None = None
+        self, run: Run, plan: Plan, release_slot: Callable[[], None] | None = None
     ) -> None:
         """The plan's unit committed: the run is now ``plan.life``; act on it."""
         run.life = plan.life
@@ -470,7 +359,7 @@ class UserSupervisor:
                 counters.rollbacks += 1
                 if step.will_restart:
                     counters.restarts += 1
-                self._end_streams(run.run_id)  # its rollback retracted them
+                self._streams.end_run(run.run_id)  # its rollback retracted them
         if plan.life.state.is_terminal:
             self._finalize(run)
         elif plan.spawn:
@@ -484,55 +373,20 @@ class UserSupervisor:
 
     # -- children --------------------------------------------------------------------------
 
-    def _spawn(self, run: _Run, release_slot: Callable[[], None] | None = None) -> None:
+    def _spawn(self, run: Run, release_slot: Callable[[], None] | None = None) -> None:
         """Start attempt ``run.life.attempt``: a trio task, or a pykka actor when threaded."""
         assert self._nursery is not None
-        config = self._config
-        hb = run.life.liveness.policy.heartbeat_timeout
-        ctx = AgentContext(
-            user_id=self.user_id,
-            run_id=run.run_id,
-            agent=run.agent,
-            attempt=run.life.attempt,
-            supervisor=self._tx,
-            inbox=run.inbox_rx,
-            max_staged=config.max_staged_events,
-            max_event_bytes=config.max_event_bytes,
-            max_message_chars=config.max_message_chars,
-            resilience=self._deps.resilience,
-            beat_every=1.0 if hb is None else min(1.0, hb / 4),
-        )
-        run.consumed = 0
-        run.asking = None
-        run.child = scope = trio.CancelScope()
-        input_value = None if run.input_json is None else loads(run.input_json)
-        if issubclass(run.agent_cls, ThreadedAgent):
-            assert release_slot is not None
-            self._nursery.start_soon(
-                functools.partial(
-                    threaded_child,
-                    counters=self._deps.counters.threads,
-                    release_slot=release_slot,
-                ),
-                self._tx,
-                run.agent_cls,
-                ctx,
-                input_value,
-                scope,
-            )
-        else:
-            assert issubclass(run.agent_cls, Agent)
-            self._nursery.start_soon(agent_child, self._tx, run.agent_cls, ctx, input_value, scope)
+        start_attempt(self._nursery, self._tx, self.user_id, run, self._deps, release_slot)
 
-    def _stop_attempt(self, run: _Run) -> None:
+    def _stop_attempt(self, run: Run) -> None:
         """Cancel the running attempt (or slot wait); what it staged is discarded with it."""
         if run.child is not None:
             run.child.cancel()
             run.child = None
 
-    def _finalize(self, run: _Run) -> None:
+    def _finalize(self, run: Run) -> None:
         self._stop_attempt(run)
-        self._end_streams(run.run_id)
+        self._streams.end_run(run.run_id)
         run.inbox_tx.close()
         for other in self.runs.values():
             if other.blockers is not None:
@@ -547,7 +401,7 @@ class UserSupervisor:
         del self.runs[run.run_id]
         self._trace("run_ended", (run.run_id, state))
 
-    def _running(self, run_id: str, attempt: int) -> _Run | None:
+    def _running(self, run_id: str, attempt: int) -> Run | None:
         """The run, if ``attempt`` is its running attempt (else the sender is fenced off)."""
         run = self.runs.get(run_id)
         if run is None or run.life.running_attempt != attempt:
@@ -573,7 +427,7 @@ class UserSupervisor:
             assert plan is not None  # the attempt is the running one: checked above
             result_json = dumps(msg.final_result)
             unit.emit_encoded(run.run_id, "agent_completed", f'{{"result":{result_json}}}')
-            self._stage(unit, run, plan, result_json)
+            stage_plan(unit, self.user_id, run, plan, result_json)
         if not unit:
             msg.reply.set(self.head)
             return
@@ -584,9 +438,7 @@ class UserSupervisor:
             await self._crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
             return
         msg.reply.set(self.head)
-        for message_id in msg.closes:  # committed: the message supersedes its deltas
-            self._streams.pop(message_id, None)
-            self._muted.pop(message_id, None)
+        self._streams.committed(msg.closes)  # the committed message supersedes its deltas
         if plan is not None:
             run.result_json = result_json
             run.child = None  # the attempt finished: its task is returning, let it
@@ -594,33 +446,13 @@ class UserSupervisor:
 
     def _on_write(self, msg: Write) -> None:
         """Provisional text of an open message: to the sockets that take deltas, now."""
-        run = self._running(msg.run_id, msg.attempt)
-        mid = msg.message_id
-        if run is None or mid in self._muted:
-            return
-        stream = self._streams.get(mid)
-        if stream is None:
-            if len(self._streams) >= self._config.max_open_messages:
-                oldest = next(iter(self._streams))
-                self._muted[oldest] = self._streams.pop(oldest).run_id
-                # No more deltas of it for anyone; its committed message still arrives.
-            stream = self._streams[mid] = _Stream(run.run_id, msg.attempt)
-        if stream.length + len(msg.text) > self._config.max_message_chars:
-            self._muted[mid] = self._streams.pop(mid).run_id
-            return
-        delta = Delta(run.run_id, msg.attempt, mid, stream.length, msg.text)
-        stream.parts.append(msg.text)
-        stream.length += len(msg.text)
-        for sub in self.subs:
-            if sub.deltas:
-                sub._offer_delta(delta)
-
-    def _end_streams(self, run_id: str) -> None:
-        """Forget the open messages of ``run_id`` (rolled back, or the run ended)."""
-        for mid in [m for m, st in self._streams.items() if st.run_id == run_id]:
-            del self._streams[mid]
-        for mid in [m for m, rid in self._muted.items() if rid == run_id]:
-            del self._muted[mid]
+        if self._running(msg.run_id, msg.attempt) is None:
+            return  # a late write of an attempt that is over
+        delta = self._streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
+        if delta is not None:
+            for sub in self.subs:
+                if sub.deltas:
+                    sub._offer_delta(delta)
 
     async def _on_ask(self, msg: Ask) -> None:
         run = self._running(msg.run_id, msg.attempt)
@@ -645,7 +477,7 @@ class UserSupervisor:
             return
         run.asking = msg.reply
 
-    async def _crashed(self, run: _Run, attempt: int, cause: Crash, error: str) -> None:
+    async def _crashed(self, run: Run, attempt: int, cause: Crash, error: str) -> None:
         plan = life_cycle.on_crash(
             run.life, attempt=attempt, cause=cause, error=error, now=trio.current_time()
         )
@@ -679,7 +511,7 @@ class UserSupervisor:
             return
         run.child = None
         unit = UnitOfWork(self.user_id)
-        self._stage(unit, run, plan, run.result_json)
+        stage_plan(unit, self.user_id, run, plan, run.result_json)
         try:
             await self._commit_owned(unit)
         except BaseException:
@@ -697,7 +529,7 @@ class UserSupervisor:
         if cls is None:
             raise UnknownAgentError(f"no agent named {name!r}")
         input_json = self._encode_input(msg.input)
-        policy = msg.if_busy or config.if_busy
+        policy = config.if_busy if msg.if_busy is None else msg.if_busy
         if policy not in IF_BUSY:
             raise CommandError(f"if_busy must be one of {', '.join(IF_BUSY)}")
         if len(self.runs) >= config.max_live_runs_per_user:
@@ -722,7 +554,7 @@ class UserSupervisor:
             queued=queued,
         )
         inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
-        run = _Run(
+        run = Run(
             run_id=new_run_id(),
             agent=cls.name,
             agent_cls=cls,
@@ -741,7 +573,7 @@ class UserSupervisor:
                 "message",
                 {"role": "user", "text": msg.user_text, "message_id": new_message_id()},
             )
-        self._stage(unit, run, plan, None)
+        stage_plan(unit, self.user_id, run, plan, None)
         self.runs[run.run_id] = run
         try:
             await self._commit(unit)
@@ -799,7 +631,7 @@ class UserSupervisor:
         if run is None:
             await self._ended_run(msg.run_id)
             raise IllegalStateError("the run already ended")
-        if run.life.state not in _TAKES_INPUT:
+        if run.life.state not in TAKES_INPUT:
             raise IllegalStateError(f"the run is {run.life.state.value}")
         input_json = self._encode_input(msg.input)
         if len(run.inputs) >= self._config.max_inputs_per_run:
@@ -845,8 +677,8 @@ class UserSupervisor:
         sub._registered(self.head, self._poke)
         self.subs.append(sub)
         if sub.deltas:  # messages still streaming: all their text so far, at offset 0
-            for mid, st in self._streams.items():
-                sub._offer_delta(Delta(st.run_id, st.attempt, mid, 0, "".join(st.parts)))
+            for delta in self._streams.snapshot():
+                sub._offer_delta(delta)
         msg.reply.set(self.head)
 
     def wake(self) -> None:
@@ -870,11 +702,10 @@ class UserSupervisor:
         config = self._config
         now = trio.current_time()
         unit = UnitOfWork(self.user_id)
-        plans: list[tuple[_Run, Plan]] = []
+        plans: list[tuple[Run, Plan]] = []
         for info in live:
             known = self._deps.agents.get(info.agent)
             cls = known or Agent  # unknown here: the run cannot go on, it ends
-            inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
             life = life_cycle.recovered(
                 info.state,
                 info.attempt,
@@ -884,22 +715,12 @@ class UserSupervisor:
                 liveness=cls.liveness or config.liveness,
                 now=now,
             )
-            run = _Run(
-                run_id=info.run_id,
-                agent=info.agent,
-                agent_cls=cls,
-                life=life,
-                input_json=None if info.input is None else dumps(info.input),
-                created_at=info.created_at,
-                inbox_tx=inbox_tx,
-                inbox_rx=inbox_rx,
-                result_json=None if info.result is None else dumps(info.result),
-            )
+            run = Run.from_store(info, cls, life, mailbox=config.agent_mailbox_size)
             plan = life_cycle.on_recover(life, now=now, runnable=known is not None)
             if plan.life.wait is Wait.QUEUE:  # queued runs keep their order
                 run.blockers = {r.run_id for r, p in plans if not p.life.state.is_terminal}
             self.runs[run.run_id] = run
-            self._stage(unit, run, plan, run.result_json)
+            stage_plan(unit, self.user_id, run, plan, run.result_json)
             plans.append((run, plan))
         log.info(
             "user %r: recovered %d run(s) left live by a stopped process", self.user_id, len(live)

@@ -102,8 +102,8 @@ class RunLife:
 
     def next_deadline(self) -> float | None:
         """The earliest ``now`` at which :func:`on_tick` may return a plan, or None."""
-        if self.state.is_terminal:
-            return None
+        if self.state.is_terminal or self.state is _S.COMPLETING:
+            return None  # on_tick never acts on these
         times: list[float] = []
         deadline = self.liveness.deadline
         if deadline is not None:

@@ -400,7 +400,7 @@ class PgReader:
             for row in await self._fetch(
                 conn,
                 f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = ANY($1::text[]) "
-                "AND state = ANY($2::text[]) ORDER BY user_id, created_at",
+                "AND state = ANY($2::text[]) ORDER BY user_id, created_at, run_id",
                 users,
                 list(LIVE_STATE_VALUES),
             ):

@@ -491,7 +491,7 @@ class SqliteReader(DbThread):
                         heads[user_id] = head or 0
                     for row in self._query(
                         f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id IN ({marks}) "
-                        f"AND state IN ({states}) ORDER BY user_id, created_at",
+                        f"AND state IN ({states}) ORDER BY user_id, created_at, run_id",
                         [*chunk, *LIVE_STATE_VALUES],
                     ):
                         live.setdefault(row[0], []).append(row)

@@ -1,0 +1,142 @@
+"""A live run as its supervisor holds it, and how a plan's steps become a unit of work.
+
+The run's life-cycle state is its :class:`~netra_actors._core._lifecycle.RunLife` and nothing
+else: the run row that the store keeps is derived from it whenever a unit is staged.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import attrs
+import trio
+
+from ._agent import AgentBase
+from ._core import RunState, Transition
+from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
+from ._messages import Reply
+from ._uow import RunRow, UnitOfWork
+from ._values import JSON, RunInfo, dumps, loads
+
+#: The states in which a run takes ``send_input``.
+TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
+
+
+@attrs.frozen(kw_only=True)
+class RunsSnapshot:
+    """The answer to ``get_runs``: the user's head ``seq`` and recent runs, newest first."""
+
+    head_seq: int
+    runs: tuple[RunInfo, ...]
+
+
+@attrs.define(eq=False)
+class Run:
+    """A live run. Its life-cycle state is ``life`` and nothing else."""
+
+    run_id: str
+    agent: str
+    agent_cls: type[AgentBase]
+    life: RunLife
+    input_json: str | None
+    created_at: float
+    inbox_tx: trio.MemorySendChannel[JSON]
+    inbox_rx: trio.MemoryReceiveChannel[JSON]
+    result_json: str | None = None
+    child: trio.CancelScope | None = None
+    """The running attempt's (or the slot wait's) cancel scope."""
+    waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
+    inputs: list[str] = attrs.field(factory=list)
+    """The run's committed ``run_input`` values (JSON), in order: every attempt may take them."""
+    consumed: int = 0
+    """How many of ``inputs`` the running attempt has taken (``ctx.ask``)."""
+    asking: Reply[JSON] | None = None
+    """The running attempt waits in ``ctx.ask`` for the next input."""
+    blockers: set[str] | None = None
+    """A queued run: the runs that must end before it starts."""
+
+    @classmethod
+    def from_store(
+        cls, info: RunInfo, agent_cls: type[AgentBase], life: RunLife, *, mailbox: int
+    ) -> Run:
+        """A run read back from the store (to recover it on activation)."""
+        inbox_tx, inbox_rx = trio.open_memory_channel[JSON](mailbox)
+        return cls(
+            run_id=info.run_id,
+            agent=info.agent,
+            agent_cls=agent_cls,
+            life=life,
+            input_json=None if info.input is None else dumps(info.input),
+            created_at=info.created_at,
+            inbox_tx=inbox_tx,
+            inbox_rx=inbox_rx,
+            result_json=None if info.result is None else dumps(info.result),
+        )
+
+    def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
+        """The run's row as it is once ``life`` is committed."""
+        return RunRow(
+            user_id=user_id,
+            run_id=self.run_id,
+            agent=self.agent,
+            state=life.state.value,
+            attempt=life.attempt,
+            input_json=self.input_json,
+            result_json=result_json,
+            reason=life.reason or ("queued" if life.wait is Wait.QUEUE else None),
+            created_at=self.created_at,
+            updated_at=time.time(),
+        )
+
+    def info(self, user_id: str) -> RunInfo:
+        """A snapshot of the run now."""
+        life = self.life
+        return RunInfo(
+            user_id=user_id,
+            run_id=self.run_id,
+            agent=self.agent,
+            state=life.state,
+            attempt=life.attempt,
+            created_at=self.created_at,
+            updated_at=time.time(),
+            reason=life.reason,
+            input=None if self.input_json is None else loads(self.input_json),
+            result=None if self.result_json is None else loads(self.result_json),
+        )
+
+
+def stage_plan(
+    unit: UnitOfWork, user_id: str, run: Run, plan: Plan, result_json: str | None
+) -> None:
+    """Record a plan's steps, and the run row they lead to, in ``unit``."""
+    run_id = run.run_id
+    for step in plan.steps:
+        if isinstance(step, Transition):
+            unit.emit_encoded(run_id, "run_state", _state_json(step))
+        elif isinstance(step, Rollback):
+            unit.emit(
+                run_id,
+                "run_rolled_back",
+                {
+                    "reason": step.reason,
+                    "error": step.error[:500],
+                    "attempt": step.attempt,
+                    "will_restart": step.will_restart,
+                },
+            )
+        elif isinstance(step, AgentStarted):
+            unit.emit(run_id, "agent_started", {"agent": run.agent, "attempt": step.attempt})
+    unit.put_run(run.row(user_id, plan.life, result_json))
+
+
+@functools.lru_cache(maxsize=256)
+def _state_json(t: Transition) -> str:
+    """The ``run_state`` payload of a transition (a handful of distinct ones: cached)."""
+    data: dict[str, JSON] = {
+        "state": t.state.value,
+        "previous": t.previous.value if t.previous else None,
+    }
+    if t.reason is not None:
+        data["reason"] = t.reason
+    return dumps(data)

@@ -1,0 +1,249 @@
+"""Input to a live run (protocol v1 "Input to a live run"): ``ctx.ask`` and ``send_input``.
+
+Through the real store on a SQLite file, for async agents and their threaded twins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from helpers import (
+    as_tuples,
+    assert_legal_runs,
+    make_config,
+    read_until_ended,
+    run_events,
+    stored_events,
+)
+from streaming_agents import ASK_BEAT, STREAMING_BY_KIND
+
+import netra_actors as na
+from netra_actors.testing import guest_test
+
+KINDS = pytest.mark.parametrize("kind", ["async", "threaded"])
+
+
+def open_rt(config: na.RuntimeConfig, kind: str) -> Any:
+    return na.open_runtime(config, agents=STREAMING_BY_KIND[kind])
+
+
+async def read_until(sub: na.Subscription, seen: list[na.Event], name: str, count: int) -> None:
+    """Read into ``seen`` until it holds ``count`` events called ``name``."""
+    with trio.fail_after(10):
+        while sum(e.event == name for e in seen) < count:
+            seen.extend(await sub.receive_batch())
+
+
+def named(events: list[na.Event], name: str) -> list[na.Event]:
+    return [e for e in events if e.event == name]
+
+
+@KINDS
+@guest_test()
+async def test_ask_commits_the_question_and_returns_each_input_in_order(
+    tmp_path: Path, kind: str
+) -> None:
+    config = make_config(tmp_path)
+    schema = {"type": "string"}
+    answers: list[na.JSON] = ["Ada", {"text": "blue"}, [1, 2, 3]]
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run(
+            "alice", "asker", {"prompts": ["name?", "colour?", "numbers?"], "schema": schema}
+        )
+        seen: list[na.Event] = []
+        for k, answer in enumerate(answers, start=1):
+            await read_until(sub, seen, "input_requested", k)
+            assert len(named(seen, "answered")) == k - 1  # it waits for the answer
+            await rt.send_input("alice", run_id, answer)
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.state is na.RunState.COMPLETED
+    assert info.result == answers
+    events = run_events(seen, run_id)
+    asked = [e.data for e in named(events, "input_requested")]
+    assert asked == [
+        {"prompt": "name?", "schema": schema},
+        {"prompt": "colour?", "schema": schema},
+        {"prompt": "numbers?", "schema": schema},
+    ]
+    names = [e.event for e in events if e.event in ("input_requested", "run_input", "answered")]
+    assert names == ["input_requested", "run_input", "answered"] * 3  # question, input, answer
+    assert [e.data["input"] for e in named(events, "run_input")] == answers
+    assert [e.data["input"] for e in named(events, "answered")] == answers
+    assert as_tuples(events) == [t for t in stored_events(config, "alice") if t[1] == run_id]
+    assert_legal_runs(events)
+
+
+@KINDS
+@guest_test()
+async def test_ask_without_schema_and_an_input_sent_before_the_ask(
+    tmp_path: Path, kind: str
+) -> None:
+    """An input that arrived before the question is the answer: no ``input_requested``."""
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run("alice", "asker", {"prompts": ["a?", "b?"], "gate": True})
+        await rt.send_input("alice", run_id, "early")  # the agent waits at its gate
+        await rt.send_to_run("alice", run_id, "go")
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await rt.send_input("alice", run_id, "late")
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.result == ["early", "late"]
+    events = run_events(seen, run_id)
+    assert [e.data for e in named(events, "input_requested")] == [{"prompt": "b?"}]  # no schema
+    names = [e.event for e in events if e.event in ("input_requested", "run_input", "answered")]
+    assert names == ["run_input", "answered", "input_requested", "run_input", "answered"]
+
+
+@KINDS
+@guest_test()
+async def test_a_restarted_attempt_gets_the_inputs_again_without_asking_again(
+    tmp_path: Path, kind: str
+) -> None:
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run(
+            "alice",
+            "asker",
+            {"prompts": ["q1", "q2", "q3"], "crash_after": 1, "gate_restart": True},
+        )
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await rt.send_input("alice", run_id, "A")
+        await read_until(sub, seen, "run_rolled_back", 1)  # attempt 1 crashed after answering
+        await rt.send_input("alice", run_id, "B")  # while attempt 2 waits at its gate
+        await rt.send_to_run("alice", run_id, "go")
+        await read_until(sub, seen, "input_requested", 2)
+        await rt.send_input("alice", run_id, "C")
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.state is na.RunState.COMPLETED
+    assert info.attempt == 2
+    assert info.result == ["A", "B", "C"]
+    events = run_events(seen, run_id)
+    asked = named(events, "input_requested")
+    assert [e.data["prompt"] for e in asked] == ["q1", "q3"]  # q1 by attempt 1, q3 by attempt 2
+    rollback = named(events, "run_rolled_back")[0]
+    assert rollback.data["attempt"] == 1
+    assert seen.index(asked[1]) > seen.index(rollback)
+    answered = [(e.data["attempt"], e.data["input"]) for e in named(events, "answered")]
+    assert answered == [(1, "A"), (2, "A"), (2, "B"), (2, "C")]
+    assert [e.data["input"] for e in named(events, "run_input")] == ["A", "B", "C"]
+    assert_legal_runs(events)
+
+
+@KINDS
+@guest_test()
+async def test_send_input_refusals_are_typed_and_change_nothing(tmp_path: Path, kind: str) -> None:
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run("alice", "asker", {"prompts": ["q"]})
+        await read_until(sub, [], "input_requested", 1)
+        await rt.send_input("alice", run_id, "x")
+        assert (await rt.wait_run("alice", run_id)).state is na.RunState.COMPLETED
+        live = await rt.start_run("alice", "asker", {"prompts": ["q"]})
+        await read_until(sub, [], "input_requested", 1)  # it is waiting in ask
+        head = (await rt.get_runs("alice")).head_seq
+        with pytest.raises(na.IllegalStateError):
+            await rt.send_input("alice", run_id, "too late")
+        with pytest.raises(na.UnknownRunError) as theirs:
+            await rt.send_input("mallory", live, "not yours")  # live, but not mallory's
+        with pytest.raises(na.UnknownRunError) as nobody:
+            await rt.send_input("mallory", "r_does_not_exist", "x")
+        with pytest.raises(na.UnknownRunError):
+            await rt.send_input("alice", "r_does_not_exist", "x")
+        with pytest.raises(na.CommandError):
+            await rt.send_input("alice", live, {1, 2})
+        assert str(theirs.value) == str(nobody.value)
+        assert (await rt.get_runs("alice")).head_seq == head
+        assert (await rt.get_runs("mallory")).head_seq == 0
+        await rt.cancel_run("alice", live)
+
+
+@KINDS
+@guest_test()
+async def test_waiting_in_ask_is_not_a_missing_heartbeat(tmp_path: Path, kind: str) -> None:
+    timeout = ASK_BEAT.heartbeat_timeout
+    assert timeout is not None
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run("alice", "asker_beat", {"prompts": ["still there?"]})
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await trio.sleep(timeout * 4)  # four heartbeat timeouts with no answer
+        assert (await rt.get_run("alice", run_id)).state is na.RunState.RUNNING
+        await rt.send_input("alice", run_id, "yes")
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.state is na.RunState.COMPLETED
+    assert info.result == ["yes"]
+    assert named(run_events(seen, run_id), "run_rolled_back") == []
+
+
+@KINDS
+@guest_test()
+async def test_the_deadline_still_ends_a_run_waiting_in_ask(tmp_path: Path, kind: str) -> None:
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        started = trio.current_time()
+        run_id = await rt.start_run("alice", "asker_deadline", {"prompts": ["never answered"]})
+        events = run_events(await read_until_ended(sub, [run_id]), run_id)
+        elapsed = trio.current_time() - started
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.state is na.RunState.TIMEOUT
+    assert elapsed >= 0.9  # the run_timeout (1 s), not the heartbeat timeout (0.3 s)
+    assert len(named(events, "input_requested")) == 1
+    rollbacks = [e.data for e in named(events, "run_rolled_back")]
+    assert len(rollbacks) == 1
+    assert rollbacks[0]["reason"] == "timeout"
+    assert rollbacks[0]["will_restart"] is False
+    assert events[-1].data == {"state": "timeout", "previous": "running", "reason": "timeout"}
+
+
+@KINDS
+@guest_test()
+async def test_cancel_while_asking_rolls_back_once(tmp_path: Path, kind: str) -> None:
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run("alice", "asker", {"prompts": ["q"]})
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await rt.cancel_run("alice", run_id)
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+        with pytest.raises(na.IllegalStateError):
+            await rt.send_input("alice", run_id, "after the end")
+        await trio.sleep(0.1)  # nothing more arrives from the fenced attempt
+        head = (await rt.get_runs("alice")).head_seq
+
+    assert info.state is na.RunState.CANCELLED
+    events = run_events(seen, run_id)
+    rollbacks = [e.data for e in named(events, "run_rolled_back")]
+    assert rollbacks == [
+        {
+            "reason": "cancelled",
+            "error": "cancelled by the user",
+            "attempt": 1,
+            "will_restart": False,
+        }
+    ]
+    assert events[-1].data == {"state": "cancelled", "previous": "running", "reason": "cancelled"}
+    assert stored_events(config, "alice")[-1][0] == head == events[-1].seq
+    assert_legal_runs(stored_events(config, "alice"))
