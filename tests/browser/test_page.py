@@ -2,7 +2,10 @@
 
 A newcomer's path through the page: sign in, chat and watch the run (tool call, answer), reload and
 find the history, watch a crashing run roll back and recover, cancel a slow run, and keep chatting
-across a server restart while the page reconnects by itself.
+across a server restart while the page reconnects by itself. Then the additions: streamed
+(provisional) text that the committed message supersedes, text retracted by a rollback, a question
+from the ``ask`` agent answered in its card (also across a reload, also mid-stream), and the
+busy-policy choice sent as ``if_busy``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chat_server import ChatServer, free_port
@@ -30,6 +34,7 @@ try:
         Locator,
         Page,
         WebSocket,
+        WebSocketRoute,
         expect,
         sync_playwright,
     )
@@ -103,17 +108,29 @@ class Socket:
 
     def __init__(self) -> None:
         self.resume_from: int | None = None
+        self.hello: dict[str, Any] | None = None
         self.seqs: list[int] = []
+        self.commands: list[dict[str, Any]] = []
+        self.deltas: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
 
     def sent(self, payload: str | bytes) -> None:
         frame = json.loads(payload)
         if frame.get("type") == "hello":
+            self.hello = frame
             self.resume_from = frame.get("resume_from")
+        elif frame.get("type") != "ping":
+            self.commands.append(frame)
 
     def received(self, payload: str | bytes) -> None:
         frame = json.loads(payload)
+        if frame.get("type") == "delta":
+            self.deltas.append(frame)
+            return
         events = frame.get("events", []) if frame.get("type") == "batch" else [frame]
-        self.seqs += [e["seq"] for e in events if e.get("type") == "event"]
+        events = [e for e in events if e.get("type") == "event"]
+        self.seqs += [e["seq"] for e in events]
+        self.events += events
 
 
 class Wire:
@@ -136,6 +153,22 @@ class Wire:
 
     def highest_seq(self) -> int:
         return max((seq for s in self.sockets for seq in s.seqs), default=0)
+
+    def commands(self, type: str) -> list[dict[str, Any]]:
+        return [c for s in self.sockets for c in s.commands if c.get("type") == type]
+
+    def deltas(self, message_id: str) -> list[dict[str, Any]]:
+        return [d for s in self.sockets for d in s.deltas if d["message_id"] == message_id]
+
+    def committed_text(self, message_id: str) -> str:
+        texts = [
+            e["data"]["text"]
+            for s in self.sockets
+            for e in s.events
+            if e["event"] == "message" and e["data"].get("message_id") == message_id
+        ]
+        assert texts, f"no committed message {message_id}"
+        return str(texts[-1])
 
     def assert_exact(self) -> None:
         """Every socket got exactly resume_from+1, resume_from+2, ... (no gap, no repeat)."""
@@ -236,7 +269,7 @@ def expect_demo_answer(card: Locator, *, total: str) -> None:
 def transcript(page: Page) -> list[str]:
     """Every chat bubble and tool name, in page order."""
     items: list[str] = page.eval_on_selector_all(
-        ".msg-user, .msg-assistant, .tool-name",
+        ".msg-user, .msg-assistant:not(.retracted), .tool-name",
         """els => els.map(e => {
             const kind = e.classList.contains("tool-name") ? "tool"
                 : e.classList.contains("msg-user") ? "user" : "assistant";
@@ -392,4 +425,295 @@ def test_command_error_is_shown_next_to_its_command(page: Page, chat_server: Cha
     # The connection stays usable.
     card = say(page, "still here 1")
     expect(card).to_have_attribute("data-state", "completed")
+    assert console.unexpected() == [], console.errors
+
+
+# ------------------------------------------------------------------ additions: deltas, ask, if_busy
+
+#: Records, in the page, every state a message bubble goes through (the page's own DOM, observed
+#: after every mutation): ``window.__bubbles`` = [{id, state, provisional, text}], one entry per
+#: change of a bubble's state or text. Installed before the page's script; reset by each load.
+BUBBLE_LOG = """
+(() => {
+  window.__bubbles = [];
+  const last = new Map();
+  const snap = () => {
+    for (const el of document.querySelectorAll(".msg-assistant[data-message-id]")) {
+      const entry = {
+        id: el.dataset.messageId, state: el.dataset.state || "",
+        provisional: el.classList.contains("provisional"), text: el.textContent,
+      };
+      const key = entry.state + "|" + entry.provisional + "|" + entry.text;
+      if (last.get(entry.id) !== key) { last.set(entry.id, key); window.__bubbles.push(entry); }
+    }
+  };
+  new MutationObserver(snap).observe(document, {
+    subtree: true, childList: true, characterData: true, attributes: true,
+  });
+})();
+"""
+
+
+def bubble_log(page: Page, message_id: str) -> list[dict[str, Any]]:
+    log: list[dict[str, Any]] = page.evaluate("() => window.__bubbles")
+    return [e for e in log if e["id"] == message_id]
+
+
+def message_id(bubble: Locator) -> str:
+    mid = bubble.get_attribute("data-message-id")
+    assert mid, "a bubble without its message_id"
+    return mid
+
+
+def card_body(card: Locator) -> list[str]:
+    """What a run card shows, in order: each body element's class and text."""
+    items: list[str] = card.locator(".run-body > *").evaluate_all(
+        "els => els.map(e => e.className + '|' + e.textContent)"
+    )
+    return items
+
+
+def assert_streamed_then_committed(page: Page, wire: Wire, mid: str) -> str:
+    """The bubble of ``mid`` showed provisional text (a prefix of the final text, styled as
+    provisional) before the committed message replaced it with exactly the committed text."""
+    final = wire.committed_text(mid)
+    log = bubble_log(page, mid)
+    states = [e["state"] for e in log]
+    assert "streaming" in states, log
+    assert states[-1] == "committed", log
+    assert states.index("committed") == len(states) - 1, f"streamed after the commit: {log}"
+    provisional = [e for e in log if e["state"] == "streaming"]
+    assert all(e["provisional"] for e in provisional), log
+    assert all(final.startswith(e["text"]) for e in provisional), (final, log)
+    assert any(0 < len(e["text"]) < len(final) for e in provisional), (
+        f"no partial text was ever shown: {log}"
+    )
+    assert log[-1]["text"] == final, log
+    assert not log[-1]["provisional"], log
+    return final
+
+
+def test_streaming_text_is_shown_then_replaced_by_the_committed_message(
+    page: Page, chat_server: ChatServer
+) -> None:
+    console = Console(page)
+    wire = Wire(page)
+    page.add_init_script(BUBBLE_LOG)
+    sign_in(page, chat_server, "dora")
+    assert wire.welcomed[0].hello is not None
+    assert wire.welcomed[0].hello.get("features") == ["deltas"]
+
+    card = say(page, "Add 2 and 40, please.")
+    expect_demo_answer(card, total="42")
+    bubble = card.locator(".msg-assistant")
+    expect(bubble).to_have_attribute("data-state", "committed")
+    mid = message_id(bubble)
+    assert len(wire.deltas(mid)) >= 2, "the demo streams at least two deltas"
+    final = assert_streamed_then_committed(page, wire, mid)
+    expect(bubble).to_have_text(final)
+    expect(page.locator(".provisional")).to_have_count(0)
+    live_view = card_body(card)
+
+    # After a reload the history shows the committed message once (deltas are never replayed),
+    # in the same place among the run's events as it was shown live.
+    page.reload()
+    expect_live(page)
+    expect(card).to_have_attribute("data-state", "completed")
+    assert card_body(card) == live_view
+    expect(
+        run_card(page, card.get_attribute("data-run-id") or "").locator(".msg-assistant")
+    ).to_have_text(final)
+    assert bubble_log(page, mid) == [
+        {"id": mid, "state": "committed", "provisional": False, "text": final}
+    ]
+    assert_no_duplicate_events(page)
+    assert console.unexpected() == [], console.errors
+
+
+def test_rollback_retracts_streamed_text(page: Page, chat_server: ChatServer) -> None:
+    console = Console(page)
+    wire = Wire(page)
+    page.add_init_script(BUBBLE_LOG)
+    sign_in(page, chat_server, "erin")
+    card = start_run(page, "crashy", {"crash_times": 1, "stream": True})
+    expect(card).to_have_attribute("data-state", "completed")
+
+    retracted = card.locator(".msg-assistant.retracted")
+    expect(retracted).to_have_count(1)
+    expect(retracted).to_have_attribute("data-state", "retracted")
+    expect(retracted).to_contain_text("Attempt 1 is about to crash")
+    expect(retracted).to_have_css("text-decoration-line", "line-through")
+    expect(card.locator(".retract-note")).to_have_text("retracted (crash)")
+    rollback = card.locator(".rollback")
+    expect(rollback).to_have_count(1)
+    expect(rollback).to_contain_text("attempt 1")
+    assert wire.deltas(message_id(retracted)), "the crashing attempt streamed"
+    assert all(d["attempt"] == 1 for d in wire.deltas(message_id(retracted)))
+    assert [e["state"] for e in bubble_log(page, message_id(retracted))][-1] == "retracted"
+
+    answer = card.locator(".msg-assistant:not(.retracted)")
+    expect(answer).to_have_text("Succeeded on attempt 2.")
+    expect(answer).to_have_attribute("data-state", "committed")
+    assert_streamed_then_committed(page, wire, message_id(answer))
+    expect(page.locator(".provisional")).to_have_count(0)
+
+    # The retracted text was never committed: a reload (history replay) does not show it.
+    page.reload()
+    expect_live(page)
+    card = run_card(page, card.get_attribute("data-run-id") or "")
+    expect(card.locator(".msg-assistant")).to_have_text("Succeeded on attempt 2.")
+    expect(card.locator(".retracted, .retract-note")).to_have_count(0)
+    expect(card.locator(".rollback")).to_have_count(1)
+    assert console.unexpected() == [], console.errors
+
+
+def test_ask_prompt_is_answered_in_the_card_and_stays_answered(
+    page: Page, chat_server: ChatServer
+) -> None:
+    console = Console(page)
+    wire = Wire(page)
+    sign_in(page, chat_server, "frank")
+    card = start_run(page, "ask", "Your favourite <b>colour</b>?")
+    ask = card.locator(".ask")
+    expect(ask).to_have_attribute("data-state", "open")
+    expect(ask.locator(".ask-prompt")).to_have_text("Your favourite <b>colour</b>?")
+    expect(card).to_have_attribute("data-state", "running")
+
+    answer = "teal & <i>grey</i>"
+    ask.locator(".ask-input").fill(answer)
+    ask.locator(".ask-send").click()
+    expect(ask).to_have_attribute("data-state", "answered")
+    expect(ask.locator(".ask-answer")).to_have_text(f"answered: {answer}")
+    expect(ask.locator(".ask-form")).to_be_hidden()
+    expect(card).to_have_attribute("data-state", "completed")
+    expect(card.locator(".msg-assistant")).to_have_text(f"You answered: {answer}")
+    run_id = card.get_attribute("data-run-id")
+    assert wire.commands("send_input")[-1]["input"] == answer
+    assert wire.commands("send_input")[-1]["run_id"] == run_id
+    assert page.locator("#timeline b, #timeline i").count() == 0
+
+    # After a reload the replayed history shows the question answered, with no answer box.
+    page.reload()
+    expect_live(page)
+    ask = run_card(page, run_id or "").locator(".ask")
+    expect(ask).to_have_attribute("data-state", "answered")
+    expect(ask.locator(".ask-answer")).to_have_text(f"answered: {answer}")
+    expect(ask.locator(".ask-form")).to_be_hidden()
+    assert_no_duplicate_events(page)
+    assert console.unexpected() == [], console.errors
+
+
+def test_ask_error_is_shown_and_the_answer_can_be_sent_again(
+    page: Page, chat_server: ChatServer
+) -> None:
+    # The first send_input is rewritten on its way to the server to name a run that does not
+    # exist: the server's error (unknown_run) is shown in the question's box, which stays usable.
+    broken = {"once": True}
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "send_input" and broken["once"]:
+                broken["once"] = False
+                frame["run_id"] = "r_no_such_run"
+            server.send(json.dumps(frame))
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    page.route_web_socket(re.compile(r"/ws$"), route)
+    console = Console(page)
+    sign_in(page, chat_server, "grace")
+    card = start_run(page, "ask", {"prompt": "Which number?"})
+    ask = card.locator(".ask")
+    expect(ask.locator(".ask-prompt")).to_have_text("Which number?")
+    ask.locator(".ask-input").fill("seven")
+    ask.locator(".ask-send").click()
+    expect(ask.locator(".ask-error")).to_contain_text("unknown_run")
+    expect(ask).to_have_attribute("data-state", "open")
+    expect(ask.locator(".ask-send")).to_be_enabled()
+    ask.locator(".ask-send").click()
+    expect(ask).to_have_attribute("data-state", "answered")
+    expect(ask.locator(".ask-error")).to_be_hidden()
+    expect(card.locator(".msg-assistant")).to_have_text("You answered: seven")
+    assert console.unexpected() == [], console.errors
+
+
+def test_reload_mid_stream_shows_the_partial_answer_then_the_whole(
+    page: Page, chat_server: ChatServer
+) -> None:
+    # The ask agent streams its answer a word at a time (about 10 ms each): a long answer streams
+    # for seconds, long enough to reload in the middle of it.
+    console = Console(page)
+    wire = Wire(page)
+    page.add_init_script(BUBBLE_LOG)
+    sign_in(page, chat_server, "heidi")
+    card = start_run(page, "ask", "Say a lot?")
+    run_id = card.get_attribute("data-run-id") or ""
+    words = " ".join(f"w{i}" for i in range(600))
+    card.locator(".ask-input").fill(words)
+    card.locator(".ask-send").click()
+    expect(card.locator(".msg-assistant.provisional")).to_have_count(1)
+    page.reload()
+    expect_live(page)
+    card = run_card(page, run_id)
+    expect(card).to_have_attribute("data-state", "completed", timeout=30_000)
+    bubble = card.locator(".msg-assistant")
+    expect(bubble).to_have_count(1)
+    mid = message_id(bubble)
+    # The new socket got the partial text as one offset-0 delta, then the rest of the stream.
+    after = [d for d in wire.welcomed[-1].deltas if d["message_id"] == mid]
+    assert after, "no delta after the reload"
+    assert after[0]["offset"] == 0, after[:2]
+    assert len(after[0]["text"]) > 0, after[:2]
+    final = assert_streamed_then_committed(page, wire, mid)
+    assert final == f"You answered: {words}"
+    log = bubble_log(page, mid)
+    assert log[0]["state"] == "streaming", log[:2]
+    assert log[0]["text"] == after[0]["text"], log[:2]
+    expect(card.locator(".ask")).to_have_attribute("data-state", "answered")
+    assert_no_duplicate_events(page)
+    assert console.unexpected() == [], console.errors
+
+
+def test_busy_policy_choice_is_sent_as_if_busy(page: Page, chat_server: ChatServer) -> None:
+    console = Console(page)
+    wire = Wire(page)
+    sign_in(page, chat_server, "ivan")
+    expect(page.locator("#say-busy")).to_have_value("")  # the server's default
+    slow = start_run(page, "slow", {"seconds": 60})
+    expect(slow).to_have_attribute("data-state", "running")
+
+    # reject: the server answers `busy`, nothing is committed, no run card appears.
+    page.select_option("#say-busy", "reject")
+    before = run_ids(page)
+    page.fill("#say-input", "rejected while busy")
+    page.press("#say-input", "Enter")
+    status = page.locator("li.pending-cmd .pending-status[data-code=busy]")
+    expect(status).to_contain_text("busy")
+    expect(status).to_contain_text("still live")
+    assert wire.commands("say")[-1]["if_busy"] == "reject"
+    assert run_ids(page) == before
+
+    # enqueue: the run is created pending and waits for the slow one.
+    page.select_option("#say-busy", "enqueue")
+    queued = say(page, "queued behind the slow run")
+    expect(queued).to_have_attribute("data-state", "pending")
+    assert wire.commands("say")[-1]["if_busy"] == "enqueue"
+
+    # interrupt: the live and the queued runs are cancelled, the new run answers.
+    page.select_option("#say-busy", "interrupt")
+    third = say(page, "Interrupting: 1 plus 1")
+    expect_demo_answer(third, total="2")
+    expect(slow).to_have_attribute("data-state", "cancelled")
+    expect(queued).to_have_attribute("data-state", "cancelled")
+    expect(slow.locator(".rollback[data-reason=cancelled] .err")).to_have_text("interrupted")
+
+    # "server default" omits if_busy (this server's default is parallel).
+    page.select_option("#say-busy", "")
+    fourth = say(page, "Back to 2 and 2")
+    expect_demo_answer(fourth, total="4")
+    assert "if_busy" not in wire.commands("say")[-1]
     assert console.unexpected() == [], console.errors
