@@ -6,9 +6,12 @@ time; a scenario that needs a dev-only package (``e2e``: ``websockets``) imports
 Scenarios (one module each; see ``docs/benchmarks.md``):
 
 * ``throughput``: committed-and-delivered events/s through the whole runtime, 1 to 10,000 users;
-* ``store``: the group-commit writer alone vs raw ``sqlite3`` ``executemany`` of the same rows;
-* ``sessions``: 10,000 users with an open subscription: activation time, RSS, passivation;
-* ``peers``: the throughput workload built on pykka, and the unsafe emit-then-write design;
+* ``store``: the group-commit writer alone vs raw ``sqlite3`` ``executemany`` of the same rows
+  (``--db postgresql+asyncpg://…``: vs raw asyncpg ``COPY``);
+* ``sessions``: 10,000 users with an open subscription (``--users 100000``: the idle-session
+  goals' size): activation time, RSS, CPU while idle, passivation;
+* ``peers``: the throughput workload built on pykka, the unsafe emit-then-write design and the
+  minimal safe design (trio tasks + a ``sqlite3`` group-commit thread), in the same run;
 * ``handoff``: thread → trio hand-off latency (idle / with a CPU-bound thread) and throughput;
 * ``e2e``: events over loopback WebSockets to clients in separate processes;
 * ``all``: every scenario in turn.
@@ -111,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", metavar="DIR", help="where the SQLite files go (default: the temp directory)"
     )
     common.add_argument(
+        "--db",
+        metavar="URL",
+        help="store: measure on this PostgreSQL server (postgresql+asyncpg://user@host:port/db; "
+        "fresh scratch databases are created and dropped); default SQLite",
+    )
+    common.add_argument(
         "--clients",
         type=_positive_int,
         metavar="P",
@@ -124,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
     helps = {
         "throughput": "events/s through supervisor, group commit and socket mailboxes",
-        "store": "the group-commit writer alone vs raw sqlite3 executemany",
-        "sessions": "10,000 users with open subscriptions: activation, RSS, passivation",
-        "peers": "the throughput workload on pykka and in the unsafe emit-then-write design",
+        "store": "the group-commit writer alone vs raw sqlite3 executemany (--db: asyncpg COPY)",
+        "sessions": "10,000 users with open subscriptions: activation, RSS, idle CPU, passivation",
+        "peers": "the throughput workload on pykka, unsafe emit-then-write, minimal safe design",
         "handoff": "thread -> trio hand-off latency (idle / CPU-bound thread) and throughput",
         "e2e": "events over loopback WebSockets to clients in separate processes",
         "all": "every scenario in turn",
@@ -143,6 +152,7 @@ def _options(ns: argparse.Namespace, argv: Sequence[str], scenario: str) -> Opti
         "every": ns.every,
         "dir": ns.dir,
         "clients": ns.clients,
+        "db": ns.db,
     }
     return Options(
         scenario=scenario,
@@ -174,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
+    if ns.db and ns.scenario not in ("store", "all"):
+        parser.error("--db applies to the store scenario only")
     names = SCENARIOS if ns.scenario == "all" else (ns.scenario,)
     reports: list[Report] = []
     status = 0

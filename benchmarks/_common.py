@@ -162,6 +162,8 @@ class Report:
     """The rows of every repeat (the reported rows are their medians)."""
     goals: list[Goal] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
+    skipped: str | None = None
+    """Why the scenario did not run here (e.g. no PostgreSQL server); then there are no rows."""
     machine: dict[str, Any] = attrs.field(factory=lambda: machine_info())
     started: str = attrs.field(factory=lambda: now_iso())
     seconds: float = 0.0
@@ -182,6 +184,7 @@ class Report:
             "runs": self.runs,
             "goals": [g.to_json() for g in self.goals],
             "notes": self.notes,
+            "skipped": self.skipped,
         }
 
     def render(self) -> str:
@@ -196,7 +199,7 @@ class Report:
             f"median of {self.options.repeat} run(s)"
             + (" (--quick: small sizes, figures are not comparable)" if self.options.quick else ""),
             "",
-            table(self.columns, self.rows),
+            f"SKIPPED: {self.skipped}" if self.skipped else table(self.columns, self.rows),
         ]
         if self.goals:
             lines.append("")

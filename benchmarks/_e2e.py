@@ -336,13 +336,6 @@ def run(options: Options, progress: Progress) -> Report:
                 unit=" events/s",
             ),
             Goal(
-                text="p99 emit->client <= 20 ms at half of the maximum load",
-                measured=half["p99_ms"] if half else None,
-                target=20,
-                higher_is_better=False,
-                unit=" ms",
-            ),
-            Goal(
                 text="one idle user p50 <= 1 ms",
                 measured=idle["p50_ms"] if idle else None,
                 target=1,
@@ -353,6 +346,13 @@ def run(options: Options, progress: Progress) -> Report:
                 text="one idle user p99 <= 5 ms",
                 measured=idle["p99_ms"] if idle else None,
                 target=5,
+                higher_is_better=False,
+                unit=" ms",
+            ),
+            Goal(
+                text="p99 emit->client <= 20 ms at half of the maximum load",
+                measured=half["p99_ms"] if half else None,
+                target=20,
                 higher_is_better=False,
                 unit=" ms",
             ),

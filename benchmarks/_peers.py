@@ -1,4 +1,4 @@
-"""``peers``: the ``throughput`` workload built two other ways, measured in the same run.
+"""``peers``: the ``throughput`` workload built four other ways, measured in the same run.
 
 Every design runs the same workload on its own fresh SQLite file with the netra schema: per user
 one run whose agent emits ``events`` ``agent_thinking`` events in units of ``every``, plus the same
@@ -21,6 +21,13 @@ subscriber that checks ``seq`` and counts it, and every file is counted afterwar
   same writer thread without waiting: a subscriber can see events that are later lost, and
   nothing orders the write against the delivery. The clock stops when the subscribers have every
   event *and* the writer has committed every row.
+* ``minimal safe``: the minimal safe design of ``../shared/measurements/peer_baseline.py`` (the
+  issue's reference, ~130k events/s there on its own simpler workload), on this workload: plain
+  trio tasks (``trio.run``, no asyncio host), one per user, each handing its unit to the same
+  ``sqlite3`` group-commit writer thread, which resumes every waiter of a batch with one
+  ``run_sync_soon`` after the ``COMMIT``; only then does the task deliver the unit to its
+  subscriber (commit before send, per-user order, gapless ``seq``). No supervisor, no mailbox,
+  no crash handling: the floor of what the guarantees cost.
 """
 
 from __future__ import annotations
@@ -63,8 +70,15 @@ from ._common import (
 from ._throughput import TEXT, Workload, count_rows, events_per_user, users_list
 from ._throughput import run_once as netra_run_once
 
+GOAL_VS_PYKKA = 2.0
+GOAL_VS_UNSAFE = 0.7
+GOAL_VS_MINIMAL = 0.8
+
 NAME = "peers"
-TITLE = "the throughput workload: netra vs a pykka actor per user vs the unsafe emit-then-write"
+TITLE = (
+    "the throughput workload: netra vs a pykka actor per user, the unsafe emit-then-write, "
+    "and the minimal safe design"
+)
 
 INSERT_EVENT = (
     "INSERT INTO netra_events (user_id, seq, run_id, event, ts, data) VALUES (?, ?, ?, ?, ?, ?)"
@@ -95,11 +109,13 @@ def create_schema(db: str) -> None:
 class SqliteWriter:
     """A group-commit writer thread on plain ``sqlite3`` (WAL, ``synchronous=NORMAL``).
 
-    ``submit`` queues a unit's rows with a callback run after its batch committed.
+    ``submit`` queues a unit's rows with a callback run after its batch committed: in the writer
+    thread, or with ``token`` in trio, all callbacks of a batch in one ``run_sync_soon``.
     """
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, token: trio.lowlevel.TrioToken | None = None) -> None:
         self._db = db
+        self._token = token
         self._queue: queue.SimpleQueue[
             tuple[list[EventRow], list[RunRow], Callable[[], None] | None] | None
         ] = queue.SimpleQueue()
@@ -154,13 +170,21 @@ class SqliteWriter:
                 conn.execute("COMMIT")
                 self.batches += 1
                 self.events += len(event_rows)
-                for _ev, _runs, done in items:
-                    if done is not None:
+                callbacks = [done for _ev, _runs, done in items if done is not None]
+                if callbacks and self._token is not None:
+                    self._token.run_sync_soon(_call_all, callbacks)
+                else:
+                    for done in callbacks:
                         done()
         except BaseException as exc:  # reported by close()
             self.error = exc
         finally:
             conn.close()
+
+
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 class Script:
@@ -437,21 +461,25 @@ def run_pykka_store(w: Workload, db: str, progress: Progress) -> Row:
 # -- unsafe: emit, then write ----------------------------------------------------------------
 
 
+async def _subscriber(
+    rx: trio.MemoryReceiveChannel[list[dict[str, Any]]], delivered: list[int], errors: list[str]
+) -> None:
+    """One user's subscriber: checks that ``seq`` is gapless and counts every event."""
+    expect = 1
+    async for events in rx:
+        for ev in events:
+            if ev["seq"] != expect:
+                errors.append(f"{ev['user_id']}: seq {ev['seq']}, expected {expect}")
+                expect = ev["seq"]
+            expect += 1
+        delivered[0] += len(events)
+
+
 async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) -> Row:
     scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
     expected = sum(s.total for s in scripts)
     delivered = [0]
     errors: list[str] = []
-
-    async def subscriber(rx: trio.MemoryReceiveChannel[list[dict[str, Any]]]) -> None:
-        expect = 1
-        async for events in rx:
-            for ev in events:
-                if ev["seq"] != expect:
-                    errors.append(f"{ev['user_id']}: seq {ev['seq']}, expected {expect}")
-                    expect = ev["seq"]
-                expect += 1
-            delivered[0] += len(events)
 
     async def agent(script: Script, tx: trio.MemorySendChannel[list[dict[str, Any]]]) -> None:
         created = time.time()
@@ -471,7 +499,7 @@ async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) ->
             # Unbounded on purpose: the unsafe design has no backpressure (math.inf).
             tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
             channels.append(tx)
-            readers.start_soon(subscriber, rx)
+            readers.start_soon(_subscriber, rx, delivered, errors)
         await trio.lowlevel.checkpoint()
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -513,11 +541,80 @@ def run_unsafe(w: Workload, db: str, progress: Progress) -> Row:
     return row
 
 
+# -- minimal safe: commit, then send (peer_baseline.py) ---------------------------------------
+
+
+async def _minimal_main(w: Workload, db: str, progress: Progress) -> Row:
+    scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
+    expected = sum(s.total for s in scripts)
+    delivered = [0]
+    errors: list[str] = []
+    writer = SqliteWriter(db, trio.lowlevel.current_trio_token())
+    try:
+
+        async def agent(script: Script, tx: trio.MemorySendChannel[list[dict[str, Any]]]) -> None:
+            created = time.time()
+            head = 0
+            for staged, state in script.units:
+                now = time.time()
+                committed = trio.Event()
+                writer.submit(
+                    script.rows(head, staged, state, now),
+                    [script.run_row(state, now, created)],
+                    committed.set,
+                )
+                await committed.wait()  # commit before send
+                tx.send_nowait(script.deliverable(head, staged, now))
+                head += len(staged)
+                await trio.lowlevel.checkpoint()  # as peer_baseline.py's tasks do
+
+        async with trio.open_nursery() as readers:
+            channels = []
+            for _ in scripts:
+                # Never full: every unit is committed before it is sent, one unit in flight.
+                tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
+                channels.append(tx)
+                readers.start_soon(_subscriber, rx, delivered, errors)
+            await trio.lowlevel.checkpoint()
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for script, tx in zip(scripts, channels, strict=True):
+                    nursery.start_soon(agent, script, tx)
+            with trio.move_on_after(60):
+                while delivered[0] < expected:
+                    progress.bar(f"minimal safe {w.users} users", delivered[0], expected)
+                    await trio.sleep(0.001)
+            seconds = time.perf_counter() - started
+            progress.done()
+            for tx in channels:
+                tx.close()
+    finally:
+        writer.close()  # nothing is queued any more: every unit was committed before its send
+    if errors or delivered[0] != expected or writer.events != expected:
+        raise BenchError(
+            f"minimal safe design with {w.users} users: delivered {delivered[0]} of {expected}, "
+            f"committed {writer.events}; errors {errors[:1]}"
+        )
+    return {"events": expected, "seconds": seconds, "batches": writer.batches}
+
+
+def run_minimal(w: Workload, db: str, progress: Progress) -> Row:
+    """The minimal safe design, one measurement."""
+    create_schema(db)
+    row: Row = trio.run(_minimal_main, w, db, progress)
+    rows, _thinking = count_rows(db)
+    if rows != row["events"]:
+        raise BenchError(
+            f"minimal safe design with {w.users} users: {rows} rows in the file of {row['events']}"
+        )
+    return row
+
+
 # -- the scenario -----------------------------------------------------------------------------
 
 
 def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
-    """All three designs back to back on fresh files; ratios within this repeat."""
+    """Every design back to back on fresh files; ratios within this repeat."""
     netra = netra_run_once(w, progress, directory=directory)
     with (
         runtime_gc_threshold(),
@@ -526,15 +623,19 @@ def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
         pyk = run_pykka(w, os.path.join(tmp, "pykka.db"), progress)
         pyk_store = run_pykka_store(w, os.path.join(tmp, "pykka_store.db"), progress)
         unsafe = run_unsafe(w, os.path.join(tmp, "unsafe.db"), progress)
-    if not (netra["committed"] == pyk["events"] == pyk_store["events"] == unsafe["events"]):
+        minimal = run_minimal(w, os.path.join(tmp, "minimal.db"), progress)
+    done = (pyk["events"], pyk_store["events"], unsafe["events"], minimal["events"])
+    if any(n != netra["committed"] for n in done):
         raise BenchError(
             f"the designs did not do the same work: netra {netra['committed']}, pykka "
-            f"{pyk['events']}, pykka+store {pyk_store['events']}, unsafe {unsafe['events']} events"
+            f"{pyk['events']}, pykka+store {pyk_store['events']}, unsafe {unsafe['events']}, "
+            f"minimal safe {minimal['events']} events"
         )
     ours = netra["events_per_s"]
     pyk_rate = rate(pyk["events"], pyk["seconds"])
     pyk_store_rate = rate(pyk_store["events"], pyk_store["seconds"])
     unsafe_rate = rate(unsafe["events"], unsafe["seconds"])
+    minimal_rate = rate(minimal["events"], minimal["seconds"])
     return {
         "users": w.users,
         "events_per_user": w.events,
@@ -543,9 +644,11 @@ def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
         "pykka_events_per_s": pyk_rate,
         "pykka_store_events_per_s": pyk_store_rate,
         "unsafe_events_per_s": unsafe_rate,
+        "minimal_events_per_s": minimal_rate,
         "vs_pykka": ours / pyk_rate if pyk_rate else 0.0,
         "vs_pykka_store": ours / pyk_store_rate if pyk_store_rate else 0.0,
         "vs_unsafe": ours / unsafe_rate if unsafe_rate else 0.0,
+        "vs_minimal": ours / minimal_rate if minimal_rate else 0.0,
         "verified": True,
     }
 
@@ -557,9 +660,11 @@ COLUMNS = [
     Column(key="pykka_events_per_s", title="pykka events/s"),
     Column(key="pykka_store_events_per_s", title="pykka+netra store events/s"),
     Column(key="unsafe_events_per_s", title="unsafe events/s"),
+    Column(key="minimal_events_per_s", title="minimal safe events/s"),
     Column(key="vs_pykka", title="netra / pykka", fmt="{:.2f}"),
     Column(key="vs_pykka_store", title="netra / pykka+store", fmt="{:.2f}"),
     Column(key="vs_unsafe", title="netra / unsafe", fmt="{:.2f}"),
+    Column(key="vs_minimal", title="netra / minimal safe", fmt="{:.2f}"),
     Column(key="verified", title="verified"),
 ]
 
@@ -592,15 +697,21 @@ def run(options: Options, progress: Progress) -> Report:
         runs=runs,
         goals=[
             Goal(
-                text=">= 10x the pykka design at 1,000 users",
+                text=f">= {GOAL_VS_PYKKA:g}x the pykka design at 1,000 users",
                 measured=at_1000["vs_pykka"] if at_1000 else None,
-                target=10,
+                target=GOAL_VS_PYKKA,
                 unit="x",
             ),
             Goal(
-                text=">= 0.5x the unsafe design (1,000 users)",
+                text=f">= {GOAL_VS_UNSAFE:g}x the unsafe design at 1,000 users",
                 measured=at_1000["vs_unsafe"] if at_1000 else None,
-                target=0.5,
+                target=GOAL_VS_UNSAFE,
+                unit="x",
+            ),
+            Goal(
+                text=f">= {GOAL_VS_MINIMAL:g}x the minimal safe design at 1,000 users",
+                measured=at_1000["vs_minimal"] if at_1000 else None,
+                target=GOAL_VS_MINIMAL,
                 unit="x",
             ),
         ],
@@ -610,6 +721,9 @@ def run(options: Options, progress: Progress) -> Report:
             "thread (sqlite3 executemany), one subscriber actor for all users",
             "unsafe: trio tasks deliver first and queue the write without waiting; timed until "
             "every event is delivered and every row committed",
+            "minimal safe: peer_baseline.py's design on this workload: a trio task per user, "
+            "the same group-commit writer thread waking a batch's tasks with one run_sync_soon, "
+            "commit before send, a subscriber task per user",
             "the peers run with the collector thresholds the runtime sets "
             "(RuntimeConfig.gc_threshold), so that no ratio is a collector setting",
         ],

@@ -18,12 +18,15 @@ import pytest
 from benchmarks import SCENARIOS, main
 from benchmarks._common import median_rows, percentile
 
+#: The PostgreSQL server of the store's ``--db`` mode (skipped when it is unreachable).
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
 #: Packages of the ``dev`` extra that a benchmark module might be tempted to import at the top.
 DEV_ONLY = ("websockets", "pyinstrument", "pytest", "hypothesis", "playwright", "kosoku")
 
 
 def run_bench(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    status = main([*args, "--quick", "--repeat", "1", "--json", "--no-progress"])
+    status = main([args[0], "--quick", "--repeat", "1", "--json", "--no-progress", *args[1:]])
     out = capsys.readouterr().out
     assert status == 0, out
     result: dict[str, Any] = json.loads(out)
@@ -59,17 +62,54 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["delivered"] == row["committed"] == row["rows_in_file"] == row["expected"]
         assert row["events_per_s"] > 0
         assert row["runs_completed"] == row["users"]
-    assert result["goals"][0]["target"] == 150_000
+    targets = [g["target"] for g in result["goals"]]
+    assert targets == [110_000, 150_000, 30_000, 0.9]
+    assert result["goals"][0]["measured"] == result["rows"][-1]["events_per_s"]
+
+
+def check_store_rows(result: dict[str, Any], backend: str, users: list[int]) -> None:
+    assert [r["users"] for r in result["rows"]] == users
+    for row in result["rows"]:
+        assert row["backend"] == backend
+        assert row["verified"] is True
+        assert row["store_events_per_s"] > 0
+        assert row["raw_events_per_s"] > 0
+        assert row["ratio"] > 0
 
 
 def test_store(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_bench(capsys, "store")
     check_common(result, "store")
-    for row in result["rows"]:
-        assert row["verified"] is True
-        assert row["store_events_per_s"] > 0
-        assert row["raw_events_per_s"] > 0
-        assert row["ratio"] > 0
+    check_store_rows(result, "sqlite", [1, 100, 1000])
+    goals = {g["goal"]: g for g in result["goals"]}
+    assert [g["target"] for g in goals.values()] == [0.7, 0.3]
+    ratios = {r["users"]: r["ratio"] for r in result["rows"]}
+    assert [g["measured"] for g in goals.values()] == [ratios[1000], ratios[1]]
+
+
+def test_store_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
+    # Fresh scratch databases per repeat, dropped afterwards; skipped without a server.
+    result = run_bench(capsys, "store", "--db", PG_URL, "--users", "1,1000")
+    if result["skipped"]:
+        pytest.skip(result["skipped"])
+    check_common(result, "store")
+    check_store_rows(result, "postgresql", [1, 1000])
+    (goal,) = result["goals"]
+    assert goal["target"] == 0.5
+    assert goal["measured"] == result["rows"][-1]["ratio"]
+
+
+def test_store_skips_an_unreachable_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "store", "--db", "postgresql+asyncpg://postgres@127.0.0.1:1/x")
+    assert "unreachable" in result["skipped"]
+    assert result["rows"] == []
+    assert result["goals"][0]["met"] is None
+
+
+def test_store_refuses_a_non_postgresql_url(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["store", "--quick", "--repeat", "1", "--no-progress", "--db", "sqlite://"])
+    assert status == 1
+    assert "postgresql+asyncpg://" in capsys.readouterr().err
 
 
 def test_sessions(capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,10 +120,11 @@ def test_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     assert row["activation_median_us"] > 0
     assert row["activation_p99_us"] >= row["activation_median_us"]
     assert row["passivation_s"] >= 0
-    assert {g["goal"] for g in result["goals"]} == {
-        "<= 50 KB per session",
-        "activation median <= 100 us",
-    }
+    assert row["idle_cpu_ms_per_s"] >= 0
+    assert row["idle_window_s"] > 0
+    goals = result["goals"]
+    assert [(g["target"], g["unit"]) for g in goals] == [(100, " us"), (20, " KB"), (10, " ms/s")]
+    assert goals[2]["measured"] == row["idle_cpu_ms_per_s"]
 
 
 def test_peers(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,10 +132,13 @@ def test_peers(capsys: pytest.CaptureFixture[str]) -> None:
     check_common(result, "peers")
     for row in result["rows"]:
         assert row["verified"] is True
-        for key in ("netra", "pykka", "pykka_store", "unsafe"):
+        for key in ("netra", "pykka", "pykka_store", "unsafe", "minimal"):
             assert row[f"{key}_events_per_s"] > 0
-        assert row["vs_pykka"] > 0
-        assert row["vs_unsafe"] > 0
+        for key in ("pykka", "unsafe", "minimal"):
+            assert row[f"vs_{key}"] == pytest.approx(
+                row["netra_events_per_s"] / row[f"{key}_events_per_s"]
+            )
+    assert [g["target"] for g in result["goals"]] == [2, 0.7, 0.8]
 
 
 def test_handoff(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,6 +148,12 @@ def test_handoff(capsys: pytest.CaptureFixture[str]) -> None:
     for condition in ("idle", "CPU-bound thread"):
         assert ("from_thread.run", condition) in cases
         assert ("ctx.heartbeat()", condition) in cases
+        assert ("ctx.checkpoint() (1 event)", condition) in cases
+        assert ("async agent: await ctx.checkpoint() (1 event)", condition) in cases
+    (goal,) = result["goals"]
+    idle = next(r for r in result["rows"] if r["case"] == "ctx.checkpoint() (1 event) | idle")
+    assert goal["target"] == 0.3
+    assert goal["measured"] == pytest.approx(idle["p50_us"] / 1000)
     for row in result["rows"]:
         assert row["per_s"] > 0
         if row["p99_us"] is not None:
@@ -121,6 +171,7 @@ def test_e2e(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["verified"] is True
         assert row["events"] == row["committed"] > 0
         assert row["p99_ms"] >= row["p50_ms"] > 0
+    assert [g["target"] for g in result["goals"]] == [50_000, 1, 5, 20]
 
 
 def test_bad_arguments_exit_with_usage() -> None:
@@ -129,6 +180,8 @@ def test_bad_arguments_exit_with_usage() -> None:
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["throughput", "--users", "0"])
+    with pytest.raises(SystemExit):
+        main(["throughput", "--db", "postgresql+asyncpg://postgres@127.0.0.1/postgres"])
 
 
 def test_medians_and_percentiles() -> None:
