@@ -43,7 +43,15 @@ from ._common import (
 
 __all__ = ["SCENARIOS", "main"]
 
-SCENARIOS: tuple[str, ...] = ("throughput", "store", "sessions", "peers", "handoff", "e2e")
+SCENARIOS: tuple[str, ...] = (
+    "throughput",
+    "store",
+    "sessions",
+    "peers",
+    "handoff",
+    "e2e",
+    "replay",
+)
 
 
 def _runner(name: str) -> Callable[[Options, Progress], Report]:
@@ -138,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "peers": "the throughput workload on pykka, unsafe emit-then-write, minimal safe design",
         "handoff": "thread -> trio hand-off latency (idle / CPU-bound thread) and throughput",
         "e2e": "events over loopback WebSockets to clients in separate processes",
+        "replay": "a restarted attempt replaying a 100-step journal vs first-attempt bookkeeping",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():

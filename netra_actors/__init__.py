@@ -11,6 +11,7 @@ from ._agent import AgentBase as AgentBase
 from ._agent import AgentContext as AgentContext
 from ._agent import AgentRegistry as AgentRegistry
 from ._agent import MessageStream as MessageStream
+from ._agent import idempotency_key as idempotency_key
 from ._bridge import run as run
 from ._config import RuntimeConfig as RuntimeConfig
 from ._config import sqlite_url as sqlite_url
@@ -136,6 +137,7 @@ __all__ = [
     "UnknownAgentError",
     "UnknownRunError",
     "embed",
+    "idempotency_key",
     "open_runtime",
     "run",
     "run_in_process",

@@ -14,14 +14,19 @@ A crash rolls back whatever was staged since the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
+import orjson
 import trio
 
 from ._core import LivenessPolicy, RestartPolicy
+from ._core._journal import JournalCursor, JournalEntry, Outcome, Step
 from ._exceptions import (
     AgentError,
     CircuitOpenError,
@@ -35,7 +40,7 @@ from ._ids import new_message_id
 from ._messages import Ask, Checkpoint, Heartbeat, Reply, Write
 from ._resilience import Resilience
 from ._store import check_stageable
-from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps
+from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps, loads
 
 T = TypeVar("T")
 
@@ -232,17 +237,151 @@ def tool_failure(exc: Exception) -> tuple[str, int]:
     return tool_error_text(exc), 1
 
 
-def _json_result(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, checking that its result is JSON (a non-JSON result is a failed attempt)."""
+_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("netra_actors.idempotency_key")
+"""The idempotency key of the tool call whose function runs now (in this task or thread)."""
 
-    async def call(**kwargs: Any) -> Any:
-        result = fn(**kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        dumps(result)
-        return result
+
+def idempotency_key() -> str:
+    """The idempotency key of the tool call whose function is running (inside ``ctx.tool``).
+
+    For a journaled call it is ``"<run_id>:<step>:<hash of the name and arguments>"``: the same
+    in every attempt of the run that makes the same call at the same step, so an external API
+    that deduplicates on it (an ``Idempotency-Key`` header) performs the step once even when a
+    crash inside the call makes the restarted attempt run it again. For a call that is not
+    journaled (``replay=False``, or made while another call of the attempt is in flight) it is
+    the call's ``call_id``. A tool function may also take it as a keyword parameter named
+    ``idempotency_key``. Raises :class:`~netra_actors.AgentError` outside a tool call.
+    """
+    try:
+        return _KEY.get()
+    except LookupError:
+        raise AgentError(
+            "idempotency_key() is only available while a tool's function runs (in ctx.tool)"
+        ) from None
+
+
+def canonical_json(value: JSON) -> str:
+    """``value`` as canonical JSON text (sorted keys): equal values, equal text."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def tool_args_json(name: str, args: Mapping[str, JSON], replay: object) -> str:
+    """The canonical JSON of a tool call's arguments (and a check of ``replay``)."""
+    if type(replay) is not bool:
+        raise TypeError(
+            f"tool {name!r}: replay= is a keyword of ctx.tool (True or False), reserved: it "
+            f"cannot be a tool argument, got {replay!r}"
+        )
+    try:
+        return canonical_json(args)
+    except TypeError as exc:
+        raise TypeError(f"tool {name!r} arguments are not JSON-encodable: {exc}") from None
+
+
+_accepts_key: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def accepts_idempotency_key(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` has a parameter ``idempotency_key`` that can be passed by keyword."""
+    with contextlib.suppress(KeyError, TypeError):
+        return _accepts_key[fn]
+    try:
+        param = inspect.signature(fn).parameters.get("idempotency_key")
+    except (TypeError, ValueError):
+        param = None
+    found = param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+    with contextlib.suppress(TypeError):  # not weakly referenceable: not cached
+        _accepts_key[fn] = found
+    return found
+
+
+def _passes_key(fn: Callable[..., Any], args: Mapping[str, JSON]) -> bool:
+    return "idempotency_key" not in args and accepts_idempotency_key(fn)
+
+
+def keyed_call(fn: Callable[..., Any], key: str, args: Mapping[str, JSON]) -> Callable[..., Any]:
+    """``fn`` as a tool runs it from trio: under its key, returning its result's JSON text (a
+    result that is not JSON is a failed attempt)."""
+    pass_key = _passes_key(fn, args)
+
+    async def call(**kwargs: Any) -> str:
+        token = _KEY.set(key)
+        try:
+            result = fn(**kwargs, idempotency_key=key) if pass_key else fn(**kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        finally:
+            _KEY.reset(token)
+        return dumps(result)
 
     return call
+
+
+def keyed_call_sync(
+    fn: Callable[..., Any], key: str, args: Mapping[str, JSON]
+) -> Callable[..., str]:
+    """:func:`keyed_call` for a thread (a threaded agent's tool)."""
+    pass_key = _passes_key(fn, args)
+
+    def call(**kwargs: Any) -> str:
+        token = _KEY.set(key)
+        try:
+            result = fn(**kwargs, idempotency_key=key) if pass_key else fn(**kwargs)
+        finally:
+            _KEY.reset(token)
+        return dumps(result)
+
+    return call
+
+
+def tool_executing(
+    run_id: str, name: str, args_json: str, call_id: str, max_bytes: int | None
+) -> StagedEvent:
+    """``tool_executing`` {tool, args, call_id}, encoded from the canonical arguments."""
+    encoded = f'{{"tool":{dumps(name)},"args":{args_json},"call_id":{dumps(call_id)}}}'
+    return _new(
+        StagedEvent, (run_id, "tool_executing", check_size("tool_executing", encoded, max_bytes))
+    )
+
+
+def tool_completed(
+    run_id: str,
+    name: str,
+    call_id: str,
+    attempts: int,
+    max_bytes: int | None,
+    *,
+    result_json: str | None = None,
+    error: str | None = None,
+) -> StagedEvent:
+    """``tool_completed`` {tool, call_id, result | error, attempts}."""
+    outcome = f'"result":{result_json}' if error is None else f'"error":{dumps(error)}'
+    encoded = f'{{"tool":{dumps(name)},"call_id":{dumps(call_id)},{outcome},"attempts":{attempts}}}'
+    return _new(
+        StagedEvent, (run_id, "tool_completed", check_size("tool_completed", encoded, max_bytes))
+    )
+
+
+def tool_replay_diverged(
+    run_id: str, step: Step, name: str, args_json: str, attempt: int, max_bytes: int | None
+) -> StagedEvent:
+    """``tool_replay_diverged`` {step, expected: {tool, args}, actual: {tool, args}, attempt}."""
+    expected = step.diverged_from
+    assert expected is not None
+    encoded = (
+        f'{{"step":{step.step},"expected":{{"tool":{dumps(expected.name)},'
+        f'"args":{expected.args_json}}},"actual":{{"tool":{dumps(name)},"args":{args_json}}},'
+        f'"attempt":{attempt}}}'
+    )
+    event = "tool_replay_diverged"
+    return _new(StagedEvent, (run_id, event, check_size(event, encoded, max_bytes)))
+
+
+def journal_entry(
+    step: Step, name: str, args_json: str, outcome: Outcome, value: str = ""
+) -> JournalEntry | None:
+    """The journal entry a tool call's checkpoint carries (``None``: not journaled)."""
+    return None if step.step is None else step.entry(name, args_json, outcome, value)
 
 
 class AgentContext:
@@ -262,6 +401,7 @@ class AgentContext:
         max_event_bytes: int | None = None,
         max_message_chars: int = 256 * 1024,
         resilience: Resilience | None = None,
+        journal: tuple[JournalEntry, ...] = (),
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -283,6 +423,10 @@ class AgentContext:
         self._now = trio.lowlevel.current_clock().current_time
         self._last_beat = self._now()
         self._calls = 0
+        self._journal = journal
+        """The run's journal as it was when this attempt started (immutable)."""
+        self._cursor = JournalCursor(run_id, journal)
+        """This attempt's position in it (shared with a threaded agent's context)."""
         self._ops = 0
         self._fenced = False
         self._waits: set[trio.CancelScope] = set()
@@ -438,6 +582,7 @@ class AgentContext:
         final: JSON = None,
         is_final: bool = False,
         closes: tuple[str, ...] = (),
+        journal: JournalEntry | None = None,
     ) -> int:
         reply: Reply[int] = Reply()
         now = self._now()
@@ -455,11 +600,14 @@ class AgentContext:
                 final_result=final,
                 is_final=is_final,
                 closes=closes,
+                journal=journal,
             )
         )
         return await reply.wait()
 
-    async def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
+    async def tool(
+        self, name: str, fn: Callable[..., Any], /, *, replay: bool = True, **args: JSON
+    ) -> JSON:
         """Run a tool call: ``fn(**args)`` (sync or async), recorded as two committed events.
 
         ``tool_executing`` (with ``args`` and a ``call_id``) is committed before the call and
@@ -468,30 +616,79 @@ class AgentContext:
         ``RuntimeConfig.dependencies`` (none declared: one attempt). If it fails, this raises
         :class:`~netra_actors.ToolError` after recording it (an open breaker fails at once). A
         sync ``fn`` runs on the event loop: it must not block (wrap blocking work in
-        ``trio.to_thread.run_sync``).
+        ``trio.to_thread.run_sync``). Returns the result as JSON decodes it (a tuple comes back
+        as a list).
+
+        The call is a journaled *step*: in a restarted attempt, the k-th journaled call returns
+        the result that an earlier attempt committed for step k — without calling ``fn`` and
+        without committing anything — if that step succeeded with the same name and arguments.
+        (What was staged before it still commits, as before any tool call.) A different call
+        at step k is a divergence: ``tool_replay_diverged`` is committed and nothing after it is
+        replayed. ``replay=False`` (a reserved keyword: no tool argument can
+        be called ``replay``) always calls ``fn`` and takes no step; so does a call made while
+        another one of this attempt is in flight. ``fn`` runs with
+        :func:`~netra_actors.idempotency_key` set (and gets it as ``idempotency_key=`` if it
+        has a parameter of that name).
         """
-        call_id = await self._tool_begin(name, args)
+        self._check()
+        args_json = tool_args_json(name, args, replay)
+        cursor = self._cursor
+        step = cursor.begin(name, args_json, replay=replay)
+        if step.replay_json is not None:  # replayed: no tool events; what is staged commits
+            staging = self._staging
+            if staging.events or staging.rows:
+                events, rows = staging.take()
+                await self._commit_staged(events, rows)
+            else:
+                await self._tick()
+            return loads(step.replay_json)
         try:
-            result, attempts = await self._resilience.call(name, _json_result(fn), args)
+            return await self._tool_call(name, fn, args, args_json, step)
+        finally:
+            cursor.end()
+
+    async def _tool_call(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: Mapping[str, JSON],
+        args_json: str,
+        step: Step,
+    ) -> JSON:
+        self._calls += 1
+        call_id = tool_call_id(self.run_id, self.attempt, self._calls)
+        limit = self.max_event_bytes
+        staging = self._staging
+        if step.diverged_from is not None:
+            staging.add_event(
+                tool_replay_diverged(self.run_id, step, name, args_json, self.attempt, limit)
+            )
+        staging.add_event(tool_executing(self.run_id, name, args_json, call_id, limit))
+        events, rows = staging.take()
+        started = journal_entry(step, name, args_json, Outcome.STARTED)
+        await self._commit_staged(events, rows, journal=started)
+        key = step.key or call_id
+        try:
+            result_json, attempts = await self._resilience.call(
+                name, keyed_call(fn, key, args), args
+            )
         except (trio.Cancelled, RunFencedError):
             raise
         except Exception as exc:
             error, attempts = tool_failure(exc)
-            await self._tool_record(name, call_id, {"error": error, "attempts": attempts})
+            done = tool_completed(self.run_id, name, call_id, attempts, limit, error=error)
+            failed = journal_entry(step, name, args_json, Outcome.ERROR, error)
+            await self._tool_record(done, failed)
             raise ToolError(name, call_id, error) from exc
-        await self._tool_record(name, call_id, {"result": result, "attempts": attempts})
-        return result
+        done = tool_completed(self.run_id, name, call_id, attempts, limit, result_json=result_json)
+        await self._tool_record(done, journal_entry(step, name, args_json, Outcome.OK, result_json))
+        return loads(result_json)
 
-    async def _tool_begin(self, name: str, args: Mapping[str, JSON]) -> str:
-        self._calls += 1
-        call_id = tool_call_id(self.run_id, self.attempt, self._calls)
-        await self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
-        await self.checkpoint()
-        return call_id
-
-    async def _tool_record(self, name: str, call_id: str, outcome: dict[str, JSON]) -> None:
-        await self.emit("tool_completed", {"tool": name, "call_id": call_id, **outcome})
-        await self.checkpoint()
+    async def _tool_record(self, event: StagedEvent, journal: JournalEntry | None) -> None:
+        self._check()
+        self._staging.add_event(event)
+        events, rows = self._staging.take()
+        await self._commit_staged(events, rows, journal=journal)
 
     async def _finish(
         self,

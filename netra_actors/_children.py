@@ -51,6 +51,7 @@ def start_attempt(
         max_message_chars=config.max_message_chars,
         resilience=deps.resilience,
         beat_every=1.0 if hb is None else min(1.0, hb / 4),
+        journal=run.journal.snapshot(),
     )
     run.consumed = 0  # a new attempt takes the run's inputs from the first again
     run.asking = None

@@ -14,6 +14,7 @@ import trio
 
 from ._agent import AgentBase
 from ._core import RunState, Transition
+from ._core._journal import Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
 from ._messages import Reply
 from ._uow import RunRow, UnitOfWork
@@ -55,6 +56,9 @@ class Run:
     """The running attempt waits in ``ctx.ask`` for the next input."""
     blockers: set[str] | None = None
     """A queued run: the runs that must end before it starts."""
+    journal: Journal = attrs.field(factory=Journal)
+    """The last committed outcome of each journaled step of any attempt (what a restarted
+    attempt may replay instead of doing again): built from the checkpoints that committed."""
 
     @classmethod
     def from_store(

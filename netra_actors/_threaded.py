@@ -36,14 +36,21 @@ from ._agent import (
     Staging,
     assistant_message,
     check_write,
+    journal_entry,
+    keyed_call_sync,
     stage_event,
+    tool_args_json,
     tool_call_id,
+    tool_completed,
+    tool_executing,
     tool_failure,
+    tool_replay_diverged,
 )
 from ._bridge import Bridge
+from ._core._journal import JournalEntry, Outcome, Step
 from ._exceptions import RunFencedError, RuntimeClosedError, StoreError, ToolError
 from ._ids import new_message_id
-from ._values import JSON, dumps
+from ._values import JSON, loads
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -180,33 +187,70 @@ class ThreadedContext:
         events, rows = self._staging.take()
         return self._call(self._actx._commit_staged, events, rows, closes=(message_id,))
 
-    def tool(self, name: str, fn: Callable[..., Any], /, **args: JSON) -> JSON:
+    def tool(
+        self, name: str, fn: Callable[..., Any], /, *, replay: bool = True, **args: JSON
+    ) -> JSON:
         """Run ``fn(**args)`` in this thread as a recorded tool call (blocking is fine here),
-        under its dependency's retry and breaker policy (see :meth:`AgentContext.tool`)."""
+        under its dependency's retry and breaker policy, journaled and replayed in a restarted
+        attempt like :meth:`AgentContext.tool` (a replayed call does not leave this thread)."""
+        self._check()
+        args_json = tool_args_json(name, args, replay)
+        cursor = self._actx._cursor
+        step = cursor.begin(name, args_json, replay=replay)
+        if step.replay_json is not None:  # replayed: no tool events; what is staged commits
+            if self._staging.events or self._staging.rows:
+                self.checkpoint()
+            else:
+                self._maybe_beat()
+            return loads(step.replay_json)
+        try:
+            return self._tool_call(name, fn, args, args_json, step)
+        finally:
+            cursor.end()
+
+    def _tool_call(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: Mapping[str, JSON],
+        args_json: str,
+        step: Step,
+    ) -> JSON:
         self._calls += 1
         call_id = tool_call_id(self.run_id, self.attempt, self._calls)
-        self.emit("tool_executing", {"tool": name, "args": dict(args), "call_id": call_id})
-        self.checkpoint()
-
-        def call(**kwargs: Any) -> Any:
-            result = fn(**kwargs)
-            dumps(result)
-            return result
-
+        limit = self._actx.max_event_bytes
+        staging = self._staging
+        if step.diverged_from is not None:
+            staging.add_event(
+                tool_replay_diverged(self.run_id, step, name, args_json, self.attempt, limit)
+            )
+        staging.add_event(tool_executing(self.run_id, name, args_json, call_id, limit))
+        self._tool_commit(journal_entry(step, name, args_json, Outcome.STARTED))
+        call = keyed_call_sync(fn, step.key or call_id, args)
         try:
-            result, attempts = self._actx._resilience.call_sync(name, call, args, check=self._check)
+            result_json, attempts = self._actx._resilience.call_sync(
+                name, call, args, check=self._check
+            )
         except RunFencedError:
             raise
         except Exception as exc:
             error, attempts = tool_failure(exc)
-            self._tool_record(name, call_id, {"error": error, "attempts": attempts})
+            self._check()
+            staging.add_event(
+                tool_completed(self.run_id, name, call_id, attempts, limit, error=error)
+            )
+            self._tool_commit(journal_entry(step, name, args_json, Outcome.ERROR, error))
             raise ToolError(name, call_id, error) from exc
-        self._tool_record(name, call_id, {"result": result, "attempts": attempts})
-        return result
+        self._check()
+        staging.add_event(
+            tool_completed(self.run_id, name, call_id, attempts, limit, result_json=result_json)
+        )
+        self._tool_commit(journal_entry(step, name, args_json, Outcome.OK, result_json))
+        return loads(result_json)
 
-    def _tool_record(self, name: str, call_id: str, outcome: dict[str, JSON]) -> None:
-        self.emit("tool_completed", {"tool": name, "call_id": call_id, **outcome})
-        self.checkpoint()
+    def _tool_commit(self, journal: JournalEntry | None) -> None:
+        events, rows = self._staging.take()
+        self._call(self._actx._commit_staged, events, rows, journal=journal)
 
     def _finish(self, result: JSON) -> None:
         self._check()

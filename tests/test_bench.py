@@ -50,7 +50,7 @@ def check_common(result: dict[str, Any], scenario: str) -> None:
 
 
 def test_every_scenario_is_tested() -> None:
-    assert set(SCENARIOS) == {"throughput", "store", "sessions", "peers", "handoff", "e2e"}
+    assert set(SCENARIOS) == {"throughput", "store", "sessions", "peers", "handoff", "e2e", "replay"}
 
 
 def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
