@@ -125,6 +125,20 @@ class RuntimeConfig:
     """``gc.set_threshold`` while the runtime is open (restored after), or ``None`` to leave the
     process's setting alone. Process-wide: the default trades a little memory for far fewer
     collections of the many long-lived objects a runtime holds (measured in benchmarks.md)."""
+    node_id: str | None = attrs.field(default=None)
+    """This process's name in a cluster (default: the host name); a per-process suffix is
+    always added, so a restarted process never reuses a lease epoch."""
+    lease_ttl: float = attrs.field(default=10.0, validator=positive)
+    """Seconds a user's lease lasts without renewal (renewed every third of it). Another node
+    takes a user over only after its owner's lease expired: a shorter TTL means a faster
+    takeover after a crash, a longer one tolerates longer pauses of the owner."""
+    cluster_poll: float = attrs.field(default=0.05, validator=positive)
+    """Seconds between polls for other nodes' commits, commands and answers (SQLite; on
+    PostgreSQL notifications wake the node and it polls only every ``cluster_safety_poll``)."""
+    cluster_safety_poll: float = attrs.field(default=2.0, validator=positive)
+    """The slow poll that backs up PostgreSQL notifications (a missed one costs latency only)."""
+    request_timeout: float = attrs.field(default=30.0, validator=positive)
+    """How long a command forwarded to the user's owner on another node may wait for its answer."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
     dependencies: Mapping[str, Dependency] = attrs.field(

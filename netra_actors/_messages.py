@@ -13,6 +13,7 @@ import attrs
 import outcome
 import trio
 
+from ._core._journal import JournalEntry
 from ._exceptions import RuntimeClosedError
 from ._values import JSON, StagedEvent
 
@@ -124,6 +125,27 @@ class Subscribe:
 
 
 @attrs.define(slots=True)
+class InboxCommand:
+    """A command another node posted for this user (``item``: the store's inbox row)."""
+
+    item: Any
+
+
+@attrs.define(slots=True)
+class Drain:
+    """The node shuts down: end the live runs ``dead``, release the lease, stop."""
+
+    reply: Reply[None]
+
+
+@attrs.define(slots=True)
+class TookLease:
+    """A follower's waiting command found the owner gone, and this node took the lease."""
+
+    epoch: int
+
+
+@attrs.define(slots=True)
 class Poke:
     """Something changed outside the mailbox (a subscription closed): look at the state again."""
 
@@ -158,6 +180,8 @@ class Checkpoint:
     is_final: bool = False
     closes: tuple[str, ...] = ()
     """Open messages this unit commits (their provisional text ends here)."""
+    journal: JournalEntry | None = None
+    """The journal step this unit commits (recorded in ``Run.journal`` once it committed)."""
 
 
 @attrs.define(slots=True)
@@ -211,6 +235,9 @@ Message = (
     | WaitRun
     | Subscribe
     | Poke
+    | TookLease
+    | InboxCommand
+    | Drain
     | Heartbeat
     | Checkpoint
     | Write

@@ -18,16 +18,20 @@ import trio
 from sqlalchemy import MetaData
 
 from ._agent import AgentBase, AgentRegistry
+from ._cluster import Cluster
 from ._config import RuntimeConfig
 from ._deadlines import Deadlines
 from ._exceptions import (
     CommandError,
     MailboxFullError,
     RuntimeClosedError,
+    StoreError,
 )
+from ._follower import UserFollower
 from ._histogram import HistogramSnapshot
 from ._messages import (
     CancelRun,
+    Drain,
     GetRuns,
     Message,
     Reply,
@@ -82,7 +86,9 @@ class _Session:
 
     __slots__ = ("send", "supervisor")
 
-    def __init__(self, send: trio.MemorySendChannel[Message], supervisor: UserSupervisor) -> None:
+    def __init__(
+        self, send: trio.MemorySendChannel[Message], supervisor: UserSupervisor | UserFollower
+    ) -> None:
         self.send = send
         self.supervisor = supervisor
 
@@ -124,10 +130,22 @@ class Runtime:
             threads=trio.CapacityLimiter(config.max_threads),
             deadlines=Deadlines(),
             resilience=self.resilience,
+            cluster=Cluster(
+                store,
+                self._member,
+                poll_interval=config.cluster_poll,
+                safety_interval=config.cluster_safety_poll,
+                request_timeout=config.request_timeout,
+            ),
             tracer=tracer,
         )
         self._closed = False
+        self._draining = False
         nursery.start_soon(self._deps.deadlines.run)
+        self.clustered = hasattr(store, "acquire")
+        """True when the store holds leases (the SQL store): several processes may share it."""
+        if self.clustered:
+            nursery.start_soon(self._deps.cluster.run)
 
     # -- the session registry --------------------------------------------------------------
 
@@ -136,6 +154,8 @@ class Runtime:
             raise RuntimeClosedError("the runtime is closed")
         session = self._sessions.get(user_id)
         if session is None:
+            if self._draining:
+                raise RuntimeClosedError("this server is shutting down; use another one")
             if len(self._sessions) >= self.config.max_sessions:
                 raise MailboxFullError("too many active users right now; try again shortly")
             send, receive = trio.open_memory_channel[Message](self.config.mailbox_size)
@@ -144,6 +164,57 @@ class Runtime:
             self._sessions[user_id] = session
             self._nursery.start_soon(self._run_supervisor, session, receive)
         return session
+
+    def _member(self, user_id: str) -> UserSupervisor | UserFollower | None:
+        session = self._sessions.get(user_id)
+        return None if session is None else session.supervisor
+
+    async def _run_modes(
+        self,
+        session: _Session,
+        receive: trio.MemoryReceiveChannel[Message],
+        on_idle: Callable[[], bool],
+    ) -> None:
+        """Own the user while this node holds its lease, follow it while another node does."""
+        owner = session.supervisor
+        assert isinstance(owner, UserSupervisor)
+        if not self.clustered:
+            await owner.run(on_idle=on_idle)
+            return
+        user_id = owner.user_id
+        subs: list[Subscription] = []
+        head: int | None = None
+        first: Message | None = None
+        epoch = await self.store.acquire(user_id)  # type: ignore[attr-defined]
+        while True:
+            if epoch is None:
+                follower = UserFollower(
+                    self._deps, user_id, receive, session.send, subs=subs, head=head
+                )
+                session.supervisor = follower
+                acquired = await follower.run(on_idle=on_idle)
+                if acquired is None:
+                    return  # idle
+                epoch, first, subs, head = (
+                    acquired.epoch,
+                    acquired.first,
+                    follower.subs,
+                    follower.head,
+                )
+            owner = UserSupervisor(
+                self._deps,
+                user_id,
+                receive,
+                session.send,
+                epoch=epoch,
+                subs=subs,
+                head=head,
+                first=first,
+            )
+            session.supervisor = owner
+            if await owner.run(on_idle=on_idle):
+                return  # idle (the lease is released)
+            subs, head, first, epoch = owner.subs, owner.head, None, None  # fenced: follow
 
     async def _run_supervisor(
         self, session: _Session, receive: trio.MemoryReceiveChannel[Message]
@@ -159,7 +230,7 @@ class Runtime:
 
         reason = "shutdown"
         try:
-            await session.supervisor.run(on_idle=on_idle)
+            await self._run_modes(session, receive, on_idle)
             reason = "closed"
         except Exception:
             log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
@@ -343,6 +414,32 @@ class Runtime:
         """Raise :class:`StoreError` unless the store answers (for health checks)."""
         await self.store.check()
 
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
+        """A planned shutdown of this node (a rolling deploy): take no new users, let live runs
+        finish for up to ``timeout`` seconds, end the ones still live ``dead`` (one rollback
+        each), and release every lease, so that other nodes take the users over at once."""
+        self._draining = True
+        with trio.move_on_after(timeout):
+            while any(s.supervisor.runs for s in self._sessions.values()):  # noqa: ASYNC110
+                await trio.sleep(0.05)  # (runs end in many supervisors: a poll is simplest)
+        replies: list[Reply[None]] = []
+        for session in list(self._sessions.values()):
+            if isinstance(session.supervisor, UserSupervisor):
+                reply: Reply[None] = Reply()
+                try:
+                    session.send.send_nowait(Drain(reply))
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    continue
+                replies.append(reply)
+        with trio.move_on_after(max(1.0, timeout)):
+            for reply in replies:
+                with contextlib.suppress(Exception):
+                    await reply.wait()
+        release_all = getattr(self.store, "release_all", None)
+        if release_all is not None:
+            with contextlib.suppress(Exception):
+                await release_all()
+
     def is_active(self, user_id: str) -> bool:
         """Whether the user has an active supervisor right now."""
         return user_id in self._sessions
@@ -412,6 +509,12 @@ async def _open(
                 runtime._closed = True
                 nursery.cancel_scope.cancel()
     finally:
+        # Every supervisor has stopped: hand this node's users back (runs left live end dead
+        # on their next activation, on whichever node, without waiting for the leases to expire).
+        release_all = getattr(the_store, "release_all", None)
+        if release_all is not None:
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await release_all()
         if own_store:
             with trio.CancelScope(shield=True):
                 await the_store.aclose()

@@ -29,6 +29,7 @@ import trio
 
 from ._agent import Agent, AgentRegistry
 from ._children import ThreadCounters, slot_waiter, start_attempt
+from ._cluster import Cluster, error_payload
 from ._config import IF_BUSY, RuntimeConfig
 from ._core import RunState
 from ._core import _lifecycle as life_cycle
@@ -40,6 +41,7 @@ from ._exceptions import (
     CommandError,
     IllegalStateError,
     IllegalTransitionError,
+    LeaseLostError,
     MailboxFullError,
     ResumeBeyondHeadError,
     RunFencedError,
@@ -50,6 +52,7 @@ from ._exceptions import (
     UnknownAgentError,
     UnknownRunError,
 )
+from ._follower import message_of
 from ._histogram import Histogram
 from ._ids import new_message_id, new_run_id
 from ._messages import (
@@ -57,8 +60,10 @@ from ._messages import (
     Ask,
     CancelRun,
     Checkpoint,
+    Drain,
     GetRuns,
     Heartbeat,
+    InboxCommand,
     Message,
     Poke,
     Reply,
@@ -67,6 +72,7 @@ from ._messages import (
     SlotReady,
     StartRun,
     Subscribe,
+    TookLease,
     WaitRun,
     Write,
 )
@@ -105,6 +111,8 @@ class Counters:
     events_delivered: int = 0
     runs_ended: dict[str, int] = attrs.field(factory=dict)
     threads: ThreadCounters = attrs.field(factory=ThreadCounters)
+    fenced: int = 0
+    """Units this node could not commit because another node took the user over."""
     commit_to_mailbox: Histogram = attrs.field(factory=Histogram)
     """Delay from an event's commit to its hand-off to the socket mailboxes."""
 
@@ -123,12 +131,24 @@ class SupervisorDeps:
     """The timer wheel that wakes supervisors at their deadline."""
     resilience: Resilience
     """Retry and circuit-breaker state of every dependency (one per runtime)."""
+    cluster: Cluster
+    """Requests to other nodes, the inbox and following (see ``_cluster.py``)."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
 
 
+class _Lost(Exception):
+    """Internal: a fenced commit: this node no longer owns the user (unwinds to ``run``)."""
+
+
 class UserSupervisor:
-    """The supervisor of one user. Created and run by the runtime; reached only via its mailbox."""
+    """The supervisor of one user: its owner, while this node holds the user's lease.
+
+    Created and run by the runtime (which also runs a :class:`~netra_actors._follower.
+    UserFollower` while another node owns the user); reached only via its mailbox.
+    """
+
+    following = False
 
     def __init__(
         self,
@@ -136,6 +156,11 @@ class UserSupervisor:
         user_id: str,
         mailbox: trio.MemoryReceiveChannel[Message],
         send: trio.MemorySendChannel[Message],
+        *,
+        epoch: int | None = None,
+        subs: list[Subscription] | None = None,
+        head: int | None = None,
+        first: Message | None = None,
     ) -> None:
         self.user_id = user_id
         self._deps = deps
@@ -143,9 +168,17 @@ class UserSupervisor:
         self._store = deps.store
         self._rx = mailbox
         self._tx = send
+        self.epoch = epoch
+        """The lease epoch every unit is committed under (None: unfenced)."""
+        self._handed_head = head
+        self._first = first
+        self._consuming: Any = None
+        self._stopping = False
+        """Drained: stop after this message (and release the lease)."""
+        """The inbox item being handled: its deletion rides the command's first unit."""
         self.head = 0
         self.runs: dict[str, Run] = {}
-        self.subs: list[Subscription] = []
+        self.subs: list[Subscription] = subs if subs is not None else []
         self._nursery: trio.Nursery | None = None
         self._idle_since: float | None = None
         self._streams = OpenMessages(
@@ -161,18 +194,50 @@ class UserSupervisor:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    async def run(self, *, on_idle: Callable[[], bool]) -> None:
-        """Activate (load + recover), then handle messages until passivated.
+    async def run(self, *, on_idle: Callable[[], bool]) -> bool:
+        """Activate (load + recover), then handle messages until passivated or fenced.
 
         ``on_idle`` is called when the user has been idle for ``idle_timeout``; it returns True
-        if the runtime removed this supervisor from its registry (then the supervisor stops).
+        if the runtime removed this supervisor from its registry (then the supervisor stops and
+        releases the lease). Returns False if another node took the user over (this node must
+        follow now), True otherwise.
         """
+        try:
+            await self._serve(on_idle)
+        except _Lost:
+            self._lost()
+            return False
+        if self.epoch is not None:
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self._store.release(self.user_id, self.epoch)
+        return True
+
+    def _lost(self) -> None:
+        """Another node owns the user now: its runs are not ours; end our part, commit nothing."""
+        log.warning("user %r: another node took over the session (lease lost)", self.user_id)
+        error = RuntimeClosedError("the user's session moved to another node; try again")
+        for run in self.runs.values():
+            for reply in run.waiters:
+                reply.fail(error)
+            if run.asking is not None:
+                run.asking.fail(error)
+        self.runs.clear()
+        self._streams = OpenMessages(
+            max_open=self._config.max_open_messages, max_chars=self._config.max_message_chars
+        )
+
+    async def _serve(self, on_idle: Callable[[], bool]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             snapshot = await self._store.load_user(self.user_id)
             self.head = snapshot.head_seq
+            if self._handed_head is not None and self._handed_head < self.head:
+                await self._catch_up(self._handed_head)  # subscriptions a follower handed over
             await self._recover(snapshot.live_runs)
             self._trace("activated", self.head)
+            if self._first is not None:
+                first, self._first = self._first, None
+                await self._handle(first)
             rx = self._rx
             wheel = self._deps.deadlines
             burst = 0
@@ -200,10 +265,22 @@ class UserSupervisor:
                 if type(msg) is not Poke:  # activity: the idle clock starts again
                     self._idle_since = None
                 await self._handle(msg)
+                if self._stopping:
+                    break
                 if self._dequeue:
                     await self._start_queued()
             nursery.cancel_scope.cancel()
         self._trace("passivated", self.head)
+
+    async def _catch_up(self, after: int) -> None:
+        """Hand the subscriptions the committed events after ``after`` up to ``head``."""
+        while after < self.head:
+            events = await self._store.replay(self.user_id, after, self._config.replay_page)
+            events = [e for e in events if e.seq <= self.head]
+            if not events:
+                return
+            self.subs = [s for s in self.subs if s._offer(events)]
+            after = events[-1].seq
 
     def _next_deadline(self) -> float | None:
         """The earliest moment something is due without a message (None: nothing ever is)."""
@@ -280,13 +357,20 @@ class UserSupervisor:
                 await self._on_agent_exited(msg)
             case SlotReady():
                 await self._on_slot_ready(msg)
-            case Poke():
+            case InboxCommand():
+                await self._on_inbox(msg.item)
+            case Drain():
+                await self._answer(msg.reply, self._on_drain())
+            case Poke() | TookLease():
                 pass  # the loop looks at the state again
 
     async def _answer(self, reply: Reply[Any], coro: Any) -> None:
         """Run a command handler; answer its reply with the result or the command error."""
         try:
             result = await coro
+        except _Lost:
+            reply.fail(RuntimeClosedError("the user's session moved to another node; try again"))
+            raise
         except (CommandError, StoreError) as exc:
             reply.fail(exc)  # a StoreError here: the command's own unit failed, nothing changed
         except SessionFailed as exc:
@@ -301,8 +385,24 @@ class UserSupervisor:
     # -- committing ------------------------------------------------------------------------
 
     async def _commit(self, unit: UnitOfWork) -> None:
-        """Commit one unit, then deliver its events (raises StoreError if it did not commit)."""
-        events = await self._store.commit(self.user_id, self.head, unit)
+        """Commit one unit, then deliver its events (raises StoreError if it did not commit).
+
+        The unit commits only while this node holds the user's lease (``epoch``): a fenced
+        unit raises ``_Lost``, which ends this supervisor's ownership.
+        """
+        item = self._consuming
+        if item is not None:  # the inbox command is consumed with its first effect
+            unit.inbox_done.append(item.id)
+        try:
+            if self.epoch is None:  # unfenced (a store without leases)
+                events = await self._store.commit(self.user_id, self.head, unit)
+            else:
+                events = await self._store.commit(self.user_id, self.head, unit, epoch=self.epoch)
+        except LeaseLostError as exc:
+            self._deps.counters.fenced += 1
+            raise _Lost() from exc
+        if item is not None:
+            self._consuming = None
         self._trace("committed", events)
         if events:
             self.head = events[-1].seq
@@ -319,6 +419,8 @@ class UserSupervisor:
             try:
                 await self._commit(unit)
                 return
+            except LeaseLostError:
+                raise  # (never reached: _commit raises _Lost)
             except StoreError as exc:
                 if attempt == retries:
                     raise SessionFailed(exc) from exc
@@ -429,6 +531,8 @@ class UserSupervisor:
             unit.emit_encoded(run.run_id, "agent_completed", f'{{"result":{result_json}}}')
             stage_plan(unit, self.user_id, run, plan, result_json)
         if not unit:
+            if msg.journal is not None:
+                run.journal.record(msg.journal)
             msg.reply.set(self.head)
             return
         try:
@@ -437,6 +541,8 @@ class UserSupervisor:
             msg.reply.fail(exc)
             await self._crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
             return
+        if msg.journal is not None:  # committed: a restarted attempt may rely on it
+            run.journal.record(msg.journal)
         msg.reply.set(self.head)
         self._streams.committed(msg.closes)  # the committed message supersedes its deltas
         if plan is not None:
@@ -448,6 +554,10 @@ class UserSupervisor:
         """Provisional text of an open message: to the sockets that take deltas, now."""
         if self._running(msg.run_id, msg.attempt) is None:
             return  # a late write of an attempt that is over
+        if self.epoch is not None and time.monotonic() > self._store.lease_valid_until(
+            self.user_id
+        ):
+            return  # past our own lease deadline: another node may own the user by now
         delta = self._streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
         if delta is not None:
             for sub in self.subs:
@@ -680,6 +790,54 @@ class UserSupervisor:
             for delta in self._streams.snapshot():
                 sub._offer_delta(delta)
         msg.reply.set(self.head)
+
+    async def _on_drain(self) -> None:
+        """A planned shutdown: end what is still live ``dead`` (one unit), then stop."""
+        unit = UnitOfWork(self.user_id)
+        plans = []
+        for run in list(self.runs.values()):
+            plan = life_cycle.on_shutdown(run.life)
+            if plan is not None:
+                self._stop_attempt(run)
+                stage_plan(unit, self.user_id, run, plan, run.result_json)
+                plans.append((run, plan))
+        if unit:
+            await self._commit_owned(unit)
+        for run, plan in plans:
+            self._applied(run, plan)
+        self._stopping = True
+
+    def inbox(self, item: Any) -> bool:
+        """The cluster loop: a command another node posted for this user (never blocks)."""
+        try:
+            self._tx.send_nowait(InboxCommand(item))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # busy or gone: the item stays in the inbox, offered again later
+        return True
+
+    async def _on_inbox(self, item: Any) -> None:
+        """Carry out a command from another node; answer it through the store."""
+        ok, payload = True, "{}"
+        self._consuming = item
+        try:
+            msg = message_of(item.kind, loads(item.payload))
+            match msg:
+                case StartRun():
+                    payload = dumps({"run_id": await self._on_start_run(msg)})
+                case CancelRun():
+                    await self._on_cancel_run(msg)
+                case SendInput():
+                    await self._on_send_input(msg)
+                case SendToRun():
+                    await self._on_send_to_run(msg)
+        except CommandError as exc:
+            ok, payload = False, error_payload(exc)
+        except StoreError as exc:
+            ok, payload = False, error_payload(CommandError(f"the store failed: {exc}"))
+        unit = UnitOfWork(self.user_id)  # the answer (and the deletion, if nothing committed)
+        unit.replies.append((item.request_id, self.user_id, ok, payload))
+        await self._commit_owned(unit)
+        self._consuming = None
 
     def wake(self) -> None:
         """The timer wheel: the deadline passed."""

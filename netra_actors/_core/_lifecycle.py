@@ -310,6 +310,14 @@ def on_tick(life: RunLife, *, now: float) -> Plan | None:
     return None
 
 
+def on_shutdown(life: RunLife) -> Plan | None:
+    """This node stops (a planned shutdown) while the run is live: it ends ``dead`` with one
+    rollback, so that the next owner does not have to. None for a run that is finishing."""
+    if life.state.is_terminal or life.state is _S.COMPLETING:
+        return None
+    return _abort(life, _S.DEAD, "dead", "the server shut down before the run ended")
+
+
 def on_recover(life: RunLife, *, now: float, runnable: bool = True) -> Plan:
     """Activation found the run live, left so by a process that stopped (or by a lost owner).
 

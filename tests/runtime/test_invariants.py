@@ -108,8 +108,10 @@ class WatermarkStore:
         self.inner = inner
         self.committed: dict[str, int] = {}
 
-    async def commit(self, user_id: str, base_seq: int, unit: UnitOfWork) -> list[na.Event]:
-        events = await self.inner.commit(user_id, base_seq, unit)
+    async def commit(
+        self, user_id: str, base_seq: int, unit: UnitOfWork, **kwargs: Any
+    ) -> list[na.Event]:
+        events = await self.inner.commit(user_id, base_seq, unit, **kwargs)
         if events:
             self.committed[user_id] = events[-1].seq
         return events

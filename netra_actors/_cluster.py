@@ -1,0 +1,266 @@
+"""This process's part of a cluster on one database: requests to other nodes, and what it follows.
+
+Several processes on one database form a cluster with no other channel than the store
+(architecture brief §5). A user's supervisor is the *owner* while it holds the user's lease, or a
+*follower* while another node does. This module runs the three loops a node needs for that:
+
+* **replies** — a follower posts a user's command to the store's inbox and waits here for the
+  owner's answer (``request``);
+* **inbox** — commands posted for users this node owns are handed to their supervisors, in order;
+* **following** — followers learn of new commits: PostgreSQL notifies (a hint, never the data)
+  and every follower also polls at a low rate; SQLite has no notifications, so followers poll
+  every ``poll_interval`` (50 ms).
+
+Every loop reads the store in bulk (one query per tick for every user concerned), never per user.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from ._exceptions import (
+    BusyError,
+    CommandError,
+    IllegalStateError,
+    MailboxFullError,
+    RuntimeClosedError,
+    StoreError,
+    TooLargeError,
+    UnknownAgentError,
+    UnknownRunError,
+)
+from ._ids import ulid
+from ._messages import Reply
+from ._values import JSON, dumps, loads
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+log = logging.getLogger("netra_actors.cluster")
+
+#: Command errors by wire code, to raise on the asking node what the owner refused.
+_ERRORS: dict[str, type[CommandError]] = {
+    cls.code: cls
+    for cls in (
+        UnknownAgentError,
+        UnknownRunError,
+        IllegalStateError,
+        TooLargeError,
+        MailboxFullError,
+        BusyError,
+    )
+}
+
+
+def error_payload(exc: CommandError) -> str:
+    """How an owner answers a refused command (the asking node re-raises it)."""
+    return dumps({"code": exc.code, "message": exc.message})
+
+
+def raise_reply(payload: str) -> None:
+    """Re-raise the command error an owner answered with."""
+    data = loads(payload)
+    raise _ERRORS.get(data.get("code"), CommandError)(str(data.get("message", "")))
+
+
+class Member(Protocol):
+    """What the loops need from a supervisor."""
+
+    user_id: str
+    head: int
+
+    @property
+    def following(self) -> bool:
+        """True while another node owns the user."""
+        ...
+
+    def wake(self) -> None:
+        """Poke it (never blocks)."""
+        ...
+
+    def inbox(self, item: Any) -> bool:
+        """Hand it a command from the inbox; False if it cannot take it now."""
+        ...
+
+
+class Cluster:
+    """The cluster loops of one runtime. Run :meth:`run` in the runtime's nursery."""
+
+    def __init__(
+        self,
+        store: Store,
+        members: Callable[[str], Member | None],
+        *,
+        poll_interval: float,
+        safety_interval: float,
+        request_timeout: float,
+    ) -> None:
+        self._store = store
+        self._members = members
+        self._poll = poll_interval
+        self._safety = safety_interval
+        self._timeout = request_timeout
+        self._followers: dict[str, Member] = {}
+        self._pending: dict[str, Reply[tuple[bool, str]]] = {}
+        self._routed: set[int] = set()
+        self._wake_replies = trio.Event()
+        self._wake_inbox = trio.Event()
+        self._wake_follow = trio.Event()
+        self.hinted = getattr(store, "notifies", False)
+        """True when the store pushes hints (PostgreSQL): the loops then poll only slowly."""
+        self._nursery: trio.Nursery | None = None
+
+    # -- followers ---------------------------------------------------------------------------
+
+    def follow(self, member: Member) -> None:
+        """``member`` follows its user's commits (another node owns the user)."""
+        self._followers[member.user_id] = member
+        self._wake_follow.set()
+
+    def unfollow(self, member: Member) -> None:
+        if self._followers.get(member.user_id) is member:
+            del self._followers[member.user_id]
+
+    @property
+    def followed(self) -> int:
+        return len(self._followers)
+
+    def on_event(self, user_id: str | None, seq: int) -> None:
+        """A hint from the store: ``user_id`` committed up to ``seq`` (None: catch up all)."""
+        if user_id is None:
+            for member in self._followers.values():
+                member.wake()
+            self._wake_inbox.set()
+            self._wake_replies.set()
+            return
+        follower = self._followers.get(user_id)
+        if follower is not None and seq > follower.head:
+            follower.wake()
+
+    def on_inbox(self, user_id: str) -> None:
+        self._wake_inbox.set()
+
+    def on_reply(self, request_id: str) -> None:
+        if request_id in self._pending:
+            self._wake_replies.set()
+
+    # -- requests to the owner -----------------------------------------------------------------
+
+    async def post(self, user_id: str, kind: str, payload: JSON) -> str:
+        """Post a command for the user's owner; returns its request id (await :meth:`answer`)."""
+        request_id = "q_" + ulid()
+        self._pending[request_id] = Reply()
+        try:
+            await self._store.post_command(user_id, request_id, kind, dumps(payload))
+        except BaseException:
+            del self._pending[request_id]
+            raise
+        self._wake_replies.set()
+        return request_id
+
+    async def answer(self, request_id: str, *, on_wait: Callable[[], Any] | None = None) -> str:
+        """Wait for the owner's answer to ``request_id``; its payload, or the refusal raised.
+
+        ``on_wait`` is awaited about every half second while waiting (the follower tries to take
+        the lease then: the owner may be gone).
+        """
+        reply = self._pending[request_id]
+        try:
+            with trio.move_on_after(self._timeout) as scope:
+                while True:
+                    with trio.move_on_after(0.5):
+                        ok, payload = await reply.wait()
+                        break
+                    if on_wait is not None:
+                        await on_wait()
+            if scope.cancelled_caught:
+                raise RuntimeClosedError(
+                    f"the user's session did not answer within {self._timeout:g}s; the command "
+                    "may or may not have been applied: check with get_runs"
+                )
+        finally:
+            self._pending.pop(request_id, None)
+        if not ok:
+            raise_reply(payload)
+        return payload
+
+    # -- the loops -----------------------------------------------------------------------------
+
+    def spawn(self, async_fn: Callable[..., Any], *args: Any) -> None:
+        """Run a task that may outlive the session that started it (a forwarded command)."""
+        if self._nursery is None:
+            raise RuntimeClosedError("the cluster loops are not running")
+        self._nursery.start_soon(async_fn, *args)
+
+    async def run(self) -> None:
+        listen = getattr(self._store, "listen", None)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if listen is not None:
+                await listen(self.on_event, on_inbox=self.on_inbox, on_reply=self.on_reply)
+            nursery.start_soon(self._replies_loop)
+            nursery.start_soon(self._inbox_loop)
+            nursery.start_soon(self._follow_loop)
+
+    def _interval(self) -> float:
+        return self._safety if self.hinted else self._poll
+
+    async def _sleep(self, event_name: str, seconds: float) -> None:
+        event: trio.Event = getattr(self, event_name)
+        with trio.move_on_after(seconds):
+            await event.wait()
+        setattr(self, event_name, trio.Event())
+
+    async def _replies_loop(self) -> None:
+        while True:
+            if not self._pending:
+                await self._sleep("_wake_replies", math.inf)
+                continue
+            try:
+                got = await self._store.take_replies(list(self._pending))
+            except StoreError as exc:
+                log.warning("cluster: reading replies failed: %s", exc)
+                got = {}
+            for request_id, outcome in got.items():
+                reply = self._pending.get(request_id)
+                if reply is not None:
+                    reply.set(outcome)
+            await self._sleep("_wake_replies", self._poll if self._pending else math.inf)
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            try:
+                items = await self._store.take_commands(None, 256)
+            except StoreError as exc:
+                log.warning("cluster: reading the inbox failed: %s", exc)
+                items = []
+            seen = set()
+            for item in items:
+                seen.add(item.id)
+                if item.id in self._routed:
+                    continue
+                member = self._members(item.user_id)
+                if member is not None and not member.following and member.inbox(item):
+                    self._routed.add(item.id)
+            self._routed &= seen  # done items are deleted from the store: forget them
+            await self._sleep("_wake_inbox", self._interval())
+
+    async def _follow_loop(self) -> None:
+        while True:
+            if self._followers:
+                users = list(self._followers)
+                try:
+                    heads = await self._store.heads(users)
+                except StoreError as exc:
+                    log.warning("cluster: polling heads failed: %s", exc)
+                    heads = {}
+                for user_id, head in heads.items():
+                    member = self._followers.get(user_id)
+                    if member is not None and head > member.head:
+                        member.wake()
+            await self._sleep("_wake_follow", self._interval() if self._followers else math.inf)
