@@ -22,7 +22,7 @@ import re
 import trio
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
-from ._agent import Agent, AgentContext
+from ._agent import Agent, AgentContext, MessageStream
 from ._values import JSON
 
 #: Tables the demo agents write to (created by the example server at start).
@@ -48,16 +48,23 @@ def _tokens(text: str) -> list[str]:
     return pieces if len(pieces) >= 2 else [text[: len(text) // 2], text[len(text) // 2 :]]
 
 
-TOKEN_PAUSE = 0.01
-"""Seconds between two streamed pieces (a model's pace, slowed down for people to watch)."""
+TOKEN_PAUSE = 0.003
+"""Seconds between two streamed pieces: a fast model's pace. Long enough for each piece to reach
+an idle socket as a delta of its own, short enough that a demo run stays quick."""
+
+
+async def stream_pieces(m: MessageStream, text: str) -> None:
+    """Write ``text`` to ``m`` a word at a time, pausing between words."""
+    for n, piece in enumerate(_tokens(text)):
+        if n:
+            await trio.sleep(TOKEN_PAUSE)
+        await m.write(piece)
 
 
 async def stream_message(ctx: AgentContext, text: str) -> None:
     """Stream ``text`` as an assistant message, a word at a time, then commit it."""
     async with ctx.message() as m:
-        for piece in _tokens(text):
-            await m.write(piece)
-            await trio.sleep(TOKEN_PAUSE)
+        await stream_pieces(m, text)
 
 
 def word_stats(text: str) -> dict[str, JSON]:
@@ -82,15 +89,17 @@ class DemoAgent(Agent):
         await ctx.checkpoint()
         stats = await ctx.tool("word_stats", word_stats, text=text)
         await ctx.think("Composing an answer from the tool's result.")
+        answer = f"You wrote {stats['words']} word(s) and {stats['characters']} character(s)"
+        if stats["numbers"]:
+            answer += f"; the numbers in it add up to {stats['sum']:g}"
+        await stream_message(ctx, answer + ".")  # commits what is staged, with the message
+        # The row goes with the run's last unit (agent_completed, completing): a row exists
+        # exactly for the attempts that completed.
         await ctx.stage(
             insert(notes).values(
                 user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, text=text[:2000]
             )
         )
-        answer = f"You wrote {stats['words']} word(s) and {stats['characters']} character(s)"
-        if stats["numbers"]:
-            answer += f"; the numbers in it add up to {stats['sum']:g}"
-        await stream_message(ctx, answer + ".")
         return {"answer": answer + ".", "stats": stats}
 
 
@@ -110,17 +119,15 @@ class CrashyAgent(Agent):
                 crash_times = max(0, input["crash_times"])
             stream = input.get("stream") is True
         await ctx.think(f"Attempt {ctx.attempt}: staging work.")
-        await ctx.stage(
-            insert(notes).values(
-                user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, text="staged"
-            )
+        row = insert(notes).values(
+            user_id=ctx.user_id, run_id=ctx.run_id, attempt=ctx.attempt, text="staged"
         )
+        if ctx.attempt <= crash_times or not stream:
+            await ctx.stage(row)  # (a streamed answer stages its row after it, below)
         if ctx.attempt <= crash_times:
             if stream:  # left open by the exception: the rollback retracts it
                 async with ctx.message() as m:
-                    for piece in _tokens(f"Attempt {ctx.attempt} is about to crash…"):
-                        await m.write(piece)
-                        await trio.sleep(TOKEN_PAUSE)
+                    await stream_pieces(m, f"Attempt {ctx.attempt} is about to crash…")
                     raise RuntimeError(
                         f"crashy crashed on purpose mid-stream (attempt {ctx.attempt} of "
                         f"{crash_times})"
@@ -130,7 +137,8 @@ class CrashyAgent(Agent):
             )
         answer = f"Succeeded on attempt {ctx.attempt}."
         if stream:
-            await stream_message(ctx, answer)
+            await stream_message(ctx, answer)  # commits the thinking with the message
+            await ctx.stage(row)  # the row goes with the last unit, as without streaming
         else:
             await ctx.say(answer)
         return {"attempts": ctx.attempt}

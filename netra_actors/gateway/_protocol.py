@@ -16,8 +16,6 @@ from typing import Any, TypeAlias
 import attrs
 import orjson
 
-from .._config import IF_BUSY  # what ``if_busy`` may say (the runtime's own list)
-
 PROTOCOL_VERSION = 1
 MAX_ID_CHARS = 64
 """A command's ``id``: a string of at most this many characters."""
@@ -33,6 +31,9 @@ MAX_ERROR_MESSAGE = 300
 #: Only ``delta`` frames are gated (``send_input``, ``if_busy`` and new event names are there for
 #: every client), so ``deltas`` is the one feature.
 SERVER_FEATURES: tuple[str, ...] = ("deltas",)
+#: What ``if_busy`` of ``say``/``start_run`` may say (the runtime's ``IF_BUSY``; this module
+#: stays pure, so a test checks the two agree).
+IF_BUSY: tuple[str, ...] = ("parallel", "reject", "enqueue", "interrupt")
 
 #: The wire error codes of protocol v1.
 ERROR_CODES = frozenset(
@@ -253,9 +254,9 @@ def check_hello(hello: Hello) -> int | None:
     if isinstance(protocol, bool) or protocol != PROTOCOL_VERSION:
         raise FrameError("bad_request", f"unsupported protocol {protocol!r}; this server speaks 1")
     resume_from = hello.resume_from
-    if resume_from is None:
-        return None
-    if isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0:
+    if resume_from is not None and (
+        isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0
+    ):
         raise FrameError("bad_request", "resume_from must be an integer >= 0")
     hello_features(hello)
     return resume_from

@@ -10,21 +10,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netra_actors import Delta
+from netra_actors import _config as runtime_config
 from netra_actors.gateway._protocol import (
     ERROR_CODES,
+    IF_BUSY,
     MAX_ID_CHARS,
     MAX_TEXT_BYTES,
+    SERVER_FEATURES,
     CancelRun,
     FrameError,
     GetRuns,
     Hello,
     Ping,
     Say,
+    SendInput,
     StartRun,
     ack_frame,
     check_hello,
     error_frame,
     event_frames,
+    hello_features,
+    item_frames,
     parse_frame,
     pong_frame,
     runs_frame,
@@ -81,9 +88,9 @@ def test_any_input_is_a_frame_or_a_typed_error(text: str) -> None:
 
 @settings(max_examples=300)
 @given(
-    kind=st.sampled_from(["say", "start_run", "cancel_run", "get_runs", "ping", "nope"]),
+    kind=st.sampled_from(["say", "start_run", "cancel_run", "send_input", "get_runs", "ping", "nope"]),
     id=st.text(max_size=MAX_ID_CHARS),
-    fields=st.dictionaries(st.sampled_from(["text", "agent", "input", "run_id", "limit"]), json_values),
+    fields=st.dictionaries(st.sampled_from(["text", "agent", "input", "run_id", "limit", "if_busy"]), json_values | st.sampled_from(IF_BUSY)),
 )  # fmt: skip
 def test_a_valid_id_is_always_echoed_in_errors(kind: str, id: str, fields: dict[str, Any]) -> None:
     try:
@@ -108,6 +115,15 @@ def test_malformed_frames() -> None:
         ('{"type": "get_runs", "limit": 0}', "bad_request"),
         ('{"type": "get_runs", "limit": true}', "bad_request"),
         ('{"type": "start_run", "agent": "' + "a" * 65 + '"}', "too_large"),
+        ('{"type": "send_input"}', "bad_request"),
+        ('{"type": "send_input", "input": 1}', "bad_request"),
+        ('{"type": "send_input", "run_id": 3, "input": 1}', "bad_request"),
+        ('{"type": "send_input", "run_id": "' + "r" * 129 + '"}', "too_large"),
+        ('{"type": "say", "text": "hi", "if_busy": "later"}', "bad_request"),
+        ('{"type": "say", "text": "hi", "if_busy": 1}', "bad_request"),
+        ('{"type": "say", "text": "hi", "if_busy": "REJECT"}', "bad_request"),
+        ('{"type": "start_run", "agent": "demo", "if_busy": ["reject"]}', "bad_request"),
+        ('{"type": "start_run", "agent": "demo", "if_busy": ""}', "bad_request"),
     ]:
         with pytest.raises(FrameError) as info:
             parse_frame(text)
@@ -157,6 +173,10 @@ def test_hello_protocol_version() -> None:
 def test_server_frames() -> None:
     assert orjson.loads(welcome_frame("alice", 42)) == {
         "type": "welcome", "protocol": 1, "user_id": "alice", "head_seq": 42,
+        "features": ["deltas"],
+    }  # fmt: skip
+    assert orjson.loads(error_frame("c4", "busy", "a run is live")) == {
+        "type": "error", "id": "c4", "code": "busy", "message": "a run is live",
     }  # fmt: skip
     assert orjson.loads(ack_frame("c1", "r_1")) == {"type": "ack", "id": "c1", "run_id": "r_1"}
     assert orjson.loads(ack_frame(None)) == {"type": "ack"}
@@ -204,3 +224,131 @@ def test_event_frames_preserve_order_and_bound_batches(events: list[dict[str, An
     assert flat == events
     if len(events) == 1:
         assert frames == events
+
+
+# -- the additions: features, send_input, if_busy ------------------------------------------------
+
+busy_values = st.none() | st.sampled_from(IF_BUSY)
+
+
+@given(
+    id=ids, text=short_text, agent=st.none() | st.text(min_size=1, max_size=64), if_busy=busy_values
+)
+def test_say_if_busy_round_trip(id: str | None, text: str, agent: str | None, if_busy: str | None) -> None:  # fmt: skip
+    frame = with_id({"type": "say", "text": text, "agent": agent, "if_busy": if_busy}, id)
+    assert parse_frame(json.dumps(frame)) == Say(id=id, text=text, agent=agent, if_busy=if_busy)
+    if if_busy is None:  # absent and null are the same: the server's default
+        del frame["if_busy"]
+        assert parse_frame(json.dumps(frame)) == Say(id=id, text=text, agent=agent)
+
+
+@given(id=ids, agent=st.text(max_size=64), input=json_values, if_busy=busy_values)
+def test_start_run_if_busy_round_trip(id: str | None, agent: str, input: Any, if_busy: str | None) -> None:  # fmt: skip
+    frame = with_id({"type": "start_run", "agent": agent, "input": input, "if_busy": if_busy}, id)
+    parsed = parse_frame(json.dumps(frame))
+    assert parsed == StartRun(id=id, agent=agent, input=input, if_busy=if_busy)
+
+
+@given(
+    kind=st.sampled_from(["say", "start_run"]),
+    id=st.text(max_size=MAX_ID_CHARS),
+    if_busy=json_values,
+)
+def test_if_busy_must_be_one_of_the_four(kind: str, id: str, if_busy: Any) -> None:  # fmt: skip
+    frame = {"type": kind, "id": id, "text": "t", "agent": "a", "if_busy": if_busy}
+    if if_busy is None or if_busy in IF_BUSY:
+        parsed = parse_frame(json.dumps(frame))
+        assert isinstance(parsed, Say | StartRun)
+        assert parsed.if_busy == if_busy
+    else:
+        with pytest.raises(FrameError) as info:
+            parse_frame(json.dumps(frame))
+        assert (info.value.code, info.value.id) == ("bad_request", id)
+
+
+@given(id=ids, run_id=st.text(max_size=128), input=json_values)
+def test_send_input_round_trip(id: str | None, run_id: str, input: Any) -> None:
+    frame = with_id({"type": "send_input", "run_id": run_id, "input": input}, id)
+    assert parse_frame(json.dumps(frame)) == SendInput(id=id, run_id=run_id, input=input)
+    del frame["input"]  # like start_run: no input means null
+    assert parse_frame(json.dumps(frame)) == SendInput(id=id, run_id=run_id, input=None)
+    assert orjson.loads(ack_frame(id)) == with_id({"type": "ack"}, id)
+
+
+@given(features=st.lists(st.sampled_from(["deltas", "nope", "", "DELTAS"]) | st.text(max_size=10), max_size=6), resume=st.none() | st.integers(0, 99))  # fmt: skip
+def test_hello_features_are_a_list_of_strings_unknown_ignored(features: list[str], resume: int | None) -> None:  # fmt: skip
+    hello = parse_frame(json.dumps({"type": "hello", "token": "t", "features": features, "resume_from": resume}))  # fmt: skip
+    assert isinstance(hello, Hello)
+    assert check_hello(hello) == resume
+    assert hello_features(hello) == frozenset(features) & frozenset(SERVER_FEATURES)
+    assert hello_features(hello) == ({"deltas"} if "deltas" in features else set())
+
+
+@given(features=json_values)
+def test_hello_features_of_any_other_shape_are_refused(features: Any) -> None:
+    hello = parse_frame(json.dumps({"type": "hello", "token": "t", "features": features}))
+    assert isinstance(hello, Hello)
+    ok = features is None or (
+        isinstance(features, list) and all(isinstance(f, str) for f in features)
+    )
+    if ok:
+        assert check_hello(hello) is None
+        assert hello_features(hello) <= {"deltas"}
+    else:
+        for check in (check_hello, hello_features):
+            with pytest.raises(FrameError) as info:
+                check(hello)
+            assert info.value.code == "bad_request"
+            assert info.value.id is None
+
+
+def test_hello_without_features_asks_for_none() -> None:
+    hello = parse_frame('{"type": "hello", "protocol": 1, "token": "t"}')
+    assert isinstance(hello, Hello)
+    assert hello_features(hello) == frozenset()
+    assert hello_features(Hello(token="t", protocol=1, resume_from=None)) == frozenset()
+    assert "deltas" in SERVER_FEATURES
+    assert "busy" in ERROR_CODES
+    assert IF_BUSY == runtime_config.IF_BUSY  # the codec's list is the runtime's
+
+
+items = st.lists(
+    st.one_of(
+        st.builds(
+            lambda seq, text: (True, orjson.dumps({"type": "event", "seq": seq, "run_id": "r", "event": "x", "ts": 1.5, "data": {"text": text}}).decode()),
+            st.integers(1, 10**6),
+            st.text(max_size=300),
+        ),
+        st.builds(
+            lambda offset, text: (False, Delta("r", 1, "m_1", offset, text).wire_json()),
+            st.integers(0, 10**6),
+            st.text(max_size=300),
+        ),
+    ),
+    min_size=1,
+    max_size=40,
+)  # fmt: skip
+
+
+@given(items=items, max_bytes=st.integers(50, 5000))
+def test_item_frames_keep_order_and_batch_only_consecutive_events(items: list[tuple[bool, str]], max_bytes: int) -> None:  # fmt: skip
+    frames = [orjson.loads(f) for f in item_frames(items, max_bytes=max_bytes)]
+    flat: list[Any] = []
+    for frame in frames:
+        if frame["type"] == "batch":
+            assert len(frame["events"]) >= 2
+            assert all(e["type"] == "event" for e in frame["events"])
+            flat.extend(frame["events"])
+        else:
+            assert frame["type"] in ("event", "delta")
+            flat.append(frame)
+    assert flat == [orjson.loads(text) for _, text in items]
+    # a run of events is framed exactly as event_frames frames it
+    if all(is_event for is_event, _ in items):
+        texts = [text for _, text in items]
+        assert list(item_frames(items, max_bytes=max_bytes)) == list(event_frames(texts, max_bytes=max_bytes))  # fmt: skip
+    # every delta is a frame of its own, with the shape of the contract
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert len(deltas) == sum(1 for is_event, _ in items if not is_event)
+    for delta in deltas:
+        assert set(delta) == {"type", "run_id", "attempt", "message_id", "offset", "text"}

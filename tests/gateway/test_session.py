@@ -12,7 +12,9 @@ from gwkit import Client, Server, assert_gapless, names, run_async
 @run_async
 async def test_welcome_then_demo_run_streams_every_event(server: Server, user: str) -> None:
     client = await Client.open(server, user)
-    assert client.welcome == {"type": "welcome", "protocol": 1, "user_id": user, "head_seq": 0}
+    assert client.welcome == {
+        "type": "welcome", "protocol": 1, "user_id": user, "head_seq": 0, "features": ["deltas"],
+    }  # fmt: skip
     run_id = await client.say("Add 2 and 40, please.")
     assert run_id.startswith("r_")
     assert await client.wait_run_end(run_id) == "completed"
