@@ -19,7 +19,8 @@ The tree::
     │   └── SlowConsumerError       it fell too far behind (resume from the store)
     ├── IllegalTransitionError      the execution state machine refused a transition
     ├── StoreError                  the database failed under us (not your input)
-    │   └── SchemaVersionError      the database schema is newer than this code
+    │   ├── SchemaVersionError      the database schema is newer than this code
+    │   └── LeaseLostError          this node no longer owns the user (fenced: nothing committed)
     ├── AgentError                  raised *inside agent code* by the context object
     │   ├── ToolError               a tool call failed (it was recorded as ``tool_completed``)
     │   ├── RunFailedError          raise it to end the run ``failed`` now (reason ``error``)
@@ -137,6 +138,19 @@ class StoreError(NetraError):
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer netra_actors; upgrade the code, not the data."""
+
+
+class LeaseLostError(StoreError):
+    """A fenced unit of work did not commit: another node took the user's lease over (or this
+    node re-took it with a newer epoch). Nothing of the unit is visible; stop acting as the
+    user's owner."""
+
+    def __init__(self, user_id: str, epoch: int) -> None:
+        super().__init__(
+            f"this node no longer owns user {user_id!r}'s session (lease epoch {epoch})"
+        )
+        self.user_id = user_id
+        self.epoch = epoch
 
 
 class AgentError(NetraError):

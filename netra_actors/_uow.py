@@ -43,16 +43,21 @@ class StagedStatement:
 class UnitOfWork:
     """A unit of work of one user, being built. Not thread-safe; owned by the supervisor."""
 
-    __slots__ = ("events", "runs", "statements", "user_id")
+    __slots__ = ("events", "inbox_done", "replies", "runs", "statements", "user_id")
 
     def __init__(self, user_id: str, events: list[StagedEvent] | None = None) -> None:
         self.user_id = user_id
         self.events: list[StagedEvent] = [] if events is None else events
         self.runs: dict[str, RunRow] = {}
         self.statements: list[StagedStatement] = []
+        self.inbox_done: list[int] = []
+        """Ids of ``netra_inbox`` commands this unit consumed: deleted in its transaction."""
+        self.replies: list[tuple[str, str, bool, str]] = []
+        """Answers to commands, ``(request_id, user_id, ok, payload)``: inserted into
+        ``netra_replies`` in its transaction (first answer wins)."""
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.runs or self.statements)
+        return bool(self.events or self.runs or self.statements or self.inbox_done or self.replies)
 
     def emit(self, run_id: str | None, event: str, data: Mapping[str, JSON]) -> None:
         """Stage an event (``data`` must be JSON-encodable: checked here, not at commit)."""

@@ -1,5 +1,7 @@
 """Persistence: the store protocol, the SQL store with group commit, and the schema."""
 
+from ._base import ClusterStore as ClusterStore
+from ._base import InboxItem as InboxItem
 from ._base import Store as Store
 from ._base import StoreStatistics as StoreStatistics
 from ._base import UserSnapshot as UserSnapshot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import attrs
@@ -38,6 +39,39 @@ class StoreStatistics:
     """Duration of the last group commit."""
     commit_seconds: HistogramSnapshot
     """Durations of every group commit (one transaction each)."""
+    leases_held: int = 0
+    """Users whose lease this node holds (acquired, not released, not found lost)."""
+    leases_taken_over: int = 0
+    """Acquisitions that took an expired, unreleased lease over from another node."""
+    leases_lost: int = 0
+    """Leases found lost (a fenced unit of work met another node or a newer epoch)."""
+    lease_renewals: int = 0
+    """Successful bulk renewals (one statement each, every ``lease_ttl / 3`` seconds)."""
+    lease_renewals_failing: int = 0
+    """Consecutive failed bulk renewals (0 once one succeeds)."""
+    fenced_units: int = 0
+    """Units of work refused because the lease row no longer said (this node, epoch)."""
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """A command waiting in ``netra_inbox`` for the user's owner."""
+
+    id: int
+    """Its position: commands of a user are consumed in ``id`` order."""
+    user_id: str
+    request_id: str
+    """Unique per command: the reply is keyed by it, and posting it twice is a no-op."""
+    kind: str
+    payload: str
+
+
+EventHint = Callable[[str | None, int], None]
+"""``on_event(user_id, seq)``: ``user_id`` committed up to ``seq``; ``(None, 0)``: catch up every
+user (the listener (re)connected, hints may have been missed)."""
+NameHint = Callable[[str], None]
+"""``on_inbox(user_id)``: a command was posted; ``on_reply(request_id)``: it was answered.
+(After a reconnect only ``on_event(None, 0)`` is called: catch up on everything.)"""
 
 
 class Store(Protocol):
@@ -80,4 +114,98 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Finish pending commits and release connections."""
+        ...
+
+
+class ClusterStore(Store, Protocol):
+    """A store shared by several processes ("nodes"): per-user leases with fencing epochs,
+    delivery hints, and a command inbox. :class:`~netra_actors._store.SqlStore` implements it.
+
+    **Leases.** A row per user (``netra_leases``: node, epoch, expires_at on the database's
+    clock). Epochs only grow; a release sets ``expires_at`` to 0 and keeps the row. The writer
+    renews every lease of this node with one statement every ``lease_ttl / 3`` s (inside a group
+    commit when one runs then). The node keeps its own deadline on ``time.monotonic()``: the
+    start of the last successful renewal (or acquisition) + ``lease_ttl`` - margin
+    (``max(1, ttl / 5)``), always before the database lets another node take over.
+
+    **Fencing.** ``commit(..., epoch=e)`` commits only if, in the same transaction, the lease
+    row still says (this node, ``e``); otherwise that unit alone fails with
+    :class:`~netra_actors.LeaseLostError` and writes nothing.
+    """
+
+    node: str
+    """This store's node identity, new for every process: ``{node_id or hostname}-{pid}-{hex}``."""
+
+    async def commit(
+        self, user_id: str, base_seq: int, unit: UnitOfWork, *, epoch: int | None = None
+    ) -> list[Event]:
+        """As :meth:`Store.commit`; with ``epoch``, fenced by the user's lease (see above)."""
+        ...
+
+    async def acquire(self, user_id: str) -> int | None:
+        """Take the user's lease; return its new epoch, or None if another node holds it.
+
+        Inserts the row, takes it over if it expired (``expires_at <= now`` on the database's
+        clock, a release included), or re-takes it if this node holds it; the epoch grows each
+        time. Calls that wait ride the writer's next group transaction. After a takeover the
+        previous owner's runs are still live in ``netra_runs``: recovering them is the caller's.
+        """
+        ...
+
+    async def release(self, user_id: str, epoch: int) -> None:
+        """Give the lease up (``expires_at = 0``) if this node still holds it at ``epoch``."""
+        ...
+
+    async def release_all(self) -> None:
+        """Give up every lease of this node (a draining server)."""
+        ...
+
+    def lease_deadline(self) -> float:
+        """``time.monotonic()`` until which every lease renewed by the last successful bulk
+        renewal is surely still ours (``-inf`` before the first one)."""
+        ...
+
+    def lease_valid_until(self, user_id: str) -> float:
+        """``time.monotonic()`` until which this user's lease is surely ours: the later of its
+        acquisition and the last bulk renewal, + ttl - margin (``-inf`` if not held)."""
+        ...
+
+    notifies: bool
+    """True when :meth:`listen` delivers hints (PostgreSQL); False: poll (SQLite)."""
+
+    async def listen(
+        self,
+        on_event: EventHint,
+        *,
+        on_inbox: NameHint | None = None,
+        on_reply: NameHint | None = None,
+    ) -> None:
+        """From now on, call these (plain functions, in trio) for every hint of a commit, a
+        posted command, a reply. Returns once the first connection attempt is over.
+
+        PostgreSQL: one ``LISTEN`` connection per store, health-checked every 2 s, reconnected
+        with backoff; after every (re)connect ``on_event(None, 0)``: catch up on everything.
+        SQLite: never called (poll :meth:`heads`, :meth:`take_commands`, :meth:`take_replies`).
+        A second call replaces the callbacks.
+        """
+        ...
+
+    async def heads(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """The head ``seq`` of every given user (0 for none), in one read."""
+        ...
+
+    async def post_command(self, user_id: str, request_id: str, kind: str, payload: str) -> None:
+        """Append a command to the user's inbox (committed on return; a repeated
+        ``request_id`` is ignored). PostgreSQL also notifies ``netra_inbox``."""
+        ...
+
+    async def take_commands(self, user_ids: Collection[str] | None, limit: int) -> list[InboxItem]:
+        """Up to ``limit`` waiting commands of these users (None: every user), in ``id`` order.
+        Does not delete them: the owner puts their ids in ``unit.inbox_done`` of the unit that
+        carries the command's effects, so a command is consumed exactly when they commit."""
+        ...
+
+    async def take_replies(self, request_ids: Collection[str]) -> dict[str, tuple[bool, str]]:
+        """The replies that exist among ``request_ids`` as ``{request_id: (ok, payload)}``;
+        each is returned once (they are deleted in the same transaction)."""
         ...

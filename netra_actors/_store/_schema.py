@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
     Connection,
     Float,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
 )
 
 from .._exceptions import SchemaVersionError
@@ -62,7 +65,41 @@ runs = Table(
     Index("netra_runs_user_created", "user_id", "created_at"),
 )
 
-SCHEMA_VERSION = 1
+leases = Table(
+    "netra_leases",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("node", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("netra_leases_node", "node"),
+)
+
+inbox = Table(
+    "netra_inbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("user_id", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("netra_inbox_user_id", "user_id", "id"),
+)
+
+replies = Table(
+    "netra_replies",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+SCHEMA_VERSION = 2
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -98,8 +135,46 @@ def _v0_to_v1(conn: Connection) -> None:
     v1.create_all(conn)
 
 
+def _v1_to_v2(conn: Connection) -> None:
+    # Version 2, frozen: the cluster tables (leases with fencing epochs, the command inbox and
+    # its replies). Only new tables: every version-1 row stays valid as it is.
+    v2 = MetaData()
+    Table(
+        "netra_leases",
+        v2,
+        Column("user_id", String(128), primary_key=True),
+        Column("node", Text, nullable=False),
+        Column("epoch", BigInteger, nullable=False),
+        Column("expires_at", Float, nullable=False),
+        Index("netra_leases_node", "node"),
+    )
+    Table(
+        "netra_inbox",
+        v2,
+        Column(
+            "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+        Column("user_id", String(128), nullable=False),
+        Column("request_id", String(128), nullable=False, unique=True),
+        Column("kind", String(64), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Index("netra_inbox_user_id", "user_id", "id"),
+    )
+    Table(
+        "netra_replies",
+        v2,
+        Column("request_id", String(128), primary_key=True),
+        Column("user_id", String(128), nullable=False),
+        Column("ok", Boolean, nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", Float, nullable=False),
+    )
+    v2.create_all(conn)
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def current_version(conn: Connection) -> int:
@@ -110,7 +185,13 @@ def current_version(conn: Connection) -> int:
 
 
 def migrate(conn: Connection) -> tuple[int, int]:
-    """Bring the schema to :data:`SCHEMA_VERSION`. Returns (version before, version after)."""
+    """Bring the schema to :data:`SCHEMA_VERSION`. Returns (version before, version after).
+
+    On PostgreSQL, a transaction-scoped advisory lock serializes servers that start together on
+    one database (SQLite's ``BEGIN IMMEDIATE`` already does).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7316040581)"))
     before = version = current_version(conn)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(

@@ -15,11 +15,17 @@ Trio waits with ``wait_task_rescheduled`` (no trio object per unit); the databas
 outcome on each waiter and resumes the whole batch with one ``run_sync_soon``
 (:meth:`Bridge.resume_soon`). If a batch's transaction fails and it held several units, it is
 retried unit by unit inside SAVEPOINTs, so a bad unit fails alone.
+
+Several processes may share the database (a cluster, ``docs/store.md``): per-user leases with
+fencing epochs ride the writer's transactions (acquired in batches, renewed in bulk, checked in
+the same transaction as every fenced unit), PostgreSQL sends ``NOTIFY`` hints from inside the
+commit to every store's listener, and commands reach a user's owner through ``netra_inbox``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -31,8 +37,10 @@ from .._config import RuntimeConfig
 from .._exceptions import StoreError
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
-from ._base import StoreStatistics, UserSnapshot
+from ._base import EventHint, InboxItem, NameHint, StoreStatistics, UserSnapshot
 from ._common import (
+    Leases,
+    Op,
     Pending,
     Read,
     StatementHook,
@@ -40,6 +48,7 @@ from ._common import (
     check_stageable,
     is_orm_instance,
     log,
+    node_name,
     short,
     wait_outcome,
 )
@@ -69,6 +78,10 @@ class SqlStore:
         self._loads: list[Read] | None = None
         self._writer: Any = None
         self._reader: Any = None
+        self._listener: Any = None
+        self.node = node_name(config.node_id)
+        """This process's node identity (new at every start: a restart never reuses an epoch)."""
+        self._leases = Leases(self.node, config.lease_ttl)
         self.dialect = (
             "sqlite" if config.is_sqlite else make_url(config.database_url).get_backend_name()
         )
@@ -97,7 +110,9 @@ class SqlStore:
             file = SqliteFile(self._config)
         except OSError as exc:
             raise StoreError(f"cannot open the database: {short(exc)}") from exc
-        self._writer = SqliteWriter(self._bridge, self._config, file, extra, self, self._stats)
+        self._writer = SqliteWriter(
+            self._bridge, self._config, file, extra, self, self._stats, self._leases
+        )
         await self._writer.start()
         self._reader = SqliteReader(self._bridge, file, self)
         try:
@@ -121,7 +136,10 @@ class SqlStore:
         except Exception as exc:
             raise StoreError(f"cannot create the database engine: {exc}") from exc
         self._writer_sa = writer_engine
-        writer = PgWriter(self._bridge, self._config, dsn, writer_engine, extra, self, self._stats)
+        self._dsn = dsn
+        writer = PgWriter(
+            self._bridge, self._config, dsn, writer_engine, extra, self, self._stats, self._leases
+        )
         reader = PgReader(self._bridge, dsn, self)
         try:
             await writer.start()
@@ -151,6 +169,8 @@ class SqlStore:
             return
         self._closed = self._closing = True
         with trio.CancelScope(shield=True):
+            if self._listener is not None:
+                await self._listener.stop()
             await self._writer.stop()
             await self._reader.stop()
             await self._bridge.run_on_host(self.engine.dispose())
@@ -160,14 +180,127 @@ class SqlStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def commit(self, user_id: str, base_seq: int, unit: UnitOfWork) -> list[Event]:
-        """See :meth:`Store.commit`. Not cancellable: the outcome is always observed."""
+    async def commit(
+        self, user_id: str, base_seq: int, unit: UnitOfWork, *, epoch: int | None = None
+    ) -> list[Event]:
+        """See :meth:`ClusterStore.commit`. Not cancellable: the outcome is always observed.
+
+        With ``epoch``, the unit commits only if the user's lease row still says (this node,
+        ``epoch``) inside the same transaction; otherwise it alone fails with
+        :class:`~netra_actors.LeaseLostError`.
+        """
         if self._closing:
             raise StoreError("the store is closed")
-        pending = Pending(user_id, base_seq, unit)
+        pending = Pending(user_id, base_seq, unit, epoch)
         self._writer.submit(pending)
         events: list[Event] = await wait_outcome(pending)
         return events
+
+    async def _op(self, kind: str, *args: Any) -> Any:
+        if self._closing:
+            raise StoreError("the store is closed")
+        op = Op(kind, args)
+        self._writer.submit(op)
+        return await wait_outcome(op)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def acquire(self, user_id: str) -> int | None:
+        """See :meth:`ClusterStore.acquire`. Rides the writer's next group transaction."""
+        epoch: int | None = await self._op("acquire", user_id)
+        return epoch
+
+    async def release(self, user_id: str, epoch: int) -> None:
+        """See :meth:`ClusterStore.release`."""
+        await self._op("release", user_id, epoch)
+
+    async def release_all(self) -> None:
+        """See :meth:`ClusterStore.release_all`."""
+        await self._op("release_all")
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a lease lasts after its last renewal, on the database's clock."""
+        return self._leases.ttl
+
+    def lease_deadline(self) -> float:
+        """See :meth:`ClusterStore.lease_deadline` (a ``time.monotonic()`` value)."""
+        return self._leases.deadline()
+
+    def lease_valid_until(self, user_id: str) -> float:
+        """See :meth:`ClusterStore.lease_valid_until` (a ``time.monotonic()`` value)."""
+        return self._leases.valid_until(user_id)
+
+    def lease_remaining(self, user_id: str) -> float:
+        """Seconds this node may still act as the user's owner (negative: past its deadline).
+        Add it to ``trio.current_time()`` for a trio deadline."""
+        return self._leases.valid_until(user_id) - time.monotonic()
+
+    def held_leases(self) -> dict[str, int]:
+        """A copy of ``{user_id: epoch}`` of every lease this node holds."""
+        return dict(self._leases.held)
+
+    # -- delivery hints and the inbox ------------------------------------------------------
+
+    @property
+    def notifies(self) -> bool:
+        """True on PostgreSQL (:meth:`listen` delivers hints); False on SQLite (poll)."""
+        return not self._config.is_sqlite
+
+    async def listen(
+        self,
+        on_event: EventHint,
+        *,
+        on_inbox: NameHint | None = None,
+        on_reply: NameHint | None = None,
+    ) -> None:
+        """See :meth:`ClusterStore.listen`. A second call replaces the callbacks.
+
+        SQLite has no notifications: the callbacks are never called; poll :meth:`heads`.
+        """
+        if self._closing:
+            raise StoreError("the store is closed")
+        if self._config.is_sqlite:
+            return
+        from ._postgres import PgListener
+
+        if self._listener is None:
+            self._listener = PgListener(self._bridge, self._dsn, self)
+            self._listener.set_callbacks(on_event, on_inbox, on_reply)
+            tried = trio.Event()
+            self._listener.start(lambda: self._bridge.to_trio(tried.set))
+            await tried.wait()
+        else:
+            self._listener.set_callbacks(on_event, on_inbox, on_reply)
+
+    @property
+    def listener_connects(self) -> int:
+        """How often the PostgreSQL listener has (re)connected (0 on SQLite)."""
+        return 0 if self._listener is None else int(self._listener.connects)
+
+    async def heads(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """See :meth:`ClusterStore.heads`."""
+        result: dict[str, int] = await self._read("heads", list(user_ids))
+        return result
+
+    async def post_command(self, user_id: str, request_id: str, kind: str, payload: str) -> None:
+        """See :meth:`ClusterStore.post_command`. Rides the writer's next group transaction."""
+        await self._op("post", user_id, request_id, kind, payload, time.time())
+
+    async def take_commands(self, user_ids: Collection[str] | None, limit: int) -> list[InboxItem]:
+        """See :meth:`ClusterStore.take_commands`."""
+        users = None if user_ids is None else list(user_ids)
+        result: list[InboxItem] = await self._read("take_commands", users, limit)
+        return result
+
+    async def take_replies(self, request_ids: Collection[str]) -> dict[str, tuple[bool, str]]:
+        """See :meth:`ClusterStore.take_replies` (the delete rides the writer's next group
+        transaction)."""
+        ids = list(request_ids)
+        if not ids:
+            return {}
+        result: dict[str, tuple[bool, str]] = await self._op("take_replies", ids)
+        return result
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -232,4 +365,4 @@ class SqlStore:
 
     def statistics(self) -> StoreStatistics:
         """See :meth:`Store.statistics`."""
-        return self._stats.snapshot(queued=self._writer.queued())
+        return self._stats.snapshot(queued=self._writer.queued(), leases=self._leases)

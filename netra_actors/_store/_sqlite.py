@@ -5,16 +5,22 @@ row, one ``executemany`` upserting every run row, the developers' statements, ``
 call in its own thread, and hands the outcomes back to trio with one ``run_sync_soon`` per batch.
 Trio hands work to it with a ``queue.SimpleQueue.put``. The reader does the same for reads;
 ``load_user`` requests that arrive together are answered by one pair of queries.
+
+Lease statements (bulk renewal, acquisitions, releases, the lease check of fenced units) open
+the writer's transaction, after ``BEGIN IMMEDIATE`` has taken the write lock. SQLite has no
+notifications: other processes poll.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import operator
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import outcome
@@ -25,29 +31,38 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from .._bridge import Bridge
 from .._config import RuntimeConfig
 from .._exceptions import StoreError
-from ._base import UserSnapshot
+from ._base import InboxItem, UserSnapshot
 from ._common import (
     EVENT_COLUMNS,
     EVENT_SELECT,
+    INBOX_SELECT,
     LIVE_STATE_VALUES,
     RUN_COLUMNS,
     RUN_SELECT,
     UPSERT_SET,
+    Leases,
+    Op,
     Pending,
+    Prelude,
     Read,
     StatementHook,
     Stats,
     Waiter,
     apply_statements,
     as_store_error,
-    committed,
+    done_rows,
     event_rows,
+    fail_all,
+    finish,
+    inbox_item,
     log,
     make_orm_transient,
+    reply_rows,
     resume_now,
     run_info,
     run_rows,
     short,
+    split_batch,
     wait_outcome,
 )
 from ._schema import migrate
@@ -58,6 +73,42 @@ INSERT_EVENTS = (
 UPSERT_RUNS = (
     f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * 10)}) "
     f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
+)
+#: The database's clock, in seconds since the epoch (every lease time is on it).
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+RENEW = f"UPDATE netra_leases SET expires_at = {NOW} + ? WHERE node = ? AND expires_at > 0"
+OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = ? AND expires_at > 0"
+#: The batch's users as a JSON array: one statement for all of them (``WHERE true``: SQLite's
+#: upsert-after-SELECT parsing rule).
+#: Unreleased leases of other nodes among them: acquiring one of these is a takeover.
+OTHERS_OF = (
+    "SELECT user_id FROM netra_leases "
+    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node <> ? AND expires_at > 0"
+)
+ACQUIRE = (
+    "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
+    f"SELECT value, ?, 1, {NOW} + ? FROM json_each(?) WHERE true "
+    "ON CONFLICT (user_id) DO UPDATE SET node = excluded.node, "
+    "epoch = netra_leases.epoch + 1, expires_at = excluded.expires_at "
+    f"WHERE netra_leases.expires_at <= {NOW} OR netra_leases.node = excluded.node "
+    "RETURNING user_id, epoch"
+)
+RELEASE = "UPDATE netra_leases SET expires_at = 0 WHERE user_id = ? AND node = ? AND epoch = ?"
+RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = ? AND expires_at > 0"
+#: The lease check of a batch's fenced units, one statement (inside BEGIN IMMEDIATE, which holds
+#: the write lock: no other node changes a lease row before this transaction ends).
+FENCE = (
+    "SELECT user_id, epoch FROM netra_leases "
+    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node = ?"
+)
+POST = (
+    "INSERT INTO netra_inbox (user_id, request_id, kind, payload, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
+)
+INBOX_DONE = "DELETE FROM netra_inbox WHERE id = ? AND user_id = ?"
+INSERT_REPLIES = (
+    "INSERT INTO netra_replies (request_id, user_id, ok, payload, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
 )
 #: Users per ``IN (…)`` list of a batched ``load_user`` (well under SQLite's variable limit).
 LOAD_CHUNK = 500
@@ -215,6 +266,10 @@ class DbThread:
     def cleanup(self) -> None:
         raise NotImplementedError
 
+    def idle_timeout(self) -> float | None:
+        """Seconds the thread may wait for work before :meth:`handle` runs with no batch."""
+        return None
+
     def _main(self) -> None:
         opener = self._opener
         assert opener is not None
@@ -234,7 +289,12 @@ class DbThread:
         get, get_nowait, batch_max = self._q.get, self._q.get_nowait, self._batch_max
         try:
             while True:
-                batch = [get()]
+                try:
+                    batch = [get(timeout=self.idle_timeout())]
+                except queue.Empty:
+                    if waiters := self.handle([]):
+                        self._bridge.resume_soon(waiters)
+                    continue
                 while len(batch) < batch_max:
                     try:
                         batch.append(get_nowait())
@@ -275,8 +335,10 @@ class SqliteWriter(DbThread):
         extra: Sequence[MetaData],
         owner: HookOwner,
         stats: Stats,
+        leases: Leases,
     ) -> None:
         super().__init__(bridge, config.commit_batch_max)
+        self._leases = leases
         self._file = file
         self._extra = tuple(extra)
         self._owner = owner
@@ -329,6 +391,17 @@ class SqliteWriter(DbThread):
         else:
             raw.executemany(sql, rows)
 
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raw = self._raw
+        assert raw is not None
+        hook = self._owner.statement_hook
+        if hook is not None:
+            hook(sql)
+        return raw.execute(sql, params).fetchall()
+
+    def idle_timeout(self) -> float | None:
+        return self._leases.until_due()
+
     def _write_rows(self, batch: Sequence[Pending]) -> None:
         rows = event_rows(batch)
         if rows:
@@ -336,43 +409,74 @@ class SqliteWriter(DbThread):
         runs = run_rows(batch)
         if runs:
             self._exec(UPSERT_RUNS, runs)
+        done = done_rows(batch)
+        if done:
+            self._exec(INBOX_DONE, done)
+        replies = reply_rows(batch, time.time())
+        if replies:
+            self._exec(INSERT_REPLIES, replies)
 
-    def handle(self, batch: list[Pending]) -> Sequence[Waiter]:
-        stats = self._stats
-        started = time.perf_counter()
-        stats.batches += 1
-        # In key order, the rows land in the primary-key B-tree as one sweep instead of at
-        # random pages (units arrive in trio's scheduling order). Stable: a user's units keep
-        # their order.
-        batch.sort(key=_by_user)
-        try:
-            if any(p.unit.statements for p in batch):
-                self._commit_with_statements(batch)
-            else:
-                self._commit_raw(batch)
-        except Exception as exc:  # SQLite errors, OSError, or a developer's listener raising
-            if len(batch) == 1:
-                batch[0].fail(as_store_error(exc))
-            else:
-                log.warning(
-                    "group commit of %d units failed (%s); retrying unit by unit",
-                    len(batch),
-                    short(exc),
-                )
-                stats.isolated_retries += 1
-                self._commit_isolated(batch)
-        else:
-            for p in batch:
-                p.result = committed(p)
-        stats.record(batch, started)
-        return batch
+    def _prelude(self, ops: Sequence[Op], units: Sequence[Pending], renew: bool) -> Prelude:
+        """The lease and inbox statements at the start of a transaction (BEGIN IMMEDIATE holds
+        the write lock: nobody else changes a lease row before we commit)."""
+        pre = Prelude()
+        leases = self._leases
+        node, ttl = leases.node, leases.ttl
+        if renew:
+            self._exec(RENEW, [(ttl, node)])
+            if leases.late(time.monotonic()):
+                pre.still_ours = dict(self._query(OURS, (node,)))
+        by_kind: dict[str, list[Op]] = {}
+        for op in ops:
+            by_kind.setdefault(op.kind, []).append(op)
+        if "acquire" in by_kind:
+            users = sorted({op.args[0] for op in by_kind["acquire"]})
+            as_json = json.dumps(users)
+            others = {row[0] for row in self._query(OTHERS_OF, (as_json, node))}
+            pre.acquired = dict.fromkeys(users, (None, False))
+            for user_id, epoch in self._query(ACQUIRE, (node, ttl, as_json)):
+                pre.acquired[user_id] = (int(epoch), user_id in others)
+        if "release" in by_kind:
+            self._exec(RELEASE, [(op.args[0], node, op.args[1]) for op in by_kind["release"]])
+        if "release_all" in by_kind:
+            self._exec(RELEASE_ALL, [(node,)])
+        if "post" in by_kind:
+            self._exec(POST, [op.args for op in by_kind["post"]])
+        for op in by_kind.get("take_replies", ()):
+            found: dict[str, tuple[bool, str]] = {}
+            ids = list(op.args[0])
+            for i in range(0, len(ids), LOAD_CHUNK):
+                chunk = ids[i : i + LOAD_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for request_id, ok, payload in self._query(
+                    f"DELETE FROM netra_replies WHERE request_id IN ({marks}) "
+                    "RETURNING request_id, ok, payload",
+                    chunk,
+                ):
+                    found[request_id] = (bool(ok), payload)
+            pre.results[id(op)] = found
+        fenced = [p for p in units if p.epoch is not None]
+        if fenced:
+            fenced_users = json.dumps(sorted({p.user_id for p in fenced}))
+            epochs = dict(self._query(FENCE, (fenced_users, node)))
+            for p in fenced:
+                if epochs.get(p.user_id) != p.epoch:
+                    pre.fenced.add(id(p))
+        return pre
 
-    def _commit_raw(self, batch: Sequence[Pending]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, through_sqlalchemy: bool) -> Iterator[None]:
+        if through_sqlalchemy:
+            conn = self._conn
+            assert conn is not None
+            with conn.begin():
+                yield
+            return
         raw = self._raw
         assert raw is not None
         self._exec("BEGIN IMMEDIATE")
         try:
-            self._write_rows(batch)
+            yield
             self._exec("COMMIT")
         except BaseException:
             if raw.in_transaction:
@@ -382,37 +486,74 @@ class SqliteWriter(DbThread):
                     log.exception("ROLLBACK failed")
             raise
 
-    def _commit_with_statements(self, batch: Sequence[Pending]) -> None:
-        conn = self._conn
-        assert conn is not None
-        with conn.begin():
-            self._write_rows(batch)
-            for p in batch:
-                if p.unit.statements:
-                    apply_statements(conn, p.unit)
-
-    def _commit_isolated(self, batch: Sequence[Pending]) -> None:
-        conn = self._conn
-        assert conn is not None
-        make_orm_transient(batch)
-        errors: dict[int, BaseException] = {}
-        try:
-            with conn.begin():
-                for p in batch:
-                    try:
-                        with conn.begin_nested():
-                            self._write_rows((p,))
+    def _attempt(
+        self, units: Sequence[Pending], ops: Sequence[Op], renew: bool, isolated: bool
+    ) -> Prelude:
+        """One transaction: the prelude, then every unit that passed its lease check —
+        together, or (``isolated``) each in its own SAVEPOINT so that a bad one fails alone."""
+        with_statements = any(p.unit.statements for p in units)
+        with self._transaction(with_statements or isolated):
+            pre = self._prelude(ops, units, renew)
+            live = [p for p in units if id(p) not in pre.fenced]
+            if not isolated:
+                self._write_rows(live)
+                if with_statements:
+                    conn = self._conn
+                    assert conn is not None
+                    for p in live:
+                        if p.unit.statements:
                             apply_statements(conn, p.unit)
-                    except Exception as exc:
-                        log.warning("unit of work of user %r failed: %s", p.user_id, short(exc))
-                        errors[id(p)] = exc
-        except Exception as exc:
-            for p in batch:
-                p.fail(as_store_error(errors.get(id(p), exc)))
-            return
-        for p in batch:
-            err = errors.get(id(p))
-            p.result = committed(p) if err is None else outcome.Error(as_store_error(err))
+                return pre
+            conn = self._conn
+            assert conn is not None
+            for p in live:
+                try:
+                    with conn.begin_nested():
+                        self._write_rows((p,))
+                        apply_statements(conn, p.unit)
+                except Exception as exc:
+                    log.warning("unit of work of user %r failed: %s", p.user_id, short(exc))
+                    pre.errors[id(p)] = exc
+        return pre
+
+    def handle(self, batch: list[Any]) -> Sequence[Waiter]:
+        stats, leases = self._stats, self._leases
+        units, ops = split_batch(batch)
+        began = time.monotonic()
+        renew = leases.due(began)
+        if not (units or ops or renew):
+            return ()
+        started = time.perf_counter()
+        if units or ops:
+            stats.batches += 1
+        # In key order, the rows land in the primary-key B-tree as one sweep instead of at
+        # random pages (units arrive in trio's scheduling order). Stable: a user's units keep
+        # their order.
+        units.sort(key=_by_user)
+        try:
+            pre = self._attempt(units, ops, renew, isolated=False)
+        except Exception as exc:  # SQLite errors, OSError, or a developer's listener raising
+            if units and (len(units) > 1 or ops or renew):
+                log.warning(
+                    "group commit of %d units failed (%s); retrying unit by unit",
+                    len(units),
+                    short(exc),
+                )
+                stats.isolated_retries += 1
+                make_orm_transient(units)
+                try:
+                    pre = self._attempt(units, ops, renew, isolated=True)
+                except Exception as exc2:
+                    fail_all(units, ops, exc2, leases, renew)
+                else:
+                    finish(units, ops, pre, leases, renew, began)
+            else:
+                fail_all(units, ops, exc, leases, renew)
+        else:
+            finish(units, ops, pre, leases, renew, began)
+        if units:
+            stats.record(units, started)
+        return batch
 
 
 _by_user = operator.attrgetter("user_id")
@@ -528,6 +669,39 @@ class SqliteReader(DbThread):
             (user_id, limit),
         )
         return [run_info(row) for row in rows]
+
+    def _heads(self, user_ids: Sequence[str]) -> dict[str, int]:
+        users = list(dict.fromkeys(user_ids))
+        heads = dict.fromkeys(users, 0)
+        for i in range(0, len(users), LOAD_CHUNK):
+            chunk = users[i : i + LOAD_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for user_id, head in self._query(
+                "SELECT user_id, MAX(seq) FROM netra_events "
+                f"WHERE user_id IN ({marks}) GROUP BY user_id",
+                chunk,
+            ):
+                heads[user_id] = head or 0
+        return heads
+
+    def _take_commands(self, user_ids: Sequence[str] | None, limit: int) -> list[InboxItem]:
+        select = f"SELECT {INBOX_SELECT} FROM netra_inbox"
+        if user_ids is None:
+            rows = self._query(f"{select} ORDER BY id LIMIT ?", (limit,))
+        else:
+            users = list(dict.fromkeys(user_ids))
+            rows = []
+            for i in range(0, len(users), LOAD_CHUNK):
+                chunk = users[i : i + LOAD_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows.extend(
+                    self._query(
+                        f"{select} WHERE user_id IN ({marks}) ORDER BY id LIMIT ?", [*chunk, limit]
+                    )
+                )
+            rows.sort()
+            del rows[limit:]
+        return [inbox_item(row) for row in rows]
 
     def _check(self) -> None:
         self._query("SELECT 1")

@@ -313,23 +313,27 @@ async def test_a_developer_listener_raising_anything_fails_only_its_unit(tmp_pat
         sa_event.remove(Note, "before_insert", refuse)
 
 
-def test_the_frozen_v1_schema_matches_the_live_tables() -> None:
-    """Until a version 2 exists, migrating an empty database yields exactly the live tables."""
+def test_the_frozen_migrations_match_the_live_tables() -> None:
+    """Migrating an empty database (every frozen migration) yields exactly the live tables."""
     from sqlalchemy import create_engine, inspect
 
     from netra_actors._store._schema import SCHEMA_VERSION as version
-    from netra_actors._store._schema import events, migrate, runs
+    from netra_actors._store._schema import events, inbox, leases, migrate, replies, runs
 
     engine = create_engine("sqlite://")
     with engine.begin() as conn:
-        migrate(conn)
+        assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs):
+        for table in (events, runs, leases, inbox, replies):
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
                 assert columns[c.name]["nullable"] == c.nullable, (table.name, c.name)
-    assert version == 1, "a new version: test its migration from version 1 here"
+            indexes = {i["name"] for i in found.get_indexes(table.name)}
+            assert indexes >= {i.name for i in table.indexes}, table.name
+    # A new version: add its frozen migration and test the path from the previous version
+    # (tests/store/test_cluster.py tests version 1 -> 2).
+    assert version == 2
 
 
 # -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
@@ -396,7 +400,8 @@ async def test_a_bad_unit_without_statements_fails_alone(kind: str, tmp_path: Pa
     async with open_store(kind, tmp_path) as store:
         stale = fresh_user()
         await store.commit(stale, 0, unit_with(stale, 2))
-        users = [fresh_user() for _ in range(40)] + [stale]
+        fresh = [fresh_user() for _ in range(40)]
+        users = [*fresh[:20], stale, *fresh[20:]]
         results: dict[str, object] = {}
 
         async def one(user: str) -> None:
@@ -411,14 +416,14 @@ async def test_a_bad_unit_without_statements_fails_alone(kind: str, tmp_path: Pa
                 n.start_soon(one, user)
         after = store.statistics()
         assert isinstance(results[stale], na.StoreError)  # seq 1 again: the primary key refuses
-        for user in users[:-1]:
+        for user in fresh:
             assert isinstance(results[user], list), results[user]
             assert (await store.load_user(user)).head_seq == 3
         assert [e.seq for e in await store.replay(stale, 0, 10)] == [1, 2]
         assert after.units_failed - before.units_failed == 1
         assert after.units_committed - before.units_committed == 40
-        if after.batches - before.batches < 41:  # units were batched: the retry isolated them
-            assert after.isolated_retries > before.isolated_retries
+        # (Whether the bad unit shared a batch depends on the writer's timing; when it did, the
+        # batch was retried unit by unit: test_a_bad_unit_fails_alone_in_its_batch forces that.)
 
 
 @pytest.mark.parametrize("kind", URLS)
@@ -503,7 +508,12 @@ async def test_every_statement_on_netra_tables_names_the_user(kind: str, tmp_pat
         await store.replay(user, 0, 10)
         await store.get_run(user, "r_x")
         await store.list_runs(user, 10)
-    ours = [s for s in statements if re.search(r"\bnetra_(events|runs)\b", s)]
+    # (``pg_notify('netra_events', …)`` names a channel, not the table.)
+    ours = [
+        s
+        for s in statements
+        if re.search(r"\bnetra_(events|runs)\b", s) and not s.startswith("SELECT pg_notify")
+    ]
     assert len(ours) >= 6, ours
     for s in ours:
         head = s.lstrip().upper()
