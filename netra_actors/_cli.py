@@ -23,8 +23,10 @@ from pathlib import Path
 import trio
 
 from . import __version__
+from ._agent import AgentBase
 from ._bridge import run
-from ._config import IF_BUSY, RuntimeConfig, sqlite_url
+from ._config import IF_BUSY, RuntimeConfig, database_url
+from ._core._resilience import Dependency
 from ._exceptions import ConfigError
 from ._runtime import open_runtime
 from .demo_agents import DEMO_AGENTS, demo_metadata
@@ -124,7 +126,49 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the example chat server (page, health, metrics, /ws)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks one)")
-    serve.add_argument("--db", default="./netra.db", help="SQLite file (default ./netra.db)")
+    serve.add_argument(
+        "--db",
+        default="./netra.db",
+        metavar="URL|PATH",
+        help="the database: a SQLite file path, or a URL such as "
+        "postgresql+asyncpg://user@host:5432/db (default ./netra.db). Servers started with the "
+        "same --db and --secret form one cluster",
+    )
+    serve.add_argument(
+        "--lease-ttl",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds a user's lease lasts without renewal: how soon another server takes over "
+        "the users of one that died (default 10)",
+    )
+    serve.add_argument(
+        "--node-id",
+        default=None,
+        metavar="NAME",
+        help="this server's name in the cluster (default: the host name; a per-process suffix is "
+        "always added)",
+    )
+    llm = serve.add_argument_group("the LLM agent (an OpenAI-compatible chat completions API)")
+    llm.add_argument(
+        "--llm-base-url",
+        default=os.environ.get("NETRA_LLM_BASE_URL"),
+        metavar="URL",
+        help="register the 'llm' agent, calling this API root, e.g. http://127.0.0.1:11434/v1 "
+        "(Ollama) or http://127.0.0.1:8000/v1 (vLLM) (default $NETRA_LLM_BASE_URL)",
+    )
+    llm.add_argument(
+        "--llm-model",
+        default=os.environ.get("NETRA_LLM_MODEL"),
+        metavar="NAME",
+        help="the model to ask (required with --llm-base-url; default $NETRA_LLM_MODEL)",
+    )
+    llm.add_argument(
+        "--llm-api-key",
+        default=None,
+        metavar="KEY",
+        help="the API key (default $NETRA_LLM_API_KEY, else $OPENAI_API_KEY, else none)",
+    )
     serve.add_argument("--secret", help="token secret (default $NETRA_SECRET, else persisted)")
     serve.add_argument(
         "--allowed-origin",
@@ -248,6 +292,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _shown_db(db: str | None) -> str:
+    """The database as the banner shows it (a URL without its password)."""
+    if db is None or "://" not in db:
+        return str(db)
+    from sqlalchemy import make_url
+
+    return make_url(database_url(db)).render_as_string(hide_password=True)
+
+
 def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> None:
     config = gateway.config
     base = f"http://{_url_host(config.host)}:{gateway.port}"
@@ -261,7 +314,7 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
         f"  page:       {base}/",
         f"  websocket:  ws{base[4:]}/ws",
         f"  health:     {base}/healthz    metrics: {base}/metrics",
-        f"  database:   {db}",
+        f"  database:   {_shown_db(db)}",
         f"  if busy:    {if_busy} (what a say does while a run is live; --if-busy)",
         "  tokens:     netra-actors token USER [--ttl SECONDS]   (same secret as this server)",
     ]
@@ -276,18 +329,44 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
     print("\n".join(lines), flush=True)
 
 
-async def _serve_main(config: GatewayConfig, runtime_config: RuntimeConfig | None, db: str) -> None:
+async def _serve_main(
+    config: GatewayConfig,
+    runtime_config: RuntimeConfig | None,
+    db: str,
+    agents: Sequence[type[AgentBase]] = DEMO_AGENTS,
+) -> None:
     if runtime_config is None:
         gateway = Gateway(None, config)
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)
             _banner(gateway, None)
         return
-    async with open_runtime(runtime_config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
-        gateway = Gateway(rt, config)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(gateway.serve)
-            _banner(gateway, db, runtime_config.if_busy)
+    # SIGINT/SIGTERM cancel this task. The runtime runs shielded from that, so that a stop is a
+    # drain: the gateway stops taking users and closes its sockets 1001, live runs may finish
+    # for up to --shutdown-timeout, then the rest end dead and the leases are released.
+    stop = trio.Event()
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_until_cancelled, stop)
+        with trio.CancelScope(shield=True):
+            async with open_runtime(runtime_config, agents=agents, metadata=[demo_metadata]) as rt:
+                gateway = Gateway(rt, config)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(gateway.serve)
+                    _banner(gateway, db, runtime_config.if_busy)
+                    await stop.wait()
+                    nursery.cancel_scope.cancel()  # the gateway's graceful shutdown
+                live = rt.statistics().live_runs
+                if live:
+                    _say(f"netra-actors: draining: {live} live run(s) may finish")
+                await rt.drain(config.shutdown_timeout)
+        outer.cancel_scope.cancel()
+
+
+async def _until_cancelled(stop: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        stop.set()
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -302,6 +381,26 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
+def _llm_setup(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[list[type[AgentBase]], list[Dependency]]:
+    """The agents and dependencies that --llm-* add (none without --llm-base-url)."""
+    if not args.llm_base_url:
+        return [], []
+    if not args.llm_model:
+        parser.error("--llm-model is required with --llm-base-url")
+    from .llm import LLMConfig, llm_dependency, make_llm_agent  # httpx is an optional extra
+
+    try:
+        config = LLMConfig(
+            base_url=args.llm_base_url, model=args.llm_model, api_key=args.llm_api_key
+        )
+        agent = make_llm_agent(config)
+    except (ConfigError, ImportError) as exc:
+        parser.error(str(exc))
+    return [agent], [llm_dependency()]
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -314,11 +413,21 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         extra = (
             {} if args.subscriber_buffer is None else {"subscriber_buffer": args.subscriber_buffer}
         )
-        runtime_config = RuntimeConfig(
-            database_url=sqlite_url(args.db), if_busy=args.if_busy, **extra
-        )
+        llm_agents, llm_deps = _llm_setup(args, parser)
+        try:
+            runtime_config = RuntimeConfig(
+                database_url=database_url(args.db),
+                if_busy=args.if_busy,
+                lease_ttl=args.lease_ttl,
+                node_id=args.node_id,
+                dependencies=llm_deps,
+                **extra,
+            )
+        except ConfigError as exc:
+            parser.error(f"--db {args.db}: {exc}")
+        agents = [*DEMO_AGENTS, *llm_agents]
     try:
-        run(_serve_main, config, runtime_config, args.db)
+        run(_serve_main, config, runtime_config, args.db, agents if not args.echo else DEMO_AGENTS)
     except (OSError, BaseExceptionGroup) as exc:
         error = _os_error(exc)
         if error is None:

@@ -39,7 +39,7 @@ from ._messages import Reply
 from ._values import JSON, dumps, loads
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._store import ClusterStore
 
 log = logging.getLogger("netra_actors.cluster")
 
@@ -83,6 +83,10 @@ class Member(Protocol):
         """Poke it (never blocks)."""
         ...
 
+    def take_over(self) -> None:
+        """The user's lease is free: try to become its owner (never blocks)."""
+        ...
+
     def inbox(self, item: Any) -> bool:
         """Hand it a command from the inbox; False if it cannot take it now."""
         ...
@@ -93,7 +97,7 @@ class Cluster:
 
     def __init__(
         self,
-        store: Store,
+        store: ClusterStore,
         members: Callable[[str], Member | None],
         *,
         poll_interval: float,
@@ -105,6 +109,8 @@ class Cluster:
         self._poll = poll_interval
         self._safety = safety_interval
         self._timeout = request_timeout
+        self._lease_check = min(0.5, poll_interval * 10)
+        """How often followers look whether their user's owner is gone (its lease expired)."""
         self._followers: dict[str, Member] = {}
         self._pending: dict[str, Reply[tuple[bool, str]]] = {}
         self._routed: set[int] = set()
@@ -251,16 +257,26 @@ class Cluster:
             await self._sleep("_wake_inbox", self._interval())
 
     async def _follow_loop(self) -> None:
+        next_lease_check = 0.0
         while True:
             if self._followers:
                 users = list(self._followers)
                 try:
                     heads = await self._store.heads(users)
+                    now = trio.current_time()
+                    free: list[str] = []
+                    if now >= next_lease_check:  # is an owner gone? (its lease expired)
+                        next_lease_check = now + self._lease_check
+                        free = await self._store.free_leases(users)
                 except StoreError as exc:
                     log.warning("cluster: polling heads failed: %s", exc)
-                    heads = {}
+                    heads, free = {}, []
                 for user_id, head in heads.items():
-                    member = self._followers.get(user_id)
-                    if member is not None and head > member.head:
-                        member.wake()
+                    follower = self._followers.get(user_id)
+                    if follower is not None and head > follower.head:
+                        follower.wake()
+                for user_id in free:  # take the user over on this use of it (a socket is open)
+                    follower = self._followers.get(user_id)
+                    if follower is not None:
+                        follower.take_over()
             await self._sleep("_wake_follow", self._interval() if self._followers else math.inf)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,6 +66,38 @@ def _dependencies(
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of a SQLite file at ``path``."""
     return f"sqlite+aiosqlite:///{os.fspath(path)}"
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+_ALIASES = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def database_url(value: str | os.PathLike[str]) -> str:
+    """The database URL for ``value``: a SQLAlchemy URL, or the path of a SQLite file.
+
+    ``postgresql://…``/``postgres://…`` and ``sqlite:///…`` are taken as the asyncpg and aiosqlite
+    URLs they name. Anything that looks like a URL but is not one this runtime can use is a
+    :class:`ConfigError` — never a file named after it.
+    """
+    text = os.fspath(value)
+    if not _SCHEME.match(text):
+        if not text:
+            raise ConfigError("the database is empty: give a SQLite file path or a URL")
+        return sqlite_url(text)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise ConfigError(
+            f"{text!r} looks like a URL but has no '://': use e.g. "
+            "'postgresql+asyncpg://user@host:5432/db' or a SQLite file path"
+        )
+    scheme = _ALIASES.get(scheme, scheme)
+    url = f"{scheme}://{rest}"
+    _url(None, None, url)  # type: ignore[arg-type]
+    return url
 
 
 @attrs.frozen(kw_only=True)

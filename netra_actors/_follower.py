@@ -53,6 +53,7 @@ from ._messages import (
     StartRun,
     Subscribe,
     TookLease,
+    TryLease,
     WaitRun,
     Write,
 )
@@ -150,6 +151,13 @@ class UserFollower:
         ):
             self._tx.send_nowait(Poke())
 
+    def take_over(self) -> None:
+        """The cluster loop saw the user's lease free: try to take it (on the loop's turn)."""
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            self._tx.send_nowait(TryLease())
+
     def inbox(self, item: Any) -> bool:
         return False  # only an owner takes commands from the inbox
 
@@ -162,7 +170,8 @@ class UserFollower:
         cluster = self._deps.cluster
         async with trio.open_nursery() as nursery:
             if self.head < 0:
-                heads = await self._store.heads([self.user_id])
+                assert self._deps.leases is not None
+                heads = await self._deps.leases.heads([self.user_id])
                 self.head = heads.get(self.user_id, 0)
             await self._catch_up()
             cluster.follow(self)
@@ -224,6 +233,10 @@ class UserFollower:
                 self._deps.cluster.spawn(self._wait_run, msg)
             case TookLease():
                 return Acquired(msg.epoch, None)
+            case TryLease():
+                epoch = await self._try_acquire()
+                if epoch is not None:
+                    return Acquired(epoch, None)
             case Checkpoint() | Ask():
                 msg.reply.fail(RunFencedError("this node no longer owns the user's session"))
             case SlotReady():
@@ -233,8 +246,11 @@ class UserFollower:
         return None
 
     async def _try_acquire(self) -> int | None:
+        leases = self._deps.leases
+        if leases is None:
+            return None
         try:
-            return await self._store.acquire(self.user_id)
+            return await leases.acquire(self.user_id)
         except StoreError as exc:
             log.warning("user %r: taking the lease failed: %s", self.user_id, exc)
             return None

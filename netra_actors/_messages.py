@@ -139,6 +139,11 @@ class Drain:
 
 
 @attrs.define(slots=True)
+class TryLease:
+    """A follower's user has no live lease: try to take it (the owner is gone)."""
+
+
+@attrs.define(slots=True)
 class TookLease:
     """A follower's waiting command found the owner gone, and this node took the lease."""
 
@@ -236,6 +241,7 @@ Message = (
     | Subscribe
     | Poke
     | TookLease
+    | TryLease
     | InboxCommand
     | Drain
     | Heartbeat

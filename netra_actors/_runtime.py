@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -45,6 +45,9 @@ from ._messages import (
 from ._resilience import Resilience
 from ._runs import RunsSnapshot
 from ._store import SqlStore, Store, StoreStatistics
+
+if TYPE_CHECKING:
+    from ._store import ClusterStore
 from ._subscription import Subscription
 from ._supervisor import Counters, SupervisorDeps, UserSupervisor
 from ._values import JSON, Event, RunInfo
@@ -130,8 +133,9 @@ class Runtime:
             threads=trio.CapacityLimiter(config.max_threads),
             deadlines=Deadlines(),
             resilience=self.resilience,
+            leases=cast("ClusterStore", store) if hasattr(store, "acquire") else None,
             cluster=Cluster(
-                store,
+                cast("ClusterStore", store),
                 self._member,
                 poll_interval=config.cluster_poll,
                 safety_interval=config.cluster_safety_poll,
@@ -185,7 +189,8 @@ class Runtime:
         subs: list[Subscription] = []
         head: int | None = None
         first: Message | None = None
-        epoch = await self.store.acquire(user_id)  # type: ignore[attr-defined]
+        assert self._deps.leases is not None
+        epoch = await self._deps.leases.acquire(user_id)
         while True:
             if epoch is None:
                 follower = UserFollower(

@@ -73,6 +73,7 @@ from ._messages import (
     StartRun,
     Subscribe,
     TookLease,
+    TryLease,
     WaitRun,
     Write,
 )
@@ -83,7 +84,7 @@ from ._uow import UnitOfWork
 from ._values import JSON, Event, RunInfo, dumps, loads
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._store import ClusterStore, Store
     from ._subscription import Subscription
 
 log = logging.getLogger("netra_actors.supervisor")
@@ -133,6 +134,8 @@ class SupervisorDeps:
     """Retry and circuit-breaker state of every dependency (one per runtime)."""
     cluster: Cluster
     """Requests to other nodes, the inbox and following (see ``_cluster.py``)."""
+    leases: ClusterStore | None = None
+    """The store, when it holds leases (the SQL store): then several nodes may share it."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
 
@@ -208,8 +211,9 @@ class UserSupervisor:
             self._lost()
             return False
         if self.epoch is not None:
+            assert self._deps.leases is not None
             with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                await self._store.release(self.user_id, self.epoch)
+                await self._deps.leases.release(self.user_id, self.epoch)
         return True
 
     def _lost(self) -> None:
@@ -361,7 +365,7 @@ class UserSupervisor:
                 await self._on_inbox(msg.item)
             case Drain():
                 await self._answer(msg.reply, self._on_drain())
-            case Poke() | TookLease():
+            case Poke() | TookLease() | TryLease():
                 pass  # the loop looks at the state again
 
     async def _answer(self, reply: Reply[Any], coro: Any) -> None:
@@ -397,7 +401,10 @@ class UserSupervisor:
             if self.epoch is None:  # unfenced (a store without leases)
                 events = await self._store.commit(self.user_id, self.head, unit)
             else:
-                events = await self._store.commit(self.user_id, self.head, unit, epoch=self.epoch)
+                assert self._deps.leases is not None
+                events = await self._deps.leases.commit(
+                    self.user_id, self.head, unit, epoch=self.epoch
+                )
         except LeaseLostError as exc:
             self._deps.counters.fenced += 1
             raise _Lost() from exc
@@ -554,8 +561,11 @@ class UserSupervisor:
         """Provisional text of an open message: to the sockets that take deltas, now."""
         if self._running(msg.run_id, msg.attempt) is None:
             return  # a late write of an attempt that is over
-        if self.epoch is not None and time.monotonic() > self._store.lease_valid_until(
-            self.user_id
+        leases = self._deps.leases
+        if (
+            self.epoch is not None
+            and leases
+            and time.monotonic() > leases.lease_valid_until(self.user_id)
         ):
             return  # past our own lease deadline: another node may own the user by now
         delta = self._streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
@@ -806,6 +816,9 @@ class UserSupervisor:
         for run, plan in plans:
             self._applied(run, plan)
         self._stopping = True
+
+    def take_over(self) -> None:
+        """(The cluster loop asks followers only.)"""
 
     def inbox(self, item: Any) -> bool:
         """The cluster loop: a command another node posted for this user (never blocks)."""

@@ -190,6 +190,10 @@ class ClusterStore(Store, Protocol):
         """
         ...
 
+    async def free_leases(self, user_ids: Sequence[str]) -> list[str]:
+        """Those of ``user_ids`` whose lease expired or was never taken (the database's clock)."""
+        ...
+
     async def heads(self, user_ids: Sequence[str]) -> dict[str, int]:
         """The head ``seq`` of every given user (0 for none), in one read."""
         ...

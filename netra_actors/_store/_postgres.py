@@ -632,6 +632,17 @@ class PgReader:
             heads[user_id] = head or 0
         return heads
 
+    async def _free_leases(self, conn: Any, user_ids: Sequence[str]) -> list[str]:
+        users = list(dict.fromkeys(user_ids))
+        rows = await self._fetch(
+            conn,
+            "SELECT user_id FROM netra_leases WHERE user_id = ANY($1::text[]) "
+            f"AND expires_at > {NOW}",
+            users,
+        )
+        held = {row[0] for row in rows}
+        return [u for u in users if u not in held]
+
     async def _take_commands(
         self, conn: Any, user_ids: Sequence[str] | None, limit: int
     ) -> list[InboxItem]:

@@ -283,6 +283,12 @@ class SqlStore:
         result: dict[str, int] = await self._read("heads", list(user_ids))
         return result
 
+    async def free_leases(self, user_ids: Sequence[str]) -> list[str]:
+        """Those of ``user_ids`` whose lease has expired (by the database's clock) or was never
+        taken: a node may take them over now. One query for all of them."""
+        result: list[str] = await self._read("free_leases", list(user_ids))
+        return result
+
     async def post_command(self, user_id: str, request_id: str, kind: str, payload: str) -> None:
         """See :meth:`ClusterStore.post_command`. Rides the writer's next group transaction."""
         await self._op("post", user_id, request_id, kind, payload, time.time())

@@ -684,6 +684,22 @@ class SqliteReader(DbThread):
                 heads[user_id] = head or 0
         return heads
 
+    def _free_leases(self, user_ids: Sequence[str]) -> list[str]:
+        users = list(dict.fromkeys(user_ids))
+        held: set[str] = set()
+        for i in range(0, len(users), LOAD_CHUNK):
+            chunk = users[i : i + LOAD_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            held.update(
+                user_id
+                for (user_id,) in self._query(
+                    f"SELECT user_id FROM netra_leases WHERE user_id IN ({marks}) "
+                    f"AND expires_at > {NOW}",
+                    chunk,
+                )
+            )
+        return [u for u in users if u not in held]
+
     def _take_commands(self, user_ids: Sequence[str] | None, limit: int) -> list[InboxItem]:
         select = f"SELECT {INBOX_SELECT} FROM netra_inbox"
         if user_ids is None:

@@ -53,7 +53,9 @@ async def test_resume_from_head_sends_only_new_events(server: Server, user: str)
 def test_kill_9_restart_and_resume_lose_nothing(
     make_server: Callable[..., Server], user: str
 ) -> None:
-    srv = make_server()
+    # The restarted server is a new node: it takes the user over once the killed one's lease
+    # expired (a short TTL keeps the test quick; the default is 10 s).
+    srv = make_server("--lease-ttl", "2")
 
     @run_async
     async def scenario() -> None:
