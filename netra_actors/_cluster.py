@@ -136,6 +136,11 @@ class Cluster:
     def followed(self) -> int:
         return len(self._followers)
 
+    @property
+    def pending(self) -> int:
+        """Commands posted for other nodes, waiting for their answer."""
+        return len(self._pending)
+
     def on_event(self, user_id: str | None, seq: int) -> None:
         """A hint from the store: ``user_id`` committed up to ``seq`` (None: catch up all)."""
         if user_id is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -301,6 +302,7 @@ class UserFollower:
                 return
             self.head = events[-1].seq
             self.subs = [s for s in self.subs if s._offer(events)]
+            self._deps.counters.follow_lag.observe(max(0.0, time.time() - events[-1].ts))
             if len(events) < page:
                 return
 

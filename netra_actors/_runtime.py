@@ -82,6 +82,18 @@ class RuntimeStatistics:
     threads_waiting: int
     """Threaded runs waiting for a free thread."""
     store: StoreStatistics
+    node: str | None = None
+    """This process's name in the cluster (None: a store without leases)."""
+    owned_users: int = 0
+    """Users whose lease this node holds (their supervisor runs here)."""
+    followed_users: int = 0
+    """Users with sockets here whose owner is another node."""
+    forwarded_pending: int = 0
+    """Commands posted to other nodes' inboxes, waiting for the answer."""
+    fenced_units: int = 0
+    """Units this node could not commit: another node had taken the user over."""
+    follow_lag: HistogramSnapshot | None = None
+    """From an event's commit (on another node) to its hand-off to this node's sockets."""
 
 
 class _Session:
@@ -413,6 +425,12 @@ class Runtime:
             threads_abandoned=c.threads.abandoned,
             threads_waiting=self._deps.threads.statistics().tasks_waiting,
             store=self.store.statistics(),
+            node=getattr(self.store, "node", None) if self.clustered else None,
+            owned_users=sum(1 for s in sessions if isinstance(s.supervisor, UserSupervisor)),
+            followed_users=sum(1 for s in sessions if isinstance(s.supervisor, UserFollower)),
+            forwarded_pending=self._deps.cluster.pending,
+            fenced_units=c.fenced,
+            follow_lag=c.follow_lag.snapshot(),
         )
 
     async def check(self) -> None:

@@ -114,6 +114,8 @@ class Counters:
     threads: ThreadCounters = attrs.field(factory=ThreadCounters)
     fenced: int = 0
     """Units this node could not commit because another node took the user over."""
+    follow_lag: Histogram = attrs.field(factory=Histogram)
+    """From a commit on another node to its hand-off to a follower's sockets here."""
     commit_to_mailbox: Histogram = attrs.field(factory=Histogram)
     """Delay from an event's commit to its hand-off to the socket mailboxes."""
 

@@ -117,6 +117,44 @@ class _RuntimeCollector:
             "From a unit's commit to the hand-off of its events to the socket mailboxes.",
             s.commit_to_mailbox,
         )
+        if s.node is not None:
+            yield gauge(
+                "netra_leases_held", "Users whose lease this node holds.", store.leases_held
+            )
+            yield counter(
+                "netra_leases_taken_over",
+                "Leases this node took over from a node whose lease had expired.",
+                store.leases_taken_over,
+            )
+            yield counter(
+                "netra_leases_lost",
+                "Leases this node found taken over by another node.",
+                store.leases_lost,
+            )
+            yield gauge(
+                "netra_lease_renewals_failing",
+                "Consecutive failed bulk lease renewals (0 when healthy).",
+                store.lease_renewals_failing,
+            )
+            yield counter(
+                "netra_fenced_units",
+                "Units refused because another node owns the user now (fencing).",
+                store.fenced_units,
+            )
+            yield gauge(
+                "netra_users_followed", "Users with sockets here owned elsewhere.", s.followed_users
+            )
+            yield gauge(
+                "netra_inbox_pending",
+                "Commands posted to other nodes' inboxes, waiting for their answer.",
+                s.forwarded_pending,
+            )
+            if s.follow_lag is not None:
+                yield histogram(
+                    "netra_cross_node_delivery_seconds",
+                    "From an event's commit on another node to its hand-off to sockets here.",
+                    s.follow_lag,
+                )
 
 
 BREAKER_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}

@@ -168,6 +168,14 @@ class Routes:
                 events_committed=stats.store.events_committed,
                 dev_tokens=gateway.config.dev_tokens,
             )
+            if stats.node is not None:  # a cluster member (the SQL store holds leases)
+                doc.update(
+                    node=stats.node,
+                    owned_users=stats.owned_users,
+                    followed_users=stats.followed_users,
+                    leases_held=stats.store.leases_held,
+                    lease_renewals_failing=stats.store.lease_renewals_failing,
+                )
             if store_error is not None:
                 doc["store_error"] = store_error
             ok = ok and store_ok
