@@ -601,3 +601,48 @@ def test_the_module_imports_without_httpx_and_says_how_to_install_it() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert "pip install 'netra-actors[llm]'" in out.stdout
+
+
+@guest_test()
+async def test_a_crash_after_the_model_answered_does_not_pay_for_it_again(
+    tmp_path: Path, stub: Stub
+) -> None:
+    """Issue 13: completed model responses are journaled; a restarted attempt replays them."""
+    stub.replies = [sse(TOOL_CALLS), sse(ANSWER)]
+
+    def get_weather(city: str) -> dict[str, Any]:
+        return {"city": city, "celsius": 21}
+
+    def get_time(tz: str) -> str:
+        return "14:05"
+
+    base = make_llm_agent(
+        llm_config(stub), tools={"get_weather": get_weather, "get_time": get_time}
+    )
+
+    class CrashesOnce(base):  # type: ignore[valid-type,misc]
+        async def run_tool(self, ctx: na.AgentContext, call: Any) -> str:
+            if ctx.attempt == 1:
+                raise RuntimeError("crash after the model answered")
+            result: str = await super().run_tool(ctx, call)
+            return result
+
+    config = runtime_config(tmp_path)
+    info, items, _ = await one_run(
+        config, CrashesOnce, {"messages": [{"role": "user", "content": "?"}]}
+    )
+
+    assert info.state is na.RunState.COMPLETED, info
+    assert info.attempt == 2
+    # The first model response (the tool calls) was paid for once: attempt 2 replayed it.
+    assert len(stub.requests) == 2
+    [message] = assistant_messages(items)
+    assert message.data["text"] == ANSWER_TEXT
+    assert [r.data["reason"] for r in events(items, "run_rolled_back")] == ["crash"]
+    # The responses are kept beside the events, not in the user's stream.
+    db = config.database_url.split(":///", 1)[1]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT attempt, step, name FROM netra_model_calls ORDER BY attempt, step"
+        ).fetchall()
+    assert rows == [(1, 1, "model:llm"), (2, 4, "model:llm")]  # steps 2, 3: the tools

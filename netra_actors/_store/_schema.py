@@ -99,7 +99,22 @@ replies = Table(
     Column("created_at", Float, nullable=False),
 )
 
-SCHEMA_VERSION = 2
+model_calls = Table(
+    "netra_model_calls",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("step", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(128), nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""The journal of model calls: each completed model response, beside the events (not in the
+user's stream: prompts and raw responses are not the user's events, and can be large)."""
+
+SCHEMA_VERSION = 3
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -173,8 +188,30 @@ def _v1_to_v2(conn: Connection) -> None:
     v2.create_all(conn)
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    # Version 3, frozen: the journal of model calls (issue 13). Only a new table.
+    v3 = MetaData()
+    Table(
+        "netra_model_calls",
+        v3,
+        Column("user_id", String(128), primary_key=True),
+        Column("run_id", String(64), primary_key=True),
+        Column("attempt", Integer, primary_key=True, autoincrement=False),
+        Column("step", Integer, primary_key=True, autoincrement=False),
+        Column("name", String(128), nullable=False),
+        Column("request_sha256", String(64), nullable=False),
+        Column("response", Text, nullable=False),
+        Column("created_at", Float, nullable=False),
+    )
+    v3.create_all(conn)
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1, 1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    0: _v0_to_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 
 
 def current_version(conn: Connection) -> int:

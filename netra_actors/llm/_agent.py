@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import outcome
 import trio
+from sqlalchemy import insert
 
-from .._agent import Agent, AgentContext, MessageStream
+from .._agent import Agent, AgentContext, MessageStream, canonical_json
+from .._core._journal import Outcome
 from .._core._resilience import Dependency
 from .._exceptions import (
     CircuitOpenError,
@@ -21,6 +25,7 @@ from .._exceptions import (
     ToolError,
 )
 from .._resilience import Resilience
+from .._store._schema import model_calls
 from .._values import JSON, dumps
 from ._config import LLMConfig, LLMStreamInterrupted, Tool, _httpx, _retryable, _tools
 from ._stream import ModelResponse, ToolCall, stream_chat
@@ -95,9 +100,7 @@ class OpenAIChatAgent(Agent):
         async with httpx_.AsyncClient(timeout=config.timeout, headers=headers) as client:
             for round_ in range(config.max_tool_rounds + 1):
                 body = self.request(messages, tools=round_ < config.max_tool_rounds)
-                async with contextlib.AsyncExitStack() as stack:
-                    response = await self._answer(ctx, client, body, stack)
-                # (leaving the stack committed the streamed text as one message)
+                response = await self._journaled_answer(ctx, client, body)
                 model = response.model or model
                 _add_usage(usage, response.usage)
                 if not response.tool_calls:
@@ -111,6 +114,52 @@ class OpenAIChatAgent(Agent):
         raise RunFailedError(
             f"the model still asked for tools after max_tool_rounds={config.max_tool_rounds}"
         )
+
+    async def _journaled_answer(
+        self, ctx: AgentContext, client: httpx.AsyncClient, body: dict[str, JSON]
+    ) -> ModelResponse:
+        """One model response, journaled: a restarted attempt that asks the same thing at the
+        same step gets the recorded response (its text committed again as this attempt's own
+        message) instead of paying for the call again. The response is kept beside the events
+        (``netra_model_calls``), not in the user's stream."""
+        name = f"model:{self.dependency}"
+        request_sha256 = hashlib.sha256(canonical_json(body).encode()).hexdigest()
+        args_json = canonical_json({"request_sha256": request_sha256})
+        cursor = ctx._cursor
+        step = cursor.begin(name, args_json)
+        if step.replayed:
+            assert step.replay_json is not None
+            response = ModelResponse.from_json(json.loads(step.replay_json))
+            if response.text:
+                async with ctx.message() as replayed:
+                    await replayed.write(response.text)
+            return response
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                response = await self._answer(ctx, client, body, stack)
+            # (leaving the stack committed the streamed text as one message)
+        finally:
+            cursor.end()
+        if step.step is None:
+            return response  # not journaled (a call made while another one was in flight)
+        response_json = dumps(response.to_json())
+        await ctx.stage(
+            insert(model_calls).values(
+                user_id=ctx.user_id,
+                run_id=ctx.run_id,
+                attempt=ctx.attempt,
+                step=step.step,
+                name=name,
+                request_sha256=request_sha256,
+                response=response_json,
+                created_at=time.time(),
+            )
+        )
+        events, rows = ctx._staging.take()
+        await ctx._commit_staged(
+            events, rows, journal=step.entry(name, args_json, Outcome.OK, response_json)
+        )
+        return response
 
     async def _answer(
         self, ctx: AgentContext, client: httpx.AsyncClient, body: dict[str, JSON], stack: Any

@@ -318,13 +318,21 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     from sqlalchemy import create_engine, inspect
 
     from netra_actors._store._schema import SCHEMA_VERSION as version
-    from netra_actors._store._schema import events, inbox, leases, migrate, replies, runs
+    from netra_actors._store._schema import (
+        events,
+        inbox,
+        leases,
+        migrate,
+        model_calls,
+        replies,
+        runs,
+    )
 
     engine = create_engine("sqlite://")
     with engine.begin() as conn:
         assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs, leases, inbox, replies):
+        for table in (events, runs, leases, inbox, replies, model_calls):
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
@@ -332,8 +340,8 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
             indexes = {i["name"] for i in found.get_indexes(table.name)}
             assert indexes >= {i.name for i in table.indexes}, table.name
     # A new version: add its frozen migration and test the path from the previous version
-    # (tests/store/test_cluster.py tests version 1 -> 2).
-    assert version == 2
+    # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls).
+    assert version == 3
 
 
 # -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
