@@ -14,6 +14,9 @@ Scenarios (one module each; see ``docs/benchmarks.md``):
   minimal safe design (trio tasks + a ``sqlite3`` group-commit thread), in the same run;
 * ``handoff``: thread → trio hand-off latency (idle / with a CPU-bound thread) and throughput;
 * ``e2e``: events over loopback WebSockets to clients in separate processes;
+* ``stream``: provisional token deltas over real WebSockets (100 users x 50 tokens/s, and
+  1,000 users x 20 tokens/s sustained);
+* ``cluster``: 1 / 2 / 3 ``netra-actors serve`` processes on one PostgreSQL database;
 * ``all``: every scenario in turn.
 
 Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
@@ -51,6 +54,8 @@ SCENARIOS: tuple[str, ...] = (
     "handoff",
     "e2e",
     "replay",
+    "stream",
+    "cluster",
 )
 
 
@@ -147,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "handoff": "thread -> trio hand-off latency (idle / CPU-bound thread) and throughput",
         "e2e": "events over loopback WebSockets to clients in separate processes",
         "replay": "a restarted attempt replaying a 100-step journal vs first-attempt bookkeeping",
+        "stream": "token deltas over real WebSockets: 100 users x 50 tokens/s, 1,000 x 20 sustained",
+        "cluster": "1/2/3 serve processes on PostgreSQL: cross-node lag, takeover, activation",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():
@@ -193,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
-    if ns.db and ns.scenario not in ("store", "all"):
-        parser.error("--db applies to the store scenario only")
+    if ns.db and ns.scenario not in ("store", "cluster", "all"):
+        parser.error("--db applies to the store and cluster scenarios only")
     names = SCENARIOS if ns.scenario == "all" else (ns.scenario,)
     reports: list[Report] = []
     status = 0

@@ -113,7 +113,8 @@ class Cluster:
         """How often followers look whether their user's owner is gone (its lease expired)."""
         self._followers: dict[str, Member] = {}
         self._pending: dict[str, Reply[tuple[bool, str]]] = {}
-        self._routed: set[int] = set()
+        self._routed: set[str] = set()
+        """Request ids handed to their owner and not yet seen gone from the inbox."""
         self._wake_replies = trio.Event()
         self._wake_inbox = trio.Event()
         self._wake_follow = trio.Event()
@@ -252,12 +253,13 @@ class Cluster:
                 items = []
             seen = set()
             for item in items:
-                seen.add(item.id)
-                if item.id in self._routed:
+                # By request id: a row id can be reused once its row is gone (SQLite).
+                seen.add(item.request_id)
+                if item.request_id in self._routed:
                     continue
                 member = self._members(item.user_id)
                 if member is not None and not member.following and member.inbox(item):
-                    self._routed.add(item.id)
+                    self._routed.add(item.request_id)
             self._routed &= seen  # done items are deleted from the store: forget them
             await self._sleep("_wake_inbox", self._interval())
 

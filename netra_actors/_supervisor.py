@@ -207,9 +207,12 @@ class UserSupervisor:
         releases the lease). Returns False if another node took the user over (this node must
         follow now), True otherwise.
         """
+        lost = False
         try:
             await self._serve(on_idle)
-        except _Lost:
+        except* _Lost:  # raised inside the nursery: it arrives in an exception group
+            lost = True
+        if lost:
             self._lost()
             return False
         if self.epoch is not None:

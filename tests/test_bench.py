@@ -50,7 +50,17 @@ def check_common(result: dict[str, Any], scenario: str) -> None:
 
 
 def test_every_scenario_is_tested() -> None:
-    assert set(SCENARIOS) == {"throughput", "store", "sessions", "peers", "handoff", "e2e", "replay"}
+    assert set(SCENARIOS) == {
+        "throughput",
+        "store",
+        "sessions",
+        "peers",
+        "handoff",
+        "e2e",
+        "replay",
+        "stream",
+        "cluster",
+    }
 
 
 def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,6 +182,39 @@ def test_e2e(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["events"] == row["committed"] > 0
         assert row["p99_ms"] >= row["p50_ms"] > 0
     assert [g["target"] for g in result["goals"]] == [50_000, 1, 5, 20]
+
+
+def test_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "stream")
+    check_common(result, "stream")
+    assert [r["phase"] for r in result["rows"]] == ["latency", "sustained"]
+    for row in result["rows"]:
+        assert row["verified"] is True
+        assert row["message_rows"] == row["messages"] > 0
+        assert row["commits_per_message"] == 1
+        assert row["tokens"] >= row["deltas"] > 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["achieved_per_s"] > 0
+    assert [g["target"] for g in result["goals"]] == [2, 10, 1, 0.95]
+
+
+def test_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    # A fresh database per run on the PostgreSQL server of PG_URL; skipped without one.
+    result = run_bench(capsys, "cluster")
+    if result["skipped"]:
+        pytest.skip(result["skipped"])
+    check_common(result, "cluster")
+    phases = [r["phase"] for r in result["rows"]]
+    assert phases == ["max load", "half of max load", "takeover", "bulk activation", "idle"]
+    for row in result["rows"]:
+        assert row["verified"] is True
+        assert row["lost"] in (0, None)
+        assert row["duplicated"] in (0, None)
+    half = result["rows"][1]
+    assert half["lag_p99_ms"] >= half["lag_p50_ms"] > 0
+    assert result["rows"][2]["takeover_max_s"] > 0
+    assert result["rows"][3]["users_per_s"] > 0
+    assert [g["target"] for g in result["goals"]] == [5, 50, 3, 20_000, 0, 0.001]
 
 
 def test_bad_arguments_exit_with_usage() -> None:
