@@ -616,3 +616,22 @@ async def test_fencing_holds_on_the_path_with_developer_statements(
         finally:
             await a.aclose()
             await b.aclose()
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_the_database_clock_decides_not_the_nodes_wall_clocks(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clock skew: a node whose wall clock runs an hour ahead (or behind) can neither take a
+    live lease early nor keep an expired one: expiry is computed by the database."""
+    real = time.time
+    async with database(kind, tmp_path) as url, stores(url, 2, ttl=1.0) as (a, b):
+        assert await a.acquire("skew") == 1
+        monkeypatch.setattr(time, "time", lambda: real() + 3600.0)  # B's clock is ahead
+        assert await b.acquire("skew") is None  # A's lease is live by the database's clock
+        assert (await b.free_leases(["skew"])) == []
+        monkeypatch.setattr(time, "time", lambda: real() - 3600.0)  # ... or behind
+        await a.release("skew", 1)
+        assert await b.acquire("skew") == 2  # released: free at once, whatever B's clock says
+        monkeypatch.undo()
