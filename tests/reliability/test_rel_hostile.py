@@ -3,8 +3,8 @@
 The latency tests alternate *baseline* and *hostile* windows (two rounds each) while four
 ordinary observer users ping every 20 ms and start demo runs; their round trips (asserted) and
 commit→receive event lags (reported) are filed by window, and the hostile ping p99 must stay
-within 1.5x the baseline p99 (or within baseline + 5 ms: below that, a p99 on this shared 2-core
-machine is scheduler noise). The hostile clients run in their own processes
+within 2x the baseline p99 (or within baseline + 30 ms: a starvation guard; below that, a p99 on
+this shared 2-core machine is scheduler noise — see ``relkit.LATENCY_FLOOR_S``). The hostile clients run in their own processes
 (``relkit.py flood|stall|halfopen``), so that their CPU does not land in the observers' process.
 
 * a socket that stops reading for a while (closed 4409 once its mailbox overflows, then resumes
