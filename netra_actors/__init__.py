@@ -36,6 +36,7 @@ from ._exceptions import DependencyFailedError as DependencyFailedError
 from ._exceptions import DependencyTimeoutError as DependencyTimeoutError
 from ._exceptions import IllegalStateError as IllegalStateError
 from ._exceptions import IllegalTransitionError as IllegalTransitionError
+from ._exceptions import LeaseLostError as LeaseLostError
 from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import NetraError as NetraError
 from ._exceptions import ReservedEventError as ReservedEventError
@@ -101,6 +102,7 @@ __all__ = [
     "HistogramSnapshot",
     "IllegalStateError",
     "IllegalTransitionError",
+    "LeaseLostError",
     "LivenessPolicy",
     "MailboxFullError",
     "MessageStream",
