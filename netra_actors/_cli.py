@@ -19,6 +19,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -27,11 +28,13 @@ from ._agent import AgentBase
 from ._bridge import run
 from ._config import IF_BUSY, RuntimeConfig, database_url
 from ._core._resilience import Dependency
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, StoreError
 from ._runtime import open_runtime
 from .demo_agents import DEMO_AGENTS, demo_metadata
 from .gateway import Gateway, GatewayConfig, RateLimit, is_loopback_host, mint_token
 from .gateway._tokens import MIN_SECRET_BYTES, RECOMMENDED_SECRET_BYTES
+
+_E = TypeVar("_E", bound=BaseException)
 
 DEFAULT_TTL = 24 * 3600.0
 SECRET_FILE = "secret"
@@ -114,13 +117,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def installed_version() -> str:
+    """The installed distribution's version (its metadata), else ``__version__`` (a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("netra-actors")
+    except PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``netra-actors`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="netra-actors",
         description="netra-actors: an actor runtime per user session, and its example chat server.",
     )
-    parser.add_argument("--version", action="version", version=f"netra-actors {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"netra-actors {installed_version()}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the example chat server (page, health, metrics, /ws)")
@@ -371,11 +386,16 @@ async def _until_cancelled(stop: trio.Event) -> None:
 
 def _os_error(exc: BaseException) -> OSError | None:
     """The OSError (e.g. address in use) an exception is or wraps, if any."""
-    if isinstance(exc, OSError):
+    return _wrapped(exc, OSError)
+
+
+def _wrapped(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The ``kind`` exception that ``exc`` is or (in exception groups) wraps, if any."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _os_error(inner)
+            found = _wrapped(inner, kind)
             if found is not None:
                 return found
     return None
@@ -428,10 +448,14 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         agents = [*DEMO_AGENTS, *llm_agents]
     try:
         run(_serve_main, config, runtime_config, args.db, agents if not args.echo else DEMO_AGENTS)
-    except (OSError, BaseExceptionGroup) as exc:
+    except (OSError, StoreError, BaseExceptionGroup) as exc:
         error = _os_error(exc)
         if error is None:
-            raise
+            store_error = _wrapped(exc, StoreError)  # e.g. unreachable, or no driver installed
+            if store_error is None:
+                raise
+            _say(f"netra-actors: --db {_shown_db(args.db)}: {store_error}")
+            return 1
         _say(f"netra-actors: cannot serve on {args.host}:{args.port}: {error.strerror or error}")
         return 1
     _say("netra-actors: stopped")

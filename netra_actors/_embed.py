@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import trio
@@ -107,11 +107,19 @@ class EmbeddedRuntime:
         return result
 
     async def say(
-        self, user_id: str, text: str, *, agent: str | None = None, if_busy: str | None = None
+        self,
+        user_id: str,
+        text: str,
+        *,
+        agent: str | None = None,
+        if_busy: str | None = None,
+        message_meta: Mapping[str, JSON] | None = None,
     ) -> str:
         """See :meth:`Runtime.say`."""
         result: str = await self._call(
-            lambda: self._runtime.say(user_id, text, agent=agent, if_busy=if_busy)
+            lambda: self._runtime.say(
+                user_id, text, agent=agent, if_busy=if_busy, message_meta=message_meta
+            )
         )
         return result
 

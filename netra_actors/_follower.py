@@ -85,6 +85,7 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
                 "input": msg.input,
                 "user_text": msg.user_text,
                 "if_busy": msg.if_busy,
+                "message_meta": msg.message_meta,
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
@@ -106,6 +107,7 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
                 user_text=payload["user_text"],
                 reply=reply,
                 if_busy=payload["if_busy"],
+                message_meta=payload.get("message_meta"),
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)

@@ -82,6 +82,8 @@ class StartRun:
     reply: Reply[str]
     if_busy: str | None = None
     """``parallel``, ``reject``, ``enqueue`` or ``interrupt`` (None: the runtime's default)."""
+    message_meta: dict[str, JSON] | None = None
+    """For ``say``: further fields of the user's ``message`` event (e.g. ``agui``)."""
 
 
 @attrs.define(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -304,19 +304,32 @@ class Runtime:
         return run_id
 
     async def say(
-        self, user_id: str, text: str, *, agent: str | None = None, if_busy: str | None = None
+        self,
+        user_id: str,
+        text: str,
+        *,
+        agent: str | None = None,
+        if_busy: str | None = None,
+        message_meta: Mapping[str, JSON] | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
         ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
-        when ``reject`` refuses the command).
+        when ``reject`` refuses the command). ``message_meta``: further fields of the committed
+        ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
+        meta = dict(message_meta) if message_meta else None
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
-                agent=agent, input=text, user_text=text, reply=Reply(), if_busy=if_busy
+                agent=agent,
+                input=text,
+                user_text=text,
+                reply=Reply(),
+                if_busy=if_busy,
+                message_meta=meta,
             ),
         )
         return run_id
@@ -396,6 +409,11 @@ class Runtime:
             if len(events) < page:
                 return
             after_seq = events[-1].seq
+
+    async def first_event(self, user_id: str, run_id: str) -> Event | None:
+        """The run's first committed event, from the store (None for an unknown run)."""
+        check_user_id(user_id)
+        return await self.store.first_event(user_id, run_id)
 
     async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
         """The run's snapshot from the store, if it exists for this user."""

@@ -693,11 +693,9 @@ class UserSupervisor:
             run.blockers = {other.run_id for other in live}
         unit = UnitOfWork(self.user_id)
         if msg.user_text is not None:
-            unit.emit(
-                run.run_id,
-                "message",
-                {"role": "user", "text": msg.user_text, "message_id": new_message_id()},
-            )
+            message: dict[str, JSON] = dict(msg.message_meta or {})
+            message.update(role="user", text=msg.user_text, message_id=new_message_id())
+            unit.emit(run.run_id, "message", message)
         stage_plan(unit, self.user_id, run, plan, None)
         self.runs[run.run_id] = run
         try:

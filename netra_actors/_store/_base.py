@@ -100,6 +100,10 @@ class Store(Protocol):
         """The run, if it exists *for this user*."""
         ...
 
+    async def first_event(self, user_id: str, run_id: str) -> Event | None:
+        """The run's first committed event (lowest ``seq``), if any (AG-UI resume reads it)."""
+        ...
+
     async def list_runs(self, user_id: str, limit: int) -> list[RunInfo]:
         """The user's most recent runs, newest first."""
         ...

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import asyncpg
 import outcome
 from sqlalchemy import Connection, MetaData, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -66,6 +65,13 @@ from ._common import (
 )
 from ._schema import events, migrate, runs
 from ._sqlite import HookOwner, snapshot
+
+try:  # an optional extra: netra_actors imports this module only to open a PostgreSQL store
+    import asyncpg
+except ModuleNotFoundError as exc:  # pragma: no cover - the dev extra installs asyncpg
+    raise StoreError(
+        "PostgreSQL needs the asyncpg driver: pip install 'netra-actors[postgres]'"
+    ) from exc
 
 COPY_EVENTS = f"COPY netra_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _RUN_TYPES = ("text", "text", "text", "text", "int4", "text", "text", "text", "float8", "float8")
@@ -597,6 +603,16 @@ class PgReader:
             limit,
         )
         return [Event(*row) for row in rows]
+
+    async def _first_event(self, conn: Any, user_id: str, run_id: str) -> Event | None:
+        rows = await self._fetch(
+            conn,
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = $1 AND run_id = $2 "
+            "ORDER BY seq LIMIT 1",
+            user_id,
+            run_id,
+        )
+        return Event(*rows[0]) if rows else None
 
     async def _get_run(self, conn: Any, user_id: str, run_id: str) -> Any:
         from ._common import run_info

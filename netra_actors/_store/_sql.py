@@ -346,6 +346,11 @@ class SqlStore:
         result: list[Event] = await self._read("replay", user_id, after_seq, limit)
         return result
 
+    async def first_event(self, user_id: str, run_id: str) -> Event | None:
+        """See :meth:`Store.first_event`."""
+        result: Event | None = await self._read("first_event", user_id, run_id)
+        return result
+
     async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
         """See :meth:`Store.get_run`."""
         result: RunInfo | None = await self._read("get_run", user_id, run_id)

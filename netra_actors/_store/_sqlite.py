@@ -655,6 +655,16 @@ class SqliteReader(DbThread):
         )
         return [Event(*row) for row in rows]
 
+    def _first_event(self, user_id: str, run_id: str) -> Any:
+        from .._values import Event
+
+        rows = self._query(
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = ? AND run_id = ? "
+            "ORDER BY seq LIMIT 1",
+            (user_id, run_id),
+        )
+        return Event(*rows[0]) if rows else None
+
     def _get_run(self, user_id: str, run_id: str) -> Any:
         rows = self._query(
             f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = ? AND run_id = ?",

@@ -11,7 +11,7 @@ nothing and cost state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Protocol
 
@@ -23,8 +23,8 @@ log = logging.getLogger("netra_actors.gateway")
 
 MAX_HEADER_BYTES = 16 * 1024
 """Request line and headers together; larger requests are refused."""
-MAX_BODY_BYTES = 8 * 1024
-"""Request bodies (only ``POST /dev/token`` has one) are small."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Request bodies: ``POST /agui`` carries a conversation; ``POST /dev/token`` a user name."""
 RECEIVE_CHUNK = 16 * 1024
 
 
@@ -71,6 +71,9 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
+    """A streamed body (Server-Sent Events): called with ``send(chunk)`` after the head; the
+    response ends when it returns. ``body`` is ignored then."""
 
     @classmethod
     def text(cls, status: int, text: str | None = None) -> HttpResponse:
@@ -144,7 +147,7 @@ async def _read_request(
 
 
 async def _send_response(
-    stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse
+    stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse, send_timeout: float
 ) -> None:
     headers: list[tuple[str, str]] = [
         ("content-type", response.content_type),
@@ -154,16 +157,46 @@ async def _send_response(
         ("x-content-type-options", "nosniff"),
         *response.headers,
     ]
+    if response.stream is not None:
+        del headers[1]  # no length: chunked (HTTP/1.1) or until the close (HTTP/1.0)
     try:
         reason = HTTPStatus(response.status).phrase.encode()
     except ValueError:
         reason = b""
     data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     assert data is not None
+    if response.stream is not None:
+        await _send_stream(stream, conn, data, response.stream, send_timeout)
+        return
     if response.body:
         data += conn.send(h11.Data(data=response.body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
     await stream.send_all(data)
+
+
+async def _send_stream(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    head: bytes,
+    body: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+    send_timeout: float,
+) -> None:
+    """Send the head, then each chunk ``body`` produces (each within the send timeout)."""
+
+    async def send(chunk: bytes) -> None:
+        data = conn.send(h11.Data(data=chunk)) or b""
+        with trio.fail_after(send_timeout):
+            await stream.send_all(data)
+
+    with trio.fail_after(send_timeout):
+        await stream.send_all(head)
+    try:
+        await body(send)
+    except trio.TooSlowError:
+        log.info("a streamed response was not taken within %.1fs; dropping it", send_timeout)
+        return
+    with trio.move_on_after(send_timeout):
+        await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
 
 async def serve_http_connection(
@@ -201,8 +234,11 @@ async def serve_http_connection(
             else:
                 response = await app.http(request)
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            with trio.move_on_after(send_timeout):
-                await _send_response(stream, conn, response)
+            if response.stream is not None:
+                await _send_response(stream, conn, response, send_timeout)
+            else:
+                with trio.move_on_after(send_timeout):
+                    await _send_response(stream, conn, response, send_timeout)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away
     except Exception:

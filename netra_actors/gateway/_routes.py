@@ -1,5 +1,8 @@
-"""The gateway's HTTP routes: the page, ``/healthz``, ``/metrics``, ``/dev/token``, and the checks
-an upgrade request to ``/ws`` must pass (path, Origin allowlist, handshake headers)."""
+"""The HTTP routes: the page, ``/healthz``, ``/metrics``, ``/dev/token``, AG-UI (``/agui``,
+``/agui/events``, with CORS for allowed origins), and the checks an upgrade request to ``/ws``
+must pass (path, Origin allowlist, handshake headers).
+
+Shared by the trio gateway and the ASGI adapter: each is a :class:`GatewayState`."""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import attrs
 import orjson
 import trio
 
+from ._agui_routes import AGUI_EVENTS_PATH, AGUI_PATH, AguiRoutes, SseStream
 from ._config import GatewayConfig
 from ._http import HttpRequest, HttpResponse, json_response
 from ._metrics import CONTENT_TYPE, GatewayMetrics
@@ -68,11 +73,25 @@ class GatewayState(Protocol):
     @property
     def open_sockets(self) -> int: ...
 
+    @property
+    def agui(self) -> AguiRoutes | None:
+        """None in echo mode."""
+
+
+_CORS_PREFLIGHT = (
+    ("access-control-allow-methods", "GET, POST, OPTIONS"),
+    ("access-control-allow-headers", "authorization, content-type, last-event-id"),
+    ("access-control-max-age", "600"),
+)
+
 
 class Routes:
     """HTTP answers of one gateway."""
 
-    known = frozenset({"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH})
+    known = frozenset(
+        {"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH, AGUI_PATH}
+        | {AGUI_EVENTS_PATH}
+    )
 
     def __init__(self, gateway: GatewayState) -> None:
         self._gateway = gateway
@@ -110,9 +129,11 @@ class Routes:
 
     # -- plain HTTP -------------------------------------------------------------------------
 
-    async def http(self, request: HttpRequest) -> HttpResponse:
-        """Route a plain HTTP request."""
+    async def http(self, request: HttpRequest) -> HttpResponse | SseStream:
+        """Route a plain HTTP request (AG-UI requests may become an :class:`SseStream`)."""
         path, method = request.path, request.method
+        if path in (AGUI_PATH, AGUI_EVENTS_PATH):
+            return await self._agui(request)
         if path in ("/", "/index.html"):
             return await self._page() if method == "GET" else _not_allowed("GET")
         if path == "/healthz":
@@ -130,6 +151,31 @@ class Routes:
                 headers=(("upgrade", "websocket"),),
             )
         return HttpResponse.text(404)
+
+    async def _agui(self, request: HttpRequest) -> HttpResponse | SseStream:
+        agui, path, method = self._gateway.agui, request.path, request.method
+        origin = request.header("origin")
+        if agui is None:
+            return HttpResponse.text(404)
+        if not self.origin_allowed(request):
+            log.info("refused an AG-UI request from Origin %r", origin)
+            return json_response(403, orjson.dumps({"error": "this Origin is not allowed"}))
+        cors: tuple[tuple[str, str], ...] = ()
+        if origin is not None:
+            cors = (("access-control-allow-origin", origin), ("vary", "origin"))
+        expected = "POST" if path == AGUI_PATH else "GET"
+        if method == "OPTIONS":
+            return HttpResponse(status=204, headers=cors + _CORS_PREFLIGHT)
+        if method != expected:
+            return _not_allowed(expected)
+        if self._gateway.shutting_down:
+            return json_response(503, orjson.dumps({"error": "server shutting down"}))
+        answer = await (agui.post(request) if path == AGUI_PATH else agui.events(request))
+        if isinstance(answer, SseStream):
+            answer.cors = cors
+        elif cors:
+            answer = attrs.evolve(answer, headers=answer.headers + cors)
+        return answer
 
     async def _page(self) -> HttpResponse:
         page = self._gateway.config.page or PAGE

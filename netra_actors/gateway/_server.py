@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol
 
 import trio
 
 from .._runtime import Runtime
+from ._agui_routes import SSE_CONTENT_TYPE, AguiRoutes, SseStream
 from ._config import GatewayConfig
 from ._connection import GOING_AWAY, Connection, ConnectionDeps
 from ._echo import EchoConnection
@@ -32,20 +34,18 @@ from ._transport import accept_websocket
 log = logging.getLogger("netra_actors.gateway")
 
 
-class _Runnable(Protocol):
-    async def run(self) -> None: ...
-
+class _Stoppable(Protocol):
     def request_close(self, code: int, reason: str) -> None: ...
 
 
 class _Live:
-    """A WebSocket handler the gateway may have to stop."""
+    """A WebSocket handler (or an AG-UI event stream) the gateway may have to stop."""
 
     __slots__ = ("conn", "hard")
 
     def __init__(self, hard: trio.CancelScope) -> None:
         self.hard = hard
-        self.conn: _Runnable | None = None
+        self.conn: _Stoppable | None = None
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -81,10 +81,12 @@ class Gateway:
         self._idle = trio.Event()
         self._routes = Routes(self)
         self._deps: ConnectionDeps | None = None
+        self.agui: AguiRoutes | None = None
         if runtime is not None:
             self._deps = ConnectionDeps(
                 runtime=runtime, config=config, limits=self.limits, metrics=self.metrics
             )
+            self.agui = AguiRoutes(self._deps)
             self.metrics.attach_runtime(runtime, self.socket_mailbox_depth)
 
     # -- observation ------------------------------------------------------------------------
@@ -166,8 +168,31 @@ class Gateway:
     async def http(self, request: HttpRequest) -> HttpResponse:
         """Answer a plain HTTP request (see :mod:`._routes`)."""
         response = await self._routes.http(request)
+        if isinstance(response, SseStream):
+            response = self._streamed(response)
         self._count(request, response)
         return response
+
+    def _streamed(self, sse: SseStream) -> HttpResponse:
+        """An AG-UI event stream as a streamed response, stopped like a socket at shutdown."""
+
+        async def body(send: Callable[[bytes], Awaitable[None]]) -> None:
+            with trio.CancelScope(shield=True) as hard:
+                live = _Live(hard)
+                live.conn = sse
+                self._live.add(live)
+                try:
+                    if self.shutting_down:
+                        sse.request_close()
+                    await sse.run(send)
+                finally:
+                    self._live.discard(live)
+                    if self.shutting_down and not self._live:
+                        self._idle.set()
+
+        return HttpResponse(
+            status=200, content_type=SSE_CONTENT_TYPE, headers=sse.headers, stream=body
+        )
 
     async def websocket(
         self, request: HttpRequest, stream: trio.abc.Stream, prefix: bytes
@@ -207,7 +232,7 @@ class Gateway:
             )
             if socket is not None:
                 self.metrics.sockets_opened.inc()
-                conn: _Runnable
+                conn: EchoConnection | Connection
                 if self._deps is None:
                     conn = EchoConnection(socket, config.ping_interval, config.pong_timeout)
                 else:

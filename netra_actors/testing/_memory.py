@@ -83,6 +83,10 @@ class MemoryStore:
         evs = self.events.get(user_id, [])
         return [e for e in evs if e.seq > after_seq][:limit]
 
+    async def first_event(self, user_id: str, run_id: str) -> Event | None:
+        await trio.lowlevel.checkpoint()
+        return next((e for e in self.events.get(user_id, []) if e.run_id == run_id), None)
+
     async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
         await trio.lowlevel.checkpoint()
         row = self.runs.get((user_id, run_id))

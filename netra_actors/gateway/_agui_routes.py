@@ -1,0 +1,379 @@
+"""AG-UI over HTTP: ``POST /agui`` and ``GET /agui/events`` (docs/protocol.md, "AG-UI over HTTP").
+
+Transport-neutral and on trio, like :class:`~._connection.Connection`: the trio gateway and the
+ASGI adapter both call :meth:`AguiRoutes.post` / :meth:`AguiRoutes.events`, which check the
+request and either refuse it (an :class:`HttpResponse`: 400, 401, 409, 429 …) or return an
+:class:`SseStream`; the transport sends the ``200 text/event-stream`` head and runs the stream
+with its own ``send(bytes)``. So the answers, limits and frames are the same on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import trio
+
+from .._exceptions import (
+    CommandError,
+    MailboxFullError,
+    ResumeBeyondHeadError,
+    RuntimeClosedError,
+    SlowConsumerError,
+    StoreError,
+    SubscriptionClosedError,
+)
+from .._subscription import Subscription
+from .._values import JSON, Delta, Event
+from ._agui import AguiMapper, EventId, Frame, after
+from ._connection import ConnectionDeps
+from ._http import HttpRequest, HttpResponse, json_response
+from ._protocol import MAX_TEXT_BYTES
+from ._tokens import TokenClaims, TokenError, verify_token
+
+log = logging.getLogger("netra_actors.gateway")
+
+AGUI_PATH = "/agui"
+AGUI_EVENTS_PATH = "/agui/events"
+SSE_HEADERS = (("cache-control", "no-store"), ("x-accel-buffering", "no"))
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+KEEPALIVE = b": keepalive\n\n"
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class SseStream:
+    """One open ``text/event-stream`` response. :meth:`run` it with the transport's ``send``;
+    :meth:`request_close` ends it (server shutdown)."""
+
+    def __init__(
+        self,
+        routes: AguiRoutes,
+        claims: TokenClaims,
+        subscription: Subscription,
+        mapper: AguiMapper,
+        *,
+        only_run: str | None,
+        first: list[Frame],
+        skip: int | None,
+    ) -> None:
+        self._routes = routes
+        self._claims = claims
+        self.subscription = subscription
+        self._mapper = mapper
+        self._only_run = only_run
+        self._first = first
+        self._skip = skip
+        """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
+        self._scope = trio.CancelScope()
+        self.cors: tuple[tuple[str, str], ...] = ()
+        """CORS headers for the response head (set by the routes)."""
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The response head's headers besides the content type."""
+        return SSE_HEADERS + self.cors
+
+    def request_close(self, code: int = 1001, reason: str = "") -> None:
+        """End the stream (the client reconnects with ``Last-Event-ID``)."""
+        self._scope.cancel()
+
+    async def run(self, send: Send) -> None:
+        """Send frames until the run ends (``POST``), the client goes away, the token expires,
+        the socket falls behind or the server shuts down. Never raises but cancellation."""
+        deps, user = self._routes.deps, self._claims.user
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keepalive, send)
+                    nursery.start_soon(self._expiry)
+                    await self._pump(send)
+                    nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass  # the client went away
+        except* trio.TooSlowError:
+            log.info("user %r: an AG-UI stream did not take a frame in time; dropping it", user)
+        except* Exception:
+            log.exception("user %r: an AG-UI stream failed; it is closed", user)
+        finally:
+            self.subscription.close()
+            deps.limits.close_socket(self._claims.user, trio.current_time())
+
+    async def _pump(self, send: Send) -> None:
+        sub, mapper, runtime = self.subscription, self._mapper, self._routes.deps.runtime
+        user = self._claims.user
+        if self._first:
+            await send(b"".join(frame.sse() for frame in self._first))
+        while True:
+            try:
+                items = await sub.receive_items(256)
+            except SlowConsumerError:
+                log.info("user %r: an AG-UI stream fell behind; closing it", user)
+                return
+            except SubscriptionClosedError:
+                return
+            out: list[bytes] = []
+            finished = False
+            for item in items:
+                if type(item) is Event:
+                    if self._only_run is not None and item.run_id != self._only_run:
+                        continue
+                    run_id = mapper.needs_ids(item)
+                    if run_id is not None:
+                        with trio.fail_after(self._routes.deps.config.command_timeout):
+                            mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
+                    frames = mapper.event(item)
+                    if self._skip is not None:
+                        frames, self._skip = list(after(frames, self._skip)), None
+                    if self._only_run is not None and item.event == "run_state":
+                        finished = any(
+                            f.event["type"] in ("RUN_FINISHED", "RUN_ERROR") for f in frames
+                        )
+                elif type(item) is Delta:
+                    if self._only_run is not None and item.run_id != self._only_run:
+                        continue
+                    frames = mapper.delta(item, time.time())
+                out.extend(frame.sse() for frame in frames)
+                if finished:
+                    break
+            if out:
+                await send(b"".join(out))
+            if finished:
+                return
+
+    async def _keepalive(self, send: Send) -> None:
+        interval = self._routes.deps.config.ping_interval
+        while True:
+            await trio.sleep(interval)
+            await send(KEEPALIVE)
+
+    async def _expiry(self) -> None:
+        while True:
+            left = self._claims.expires_at - time.time()
+            if left <= 0:
+                break
+            await trio.sleep(min(left, 30.0))  # re-read the wall clock now and then
+        log.info("user %r: the token of an AG-UI stream expired; closing it", self._claims.user)
+        self._scope.cancel()
+
+
+class AguiRoutes:
+    """The AG-UI endpoints of one server (trio gateway or ASGI adapter)."""
+
+    def __init__(self, deps: ConnectionDeps) -> None:
+        self.deps = deps
+
+    # -- checks shared by both endpoints ----------------------------------------------------
+
+    def _claims(self, request: HttpRequest) -> TokenClaims | HttpResponse:
+        auth = request.header("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "unauthorized", "Authorization: Bearer <token> is required")
+        try:
+            return verify_token(self.deps.config.secret, token.strip(), now=time.time())
+        except TokenError as exc:
+            log.info("AG-UI: token refused (%s)", exc.reason)
+            return _error(401, "unauthorized", str(exc))
+
+    def _open(self, user: str) -> HttpResponse | None:
+        """Count the stream against the user's socket limit; a 429 when over it."""
+        if not self.deps.limits.open_socket(user, trio.current_time()):
+            return _error(429, "rate_limited", "too many sockets for this user")
+        return None
+
+    # -- POST /agui ----------------------------------------------------------------------------
+
+    async def post(self, request: HttpRequest) -> HttpResponse | SseStream:
+        """Commit the last user message of a ``RunAgentInput``, start a run, stream it."""
+        claims = self._claims(request)
+        if isinstance(claims, HttpResponse):
+            return claims
+        user = claims.user
+        try:
+            run_input = parse_run_input(request.body)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
+        if not self.deps.limits.allow_message(user, trio.current_time()):
+            return _error(429, "rate_limited", "too many messages; slow down")
+        refused = self._open(user)
+        if refused is not None:
+            return refused
+        try:
+            stream = await self._start(claims, run_input)
+        except BaseException:
+            self.deps.limits.close_socket(user, trio.current_time())
+            raise
+        if isinstance(stream, HttpResponse):
+            self.deps.limits.close_socket(user, trio.current_time())
+        return stream
+
+    async def _start(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:
+        runtime, user = self.deps.runtime, claims.user
+        subscription: Subscription | None = None
+        try:
+            with trio.fail_after(self.deps.config.command_timeout):
+                subscription = await runtime.subscribe(user, deltas=True)
+                run_id = await runtime.say(
+                    user,
+                    run_input.text,
+                    agent=run_input.agent,
+                    if_busy=run_input.if_busy,
+                    message_meta={
+                        "agui": {"threadId": run_input.thread_id, "runId": run_input.run_id}
+                    },
+                )
+        except BaseException as exc:
+            if subscription is not None:
+                subscription.close()
+            if isinstance(exc, Exception):
+                return self._refusal(user, exc)
+            raise
+        mapper = AguiMapper(user, live_only=False)
+        return SseStream(self, claims, subscription, mapper, only_run=run_id, first=[], skip=None)
+
+    # -- GET /agui/events ----------------------------------------------------------------------
+
+    async def events(self, request: HttpRequest) -> HttpResponse | SseStream:
+        """The user's events after ``Last-Event-ID`` (or from now), as AG-UI frames, then live."""
+        claims = self._claims(request)
+        if isinstance(claims, HttpResponse):
+            return claims
+        user = claims.user
+        last = request.header("last-event-id")
+        resume: EventId | None = None
+        if last is not None and last.strip():
+            try:
+                resume = EventId.parse(last)
+            except ValueError:
+                return _error(400, "bad_request", "Last-Event-ID must be 'k' or 'k.i'")
+        refused = self._open(user)
+        if refused is not None:
+            return refused
+        try:
+            stream = await self._follow(claims, resume)
+        except BaseException:
+            self.deps.limits.close_socket(user, trio.current_time())
+            raise
+        if isinstance(stream, HttpResponse):
+            self.deps.limits.close_socket(user, trio.current_time())
+        return stream
+
+    async def _follow(
+        self, claims: TokenClaims, resume: EventId | None
+    ) -> HttpResponse | SseStream:
+        runtime, user = self.deps.runtime, claims.user
+        mapper = AguiMapper(user, live_only=resume is None)
+        skip: int | None = None
+        resume_from: int | None = None
+        try:
+            with trio.fail_after(self.deps.config.command_timeout):
+                if resume is not None:
+                    seq, part = resume
+                    if part is not None and seq >= 1:
+                        resume_from, skip = seq - 1, part  # event k again, minus what was sent
+                    else:
+                        resume_from = seq
+                        if seq >= 1:
+                            known = await runtime.read_events(user, seq - 1, 1)
+                            if known and known[0].seq == seq:
+                                mapper.seed(known[0])
+                subscription = await runtime.subscribe(user, resume_from=resume_from, deltas=True)
+        except Exception as exc:
+            return self._refusal(user, exc)
+        return SseStream(self, claims, subscription, mapper, only_run=None, first=[], skip=skip)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _refusal(self, user: str, exc: Exception) -> HttpResponse:
+        """The HTTP answer to a command the runtime refused (or a failure)."""
+        if isinstance(exc, ResumeBeyondHeadError):
+            return _error(400, "bad_request", "Last-Event-ID is beyond the last event")
+        if isinstance(exc, MailboxFullError):
+            return _error(429, "rate_limited", "too many requests for this user")
+        if isinstance(exc, CommandError):
+            status = {"busy": 409, "rate_limited": 429, "unknown_agent": 400}.get(exc.code, 400)
+            if exc.code in ("illegal_state",):
+                status = 409
+            return _error(status, exc.code, exc.message)
+        if isinstance(exc, RuntimeClosedError):
+            return _error(503, "unavailable", "server shutting down")
+        if isinstance(exc, trio.TooSlowError):
+            log.warning("user %r: an AG-UI request timed out", user)
+            return _error(503, "internal", "the request timed out; try again")
+        if isinstance(exc, StoreError):
+            log.warning("user %r: an AG-UI request failed in the store: %s", user, exc)
+            return _error(503, "internal", "the store failed; try again")
+        log.error("user %r: an AG-UI request failed", user, exc_info=exc)
+        return _error(500, "internal", "internal error")
+
+
+def _error(status: int, code: str, message: str) -> HttpResponse:
+    return json_response(status, orjson.dumps({"error": code, "message": message}))
+
+
+# -- the request body -----------------------------------------------------------------------
+
+
+class RunInput:
+    """What ``POST /agui`` takes from a ``RunAgentInput``."""
+
+    __slots__ = ("agent", "if_busy", "run_id", "text", "thread_id")
+
+    def __init__(
+        self, *, thread_id: str, run_id: str, text: str, agent: str | None, if_busy: str | None
+    ) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.text = text
+        self.agent = agent
+        self.if_busy = if_busy
+
+
+def parse_run_input(body: bytes) -> RunInput:
+    """Check an AG-UI ``RunAgentInput`` (the parts netra uses); ValueError says what is wrong."""
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ValueError("the body must be a JSON RunAgentInput") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the body must be a JSON object (a RunAgentInput)")  # noqa: TRY004
+    thread_id, run_id, messages = doc.get("threadId"), doc.get("runId"), doc.get("messages")
+    if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 256:
+        raise ValueError("threadId must be a non-empty string")
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 256:
+        raise ValueError("runId must be a non-empty string")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ValueError("messages must be a list of message objects")
+    for key in ("tools", "context"):
+        if key in doc and doc[key] is not None and not isinstance(doc[key], list):
+            raise ValueError(f"{key} must be a list")
+    users = [m for m in messages if m.get("role") == "user"]
+    if not users:
+        raise ValueError("messages must contain a user message")
+    text = _text_of(users[-1].get("content"))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        raise ValueError(f"the user message is longer than {MAX_TEXT_BYTES} bytes")
+    props = doc.get("forwardedProps")
+    agent: JSON = None
+    if_busy: JSON = None
+    if isinstance(props, dict):
+        agent, if_busy = props.get("agent"), props.get("if_busy")
+    if agent is not None and not isinstance(agent, str):
+        raise ValueError("forwardedProps.agent must be a string")
+    if if_busy is not None and if_busy not in ("parallel", "reject", "enqueue", "interrupt"):
+        raise ValueError("forwardedProps.if_busy must be parallel, reject, enqueue or interrupt")
+    return RunInput(thread_id=thread_id, run_id=run_id, text=text, agent=agent, if_busy=if_busy)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(p, str) for p in parts) and parts:
+            return "".join(p for p in parts if isinstance(p, str))
+    raise ValueError("the last user message must have text content")
