@@ -14,6 +14,7 @@ from ._agent import MessageStream as MessageStream
 from ._agent import idempotency_key as idempotency_key
 from ._bridge import run as run
 from ._config import RuntimeConfig as RuntimeConfig
+from ._config import database_url as database_url
 from ._config import sqlite_url as sqlite_url
 from ._core import LivenessPolicy as LivenessPolicy
 from ._core import RestartPolicy as RestartPolicy
@@ -138,6 +139,7 @@ __all__ = [
     "ToolError",
     "UnknownAgentError",
     "UnknownRunError",
+    "database_url",
     "embed",
     "idempotency_key",
     "open_runtime",

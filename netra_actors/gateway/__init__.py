@@ -13,6 +13,7 @@ from ._config import is_loopback_host as is_loopback_host
 from ._limits import RateLimit as RateLimit
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import FrameError as FrameError
+from ._secret import resolve_secret as resolve_secret
 from ._server import Gateway as Gateway
 from ._server import serve_gateway as serve_gateway
 from ._tokens import TokenClaims as TokenClaims
@@ -31,6 +32,7 @@ __all__ = [
     "default_origins",
     "is_loopback_host",
     "mint_token",
+    "resolve_secret",
     "serve_gateway",
     "verify_token",
 ]

@@ -63,7 +63,7 @@ from ._protocol import (
     welcome_frame,
 )
 from ._tokens import TokenClaims, TokenError, verify_token
-from ._transport import Socket, SocketClosed
+from ._transport import SocketClosed, WebSocketLike
 
 log = logging.getLogger("netra_actors.gateway")
 
@@ -96,7 +96,7 @@ class ConnectionDeps:
 class Connection:
     """One WebSocket, from ``hello`` to close. Create, then :meth:`run`."""
 
-    def __init__(self, deps: ConnectionDeps, socket: Socket, peer: str) -> None:
+    def __init__(self, deps: ConnectionDeps, socket: WebSocketLike, peer: str) -> None:
         self._deps = deps
         self._config = deps.config
         self._runtime = deps.runtime

@@ -13,6 +13,7 @@ this module adds what the gateway needs around one :class:`trio_websocket.WebSoc
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
@@ -77,6 +78,24 @@ class SocketClosed(Exception):
         super().__init__(f"socket closed ({code}{': ' + reason if reason else ''})")
         self.code = code
         self.reason = reason
+
+
+class WebSocketLike(Protocol):
+    """What a :class:`~._connection.Connection` needs of its WebSocket: :class:`Socket` (trio
+    gateway) and :class:`netra_actors.asgi.AsgiSocket` (ASGI servers) are the two."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, message: str | bytes) -> None: ...
+
+    async def keepalive(self, interval: float, pong_timeout: float) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+    async def abort(self) -> None: ...
 
 
 class Socket:

@@ -7,16 +7,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from gwkit import Server
+from gwkit import Server, UvicornServer
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One example server shared by the tests that need no special flags (users keep them apart).
-
-    Its hello timeout is short so that the 4408 test stays fast.
-    """
-    srv = Server(tmp_path_factory.mktemp("shared-server"), "--hello-timeout", "1.5")
+@pytest.fixture(scope="session", params=["gateway", "asgi"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One example server shared by the tests that need no special flags (users keep them apart):
+    every such test runs against ``netra-actors serve`` (its hello timeout short, so that the 4408
+    test stays fast) and against ``uvicorn examples.fastapi_app:app`` (the ASGI adapter)."""
+    tmp = tmp_path_factory.mktemp(f"shared-{request.param}")
+    if request.param == "gateway":
+        srv: Server = Server(tmp, "--hello-timeout", "1.5")
+    else:
+        srv = UvicornServer(tmp, env={"NETRA_HELLO_TIMEOUT": "1.5"})
     srv.start()
     try:
         yield srv

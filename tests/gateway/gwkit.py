@@ -112,6 +112,10 @@ class Server:
         ]  # fmt: skip
         with self.log_path.open("ab") as err, self.out_path.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        return self._wait_healthy()
+
+    def _wait_healthy(self) -> Server:
+        assert self.proc is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -161,6 +165,32 @@ class Server:
                 self.terminate()
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class UvicornServer(Server):
+    """``uvicorn examples.fastapi_app:app`` in a subprocess, run as its docstring says (from the
+    repository root, configured by ``NETRA_SECRET``/``NETRA_DB``): the ASGI adapter under a real
+    ASGI server. ``args`` go to uvicorn (``--loop uvloop``, ``--workers 2`` …)."""
+
+    def __init__(
+        self, tmp_path: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(tmp_path, *args, port=port)
+        self.env = env or {}
+
+    def start(self) -> Server:
+        env = dict(os.environ, NETRA_HOME=str(self.tmp_path / "home"), PYTHONUNBUFFERED="1")
+        env.update(NETRA_SECRET=SECRET, NETRA_DB=str(self.db), **self.env)
+        cmd = [
+            sys.executable, "-m", "uvicorn", "examples.fastapi_app:app",
+            "--host", "127.0.0.1", "--port", str(self.port), *self.args,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as err, self.out_path.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        return self._wait_healthy()
 
 
 # -- the protocol client -----------------------------------------------------------------------
