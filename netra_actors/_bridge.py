@@ -61,6 +61,10 @@ class Bridge:
         """Schedule ``fn(*args)`` on the host loop. Call from the host thread (trio or asyncio)."""
         self.loop.call_soon(fn, *args)
 
+    def call_host_threadsafe(self, fn: Callable[..., object], *args: object) -> None:
+        """Schedule ``fn(*args)`` on the host loop from a signal handler or another thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
     async def run_on_host(self, coro: Coroutine[Any, Any, T], *, shield: bool = False) -> T:
         """Run an asyncio coroutine on the host loop and wait for its result in trio.
 

@@ -279,6 +279,7 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
         f"netra-actors {__version__} chat server",
         f"  page:       {base}/",
         f"  websocket:  ws{base[4:]}/ws",
+        f"  AG-UI:      POST {base}/agui    GET {base}/agui/events (Server-Sent Events)",
         f"  health:     {base}/healthz    metrics: {base}/metrics",
         f"  database:   {_shown_db(db)}",
         f"  if busy:    {if_busy} (what a say does while a run is live; --if-busy)",

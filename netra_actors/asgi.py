@@ -276,11 +276,12 @@ class NetraApp:
 
     def _chain_signals(self) -> Callable[[], None] | None:
         """On SIGINT/SIGTERM, close every socket and stream, then call the server's handler."""
-        loop = asyncio.get_running_loop()
+        assert self._bound is not None
+        bridge = self._bound.embedded._bridge
         previous: dict[int, Any] = {}
 
         def handler(sig: int, frame: FrameType | None) -> None:
-            loop.call_soon_threadsafe(self.begin_shutdown)
+            bridge.call_host_threadsafe(self.begin_shutdown)
             before = previous.get(sig)
             if callable(before):
                 before(sig, frame)
