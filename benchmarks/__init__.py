@@ -13,7 +13,8 @@ Scenarios (one module each; see ``docs/benchmarks.md``):
 * ``peers``: the throughput workload built on pykka, the unsafe emit-then-write design and the
   minimal safe design (trio tasks + a ``sqlite3`` group-commit thread), in the same run;
 * ``handoff``: thread → trio hand-off latency (idle / with a CPU-bound thread) and throughput;
-* ``e2e``: events over loopback WebSockets to clients in separate processes;
+* ``e2e``: events over loopback WebSockets to clients in separate processes (``--server asgi``:
+  the ASGI adapter under uvicorn; ``--server both``: side by side, with the asgi/gateway ratios);
 * ``stream``: provisional token deltas over real WebSockets (100 users x 50 tokens/s, and
   1,000 users x 20 tokens/s sustained);
 * ``cluster``: 1 / 2 / 3 ``netra-actors serve`` processes on one PostgreSQL database;
@@ -138,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="e2e: client processes (default 2)",
     )
+    common.add_argument(
+        "--server",
+        choices=("gateway", "asgi", "both"),
+        help="e2e: the trio gateway (default), the ASGI adapter under uvicorn, or both side by "
+        "side in one run (with their asgi/gateway ratios)",
+    )
+    common.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio", "auto"),
+        help="e2e --server asgi/both: uvicorn's event loop (default uvloop)",
+    )
+    common.add_argument(
+        "--ws",
+        choices=("websockets-sansio", "websockets", "wsproto", "auto"),
+        help="e2e --server asgi/both: uvicorn's WebSocket implementation (default "
+        "websockets-sansio, what auto picks when websockets is installed)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -169,6 +187,9 @@ def _options(ns: argparse.Namespace, argv: Sequence[str], scenario: str) -> Opti
         "dir": ns.dir,
         "clients": ns.clients,
         "db": ns.db,
+        "server": ns.server,
+        "loop": ns.loop,
+        "ws": ns.ws,
     }
     return Options(
         scenario=scenario,
@@ -202,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args)
     if ns.db and ns.scenario not in ("store", "cluster", "all"):
         parser.error("--db applies to the store and cluster scenarios only")
+    if (ns.server or ns.loop or ns.ws) and ns.scenario not in ("e2e", "all"):
+        parser.error("--server, --loop and --ws apply to the e2e scenario only")
+    if (ns.loop or ns.ws) and ns.server not in ("asgi", "both"):
+        parser.error("--loop and --ws apply to e2e --server asgi or both only (uvicorn's)")
     names = SCENARIOS if ns.scenario == "all" else (ns.scenario,)
     reports: list[Report] = []
     status = 0

@@ -51,19 +51,31 @@ class BenchE2E(na.Agent):
         return {"events": events}
 
 
-async def _serve(db: str, secret: bytes, port: int) -> None:
-    config = na.RuntimeConfig(database_url=na.sqlite_url(db), subscriber_buffer=100_000)
-    gateway_config = GatewayConfig(
+AGENTS: tuple[type[na.AgentBase], ...] = (*DEMO_AGENTS, BenchE2E)
+"""The agents the e2e servers run (the gateway here, the ASGI app in :mod:`._e2e_asgi`)."""
+
+
+def runtime_config(db: str) -> na.RuntimeConfig:
+    """The runtime configuration of every e2e server: a SQLite file, a deep subscriber buffer."""
+    return na.RuntimeConfig(database_url=na.sqlite_url(db), subscriber_buffer=100_000)
+
+
+def gateway_config(secret: bytes, port: int = 0) -> GatewayConfig:
+    """The gateway configuration of every e2e server (the ASGI adapter ignores host/port)."""
+    return GatewayConfig(
         secret=secret,
         host="127.0.0.1",
         port=port,
         max_connections=50_000,
         rate=RateLimit(per_second=1000.0, burst=1000),
     )
+
+
+async def _serve(db: str, secret: bytes, port: int) -> None:
     async with na.open_runtime(
-        config, agents=[*DEMO_AGENTS, BenchE2E], metadata=[demo_metadata]
+        runtime_config(db), agents=AGENTS, metadata=[demo_metadata]
     ) as runtime:
-        gateway = Gateway(runtime, gateway_config)
+        gateway = Gateway(runtime, gateway_config(secret, port))
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)
             print(f"PORT {gateway.port}", flush=True)

@@ -22,7 +22,18 @@ from benchmarks._common import median_rows, percentile
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 #: Packages of the ``dev`` extra that a benchmark module might be tempted to import at the top.
-DEV_ONLY = ("websockets", "pyinstrument", "pytest", "hypothesis", "playwright", "kosoku")
+DEV_ONLY = (
+    "websockets",
+    "pyinstrument",
+    "pytest",
+    "hypothesis",
+    "playwright",
+    "kosoku",
+    "fastapi",  # the asgi extra: e2e --server asgi imports them in its uvicorn child only
+    "starlette",
+    "uvicorn",
+    "uvloop",
+)
 
 
 def run_bench(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -170,18 +181,85 @@ def test_handoff(capsys: pytest.CaptureFixture[str]) -> None:
             assert row["p99_us"] >= row["p50_us"] > 0
 
 
-def test_e2e(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_bench(capsys, "e2e")
-    check_common(result, "e2e")
-    modes = [r["mode"] for r in result["rows"]]
-    assert modes.count("max load") == 2
-    assert "half of max load" in modes
-    assert "one idle user" in modes
-    for row in result["rows"]:
+E2E_MODES = ["max load", "max load", "half of max load", "one idle user"]
+
+
+def check_e2e_server_rows(rows: list[dict[str, Any]], server: str) -> None:
+    """One server's rows: the quick phases (1 and 20 sockets), delivered == committed."""
+    assert [r["mode"] for r in rows] == E2E_MODES
+    assert [r["sockets"] for r in rows[:2]] == [1, 20]
+    for row in rows:
+        assert row["server"] == server
+        assert row["case"].endswith(f" | {server}")
         assert row["verified"] is True
         assert row["events"] == row["committed"] > 0
         assert row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["cpu_us_per_event"] > 0
+
+
+def test_e2e(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "e2e")
+    check_common(result, "e2e")
+    check_e2e_server_rows(result["rows"], "gateway")
     assert [g["target"] for g in result["goals"]] == [50_000, 1, 5, 20]
+    assert "(gateway)" not in result["goals"][0]["goal"]
+
+
+def test_e2e_on_the_asgi_adapter(capsys: pytest.CaptureFixture[str]) -> None:
+    # uvicorn serving NetraApp mounted in FastAPI (benchmarks/_e2e_asgi.py).
+    result = run_bench(capsys, "e2e", "--server", "asgi")
+    check_common(result, "e2e")
+    assert result["command"].endswith("--server asgi")
+    check_e2e_server_rows(result["rows"], "asgi")
+    assert [g["target"] for g in result["goals"]] == [50_000, 1, 5, 20]
+    assert all(g["goal"].endswith("(asgi)") for g in result["goals"])
+    assert any("uvicorn (--loop uvloop --ws websockets-sansio" in n for n in result["notes"])
+
+
+def test_e2e_both_servers_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "e2e", "--server", "both")
+    check_common(result, "e2e")
+    rows = result["rows"]
+    by_server = {s: [r for r in rows if r["server"] == s] for s in ("gateway", "asgi")}
+    check_e2e_server_rows(by_server["gateway"], "gateway")
+    check_e2e_server_rows(by_server["asgi"], "asgi")
+    ratios = {r["case"]: r for r in rows if r["server"] == "asgi/gateway"}
+    assert len(ratios) == 5  # every phase, and the best max-load rates
+    assert [r["server"] for r in rows[:3]] == ["gateway", "asgi", "asgi/gateway"]
+    for gateway, asgi in zip(by_server["gateway"], by_server["asgi"], strict=True):
+        ratio = ratios[gateway["case"].replace(" | gateway", " | asgi/gateway")]
+        assert ratio["verified"] is True
+        for key in ("events_per_s", "p50_ms", "p99_ms"):
+            assert ratio[key] == pytest.approx(asgi[key] / gateway[key])
+    best = ratios["max load, best socket count | asgi/gateway"]
+    rates = {
+        s: max(r["events_per_s"] for r in by_server[s] if r["mode"] == "max load")
+        for s in by_server
+    }
+    assert best["events_per_s"] == pytest.approx(rates["asgi"] / rates["gateway"])
+    goals = result["goals"]
+    assert [g["target"] for g in goals] == [50_000, 1, 5, 20] * 2 + [0.8] + [1.25] * 4
+    adapter = goals[8:]
+    assert adapter[0]["measured"] == best["events_per_s"]
+    assert adapter[0]["higher_is_better"] is True
+    idle = ratios["one idle user | asgi/gateway"]
+    half = ratios["half of max load | asgi/gateway"]
+    assert [g["measured"] for g in adapter[1:]] == [
+        idle["p50_ms"],
+        idle["p99_ms"],
+        half["p50_ms"],
+        half["p99_ms"],
+    ]
+    assert not any(g["higher_is_better"] for g in adapter[1:])
+
+
+def test_e2e_server_options_are_for_e2e_only() -> None:
+    with pytest.raises(SystemExit):
+        main(["throughput", "--server", "asgi"])
+    with pytest.raises(SystemExit):
+        main(["e2e", "--loop", "asyncio"])  # the gateway has no uvicorn loop
+    with pytest.raises(SystemExit):
+        main(["e2e", "--server", "nginx"])
 
 
 def test_stream(capsys: pytest.CaptureFixture[str]) -> None:
