@@ -134,3 +134,30 @@ class ChatServer:
             return self.log.read_text(errors="replace")[-4000:]
         except OSError:
             return "(no log)"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class UvicornChatServer(ChatServer):
+    """``uvicorn examples.fastapi_app:app`` (the ASGI adapter in FastAPI) as the chat server."""
+
+    def start(self) -> None:
+        assert self._proc is None, "already running"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NETRA_SECRET": SECRET}
+        env["NETRA_DB"] = str(self.db)
+        with self.log.open("ab") as log:
+            log.write(f"--- start uvicorn {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "uvicorn", "examples.fastapi_app:app"),
+                    *("--host", "127.0.0.1", "--port", str(self.port)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=ROOT,
+            )
+        self._wait_healthy()

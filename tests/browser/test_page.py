@@ -2,7 +2,8 @@
 
 A newcomer's path through the page: sign in, chat and watch the run (tool call, answer), reload and
 find the history, watch a crashing run roll back and recover, cancel a slow run, and keep chatting
-across a server restart while the page reconnects by itself. Then the additions: streamed
+across a server restart while the page reconnects by itself (also served by the FastAPI example
+under uvicorn). Then the additions: streamed
 (provisional) text that the committed message supersedes, text retracted by a rollback, a question
 from the ``ask`` agent answered in its card (also across a reload, also mid-stream), and the
 busy-policy choice sent as ``if_busy``.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer, free_port
+from chat_server import ChatServer, UvicornChatServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -717,3 +718,28 @@ def test_busy_policy_choice_is_sent_as_if_busy(page: Page, chat_server: ChatServ
     expect_demo_answer(fourth, total="4")
     assert "if_busy" not in wire.commands("say")[-1]
     assert console.unexpected() == [], console.errors
+
+
+def test_the_page_served_by_the_fastapi_example_under_uvicorn(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The same page, protocol and sign-in from ``uvicorn examples.fastapi_app:app``: chat,
+    stop the server (the page sees 1001/1012 and reconnects), chat again."""
+    server = UvicornChatServer(port=free_port(), db=tmp_path / "asgi.db", log=tmp_path / "uv.log")
+    server.start()
+    context = browser.new_context(viewport={"width": 900, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    console = Console(page)
+    try:
+        sign_in(page, server, "erin")
+        expect_demo_answer(say(page, "Add 2 and 40, please."), total="42")
+        server.stop()
+        server.start()
+        expect_live(page)
+        expect_demo_answer(say(page, "And 1 plus 2?"), total="3")
+        assert_no_duplicate_events(page)
+        assert console.unexpected() == [], console.errors
+    finally:
+        context.close()
+        server.kill()
