@@ -262,6 +262,7 @@ class NetraApp:
             self._bound = _Bound(
                 embedded=embedded, runtime=runtime, host=_Host(embedded), config=self.gateway_config
             )
+            self.metrics = GatewayMetrics()  # a lifespan may run again (tests): fresh metrics
             self.metrics.attach_runtime(runtime, self._socket_depth)
             self.shutting_down = False
             self._idle = asyncio.Event()
