@@ -31,6 +31,7 @@ emit→client latency = the client's receive time - the emit time the agent wrot
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -333,7 +334,7 @@ def events_per_run(sockets: int, quick: bool) -> int:
 
 
 def run_once(
-    kind: str,
+    kinds: tuple[str, ...],
     socket_counts: list[int],
     every: int,
     clients: int,
@@ -344,30 +345,37 @@ def run_once(
     repeat: int,
     loop: str = "uvloop",
     ws: str = "websockets-sansio",
-) -> list[Row]:
-    """One repeat on one server (``kind``): the max-load phases, then half load, then idle."""
-    rows: list[Row] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp,
-        open(os.path.join(tmp, "server.log"), "w") as log,
-    ):
-        progress.step(f"e2e {kind}: starting the server, run {repeat}")
-        server = start_server(kind, os.path.join(tmp, "e2e.db"), log, loop, ws)
-        try:
-            for s in socket_counts:
+) -> dict[str, list[Row]]:
+    """One repeat: the max-load phases, then half load, then one idle user, on every server of
+    ``kinds`` (each phase on each server in turn, in that order; all of them run meanwhile).
+
+    Half load is at the best max-load socket count of the server, paced to half its rate; with
+    two servers, both get the gateway's (the same load, so that their latencies compare)."""
+    rows: dict[str, list[Row]] = {kind: [] for kind in kinds}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for kind in kinds:
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=f"netra-bench-{kind}-", dir=directory)
+            )
+            log = stack.enter_context(open(os.path.join(tmp, "server.log"), "w"))
+            progress.step(f"e2e {kind}: starting the server, run {repeat}")
+            servers[kind] = start_server(kind, os.path.join(tmp, "e2e.db"), log, loop, ws)
+            stack.callback(servers[kind].stop)
+
+        def phase(kind: str, prefix: str, sockets: int, run_input: dict[str, Any]) -> Row:
+            return run_phase(servers[kind], prefix, sockets, run_input, clients, progress)
+
+        for s in socket_counts:
+            events = fixed_events or events_per_run(s, quick)
+            for kind in kinds:
                 progress.step(f"e2e {kind} max load, {s} socket(s), run {repeat}")
-                events = fixed_events or events_per_run(s, quick)
-                row = run_phase(
-                    server,
-                    f"max{s}-",
-                    s,
-                    {"events": events, "every": every, "text": TEXT},
-                    clients,
-                    progress,
-                )
+                row = phase(kind, f"max{s}-", s, {"events": events, "every": every, "text": TEXT})
                 row.update(mode="max load", case=f"max load, {s} sockets")
-                rows.append(row)
-            best = max(rows, key=lambda r: r["events_per_s"])
+                rows[kind].append(row)
+        bests = {kind: max(rows[kind], key=_rate) for kind in kinds}
+        for kind in kinds:
+            best = bests[GATEWAY if len(kinds) > 1 else kind]
             s = best["sockets"]
             target = best["events_per_s"] / 2
             per_user = target / s
@@ -375,20 +383,19 @@ def run_once(
             interval = every / per_user
             events = max(every, int(per_user * duration) // every * every)
             progress.step(f"e2e {kind} half of max load ({target:,.0f} events/s over {s} sockets)")
-            row = run_phase(
-                server,
+            row = phase(
+                kind,
                 "half-",
                 s,
                 {"events": events, "every": every, "interval": interval, "text": TEXT},
-                clients,
-                progress,
             )
             row.update(mode="half of max load", case="half of max load", offered_per_s=target)
-            rows.append(row)
+            rows[kind].append(row)
+        idle_events = 50 if quick else 250
+        for kind in kinds:
             progress.step(f"e2e {kind} one idle user")
-            idle_events = 50 if quick else 250
             row = run_phase(
-                server,
+                servers[kind],
                 "idle-",
                 1,
                 {"events": idle_events, "every": 1, "interval": 0.02, "text": TEXT},
@@ -396,12 +403,11 @@ def run_once(
                 progress,
             )
             row.update(mode="one idle user", case="one idle user")
-            rows.append(row)
-        finally:
-            server.stop()
-    for row in rows:
-        row["server"] = kind
-        row["case"] = f"{row['case']} | {kind}"
+            rows[kind].append(row)
+    for kind, mine in rows.items():
+        for row in mine:
+            row["server"] = kind
+            row["case"] = f"{row['case']} | {kind}"
     return rows
 
 
@@ -422,6 +428,7 @@ def ratio_row(asgi: Row, gateway: Row, mode: str, case: str) -> Row:
         "mode": mode,
         "case": f"{case} | {RATIO}",
         "sockets": asgi["sockets"] if asgi["sockets"] == gateway["sockets"] else None,
+        "offered_per_s": gateway.get("offered_per_s"),
         "events": None,
         "verified": bool(asgi["verified"] and gateway["verified"]),
     }
@@ -440,7 +447,14 @@ def side_by_side(by_server: dict[str, list[Row]]) -> list[Row]:
     best_g = max((r for r in gateway if r["mode"] == "max load"), key=_rate)
     best_a = max((r for r in asgi if r["mode"] == "max load"), key=_rate)
     best = ratio_row(best_a, best_g, "max load (best)", "max load, best socket count")
-    best.update(gateway_sockets=best_g["sockets"], asgi_sockets=best_a["sockets"])
+    # Rates at each one's best socket count; their latencies are in the per-count rows.
+    best.update(
+        sockets=None,
+        p50_ms=None,
+        p99_ms=None,
+        gateway_sockets=best_g["sockets"],
+        asgi_sockets=best_a["sockets"],
+    )
     after = max(i for i, r in enumerate(rows) if r["mode"] == "max load") + 1
     rows.insert(after, best)
     return rows
@@ -573,22 +587,19 @@ def run(options: Options, progress: Progress) -> Report:
     runs = []
     for i in range(options.repeat):
         order = kinds if i % 2 == 0 else kinds[::-1]  # both: who goes first alternates
-        by_server = {
-            kind: run_once(
-                kind,
-                socket_counts,
-                every,
-                clients,
-                options.quick,
-                fixed,
-                progress,
-                directory,
-                i + 1,
-                loop,
-                ws,
-            )
-            for kind in order
-        }
+        by_server = run_once(
+            order,
+            socket_counts,
+            every,
+            clients,
+            options.quick,
+            fixed,
+            progress,
+            directory,
+            i + 1,
+            loop,
+            ws,
+        )
         runs.append(side_by_side(by_server) if len(kinds) == 2 else by_server[choice])
     rows = median_rows(runs, "case")
     goals = [g for kind in kinds for g in _server_goals(rows, kind, labelled=choice != GATEWAY)]
@@ -610,9 +621,10 @@ def run(options: Options, progress: Progress) -> Report:
     if len(kinds) == 2:
         goals += ratio_goals(rows)
         notes.append(
-            "both: per repeat one gateway and one asgi server, one after the other (the order "
-            "alternates per repeat); asgi/gateway rows = asgi / gateway within each repeat, "
-            "median over the repeats; each server's half load is half of its own best rate"
+            "both: per repeat one gateway and one asgi server, both running; every phase runs "
+            "on one, then on the other (who goes first alternates per repeat); half load is "
+            "the same for both: half of the gateway's best rate, at its socket count; "
+            "asgi/gateway rows = asgi / gateway within each repeat, median over the repeats"
         )
     notes += [
         f"max load: one run per socket, {every} events per unit, no pauses; the clients "

@@ -231,6 +231,9 @@ def test_e2e_both_servers_side_by_side(capsys: pytest.CaptureFixture[str]) -> No
         assert ratio["verified"] is True
         for key in ("events_per_s", "p50_ms", "p99_ms"):
             assert ratio[key] == pytest.approx(asgi[key] / gateway[key])
+    half_g, half_a = (by_server[s][2] for s in ("gateway", "asgi"))
+    assert half_a["sockets"] == half_g["sockets"]  # the same load on both: the gateway's half
+    assert half_a["offered_per_s"] == half_g["offered_per_s"]
     best = ratios["max load, best socket count | asgi/gateway"]
     rates = {
         s: max(r["events_per_s"] for r in by_server[s] if r["mode"] == "max load")
