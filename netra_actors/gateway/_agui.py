@@ -53,7 +53,7 @@ class EventId(NamedTuple):
     def parse(cls, text: str) -> EventId:
         """Parse ``k`` or ``k.i`` (k ≥ 0, i ≥ 1); ValueError for anything else."""
         head, dot, tail = text.strip().partition(".")
-        if not head.isdigit() or (dot and not tail.isdigit()):
+        if not _digits(head) or (dot and not _digits(tail)):
             raise ValueError(f"not an event id: {text!r}")
         part = int(tail) if dot else None
         if part is not None and part < 1:
@@ -91,7 +91,8 @@ class _Open:
     """Code points of text sent so far."""
     text: list[str] = attrs.Factory(list)
     broken: bool = False
-    """A gap in its deltas: no more of its text is sent (the committed message still ends it)."""
+    """A gap in its deltas: no more of its deltas are sent (the committed message sends the rest
+    of its text and ends it)."""
 
 
 class AguiMapper:
@@ -110,20 +111,27 @@ class AguiMapper:
         self._started: set[str] = set()
         self._finished: set[str] = set()
         self._open: dict[str, _Open] = {}
+        self._last_seq = 0
+        """The seq of the last committed event this stream mapped or was seeded with (0: none;
+        nothing precedes seq 1)."""
 
     # -- what the caller resolves -----------------------------------------------------------
 
-    def needs_ids(self, event: Event) -> str | None:
+    def needs_ids(self, item: Event | Delta) -> str | None:
         """The netra run whose AG-UI ids to resolve (:meth:`learn_ids`) before mapping
-        ``event``: a run this stream meets after its first event (a resume, or a live-only
-        stream joining a run), which may have been started by ``POST /agui``."""
-        run_id = event.run_id
-        if run_id is None or run_id in self.ids or run_id in self._started:
+        ``item``: a run whose ids this stream does not know yet and whose first event it has
+        not seen (a resume, or a live-only stream joining a run), which may have been started
+        by ``POST /agui``. Asked once per such run and stream."""
+        run_id = item.run_id
+        if run_id is None or run_id in self.ids or run_id in self._finished:
             return None
-        if run_id in self._finished or event.event == "message":
-            return None
-        if event.event == "run_state" and event.data.get("previous") is None:
-            return None
+        if type(item) is Event:
+            name = item.event
+            if name == "message" and _is_first_message(item.data):
+                return None  # a run's first event: it carries its AG-UI ids (if any)
+            after_last = item.seq == self._last_seq + 1
+            if name == "run_state" and item.data.get("previous") is None and after_last:
+                return None  # the stream saw the event before: a say's message would be it
         return run_id
 
     def learn_ids(self, run_id: str, first: Event | None) -> None:
@@ -133,6 +141,7 @@ class AguiMapper:
 
     def seed(self, event: Event) -> None:
         """Learn from the event a ``Last-Event-ID: k`` names (the client has all of it)."""
+        self._last_seq = event.seq
         run_id = event.run_id
         if run_id is None:
             return
@@ -149,6 +158,7 @@ class AguiMapper:
     def event(self, event: Event) -> list[Frame]:
         """The frames of committed event ``event`` (its whole group, ids ``k.1`` … ``k``)."""
         run_id = event.run_id
+        self._last_seq = event.seq
         if run_id is not None and run_id in self._finished:
             return []  # nothing of a run follows its end
         data = event.data
@@ -159,7 +169,8 @@ class AguiMapper:
             if ids is not None:
                 self.ids[run_id] = ids
             name = event.event
-            if name == "message" or (name == "run_state" and data.get("previous") is None):
+            first = name == "message" and _is_first_message(data)
+            if first or (name == "run_state" and data.get("previous") is None):
                 items.append(self._run_started(run_id))  # the run's first event
             elif self.live_only:  # this stream joined the run in the middle: announce it
                 synthetic = self._run_started(run_id)
@@ -168,7 +179,7 @@ class AguiMapper:
                 )
                 prefix.append(Frame(None, synthetic))
             else:  # a resumed stream: the client has the run's RUN_STARTED already
-                self._started.add(run_id)
+                self._known(run_id)
         items.extend(self._map(event, data))
         return prefix + self._group(event, items)
 
@@ -183,8 +194,13 @@ class AguiMapper:
             frames.append(Frame(str(event.seq) if i == n else f"{event.seq}.{i}", item))
         return frames
 
-    def _run_started(self, run_id: str) -> dict[str, Any]:
+    def _known(self, run_id: str) -> None:
+        """The run is open on this stream (its ids are final from now on)."""
         self._started.add(run_id)
+        self.ids.setdefault(run_id, AguiIds(self.user_id, run_id))
+
+    def _run_started(self, run_id: str) -> dict[str, Any]:
+        self._known(run_id)
         thread, agui_run = self._thread_run(run_id)
         return {"type": "RUN_STARTED", "threadId": thread, "runId": agui_run}
 
@@ -247,7 +263,7 @@ class AguiMapper:
         if opened is not None:
             out: list[dict[str, Any]] = []
             streamed = "".join(opened.text)
-            if not opened.broken and text.startswith(streamed) and len(text) > len(streamed):
+            if text.startswith(streamed) and len(text) > len(streamed):  # (also after a gap)
                 rest = text[len(streamed) :]
                 out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": rest})
             out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
@@ -283,17 +299,20 @@ class AguiMapper:
         ts = int(now * 1000)
         out: list[dict[str, Any]] = []
         if run_id not in self._started:
-            out.append(self._run_started(run_id))
+            if self.live_only:  # joined a run in progress: announce it (provisionally)
+                out.append(self._run_started(run_id))
+            else:  # a resumed stream: the client has the run's RUN_STARTED already
+                self._known(run_id)
         opened = self._open.get(delta.message_id)
-        if opened is None:
-            if delta.offset != 0:
-                return []  # joined in the middle of a message: its committed form will come
+        if opened is None and delta.offset == 0:
             opened = self._open[delta.message_id] = _Open(run_id, delta.attempt)
             out.append(
                 {"type": "TEXT_MESSAGE_START", "messageId": delta.message_id, "role": "assistant"}
             )
         text = delta.text
-        if not opened.broken:
+        if opened is None:
+            pass  # joined in the middle of a message: its committed form will come
+        elif not opened.broken:
             if delta.offset > opened.sent:
                 opened.broken = True  # a gap: never show text out of order
                 text = ""
@@ -319,6 +338,16 @@ def after(frames: list[Frame], part: int) -> Iterator[Frame]:
     for i, frame in enumerate(frames, 1):
         if i > part or i == n:
             yield frame
+
+
+def _is_first_message(data: dict[str, JSON]) -> bool:
+    """A ``message`` that begins its run: the user's message of a ``say`` (an assistant's
+    message of a run this stream has not seen start is an ordinary event of the run)."""
+    return data.get("role") == "user"
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _custom(name: str, data: dict[str, JSON]) -> dict[str, Any]:

@@ -38,7 +38,8 @@ log = logging.getLogger("netra_actors.gateway")
 
 AGUI_PATH = "/agui"
 AGUI_EVENTS_PATH = "/agui/events"
-SSE_HEADERS = (("cache-control", "no-store"), ("x-accel-buffering", "no"))
+SSE_HEADERS = (("x-accel-buffering", "no"),)
+"""Besides the content type; both transports add ``cache-control: no-store`` to every answer."""
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 KEEPALIVE = b": keepalive\n\n"
 
@@ -69,6 +70,8 @@ class SseStream:
         self._skip = skip
         """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
         self._scope = trio.CancelScope()
+        self._sending = trio.Lock()
+        """The pump and the keepalive share the transport's ``send``: one at a time."""
         self.cors: tuple[tuple[str, str], ...] = ()
         """CORS headers for the response head (set by the routes)."""
 
@@ -85,12 +88,17 @@ class SseStream:
         """Send frames until the run ends (``POST``), the client goes away, the token expires,
         the socket falls behind or the server shuts down. Never raises but cancellation."""
         deps, user = self._routes.deps, self._claims.user
+
+        async def send_one(data: bytes) -> None:
+            async with self._sending:
+                await send(data)
+
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._keepalive, send)
+                    nursery.start_soon(self._keepalive, send_one)
                     nursery.start_soon(self._expiry)
-                    await self._pump(send)
+                    await self._pump(send_one)
                     nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass  # the client went away
@@ -135,6 +143,10 @@ class SseStream:
                 elif type(item) is Delta:
                     if self._only_run is not None and item.run_id != self._only_run:
                         continue
+                    run_id = mapper.needs_ids(item)
+                    if run_id is not None:
+                        with trio.fail_after(self._routes.deps.config.command_timeout):
+                            mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
                     frames = mapper.delta(item, time.time())
                 out.extend(frame.sse() for frame in frames)
                 if finished:
@@ -197,11 +209,12 @@ class AguiRoutes:
             run_input = parse_run_input(request.body)
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
-        if not self.deps.limits.allow_message(user, trio.current_time()):
-            return _error(429, "rate_limited", "too many messages; slow down")
-        refused = self._open(user)
+        refused = self._open(user)  # first: the user's bucket exists once a socket is counted
         if refused is not None:
             return refused
+        if not self.deps.limits.allow_message(user, trio.current_time()):
+            self.deps.limits.close_socket(user, trio.current_time())
+            return _error(429, "rate_limited", "too many messages; slow down")
         try:
             stream = await self._start(claims, run_input)
         except BaseException:
@@ -275,6 +288,9 @@ class AguiRoutes:
                     seq, part = resume
                     if part is not None and seq >= 1:
                         resume_from, skip = seq - 1, part  # event k again, minus what was sent
+                        known = await runtime.read_events(user, resume_from, 1)
+                        if not known or known[0].seq != seq:  # no event k: beyond the head
+                            raise ResumeBeyondHeadError("Last-Event-ID is beyond the last event")
                     else:
                         resume_from = seq
                         if seq >= 1:
