@@ -10,6 +10,7 @@ nothing and cost state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -74,6 +75,8 @@ class HttpResponse:
     stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
     """A streamed body (Server-Sent Events): called with ``send(chunk)`` after the head; the
     response ends when it returns. ``body`` is ignored then."""
+    on_client_gone: Callable[[], None] | None = None
+    """For a streamed body: called once the client has closed its side (the body should end)."""
 
     @classmethod
     def text(cls, status: int, text: str | None = None) -> HttpResponse:
@@ -166,7 +169,7 @@ async def _send_response(
     data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     assert data is not None
     if response.stream is not None:
-        await _send_stream(stream, conn, data, response.stream, send_timeout)
+        await _send_stream(stream, conn, data, response, send_timeout)
         return
     if response.body:
         data += conn.send(h11.Data(data=response.body)) or b""
@@ -178,22 +181,41 @@ async def _send_stream(
     stream: trio.abc.Stream,
     conn: h11.Connection,
     head: bytes,
-    body: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+    response: HttpResponse,
     send_timeout: float,
 ) -> None:
-    """Send the head, then each chunk ``body`` produces (each within the send timeout)."""
+    """Send the head, then each chunk the body produces (each within the send timeout), while
+    watching for the client to close its side (an idle stream would not notice otherwise)."""
+    body = response.stream
+    assert body is not None
 
     async def send(chunk: bytes) -> None:
         data = conn.send(h11.Data(data=chunk)) or b""
         with trio.fail_after(send_timeout):
             await stream.send_all(data)
 
+    async def watch() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await stream.receive_some(RECEIVE_CHUNK):
+                pass  # a client says nothing more on a streamed response: ignore it
+        if response.on_client_gone is not None:
+            response.on_client_gone()
+
+    async def run_body() -> None:
+        await body(send)
+        nursery.cancel_scope.cancel()  # stop watching
+
     with trio.fail_after(send_timeout):
         await stream.send_all(head)
+    taken = True
     try:
-        await body(send)
-    except trio.TooSlowError:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            nursery.start_soon(run_body)
+    except* trio.TooSlowError:
         log.info("a streamed response was not taken within %.1fs; dropping it", send_timeout)
+        taken = False
+    if not taken:
         return
     with trio.move_on_after(send_timeout):
         await stream.send_all(conn.send(h11.EndOfMessage()) or b"")

@@ -191,7 +191,11 @@ class Gateway:
                         self._idle.set()
 
         return HttpResponse(
-            status=200, content_type=SSE_CONTENT_TYPE, headers=sse.headers, stream=body
+            status=200,
+            content_type=SSE_CONTENT_TYPE,
+            headers=sse.headers,
+            stream=body,
+            on_client_gone=sse.request_close,
         )
 
     async def websocket(

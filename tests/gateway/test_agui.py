@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import trio
 from aguikit import (
     SseFrame,
@@ -344,19 +343,7 @@ async def test_a_closed_stream_frees_its_socket_slot(server: Server, user: str) 
     (an EventSource reconnecting in a loop must not lock its user out)."""
     for n in range(20):
         answer = await request(server, "GET", "/agui/events", headers=auth(user), stream=True)
-        if answer.status != 200:
-            message = f"stream {n + 1}: {answer.status} {answer.body!r}"
-            if not isinstance(server, UvicornServer):
-                # netra_actors/gateway/_http.py streams a response without reading from the
-                # socket, so a client's close is seen only when a send fails: at the next
-                # keepalive (--ping-interval, 20 s) or event. Reported; remove once fixed.
-                pytest.xfail(
-                    f"the trio gateway keeps a closed SSE stream until it sends: {message}"
-                )
-            raise AssertionError(message)
-    assert isinstance(server, UvicornServer), (
-        "the trio gateway frees closed streams now: drop the xfail"
-    )
+        assert answer.status == 200, f"stream {n + 1}: {answer.status} {answer.body!r}"
 
 
 # -- (f) resume across a server restart, from netra-actors serve to uvicorn --------------------

@@ -169,10 +169,10 @@ def test_origin_allowlist_from_the_environment(tmp_path: Path) -> None:
 
         @run_async
         async def scenario() -> None:
-            ok = await Client.open(srv, "dave", origin=allowed)  # type: ignore[arg-type]
+            ok = await Client.open(srv, "dave", origin=allowed)
             await ok.close()
             with pytest.raises(Exception, match="403"):
-                await Client.open(srv, "dave", origin=f"http://127.0.0.1:{srv.port}")  # type: ignore[arg-type]
+                await Client.open(srv, "dave", origin=f"http://127.0.0.1:{srv.port}")
 
         scenario()
     finally:
