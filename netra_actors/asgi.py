@@ -50,7 +50,7 @@ from .gateway._config import GatewayConfig, default_origins, is_loopback_host
 from .gateway._connection import GOING_AWAY, Connection, ConnectionDeps
 from .gateway._http import MAX_BODY_BYTES, HttpRequest, HttpResponse
 from .gateway._limits import UserLimits
-from .gateway._metrics import GatewayMetrics
+from .gateway._metrics import GatewayMetrics, fullest_mailbox
 from .gateway._routes import WS_PATH, Routes
 from .gateway._transport import SocketClosed
 
@@ -332,12 +332,7 @@ class NetraApp:
             self._bound.embedded._bridge.call_host(self._idle.set)
 
     def _socket_depth(self) -> int:
-        depth = 0
-        for live in self._live:
-            sub = getattr(live.conn, "subscription", None)
-            if sub is not None:
-                depth = max(depth, sub.statistics().buffered)
-        return depth
+        return fullest_mailbox(live.conn for live in self._live)
 
     def _bind(self, scope: Scope) -> _Bound | None:
         """The bound runtime; on the first request, the allowlist and sign-in from ``server``."""

@@ -191,11 +191,21 @@ class AguiRoutes:
             log.info("AG-UI: token refused (%s)", exc.reason)
             return _error(401, "unauthorized", str(exc))
 
-    def _open(self, user: str) -> HttpResponse | None:
-        """Count the stream against the user's socket limit; a 429 when over it."""
-        if not self.deps.limits.open_socket(user, trio.current_time()):
+    async def _counted(
+        self, user: str, start: Callable[[], Awaitable[HttpResponse | SseStream]]
+    ) -> HttpResponse | SseStream:
+        """``start()`` with its stream counted among the user's sockets (a 429 when over the
+        limit); the count is given back unless a stream comes out (the stream gives it back)."""
+        limits = self.deps.limits
+        if not limits.open_socket(user, trio.current_time()):
             return _error(429, "rate_limited", "too many sockets for this user")
-        return None
+        answer: HttpResponse | SseStream | None = None
+        try:
+            answer = await start()
+        finally:
+            if not isinstance(answer, SseStream):
+                limits.close_socket(user, trio.current_time())
+        return answer
 
     # -- POST /agui ----------------------------------------------------------------------------
 
@@ -209,20 +219,14 @@ class AguiRoutes:
             run_input = parse_run_input(request.body)
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
-        refused = self._open(user)  # first: the user's bucket exists once a socket is counted
-        if refused is not None:
-            return refused
-        if not self.deps.limits.allow_message(user, trio.current_time()):
-            self.deps.limits.close_socket(user, trio.current_time())
-            return _error(429, "rate_limited", "too many messages; slow down")
-        try:
-            stream = await self._start(claims, run_input)
-        except BaseException:
-            self.deps.limits.close_socket(user, trio.current_time())
-            raise
-        if isinstance(stream, HttpResponse):
-            self.deps.limits.close_socket(user, trio.current_time())
-        return stream
+
+        async def start() -> HttpResponse | SseStream:
+            # after the socket is counted: the user's bucket exists once a socket is
+            if not self.deps.limits.allow_message(user, trio.current_time()):
+                return _error(429, "rate_limited", "too many messages; slow down")
+            return await self._start(claims, run_input)
+
+        return await self._counted(user, start)
 
     async def _start(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:
         runtime, user = self.deps.runtime, claims.user
@@ -263,17 +267,7 @@ class AguiRoutes:
                 resume = EventId.parse(last)
             except ValueError:
                 return _error(400, "bad_request", "Last-Event-ID must be 'k' or 'k.i'")
-        refused = self._open(user)
-        if refused is not None:
-            return refused
-        try:
-            stream = await self._follow(claims, resume)
-        except BaseException:
-            self.deps.limits.close_socket(user, trio.current_time())
-            raise
-        if isinstance(stream, HttpResponse):
-            self.deps.limits.close_socket(user, trio.current_time())
-        return stream
+        return await self._counted(user, lambda: self._follow(claims, resume))
 
     async def _follow(
         self, claims: TokenClaims, resume: EventId | None

@@ -41,6 +41,17 @@ from .._runtime import Runtime
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def fullest_mailbox(connections: Iterable[object]) -> int:
+    """Events waiting in the fullest socket mailbox of ``connections`` (each may have a
+    ``subscription``): the ``netra_socket_mailbox_depth`` gauge."""
+    depth = 0
+    for conn in connections:
+        sub = getattr(conn, "subscription", None)
+        if sub is not None:
+            depth = max(depth, sub.statistics().buffered)
+    return depth
+
+
 class _RuntimeCollector:
     """Reads the runtime's statistics at scrape time."""
 

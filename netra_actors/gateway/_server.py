@@ -27,7 +27,7 @@ from ._connection import GOING_AWAY, Connection, ConnectionDeps
 from ._echo import EchoConnection
 from ._http import HttpRequest, HttpResponse, serve_http_connection
 from ._limits import UserLimits
-from ._metrics import GatewayMetrics
+from ._metrics import GatewayMetrics, fullest_mailbox
 from ._routes import Routes
 from ._transport import accept_websocket
 
@@ -98,12 +98,7 @@ class Gateway:
 
     def socket_mailbox_depth(self) -> int:
         """Events waiting in the fullest socket mailbox."""
-        depth = 0
-        for live in self._live:
-            sub = getattr(live.conn, "subscription", None)
-            if sub is not None:
-                depth = max(depth, sub.statistics().buffered)
-        return depth
+        return fullest_mailbox(live.conn for live in self._live)
 
     # -- serving ----------------------------------------------------------------------------
 
