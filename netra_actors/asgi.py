@@ -26,6 +26,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -42,6 +43,7 @@ import trio
 from sqlalchemy import MetaData
 
 from ._agent import AgentBase
+from ._bridge import Bridge
 from ._config import RuntimeConfig
 from ._embed import EmbeddedRuntime, embed
 from ._runtime import Runtime
@@ -63,6 +65,83 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _UNSENDABLE = frozenset({1005, 1006, 1015})
+OUTBOX_HIGH = 64
+"""Frames a socket may have queued for the ASGI server before the protocol's sender waits."""
+
+
+class _Outbox:
+    """The frames of one socket on their way from trio to the ASGI ``send``, in order.
+
+    A long-lived asyncio task (:meth:`write`) sends them; trio only appends (a frame costs no
+    task, no event and no wake-up of trio) and waits only when :data:`OUTBOX_HIGH` frames are
+    still unsent, until the writer has drained half of them. A frame the client does not take
+    within the send timeout ends the writer (the socket is dropped).
+    """
+
+    def __init__(self, bridge: Bridge, send: Send, send_timeout: float) -> None:
+        self._bridge = bridge
+        self._send = send
+        self._send_timeout = send_timeout
+        self._frames: deque[MutableMapping[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._room: trio.Event | None = None
+        self.finished = trio.Event()
+        """Set once the writer has stopped (everything sent, or it failed)."""
+        self.failure: str | None = None
+
+    # trio side -------------------------------------------------------------------------------
+
+    async def put(self, frame: MutableMapping[str, Any]) -> bool:
+        """Queue a frame; False if the writer has stopped (or did not drain in time)."""
+        if self.finished.is_set():
+            return False
+        self._frames.append(frame)
+        if len(self._frames) == 1:
+            self._bridge.call_host(self._wake.set)
+        if len(self._frames) >= OUTBOX_HIGH:
+            room = self._room = trio.Event()
+            with trio.move_on_after(self._send_timeout):
+                await room.wait()
+            if not room.is_set():
+                self.failure = "send timed out"
+                return False
+        return not self.finished.is_set()
+
+    # asyncio side ----------------------------------------------------------------------------
+
+    async def write(self) -> None:
+        """Send queued frames until cancelled or the client is gone (an asyncio task)."""
+        loop = asyncio.get_running_loop()
+        frames, send = self._frames, self._send
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    while frames:
+                        deadline.reschedule(loop.time() + self._send_timeout)
+                        frame = frames[0]
+                        await send(frame)
+                        frames.popleft()
+                        room = self._room
+                        if room is not None and len(frames) <= OUTBOX_HIGH // 2:
+                            self._room = None
+                            self._bridge.to_trio(room.set)
+                        if frame["type"] == "websocket.close":
+                            return
+                    deadline.reschedule(None)
+        except TimeoutError:
+            self.failure = "send timed out"
+        except (OSError, RuntimeError):  # uvicorn: ClientDisconnected (an OSError)
+            self.failure = "disconnected"
+        finally:
+            frames.clear()
+            self._bridge.to_trio(self._stopped)
+
+    def _stopped(self) -> None:
+        self.finished.set()
+        if self._room is not None:
+            self._room.set()
 
 
 class AsgiSocket:
@@ -71,18 +150,11 @@ class AsgiSocket:
     server's (uvicorn: ``--ws-ping-interval``)."""
 
     def __init__(
-        self,
-        host: _Host,
-        receive: Receive,
-        send: Send,
-        *,
-        send_timeout: float,
-        close_timeout: float,
+        self, host: _Host, receive: Receive, outbox: _Outbox, *, close_timeout: float
     ) -> None:
         self._host = host
         self._receive = receive
-        self._send = send
-        self._send_timeout = send_timeout
+        self._outbox = outbox
         self._close_timeout = close_timeout
         self._closed: int | None = None
         self._done = trio.Event()
@@ -113,21 +185,20 @@ class AsgiSocket:
         raise SocketClosed(code, str(message.get("reason") or "") or None)
 
     async def send(self, message: str | bytes) -> None:
-        """Send within the send timeout; a client that does not take it is dropped."""
+        """Queue a frame for the socket's writer; a client that does not take the frames within
+        the send timeout is dropped (:class:`SocketClosed`)."""
         if self._closed is not None:
             raise SocketClosed(self._closed)
         frame: dict[str, Any] = {"type": "websocket.send"}
         frame["text" if isinstance(message, str) else "bytes"] = message
-        with trio.move_on_after(self._send_timeout) as scope:
-            try:
-                await self._host.run(self._send(frame))
-            except (OSError, RuntimeError):  # uvicorn: ClientDisconnected (an OSError)
-                self._ended(1006)
-                raise SocketClosed(1006) from None
-        if scope.cancelled_caught:
-            log.info("a socket did not take a frame within %.1fs; dropping it", self._send_timeout)
+        if await self._outbox.put(frame):
+            return
+        if self._outbox.failure == "send timed out":
+            log.info("a socket did not take its frames in time; dropping it")
             await self.abort()
             raise SocketClosed(None, "send timed out")
+        self._ended(1006)
+        raise SocketClosed(1006)
 
     async def keepalive(self, interval: float, pong_timeout: float) -> None:
         """Returns when the socket is closed (the ASGI server pings)."""
@@ -137,13 +208,10 @@ class AsgiSocket:
         """Close with ``code`` (bounded by the close timeout). Safe to call more than once."""
         if self._closed is None and code not in _UNSENDABLE:
             self._closed = code
+            frame = {"type": "websocket.close", "code": code, "reason": reason[:120]}
             with trio.move_on_after(self._close_timeout):
-                with contextlib.suppress(OSError, RuntimeError):
-                    await self._host.run(
-                        self._send(
-                            {"type": "websocket.close", "code": code, "reason": reason[:120]}
-                        )
-                    )
+                if await self._outbox.put(frame):  # after every frame queued before it
+                    await self._outbox.finished.wait()
         self._ended(code)
 
     async def abort(self) -> None:
@@ -413,18 +481,18 @@ class NetraApp:
         self._count(request, 101)
         await send({"type": "websocket.accept"})
         config = bound.config
-        socket = AsgiSocket(
-            bound.host,
-            receive,
-            send,
-            send_timeout=config.send_timeout,
-            close_timeout=config.close_timeout,
-        )
+        outbox = _Outbox(bound.embedded._bridge, send, config.send_timeout)
+        socket = AsgiSocket(bound.host, receive, outbox, close_timeout=config.close_timeout)
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else "?"
         conn = Connection(bound.deps, socket, peer)
-        with contextlib.suppress(Exception):  # the runtime stopped under it: nothing to send
-            await bound.embedded._call(self._run_socket, conn)
+        writer = asyncio.ensure_future(outbox.write())
+        try:
+            with contextlib.suppress(Exception):  # the runtime stopped under it: nothing to send
+                await bound.embedded._call(self._run_socket, conn)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def _run_socket(self, conn: Connection) -> None:
         live = _Live(conn)

@@ -38,9 +38,9 @@ DEV_ONLY = (
 
 def run_bench(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     status = main([args[0], "--quick", "--repeat", "1", "--json", "--no-progress", *args[1:]])
-    out = capsys.readouterr().out
-    assert status == 0, out
-    result: dict[str, Any] = json.loads(out)
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    result: dict[str, Any] = json.loads(captured.out)
     return result
 
 
