@@ -11,8 +11,9 @@ One protocol implementation: the runtime runs as a trio guest of the server's as
 the trio gateway serves it — :class:`~netra_actors.gateway._connection.Connection` for ``/ws``,
 :class:`~netra_actors.gateway._routes.Routes` for the page, health, metrics and sign-in,
 :class:`~netra_actors.gateway._agui_routes.AguiRoutes` for AG-UI. Only the transport differs:
-:class:`AsgiSocket` gives the connection the ASGI ``receive``/``send`` of its WebSocket, and
-streamed responses go out as ``http.response.body`` chunks.
+:class:`AsgiSocket` gives the connection the ASGI ``receive``/``send`` of its WebSocket (frames
+leave through one asyncio writer task per socket, :class:`_Outbox`), and streamed responses go
+out as ``http.response.body`` chunks.
 
 Shutdown: on SIGINT/SIGTERM (the adapter chains to the server's own handler) every socket is
 closed with 1001 and every AG-UI stream ends, so the server's graceful shutdown does not wait
