@@ -245,7 +245,6 @@ class _Bound:
     runtime: Runtime
     host: _Host
     config: GatewayConfig
-    origins: frozenset[str] = frozenset()
     deps: ConnectionDeps | None = None
     agui: AguiRoutes | None = None
 
@@ -253,12 +252,12 @@ class _Bound:
 class NetraApp:
     """An ASGI application serving netra's page, ``/ws`` (protocol v1), AG-UI (``/agui``,
     ``/agui/events``), ``/healthz``, ``/metrics`` and development sign-in (``/dev/token``, only
-    when ``gateway.dev_tokens`` and the server listens on a loopback address).
+    when ``gateway.dev_tokens`` and only to requests that reach a loopback address).
 
     Start it with :meth:`lifespan` (FastAPI/Starlette ``lifespan=``), or let the ASGI server
     send it the ``lifespan`` scope when it is the top-level app. ``gateway.host``/``port`` are
-    ignored: the Origin allowlist defaults to the page's own origin, taken from the address the
-    server listens on (the ASGI ``server`` of the first request), never from a ``Host`` header.
+    ignored: the Origin allowlist defaults to the page's own origin, taken from the server
+    address each request came to (the ASGI ``server``), never from a ``Host`` header.
     """
 
     def __init__(
@@ -286,6 +285,7 @@ class NetraApp:
         self._routes = Routes(self)
         self._idle = asyncio.Event()
         """Set when the last socket or stream ended after shutdown began."""
+        self._origins: dict[tuple[str, int], frozenset[str]] = {}
 
     # -- the GatewayState the shared routes read --------------------------------------------
 
@@ -303,10 +303,6 @@ class NetraApp:
         if self._bound is None:
             raise RuntimeError("the netra runtime is not running (is the lifespan set up?)")
         return self._bound.embedded
-
-    @property
-    def origins(self) -> frozenset[str]:
-        return self._bound.origins if self._bound is not None else frozenset()
 
     @property
     def open_sockets(self) -> int:
@@ -403,25 +399,33 @@ class NetraApp:
     def _socket_depth(self) -> int:
         return fullest_mailbox(live.conn for live in self._live)
 
+    def origins_for(self, request: HttpRequest) -> frozenset[str]:
+        """``allowed_origins``, else the page's own origin: from the server address the request
+        came to (the ASGI ``server``, not the client's ``Host`` header)."""
+        configured = self.gateway_config.allowed_origins
+        if configured is not None:
+            return configured
+        local = request.local or ("127.0.0.1", 0)
+        origins = self._origins.get(local)
+        if origins is None:
+            host, port = local
+            shown = f"[{host}]" if ":" in host else host
+            origins = self._origins[local] = default_origins(port) | {f"http://{shown}:{port}"}
+        return origins
+
+    def dev_tokens_for(self, request: HttpRequest) -> bool:
+        """Development sign-in only for requests to a loopback address of the server (a server
+        on 0.0.0.0 serves it to local clients only)."""
+        local = request.local
+        return self.gateway_config.dev_tokens and local is not None and is_loopback_host(local[0])
+
     def _bind(self, scope: Scope) -> _Bound | None:
-        """The bound runtime; on the first request, the allowlist and sign-in from ``server``."""
+        """The bound runtime (its connection dependencies made on first use)."""
         bound = self._bound
         if bound is None or bound.deps is not None:
             return bound
-        server = scope.get("server") or ("127.0.0.1", 0)
-        host, port = str(server[0]), int(server[1] or 0)
-        config = self.gateway_config
-        if config.dev_tokens and not is_loopback_host(host):
-            log.warning("development sign-in is off: the server listens on %s, not loopback", host)
-            config = attrs.evolve(config, dev_tokens=False)
-        config = attrs.evolve(config, host=host if is_loopback_host(host) else "127.0.0.1")
-        origins = config.allowed_origins
-        if origins is None:
-            shown = f"[{host}]" if ":" in host else host
-            origins = default_origins(port) | {f"http://{shown}:{port}"}
-        bound.config, bound.origins = config, origins
         bound.deps = ConnectionDeps(
-            runtime=bound.runtime, config=config, limits=self.limits, metrics=self.metrics
+            runtime=bound.runtime, config=bound.config, limits=self.limits, metrics=self.metrics
         )
         bound.agui = AguiRoutes(bound.deps)
         return bound
@@ -597,7 +601,9 @@ def _request(scope: Scope, body: bytes) -> HttpRequest:
         for k, v in scope.get("headers", ())
     )
     method = scope.get("method", "GET")
-    return HttpRequest(method=method, target=target, headers=headers, body=body)
+    server = scope.get("server")
+    local = (str(server[0]), int(server[1] or 0)) if server else None
+    return HttpRequest(method=method, target=target, headers=headers, body=body, local=local)
 
 
 def _headers(

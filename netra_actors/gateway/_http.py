@@ -39,6 +39,8 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     """Header names lower-cased, values as sent (latin-1 decoded), in order."""
     body: bytes = b""
+    local: tuple[str, int] | None = None
+    """The server's own address the request came to (the ASGI ``server``; never a header)."""
 
     @property
     def path(self) -> str:

@@ -60,9 +60,15 @@ class GatewayState(Protocol):
     @property
     def metrics(self) -> GatewayMetrics: ...
 
-    @property
-    def origins(self) -> frozenset[str]:
-        """The ``Origin`` values allowed to open a socket (known once the gateway listens)."""
+    def origins_for(self, request: HttpRequest) -> frozenset[str]:
+        """The ``Origin`` values allowed for ``request`` (the trio gateway: one set, known once
+        it listens; the ASGI adapter: the page's own origin from the address the request came
+        to, unless an allowlist is configured)."""
+        ...
+
+    def dev_tokens_for(self, request: HttpRequest) -> bool:
+        """Whether ``request`` may use development sign-in (only ever on a loopback address)."""
+        ...
 
     @property
     def started_at(self) -> float: ...
@@ -103,7 +109,7 @@ class Routes:
         count = request.header_count("origin")
         if count == 0:
             return True
-        return count == 1 and request.header("origin") in self._gateway.origins
+        return count == 1 and request.header("origin") in self._gateway.origins_for(request)
 
     def check_upgrade(self, request: HttpRequest) -> HttpResponse | None:
         """A response refusing the upgrade, or None if it may proceed."""
@@ -137,12 +143,12 @@ class Routes:
         if path in ("/", "/index.html"):
             return await self._page() if method == "GET" else _not_allowed("GET")
         if path == "/healthz":
-            return await self._health() if method == "GET" else _not_allowed("GET")
+            return await self._health(request) if method == "GET" else _not_allowed("GET")
         if path == "/metrics":
             return self._metrics() if method == "GET" else _not_allowed("GET")
         if path == "/favicon.ico" and method == "GET":
             return HttpResponse(status=200, body=_FAVICON, content_type="image/svg+xml")
-        if path == "/dev/token" and self._gateway.config.dev_tokens:
+        if path == "/dev/token" and self._gateway.dev_tokens_for(request):
             return self._dev_token(request) if method == "POST" else _not_allowed("POST")
         if path == WS_PATH:
             return HttpResponse(
@@ -185,7 +191,7 @@ class Routes:
             body = _PLACEHOLDER
         return HttpResponse(status=200, body=body, content_type="text/html; charset=utf-8")
 
-    async def _health(self) -> HttpResponse:
+    async def _health(self, request: HttpRequest) -> HttpResponse:
         gateway = self._gateway
         doc: dict[str, object] = {
             "protocol": PROTOCOL_VERSION,
@@ -212,7 +218,7 @@ class Routes:
                 live_runs=stats.live_runs,
                 subscriptions=stats.subscriptions,
                 events_committed=stats.store.events_committed,
-                dev_tokens=gateway.config.dev_tokens,
+                dev_tokens=gateway.dev_tokens_for(request),
             )
             if stats.node is not None:  # a cluster member (the SQL store holds leases)
                 doc.update(

@@ -91,6 +91,14 @@ class Gateway:
 
     # -- observation ------------------------------------------------------------------------
 
+    def origins_for(self, request: HttpRequest) -> frozenset[str]:
+        """The Origin allowlist (one for every request)."""
+        return self.origins
+
+    def dev_tokens_for(self, request: HttpRequest) -> bool:
+        """Development sign-in as configured (refused on non-loopback hosts at configuration)."""
+        return self.config.dev_tokens
+
     @property
     def open_sockets(self) -> int:
         """WebSocket connections open right now."""

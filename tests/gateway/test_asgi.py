@@ -15,10 +15,13 @@ import json
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from gwkit import SECRET, Client, Server, UvicornServer, run_async, token
+from websockets.asyncio.client import connect
 
 from netra_actors.gateway import verify_token
 
@@ -173,6 +176,50 @@ def test_origin_allowlist_from_the_environment(tmp_path: Path) -> None:
             await ok.close()
             with pytest.raises(Exception, match="403"):
                 await Client.open(srv, "dave", origin=f"http://127.0.0.1:{srv.port}")
+
+        scenario()
+    finally:
+        srv.stop()
+
+
+def _outward_address() -> str | None:
+    """A non-loopback address of this machine, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_on_all_interfaces_dev_sign_in_is_for_loopback_requests_only(tmp_path: Path) -> None:
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to reach the server by")
+    srv = UvicornServer(tmp_path, "--host", "0.0.0.0").start()
+    try:
+        body = b'{"user": "frank"}'
+        status, answer = srv.get("/dev/token", method="POST", body=body)
+        assert status == 200, answer  # to 127.0.0.1: the local developer's page
+        assert srv.get_json("/healthz")[1]["dev_tokens"] is True
+        outside = f"http://{outward}:{srv.port}"
+        request = urllib.request.Request(f"{outside}/dev/token", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        refused.value.close()
+        assert refused.value.code == 404  # to the outward address: no sign-in for anyone
+        with urllib.request.urlopen(f"{outside}/healthz", timeout=5) as resp:
+            assert json.loads(resp.read())["dev_tokens"] is False
+
+        @run_async
+        async def scenario() -> None:  # the page's own origin is the address it was loaded from
+            ws_url = f"ws://{outward}:{srv.port}/ws"
+            async with connect(ws_url, origin=outside, open_timeout=10) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps({"type": "hello", "protocol": 1, "token": token("frank")}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+            with pytest.raises(Exception, match="403"):
+                await connect(ws_url, origin="http://evil.example", open_timeout=10)  # type: ignore[arg-type]
 
         scenario()
     finally:
