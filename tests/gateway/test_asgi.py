@@ -135,6 +135,31 @@ def test_two_workers_on_one_database_are_one_cluster(tmp_path: Path) -> None:
             await asyncio.gather(*(c.close() for c in [*clients, late]))
 
         scenario()
+        for i in range(4):  # AG-UI on whichever worker the connection reaches
+            body = json.dumps(
+                {
+                    "threadId": "t-workers",
+                    "runId": f"agui-{i}",
+                    "messages": [{"id": f"m{i}", "role": "user", "content": f"add {i} and 1"}],
+                }
+            ).encode()
+            request = urllib.request.Request(
+                f"{srv.http}/agui",
+                data=body,
+                method="POST",
+                headers={"Authorization": f"Bearer {token('bob')}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                frames = [
+                    json.loads(line[len(b"data: ") :])
+                    for line in resp.read().splitlines()
+                    if line.startswith(b"data: ")
+                ]
+            assert frames[0]["type"] == "RUN_STARTED"
+            assert frames[0]["runId"] == f"agui-{i}"
+            assert frames[-1]["type"] == "RUN_FINISHED"
+            assert frames[-1]["runId"] == f"agui-{i}"
+            assert any(f["type"] == "TOOL_CALL_RESULT" for f in frames)
         assert srv.terminate(timeout=15) == 0
         _no_traceback(srv)
     finally:
