@@ -12,8 +12,10 @@ Environment: ``NETRA_SECRET`` (the token secret; default: the one ``netra-actors
 ``~/.netra-actors/secret``), ``NETRA_DB`` (a SQLAlchemy URL or a SQLite path; default
 ``./netra.db``), ``NETRA_ALLOWED_ORIGINS`` (comma-separated exact origins; default the page's own
 origin, from the address uvicorn listens on), ``NETRA_HELLO_TIMEOUT`` (seconds a socket has to
-send ``hello``; default 10). Development sign-in (``/dev/token``) is on only when that address
-is loopback. Ctrl-C (or SIGTERM) closes every socket with 1001 and exits.
+send ``hello``; default 10), ``NETRA_DEV_TOKENS`` (``0`` turns development sign-in off, e.g.
+behind a reverse proxy on the same host). Development sign-in (``/dev/token``) is only served to
+requests that reach a loopback address. Ctrl-C (or SIGTERM) closes every socket with 1001 and
+exits.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ netra = NetraApp(
     GatewayConfig(
         secret=resolve_secret(os.environ.get("NETRA_SECRET")),
         allowed_origins=origins or None,  # None: the page's own origin
-        dev_tokens=True,  # only ever on when uvicorn listens on a loopback address
+        # only ever served to requests that reach a loopback address of the server
+        dev_tokens=os.environ.get("NETRA_DEV_TOKENS", "1") != "0",
         hello_timeout=float(os.environ.get("NETRA_HELLO_TIMEOUT", "10")),
     ),
     na.RuntimeConfig(database_url=na.database_url(os.environ.get("NETRA_DB", "netra.db"))),

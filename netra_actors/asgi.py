@@ -47,6 +47,7 @@ from ._agent import AgentBase
 from ._bridge import Bridge
 from ._config import RuntimeConfig
 from ._embed import EmbeddedRuntime, embed
+from ._exceptions import RuntimeClosedError
 from ._runtime import Runtime
 from .gateway._agui_routes import SSE_CONTENT_TYPE, AguiRoutes, SseStream
 from .gateway._config import GatewayConfig, default_origins, is_loopback_host
@@ -100,7 +101,9 @@ class _Outbox:
         if len(self._frames) == 1:
             self._bridge.call_host(self._wake.set)
         if len(self._frames) >= OUTBOX_HIGH:
-            room = self._room = trio.Event()
+            room = self._room  # one event for every waiting sender (pump and reader)
+            if room is None:
+                room = self._room = trio.Event()
             with trio.move_on_after(self._send_timeout):
                 await room.wait()
             if not room.is_set():
@@ -528,56 +531,69 @@ class NetraApp:
         if bound is None:
             await _send_response(send, HttpResponse.text(503, "the runtime is not running"))
             return
-        try:
-            answer = await bound.embedded._call(self._routes.http, request)
-        except Exception:
-            log.exception("an HTTP request failed")
-            answer = HttpResponse.text(500)
+        started: list[bool] = []  # set once the response head went out
+        served = asyncio.ensure_future(
+            bound.embedded._call(self._serve, bound, request, send, started)
+        )
+        disconnect = asyncio.ensure_future(_disconnected(receive))
+        try:  # a client that goes away ends a stream (its trio task is cancelled)
+            await asyncio.wait({served, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (served, disconnect):
+                task.cancel()
+            outcomes = await asyncio.gather(served, disconnect, return_exceptions=True)
+        failure = outcomes[0]
+        if isinstance(failure, BaseException) and not started:
+            if isinstance(failure, RuntimeClosedError):
+                answer = HttpResponse.text(503, "server shutting down")
+            elif isinstance(failure, asyncio.CancelledError):
+                return  # the client went away first
+            else:
+                log.error("an HTTP request failed", exc_info=failure)
+                answer = HttpResponse.text(500)
+            self._count(request, answer.status)
+            with contextlib.suppress(OSError, RuntimeError):
+                await _send_response(send, answer)
+
+    async def _serve(
+        self, bound: _Bound, request: HttpRequest, send: Send, started: list[bool]
+    ) -> None:
+        """In trio: route the request; send the answer, or run the AG-UI stream it became."""
+        answer = await self._routes.http(request)
+        host, timeout = bound.host, bound.config.send_timeout
         if isinstance(answer, HttpResponse):
             self._count(request, answer.status)
-            await _send_response(send, answer)
+            started.append(True)
+            with trio.move_on_after(timeout):
+                await host.run(_send_response(send, answer))
             return
         self._count(request, 200)
-        await self._stream(bound, answer, receive, send)
-
-    async def _stream(self, bound: _Bound, sse: SseStream, receive: Receive, send: Send) -> None:
-        """Send an AG-UI event stream until it ends or the client disconnects."""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": _headers(SSE_CONTENT_TYPE, None, sse.headers),
-            }
-        )
-        host = bound.host
-
-        async def chunk(data: bytes) -> None:
-            with trio.fail_after(bound.config.send_timeout):
+        live = _Live(answer)
+        self._live.add(live)
+        try:  # from here on the stream is discarded on every way out
+            head = _headers(SSE_CONTENT_TYPE, None, answer.headers)
+            started.append(True)
+            with trio.fail_after(timeout):
                 await host.run(
-                    send({"type": "http.response.body", "body": data, "more_body": True})
+                    send({"type": "http.response.start", "status": 200, "headers": head})
                 )
 
-        async def run() -> None:
-            live = _Live(sse)
-            self._live.add(live)
-            try:
-                if self.shutting_down:
-                    sse.request_close()
-                await sse.run(chunk)
-            finally:
-                self._forget(live)
+            async def chunk(data: bytes) -> None:
+                with trio.fail_after(timeout):
+                    await host.run(
+                        send({"type": "http.response.body", "body": data, "more_body": True})
+                    )
 
-        streaming = asyncio.ensure_future(bound.embedded._call(run))
-        disconnect = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait({streaming, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            if self.shutting_down:
+                answer.request_close()
+            if await answer.run(chunk):
+                with trio.move_on_after(timeout):  # a client that stopped reading: drop it
+                    await host.run(send({"type": "http.response.body", "body": b""}))
+        except (OSError, RuntimeError, trio.TooSlowError):
+            pass  # the client went away, or stopped reading: the connection is dropped
         finally:
-            for task in (streaming, disconnect):
-                task.cancel()
-            await asyncio.gather(streaming, disconnect, return_exceptions=True)
-        if not disconnect.done() or disconnect.cancelled():
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            answer.discard()
+            self._forget(live)
 
     def _count(self, request: HttpRequest, status: int) -> None:
         route = request.path if request.path in self._routes.known else "other"

@@ -70,6 +70,7 @@ class SseStream:
         self._skip = skip
         """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
         self._scope = trio.CancelScope()
+        self._discarded = False
         self._sending = trio.Lock()
         """The pump and the keepalive share the transport's ``send``: one at a time."""
         self.cors: tuple[tuple[str, str], ...] = ()
@@ -84,10 +85,23 @@ class SseStream:
         """End the stream (the client reconnects with ``Last-Event-ID``)."""
         self._scope.cancel()
 
-    async def run(self, send: Send) -> None:
+    def discard(self) -> None:
+        """End the stream and give back what it holds (its subscription, its place among the
+        user's sockets) — also when it never ran. Idempotent."""
+        self._scope.cancel()
+        if not self._discarded:
+            self._discarded = True
+            self.subscription.close()
+            self._routes.deps.limits.close_socket(self._claims.user, trio.current_time())
+
+    async def run(self, send: Send) -> bool:
         """Send frames until the run ends (``POST``), the client goes away, the token expires,
-        the socket falls behind or the server shuts down. Never raises but cancellation."""
-        deps, user = self._routes.deps, self._claims.user
+        the socket falls behind or the server shuts down. Never raises but cancellation.
+
+        Returns False when a send failed or timed out (the response must not be completed:
+        a chunk may be half-written), True when the stream ended cleanly."""
+        user = self._claims.user
+        clean = False
 
         async def send_one(data: bytes) -> None:
             async with self._sending:
@@ -100,15 +114,16 @@ class SseStream:
                     nursery.start_soon(self._expiry)
                     await self._pump(send_one)
                     nursery.cancel_scope.cancel()
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            clean = True
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
             pass  # the client went away
         except* trio.TooSlowError:
             log.info("user %r: an AG-UI stream did not take a frame in time; dropping it", user)
         except* Exception:
             log.exception("user %r: an AG-UI stream failed; it is closed", user)
         finally:
-            self.subscription.close()
-            deps.limits.close_socket(self._claims.user, trio.current_time())
+            self.discard()
+        return clean
 
     async def _pump(self, send: Send) -> None:
         sub, mapper, runtime = self.subscription, self._mapper, self._routes.deps.runtime

@@ -74,11 +74,13 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
-    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
+    stream: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[bool]] | None = None
     """A streamed body (Server-Sent Events): called with ``send(chunk)`` after the head; the
-    response ends when it returns. ``body`` is ignored then."""
+    response ends when it returns (True: complete it; False: a send failed, drop it). ``body``
+    is ignored then."""
     on_client_gone: Callable[[], None] | None = None
-    """For a streamed body: called once the client has closed its side (the body should end)."""
+    """For a streamed body: called once the client has closed its side, or if the head could not
+    be sent (the body must end and give back what it holds)."""
 
     @classmethod
     def text(cls, status: int, text: str | None = None) -> HttpResponse:
@@ -203,22 +205,28 @@ async def _send_stream(
         if response.on_client_gone is not None:
             response.on_client_gone()
 
+    clean = False
+
     async def run_body() -> None:
-        await body(send)
+        nonlocal clean
+        clean = await body(send)
         nursery.cancel_scope.cancel()  # stop watching
 
-    with trio.fail_after(send_timeout):
-        await stream.send_all(head)
-    taken = True
+    try:
+        with trio.fail_after(send_timeout):
+            await stream.send_all(head)
+    except BaseException:
+        if response.on_client_gone is not None:
+            response.on_client_gone()  # the body never runs: let it give back what it holds
+        raise
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
             nursery.start_soon(run_body)
     except* trio.TooSlowError:
         log.info("a streamed response was not taken within %.1fs; dropping it", send_timeout)
-        taken = False
-    if not taken:
-        return
+    if not clean:
+        return  # a chunk may be half-written: drop the connection, never complete it
     with trio.move_on_after(send_timeout):
         await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 

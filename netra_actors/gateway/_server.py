@@ -179,7 +179,7 @@ class Gateway:
     def _streamed(self, sse: SseStream) -> HttpResponse:
         """An AG-UI event stream as a streamed response, stopped like a socket at shutdown."""
 
-        async def body(send: Callable[[bytes], Awaitable[None]]) -> None:
+        async def body(send: Callable[[bytes], Awaitable[None]]) -> bool:
             with trio.CancelScope(shield=True) as hard:
                 live = _Live(hard)
                 live.conn = sse
@@ -187,18 +187,19 @@ class Gateway:
                 try:
                     if self.shutting_down:
                         sse.request_close()
-                    await sse.run(send)
+                    return await sse.run(send)
                 finally:
                     self._live.discard(live)
                     if self.shutting_down and not self._live:
                         self._idle.set()
+            return False  # cancelled from outside (a cancel scope may swallow it)
 
         return HttpResponse(
             status=200,
             content_type=SSE_CONTENT_TYPE,
             headers=sse.headers,
             stream=body,
-            on_client_gone=sse.request_close,
+            on_client_gone=sse.discard,
         )
 
     async def websocket(

@@ -97,3 +97,39 @@ async def test_a_departed_client_stops_the_writer() -> None:
     assert [f["text"] for f in client.frames] == ["frame 0"]
     assert not await outbox.put(text(2))
     assert task.done()
+
+
+@guest_test(timeout=20)
+async def test_two_senders_waiting_for_room_both_get_it() -> None:
+    """The protocol's pump and its reader (an error answer) may both wait past the high-water
+    mark: the drain wakes both (one waiter's event must not replace the other's)."""
+    bridge = Bridge.current()
+    client = FakeClient()
+    gate = asyncio.Event()
+    plain_send = client.send
+
+    async def gated(frame: MutableMapping[str, Any]) -> None:
+        await gate.wait()
+        await plain_send(frame)
+
+    outbox = _Outbox(bridge, gated, send_timeout=5.0)
+    task = await with_writer(outbox, bridge)
+    for i in range(OUTBOX_HIGH - 1):
+        assert await outbox.put(text(i))
+    results: list[bool] = []
+
+    async def sender(i: int) -> None:
+        results.append(await outbox.put(text(i)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender, 1000)
+        nursery.start_soon(sender, 1001)
+        await trio.sleep(0.2)  # both are waiting for room now
+        bridge.call_host(gate.set)
+    assert results == [True, True]
+    assert outbox.failure is None
+    assert await outbox.put({"type": "websocket.close", "code": 1000, "reason": ""})
+    with trio.fail_after(5):
+        await outbox.finished.wait()
+    assert len(client.frames) == OUTBOX_HIGH + 2
+    assert task.done()
