@@ -28,7 +28,7 @@ from .._exceptions import (
 )
 from .._subscription import Subscription
 from .._values import JSON, Delta, Event
-from ._agui import AguiMapper, EventId, Frame, after
+from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
 from ._protocol import MAX_TEXT_BYTES
@@ -58,7 +58,6 @@ class SseStream:
         mapper: AguiMapper,
         *,
         only_run: str | None,
-        first: list[Frame],
         skip: int | None,
     ) -> None:
         self._routes = routes
@@ -66,7 +65,6 @@ class SseStream:
         self.subscription = subscription
         self._mapper = mapper
         self._only_run = only_run
-        self._first = first
         self._skip = skip
         """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
         self._scope = trio.CancelScope()
@@ -128,8 +126,6 @@ class SseStream:
     async def _pump(self, send: Send) -> None:
         sub, mapper, runtime = self.subscription, self._mapper, self._routes.deps.runtime
         user = self._claims.user
-        if self._first:
-            await send(b"".join(frame.sse() for frame in self._first))
         while True:
             try:
                 items = await sub.receive_items(256)
@@ -141,13 +137,13 @@ class SseStream:
             out: list[bytes] = []
             finished = False
             for item in items:
+                if self._only_run is not None and item.run_id != self._only_run:
+                    continue
+                run_id = mapper.needs_ids(item)
+                if run_id is not None:  # a run met after its start: its AG-UI ids, once
+                    with trio.fail_after(self._routes.deps.config.command_timeout):
+                        mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
                 if type(item) is Event:
-                    if self._only_run is not None and item.run_id != self._only_run:
-                        continue
-                    run_id = mapper.needs_ids(item)
-                    if run_id is not None:
-                        with trio.fail_after(self._routes.deps.config.command_timeout):
-                            mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
                     frames = mapper.event(item)
                     if self._skip is not None:
                         frames, self._skip = list(after(frames, self._skip)), None
@@ -156,12 +152,6 @@ class SseStream:
                             f.event["type"] in ("RUN_FINISHED", "RUN_ERROR") for f in frames
                         )
                 elif type(item) is Delta:
-                    if self._only_run is not None and item.run_id != self._only_run:
-                        continue
-                    run_id = mapper.needs_ids(item)
-                    if run_id is not None:
-                        with trio.fail_after(self._routes.deps.config.command_timeout):
-                            mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
                     frames = mapper.delta(item, time.time())
                 out.extend(frame.sse() for frame in frames)
                 if finished:
@@ -265,7 +255,7 @@ class AguiRoutes:
                 return self._refusal(user, exc)
             raise
         mapper = AguiMapper(user, live_only=False)
-        return SseStream(self, claims, subscription, mapper, only_run=run_id, first=[], skip=None)
+        return SseStream(self, claims, subscription, mapper, only_run=run_id, skip=None)
 
     # -- GET /agui/events ----------------------------------------------------------------------
 
@@ -309,7 +299,7 @@ class AguiRoutes:
                 subscription = await runtime.subscribe(user, resume_from=resume_from, deltas=True)
         except Exception as exc:
             return self._refusal(user, exc)
-        return SseStream(self, claims, subscription, mapper, only_run=None, first=[], skip=skip)
+        return SseStream(self, claims, subscription, mapper, only_run=None, skip=skip)
 
     # -- errors --------------------------------------------------------------------------------
 

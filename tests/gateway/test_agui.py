@@ -593,7 +593,6 @@ async def test_keepalive_and_frames_never_send_at_once() -> None:
         cast(Any, _Subscription()),
         AguiMapper("alice", live_only=True),
         only_run=None,
-        first=[],
         skip=None,
     )
     busy, overlaps = False, 0
