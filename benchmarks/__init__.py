@@ -3,7 +3,8 @@
 They live outside the package (not in the wheel) and import only runtime dependencies at import
 time; a scenario that needs a dev-only package (``e2e``: ``websockets``) imports it when it runs.
 
-Scenarios (one module each; see ``docs/benchmarks.md``):
+Scenarios (one module each, which holds only its scenario; what they share is in
+:mod:`benchmarks.harness`; see ``docs/benchmarks.md``):
 
 * ``throughput``: committed-and-delivered events/s through the whole runtime, 1 to 10,000 users;
 * ``store``: the group-commit writer alone vs raw ``sqlite3`` ``executemany`` of the same rows
@@ -35,15 +36,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._common import (
-    BenchError,
-    Options,
-    Progress,
-    Report,
-    filesystem_of,
-    machine_info,
-    now_iso,
-)
+from .harness.machine import filesystem_of, machine_info, now_iso
+from .harness.progress import Progress
+from .harness.report import BenchError, Options, Report
 
 __all__ = ["SCENARIOS", "main"]
 

@@ -46,68 +46,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
-import importlib.util
-import json
 import os
 import secrets
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
 import netra_actors as na
-from netra_actors.gateway import mint_token
 
-from ._common import (
-    BenchError,
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
-    child_env,
-    median_rows,
-    module_command,
-    percentile,
-    rate,
+from .harness.agents import BenchE2E, paced_input
+from .harness.clients import ClientProcesses, deal, require_websockets, user_token
+from .harness.emitter import TEXT
+from .harness.inprocess import scratch_dir
+from .harness.postgres import PgServer, PgUnavailable, scratch_database
+from .harness.processes import ServerProcess, serve_with, start_serve
+from .harness.progress import Progress
+from .harness.report import BenchError, Column, Goal, Options, Report, Row
+from .harness.stats import percentile, rate, thin
+from .harness.wsclient import (
+    MAX_SAMPLES,
+    TERMINAL,
+    ServerError,
+    frames,
+    open_all,
+    print_result,
+    read_job,
+    say_hello,
+    start_run,
+    wait_for_go,
 )
-from ._e2e import cpu_seconds
-from ._e2e_server import BenchE2E
-from ._store import PgServer, PgUnavailable
-from ._stream import ServeProcess, serve_with
-from ._throughput import TEXT
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
 
-NAME = "cluster"
 TITLE = "1 / 2 / 3 serve processes on one PostgreSQL database: delivery, takeover, activation"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LEASE_TTL = 2.0
-MAX_SAMPLES = 50_000
-TERMINAL = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
 
 
 # -- the client --------------------------------------------------------------------------------
 
 
-async def _open(url: str, token: str) -> ClientConnection:
-    import orjson
-    from websockets.asyncio.client import connect
-
-    ws = await connect(url, max_size=2**24, open_timeout=120, ping_interval=None)
-    await ws.send(json.dumps({"type": "hello", "protocol": 1, "token": token, "resume_from": 0}))
-    welcome = orjson.loads(await ws.recv())
-    if welcome.get("type") != "welcome":
-        raise RuntimeError(f"expected welcome, got {welcome}")
+async def _open(spec: dict[str, Any]) -> ClientConnection:
+    hello = {"token": spec["token"], "resume_from": 0}
+    ws, _welcome = await say_hello(spec["url"], hello, open_timeout=120)
     return ws
 
 
@@ -120,43 +107,32 @@ async def _events(
     counts: list[int],
 ) -> bool:
     """Read events until the user's run ended (True) or the socket closed (False)."""
-    import orjson
-
     expect = 1
-    async for raw in ws:
-        now = time.time()
-        msg = orjson.loads(raw)
-        kind = msg["type"]
-        if kind == "event":
-            events = (msg,)
-        elif kind == "batch":
-            events = msg["events"]
-        elif kind == "error":
-            errors.append(f"server error: {msg}")
-            return False
-        else:
-            continue
-        done = False
-        for ev in events:
-            seq = ev["seq"]
-            counts[0] += 1
-            if seq < expect:
-                errors.append(f"duplicate seq {seq}")
-                continue
-            if seq > expect:
-                errors.append(f"gap: seq {seq}, expected {expect}")
-            expect = seq + 1
-            counts[1] += 1
-            name = ev["event"]
-            digest.update(f"{seq}:{name};".encode())
-            if name == "bench_tick":
-                lags.append(now - ev["ts"])
-            elif name == "run_rolled_back" or name == "run_state":
-                marks.append([seq, name, now, ev["data"].get("state")])
-                if name == "run_state" and ev["data"]["state"] in TERMINAL:
-                    done = True
-        if done:
-            return True
+    try:
+        async for now, _msg, events in frames(ws):
+            done = False
+            for ev in events:
+                seq = ev["seq"]
+                counts[0] += 1
+                if seq < expect:
+                    errors.append(f"duplicate seq {seq}")
+                    continue
+                if seq > expect:
+                    errors.append(f"gap: seq {seq}, expected {expect}")
+                expect = seq + 1
+                counts[1] += 1
+                name = ev["event"]
+                digest.update(f"{seq}:{name};".encode())
+                if name == "bench_tick":
+                    lags.append(now - ev["ts"])
+                elif name == "run_rolled_back" or name == "run_state":
+                    marks.append([seq, name, now, ev["data"].get("state")])
+                    if name == "run_state" and ev["data"]["state"] in TERMINAL:
+                        done = True
+            if done:
+                return True
+    except ServerError as exc:
+        errors.append(str(exc))
     return False
 
 
@@ -165,8 +141,7 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
     from websockets.exceptions import ConnectionClosed
 
     if spec["starts"]:
-        start = {"type": "start_run", "id": "b", "agent": "bench_e2e", "input": job["input"]}
-        await ws.send(json.dumps(start))
+        await start_run(ws, "bench_e2e", job["input"])
     digest = hashlib.sha1()
     counts = [0, 0]  # events received, distinct seqs
     errors: list[str] = []
@@ -184,10 +159,7 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
         if not job.get("tolerate_close"):
             errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
     count, distinct = counts
-    if len(lags) > MAX_SAMPLES // max(1, job["sockets_total"]):
-        keep = max(1, MAX_SAMPLES // job["sockets_total"])
-        step = len(lags) / keep
-        lags = [lags[int(i * step)] for i in range(keep)]
+    lags = thin(lags, max(1, MAX_SAMPLES // max(1, job["sockets_total"])))
     return {
         "user": spec["user"],
         "node": spec["node"],
@@ -203,30 +175,22 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
 
 
 async def _client_main() -> None:
-    job = json.loads(sys.stdin.readline())
+    job = read_job()
     specs = job["sockets"]
     job["sockets_total"] = len(specs)
-    limit = asyncio.Semaphore(64)
-
-    async def one(spec: dict[str, Any]) -> ClientConnection:
-        async with limit:
-            return await _open(spec["url"], spec["token"])
-
     # The node-1 sockets first: node 1 activates the users and takes their leases.
     firsts = [s for s in specs if s["node"] == 0]
     rest = [s for s in specs if s["node"] != 0]
-    sockets = await asyncio.gather(*(one(s) for s in firsts))
-    sockets += await asyncio.gather(*(one(s) for s in rest))
+    sockets = await open_all(firsts, _open)
+    sockets += await open_all(rest, _open)
     ordered = firsts + rest
-    print("ready", flush=True)
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    if line.strip() != "go":
+    if not await wait_for_go():
         return
     start = time.time()
     results = await asyncio.gather(
         *(_read(ws, spec, job) for ws, spec in zip(sockets, ordered, strict=True))
     )
-    print(json.dumps({"start": start, "sockets": results}), flush=True)
+    print_result({"start": start, "sockets": results})
 
 
 # -- the database --------------------------------------------------------------------------------
@@ -272,8 +236,8 @@ class Cluster:
 
     def __init__(self, url: str, nodes: int, tmp: str) -> None:
         self.secret = secrets.token_urlsafe(24)
-        self.servers: list[ServeProcess] = []
-        self._logs = []
+        self.servers: list[ServerProcess] = []
+        self._logs: list[IO[str]] = []
         try:
             for k in range(nodes):
                 log = open(os.path.join(tmp, f"node{k + 1}.log"), "w")  # noqa: SIM115
@@ -291,97 +255,53 @@ class Cluster:
                     "--shutdown-timeout=2",
                     "--log-level=warning",
                 ]
-                self.servers.append(ServeProcess("benchmarks._cluster", args, log))
+                self.servers.append(start_serve("benchmarks._cluster", args, log))
         except BaseException:
             self.stop()
             raise
 
-    def token(self, user: str) -> str:
-        return mint_token(self.secret.encode(), user, 3600.0, now=time.time())
+    def alive(self) -> list[ServerProcess]:
+        return [s for s in self.servers if s.alive]
 
-    def alive(self) -> list[ServeProcess]:
-        return [s for s in self.servers if s.proc.poll() is None]
-
-    def log_tail(self) -> str:
-        return " | ".join(s.log_tail()[-300:] for s in self.servers)
+    def clients(
+        self, users: list[str], run_input: dict[str, Any], clients: int, tolerate: bool
+    ) -> ClientProcesses:
+        """Client processes with one socket per user per node, connected (``ready``)."""
+        jobs = [
+            {
+                "sockets": [
+                    {
+                        "url": server.url,
+                        "token": user_token(self.secret, user),
+                        "user": user,
+                        "node": k,
+                        "starts": k == 0,
+                    }
+                    for user in chunk
+                    for k, server in enumerate(self.servers)
+                ],
+                "input": run_input,
+                "tolerate_close": tolerate,
+            }
+            for chunk in deal(users, clients)
+        ]
+        fleet = ClientProcesses.of(
+            "benchmarks._cluster", "client", jobs=jobs, what="a cluster client"
+        )
+        try:
+            fleet.wait_ready()
+        except BaseException:
+            fleet.close()
+            raise
+        return fleet
 
     def stop(self) -> None:
         for server in self.servers:
-            if server.proc.poll() is None:
-                server.proc.terminate()  # SIGTERM: drains
+            server.signal_stop()  # SIGTERM: drains
         for server in self.servers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.proc.wait(timeout=30)
-            server.kill()  # (only if it did not exit)
+            server.wait_stopped(30)
         for log in self._logs:
             log.close()
-
-
-def _start_clients(
-    cluster: Cluster, users: list[str], run_input: dict[str, Any], clients: int, tolerate: bool
-) -> list[subprocess.Popen[str]]:
-    n = max(1, min(clients, len(users)))
-    procs = []
-    for i in range(n):
-        specs = [
-            {
-                "url": server.url,
-                "token": cluster.token(user),
-                "user": user,
-                "node": k,
-                "starts": k == 0,
-            }
-            for user in users[i::n]
-            for k, server in enumerate(cluster.servers)
-        ]
-        proc = subprocess.Popen(
-            module_command("benchmarks._cluster", "client"),
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdin is not None
-        job = {"sockets": specs, "input": run_input, "tolerate_close": tolerate}
-        proc.stdin.write(json.dumps(job) + "\n")
-        proc.stdin.flush()
-        procs.append(proc)
-    for proc in procs:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            _, err = proc.communicate(timeout=30)
-            for other in procs:
-                if other.poll() is None:
-                    other.kill()
-                    other.communicate()
-            raise BenchError(f"a cluster client could not connect: {err[-2000:]}")
-    return procs
-
-
-def _go(procs: list[subprocess.Popen[str]]) -> float:
-    t0 = time.time()
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    return t0
-
-
-def _collect(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str, Any]]:
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            if proc.returncode != 0 or not out.strip():
-                raise BenchError(f"a cluster client failed ({proc.returncode}): {err[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return results
 
 
 def _verify(
@@ -419,12 +339,12 @@ def load_phase(
 ) -> Row:
     """Max or paced load: ``users`` users, one socket per node each, one run each."""
     names = [f"{prefix}{i:05d}" for i in range(users)]
-    procs = _start_clients(cluster, names, run_input, clients, tolerate=False)
-    cpu0 = [cpu_seconds(s.proc.pid) for s in cluster.servers]
-    t0 = _go(procs)
-    results = _collect(procs, 900)
-    wall = time.time() - t0
-    cpu = [cpu_seconds(s.proc.pid) - c for s, c in zip(cluster.servers, cpu0, strict=True)]
+    with cluster.clients(names, run_input, clients, tolerate=False) as fleet:
+        cpu0 = [s.cpu() for s in cluster.servers]
+        t0 = fleet.go()
+        results = fleet.results(900)
+        wall = time.time() - t0
+        cpu = [s.cpu() - c for s, c in zip(cluster.servers, cpu0, strict=True)]
     sockets = [s for r in results for s in r["sockets"]]
     store, lost, duplicated = _verify(dsn, prefix, sockets, skip_closed=False)
     committed = sum(c for c, _d, _s in store.values())
@@ -459,13 +379,13 @@ def takeover_phase(cluster: Cluster, dsn: str, prefix: str, users: int, clients:
     """Users owned by node 1 with live paced runs; kill -9 of node 1; the takeover time."""
     names = [f"{prefix}{i:05d}" for i in range(users)]
     run_input = {"events": 1_000_000, "every": 1, "interval": 0.05, "text": "x"}
-    procs = _start_clients(cluster, names, run_input, clients, tolerate=True)
-    _go(procs)
-    time.sleep(1.5)  # the runs are live and streaming to every node
-    owner = cluster.servers[0]
-    killed_at = time.time()
-    owner.kill()
-    results = _collect(procs, 120)
+    with cluster.clients(names, run_input, clients, tolerate=True) as fleet:
+        fleet.go()
+        time.sleep(1.5)  # the runs are live and streaming to every node
+        owner = cluster.servers[0]
+        killed_at = time.time()
+        owner.kill()
+        results = fleet.results(120)
     sockets = [s for r in results for s in r["sockets"]]
     survivors = [s for s in sockets if s["node"] != 0]
     store, lost, duplicated = _verify(dsn, prefix, survivors, skip_closed=False)
@@ -615,76 +535,50 @@ def run_once(
     server: PgServer, options: Options, progress: Progress, repeat: int
 ) -> tuple[list[Row], Any]:
     sizes = _sizes(options)
-    clients: int = options.extra.get("clients") or 2
+    clients = options.clients
     users: int = sizes["users"]
     every: int = sizes["every"]
     events: int = sizes["events"] or (max(50, 2_000 // users) if options.quick else 20_000 // users)
     events = max(every, events // every * every)
     rows: list[Row] = []
-    name = f"netra_bc_{secrets.token_hex(6)}"
-    server.create(name)
-    try:
+    with scratch_database(server, "netra_bc_") as name, scratch_dir(options.directory) as tmp:
         url, dsn = server.sa_url(name), server.dsn(name)
-        with tempfile.TemporaryDirectory(
-            prefix="netra-bench-", dir=options.extra.get("dir")
-        ) as tmp:
-            counts = sizes["node_counts"]
-            for n in counts:
-                progress.step(f"cluster: {n} node(s), max load, {users} users, run {repeat}")
-                cluster = Cluster(url, n, tmp)
-                try:
-                    row = load_phase(
-                        cluster,
-                        dsn,
-                        f"r{repeat}n{n}max-",
-                        users,
-                        {"events": events, "every": every, "text": TEXT},
-                        clients,
+        counts = sizes["node_counts"]
+        for n in counts:
+            progress.step(f"cluster: {n} node(s), max load, {users} users, run {repeat}")
+            cluster = Cluster(url, n, tmp)
+            try:
+                full = {"events": events, "every": every, "text": TEXT}
+                row = load_phase(cluster, dsn, f"r{repeat}n{n}max-", users, full, clients)
+                row.update(case=f"max load, {n} node(s)", phase="max load")
+                rows.append(row)
+                target = row["events_per_s"] / 2
+                paced = paced_input(target, users, every, sizes["half_seconds"], TEXT)
+                progress.step(f"cluster: {n} node(s), half of max load ({target:,.0f} ev/s)")
+                row = load_phase(cluster, dsn, f"r{repeat}n{n}half-", users, paced, clients)
+                row.update(
+                    case=f"half of max load, {n} node(s)",
+                    phase="half of max load",
+                    offered_per_s=target,
+                )
+                rows.append(row)
+                if n == max(counts) and n >= 2:
+                    progress.step(f"cluster: {n} nodes, kill -9 of node 1 (takeover)")
+                    row = takeover_phase(
+                        cluster, dsn, f"r{repeat}kill-", sizes["takeover_users"], clients
                     )
-                    row.update(case=f"max load, {n} node(s)", phase="max load")
+                    row.update(case=f"takeover after kill -9, {n} nodes", phase="takeover")
                     rows.append(row)
-                    target = row["events_per_s"] / 2
-                    per_user = target / users
-                    interval = every / per_user
-                    paced = max(every, int(per_user * sizes["half_seconds"]) // every * every)
-                    progress.step(f"cluster: {n} node(s), half of max load ({target:,.0f} ev/s)")
-                    row = load_phase(
-                        cluster,
-                        dsn,
-                        f"r{repeat}n{n}half-",
-                        users,
-                        {"events": paced, "every": every, "interval": interval, "text": TEXT},
-                        clients,
-                    )
-                    row.update(
-                        case=f"half of max load, {n} node(s)",
-                        phase="half of max load",
-                        offered_per_s=target,
-                    )
-                    rows.append(row)
-                    if n == max(counts) and n >= 2:
-                        progress.step(f"cluster: {n} nodes, kill -9 of node 1 (takeover)")
-                        row = takeover_phase(
-                            cluster, dsn, f"r{repeat}kill-", sizes["takeover_users"], clients
-                        )
-                        row.update(case=f"takeover after kill -9, {n} nodes", phase="takeover")
-                        rows.append(row)
-                finally:
-                    cluster.stop()
-    finally:
-        server.drop(name)
+            finally:
+                cluster.stop()
     progress.step(f"cluster: in process, bulk activation of {sizes['large']:,} users, idle")
-    name = f"netra_bc_{secrets.token_hex(6)}"
-    server.create(name)
-    try:
+    with scratch_database(server, "netra_bc_") as name:
         measured = na.run(
             _in_process, server.sa_url(name), sizes["small"], sizes["large"], sizes["window"]
         )
         if measured is None:
             raise BenchError("the in-process runtime returned nothing")
         activation, idle, seen = measured
-    finally:
-        server.drop(name)
     rows += [activation, idle]
     for row in rows:  # every column in every row ("-" where a phase does not measure it)
         for column in COLUMNS:
@@ -720,119 +614,97 @@ def _goals(rows: list[Row]) -> list[Goal]:
     checked = [r for r in rows if r.get("lost") is not None]
     faults = sum(r["lost"] + r["duplicated"] for r in checked) if checked else None
     return [
-        Goal(
-            text=f"cross-node delivery lag p50 <= 5 ms at half of max load{at}",
-            measured=top["lag_p50_ms"] if top else None,
-            target=5,
-            higher_is_better=False,
-            unit=" ms",
+        Goal.at_most(
+            f"cross-node delivery lag p50 <= 5 ms at half of max load{at}",
+            top["lag_p50_ms"] if top else None,
+            5,
+            " ms",
         ),
-        Goal(
-            text=f"cross-node delivery lag p99 <= 50 ms at half of max load{at}",
-            measured=top["lag_p99_ms"] if top else None,
-            target=50,
-            higher_is_better=False,
-            unit=" ms",
+        Goal.at_most(
+            f"cross-node delivery lag p99 <= 50 ms at half of max load{at}",
+            top["lag_p99_ms"] if top else None,
+            50,
+            " ms",
         ),
-        Goal(
-            text=f"takeover after kill -9 <= TTL + 1 s (TTL {LEASE_TTL:g} s; slowest user)",
-            measured=takeover["takeover_max_s"] if takeover else None,
-            target=LEASE_TTL + 1,
-            higher_is_better=False,
-            unit=" s",
+        Goal.at_most(
+            f"takeover after kill -9 <= TTL + 1 s (TTL {LEASE_TTL:g} s; slowest user)",
+            takeover["takeover_max_s"] if takeover else None,
+            LEASE_TTL + 1,
+            " s",
         ),
-        Goal(
-            text="bulk activation with leases >= 20,000 users/s (in process, one node)",
-            measured=activation["users_per_s"] if activation else None,
-            target=20_000,
-            unit=" users/s",
+        Goal.at_least(
+            "bulk activation with leases >= 20,000 users/s (in process, one node)",
+            activation["users_per_s"] if activation else None,
+            20_000,
+            " users/s",
         ),
-        Goal(
-            text="0 lost, 0 duplicated events on every socket (vs netra_events); count <= 0",
-            measured=None if faults is None else faults + 0.0,
-            target=0,
-            higher_is_better=False,
+        Goal.at_most(
+            "0 lost, 0 duplicated events on every socket (vs netra_events); count <= 0",
+            None if faults is None else faults + 0.0,
+            0,
         ),
-        Goal(
-            text="idle owned users cost no per-user statements: extra statements/s per owned "
+        Goal.at_most(
+            "idle owned users cost no per-user statements: extra statements/s per owned "
             "user <= 0.001 (i.e. < 1 per user per 1,000 s)",
-            measured=max(0.0, idle["statements_per_user_s"]) if idle else None,
-            target=0.001,
-            higher_is_better=False,
-            unit=" stmts/s/user",
+            max(0.0, idle["statements_per_user_s"]) if idle else None,
+            0.001,
+            " stmts/s/user",
         ),
     ]
 
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
-    if importlib.util.find_spec("websockets") is None:
-        raise BenchError(
-            "cluster needs the websockets package (a dev extra): pip install -e '.[dev]' or ./run"
-        )
+    require_websockets(options.scenario)
     try:
         server = PgServer.connect(options.extra.get("db") or PG_URL)
     except PgUnavailable as exc:
-        return Report(
-            scenario=NAME,
-            title=TITLE,
-            options=options,
-            columns=COLUMNS,
-            rows=[],
-            runs=[],
-            goals=_goals([]),
-            skipped=f"{exc}; start PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)",
-        )
+        why = f"{exc}; start PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)"
+        return Report.skip(TITLE, options, COLUMNS, _goals([]), why)
     runs: list[list[Row]] = []
     seen: Any = {}
     for i in range(options.repeat):
         rows, seen = run_once(server, options, progress, i + 1)
         runs.append(rows)
-    rows = median_rows(runs, "case")
+    report = Report.of(TITLE, options, COLUMNS, runs, "case")
+    rows = report.rows
+    report.goals = _goals(rows)
     sizes = _sizes(options)
     idle = next(r for r in rows if r["phase"] == "idle")
     activation_row = next(r for r in rows if r["phase"] == "bulk activation")
     top = ", ".join(f"{n}x {sql}" for sql, n in sorted(seen.items(), key=lambda x: -x[1])[:6])
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=_goals(rows),
-        notes=[
-            f"PostgreSQL {server.version} at {server.where()}; a fresh database netra_bc_<random> "
-            "per repeat (and one for the in-process part), dropped afterwards",
-            "servers: netra-actors serve (the CLI itself) with the bench_e2e agent, same --secret, "
-            f"--lease-ttl {LEASE_TTL:g}, one process per node; clients: "
-            f"{options.extra.get('clients') or 2} processes (websockets), one socket per user per "
-            "node; the owner (node 1) is the node whose socket said hello first",
-            "the machine has 2 shared cores for every server, the clients and PostgreSQL: events/s "
-            "per node count shows the overhead of more nodes (every event is read from the store "
-            "by every follower node), not scaling",
-            "cross-node lag = receive on a non-owner node's socket - the event's ts (owner's clock "
-            "when the unit went to the group commit; same machine): includes the commit, NOTIFY, "
-            "the follower's read of the store and the gateway; owner p99 = the same on node 1",
-            "takeover = kill -9 of node 1 -> first run_rolled_back of the new owner on a surviving "
-            "socket, slowest of the users (median in the JSON); the lease expires 2/3 TTL .. TTL "
-            "after the kill (renewed every TTL/3), followers check expired leases every 0.5 s",
-            "bulk activation and idle statements are measured in process "
-            "(netra_actors.open_runtime on the PostgreSQL URL): a WebSocket handshake per user "
-            "through one gateway cannot offer 20,000 users/s on this machine; first command = "
-            "runtime.subscribe (a socket's hello)",
-            f"bulk activation, where the time goes ({sizes['large']:,} fresh users each): "
-            f"subscribe {activation_row['users_per_s']:,.0f} users/s, get_runs "
-            f"{activation_row['get_runs_users_per_s']:,.0f} users/s, leases alone (store.acquire, "
-            f"batched into group commits) {activation_row['leases_alone_per_s']:,.0f}/s",
-            f"idle: statements counted with store.statement_hook over {sizes['window']:g} s, "
-            f"{idle['statements_small_per_s']:.1f}/s with {idle['small_users']} owned idle users, "
-            f"{idle['statements_per_s']:.1f}/s with {idle['users']:,}; last run's statements: "
-            + (top or "none"),
-            "verified: every socket's whole stream (resume_from 0) equals netra_events (seq and "
-            "event, in order); every run completed (takeover: ended dead with one rollback)",
-        ],
-    )
+    report.notes = [
+        f"PostgreSQL {server.version} at {server.where()}; a fresh database netra_bc_<random> "
+        "per repeat (and one for the in-process part), dropped afterwards",
+        "servers: netra-actors serve (the CLI itself) with the bench_e2e agent, same --secret, "
+        f"--lease-ttl {LEASE_TTL:g}, one process per node; clients: "
+        f"{options.clients} processes (websockets), one socket per user per "
+        "node; the owner (node 1) is the node whose socket said hello first",
+        "the machine has 2 shared cores for every server, the clients and PostgreSQL: events/s "
+        "per node count shows the overhead of more nodes (every event is read from the store "
+        "by every follower node), not scaling",
+        "cross-node lag = receive on a non-owner node's socket - the event's ts (owner's clock "
+        "when the unit went to the group commit; same machine): includes the commit, NOTIFY, "
+        "the follower's read of the store and the gateway; owner p99 = the same on node 1",
+        "takeover = kill -9 of node 1 -> first run_rolled_back of the new owner on a surviving "
+        "socket, slowest of the users (median in the JSON); the lease expires 2/3 TTL .. TTL "
+        "after the kill (renewed every TTL/3), followers check expired leases every 0.5 s",
+        "bulk activation and idle statements are measured in process "
+        "(netra_actors.open_runtime on the PostgreSQL URL): a WebSocket handshake per user "
+        "through one gateway cannot offer 20,000 users/s on this machine; first command = "
+        "runtime.subscribe (a socket's hello)",
+        f"bulk activation, where the time goes ({sizes['large']:,} fresh users each): "
+        f"subscribe {activation_row['users_per_s']:,.0f} users/s, get_runs "
+        f"{activation_row['get_runs_users_per_s']:,.0f} users/s, leases alone (store.acquire, "
+        f"batched into group commits) {activation_row['leases_alone_per_s']:,.0f}/s",
+        f"idle: statements counted with store.statement_hook over {sizes['window']:g} s, "
+        f"{idle['statements_small_per_s']:.1f}/s with {idle['small_users']} owned idle users, "
+        f"{idle['statements_per_s']:.1f}/s with {idle['users']:,}; last run's statements: "
+        + (top or "none"),
+        "verified: every socket's whole stream (resume_from 0) equals netra_events (seq and "
+        "event, in order); every run completed (takeover: ended dead with one rollback)",
+    ]
+    return report
 
 
 # -- entry points of the child processes ---------------------------------------------------------

@@ -33,58 +33,32 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import secrets
 import signal
-import socket
-import sqlite3
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
 from typing import IO, Any
 
 import attrs
 
-from netra_actors.gateway import mint_token
-
-from ._common import (
-    ROOT,
-    BenchError,
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
+from ._e2e_asgi import DB_ENV, SECRET_ENV
+from .harness.agents import paced_input
+from .harness.clients import ClientProcesses, deal, require_websockets, user_token
+from .harness.emitter import TEXT
+from .harness.inprocess import scratch_dir, sqlite_counts
+from .harness.processes import (
+    ServerProcess,
     child_env,
-    median_rows,
     module_command,
-    percentile,
-    rate,
+    start_announced,
+    start_polled,
 )
-from ._throughput import TEXT, users_list
+from .harness.progress import Progress, alternate
+from .harness.report import BenchError, Column, Goal, Options, Report, Row
+from .harness.stats import latency_ms, rate, ratio
 
-NAME = "e2e"
 TITLE = "events over loopback WebSockets to websockets clients in separate processes"
-RUNTIME_EVENTS_PER_RUN = 7
-
-
-def _clock_ticks() -> int:
-    return os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/PID/stat``)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _clock_ticks()
-
 
 GATEWAY = "gateway"
 ASGI = "asgi"
@@ -93,155 +67,60 @@ SERVERS = (GATEWAY, ASGI)
 
 
 class Server:
-    """An e2e server as a subprocess: the trio gateway (:mod:`._e2e_server`)."""
+    """An e2e server of ``kind`` as a subprocess, on its SQLite file, with its token secret:
+    the trio gateway (:mod:`._e2e_server`), or uvicorn serving :mod:`._e2e_asgi` (NetraApp
+    mounted in FastAPI) on a port picked here, ready once ``/healthz`` answers."""
 
-    kind = GATEWAY
-
-    def __init__(self, db: str, log: IO[str]) -> None:
-        self.secret = secrets.token_urlsafe(24)
+    def __init__(self, kind: str, db: str, log: IO[str], loop: str, ws: str) -> None:
+        self.kind = kind
         self.db = db
-        self._log = log
-        self.proc = self._start()
-
-    def _start(self) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            module_command("benchmarks._e2e_server", "--db", self.db, "--secret", self.secret),
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        self.proc = proc
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.stop()
-            raise BenchError(f"the e2e server did not start: {line!r} {self.log_tail()}")
-        self.url = f"ws://127.0.0.1:{int(line.split()[1])}/ws"
-        return proc
-
-    def token(self, user: str) -> str:
-        return mint_token(self.secret.encode(), user, 3600.0, now=time.time())
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def log_tail(self) -> str:
-        try:
-            self._log.flush()
-            with open(self._log.name) as f:
-                return f.read()[-2000:]
-        except (OSError, AttributeError):
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class AsgiServer(Server):
-    """uvicorn serving :mod:`._e2e_asgi` (NetraApp mounted in FastAPI) as a subprocess.
-
-    The port is picked here and passed on; the server is ready once ``/healthz`` answers.
-    """
-
-    kind = ASGI
-
-    def __init__(
-        self, db: str, log: IO[str], loop: str = "uvloop", ws: str = "websockets-sansio"
-    ) -> None:
-        self.loop = loop
-        self.ws = ws
-        super().__init__(db, log)
-
-    def command(self, port: int) -> list[str]:
-        return module_command(
-            "uvicorn",
-            "--factory",
-            "benchmarks._e2e_asgi:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            self.loop,
-            "--ws",
-            self.ws,
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        )
-
-    def _start(self) -> subprocess.Popen[str]:
-        from ._e2e_asgi import DB_ENV, SECRET_ENV
-
-        env = child_env()
-        env.update({DB_ENV: self.db, SECRET_ENV: self.secret, "PYTHONUNBUFFERED": "1"})
-        for _attempt in range(3):  # the port is free when picked; someone may take it meanwhile
-            port = free_port()
-            proc = subprocess.Popen(
-                self.command(port),
+        self.secret = secrets.token_urlsafe(24)
+        self.process: ServerProcess
+        if kind == ASGI:
+            env = child_env()
+            env.update({DB_ENV: db, SECRET_ENV: self.secret, "PYTHONUNBUFFERED": "1"})
+            self.process = start_polled(
+                lambda port: uvicorn_command(port, loop, ws),
+                log,
+                "the e2e ASGI server (uvicorn)",
                 env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=self._log,
-                text=True,
-                cwd=ROOT,
             )
-            self.proc = proc
-            if self._wait_healthy(port):
-                self.url = f"ws://127.0.0.1:{port}/ws"
-                return proc
-            if proc.poll() is None:
-                self.stop()
-                break
-        raise BenchError(f"the e2e ASGI server (uvicorn) did not start: {self.log_tail()}")
-
-    def _wait_healthy(self, port: int, timeout: float = 60.0) -> bool:
-        """True once ``GET /healthz`` answers 200; False if uvicorn exits or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    if r.status == 200:
-                        return True
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        return False
+        else:
+            command = module_command("benchmarks._e2e_server", "--db", db, "--secret", self.secret)
+            self.process = start_announced(
+                command,
+                log,
+                r"^PORT (\d+)",
+                "the e2e server",
+                stop_signal=signal.SIGINT,
+                stop_timeout=20,
+            )
 
 
-def start_server(kind: str, db: str, log: IO[str], loop: str, ws: str) -> Server:
-    """The e2e server of ``kind`` (gateway or asgi), started and ready."""
-    if kind == ASGI:
-        return AsgiServer(db, log, loop, ws)
-    return Server(db, log)
+def uvicorn_command(port: int, loop: str, ws: str) -> list[str]:
+    """uvicorn serving :func:`._e2e_asgi.create_app` on ``port``."""
+    return module_command(
+        "uvicorn",
+        "--factory",
+        "benchmarks._e2e_asgi:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        loop,
+        "--ws",
+        ws,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    )
 
 
 def _committed(db: str, prefix: str) -> int:
-    with sqlite3.connect(db, timeout=30) as conn:
-        n = conn.execute(
-            "SELECT COUNT(*) FROM netra_events WHERE user_id LIKE ?", (prefix + "%",)
-        ).fetchone()[0]
-    conn.close()
-    return int(n)
+    sql = "SELECT COUNT(*) FROM netra_events WHERE user_id LIKE ?"
+    (n,) = sqlite_counts(db, sql, prefix + "%")
+    return n
 
 
 def run_phase(
@@ -254,49 +133,18 @@ def run_phase(
 ) -> Row:
     """One phase: ``sockets`` users, one socket and one run each, over ``clients`` processes."""
     users = [f"{prefix}{i:05d}" for i in range(sockets)]
-    tokens = [server.token(u) for u in users]
-    n = max(1, min(clients, sockets))
-    chunks = [tokens[i::n] for i in range(n)]
-    procs = []
-    for chunk in chunks:
-        proc = subprocess.Popen(
-            module_command("benchmarks._e2e_client"),
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"url": server.url, "tokens": chunk, "input": run_input}))
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        procs.append(proc)
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                _, err = proc.communicate(timeout=30)
-                raise BenchError(f"an e2e client could not connect: {err[-2000:]}")
-        cpu0 = server.cpu()
-        t0 = time.time()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=600)
-            if proc.returncode != 0 or not out.strip():
-                raise BenchError(f"an e2e client failed ({proc.returncode}): {err[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
+    tokens = [user_token(server.secret, u) for u in users]
+    jobs = [
+        {"url": server.process.url, "tokens": chunk, "input": run_input}
+        for chunk in deal(tokens, clients)
+    ]
+    with ClientProcesses.of("benchmarks._e2e_client", jobs=jobs, what="an e2e client") as fleet:
+        fleet.wait_ready()
+        cpu0 = server.process.cpu()
+        t0 = fleet.go()
+        results = fleet.results(600)
         wall = time.time() - t0
-        cpu = server.cpu() - cpu0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        cpu = server.process.cpu() - cpu0
     progress.done()
     delivered = sum(r["events"] for r in results)
     errors = [e for r in results for e in r["errors"]]
@@ -305,7 +153,7 @@ def run_phase(
     if errors or completed != sockets or delivered != committed:
         raise BenchError(
             f"e2e {prefix}: delivered {delivered}, committed {committed}, runs completed "
-            f"{completed} of {sockets}; errors: {errors[:3]} {server.log_tail()[-500:]}"
+            f"{completed} of {sockets}; errors: {errors[:3]} {server.process.log_tail()[-500:]}"
         )
     latencies = [x for r in results for x in r["latencies"]]
     start = min(r["start"] for r in results)
@@ -313,13 +161,12 @@ def run_phase(
     seconds = end - start
     return {
         "sockets": sockets,
-        "clients": n,
+        "clients": len(jobs),
         "events": delivered,
         "committed": committed,
         "seconds": seconds,
         "events_per_s": rate(delivered, seconds),
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
+        **latency_ms(latencies),
         "server_cpu": cpu / wall if wall > 0 else 0.0,
         "cpu_us_per_event": cpu / delivered * 1e6 if delivered else 0.0,
         "verified": True,
@@ -334,40 +181,30 @@ def events_per_run(sockets: int, quick: bool) -> int:
 
 
 def run_once(
-    kinds: tuple[str, ...],
-    socket_counts: list[int],
-    every: int,
-    clients: int,
-    quick: bool,
-    fixed_events: int | None,
-    progress: Progress,
-    directory: str | None,
-    repeat: int,
-    loop: str = "uvloop",
-    ws: str = "websockets-sansio",
+    kinds: Sequence[str], options: Options, progress: Progress, repeat: int, loop: str, ws: str
 ) -> dict[str, list[Row]]:
     """One repeat: the max-load phases, then half load, then one idle user, on every server of
     ``kinds`` (each phase on each server in turn, in that order; all of them run meanwhile).
 
     Half load is at the best max-load socket count of the server, paced to half its rate; with
     two servers, both get the gateway's (the same load, so that their latencies compare)."""
+    every, clients, quick = options.every, options.clients, options.quick
+    socket_counts = options.users([1, 10, 100, 1000], [1, 20])
     rows: dict[str, list[Row]] = {kind: [] for kind in kinds}
     with contextlib.ExitStack() as stack:
         servers: dict[str, Server] = {}
         for kind in kinds:
-            tmp = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix=f"netra-bench-{kind}-", dir=directory)
-            )
+            tmp = stack.enter_context(scratch_dir(options.directory))
             log = stack.enter_context(open(os.path.join(tmp, "server.log"), "w"))
             progress.step(f"e2e {kind}: starting the server, run {repeat}")
-            servers[kind] = start_server(kind, os.path.join(tmp, "e2e.db"), log, loop, ws)
-            stack.callback(servers[kind].stop)
+            servers[kind] = Server(kind, os.path.join(tmp, "e2e.db"), log, loop, ws)
+            stack.callback(servers[kind].process.stop)
 
         def phase(kind: str, prefix: str, sockets: int, run_input: dict[str, Any]) -> Row:
             return run_phase(servers[kind], prefix, sockets, run_input, clients, progress)
 
         for s in socket_counts:
-            events = fixed_events or events_per_run(s, quick)
+            events = options.events or events_per_run(s, quick)
             for kind in kinds:
                 progress.step(f"e2e {kind} max load, {s} socket(s), run {repeat}")
                 row = phase(kind, f"max{s}-", s, {"events": events, "every": every, "text": TEXT})
@@ -378,17 +215,9 @@ def run_once(
             best = bests[GATEWAY if len(kinds) > 1 else kind]
             s = best["sockets"]
             target = best["events_per_s"] / 2
-            per_user = target / s
-            duration = 1.0 if quick else 5.0
-            interval = every / per_user
-            events = max(every, int(per_user * duration) // every * every)
+            paced = paced_input(target, s, every, 1.0 if quick else 5.0, TEXT)
             progress.step(f"e2e {kind} half of max load ({target:,.0f} events/s over {s} sockets)")
-            row = phase(
-                kind,
-                "half-",
-                s,
-                {"events": events, "every": every, "interval": interval, "text": TEXT},
-            )
+            row = phase(kind, "half-", s, paced)
             row.update(mode="half of max load", case="half of max load", offered_per_s=target)
             rows[kind].append(row)
         idle_events = 50 if quick else 250
@@ -415,12 +244,6 @@ def run_once(
 RATIO_KEYS = ("events_per_s", "p50_ms", "p99_ms", "server_cpu", "cpu_us_per_event")
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
 def ratio_row(asgi: Row, gateway: Row, mode: str, case: str) -> Row:
     """An *asgi/gateway* row: every figure of ``RATIO_KEYS`` as asgi / gateway."""
     row: Row = {
@@ -433,7 +256,7 @@ def ratio_row(asgi: Row, gateway: Row, mode: str, case: str) -> Row:
         "verified": bool(asgi["verified"] and gateway["verified"]),
     }
     for key in RATIO_KEYS:
-        row[key] = _ratio(asgi.get(key), gateway.get(key))
+        row[key] = ratio(asgi.get(key), gateway.get(key))
     return row
 
 
@@ -498,32 +321,16 @@ def _server_goals(rows: list[Row], kind: str, labelled: bool) -> list[Goal]:
     idle = next((r for r in mine if r["mode"] == "one idle user"), None)
     tag = f" ({kind})" if labelled else ""
     return [
-        Goal(
-            text=f">= 50,000 events/s delivered (best socket count){tag}",
-            measured=max_rate,
-            target=50_000,
-            unit=" events/s",
+        Goal.at_least(
+            f">= 50,000 events/s delivered (best socket count){tag}", max_rate, 50_000, " events/s"
         ),
-        Goal(
-            text=f"one idle user p50 <= 1 ms{tag}",
-            measured=idle["p50_ms"] if idle else None,
-            target=1,
-            higher_is_better=False,
-            unit=" ms",
-        ),
-        Goal(
-            text=f"one idle user p99 <= 5 ms{tag}",
-            measured=idle["p99_ms"] if idle else None,
-            target=5,
-            higher_is_better=False,
-            unit=" ms",
-        ),
-        Goal(
-            text=f"p99 emit->client <= 20 ms at half of the maximum load{tag}",
-            measured=half["p99_ms"] if half else None,
-            target=20,
-            higher_is_better=False,
-            unit=" ms",
+        Goal.at_most(f"one idle user p50 <= 1 ms{tag}", idle["p50_ms"] if idle else None, 1, " ms"),
+        Goal.at_most(f"one idle user p99 <= 5 ms{tag}", idle["p99_ms"] if idle else None, 5, " ms"),
+        Goal.at_most(
+            f"p99 emit->client <= 20 ms at half of the maximum load{tag}",
+            half["p99_ms"] if half else None,
+            20,
+            " ms",
         ),
     ]
 
@@ -540,23 +347,21 @@ def ratio_goals(rows: list[Row]) -> list[Goal]:
     idle = ratios.get("one idle user")
     slower = 1 / ADAPTER_SPEED
     goals = [
-        Goal(
-            text=f"asgi max events/s >= {ADAPTER_SPEED}x the gateway's (best socket count each)",
-            measured=best["events_per_s"] if best else None,
-            target=ADAPTER_SPEED,
-            unit="x",
+        Goal.at_least(
+            f"asgi max events/s >= {ADAPTER_SPEED}x the gateway's (best socket count each)",
+            best["events_per_s"] if best else None,
+            ADAPTER_SPEED,
+            "x",
         )
     ]
     for label, row in (("one idle user", idle), ("half of max load", half)):
         for p in ("p50", "p99"):
             goals.append(
-                Goal(
-                    text=f"asgi {label} {p} <= {slower:.2f}x the gateway's "
-                    f"({ADAPTER_SPEED}x its speed)",
-                    measured=row[f"{p}_ms"] if row else None,
-                    target=slower,
-                    higher_is_better=False,
-                    unit="x",
+                Goal.at_most(
+                    f"asgi {label} {p} <= {slower:.2f}x the gateway's ({ADAPTER_SPEED}x its speed)",
+                    row[f"{p}_ms"] if row else None,
+                    slower,
+                    "x",
                 )
             )
     return goals
@@ -564,10 +369,7 @@ def ratio_goals(rows: list[Row]) -> list[Goal]:
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
-    if importlib.util.find_spec("websockets") is None:
-        raise BenchError(
-            "e2e needs the websockets package (a dev extra): pip install -e '.[dev]' or ./run"
-        )
+    require_websockets(options.scenario)
     choice: str = options.extra.get("server") or GATEWAY
     kinds = SERVERS if choice == "both" else (choice,)
     if ASGI in kinds:
@@ -579,29 +381,14 @@ def run(options: Options, progress: Progress) -> Report:
             )
     loop: str = options.extra.get("loop") or "uvloop"
     ws: str = options.extra.get("ws") or "websockets-sansio"
-    socket_counts = users_list(options, [1, 10, 100, 1000], [1, 20])
-    every: int = options.extra.get("every") or 10
-    clients: int = options.extra.get("clients") or 2
-    directory: str | None = options.extra.get("dir")
-    fixed: int | None = options.extra.get("events")
+    clients = options.clients
+    every = options.every
     runs = []
     for i in range(options.repeat):
-        order = kinds if i % 2 == 0 else kinds[::-1]  # both: who goes first alternates
-        by_server = run_once(
-            order,
-            socket_counts,
-            every,
-            clients,
-            options.quick,
-            fixed,
-            progress,
-            directory,
-            i + 1,
-            loop,
-            ws,
-        )
+        by_server = run_once(alternate(kinds, i), options, progress, i + 1, loop, ws)
         runs.append(side_by_side(by_server) if len(kinds) == 2 else by_server[choice])
-    rows = median_rows(runs, "case")
+    report = Report.of(TITLE, options, COLUMNS, runs, "case")
+    rows = report.rows
     goals = [g for kind in kinds for g in _server_goals(rows, kind, labelled=choice != GATEWAY)]
     notes = [
         f"clients: {clients} processes with the websockets library, one socket and one user each"
@@ -633,13 +420,6 @@ def run(options: Options, progress: Progress) -> Report:
         "with random start offsets (steady load, not synchronized bursts)",
         "delivered == committed checked per phase against the server's SQLite file",
     ]
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=goals,
-        notes=notes,
-    )
+    report.goals = goals
+    report.notes = notes
+    return report

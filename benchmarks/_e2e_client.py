@@ -12,18 +12,25 @@ prints one JSON line: counts, errors, first start and last end (epoch seconds) a
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
+from .harness.stats import thin
+from .harness.wsclient import (
+    MAX_SAMPLES,
+    TERMINAL,
+    ServerError,
+    frames,
+    open_all,
+    print_result,
+    read_job,
+    say_hello,
+    start_run,
+    wait_for_go,
+)
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
-
-MAX_SAMPLES = 50_000
-TERMINAL = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
 
 
 class Result:
@@ -37,89 +44,62 @@ class Result:
         self.end = 0.0
 
 
-async def _open(url: str, token: str, limit: asyncio.Semaphore) -> ClientConnection:
-    from websockets.asyncio.client import connect
-
-    async with limit:
-        ws = await connect(url, max_size=2**24, open_timeout=60, ping_interval=None)
-        await ws.send(json.dumps({"type": "hello", "protocol": 1, "token": token}))
-        welcome = orjson.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"expected welcome, got {welcome}")
-        return ws
-
-
 async def _session(ws: ClientConnection, run_input: dict[str, Any], result: Result) -> None:
-    await ws.send(
-        json.dumps({"type": "start_run", "id": "b", "agent": "bench_e2e", "input": run_input})
-    )
+    await start_run(ws, "bench_e2e", run_input)
     expect = 1
     latencies = result.latencies
-    async for raw in ws:
-        now = time.time()
-        msg = orjson.loads(raw)
-        kind = msg["type"]
-        if kind == "event":
-            events = (msg,)
-        elif kind == "batch":
-            events = msg["events"]
-        elif kind == "error":
-            result.errors.append(f"server error: {msg}")
-            return
-        else:
-            continue
-        done = False
-        for ev in events:
-            if ev["seq"] != expect:
-                result.errors.append(f"seq {ev['seq']}, expected {expect}")
-                expect = ev["seq"]
-            expect += 1
-            name = ev["event"]
-            if name == "bench_tick":
-                latencies.append(now - ev["data"]["t"])
-                result.ticks += 1
-            elif name == "run_state" and ev["data"]["state"] in TERMINAL:
-                done = True
-                if ev["data"]["state"] == "completed":
-                    result.completed += 1
-        result.events += len(events)
-        if done:
-            result.end = max(result.end, time.time())
-            await ws.close()
-            return
+    try:
+        async for now, _msg, events in frames(ws):
+            done = False
+            for ev in events:
+                if ev["seq"] != expect:
+                    result.errors.append(f"seq {ev['seq']}, expected {expect}")
+                    expect = ev["seq"]
+                expect += 1
+                name = ev["event"]
+                if name == "bench_tick":
+                    latencies.append(now - ev["data"]["t"])
+                    result.ticks += 1
+                elif name == "run_state" and ev["data"]["state"] in TERMINAL:
+                    done = True
+                    if ev["data"]["state"] == "completed":
+                        result.completed += 1
+            result.events += len(events)
+            if done:
+                result.end = max(result.end, time.time())
+                await ws.close()
+                return
+    except ServerError as exc:
+        result.errors.append(str(exc))
+        return
     result.errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
 
 
+async def _open(url: str, token: str) -> ClientConnection:
+    ws, _welcome = await say_hello(url, {"token": token}, open_timeout=60)
+    return ws
+
+
 async def _main() -> None:
-    job = json.loads(sys.stdin.readline())
-    limit = asyncio.Semaphore(64)
-    sockets = await asyncio.gather(*(_open(job["url"], t, limit) for t in job["tokens"]))
-    print("ready", flush=True)
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    if line.strip() != "go":
+    job = read_job()
+    sockets = await open_all(job["tokens"], lambda t: _open(job["url"], t))
+    if not await wait_for_go():
         return
     result = Result()
     result.start = time.time()
     await asyncio.gather(*(_session(ws, job["input"], result) for ws in sockets))
-    lat = result.latencies
-    if len(lat) > MAX_SAMPLES:
-        step = len(lat) / MAX_SAMPLES
-        lat = [lat[int(i * step)] for i in range(MAX_SAMPLES)]
-    print(
-        json.dumps(
-            {
-                "sockets": len(sockets),
-                "events": result.events,
-                "ticks": result.ticks,
-                "completed": result.completed,
-                "errors": result.errors[:5],
-                "error_count": len(result.errors),
-                "start": result.start,
-                "end": result.end,
-                "latencies": lat,
-            }
-        ),
-        flush=True,
+    print_result(
+        {
+            "sockets": len(sockets),
+            "events": result.events,
+            "ticks": result.ticks,
+            "completed": result.completed,
+            "errors": result.errors[:5],
+            "error_count": len(result.errors),
+            "start": result.start,
+            "end": result.end,
+            "latencies": thin(result.latencies, MAX_SAMPLES),
+        }
     )
 
 

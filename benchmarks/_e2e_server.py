@@ -2,17 +2,16 @@
 
 ``python -m benchmarks._e2e_server --db FILE --secret S [--port 0]`` serves exactly what
 ``netra-actors serve`` serves (the same :class:`~netra_actors.gateway.Gateway` on a runtime with the
-demo agents, on a SQLite file) and also registers ``bench_e2e``, an agent that emits events at a
-chosen pace with its emit time in each event. It prints ``PORT <n>`` once it listens; SIGINT or
+demo agents, on a SQLite file) and also registers ``bench_e2e``
+(:class:`~benchmarks.harness.agents.BenchE2E`), an agent that emits events at a chosen pace with
+its emit time in each event. It prints ``PORT <n>`` once it listens; SIGINT or
 SIGTERM stop it gracefully.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-import time
 from collections.abc import Sequence
 
 import trio
@@ -21,35 +20,7 @@ import netra_actors as na
 from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
 from netra_actors.gateway import Gateway, GatewayConfig, RateLimit
 
-
-class BenchE2E(na.Agent):
-    """Emits ``events`` ``bench_tick`` events carrying their emit time (``data.t``, epoch seconds).
-
-    ``every`` events per unit of work; ``interval`` seconds between units (0: no pause). With
-    ``interval``, the run first waits a random fraction of one interval, so that many paced runs
-    started together spread their units evenly instead of committing in lockstep bursts.
-    """
-
-    name = "bench_e2e"
-
-    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
-        events: int = input["events"]
-        every: int = input["every"]
-        interval: float = input.get("interval", 0.0)
-        text: str = input.get("text", "")
-        next_at = trio.current_time()
-        if interval > 0:
-            next_at += random.uniform(0, interval)
-            await trio.sleep_until(next_at)
-        for i in range(1, events + 1):
-            await ctx.emit("bench_tick", {"t": time.time(), "text": text})
-            if i % every == 0:
-                await ctx.checkpoint()
-                if interval > 0:
-                    next_at += interval
-                    await trio.sleep_until(next_at)
-        return {"events": events}
-
+from .harness.agents import BenchE2E
 
 AGENTS: tuple[type[na.AgentBase], ...] = (*DEMO_AGENTS, BenchE2E)
 """The agents the e2e servers run (the gateway here, the ASGI app in :mod:`._e2e_asgi`)."""

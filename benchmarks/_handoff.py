@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,20 +35,11 @@ import trio
 
 import netra_actors as na
 
-from ._common import (
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
-    measure_repeats,
-    median_rows,
-    percentile,
-    rate,
-)
+from .harness.inprocess import run_trio, scratch_dir
+from .harness.progress import Progress, measure_repeats
+from .harness.report import Column, Goal, Options, Report, Row
+from .harness.stats import percentile, rate
 
-NAME = "handoff"
 TITLE = "thread -> trio hand-off from pykka threads: latency (idle / CPU-bound thread), throughput"
 
 _RESULTS: dict[str, list[float]] = {}
@@ -251,19 +241,9 @@ def run_once(
     ops_idle: int, ops_busy: int, one_way: int, progress: Progress, directory: str | None
 ) -> list[Row]:
     """One repeat of every measurement."""
-    with tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp:
-        rows = na.run(
-            _measure,
-            ops_idle,
-            ops_busy,
-            one_way,
-            os.path.join(tmp, "handoff.db"),
-            progress,
-            handle_signals=False,
-        )
-    if rows is None:
-        raise KeyboardInterrupt
-    return rows
+    with scratch_dir(directory) as tmp:
+        db = os.path.join(tmp, "handoff.db")
+        return run_trio(_measure, ops_idle, ops_busy, one_way, db, progress)
 
 
 COLUMNS = [
@@ -282,40 +262,30 @@ def run(options: Options, progress: Progress) -> Report:
         ops_idle, ops_busy, one_way = 500, 40, 20_000
     else:
         ops_idle, ops_busy, one_way = 5_000, 400, 200_000
-    directory: str | None = options.extra.get("dir")
     per_repeat = measure_repeats(
         options,
         progress,
         [None],
-        lambda _c, _i: {"rows": run_once(ops_idle, ops_busy, one_way, progress, directory)},
+        lambda _c: run_once(ops_idle, ops_busy, one_way, progress, options.directory),
         label=lambda _c: "hand-off",
     )
-    runs = [r[0]["rows"] for r in per_repeat]
-    rows = median_rows(runs, "case")
-    idle_checkpoint = next((r for r in rows if r["case"] == f"{CHECKPOINT} | idle"), None)
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=[
-            Goal(
-                text=f"ctx.checkpoint() p50 <= {GOAL_CHECKPOINT_US / 1000:g} ms in an idle runtime",
-                measured=idle_checkpoint["p50_us"] / 1000 if idle_checkpoint else None,
-                target=GOAL_CHECKPOINT_US / 1000,
-                higher_is_better=False,
-                unit=" ms",
-            )
-        ],
-        notes=[
-            "callers are pykka ThreadingActor threads; trio runs as a guest of asyncio (as in the "
-            "runtime); latencies timed in the calling thread, calls one after the other",
-            f"CPU-bound thread: a pure-Python loop in another thread; sys.getswitchinterval() = "
-            f"{sys.getswitchinterval() * 1000:g} ms",
-            "ctx.checkpoint() includes a group commit on a SQLite file: it is the latency of a "
-            "durable step, not only the hand-off; the async agent's row is the same step "
-            "without the thread hand-off",
-        ],
-    )
+    report = Report.of(TITLE, options, COLUMNS, [r[0] for r in per_repeat], "case")
+    idle_checkpoint = next((r for r in report.rows if r["case"] == f"{CHECKPOINT} | idle"), None)
+    report.goals = [
+        Goal.at_most(
+            f"ctx.checkpoint() p50 <= {GOAL_CHECKPOINT_US / 1000:g} ms in an idle runtime",
+            idle_checkpoint["p50_us"] / 1000 if idle_checkpoint else None,
+            GOAL_CHECKPOINT_US / 1000,
+            " ms",
+        )
+    ]
+    report.notes = [
+        "callers are pykka ThreadingActor threads; trio runs as a guest of asyncio (as in the "
+        "runtime); latencies timed in the calling thread, calls one after the other",
+        f"CPU-bound thread: a pure-Python loop in another thread; sys.getswitchinterval() = "
+        f"{sys.getswitchinterval() * 1000:g} ms",
+        "ctx.checkpoint() includes a group commit on a SQLite file: it is the latency of a "
+        "durable step, not only the hand-off; the async agent's row is the same step "
+        "without the thread hand-off",
+    ]
+    return report

@@ -36,10 +36,9 @@ import math
 import os
 import queue
 import sqlite3
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -54,27 +53,17 @@ from netra_actors._store._schema import metadata
 from netra_actors._uow import RunRow as UowRunRow
 from netra_actors._uow import UnitOfWork
 
-from ._common import (
-    BenchError,
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
-    measure_repeats,
-    median_rows,
-    rate,
-    runtime_gc_threshold,
-)
-from ._throughput import TEXT, Workload, count_rows, events_per_user, users_list
-from ._throughput import run_once as netra_run_once
+from .harness.emitter import TEXT, Workload, count_rows, run_emitter, workloads
+from .harness.inprocess import run_trio, scratch_dir
+from .harness.machine import runtime_gc_threshold
+from .harness.progress import Progress, measure_repeats
+from .harness.report import BenchError, Column, Goal, Options, Report, Row
+from .harness.stats import rate
 
 GOAL_VS_PYKKA = 2.0
 GOAL_VS_UNSAFE = 0.7
 GOAL_VS_MINIMAL = 0.8
 
-NAME = "peers"
 TITLE = (
     "the throughput workload: netra vs a pykka actor per user, the unsafe emit-then-write, "
     "and the minimal safe design"
@@ -449,9 +438,7 @@ async def _pykka_store_main(w: Workload, db: str, progress: Progress) -> Row:
 
 def run_pykka_store(w: Workload, db: str, progress: Progress) -> Row:
     """pykka supervisors on netra's store, one measurement."""
-    row = na.run(_pykka_store_main, w, db, progress, handle_signals=False)
-    if row is None:
-        raise KeyboardInterrupt
+    row = run_trio(_pykka_store_main, w, db, progress)
     rows, _thinking = count_rows(db)
     if rows != row["events"]:
         raise BenchError(f"pykka+store design: {rows} rows in the file of {row['events']}")
@@ -475,12 +462,50 @@ async def _subscriber(
         delivered[0] += len(events)
 
 
-async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) -> Row:
+TrioAgent = Callable[[Script, trio.MemorySendChannel[list[dict[str, Any]]]], Awaitable[None]]
+TrioFlush = Callable[[], Awaitable[None]]
+
+
+async def _trio_design(
+    name: str, w: Workload, agent: TrioAgent, progress: Progress, flush: TrioFlush | None = None
+) -> Row:
+    """A trio task per user running ``agent`` into its subscriber task (an unbounded channel:
+    neither design needs backpressure); timed until every event is delivered (and ``flush``
+    returned). Checks that every subscriber got every event in order."""
     scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
     expected = sum(s.total for s in scripts)
     delivered = [0]
     errors: list[str] = []
+    async with trio.open_nursery() as readers:
+        channels = []
+        for _ in scripts:
+            tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
+            channels.append(tx)
+            readers.start_soon(_subscriber, rx, delivered, errors)
+        await trio.lowlevel.checkpoint()
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for script, tx in zip(scripts, channels, strict=True):
+                nursery.start_soon(agent, script, tx)
+        with trio.move_on_after(60):
+            while delivered[0] < expected:
+                progress.bar(f"{name} {w.users} users", delivered[0], expected)
+                await trio.sleep(0.001)
+        if flush is not None:
+            await flush()
+        seconds = time.perf_counter() - started
+        progress.done()
+        for tx in channels:
+            tx.close()
+    if errors or delivered[0] != expected:
+        raise BenchError(
+            f"{name} design with {w.users} users: delivered {delivered[0]} of {expected}; "
+            f"errors {errors[:1]}"
+        )
+    return {"events": expected, "seconds": seconds}
 
+
+async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) -> Row:
     async def agent(script: Script, tx: trio.MemorySendChannel[list[dict[str, Any]]]) -> None:
         created = time.time()
         head = 0
@@ -493,35 +518,12 @@ async def _unsafe_main(w: Workload, writer: SqliteWriter, progress: Progress) ->
             head += len(staged)
             await trio.lowlevel.checkpoint()  # an agent yields between units, as netra's do
 
-    async with trio.open_nursery() as readers:
-        channels = []
-        for _ in scripts:
-            # Unbounded on purpose: the unsafe design has no backpressure (math.inf).
-            tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
-            channels.append(tx)
-            readers.start_soon(_subscriber, rx, delivered, errors)
-        await trio.lowlevel.checkpoint()
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for script, tx in zip(scripts, channels, strict=True):
-                nursery.start_soon(agent, script, tx)
-        with trio.move_on_after(60):
-            while delivered[0] < expected:
-                progress.bar(f"unsafe {w.users} users", delivered[0], expected)
-                await trio.sleep(0.001)
+    async def flush() -> None:
         flushed = threading.Event()
         writer.submit([], [], flushed.set)
         await trio.to_thread.run_sync(flushed.wait)  # every row written
-        seconds = time.perf_counter() - started
-        progress.done()
-        for tx in channels:
-            tx.close()
-    if errors or delivered[0] != expected:
-        raise BenchError(
-            f"unsafe design with {w.users} users: delivered {delivered[0]} of {expected}; "
-            f"errors {errors[:1]}"
-        )
-    return {"events": expected, "seconds": seconds}
+
+    return await _trio_design("unsafe", w, agent, progress, flush)
 
 
 def run_unsafe(w: Workload, db: str, progress: Progress) -> Row:
@@ -545,10 +547,6 @@ def run_unsafe(w: Workload, db: str, progress: Progress) -> Row:
 
 
 async def _minimal_main(w: Workload, db: str, progress: Progress) -> Row:
-    scripts = [Script(f"user{u:05d}", w.events, w.every) for u in range(w.users)]
-    expected = sum(s.total for s in scripts)
-    delivered = [0]
-    errors: list[str] = []
     writer = SqliteWriter(db, trio.lowlevel.current_trio_token())
     try:
 
@@ -564,38 +562,21 @@ async def _minimal_main(w: Workload, db: str, progress: Progress) -> Row:
                     committed.set,
                 )
                 await committed.wait()  # commit before send
+                # Never full: every unit is committed before it is sent, one unit in flight.
                 tx.send_nowait(script.deliverable(head, staged, now))
                 head += len(staged)
                 await trio.lowlevel.checkpoint()  # as peer_baseline.py's tasks do
 
-        async with trio.open_nursery() as readers:
-            channels = []
-            for _ in scripts:
-                # Never full: every unit is committed before it is sent, one unit in flight.
-                tx, rx = trio.open_memory_channel[list[dict[str, Any]]](math.inf)
-                channels.append(tx)
-                readers.start_soon(_subscriber, rx, delivered, errors)
-            await trio.lowlevel.checkpoint()
-            started = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for script, tx in zip(scripts, channels, strict=True):
-                    nursery.start_soon(agent, script, tx)
-            with trio.move_on_after(60):
-                while delivered[0] < expected:
-                    progress.bar(f"minimal safe {w.users} users", delivered[0], expected)
-                    await trio.sleep(0.001)
-            seconds = time.perf_counter() - started
-            progress.done()
-            for tx in channels:
-                tx.close()
+        row = await _trio_design("minimal safe", w, agent, progress)
     finally:
         writer.close()  # nothing is queued any more: every unit was committed before its send
-    if errors or delivered[0] != expected or writer.events != expected:
+    if writer.events != row["events"]:
         raise BenchError(
-            f"minimal safe design with {w.users} users: delivered {delivered[0]} of {expected}, "
-            f"committed {writer.events}; errors {errors[:1]}"
+            f"minimal safe design with {w.users} users: committed {writer.events} of "
+            f"{row['events']}"
         )
-    return {"events": expected, "seconds": seconds, "batches": writer.batches}
+    row["batches"] = writer.batches
+    return row
 
 
 def run_minimal(w: Workload, db: str, progress: Progress) -> Row:
@@ -615,11 +596,8 @@ def run_minimal(w: Workload, db: str, progress: Progress) -> Row:
 
 def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
     """Every design back to back on fresh files; ratios within this repeat."""
-    netra = netra_run_once(w, progress, directory=directory)
-    with (
-        runtime_gc_threshold(),
-        tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp,
-    ):
+    netra = run_emitter(w, progress, directory)
+    with runtime_gc_threshold(), scratch_dir(directory) as tmp:
         pyk = run_pykka(w, os.path.join(tmp, "pykka.db"), progress)
         pyk_store = run_pykka_store(w, os.path.join(tmp, "pykka_store.db"), progress)
         unsafe = run_unsafe(w, os.path.join(tmp, "unsafe.db"), progress)
@@ -671,60 +649,38 @@ COLUMNS = [
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario for every N in ``--users`` (default 100 and 1,000)."""
-    users = users_list(options, [100, 1000], [100])
-    every: int = options.extra.get("every") or 10
-    fixed: int | None = options.extra.get("events")
-    directory: str | None = options.extra.get("dir")
-    workloads = [
-        Workload(users=n, events=fixed or events_per_user(n, options.quick), every=every)
-        for n in users
-    ]
     runs = measure_repeats(
         options,
         progress,
-        workloads,
-        lambda w, _i: run_once(w, progress, directory),
+        workloads(options, [100, 1000], [100]),
+        lambda w: run_once(w, progress, options.directory),
         label=lambda w: f"{w.users} users x {w.events} events",
     )
-    rows = median_rows(runs, "users")
-    at_1000 = next((r for r in rows if r["users"] == 1000), None)
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=[
-            Goal(
-                text=f">= {GOAL_VS_PYKKA:g}x the pykka design at 1,000 users",
-                measured=at_1000["vs_pykka"] if at_1000 else None,
-                target=GOAL_VS_PYKKA,
-                unit="x",
-            ),
-            Goal(
-                text=f">= {GOAL_VS_UNSAFE:g}x the unsafe design at 1,000 users",
-                measured=at_1000["vs_unsafe"] if at_1000 else None,
-                target=GOAL_VS_UNSAFE,
-                unit="x",
-            ),
-            Goal(
-                text=f">= {GOAL_VS_MINIMAL:g}x the minimal safe design at 1,000 users",
-                measured=at_1000["vs_minimal"] if at_1000 else None,
-                target=GOAL_VS_MINIMAL,
-                unit="x",
-            ),
-        ],
-        notes=[
-            "ratios: median over the repeats of the ratio measured within each repeat",
-            "pykka: one ThreadingActor per user, agent loop in its thread, group-commit writer "
-            "thread (sqlite3 executemany), one subscriber actor for all users",
-            "unsafe: trio tasks deliver first and queue the write without waiting; timed until "
-            "every event is delivered and every row committed",
-            "minimal safe: peer_baseline.py's design on this workload: a trio task per user, "
-            "the same group-commit writer thread waking a batch's tasks with one run_sync_soon, "
-            "commit before send, a subscriber task per user",
-            "the peers run with the collector thresholds the runtime sets "
-            "(RuntimeConfig.gc_threshold), so that no ratio is a collector setting",
-        ],
-    )
+    report = Report.of(TITLE, options, COLUMNS, runs, "users")
+    at_1000 = next((r for r in report.rows if r["users"] == 1000), None)
+    report.goals = [
+        Goal.at_least(
+            f">= {target:g}x the {design} design at 1,000 users",
+            at_1000[key] if at_1000 else None,
+            target,
+            "x",
+        )
+        for design, key, target in (
+            ("pykka", "vs_pykka", GOAL_VS_PYKKA),
+            ("unsafe", "vs_unsafe", GOAL_VS_UNSAFE),
+            ("minimal safe", "vs_minimal", GOAL_VS_MINIMAL),
+        )
+    ]
+    report.notes = [
+        "ratios: median over the repeats of the ratio measured within each repeat",
+        "pykka: one ThreadingActor per user, agent loop in its thread, group-commit writer "
+        "thread (sqlite3 executemany), one subscriber actor for all users",
+        "unsafe: trio tasks deliver first and queue the write without waiting; timed until "
+        "every event is delivered and every row committed",
+        "minimal safe: peer_baseline.py's design on this workload: a trio task per user, "
+        "the same group-commit writer thread waking a batch's tasks with one run_sync_soon, "
+        "commit before send, a subscriber task per user",
+        "the peers run with the collector thresholds the runtime sets "
+        "(RuntimeConfig.gc_threshold), so that no ratio is a collector setting",
+    ]
+    return report

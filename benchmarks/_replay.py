@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 import time
 from typing import Any
 
 import netra_actors as na
 
-from ._common import Column, Goal, Options, Progress, Report, Row, measure_repeats, median_rows
+from .harness.inprocess import run_trio, scratch_dir
+from .harness.progress import Progress, measure_repeats
+from .harness.report import Column, Goal, Options, Report, Row
 
-NAME = "replay"
 TITLE = "a restarted attempt replaying a 100-step journal vs the first attempt's bookkeeping"
 STEPS = 100
 GOAL_RATIO = 1.2
@@ -136,11 +136,8 @@ async def _measure(kind: str, runs: int, db: str) -> list[Row]:
 
 def run_once(kind: str, runs: int, directory: str | None) -> list[Row]:
     """One repeat for one agent kind (a fresh runtime on a fresh SQLite file)."""
-    with tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp:
-        rows = na.run(_measure, kind, runs, os.path.join(tmp, "replay.db"), handle_signals=False)
-    if rows is None:
-        raise KeyboardInterrupt
-    return rows
+    with scratch_dir(directory) as tmp:
+        return run_trio(_measure, kind, runs, os.path.join(tmp, "replay.db"))
 
 
 COLUMNS = [
@@ -157,42 +154,33 @@ COLUMNS = [
 def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
     runs = 3 if options.quick else 20
-    directory: str | None = options.extra.get("dir")
     per_repeat = measure_repeats(
         options,
         progress,
         KINDS,
-        lambda kind, _i: {"rows": run_once(kind, runs, directory)},
+        lambda kind: run_once(kind, runs, options.directory),
         label=lambda kind: f"{kind} agent",
     )
-    repeats = [[row for one in rows for row in one["rows"]] for rows in per_repeat]
-    rows = median_rows(repeats, "case")
-    ratios = [r["ratio"] for r in rows if r["attempt"] == REPLAYED]
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=repeats,
-        goals=[
-            Goal(
-                text=f"an attempt replaying a {STEPS}-step journal of instant tools takes <= "
-                f"{GOAL_RATIO:g}x the first attempt's bookkeeping alone (replay=False, no-op "
-                "tools; the worse agent kind)",
-                measured=max(ratios) if ratios else None,
-                target=GOAL_RATIO,
-                higher_is_better=False,
-                unit="x",
-            )
-        ],
-        notes=[
-            "times are taken by the agent itself, from the start of run() to after its last "
-            "tool call (perf_counter): the attempt's work, not the supervisor's start-up or the "
-            "restart backoff",
-            "the baseline and the journaled first attempt commit tool_executing and "
-            "tool_completed for every call (200 group commits on a SQLite file); a replayed "
-            "call commits nothing",
-            f"each figure is the median of {runs} runs per repeat; a warm-up run is not counted",
-        ],
-    )
+    repeats = [[row for rows in one for row in rows] for one in per_repeat]
+    report = Report.of(TITLE, options, COLUMNS, repeats, "case")
+    ratios = [r["ratio"] for r in report.rows if r["attempt"] == REPLAYED]
+    report.goals = [
+        Goal.at_most(
+            f"an attempt replaying a {STEPS}-step journal of instant tools takes <= "
+            f"{GOAL_RATIO:g}x the first attempt's bookkeeping alone (replay=False, no-op "
+            "tools; the worse agent kind)",
+            max(ratios) if ratios else None,
+            GOAL_RATIO,
+            "x",
+        )
+    ]
+    report.notes = [
+        "times are taken by the agent itself, from the start of run() to after its last "
+        "tool call (perf_counter): the attempt's work, not the supervisor's start-up or the "
+        "restart backoff",
+        "the baseline and the journaled first attempt commit tool_executing and "
+        "tool_completed for every call (200 group commits on a SQLite file); a replayed "
+        "call commits nothing",
+        f"each figure is the median of {runs} runs per repeat; a warm-up run is not counted",
+    ]
+    return report

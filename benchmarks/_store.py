@@ -32,35 +32,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sqlite3
-import tempfile
 import time
-from typing import Any
 
-import attrs
 import trio
 
 import netra_actors as na
 from netra_actors._store import SqlStore
 from netra_actors._uow import UnitOfWork
 
-from ._common import (
-    BenchError,
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
-    measure_repeats,
-    median_rows,
-    rate,
-    runtime_gc_threshold,
-)
-from ._throughput import TEXT, users_list
+from .harness.emitter import TEXT
+from .harness.inprocess import run_trio, scratch_dir, sqlite_counts
+from .harness.machine import runtime_gc_threshold
+from .harness.postgres import PgServer, PgUnavailable, scratch_database
+from .harness.progress import Progress, measure_repeats
+from .harness.report import BenchError, Column, Goal, Options, Report, Row
+from .harness.stats import rate
 
-NAME = "store"
 TITLE = "group-commit writer alone vs raw sqlite3 executemany (same rows, same file settings)"
 TITLE_PG = "group-commit writer alone vs raw asyncpg COPY (same rows, same table, PostgreSQL)"
 INSERT = (
@@ -161,12 +149,7 @@ async def _store_side(
 def _run_store(database_url: str, work: list[list[UnitOfWork]], progress: Progress) -> Row:
     users = len(work)
     with runtime_gc_threshold():  # as inside a runtime
-        row = na.run(
-            _store_side, database_url, work, progress, f"{users} writers", handle_signals=False
-        )
-    if row is None:
-        raise KeyboardInterrupt
-    return row
+        return run_trio(_store_side, database_url, work, progress, f"{users} writers")
 
 
 def _result(users: int, units: int, every: int, row: Row, backend: str) -> Row:
@@ -230,9 +213,7 @@ def _raw_side(db: str, schema_from: str, rounds: list[list[EventRow]]) -> Row:
 
 
 def _count(db: str) -> int:
-    with sqlite3.connect(db) as conn:
-        n = int(conn.execute("SELECT COUNT(*) FROM netra_events").fetchone()[0])
-    conn.close()
+    (n,) = sqlite_counts(db, "SELECT COUNT(*) FROM netra_events")
     return n
 
 
@@ -242,7 +223,7 @@ def run_once(
     """One measurement of both sides on SQLite, back to back (the ratio is taken within it)."""
     work = _prepare(users, units, every)
     expected = users * units * every
-    with tempfile.TemporaryDirectory(prefix="netra-bench-", dir=directory) as tmp:
+    with scratch_dir(directory) as tmp:
         store_db = os.path.join(tmp, "store.db")
         raw_db = os.path.join(tmp, "raw.db")
         row = _run_store(na.sqlite_url(store_db), work, progress)
@@ -252,104 +233,6 @@ def run_once(
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
-
-
-class PgUnavailable(Exception):
-    """The PostgreSQL server named by ``--db`` cannot be reached (the scenario is skipped)."""
-
-
-@attrs.frozen
-class PgServer:
-    """The server of a ``--db postgresql+asyncpg://…`` URL, and how to make scratch databases."""
-
-    url: Any
-    """The URL (``sqlalchemy.engine.URL``) with the ``postgresql+asyncpg`` driver."""
-    maintenance: str
-    """The database the scratch databases are created from (``postgres`` or ``test``)."""
-    version: str
-
-    @staticmethod
-    def parse(text: str) -> Any:
-        from sqlalchemy import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(text)
-        except ArgumentError as exc:
-            raise BenchError(f"--db: not a database URL: {text!r} ({exc})") from None
-        if url.get_backend_name() != "postgresql":
-            raise BenchError(
-                f"--db takes a postgresql+asyncpg:// URL (SQLite is the default), got {text!r}"
-            )
-        return url.set(drivername="postgresql+asyncpg")
-
-    def dsn(self, database: str) -> str:
-        """The asyncpg DSN of ``database`` on this server."""
-        return str(
-            self.url.set(drivername="postgresql", database=database).render_as_string(
-                hide_password=False
-            )
-        )
-
-    def sa_url(self, database: str) -> str:
-        """The ``postgresql+asyncpg://`` URL of ``database`` (for the store)."""
-        return str(self.url.set(database=database).render_as_string(hide_password=False))
-
-    def where(self) -> str:
-        return f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
-
-    @classmethod
-    def connect(cls, text: str) -> PgServer:
-        """Find a maintenance database we can connect to, or raise :class:`PgUnavailable`."""
-        url = cls.parse(text)
-        candidates = list(dict.fromkeys(d for d in ("postgres", "test", url.database) if d))
-
-        async def probe() -> PgServer:
-            import asyncpg
-
-            errors = []
-            for name in candidates:
-                probe_server = cls(url=url, maintenance=name, version="?")
-                try:
-                    conn = await asyncpg.connect(probe_server.dsn(name), timeout=5)
-                except asyncpg.InvalidCatalogNameError as exc:
-                    errors.append(f"{name}: {exc}")
-                    continue
-                except (
-                    TimeoutError,
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
-                    raise PgUnavailable(
-                        f"PostgreSQL at {probe_server.where()} is unreachable "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from None
-                try:
-                    version = str(await conn.fetchval("SHOW server_version"))
-                finally:
-                    await conn.close()
-                return cls(url=url, maintenance=name, version=version)
-            raise PgUnavailable(
-                f"no maintenance database to create scratch databases from: {'; '.join(errors)}"
-            )
-
-        return asyncio.run(probe())
-
-    async def _admin(self, sql: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.dsn(self.maintenance), timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def create(self, name: str) -> None:
-        asyncio.run(self._admin(f'CREATE DATABASE "{name}"'))
-
-    def drop(self, name: str) -> None:
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 RAW_SCHEMA = "netra_raw"
@@ -388,13 +271,9 @@ def run_once_pg(users: int, units: int, every: int, progress: Progress, server: 
     """One measurement of both sides on PostgreSQL, in a fresh database of its own."""
     work = _prepare(users, units, every)
     expected = users * units * every
-    name = f"netra_bench_{secrets.token_hex(6)}"
-    server.create(name)
-    try:
+    with scratch_database(server, "netra_bench_") as name:
         row = _run_store(server.sa_url(name), work, progress)
         row.update(asyncio.run(_raw_pg(server.dsn(name), _rounds(work, time.time()))))
-    finally:
-        server.drop(name)
     _check_counts(users, expected, row["store_events"], row["rows_in_store"], row["rows_in_raw"])
     return _result(users, units, every, row, "postgresql")
 
@@ -430,99 +309,75 @@ def _ratio_at(rows: list[Row], users: int) -> float | None:
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario, for every number of concurrent writers (SQLite, or ``--db`` PostgreSQL)."""
-    users = users_list(options, [1, 100, 1000], [1, 100, 1000])
-    every: int = options.extra.get("every") or 10
-    fixed: int | None = options.extra.get("events")
-    directory: str | None = options.extra.get("dir")
-    db_url: str | None = options.extra.get("db")
+    every = options.every
+    fixed = options.events
     configs = [
         (n, max(1, fixed // every) if fixed else units_per_user(n, every, options.quick))
-        for n in users
+        for n in options.users([1, 100, 1000], [1, 100, 1000])
     ]
-    common_notes = [
-        "ratio = median over the repeats of (store events/s / raw events/s), each repeat "
-        "measuring both sides back to back",
-        "the store side runs with the collector thresholds a runtime sets "
-        "(RuntimeConfig.gc_threshold)",
-        "ms/group commit = store wall time / group commits (with one writer: the latency of one "
-        "commit through the store)",
-    ]
+    db_url: str | None = options.extra.get("db")
     if db_url:
         try:
             server = PgServer.connect(db_url)
         except PgUnavailable as exc:
-            return Report(
-                scenario=NAME,
-                title=TITLE_PG,
-                options=options,
-                columns=COLUMNS_PG,
-                rows=[],
-                runs=[],
-                goals=[Goal(text=_PG_GOAL, measured=None, target=GOAL_PG_1000, unit="x")],
-                skipped=f"{exc}; start it (trust auth, user postgres) or drop --db",
-            )
-        runs = measure_repeats(
-            options,
-            progress,
-            configs,
-            lambda c, _i: run_once_pg(c[0], c[1], every, progress, server),
-            label=_label,
-        )
-        rows = median_rows(runs, "users")
-        return Report(
-            scenario=NAME,
-            title=TITLE_PG,
-            options=options,
-            columns=COLUMNS_PG,
-            rows=rows,
-            runs=runs,
-            goals=[
-                Goal(text=_PG_GOAL, measured=_ratio_at(rows, 1000), target=GOAL_PG_1000, unit="x"),
-            ],
-            notes=[
-                *common_notes,
-                f"PostgreSQL {server.version} at {server.where()}; each repeat of each size "
-                "creates a fresh database (netra_bench_<random>) and drops it afterwards; raw "
-                "rows go to netra_raw.netra_events, LIKE public.netra_events INCLUDING ALL",
-                "store: one asyncpg connection on the asyncio host, COPY + COMMIT per group "
-                "commit; raw: asyncpg copy_records_to_table + COMMIT per round of all writers "
-                "(the best a group commit could batch); rows prebuilt",
-            ],
-        )
-    runs = measure_repeats(
-        options,
-        progress,
-        configs,
-        lambda c, _i: run_once(c[0], c[1], every, progress, directory),
-        label=_label,
-    )
-    rows = median_rows(runs, "users")
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=[
-            Goal(
-                text=f">= {GOAL_SQLITE_1000}x raw sqlite3 at 1,000 writers",
-                measured=_ratio_at(rows, 1000),
-                target=GOAL_SQLITE_1000,
-                unit="x",
+            goal = Goal.at_least(_PG_GOAL, None, GOAL_PG_1000, "x")
+            why = f"{exc}; start it (trust auth, user postgres) or drop --db"
+            return Report.skip(TITLE_PG, options, COLUMNS_PG, [goal], why)
+        title, columns, notes = TITLE_PG, COLUMNS_PG, _pg_notes(server)
+
+        def one(c: tuple[int, int]) -> Row:
+            return run_once_pg(c[0], c[1], every, progress, server)
+
+    else:
+        title, columns, notes = TITLE, COLUMNS, SQLITE_NOTES
+
+        def one(c: tuple[int, int]) -> Row:
+            return run_once(c[0], c[1], every, progress, options.directory)
+
+    runs = measure_repeats(options, progress, configs, one, label=_label)
+    report = Report.of(title, options, columns, runs, "users")
+    if db_url:
+        report.goals = [Goal.at_least(_PG_GOAL, _ratio_at(report.rows, 1000), GOAL_PG_1000, "x")]
+    else:
+        report.goals = [
+            Goal.at_least(
+                f">= {GOAL_SQLITE_1000}x raw sqlite3 at 1,000 writers",
+                _ratio_at(report.rows, 1000),
+                GOAL_SQLITE_1000,
+                "x",
             ),
-            Goal(
-                text=f">= {GOAL_SQLITE_1}x raw sqlite3 with 1 writer",
-                measured=_ratio_at(rows, 1),
-                target=GOAL_SQLITE_1,
-                unit="x",
+            Goal.at_least(
+                f">= {GOAL_SQLITE_1}x raw sqlite3 with 1 writer",
+                _ratio_at(report.rows, 1),
+                GOAL_SQLITE_1,
+                "x",
             ),
-        ],
-        notes=[
-            *common_notes,
-            "store: a writer thread with its own sqlite3 connection runs each whole group commit "
-            "(BEGIN IMMEDIATE, executemany, COMMIT) as one call, one hand-off back per batch",
-            "raw: one sqlite3 connection, WAL, synchronous=NORMAL, one executemany + COMMIT per "
-            "round of all writers (the best a group commit could batch); rows prebuilt",
-        ],
-    )
+        ]
+    report.notes = [*COMMON_NOTES, *notes]
+    return report
+
+
+COMMON_NOTES = [
+    "ratio = median over the repeats of (store events/s / raw events/s), each repeat "
+    "measuring both sides back to back",
+    "the store side runs with the collector thresholds a runtime sets (RuntimeConfig.gc_threshold)",
+    "ms/group commit = store wall time / group commits (with one writer: the latency of one "
+    "commit through the store)",
+]
+SQLITE_NOTES = [
+    "store: a writer thread with its own sqlite3 connection runs each whole group commit "
+    "(BEGIN IMMEDIATE, executemany, COMMIT) as one call, one hand-off back per batch",
+    "raw: one sqlite3 connection, WAL, synchronous=NORMAL, one executemany + COMMIT per "
+    "round of all writers (the best a group commit could batch); rows prebuilt",
+]
+
+
+def _pg_notes(server: PgServer) -> list[str]:
+    return [
+        f"PostgreSQL {server.version} at {server.where()}; each repeat of each size "
+        "creates a fresh database (netra_bench_<random>) and drops it afterwards; raw "
+        "rows go to netra_raw.netra_events, LIKE public.netra_events INCLUDING ALL",
+        "store: one asyncpg connection on the asyncio host, COPY + COMMIT per group "
+        "commit; raw: asyncpg copy_records_to_table + COMMIT per round of all writers "
+        "(the best a group commit could batch); rows prebuilt",
+    ]

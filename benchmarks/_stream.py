@@ -31,56 +31,49 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import json
 import math
 import os
 import random
 import re
 import secrets
-import signal
-import sqlite3
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 import netra_actors as na
-from netra_actors.gateway import mint_token
 
-from ._common import (
-    BenchError,
-    Column,
-    Goal,
-    Options,
-    Progress,
-    Report,
-    Row,
-    child_env,
-    median_rows,
-    module_command,
-    percentile,
+from .harness.clients import ClientProcesses, deal, require_websockets, user_token
+from .harness.inprocess import scratch_dir, sqlite_counts
+from .harness.processes import ServerProcess, serve_with, start_serve
+from .harness.progress import Progress
+from .harness.report import BenchError, Column, Goal, Options, Report, Row
+from .harness.stats import latency_ms, thin
+from .harness.wsclient import (
+    MAX_SAMPLES,
+    TERMINAL,
+    ServerError,
+    frames,
+    open_all,
+    print_result,
+    read_job,
+    say_hello,
+    start_run,
+    wait_for_go,
 )
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
 
-NAME = "stream"
 TITLE = "provisional token deltas over loopback WebSockets, many users streaming at once"
-MAX_SAMPLES = 50_000
-TERMINAL = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
 BIN = 0.1
 """Seconds per bin of token receive times (achieved tokens/s is counted in whole bins)."""
 _STAMP = re.compile(r"t(\d+\.\d+) ")
 
 
-# -- the agent and the server ------------------------------------------------------------------
+# -- the agent ------------------------------------------------------------------------
 
 
 class BenchStream(na.Agent):
@@ -106,105 +99,6 @@ class BenchStream(na.Agent):
         return {"tokens": messages * per_message}
 
 
-def serve_with(agents: Sequence[type[na.AgentBase]], argv: Sequence[str]) -> int:
-    """``netra-actors serve ARGV`` with ``agents`` registered besides the demo agents.
-
-    The CLI's own ``serve`` (argument parsing, ``--db``, leases, SIGTERM drain): only its agent
-    list is extended.
-    """
-    from netra_actors import _cli
-
-    demo: Sequence[type[na.AgentBase]] = getattr(_cli, "DEMO_AGENTS")  # noqa: B009
-    setattr(_cli, "DEMO_AGENTS", (*demo, *agents))  # noqa: B010
-    return _cli.main(["serve", *argv])
-
-
-class ServeProcess:
-    """A ``netra-actors serve`` process (see :func:`serve_with`), started by a benchmark module.
-
-    ``module`` is run as ``python -m module server ARGS``; it prints the CLI's banner, from which
-    the port is read.
-    """
-
-    def __init__(self, module: str, args: Sequence[str], log: IO[str]) -> None:
-        self._log = log
-        self.proc = subprocess.Popen(
-            module_command(module, "server", *args),
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.port = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            found = re.search(r"websocket:\s+ws://[^:]+:(\d+)/ws", line)
-            if found:
-                self.port = int(found.group(1))
-                break
-        if not self.port:
-            self.kill()
-            raise BenchError(f"the server did not start: {self.log_tail()}")
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        # The rest of the banner: read it so that the pipe never fills.
-        self._drain = threading.Thread(target=self.proc.stdout.read, daemon=True)
-        self._drain.start()
-
-    def metrics(self) -> dict[str, float]:
-        """The server's ``/metrics`` (unlabelled samples only), by name."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#") and "{" not in line:
-                name, _, value = line.partition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    continue
-        return out
-
-    def log_tail(self) -> str:
-        try:
-            self._log.flush()
-            with open(self._log.name) as f:
-                return f.read()[-2000:]
-        except (OSError, AttributeError):
-            return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM (the CLI drains), then SIGKILL if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close()
-
-    def kill(self) -> None:
-        """SIGKILL (``kill -9``)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close()
-
-    def _close(self) -> None:
-        drain = getattr(self, "_drain", None)
-        if drain is not None:
-            drain.join(timeout=5)
-        if self.proc.stdout is not None and not drain_alive(drain):
-            self.proc.stdout.close()
-
-
-def drain_alive(thread: threading.Thread | None) -> bool:
-    return thread is not None and thread.is_alive()
-
-
 # -- the client --------------------------------------------------------------------------------
 
 
@@ -225,27 +119,15 @@ class _Result:
         self.end = 0.0
 
 
-async def _open(url: str, token: str, limit: asyncio.Semaphore) -> ClientConnection:
-    from websockets.asyncio.client import connect
-
-    async with limit:
-        ws = await connect(url, max_size=2**24, open_timeout=120, ping_interval=None)
-        hello = {"type": "hello", "protocol": 1, "token": token, "features": ["deltas"]}
-        await ws.send(json.dumps(hello))
-        import orjson
-
-        welcome = orjson.loads(await ws.recv())
-        if welcome.get("type") != "welcome" or "deltas" not in welcome.get("features", ()):
-            raise RuntimeError(f"expected a welcome with deltas, got {welcome}")
-        return ws
+async def _open(url: str, token: str) -> ClientConnection:
+    ws, welcome = await say_hello(url, {"token": token, "features": ["deltas"]}, open_timeout=120)
+    if "deltas" not in welcome.get("features", ()):
+        raise RuntimeError(f"expected a welcome with deltas, got {welcome}")
+    return ws
 
 
 async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Result) -> None:
-    import orjson
-
-    await ws.send(
-        json.dumps({"type": "start_run", "id": "b", "agent": "bench_stream", "input": run_input})
-    )
+    await start_run(ws, "bench_stream", run_input)
     expect = 1
     texts: dict[str, list[str]] = {}
     lengths: dict[str, int] = {}
@@ -253,86 +135,75 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Res
     latencies = result.latencies
     bins = result.bins
     first = last = 0.0
-    async for raw in ws:
-        now = time.time()
-        msg = orjson.loads(raw)
-        kind = msg["type"]
-        if kind == "delta":
-            mid = msg["message_id"]
-            text = msg["text"]
-            if mid in committed:
-                result.errors.append(f"a delta of {mid} after its commit")
-            if msg["offset"] != lengths.get(mid, 0):
-                result.errors.append(f"delta offset {msg['offset']}, expected {lengths.get(mid)}")
-            texts.setdefault(mid, []).append(text)
-            lengths[mid] = lengths.get(mid, 0) + len(text)
-            result.deltas += 1
-            stamps = _STAMP.findall(text)
-            result.tokens += len(stamps)
-            for stamp in stamps:
-                latencies.append(now - float(stamp))
-            b = int(now / BIN)
-            bins[b] = bins.get(b, 0) + len(stamps)
-            if not first:
-                first = now
-            last = now
-            continue
-        if kind == "event":
-            events = (msg,)
-        elif kind == "batch":
-            events = msg["events"]
-        elif kind == "error":
-            result.errors.append(f"server error: {msg}")
-            return
-        else:
-            continue
-        done = False
-        for ev in events:
-            if ev["seq"] != expect:
-                result.errors.append(f"seq {ev['seq']}, expected {expect}")
-                expect = ev["seq"]
-            expect += 1
-            name = ev["event"]
-            data = ev["data"]
-            if name == "message" and data.get("role") == "assistant":
-                mid = data["message_id"]
-                committed.add(mid)
-                result.messages += 1
-                result.message_tokens += len(_STAMP.findall(data["text"]))
-                if "".join(texts.pop(mid, ())) != data["text"]:
-                    result.errors.append(f"message {mid}: the deltas differ from the commit")
-            elif name == "run_state" and data["state"] in TERMINAL:
-                done = True
-                if data["state"] == "completed":
-                    result.completed += 1
-        result.events += len(events)
-        if done:
-            if texts:
-                result.errors.append(f"{len(texts)} streamed message(s) never committed")
-            result.end = max(result.end, time.time())
-            if first:
-                result.firsts.append(first)
-                result.lasts.append(last)
-            await ws.close()
-            return
+    try:
+        async for now, msg, events in frames(ws):
+            if msg["type"] == "delta":
+                mid = msg["message_id"]
+                text = msg["text"]
+                if mid in committed:
+                    result.errors.append(f"a delta of {mid} after its commit")
+                if msg["offset"] != lengths.get(mid, 0):
+                    result.errors.append(
+                        f"delta offset {msg['offset']}, expected {lengths.get(mid)}"
+                    )
+                texts.setdefault(mid, []).append(text)
+                lengths[mid] = lengths.get(mid, 0) + len(text)
+                result.deltas += 1
+                stamps = _STAMP.findall(text)
+                result.tokens += len(stamps)
+                for stamp in stamps:
+                    latencies.append(now - float(stamp))
+                b = int(now / BIN)
+                bins[b] = bins.get(b, 0) + len(stamps)
+                if not first:
+                    first = now
+                last = now
+                continue
+            if not events:
+                continue
+            done = False
+            for ev in events:
+                if ev["seq"] != expect:
+                    result.errors.append(f"seq {ev['seq']}, expected {expect}")
+                    expect = ev["seq"]
+                expect += 1
+                name = ev["event"]
+                data = ev["data"]
+                if name == "message" and data.get("role") == "assistant":
+                    mid = data["message_id"]
+                    committed.add(mid)
+                    result.messages += 1
+                    result.message_tokens += len(_STAMP.findall(data["text"]))
+                    if "".join(texts.pop(mid, ())) != data["text"]:
+                        result.errors.append(f"message {mid}: the deltas differ from the commit")
+                elif name == "run_state" and data["state"] in TERMINAL:
+                    done = True
+                    if data["state"] == "completed":
+                        result.completed += 1
+            result.events += len(events)
+            if done:
+                if texts:
+                    result.errors.append(f"{len(texts)} streamed message(s) never committed")
+                result.end = max(result.end, time.time())
+                if first:
+                    result.firsts.append(first)
+                    result.lasts.append(last)
+                await ws.close()
+                return
+    except ServerError as exc:
+        result.errors.append(str(exc))
+        return
     result.errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
 
 
 async def _client_main() -> None:
-    job = json.loads(sys.stdin.readline())
-    limit = asyncio.Semaphore(64)
-    sockets = await asyncio.gather(*(_open(job["url"], t, limit) for t in job["tokens"]))
-    print("ready", flush=True)
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    if line.strip() != "go":
+    job = read_job()
+    sockets = await open_all(job["tokens"], lambda t: _open(job["url"], t))
+    if not await wait_for_go():
         return
     result = _Result()
     result.start = time.time()
     await asyncio.gather(*(_session(ws, job["input"], result) for ws in sockets))
-    lat = result.latencies
-    if len(lat) > MAX_SAMPLES:
-        step = len(lat) / MAX_SAMPLES
-        lat = [lat[int(i * step)] for i in range(MAX_SAMPLES)]
     out = {
         k: getattr(result, k)
         for k in ("events", "deltas", "tokens", "messages", "message_tokens", "completed")
@@ -345,9 +216,9 @@ async def _client_main() -> None:
         firsts=result.firsts,
         lasts=result.lasts,
         bins=result.bins,
-        latencies=lat,
+        latencies=thin(result.latencies, MAX_SAMPLES),
     )
-    print(json.dumps(out), flush=True)
+    print_result(out)
 
 
 # -- the scenario ------------------------------------------------------------------------------
@@ -355,16 +226,12 @@ async def _client_main() -> None:
 
 def _counts(db: str, prefix: str) -> tuple[int, int]:
     """(events, ``message`` events) committed for the users whose id starts with ``prefix``."""
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        events, messages = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(event = 'message'), 0) FROM netra_events "
-            "WHERE user_id LIKE ?",
-            (prefix + "%",),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(events), int(messages)
+    events, messages = sqlite_counts(
+        db,
+        "SELECT COUNT(*), SUM(event = 'message') FROM netra_events WHERE user_id LIKE ?",
+        prefix + "%",
+    )
+    return events, messages
 
 
 def _achieved(results: list[dict[str, Any]]) -> tuple[float, float]:
@@ -387,7 +254,7 @@ def _achieved(results: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 def run_phase(
-    server: ServeProcess,
+    server: ServerProcess,
     db: str,
     secret: str,
     prefix: str,
@@ -396,49 +263,18 @@ def run_phase(
     clients: int,
 ) -> Row:
     """One phase: ``users`` users, one socket and one streaming run each."""
-    tokens = [
-        mint_token(secret.encode(), f"{prefix}{i:05d}", 3600.0, now=time.time())
-        for i in range(users)
+    tokens = [user_token(secret, f"{prefix}{i:05d}") for i in range(users)]
+    jobs = [
+        {"url": server.url, "tokens": chunk, "input": run_input} for chunk in deal(tokens, clients)
     ]
-    n = max(1, min(clients, users))
-    procs = []
-    for chunk in (tokens[i::n] for i in range(n)):
-        proc = subprocess.Popen(
-            module_command("benchmarks._stream", "client"),
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"url": server.url, "tokens": chunk, "input": run_input}))
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        procs.append(proc)
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                _, err = proc.communicate(timeout=30)
-                raise BenchError(f"a stream client could not connect: {err[-2000:]}")
+    with ClientProcesses.of(
+        "benchmarks._stream", "client", jobs=jobs, what="a stream client"
+    ) as fleet:
+        fleet.wait_ready()
         before = server.metrics()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=900)
-            if proc.returncode != 0 or not out.strip():
-                raise BenchError(f"a stream client failed ({proc.returncode}): {err[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        fleet.go()
+        results = fleet.results(900)
         after = server.metrics()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     total = {k: sum(r[k] for r in results) for k in ("events", "deltas", "tokens", "messages")}
     errors = [e for r in results for e in r["errors"]]
     completed = sum(r["completed"] for r in results)
@@ -473,7 +309,7 @@ def run_phase(
     return {
         "users": users,
         "rate": run_input["rate"],
-        "clients": n,
+        "clients": len(jobs),
         "tokens": total["tokens"],
         "deltas": total["deltas"],
         "tokens_per_delta": total["tokens"] / total["deltas"] if total["deltas"] else 0.0,
@@ -485,8 +321,7 @@ def run_phase(
         "achieved_per_s": achieved,
         "achieved_ratio": achieved / offered if offered else 0.0,
         "window_s": window,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
+        **latency_ms(latencies),
         "max_ms": max(latencies, default=math.nan) * 1000,
         "verified": True,
     }
@@ -517,10 +352,9 @@ def phase_plan(options: Options) -> list[tuple[str, int, int, int, int]]:
 
 
 def run_once(options: Options, progress: Progress, repeat: int) -> list[Row]:
-    clients: int = options.extra.get("clients") or 2
     rows: list[Row] = []
     with (
-        tempfile.TemporaryDirectory(prefix="netra-bench-", dir=options.extra.get("dir")) as tmp,
+        scratch_dir(options.directory) as tmp,
         open(os.path.join(tmp, "server.log"), "w") as log,
     ):
         db = os.path.join(tmp, "stream.db")
@@ -535,7 +369,7 @@ def run_once(options: Options, progress: Progress, repeat: int) -> list[Row]:
             "--subscriber-buffer=100000",
             "--log-level=warning",
         ]
-        server = ServeProcess("benchmarks._stream", args, log)
+        server = start_serve("benchmarks._stream", args, log)
         try:
             for phase, users, rate, messages, per_message in phase_plan(options):
                 progress.step(
@@ -549,7 +383,7 @@ def run_once(options: Options, progress: Progress, repeat: int) -> list[Row]:
                     f"{phase}{repeat}-",
                     users,
                     {"messages": messages, "per_message": per_message, "rate": rate},
-                    clients,
+                    options.clients,
                 )
                 row["phase"] = phase
                 row["case"] = f"{phase}: {users} users x {rate} tokens/s"
@@ -576,72 +410,60 @@ COLUMNS = [
 
 def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
-    if importlib.util.find_spec("websockets") is None:
-        raise BenchError(
-            "stream needs the websockets package (a dev extra): pip install -e '.[dev]' or ./run"
-        )
+    require_websockets(options.scenario)
     runs = [run_once(options, progress, i + 1) for i in range(options.repeat)]
-    rows = median_rows(runs, "case")
+    report = Report.of(TITLE, options, COLUMNS, runs, "case")
+    rows = report.rows
     latency = next((r for r in rows if r["phase"] == "latency"), None)
     sustained = next((r for r in rows if r["phase"] == "sustained"), None)
     lat_size = f"{latency['users']:,} users x {latency['rate']} tokens/s" if latency else "?"
     sus_size = f"{sustained['users']:,} users x {sustained['rate']} tokens/s" if sustained else "?"
     worst_commits = max((r["commits_per_message"] for r in rows), default=None)
-    return Report(
-        scenario=NAME,
-        title=TITLE,
-        options=options,
-        columns=COLUMNS,
-        rows=rows,
-        runs=runs,
-        goals=[
-            Goal(
-                text=f"delta emit->client p50 <= 2 ms at {lat_size}",
-                measured=latency["p50_ms"] if latency else None,
-                target=2,
-                higher_is_better=False,
-                unit=" ms",
-            ),
-            Goal(
-                text=f"delta emit->client p99 <= 10 ms at {lat_size}",
-                measured=latency["p99_ms"] if latency else None,
-                target=10,
-                higher_is_better=False,
-                unit=" ms",
-            ),
-            Goal(
-                text="commits <= 1 per message, not per token (message rows per streamed message)",
-                measured=worst_commits,
-                target=1,
-                higher_is_better=False,
-            ),
-            Goal(
-                text=f"sustained {sus_size}: achieved >= 0.95 x offered tokens/s"
-                + (f" (its delta p99: {sustained['p99_ms']:,.1f} ms)" if sustained else ""),
-                measured=sustained["achieved_ratio"] if sustained else None,
-                target=0.95,
-            ),
-        ],
-        notes=[
-            "server: netra-actors serve (the CLI itself, on a fresh SQLite file) in its own "
-            "process with one more agent, bench_stream; clients: "
-            f"{options.extra.get('clients') or 2} processes with the websockets library, one "
-            "socket (hello features [deltas]) and one run per user; clients and server share the "
-            "machine's cores",
-            "each token is its emit time ('t<time.time()> '), parsed by the client from the "
-            "delta text: latency = receive - emit, per token, including merged deltas "
-            "(tokens/delta > 1 means sockets fell behind and got deltas merged)",
-            f"each message streams ~{PER_MESSAGE_SECONDS:g} s of tokens, then commits once; "
-            "message rows/msg counts message rows in the store per streamed message (1 = one "
-            "commit per message); units/msg = store units committed (/metrics, including each "
-            "run's start and completion) per message",
-            "achieved tokens/s: tokens received inside the window in which every stream was live "
-            "(last first token .. first last token), whole 0.1 s bins; offered = users x rate",
-            "verified per phase: delta offsets gapless, concatenated deltas == committed text, no "
-            "delta after its commit, delivered events == committed events (SQLite file), every "
-            "token written arrived in a delta and in the committed text",
-        ],
-    )
+    report.goals = [
+        Goal.at_most(
+            f"delta emit->client p50 <= 2 ms at {lat_size}",
+            latency["p50_ms"] if latency else None,
+            2,
+            " ms",
+        ),
+        Goal.at_most(
+            f"delta emit->client p99 <= 10 ms at {lat_size}",
+            latency["p99_ms"] if latency else None,
+            10,
+            " ms",
+        ),
+        Goal.at_most(
+            "commits <= 1 per message, not per token (message rows per streamed message)",
+            worst_commits,
+            1,
+        ),
+        Goal.at_least(
+            f"sustained {sus_size}: achieved >= 0.95 x offered tokens/s"
+            + (f" (its delta p99: {sustained['p99_ms']:,.1f} ms)" if sustained else ""),
+            sustained["achieved_ratio"] if sustained else None,
+            0.95,
+        ),
+    ]
+    report.notes = [
+        "server: netra-actors serve (the CLI itself, on a fresh SQLite file) in its own "
+        "process with one more agent, bench_stream; clients: "
+        f"{options.clients} processes with the websockets library, one "
+        "socket (hello features [deltas]) and one run per user; clients and server share the "
+        "machine's cores",
+        "each token is its emit time ('t<time.time()> '), parsed by the client from the "
+        "delta text: latency = receive - emit, per token, including merged deltas "
+        "(tokens/delta > 1 means sockets fell behind and got deltas merged)",
+        f"each message streams ~{PER_MESSAGE_SECONDS:g} s of tokens, then commits once; "
+        "message rows/msg counts message rows in the store per streamed message (1 = one "
+        "commit per message); units/msg = store units committed (/metrics, including each "
+        "run's start and completion) per message",
+        "achieved tokens/s: tokens received inside the window in which every stream was live "
+        "(last first token .. first last token), whole 0.1 s bins; offered = users x rate",
+        "verified per phase: delta offsets gapless, concatenated deltas == committed text, no "
+        "delta after its commit, delivered events == committed events (SQLite file), every "
+        "token written arrived in a delta and in the committed text",
+    ]
+    return report
 
 
 # -- entry points of the child processes ---------------------------------------------------------

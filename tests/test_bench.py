@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import SCENARIOS, main
-from benchmarks._common import median_rows, percentile
+from benchmarks.harness.stats import median_rows, percentile
 
 #: The PostgreSQL server of the store's ``--db`` mode (skipped when it is unreachable).
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -323,9 +323,9 @@ def test_the_benchmarks_need_only_runtime_dependencies_and_are_not_in_the_packag
         "    sys.modules[name] = None\n"
         "import importlib, pkgutil, runpy\n"
         "import benchmarks\n"
-        "for info in pkgutil.iter_modules(benchmarks.__path__):\n"
-        "    if info.name != '__main__':\n"
-        "        importlib.import_module('benchmarks.' + info.name)\n"
+        "for info in pkgutil.walk_packages(benchmarks.__path__, 'benchmarks.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
         "sys.argv = ['benchmarks', '--help']\n"
         "runpy.run_module('benchmarks', run_name='__main__')\n"
     )
