@@ -44,7 +44,6 @@ the gateway path (a WebSocket handshake per user, clients on the same 2 cores) c
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import os
@@ -59,27 +58,16 @@ import trio
 
 import netra_actors as na
 
+from .harness import wsclient
 from .harness.agents import BenchE2E, paced_input
 from .harness.clients import ClientProcesses, deal, require_websockets, user_token
 from .harness.emitter import TEXT
 from .harness.inprocess import scratch_dir
 from .harness.postgres import PgServer, PgUnavailable, scratch_database
-from .harness.processes import ServerProcess, serve_with, start_serve
+from .harness.processes import ServerProcess, child_main, start_serve
 from .harness.progress import Progress
 from .harness.report import BenchError, Column, Goal, Options, Report, Row
 from .harness.stats import percentile, rate, thin
-from .harness.wsclient import (
-    MAX_SAMPLES,
-    TERMINAL,
-    ServerError,
-    frames,
-    open_all,
-    print_result,
-    read_job,
-    say_hello,
-    start_run,
-    wait_for_go,
-)
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
@@ -94,7 +82,7 @@ LEASE_TTL = 2.0
 
 async def _open(spec: dict[str, Any]) -> ClientConnection:
     hello = {"token": spec["token"], "resume_from": 0}
-    ws, _welcome = await say_hello(spec["url"], hello, open_timeout=120)
+    ws, _welcome = await wsclient.say_hello(spec["url"], hello, open_timeout=120)
     return ws
 
 
@@ -109,7 +97,7 @@ async def _events(
     """Read events until the user's run ended (True) or the socket closed (False)."""
     expect = 1
     try:
-        async for now, _msg, events in frames(ws):
+        async for now, _msg, events in wsclient.frames(ws):
             done = False
             for ev in events:
                 seq = ev["seq"]
@@ -127,11 +115,11 @@ async def _events(
                     lags.append(now - ev["ts"])
                 elif name == "run_rolled_back" or name == "run_state":
                     marks.append([seq, name, now, ev["data"].get("state")])
-                    if name == "run_state" and ev["data"]["state"] in TERMINAL:
+                    if name == "run_state" and ev["data"]["state"] in wsclient.TERMINAL:
                         done = True
             if done:
                 return True
-    except ServerError as exc:
+    except wsclient.ServerError as exc:
         errors.append(str(exc))
     return False
 
@@ -141,7 +129,7 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
     from websockets.exceptions import ConnectionClosed
 
     if spec["starts"]:
-        await start_run(ws, "bench_e2e", job["input"])
+        await wsclient.start_run(ws, "bench_e2e", job["input"])
     digest = hashlib.sha1()
     counts = [0, 0]  # events received, distinct seqs
     errors: list[str] = []
@@ -159,7 +147,7 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
         if not job.get("tolerate_close"):
             errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
     count, distinct = counts
-    lags = thin(lags, max(1, MAX_SAMPLES // max(1, job["sockets_total"])))
+    lags = thin(lags, max(1, wsclient.MAX_SAMPLES // max(1, job["sockets_total"])))
     return {
         "user": spec["user"],
         "node": spec["node"],
@@ -175,22 +163,22 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
 
 
 async def _client_main() -> None:
-    job = read_job()
+    job = wsclient.read_job()
     specs = job["sockets"]
     job["sockets_total"] = len(specs)
     # The node-1 sockets first: node 1 activates the users and takes their leases.
     firsts = [s for s in specs if s["node"] == 0]
     rest = [s for s in specs if s["node"] != 0]
-    sockets = await open_all(firsts, _open)
-    sockets += await open_all(rest, _open)
+    sockets = await wsclient.open_all(firsts, _open)
+    sockets += await wsclient.open_all(rest, _open)
     ordered = firsts + rest
-    if not await wait_for_go():
+    if not await wsclient.wait_for_go():
         return
     start = time.time()
     results = await asyncio.gather(
         *(_read(ws, spec, job) for ws, spec in zip(sockets, ordered, strict=True))
     )
-    print_result({"start": start, "sockets": results})
+    wsclient.print_result({"start": start, "sockets": results})
 
 
 # -- the database --------------------------------------------------------------------------------
@@ -712,13 +700,7 @@ def run(options: Options, progress: Progress) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``server SERVE-ARGS`` (netra-actors serve + bench_e2e) or ``client`` (job on stdin)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks._cluster")
-    parser.add_argument("role", choices=["server", "client"])
-    args, rest = parser.parse_known_args(argv)
-    if args.role == "server":
-        return serve_with([BenchE2E], rest)
-    asyncio.run(_client_main())
-    return 0
+    return child_main("benchmarks._cluster", [BenchE2E], _client_main, argv)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from .harness import wsclient
 from .harness.stats import thin
-from .harness.wsclient import (
-    MAX_SAMPLES,
-    TERMINAL,
-    ServerError,
-    frames,
-    open_all,
-    print_result,
-    read_job,
-    say_hello,
-    start_run,
-    wait_for_go,
-)
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
@@ -45,11 +34,11 @@ class Result:
 
 
 async def _session(ws: ClientConnection, run_input: dict[str, Any], result: Result) -> None:
-    await start_run(ws, "bench_e2e", run_input)
+    await wsclient.start_run(ws, "bench_e2e", run_input)
     expect = 1
     latencies = result.latencies
     try:
-        async for now, _msg, events in frames(ws):
+        async for now, _msg, events in wsclient.frames(ws):
             done = False
             for ev in events:
                 if ev["seq"] != expect:
@@ -60,7 +49,7 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: Resu
                 if name == "bench_tick":
                     latencies.append(now - ev["data"]["t"])
                     result.ticks += 1
-                elif name == "run_state" and ev["data"]["state"] in TERMINAL:
+                elif name == "run_state" and ev["data"]["state"] in wsclient.TERMINAL:
                     done = True
                     if ev["data"]["state"] == "completed":
                         result.completed += 1
@@ -69,28 +58,26 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: Resu
                 result.end = max(result.end, time.time())
                 await ws.close()
                 return
-    except ServerError as exc:
+    except wsclient.ServerError as exc:
         result.errors.append(str(exc))
         return
     result.errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
 
 
 async def _open(url: str, token: str) -> ClientConnection:
-    ws, _welcome = await say_hello(url, {"token": token}, open_timeout=60)
+    ws, _welcome = await wsclient.say_hello(url, {"token": token}, open_timeout=60)
     return ws
 
 
 async def _main() -> None:
-    job = read_job()
-    sockets = await open_all(job["tokens"], lambda t: _open(job["url"], t))
-    if not await wait_for_go():
-        return
     result = Result()
-    result.start = time.time()
-    await asyncio.gather(*(_session(ws, job["input"], result) for ws in sockets))
-    print_result(
+    ran = await wsclient.run_job(_open, lambda ws, run_input: _session(ws, run_input, result))
+    if ran is None:
+        return
+    result.start, sockets = ran
+    wsclient.print_result(
         {
-            "sockets": len(sockets),
+            "sockets": sockets,
             "events": result.events,
             "ticks": result.ticks,
             "completed": result.completed,
@@ -98,7 +85,7 @@ async def _main() -> None:
             "error_count": len(result.errors),
             "start": result.start,
             "end": result.end,
-            "latencies": thin(result.latencies, MAX_SAMPLES),
+            "latencies": thin(result.latencies, wsclient.MAX_SAMPLES),
         }
     )
 

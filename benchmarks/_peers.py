@@ -277,31 +277,48 @@ def _sink_count(sink: pykka.ActorRef[_Sink]) -> tuple[int, list[str]]:
     return int(delivered), list(errors)
 
 
-class _UserSupervisor(pykka.ThreadingActor):
-    """One user's supervisor on pykka; its thread runs the agent and commits its units."""
+class _PykkaUser(pykka.ThreadingActor):
+    """One user's supervisor on pykka: its thread runs the agent's units, commits each one
+    (:meth:`commit`, blocking), then tells the sink its events (commit before send)."""
 
-    def __init__(self, script: Script, writer: SqliteWriter, sink: pykka.ActorRef[_Sink]) -> None:
+    def __init__(self, script: Script, sink: pykka.ActorRef[_Sink]) -> None:
         super().__init__()
         self.script = script
-        self.writer = writer
         self.sink = sink
+
+    def commit(self, head: int, staged: list[Staged], state: str, created: float) -> list[Any]:
+        """Commit one unit after ``head``; the events as the subscriber gets them."""
+        raise NotImplementedError
 
     def on_receive(self, message: Any) -> Any:
         script = self.script
         created = time.time()
         head = 0
         for staged, state in script.units:
-            now = time.time()
-            committed = threading.Event()
-            self.writer.submit(
-                script.rows(head, staged, state, now),
-                [script.run_row(state, now, created)],
-                committed.set,
-            )
-            committed.wait()  # commit before send
-            self.sink.tell((script.user_id, script.deliverable(head, staged, now)))
+            events = self.commit(head, staged, state, created)
+            self.sink.tell((script.user_id, events))
             head += len(staged)
         return head
+
+
+class _UserSupervisor(_PykkaUser):
+    """Commits through the group-commit writer thread (plain ``sqlite3``)."""
+
+    def __init__(self, script: Script, writer: SqliteWriter, sink: pykka.ActorRef[_Sink]) -> None:
+        super().__init__(script, sink)
+        self.writer = writer
+
+    def commit(self, head: int, staged: list[Staged], state: str, created: float) -> list[Any]:
+        script = self.script
+        now = time.time()
+        committed = threading.Event()
+        self.writer.submit(
+            script.rows(head, staged, state, now),
+            [script.run_row(state, now, created)],
+            committed.set,
+        )
+        committed.wait()
+        return script.deliverable(head, staged, now)
 
 
 def run_pykka(w: Workload, db: str, progress: Progress) -> Row:
@@ -346,8 +363,8 @@ def run_pykka(w: Workload, db: str, progress: Progress) -> Row:
 # -- pykka on netra's own store --------------------------------------------------------------
 
 
-class _StoreUser(pykka.ThreadingActor):
-    """One user's pykka supervisor committing through netra's ``SqlStore`` (a thread hand-off)."""
+class _StoreUser(_PykkaUser):
+    """Commits through netra's ``SqlStore`` (a thread hand-off into the runtime's trio guest)."""
 
     def __init__(
         self,
@@ -356,40 +373,33 @@ class _StoreUser(pykka.ThreadingActor):
         token: trio.lowlevel.TrioToken,
         sink: pykka.ActorRef[_Sink],
     ) -> None:
-        super().__init__()
-        self.script = script
+        super().__init__(script, sink)
         self.store = store
         self.token = token
-        self.sink = sink
 
-    def on_receive(self, message: Any) -> Any:
+    def commit(self, head: int, staged: list[Staged], state: str, created: float) -> list[Any]:
         script = self.script
-        created = time.time()
-        head = 0
-        for staged, state in script.units:
-            unit = UnitOfWork(script.user_id)
-            for name, _data, data_json in staged:
-                unit.emit_encoded(script.run_id, name, data_json)
-            unit.put_run(
-                UowRunRow(
-                    user_id=script.user_id,
-                    run_id=script.run_id,
-                    agent="bench_emit",
-                    state=state,
-                    attempt=1,
-                    input_json="{}",
-                    result_json=None,
-                    reason=None,
-                    created_at=created,
-                    updated_at=time.time(),
-                )
+        unit = UnitOfWork(script.user_id)
+        for name, _data, data_json in staged:
+            unit.emit_encoded(script.run_id, name, data_json)
+        unit.put_run(
+            UowRunRow(
+                user_id=script.user_id,
+                run_id=script.run_id,
+                agent="bench_emit",
+                state=state,
+                attempt=1,
+                input_json="{}",
+                result_json=None,
+                reason=None,
+                created_at=created,
+                updated_at=time.time(),
             )
-            events = trio.from_thread.run(
-                self.store.commit, script.user_id, head, unit, trio_token=self.token
-            )
-            self.sink.tell((script.user_id, events))
-            head = events[-1].seq
-        return head
+        )
+        events: list[Any] = trio.from_thread.run(
+            self.store.commit, script.user_id, head, unit, trio_token=self.token
+        )
+        return events
 
 
 async def _pykka_store_main(w: Workload, db: str, progress: Progress) -> Row:

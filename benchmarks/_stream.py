@@ -29,8 +29,6 @@ dilute it; offered = users x rate.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import math
 import os
 import random
@@ -45,24 +43,13 @@ import trio
 
 import netra_actors as na
 
+from .harness import wsclient
 from .harness.clients import ClientProcesses, deal, require_websockets, user_token
 from .harness.inprocess import scratch_dir, sqlite_counts
-from .harness.processes import ServerProcess, serve_with, start_serve
+from .harness.processes import ServerProcess, child_main, start_serve
 from .harness.progress import Progress
 from .harness.report import BenchError, Column, Goal, Options, Report, Row
 from .harness.stats import latency_ms, thin
-from .harness.wsclient import (
-    MAX_SAMPLES,
-    TERMINAL,
-    ServerError,
-    frames,
-    open_all,
-    print_result,
-    read_job,
-    say_hello,
-    start_run,
-    wait_for_go,
-)
 
 if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket is opened
     from websockets.asyncio.client import ClientConnection
@@ -120,14 +107,16 @@ class _Result:
 
 
 async def _open(url: str, token: str) -> ClientConnection:
-    ws, welcome = await say_hello(url, {"token": token, "features": ["deltas"]}, open_timeout=120)
+    ws, welcome = await wsclient.say_hello(
+        url, {"token": token, "features": ["deltas"]}, open_timeout=120
+    )
     if "deltas" not in welcome.get("features", ()):
         raise RuntimeError(f"expected a welcome with deltas, got {welcome}")
     return ws
 
 
 async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Result) -> None:
-    await start_run(ws, "bench_stream", run_input)
+    await wsclient.start_run(ws, "bench_stream", run_input)
     expect = 1
     texts: dict[str, list[str]] = {}
     lengths: dict[str, int] = {}
@@ -136,7 +125,7 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Res
     bins = result.bins
     first = last = 0.0
     try:
-        async for now, msg, events in frames(ws):
+        async for now, msg, events in wsclient.frames(ws):
             if msg["type"] == "delta":
                 mid = msg["message_id"]
                 text = msg["text"]
@@ -176,7 +165,7 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Res
                     result.message_tokens += len(_STAMP.findall(data["text"]))
                     if "".join(texts.pop(mid, ())) != data["text"]:
                         result.errors.append(f"message {mid}: the deltas differ from the commit")
-                elif name == "run_state" and data["state"] in TERMINAL:
+                elif name == "run_state" and data["state"] in wsclient.TERMINAL:
                     done = True
                     if data["state"] == "completed":
                         result.completed += 1
@@ -190,20 +179,18 @@ async def _session(ws: ClientConnection, run_input: dict[str, Any], result: _Res
                     result.lasts.append(last)
                 await ws.close()
                 return
-    except ServerError as exc:
+    except wsclient.ServerError as exc:
         result.errors.append(str(exc))
         return
     result.errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
 
 
 async def _client_main() -> None:
-    job = read_job()
-    sockets = await open_all(job["tokens"], lambda t: _open(job["url"], t))
-    if not await wait_for_go():
-        return
     result = _Result()
-    result.start = time.time()
-    await asyncio.gather(*(_session(ws, job["input"], result) for ws in sockets))
+    ran = await wsclient.run_job(_open, lambda ws, run_input: _session(ws, run_input, result))
+    if ran is None:
+        return
+    result.start, _sockets = ran
     out = {
         k: getattr(result, k)
         for k in ("events", "deltas", "tokens", "messages", "message_tokens", "completed")
@@ -216,9 +203,9 @@ async def _client_main() -> None:
         firsts=result.firsts,
         lasts=result.lasts,
         bins=result.bins,
-        latencies=thin(result.latencies, MAX_SAMPLES),
+        latencies=thin(result.latencies, wsclient.MAX_SAMPLES),
     )
-    print_result(out)
+    wsclient.print_result(out)
 
 
 # -- the scenario ------------------------------------------------------------------------------
@@ -471,13 +458,7 @@ def run(options: Options, progress: Progress) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``server SERVE-ARGS`` (netra-actors serve + bench_stream) or ``client`` (job on stdin)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks._stream")
-    parser.add_argument("role", choices=["server", "client"])
-    args, rest = parser.parse_known_args(argv)
-    if args.role == "server":
-        return serve_with([BenchStream], rest)
-    asyncio.run(_client_main())
-    return 0
+    return child_main("benchmarks._stream", [BenchStream], _client_main, argv)
 
 
 if __name__ == "__main__":

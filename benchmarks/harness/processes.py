@@ -10,6 +10,8 @@ own ``serve`` with more agents.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import os
 import re
@@ -21,8 +23,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from .machine import ROOT, cpu_seconds
 from .report import BenchError
@@ -242,3 +244,21 @@ def serve_with(agents: Sequence[type[na.AgentBase]], argv: Sequence[str]) -> int
     demo: Sequence[type[na.AgentBase]] = getattr(_cli, "DEMO_AGENTS")  # noqa: B009
     setattr(_cli, "DEMO_AGENTS", (*demo, *agents))  # noqa: B010
     return _cli.main(["serve", *argv])
+
+
+def child_main(
+    module: str,
+    agents: Sequence[type[na.AgentBase]],
+    client: Callable[[], Coroutine[Any, Any, None]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The entry point of a scenario module run as a child process (``python -m module``):
+    ``server SERVE-ARGS`` (:func:`serve_with` ``agents``) or ``client`` (``client()``, its job on
+    stdin)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
+    parser.add_argument("role", choices=["server", "client"])
+    args, rest = parser.parse_known_args(argv)
+    if args.role == "server":
+        return serve_with(agents, rest)
+    asyncio.run(client())
+    return 0

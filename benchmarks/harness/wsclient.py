@@ -101,3 +101,19 @@ async def frames(
 def print_result(result: dict[str, Any]) -> None:
     """The client's result: one JSON line on stdout."""
     print(json.dumps(result), flush=True)
+
+
+async def run_job(
+    open_one: Callable[[str, str], Awaitable[ClientConnection]],
+    session: Callable[[ClientConnection, Any], Awaitable[None]],
+) -> tuple[float, int] | None:
+    """A client process's job ``{"url", "tokens", "input"}``: ``open_one(url, token)`` for every
+    token, ``ready``, then at ``go`` ``session(ws, input)`` on every socket at once. (The start
+    time, the number of sockets); None if told to stop instead."""
+    job = read_job()
+    sockets = await open_all(job["tokens"], lambda t: open_one(job["url"], t))
+    if not await wait_for_go():
+        return None
+    start = time.time()
+    await asyncio.gather(*(session(ws, job["input"]) for ws in sockets))
+    return start, len(sockets)
