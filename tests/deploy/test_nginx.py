@@ -15,9 +15,9 @@ import contextlib
 import http.client
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import pytest
@@ -51,6 +51,8 @@ if NGINX is None:
     pytest.skip("nginx is missing (apt-get install -y nginx)", allow_module_level=True)
 if OPENSSL is None:
     pytest.skip("openssl is missing (apt-get install -y openssl)", allow_module_level=True)
+
+T = TypeVar("T")
 
 PING_INTERVAL = 3
 """The servers' ``--ping-interval`` here (the guide keeps the default, 20 s): the timeout test
@@ -184,6 +186,18 @@ def unavailable(exc: Exception) -> bool:
     return isinstance(exc, RETRY)
 
 
+async def retrying(opener: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
+    """``opener()``, again every 0.2 s while no server answers (a client's reconnect loop)."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                return await opener()
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+            await asyncio.sleep(0.2)
+
+
 class Follower:
     """One user's WebSocket through the proxy, as the page keeps it: whenever it is closed it
     reconnects with ``resume_from`` = the last seq it holds (retrying while no server answers).
@@ -205,15 +219,11 @@ class Follower:
 
     async def run(self) -> None:
         while True:
-            try:
-                client = await Client.open(
+            client = await retrying(
+                lambda: Client.open(
                     self.proxy, self.user, resume_from=self.last, origin=self.proxy.origin
                 )
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                await asyncio.sleep(0.2)
-                continue
+            )
             self.connections += 1
             with contextlib.suppress(ConnectionClosed):
                 async for raw in client.ws:
@@ -241,16 +251,15 @@ class SseFollower:
 
     async def run(self) -> None:
         while True:
-            try:
-                stream = await events(
-                    self.proxy, self.user, self.last_id,
-                    headers={"Origin": self.proxy.origin}, checker=self.checker,
-                )  # fmt: skip
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                await asyncio.sleep(0.2)
-                continue
+            stream = await retrying(
+                lambda: events(
+                    self.proxy,
+                    self.user,
+                    self.last_id,
+                    headers={"Origin": self.proxy.origin},
+                    checker=self.checker,
+                )
+            )
             self.streams += 1
             async with stream:
                 while await stream.next(3600) is not None:
@@ -270,18 +279,6 @@ async def until(
             await asyncio.sleep(0.05)
 
 
-async def connected(proxy: Nginx, user: str, within: float = 30.0) -> Client:
-    """A fresh socket through the proxy, retrying while no server answers."""
-    async with asyncio.timeout(within):
-        while True:
-            try:
-                return await Client.open(proxy, user, origin=proxy.origin)
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-            await asyncio.sleep(0.2)
-
-
 @bounded(150)
 async def test_clients_resume_exactly_across_a_restart_of_each_server(
     site: Site, user: str
@@ -291,7 +288,7 @@ async def test_clients_resume_exactly_across_a_restart_of_each_server(
     tasks = [asyncio.create_task(ws.run()), asyncio.create_task(sse.run())]
     try:
         await until(lambda: ws.connections > 0 and sse.streams > 0, tasks, "connecting")
-        client = await connected(proxy, user)
+        client = await retrying(lambda: Client.open(proxy, user, origin=proxy.origin))
         before = await client.say("before the deploy")
         slow = await client.start("slow", {"seconds": 3})
         await client.close()
@@ -300,7 +297,7 @@ async def test_clients_resume_exactly_across_a_restart_of_each_server(
         for server in site.servers:  # a rolling restart: whichever a client is on, it is cut
             assert server.terminate() == 0, server.log()
             server.start()
-        client = await connected(proxy, user)
+        client = await retrying(lambda: Client.open(proxy, user, origin=proxy.origin))
         after = await client.say("after the deploy")
         await client.close()
         await until(lambda: ws.find(lambda e: is_final_state(e, after)) is not None, tasks, "c")
@@ -373,8 +370,9 @@ async def test_idle_connections_live_while_the_read_timeout_exceeds_the_ping_int
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="the gateway serves POST /dev/token to proxied requests (X-Forwarded-For, Host) "
-    "when it binds a loopback address without --no-dev-tokens",
+    reason="a server on a loopback address (dev sign-in on by default) mints a token for "
+    "POST /dev/token relayed by nginx (X-Forwarded-For, X-Forwarded-Proto: https); "
+    "it should refuse proxied requests",
 )
 def test_development_sign_in_is_not_served_through_the_proxy(site: Site) -> None:
     """A server started without ``--no-dev-tokens`` (on loopback, its default is on) behind the
