@@ -1,4 +1,4 @@
-"""A supervisor's children: the task of one attempt (async or threaded), and the slot wait.
+"""A session's children: the task of one attempt (async or threaded), and the slot wait.
 
 Each child runs inside a cancel scope its supervisor holds; it reports back only through the
 supervisor's mailbox (``AgentExited`` when the agent raised, ``SlotReady`` when a thread slot
@@ -22,8 +22,8 @@ from ._threaded import ThreadedAgent, run_threaded_attempt
 from ._values import JSON, loads
 
 if TYPE_CHECKING:
+    from ._deps import SupervisorDeps, ThreadCounters
     from ._runs import Run
-    from ._supervisor import SupervisorDeps
 
 log = logging.getLogger("netra_actors.supervisor")
 
@@ -53,8 +53,8 @@ def start_attempt(
         beat_every=1.0 if hb is None else min(1.0, hb / 4),
         journal=run.journal.snapshot(),
     )
-    run.consumed = 0  # a new attempt takes the run's inputs from the first again
-    run.asking = None
+    run.new_attempt()  # it takes the run's inputs from the first again
+    run.question = None
     run.child = scope = trio.CancelScope()
     input_value = None if run.input_json is None else loads(run.input_json)
     if issubclass(run.agent_cls, ThreadedAgent):
@@ -104,19 +104,6 @@ async def agent_child(
     if scope.cancelled_caught or error is None:
         return
     await report_crash(mailbox, ctx, error)
-
-
-class ThreadCounters:
-    """What the threaded children count (the runtime's statistics read it)."""
-
-    __slots__ = ("abandoned", "abandoned_total", "live")
-
-    def __init__(self) -> None:
-        self.live = 0
-        """Threads that have not ended yet (abandoned ones included)."""
-        self.abandoned = 0
-        """Threads still running code for an attempt that is over."""
-        self.abandoned_total = 0
 
 
 async def threaded_child(

@@ -23,56 +23,27 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ._exceptions import (
-    BusyError,
-    CommandError,
-    IllegalStateError,
-    MailboxFullError,
-    RuntimeClosedError,
-    StoreError,
-    TooLargeError,
-    UnknownAgentError,
-    UnknownRunError,
-)
+from ._cluster_codec import raise_reply
+from ._exceptions import RuntimeClosedError, StoreError
 from ._ids import ulid
 from ._messages import Reply
-from ._values import JSON, dumps, loads
+from ._values import JSON, dumps
 
 if TYPE_CHECKING:
     from ._store import ClusterStore
 
 log = logging.getLogger("netra_actors.cluster")
 
-#: Command errors by wire code, to raise on the asking node what the owner refused.
-_ERRORS: dict[str, type[CommandError]] = {
-    cls.code: cls
-    for cls in (
-        UnknownAgentError,
-        UnknownRunError,
-        IllegalStateError,
-        TooLargeError,
-        MailboxFullError,
-        BusyError,
-    )
-}
-
-
-def error_payload(exc: CommandError) -> str:
-    """How an owner answers a refused command (the asking node re-raises it)."""
-    return dumps({"code": exc.code, "message": exc.message})
-
-
-def raise_reply(payload: str) -> None:
-    """Re-raise the command error an owner answered with."""
-    data = loads(payload)
-    raise _ERRORS.get(data.get("code"), CommandError)(str(data.get("message", "")))
-
 
 class Member(Protocol):
     """What the loops need from a supervisor."""
 
     user_id: str
-    head: int
+
+    @property
+    def head(self) -> int:
+        """The last ``seq`` its sockets were given."""
+        ...
 
     @property
     def following(self) -> bool:

@@ -16,7 +16,8 @@ and the head ``seq`` they have been given — and nothing else: no runs, no unit
 
 It ends when it is idle (no socket, nothing pending) or when this node took the lease; the
 session then runs an owner (:class:`~netra_actors._supervisor.UserSupervisor`) with the same
-mailbox and subscriptions.
+mailbox and sockets (:class:`~netra_actors._feed.Feed`). Its mailbox loop is the owner's
+(``_mailbox.py``); the cluster codec is ``_cluster_codec.py``.
 """
 
 from __future__ import annotations
@@ -24,20 +25,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from ._cluster_codec import command_of
+from ._core._session import LiveRun, Session
 from ._exceptions import (
     CommandError,
-    ResumeBeyondHeadError,
     RunFencedError,
     StoreError,
-    SubscriptionClosedError,
     UnknownRunError,
 )
+from ._feed import Feed
+from ._mailbox import serve
 from ._messages import (
     AgentExited,
     Ask,
@@ -59,11 +62,11 @@ from ._messages import (
     Write,
 )
 from ._runs import RunsSnapshot
-from ._values import JSON, loads
+from ._values import loads
 
 if TYPE_CHECKING:
+    from ._deps import SupervisorDeps
     from ._subscription import Subscription
-    from ._supervisor import SupervisorDeps
 
 log = logging.getLogger("netra_actors.cluster")
 
@@ -74,48 +77,6 @@ class Acquired:
 
     epoch: int
     first: Message | None
-
-
-def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
-    """The inbox form of a command that changes the session (None for anything else)."""
-    match msg:
-        case StartRun():
-            return "start_run", {
-                "agent": msg.agent,
-                "input": msg.input,
-                "user_text": msg.user_text,
-                "if_busy": msg.if_busy,
-                "message_meta": msg.message_meta,
-            }
-        case CancelRun():
-            return "cancel_run", {"run_id": msg.run_id}
-        case SendInput():
-            return "send_input", {"run_id": msg.run_id, "input": msg.input}
-        case SendToRun():
-            return "send_to_run", {"run_id": msg.run_id, "message": msg.message}
-    return None
-
-
-def message_of(kind: str, payload: dict[str, Any]) -> Message:
-    """The supervisor message for a command read from the inbox (its reply is the owner's)."""
-    reply: Reply[Any] = Reply()
-    match kind:
-        case "start_run":
-            return StartRun(
-                agent=payload["agent"],
-                input=payload["input"],
-                user_text=payload["user_text"],
-                reply=reply,
-                if_busy=payload["if_busy"],
-                message_meta=payload.get("message_meta"),
-            )
-        case "cancel_run":
-            return CancelRun(run_id=payload["run_id"], reply=reply)
-        case "send_input":
-            return SendInput(run_id=payload["run_id"], input=payload["input"], reply=reply)
-        case "send_to_run":
-            return SendToRun(run_id=payload["run_id"], message=payload["message"], reply=reply)
-    raise CommandError(f"unknown inbox command {kind!r}")
 
 
 class UserFollower:
@@ -130,23 +91,35 @@ class UserFollower:
         mailbox: trio.MemoryReceiveChannel[Message],
         send: trio.MemorySendChannel[Message],
         *,
-        subs: list[Subscription],
-        head: int | None,
+        feed: Feed,
     ) -> None:
         self.user_id = user_id
         self._deps = deps
         self._store = deps.store
         self._rx = mailbox
         self._tx = send
-        self.subs = subs
-        self.head = head if head is not None else -1
-        self.runs: dict[str, Any] = {}  # a follower has none (statistics read this)
+        self.feed = feed
+        self.session: Session[LiveRun] = Session(deps.rules)
+        """Always without runs: its idle clock."""
         self._forwarding = 0
         self._done = False
         """True once this follower has ended (the session moved on)."""
-        self._idle_since: float | None = None
+        self.acquired: Acquired | None = None
+        """How it ended: this node took the lease (None: it passivated)."""
         self.deadline: float | None = None
         self.wake_at = math.inf
+
+    @property
+    def runs(self) -> dict[str, LiveRun]:
+        return self.session.runs  # a follower has none (statistics read this)
+
+    @property
+    def subs(self) -> list[Subscription]:
+        return self.feed.subs
+
+    @property
+    def head(self) -> int:
+        return self.feed.head
 
     def wake(self) -> None:
         with contextlib.suppress(
@@ -165,88 +138,73 @@ class UserFollower:
         return False  # only an owner takes commands from the inbox
 
     def abandon(self, reason: str) -> None:
-        for sub in self.subs:
-            sub._close(SubscriptionClosedError(reason))
+        self.feed.close(reason)
 
-    async def run(self, *, on_idle: Any) -> Acquired | None:
+    async def run(self, *, on_idle: Callable[[], bool]) -> Acquired | None:
         """Follow until idle (None) or until this node takes the lease (:class:`Acquired`)."""
         cluster = self._deps.cluster
         async with trio.open_nursery() as nursery:
-            if self.head < 0:
+            if self.feed.head < 0:
                 assert self._deps.leases is not None
                 heads = await self._deps.leases.heads([self.user_id])
-                self.head = heads.get(self.user_id, 0)
+                self.feed.head = heads.get(self.user_id, 0)
             await self._catch_up()
             cluster.follow(self)
             try:
-                result = await self._loop(nursery, on_idle)
+                await serve(self, self._rx, self._deps.deadlines, on_idle)
             finally:
                 self._done = True
                 cluster.unfollow(self)
                 nursery.cancel_scope.cancel()
-        return result
+        return self.acquired
 
-    async def _loop(self, nursery: trio.Nursery, on_idle: Any) -> Acquired | None:
-        wheel = self._deps.deadlines
-        idle_timeout = self._deps.config.idle_timeout
-        while True:
-            try:
-                msg = self._rx.receive_nowait()
-            except trio.WouldBlock:
-                now = trio.current_time()
-                if self._idle():
-                    if self._idle_since is None:
-                        self._idle_since = now
-                    self.deadline = self._idle_since + idle_timeout
-                    if now >= self.deadline:
-                        if on_idle():
-                            return None
-                        self._idle_since = None
-                        continue
-                    wheel.schedule(self, self.deadline)
-                else:
-                    self._idle_since = None
-                    self.deadline = None
-                msg = await self._rx.receive()
-            if type(msg) is not Poke:
-                self._idle_since = None
-            acquired = await self._handle(nursery, msg)
-            if acquired is not None:
-                return acquired
+    # -- the mailbox loop's role -----------------------------------------------------------
 
-    def _idle(self) -> bool:
-        self.subs = [s for s in self.subs if not s.closed]
-        return not self.subs and not self._forwarding
+    def quiet(self) -> bool:
+        """No socket open, no command waiting for the owner's answer, nothing in the mailbox."""
+        return (
+            not self._forwarding
+            and not self.feed.active()
+            and self._rx.statistics().current_buffer_used == 0
+        )
 
-    async def _handle(self, nursery: trio.Nursery, msg: Message) -> Acquired | None:
+    def next_deadline(self) -> float | None:
+        return self.session.next_deadline(trio.current_time(), self)
+
+    async def on_time(self) -> bool:
+        return self.session.may_passivate(trio.current_time(), self)
+
+    async def handle(self, msg: Message) -> bool:
+        """Handle one message. True once this node took the lease (``acquired``)."""
         match msg:
             case Poke():
                 await self._catch_up()
             case Subscribe():
                 await self._catch_up()
-                self._on_subscribe(msg)
+                self.feed.subscribe(msg, self.wake)
             case StartRun() | CancelRun() | SendInput() | SendToRun():
                 epoch = await self._try_acquire()
                 if epoch is not None:
-                    return Acquired(epoch, msg)
-                await self._forward(nursery, msg)
+                    self.acquired = Acquired(epoch, msg)
+                else:
+                    await self._forward(msg)
             case GetRuns():
                 await self._answer(msg.reply, self._get_runs(msg.limit))
             case WaitRun():
                 self._deps.cluster.spawn(self._wait_run, msg)
             case TookLease():
-                return Acquired(msg.epoch, None)
+                self.acquired = Acquired(msg.epoch, None)
             case TryLease():
                 epoch = await self._try_acquire()
                 if epoch is not None:
-                    return Acquired(epoch, None)
+                    self.acquired = Acquired(epoch, None)
             case Checkpoint() | Ask():
                 msg.reply.fail(RunFencedError("this node no longer owns the user's session"))
             case SlotReady():
                 msg.release()
             case Heartbeat() | Write() | AgentExited():
                 pass  # from an attempt of a time when this node owned the user: over
-        return None
+        return self.acquired is not None
 
     async def _try_acquire(self) -> int | None:
         leases = self._deps.leases
@@ -258,7 +216,7 @@ class UserFollower:
             log.warning("user %r: taking the lease failed: %s", self.user_id, exc)
             return None
 
-    async def _forward(self, nursery: trio.Nursery, msg: Any) -> None:
+    async def _forward(self, msg: Any) -> None:
         kind, payload = command_of(msg)  # type: ignore[misc]
         try:
             request_id = await self._deps.cluster.post(self.user_id, kind, payload)
@@ -293,36 +251,14 @@ class UserFollower:
 
     async def _catch_up(self) -> None:
         """Hand the subscriptions every event committed after ``head``, in order."""
-        page = self._deps.config.replay_page
-        while True:
-            try:
-                events = await self._store.replay(self.user_id, self.head, page)
-            except StoreError as exc:
-                log.warning("user %r: following failed: %s", self.user_id, exc)
-                return
-            if not events:
-                return
-            self.head = events[-1].seq
-            self.subs = [s for s in self.subs if s._offer(events)]
-            self._deps.counters.follow_lag.observe(max(0.0, time.time() - events[-1].ts))
-            if len(events) < page:
-                return
-
-    def _on_subscribe(self, msg: Subscribe) -> None:
-        if msg.resume_from is not None and msg.resume_from > self.head:
-            msg.reply.fail(
-                ResumeBeyondHeadError(
-                    f"resume_from {msg.resume_from} is greater than head_seq {self.head}"
-                )
-            )
-            return
-        msg.subscription._registered(self.head, self.wake)
-        self.subs.append(msg.subscription)
-        msg.reply.set(self.head)
+        deps = self._deps
+        await self.feed.follow(
+            self._store, self.user_id, page=deps.config.replay_page, counters=deps.counters
+        )
 
     async def _get_runs(self, limit: int) -> RunsSnapshot:
         runs = await self._store.list_runs(self.user_id, limit)
-        return RunsSnapshot(head_seq=self.head, runs=tuple(runs))
+        return RunsSnapshot(head_seq=self.feed.head, runs=tuple(runs))
 
     async def _wait_run(self, msg: WaitRun) -> None:
         """Poll the store until the run ended (bounded by the caller's own patience)."""

@@ -1,7 +1,10 @@
-"""A live run as its supervisor holds it, and how a plan's steps become a unit of work.
+"""A live run as its owner holds it, and how a plan's steps become a unit of work.
 
-The run's life-cycle state is its :class:`~netra_actors._core._lifecycle.RunLife` and nothing
-else: the run row that the store keeps is derived from it whenever a unit is staged.
+A :class:`Run` is the core's record of a live run (:class:`~._core._session.LiveRun`: its
+:class:`~._core._lifecycle.RunLife`, queue place and inputs) with the handles only the shell
+holds (its agent class, inbox, running attempt, waiters). The run's life-cycle state is its
+``life`` and nothing else: the run row the store keeps is derived from it whenever a unit is
+staged.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ import attrs
 import trio
 
 from ._agent import AgentBase
-from ._core import RunState, Transition
+from ._core import Transition
 from ._core._journal import Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
+from ._core._session import LiveRun
 from ._messages import Reply
 from ._uow import RunRow, UnitOfWork
 from ._values import JSON, RunInfo, dumps, loads
-
-#: The states in which a run takes ``send_input``.
-TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
 
 
 @attrs.frozen(kw_only=True)
@@ -32,14 +33,12 @@ class RunsSnapshot:
     runs: tuple[RunInfo, ...]
 
 
-@attrs.define(eq=False)
-class Run:
-    """A live run. Its life-cycle state is ``life`` and nothing else."""
+@attrs.define(eq=False, kw_only=True)
+class Run(LiveRun):
+    """A live run: the core's record of it, and the handles the shell holds."""
 
-    run_id: str
     agent: str
     agent_cls: type[AgentBase]
-    life: RunLife
     input_json: str | None
     created_at: float
     inbox_tx: trio.MemorySendChannel[JSON]
@@ -48,14 +47,8 @@ class Run:
     child: trio.CancelScope | None = None
     """The running attempt's (or the slot wait's) cancel scope."""
     waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
-    inputs: list[str] = attrs.field(factory=list)
-    """The run's committed ``run_input`` values (JSON), in order: every attempt may take them."""
-    consumed: int = 0
-    """How many of ``inputs`` the running attempt has taken (``ctx.ask``)."""
-    asking: Reply[JSON] | None = None
-    """The running attempt waits in ``ctx.ask`` for the next input."""
-    blockers: set[str] | None = None
-    """A queued run: the runs that must end before it starts."""
+    question: Reply[JSON] | None = None
+    """The running attempt's ``ctx.ask``, waiting for the next input."""
     journal: Journal = attrs.field(factory=Journal)
     """The last committed outcome of each journaled step of any attempt (what a restarted
     attempt may replay instead of doing again): built from the checkpoints that committed."""

@@ -48,8 +48,10 @@ from ._store import SqlStore, Store, StoreStatistics
 
 if TYPE_CHECKING:
     from ._store import ClusterStore
+from ._deps import Counters, SupervisorDeps
+from ._feed import Feed
 from ._subscription import Subscription
-from ._supervisor import Counters, SupervisorDeps, UserSupervisor
+from ._supervisor import UserSupervisor
 from ._values import JSON, Event, RunInfo
 
 log = logging.getLogger("netra_actors")
@@ -198,40 +200,25 @@ class Runtime:
             await owner.run(on_idle=on_idle)
             return
         user_id = owner.user_id
-        subs: list[Subscription] = []
-        head: int | None = None
+        feed = Feed()  # the user's sockets here: handed from role to role
         first: Message | None = None
         assert self._deps.leases is not None
         epoch = await self._deps.leases.acquire(user_id)
         while True:
             if epoch is None:
-                follower = UserFollower(
-                    self._deps, user_id, receive, session.send, subs=subs, head=head
-                )
+                follower = UserFollower(self._deps, user_id, receive, session.send, feed=feed)
                 session.supervisor = follower
                 acquired = await follower.run(on_idle=on_idle)
                 if acquired is None:
                     return  # idle
-                epoch, first, subs, head = (
-                    acquired.epoch,
-                    acquired.first,
-                    follower.subs,
-                    follower.head,
-                )
+                epoch, first = acquired.epoch, acquired.first
             owner = UserSupervisor(
-                self._deps,
-                user_id,
-                receive,
-                session.send,
-                epoch=epoch,
-                subs=subs,
-                head=head,
-                first=first,
+                self._deps, user_id, receive, session.send, epoch=epoch, feed=feed, first=first
             )
             session.supervisor = owner
             if await owner.run(on_idle=on_idle):
                 return  # idle (the lease is released)
-            subs, head, first, epoch = owner.subs, owner.head, None, None  # fenced: follow
+            first, epoch = None, None  # fenced: follow
 
     async def _run_supervisor(
         self, session: _Session, receive: trio.MemoryReceiveChannel[Message]

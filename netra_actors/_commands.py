@@ -1,0 +1,227 @@
+"""The owner's handlers of the user's commands: start, cancel, inputs, reads, subscribe, drain.
+
+Each handler asks the core (admission, the queue, inputs, cancellation: ``_core``) and carries
+out what it says: a refused command raises its :class:`CommandError` and changes nothing; an
+accepted one commits its unit before it answers. Commands other nodes posted for this user
+arrive through the cluster inbox (:func:`on_inbox`) and are answered through the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import trio
+
+from ._cluster_codec import error_payload, message_of
+from ._commit import Lost, SessionFailed
+from ._core import _admission as admission
+from ._core import _inputs as inputs
+from ._exceptions import (
+    CommandError,
+    IllegalStateError,
+    MailboxFullError,
+    RuntimeClosedError,
+    StoreError,
+    UnknownRunError,
+)
+from ._ids import new_message_id, new_run_id
+from ._messages import CancelRun, GetRuns, Reply, SendInput, SendToRun, StartRun, Subscribe, WaitRun
+from ._owner import Owner
+from ._runs import Run, RunsSnapshot, stage_plan
+from ._uow import UnitOfWork
+from ._values import JSON, RunInfo, dumps, loads
+
+T = TypeVar("T")
+
+
+async def answer(reply: Reply[T], coro: Awaitable[T]) -> None:
+    """Run a command handler; answer its reply with the result or the command error."""
+    try:
+        result = await coro
+    except Lost:
+        reply.fail(RuntimeClosedError("the user's session moved to another node; try again"))
+        raise
+    except (CommandError, StoreError) as exc:
+        reply.fail(exc)  # a StoreError here: the command's own unit failed, nothing changed
+    except SessionFailed as exc:
+        reply.fail(exc.error)
+        raise  # memory may differ from the store now: crash, and rebuild from the store
+    except BaseException as exc:
+        reply.fail(exc)
+        raise
+    else:
+        reply.set(result)
+
+
+def encoded(value: JSON) -> str | None:
+    """A command's input as JSON text (None: it is not a JSON value)."""
+    try:
+        return dumps(value)
+    except TypeError:
+        return None
+
+
+async def start_run(owner: Owner, msg: StartRun) -> str:
+    deps = owner._deps
+    config = deps.config
+    agents = deps.agents
+    name = msg.agent if msg.agent is not None else agents.default
+    cls = agents.get(name) if name is not None else None
+    session = owner.session
+    input_json = encoded(msg.input)
+    admitted = admission.admit(
+        session.runs.values(),
+        session.rules,
+        agent=name,
+        known=cls is not None,
+        input_json=input_json,
+        policy=msg.if_busy,
+    )
+    assert cls is not None
+    assert input_json is not None
+    for run_id, plan in admitted.interrupts:
+        other = session.runs.get(run_id)
+        if other is not None:
+            await owner.execute(other, plan)
+    plan = admission.begin(
+        admitted,
+        now=trio.current_time(),
+        threaded=cls.threaded,
+        restart=cls.restart_policy or config.restart,
+        liveness=cls.liveness or config.liveness,
+    )
+    inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
+    run = Run(
+        run_id=new_run_id(),
+        agent=cls.name,
+        agent_cls=cls,
+        life=plan.life,
+        input_json=input_json,
+        created_at=time.time(),
+        inbox_tx=inbox_tx,
+        inbox_rx=inbox_rx,
+    )
+    unit = UnitOfWork(owner.user_id)
+    if msg.user_text is not None:
+        message: dict[str, JSON] = dict(msg.message_meta or {})
+        message.update(role="user", text=msg.user_text, message_id=new_message_id())
+        unit.emit(run.run_id, "message", message)
+    stage_plan(unit, owner.user_id, run, plan, None)
+    session.add(run, admitted.blockers)
+    try:
+        await owner.committer.commit(unit)
+    except BaseException:
+        del session.runs[run.run_id]
+        raise
+    deps.counters.runs_started += 1
+    owner.applied(run, plan)
+    return run.run_id
+
+
+async def _ended_run(owner: Owner, run_id: str) -> RunInfo:
+    """A run that is not live: its stored snapshot, or UnknownRunError."""
+    info = await owner._store.get_run(owner.user_id, run_id)
+    if info is None:
+        raise UnknownRunError("no such run")
+    return info
+
+
+async def _live(owner: Owner, run_id: str) -> Run:
+    """A live run of the user, or the error for one that ended (or never was)."""
+    run = owner.session.runs.get(run_id)
+    if run is None:
+        await _ended_run(owner, run_id)
+        raise IllegalStateError("the run already ended")
+    return run
+
+
+async def cancel_run(owner: Owner, msg: CancelRun) -> None:
+    run = owner.session.runs.get(msg.run_id)
+    if run is None:
+        info = await _ended_run(owner, msg.run_id)
+        raise IllegalStateError(f"the run already ended ({info.state.value})")
+    await owner.execute(run, owner.session.cancel(run))
+
+
+async def get_runs(owner: Owner, msg: GetRuns) -> RunsSnapshot:
+    runs = await owner._store.list_runs(owner.user_id, msg.limit)
+    return RunsSnapshot(head_seq=owner.feed.head, runs=tuple(runs))
+
+
+async def send_to_run(owner: Owner, msg: SendToRun) -> None:
+    run = await _live(owner, msg.run_id)
+    try:
+        run.inbox_tx.send_nowait(msg.message)
+    except trio.WouldBlock:
+        raise MailboxFullError("the run's inbox is full") from None
+
+
+async def send_input(owner: Owner, msg: SendInput) -> None:
+    run = await _live(owner, msg.run_id)
+    input_json = inputs.accept_input(run, encoded(msg.input), owner.session.rules)
+    unit = UnitOfWork(owner.user_id)
+    unit.emit_encoded(run.run_id, "run_input", f'{{"input":{input_json}}}')
+    await owner.committer.commit(unit)
+    if inputs.input_committed(run, input_json):  # the running attempt waits for it
+        reply, run.question = run.question, None
+        if reply is not None:
+            reply.set(loads(input_json))
+
+
+async def wait_run(owner: Owner, msg: WaitRun) -> None:
+    run = owner.session.runs.get(msg.run_id)
+    if run is None:
+        await answer(msg.reply, _ended_run(owner, msg.run_id))
+        return
+    try:
+        owner.session.may_wait(len(run.waiters))
+    except MailboxFullError as exc:
+        msg.reply.fail(exc)
+    else:
+        run.waiters.append(msg.reply)
+
+
+def subscribe(owner: Owner, msg: Subscribe, on_close: Any) -> None:
+    owner.feed.subscribe(msg, on_close, owner.streams.snapshot())
+
+
+async def drain(owner: Owner) -> None:
+    """A planned shutdown: end what is still live ``dead`` (one unit), then stop."""
+    unit = UnitOfWork(owner.user_id)
+    plans = owner.session.shutdown()
+    for run, plan in plans:
+        owner.stop_attempt(run)
+        stage_plan(unit, owner.user_id, run, plan, run.result_json)
+    if unit:
+        await owner.committer.commit_owned(unit)
+    for run, plan in plans:
+        owner.applied(run, plan)
+    owner.stopping = True
+
+
+async def on_inbox(owner: Owner, item: Any) -> None:
+    """Carry out a command from another node; answer it through the store."""
+    ok, payload = True, "{}"
+    committer = owner.committer
+    committer.consuming = item
+    try:
+        msg = message_of(item.kind, loads(item.payload))
+        match msg:
+            case StartRun():
+                payload = dumps({"run_id": await start_run(owner, msg)})
+            case CancelRun():
+                await cancel_run(owner, msg)
+            case SendInput():
+                await send_input(owner, msg)
+            case SendToRun():
+                await send_to_run(owner, msg)
+    except CommandError as exc:
+        ok, payload = False, error_payload(exc)
+    except StoreError as exc:
+        ok, payload = False, error_payload(CommandError(f"the store failed: {exc}"))
+    unit = UnitOfWork(owner.user_id)  # the answer (and the deletion, if nothing committed)
+    unit.replies.append((item.request_id, owner.user_id, ok, payload))
+    await committer.commit_owned(unit)
+    committer.consuming = None

@@ -1,0 +1,56 @@
+"""Questions and inputs of a live run (pure).
+
+An attempt asks (``ctx.ask``) for the run's next input. The run keeps every committed
+``run_input`` in order, and each attempt takes them from the first again (a restarted attempt
+replays its questions without asking the user twice); only when it has taken them all is a new
+question committed (``input_requested``), and the attempt waits until ``send_input`` commits
+the next one. ``send_input`` is taken while the run is ``pending``, ``starting`` or ``running``,
+up to ``max_inputs`` per run.
+"""
+
+from __future__ import annotations
+
+from .._exceptions import AgentError, IllegalStateError, MailboxFullError
+from ._admission import check_input
+from ._execution import RunState
+from ._session import LiveRun, SessionRules
+
+#: The states in which a run takes ``send_input``.
+TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
+
+
+def ask(run: LiveRun) -> str | None:
+    """The running attempt asks: the input to answer with (recorded already), or None: commit
+    the question, then :func:`asked`. Raises :class:`AgentError` if it waits already."""
+    if run.consumed < len(run.inputs):
+        run.consumed += 1
+        return run.inputs[run.consumed - 1]
+    if run.asking:
+        raise AgentError("this attempt is already waiting for an input")
+    return None
+
+
+def asked(run: LiveRun) -> None:
+    """The question is committed: the attempt waits for the next input."""
+    run.asking = True
+
+
+def accept_input(run: LiveRun, input_json: str | None, rules: SessionRules) -> str:
+    """``send_input`` to ``run`` (``input_json`` None: not JSON): the input to commit, or the
+    command's error."""
+    if run.life.state not in TAKES_INPUT:
+        raise IllegalStateError(f"the run is {run.life.state.value}")
+    checked = check_input(input_json, limit=rules.max_input_chars)
+    if len(run.inputs) >= rules.max_inputs:
+        raise MailboxFullError(f"the run already has {len(run.inputs)} inputs")
+    return checked
+
+
+def input_committed(run: LiveRun, input_json: str) -> bool:
+    """The input is committed; True if the attempt's waiting question takes it now."""
+    run.inputs.append(input_json)
+    if not run.asking:
+        return False
+    run.asking = False
+    run.consumed += 1
+    return True

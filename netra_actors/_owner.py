@@ -1,0 +1,155 @@
+"""A user's session while this node owns it: its state, and how the core's plans are carried out.
+
+The owner holds the session (the core's :class:`~._core._session.Session`: the live runs, the
+queue, the idle clock), its sockets (:class:`~._feed.Feed`), its committer and the messages its
+agents are streaming. A plan (``_core/_lifecycle.py``) is carried out in one order: stop the
+running attempt if the plan says so, commit the plan's steps as one unit, and only then apply it
+— spawn the next attempt, wait for a thread slot, or end the run (answer its waiters, let a
+queued run's turn come). The handlers (``_commands.py``, ``_agent_reports.py``) and the
+supervisor (``_supervisor.py``) build on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ._children import slot_waiter, start_attempt
+from ._commit import Committer
+from ._core._lifecycle import Crash, Plan, Rollback, on_crash
+from ._core._session import Session
+from ._deps import SupervisorDeps
+from ._feed import Feed
+from ._messages import Message
+from ._runs import Run, stage_plan
+from ._streams import OpenMessages
+from ._uow import UnitOfWork
+
+
+class Owner:
+    """The state of a user's session on the node that owns it (see the module docstring)."""
+
+    following = False
+
+    def __init__(
+        self,
+        deps: SupervisorDeps,
+        user_id: str,
+        mailbox: trio.MemoryReceiveChannel[Message],
+        send: trio.MemorySendChannel[Message],
+        feed: Feed,
+        epoch: int | None,
+    ) -> None:
+        self.user_id = user_id
+        self._deps = deps
+        self._config = deps.config
+        self._store = deps.store
+        self._rx = mailbox
+        self._tx = send
+        self.session: Session[Run] = Session(deps.rules)
+        self.feed = feed
+        self.committer = Committer(deps, user_id, feed, epoch)
+        self.streams = self._new_streams()
+        """The messages the user's agents are streaming."""
+        self.nursery: trio.Nursery | None = None
+        self.stopping = False
+        """Drained: stop after this message (and release the lease)."""
+
+    def _new_streams(self) -> OpenMessages:
+        config = self._config
+        return OpenMessages(max_open=config.max_open_messages, max_chars=config.max_message_chars)
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        return self.session.runs
+
+    @property
+    def subs(self) -> list[Any]:
+        return self.feed.subs
+
+    @property
+    def head(self) -> int:
+        return self.feed.head
+
+    @property
+    def epoch(self) -> int | None:
+        return self.committer.epoch
+
+    def quiet(self) -> bool:
+        """No socket open and nothing in the mailbox (the core asks, to count as idle)."""
+        return not self.feed.active() and self._rx.statistics().current_buffer_used == 0
+
+    def trace(self, what: str, detail: Any = None) -> None:
+        if self._deps.tracer is not None:
+            self._deps.tracer(self.user_id, what, detail)
+
+    # -- carrying out plans ----------------------------------------------------------------
+
+    async def execute(self, run: Run, plan: Plan) -> None:
+        """Carry out a plan whose unit the runtime owns (retried; see ``Committer``)."""
+        if plan.stop_attempt:
+            self.stop_attempt(run)
+        unit = UnitOfWork(self.user_id)
+        stage_plan(unit, self.user_id, run, plan, run.result_json)
+        await self.committer.commit_owned(unit)
+        self.applied(run, plan)
+
+    async def crashed(self, run: Run, attempt: int, cause: Crash, error: str) -> bool:
+        """The attempt crashed (or lost its commit): carry out the core's plan. False if the
+        report is late (the attempt is over)."""
+        plan = on_crash(
+            run.life, attempt=attempt, cause=cause, error=error, now=trio.current_time()
+        )
+        if plan is None:
+            return False
+        await self.execute(run, plan)
+        return True
+
+    def applied(self, run: Run, plan: Plan, release_slot: Callable[[], None] | None = None) -> None:
+        """The plan's unit committed: the run is now ``plan.life``; act on it."""
+        run.life = plan.life
+        counters = self._deps.counters
+        for step in plan.steps:
+            if isinstance(step, Rollback):
+                counters.rollbacks += 1
+                if step.will_restart:
+                    counters.restarts += 1
+                self.streams.end_run(run.run_id)  # its rollback retracted them
+        if plan.life.state.is_terminal:
+            self._finalize(run)
+        elif plan.spawn:
+            assert self.nursery is not None
+            start_attempt(self.nursery, self._tx, self.user_id, run, self._deps, release_slot)
+        elif plan.await_slot:
+            assert self.nursery is not None
+            run.child = trio.CancelScope()
+            self.nursery.start_soon(
+                slot_waiter, self._tx, self._deps.threads, run.run_id, run.child
+            )
+
+    def stop_attempt(self, run: Run) -> None:
+        """Cancel the running attempt (or slot wait); what it staged is discarded with it."""
+        if run.child is not None:
+            run.child.cancel()
+            run.child = None
+
+    def _finalize(self, run: Run) -> None:
+        self.stop_attempt(run)
+        self.streams.end_run(run.run_id)
+        run.inbox_tx.close()
+        self.session.ended(run.run_id)
+        state = run.life.state.value
+        counters = self._deps.counters
+        counters.runs_ended[state] = counters.runs_ended.get(state, 0) + 1
+        info = run.info(self.user_id)
+        for reply in run.waiters:
+            reply.set(info)
+        self.trace("run_ended", (run.run_id, state))
+
+    async def start_turns(self) -> None:
+        """Start the queued runs whose turn came (every run live before them has ended)."""
+        session = self.session
+        while (turn := session.next_turn(trio.current_time())) is not None:
+            await self.execute(*turn)
