@@ -10,7 +10,6 @@ the transaction ends. The lease statements use SQLite's clock (:data:`NOW`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -158,29 +157,35 @@ class SqliteDialect:
     def transaction(
         self, *, with_statements: bool, isolated: bool
     ) -> AbstractAsyncContextManager[SqliteDialect]:
-        return Synchronous(self._begin(through_sqlalchemy=with_statements or isolated))
+        if with_statements or isolated:
+            # SQLAlchemy begins with BEGIN IMMEDIATE too (SqliteFile.listen), on the same
+            # connection: the raw calls run inside its transaction.
+            return Synchronous(self._conn.begin(), self)
+        return self  # BEGIN IMMEDIATE … COMMIT on the raw connection (the fast path)
 
-    @contextlib.contextmanager
-    def _begin(self, through_sqlalchemy: bool) -> Iterator[SqliteDialect]:
-        if through_sqlalchemy:
-            with self._conn.begin():
-                yield self
-            return
-        raw = self._raw
+    async def __aenter__(self) -> SqliteDialect:
         self._exec("BEGIN IMMEDIATE")
-        try:
-            yield self
-            self._exec("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                try:
-                    raw.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("ROLLBACK failed")
-            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        if exc_type is None:
+            try:
+                self._exec("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._raw.in_transaction:
+            try:
+                self._raw.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("ROLLBACK failed")
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
-        return Synchronous(self._conn.begin_nested())
+        return Synchronous(self._conn.begin_nested(), None)
 
     def _exec(self, sql: str, rows: Any = None) -> None:
         hook = self._owner.statement_hook
@@ -267,13 +272,16 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class Synchronous(AbstractAsyncContextManager[T]):
-    """A synchronous context manager used as an asynchronous one (under :func:`drive`)."""
+    """A synchronous context manager used as an asynchronous one (under :func:`drive`) that
+    gives ``value``."""
 
-    def __init__(self, cm: AbstractContextManager[T]) -> None:
+    def __init__(self, cm: AbstractContextManager[Any], value: T) -> None:
         self._cm = cm
+        self._value = value
 
     async def __aenter__(self) -> T:
-        return self._cm.__enter__()
+        self._cm.__enter__()
+        return self._value
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         return self._cm.__exit__(*exc_info)
