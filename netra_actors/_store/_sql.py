@@ -5,16 +5,19 @@ What runs where (see ``docs/store.md``):
 * **SQLite** — a writer thread owns one ``sqlite3`` connection (through a sync SQLAlchemy
   ``Connection``, pysqlite) and runs each whole group commit as one call; a reader thread owns
   another connection (WAL: readers never block the writer) and answers reads, batching the
-  ``load_user`` calls that arrive together into one pair of queries (``_sqlite.py``).
+  ``load_user`` calls that arrive together into one pair of queries (``_sqlite_writer.py``,
+  ``_sqlite_reader.py``).
 * **PostgreSQL** — the writer is a task on the asyncio host loop holding one asyncpg connection
-  (``COPY`` + ``unnest`` upsert, one transaction); reads use an asyncpg pool (``_postgres.py``).
+  (``COPY`` + ``unnest`` upsert, one transaction); reads use an asyncpg pool, hints a ``LISTEN``
+  connection (``_pg_writer.py``, ``_pg_reader.py``, ``_pg_listener.py``).
 * **Both** — :attr:`SqlStore.engine`, a SQLAlchemy asyncio engine (aiosqlite / asyncpg) on the
   same database, for developers' own models and reads.
 
-Trio waits with ``wait_task_rescheduled`` (no trio object per unit); the database side stores an
-outcome on each waiter and resumes the whole batch with one ``run_sync_soon``
-(:meth:`Bridge.resume_soon`). If a batch's transaction fails and it held several units, it is
-retried unit by unit inside SAVEPOINTs, so a bad unit fails alone.
+Both writers run the same group commit (``_group_commit.py``); the SQL of its driver calls is the
+dialect's (``_sqlite.py``, ``_postgres.py``). Trio waits with ``wait_task_rescheduled`` (no trio
+object per unit); the database side stores an outcome on each waiter and resumes the whole batch
+with one ``run_sync_soon`` (:meth:`Bridge.resume_soon`). If a batch's transaction fails and it
+held several units, it is retried unit by unit inside SAVEPOINTs, so a bad unit fails alone.
 
 Several processes may share the database (a cluster, ``docs/store.md``): per-user leases with
 fencing epochs ride the writer's transactions (acquired in batches, renewed in bulk, checked in
@@ -38,21 +41,14 @@ from .._exceptions import StoreError
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
 from ._base import EventHint, InboxItem, NameHint, StoreStatistics, UserSnapshot
-from ._common import (
-    Leases,
-    Op,
-    Pending,
-    Read,
-    StatementHook,
-    Stats,
-    check_stageable,
-    is_orm_instance,
-    log,
-    node_name,
-    short,
-    wait_outcome,
-)
-from ._sqlite import SqliteFile, SqliteReader, SqliteWriter
+from ._leases import Leases, node_name
+from ._rows import StatementHook, log
+from ._sqlite import SqliteFile
+from ._sqlite_reader import SqliteReader
+from ._sqlite_writer import SqliteWriter
+from ._staged import check_stageable, is_orm_instance
+from ._statistics import Stats
+from ._waiting import Op, Pending, Read, short, wait_outcome
 
 __all__ = ["SqlStore", "check_stageable", "is_orm_instance"]
 
@@ -127,7 +123,8 @@ class SqlStore:
         self._hook_engine(self.engine)
 
     async def _open_postgres(self, extra: tuple[MetaData, ...]) -> None:
-        from ._postgres import PgReader, PgWriter
+        from ._pg_reader import PgReader
+        from ._pg_writer import PgWriter
 
         url = self._config.database_url
         try:
@@ -262,7 +259,7 @@ class SqlStore:
             raise StoreError("the store is closed")
         if self._config.is_sqlite:
             return
-        from ._postgres import PgListener
+        from ._pg_listener import PgListener
 
         if self._listener is None:
             self._listener = PgListener(self._bridge, self._dsn, self)

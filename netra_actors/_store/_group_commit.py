@@ -1,0 +1,218 @@
+"""The group commit, written once for both databases; a dialect supplies only the driver calls.
+
+The writer (a thread on SQLite, a task on the asyncio host on PostgreSQL) collects the waiting
+units of every user and the other requests (:class:`Op`: lease acquisitions and releases, posted
+commands, reply deletes) and hands each batch to :meth:`GroupCommit.commit`, one call on its
+connection. That runs **one transaction**: the lease and inbox statements the batch needs (the
+bulk renewal when it is due), the lease check of every fenced unit, then the rows of every unit
+that passed it. If the transaction fails and it held more than one thing, it runs again with each
+unit in its own SAVEPOINT, so that a bad unit fails alone. Then every waiter gets its outcome
+(committed events, :class:`~netra_actors.LeaseLostError`, or a :class:`~netra_actors.StoreError`)
+and the lease bookkeeping and the statistics are updated. Nothing here raises to the writer.
+
+The code is async because asyncpg's calls suspend. SQLite's calls are plain blocking calls in the
+writer thread that never suspend: its writer runs the coroutine to its end in one step.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import outcome
+
+from ._dialect import Dialect, Transaction
+from ._leases import Leases
+from ._rows import log
+from ._staged import make_orm_transient
+from ._statistics import Stats
+from ._waiting import Op, Pending, as_store_error, short
+
+
+class Prelude:
+    """What the lease and inbox statements at the start of one transaction decided."""
+
+    __slots__ = ("acquired", "errors", "fenced", "results", "still_ours")
+
+    def __init__(self) -> None:
+        self.still_ours: dict[str, int] | None = None
+        """After a late renewal (past the deadline: another node may have taken leases over),
+        every lease the database still gives this node: the others are lost."""
+        self.acquired: dict[str, tuple[int | None, bool]] = {}
+        """user_id -> (new epoch or None, whether it took another node's lease over)."""
+        self.fenced: set[int] = set()
+        """``id()`` of the units whose lease check failed."""
+        self.results: dict[int, Any] = {}
+        """``id(op)`` -> the op's result (reply deletes)."""
+        self.errors: dict[int, BaseException] = {}
+        """``id(unit)`` -> why it failed in its SAVEPOINT (isolated retry)."""
+
+
+class GroupCommit:
+    """Runs each batch of a writer as one transaction of its :class:`Dialect`."""
+
+    def __init__(self, dialect: Dialect, stats: Stats, leases: Leases) -> None:
+        self._dialect = dialect
+        self._stats = stats
+        self._leases = leases
+
+    async def commit(self, batch: Sequence[Pending | Op]) -> None:
+        """Give every waiter of ``batch`` its outcome; renew the leases if that is due (also
+        for an empty batch). Raises only for a bug."""
+        stats, leases = self._stats, self._leases
+        units, ops = split_batch(batch)
+        began = time.monotonic()
+        renew = leases.due(began)
+        if not (units or ops or renew):
+            return
+        started = time.perf_counter()
+        if units or ops:
+            stats.batches += 1
+        if self._dialect.sorts_units:
+            # Stable: a user's units keep their order.
+            units.sort(key=_by_user)
+        try:
+            pre = await self._attempt(units, ops, renew, isolated=False)
+        except Exception as exc:  # database errors, OSError, or a developer's listener raising
+            if units and (len(units) > 1 or ops or renew):
+                log.warning(
+                    "group commit of %d units failed (%s); retrying unit by unit",
+                    len(units),
+                    short(exc),
+                )
+                stats.isolated_retries += 1
+                make_orm_transient(units)
+                try:
+                    pre = await self._attempt(units, ops, renew, isolated=True)
+                except Exception as exc2:
+                    fail_all(units, ops, exc2, leases, renew)
+                else:
+                    finish(units, ops, pre, leases, renew, began)
+            else:
+                fail_all(units, ops, exc, leases, renew)
+        else:
+            finish(units, ops, pre, leases, renew, began)
+        if units:
+            stats.record(units, started)
+
+    async def _attempt(
+        self, units: Sequence[Pending], ops: Sequence[Op], renew: bool, isolated: bool
+    ) -> Prelude:
+        """One transaction: the prelude, then every unit that passed its lease check —
+        together, or (``isolated``) each in its own SAVEPOINT so that a bad one fails alone."""
+        with_statements = any(p.unit.statements for p in units)
+        begin = self._dialect.transaction(with_statements=with_statements, isolated=isolated)
+        async with begin as tx:
+            pre = await self._prelude(tx, ops, units, renew)
+            live = [p for p in units if id(p) not in pre.fenced]
+            if not isolated:
+                await tx.write(live)
+                return pre
+            for p in live:
+                try:
+                    async with tx.savepoint():
+                        await tx.write((p,))
+                except Exception as exc:
+                    log.warning("unit of work of user %r failed: %s", p.user_id, short(exc))
+                    pre.errors[id(p)] = exc
+        return pre
+
+    async def _prelude(
+        self, tx: Transaction, ops: Sequence[Op], units: Sequence[Pending], renew: bool
+    ) -> Prelude:
+        """The lease and inbox statements at the start of a transaction, each one statement
+        over everything of its kind in the batch, then the lease check of the fenced units."""
+        pre = Prelude()
+        leases = self._leases
+        node, ttl = leases.node, leases.ttl
+        if renew:
+            await tx.renew(node, ttl)
+            if leases.late(time.monotonic()):
+                pre.still_ours = await tx.ours(node)
+        by_kind: dict[str, list[Op]] = {}
+        for op in ops:
+            by_kind.setdefault(op.kind, []).append(op)
+        if "acquire" in by_kind:
+            users = sorted({op.args[0] for op in by_kind["acquire"]})
+            others = await tx.others_of(users, node)
+            pre.acquired = dict.fromkeys(users, (None, False))
+            for user_id, epoch in await tx.acquire(users, node, ttl):
+                pre.acquired[user_id] = (int(epoch), user_id in others)
+        if "release" in by_kind:
+            await tx.release([(op.args[0], op.args[1]) for op in by_kind["release"]], node)
+        if "release_all" in by_kind:
+            await tx.release_all(node)
+        if "post" in by_kind:
+            await tx.post([op.args for op in by_kind["post"]])
+        for op in by_kind.get("take_replies", ()):
+            pre.results[id(op)] = await tx.take_replies(list(op.args[0]))
+        fenced = [p for p in units if p.epoch is not None]
+        if fenced:
+            epochs = await tx.fence(sorted({p.user_id for p in fenced}), node)
+            for p in fenced:
+                if epochs.get(p.user_id) != p.epoch:
+                    pre.fenced.add(id(p))
+        return pre
+
+
+_by_user = operator.attrgetter("user_id")
+
+
+def split_batch(batch: Sequence[Any]) -> tuple[list[Pending], list[Op]]:
+    units: list[Pending] = []
+    ops: list[Op] = []
+    for item in batch:
+        (units if type(item) is Pending else ops).append(item)
+    return units, ops
+
+
+def finish(
+    units: Sequence[Pending],
+    ops: Sequence[Op],
+    pre: Prelude,
+    leases: Leases,
+    renewed: bool,
+    began: float,
+) -> None:
+    """After a transaction committed: outcomes for every waiter, the new lease state."""
+    if pre.still_ours is not None:
+        leases.verified(pre.still_ours)
+    if renewed:
+        leases.renewed(began)
+    for user_id, (epoch, taken_over) in pre.acquired.items():
+        if epoch is not None:
+            leases.acquired(user_id, epoch, began)
+            leases.taken_over += taken_over
+    for p in units:
+        if id(p) in pre.fenced:
+            assert p.epoch is not None
+            p.result = outcome.Error(leases.fenced_unit(p.user_id, p.epoch))
+            continue
+        err = pre.errors.get(id(p))
+        p.result = outcome.Value(p.events) if err is None else outcome.Error(as_store_error(err))
+    for op in ops:
+        kind = op.kind
+        if kind == "acquire":
+            op.result = outcome.Value(pre.acquired[op.args[0]][0])
+        elif kind == "release":
+            leases.released(op.args[0], op.args[1])
+            op.result = outcome.Value(None)
+        elif kind == "release_all":
+            leases.held.clear()
+            leases.acquired_at.clear()
+            op.result = outcome.Value(None)
+        else:
+            op.result = outcome.Value(pre.results.get(id(op)))
+
+
+def fail_all(
+    units: Sequence[Pending], ops: Sequence[Op], exc: BaseException, leases: Leases, renewed: bool
+) -> None:
+    """After a transaction failed: every waiter of the batch fails with the same error."""
+    if renewed:
+        leases.renewal_failed()
+    err = as_store_error(exc)
+    for w in (*units, *ops):
+        w.fail(err)

@@ -1,0 +1,215 @@
+"""PostgreSQL's reader: an asyncpg pool on the asyncio host, one hand-off back per request batch.
+
+``load_user`` requests that arrive together are answered by one pair of queries over arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import outcome
+
+from .._bridge import Bridge
+from .._exceptions import StoreError
+from .._values import Event, RunInfo
+from ._base import InboxItem
+from ._postgres import NOW, asyncpg
+from ._rows import (
+    EVENT_SELECT,
+    INBOX_SELECT,
+    LIVE_STATE_VALUES,
+    RUN_SELECT,
+    HookOwner,
+    inbox_item,
+    run_info,
+    snapshot,
+)
+from ._waiting import Read, as_store_error, short
+
+
+class PgReader:
+    """Reads through an asyncpg pool on the asyncio loop; one hand-off back per request batch."""
+
+    role = "reader"
+
+    def __init__(self, bridge: Bridge, dsn: str, owner: HookOwner) -> None:
+        self._bridge = bridge
+        self._dsn = dsn
+        self._owner = owner
+        self._pool: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.load_calls = 0
+        self.dead: str | None = None
+
+    async def start(self) -> None:
+        async def open_pool() -> None:
+            try:
+                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+            except Exception as exc:
+                raise StoreError(f"cannot open the database: {short(exc)}") from exc
+
+        await self._bridge.run_on_host(open_pool())
+
+    def submit(self, item: Read | list[Read]) -> None:
+        self._bridge.call_host(self._spawn, item if isinstance(item, list) else [item])
+
+    async def stop(self) -> None:
+        async def close() -> None:
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._pool is not None:
+                await self._pool.close()
+
+        await self._bridge.run_on_host(close(), shield=True)
+
+    def _spawn(self, reads: list[Read]) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reads))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reads: list[Read]) -> None:
+        try:
+            loads = [r for r in reads if r.kind == "load_user"]
+            async with self._pool.acquire() as conn:
+                if loads:
+                    await self._load_users(conn, loads)
+                for r in reads:
+                    if r.kind != "load_user":
+                        try:
+                            r.result = outcome.Value(
+                                await getattr(self, "_" + r.kind)(conn, *r.args)
+                            )
+                        except Exception as exc:
+                            r.fail(as_store_error(exc))
+        except BaseException as exc:
+            for r in reads:
+                if r.result is None:
+                    r.fail(
+                        as_store_error(exc) if isinstance(exc, Exception) else StoreError("closed")
+                    )
+            if not isinstance(exc, Exception):
+                self._bridge.resume_soon(reads)
+                raise
+        self._bridge.resume_soon(reads)
+
+    async def _fetch(self, conn: Any, sql: str, *args: Any) -> list[Any]:
+        hook = self._owner.statement_hook
+        if hook is not None:
+            hook(sql)
+        rows: list[Any] = await conn.fetch(sql, *args)
+        return rows
+
+    async def _load_users(self, conn: Any, loads: list[Read]) -> None:
+        self.load_calls += 1
+        users = list(dict.fromkeys(r.args for r in loads))
+        try:
+            heads = {
+                u: h or 0
+                for u, h in await self._fetch(
+                    conn,
+                    "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id = ANY($1::text[]) "
+                    "GROUP BY user_id",
+                    users,
+                )
+            }
+            live: dict[str, list[Any]] = {}
+            for row in await self._fetch(
+                conn,
+                f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = ANY($1::text[]) "
+                "AND state = ANY($2::text[]) ORDER BY user_id, created_at, run_id",
+                users,
+                list(LIVE_STATE_VALUES),
+            ):
+                live.setdefault(row[0], []).append(tuple(row))
+        except Exception as exc:
+            for r in loads:
+                r.fail(as_store_error(exc))
+            return
+        for r in loads:
+            r.result = outcome.Value(snapshot(heads.get(r.args, 0), live.get(r.args, ())))
+
+    async def _replay(self, conn: Any, user_id: str, after_seq: int, limit: int) -> list[Event]:
+        rows = await self._fetch(
+            conn,
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = $1 AND seq > $2 "
+            "ORDER BY seq LIMIT $3",
+            user_id,
+            after_seq,
+            limit,
+        )
+        return [Event(*row) for row in rows]
+
+    async def _first_event(self, conn: Any, user_id: str, run_id: str) -> Event | None:
+        rows = await self._fetch(
+            conn,
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = $1 AND run_id = $2 "
+            "ORDER BY seq LIMIT 1",
+            user_id,
+            run_id,
+        )
+        return Event(*rows[0]) if rows else None
+
+    async def _get_run(self, conn: Any, user_id: str, run_id: str) -> RunInfo | None:
+        rows = await self._fetch(
+            conn,
+            f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = $1 AND run_id = $2",
+            user_id,
+            run_id,
+        )
+        return run_info(tuple(rows[0])) if rows else None
+
+    async def _list_runs(self, conn: Any, user_id: str, limit: int) -> list[RunInfo]:
+        rows = await self._fetch(
+            conn,
+            f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = $1 "
+            "ORDER BY created_at DESC, run_id DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [run_info(tuple(row)) for row in rows]
+
+    async def _heads(self, conn: Any, user_ids: Sequence[str]) -> dict[str, int]:
+        heads = dict.fromkeys(user_ids, 0)
+        for user_id, head in await self._fetch(
+            conn,
+            "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id = ANY($1::text[]) "
+            "GROUP BY user_id",
+            list(heads),
+        ):
+            heads[user_id] = head or 0
+        return heads
+
+    async def _free_leases(self, conn: Any, user_ids: Sequence[str]) -> list[str]:
+        users = list(dict.fromkeys(user_ids))
+        rows = await self._fetch(
+            conn,
+            "SELECT user_id FROM netra_leases WHERE user_id = ANY($1::text[]) "
+            f"AND expires_at > {NOW}",
+            users,
+        )
+        held = {row[0] for row in rows}
+        return [u for u in users if u not in held]
+
+    async def _take_commands(
+        self, conn: Any, user_ids: Sequence[str] | None, limit: int
+    ) -> list[InboxItem]:
+        if user_ids is None:
+            rows = await self._fetch(
+                conn, f"SELECT {INBOX_SELECT} FROM netra_inbox ORDER BY id LIMIT $1", limit
+            )
+        else:
+            rows = await self._fetch(
+                conn,
+                f"SELECT {INBOX_SELECT} FROM netra_inbox WHERE user_id = ANY($1::text[]) "
+                "ORDER BY id LIMIT $2",
+                list(user_ids),
+                limit,
+            )
+        return [inbox_item(tuple(row)) for row in rows]
+
+    async def _check(self, conn: Any) -> None:
+        await self._fetch(conn, "SELECT 1")

@@ -1,0 +1,127 @@
+"""The store's rows as its writers and readers see them, on either database.
+
+The column lists of ``netra_events`` and ``netra_runs``, the rows a batch of units writes, the
+values read rows become, and what every part of the store shares besides: the statement hook of
+its owner and its logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from .._core import LIVE_STATES
+from .._values import Event, RunInfo
+from ._base import InboxItem, UserSnapshot
+from ._waiting import Pending
+
+log = logging.getLogger("netra_actors.store")
+
+StatementHook = Callable[[str], None]
+
+
+class HookOwner(Protocol):
+    """The store: its ``statement_hook`` (if set) sees the text of every statement it runs."""
+
+    statement_hook: StatementHook | None
+
+
+LIVE_STATE_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in LIVE_STATES))
+
+EVENT_COLUMNS = ("user_id", "seq", "run_id", "event", "ts", "data")
+RUN_COLUMNS = (
+    "user_id",
+    "run_id",
+    "agent",
+    "state",
+    "attempt",
+    "input",
+    "result",
+    "reason",
+    "created_at",
+    "updated_at",
+)
+RUN_MUTABLE = ("state", "attempt", "result", "reason", "updated_at")
+RUN_SELECT = ", ".join(RUN_COLUMNS)
+EVENT_SELECT = ", ".join(EVENT_COLUMNS)
+UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in RUN_MUTABLE)
+INBOX_SELECT = "id, user_id, request_id, kind, payload"
+
+
+# -- read rows -------------------------------------------------------------------------------
+
+
+class RunRecord(NamedTuple):
+    """A row of ``netra_runs`` with attribute access (for :meth:`RunInfo.from_row`)."""
+
+    user_id: str
+    run_id: str
+    agent: str
+    state: str
+    attempt: int
+    input: str | None
+    result: str | None
+    reason: str | None
+    created_at: float
+    updated_at: float
+
+
+def run_info(row: Sequence[Any]) -> RunInfo:
+    return RunInfo.from_row(RunRecord(*row))
+
+
+def inbox_item(row: Sequence[Any]) -> InboxItem:
+    return InboxItem(id=int(row[0]), user_id=row[1], request_id=row[2], kind=row[3], payload=row[4])
+
+
+def snapshot(head: int, live: Iterable[Sequence[Any]]) -> UserSnapshot:
+    return UserSnapshot(head_seq=head, live_runs=tuple(run_info(row) for row in live))
+
+
+# -- written rows ----------------------------------------------------------------------------
+
+
+def event_rows(batch: Sequence[Pending]) -> list[Event]:
+    """The event rows of a batch (the committed events themselves: see ``Pending``)."""
+    if len(batch) == 1:
+        return batch[0].events
+    return [ev for p in batch for ev in p.events]
+
+
+def run_rows(batch: Sequence[Pending]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r.user_id,
+            r.run_id,
+            r.agent,
+            r.state,
+            r.attempt,
+            r.input_json,
+            r.result_json,
+            r.reason,
+            r.created_at,
+            r.updated_at,
+        )
+        for p in batch
+        for r in p.unit.runs.values()
+    ]
+
+
+def head_rows(units: Sequence[Pending]) -> tuple[list[str], list[int]]:
+    """Per user of the committed units, the head seq after them (for the NOTIFY hints)."""
+    heads: dict[str, int] = {}
+    for p in units:
+        if p.events:
+            seq = p.events[-1][1]
+            if seq > heads.get(p.user_id, 0):
+                heads[p.user_id] = seq
+    return list(heads), list(heads.values())
+
+
+def done_rows(units: Sequence[Pending]) -> list[tuple[int, str]]:
+    return [(i, p.user_id) for p in units for i in p.unit.inbox_done]
+
+
+def reply_rows(units: Sequence[Pending], now: float) -> list[tuple[str, str, bool, str, float]]:
+    return [(r, u, ok, payload, now) for p in units for (r, u, ok, payload) in p.unit.replies]

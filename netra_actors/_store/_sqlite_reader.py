@@ -1,0 +1,189 @@
+"""SQLite's reader: a thread with its own connection (WAL: reads never wait for the writer).
+
+``load_user`` requests that arrive together are answered by one pair of queries; the other reads
+are one query each (one per :data:`~._sqlite.LOAD_CHUNK` users for the lists of users).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import outcome
+
+from .._bridge import Bridge
+from .._exceptions import StoreError
+from .._values import Event, RunInfo
+from ._base import InboxItem
+from ._db_thread import DbThread
+from ._rows import (
+    EVENT_SELECT,
+    INBOX_SELECT,
+    LIVE_STATE_VALUES,
+    RUN_SELECT,
+    HookOwner,
+    inbox_item,
+    run_info,
+    snapshot,
+)
+from ._sqlite import NOW, SqliteFile, chunks
+from ._waiting import Read, Waiter, as_store_error, short
+
+HEADS = "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id IN ({}) GROUP BY user_id"
+
+
+class SqliteReader(DbThread):
+    """Reads on their own connection (WAL: they never wait for the writer)."""
+
+    role = "reader"
+
+    def __init__(self, bridge: Bridge, file: SqliteFile, owner: HookOwner) -> None:
+        super().__init__(bridge, 1024)
+        self._file = file
+        self._owner = owner
+        self._raw: sqlite3.Connection | None = None
+        self.load_calls = 0
+        """Batched ``load_user`` calls made (each is one pair of queries for many users)."""
+
+    def setup(self) -> None:
+        file = self._file
+        try:
+            raw = sqlite3.connect(file.target, **file.connect_args())
+            file.setup(raw)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database: {short(exc)}") from exc
+        self._raw = raw
+
+    def cleanup(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        raw = self._raw
+        assert raw is not None
+        hook = self._owner.statement_hook
+        if hook is not None:
+            hook(sql)
+        return raw.execute(sql, tuple(params)).fetchall()
+
+    def handle(self, batch: list[Any]) -> Sequence[Waiter]:
+        flat: list[Read] = []
+        for item in batch:
+            if isinstance(item, list):
+                flat.extend(item)
+            else:
+                flat.append(item)
+        loads = [r for r in flat if r.kind == "load_user"]
+        if loads:
+            self._load_users(loads)
+        for r in flat:
+            if r.kind != "load_user":
+                try:
+                    r.result = outcome.Value(getattr(self, "_" + r.kind)(*r.args))
+                except Exception as exc:
+                    r.fail(as_store_error(exc))
+        return flat
+
+    def _load_users(self, loads: list[Read]) -> None:
+        self.load_calls += 1
+        users = list(dict.fromkeys(r.args for r in loads))
+        heads: dict[str, int] = {}
+        live: dict[str, list[Any]] = {}
+        states = ", ".join("?" * len(LIVE_STATE_VALUES))
+        try:
+            self._query("BEGIN")
+            try:
+                for chunk, marks in chunks(users):
+                    for user_id, head in self._query(HEADS.format(marks), chunk):
+                        heads[user_id] = head or 0
+                    for row in self._query(
+                        f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id IN ({marks}) "
+                        f"AND state IN ({states}) ORDER BY user_id, created_at, run_id",
+                        [*chunk, *LIVE_STATE_VALUES],
+                    ):
+                        live.setdefault(row[0], []).append(row)
+            finally:
+                self._query("COMMIT")
+        except Exception as exc:
+            for r in loads:
+                r.fail(as_store_error(exc))
+            return
+        for r in loads:
+            r.result = outcome.Value(snapshot(heads.get(r.args, 0), live.get(r.args, ())))
+
+    def _replay(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
+        rows = self._query(
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (user_id, after_seq, limit),
+        )
+        return [Event(*row) for row in rows]
+
+    def _first_event(self, user_id: str, run_id: str) -> Event | None:
+        rows = self._query(
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE user_id = ? AND run_id = ? "
+            "ORDER BY seq LIMIT 1",
+            (user_id, run_id),
+        )
+        return Event(*rows[0]) if rows else None
+
+    def _get_run(self, user_id: str, run_id: str) -> RunInfo | None:
+        rows = self._query(
+            f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = ? AND run_id = ?",
+            (user_id, run_id),
+        )
+        return run_info(rows[0]) if rows else None
+
+    def _list_runs(self, user_id: str, limit: int) -> list[RunInfo]:
+        rows = self._query(
+            f"SELECT {RUN_SELECT} FROM netra_runs WHERE user_id = ? "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [run_info(row) for row in rows]
+
+    def _heads(self, user_ids: Sequence[str]) -> dict[str, int]:
+        users = list(dict.fromkeys(user_ids))
+        heads = dict.fromkeys(users, 0)
+        for chunk, marks in chunks(users):
+            for user_id, head in self._query(HEADS.format(marks), chunk):
+                heads[user_id] = head or 0
+        return heads
+
+    def _free_leases(self, user_ids: Sequence[str]) -> list[str]:
+        users = list(dict.fromkeys(user_ids))
+        held: set[str] = set()
+        for chunk, marks in chunks(users):
+            held.update(
+                user_id
+                for (user_id,) in self._query(
+                    f"SELECT user_id FROM netra_leases WHERE user_id IN ({marks}) "
+                    f"AND expires_at > {NOW}",
+                    chunk,
+                )
+            )
+        return [u for u in users if u not in held]
+
+    def _take_commands(self, user_ids: Sequence[str] | None, limit: int) -> list[InboxItem]:
+        select = f"SELECT {INBOX_SELECT} FROM netra_inbox"
+        if user_ids is None:
+            rows = self._query(f"{select} ORDER BY id LIMIT ?", (limit,))
+        else:
+            rows = []
+            for chunk, marks in chunks(list(dict.fromkeys(user_ids))):
+                rows.extend(
+                    self._query(
+                        f"{select} WHERE user_id IN ({marks}) ORDER BY id LIMIT ?", [*chunk, limit]
+                    )
+                )
+            rows.sort()
+            del rows[limit:]
+        return [inbox_item(row) for row in rows]
+
+    def _check(self) -> None:
+        self._query("SELECT 1")
+
+    def _call(self, fn: Any) -> Any:
+        return fn(self._raw)

@@ -1,0 +1,97 @@
+"""SQLite's group-commit writer: a thread owning one connection, one call per transaction.
+
+Trio hands it units and ops with a ``queue.SimpleQueue.put``; it takes what has queued (up to
+``commit_batch_max``), runs the whole group commit (:class:`~._group_commit.GroupCommit` over a
+:class:`~._sqlite.SqliteDialect`) as one call in its thread, and hands the outcomes back to trio
+with one ``run_sync_soon`` per batch. With nothing queued it still wakes when the bulk lease
+renewal is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.pool import NullPool
+
+from .._bridge import Bridge
+from .._config import RuntimeConfig
+from .._exceptions import StoreError
+from ._db_thread import DbThread
+from ._group_commit import GroupCommit
+from ._leases import Leases
+from ._rows import HookOwner
+from ._schema import migrate
+from ._sqlite import SqliteDialect, SqliteFile, drive
+from ._statistics import Stats
+from ._waiting import Waiter, short
+
+
+class SqliteWriter(DbThread):
+    """The group-commit writer: one thread, one connection, one call per transaction."""
+
+    role = "writer"
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        config: RuntimeConfig,
+        file: SqliteFile,
+        extra: Sequence[MetaData],
+        owner: HookOwner,
+        stats: Stats,
+        leases: Leases,
+    ) -> None:
+        super().__init__(bridge, config.commit_batch_max)
+        self._leases = leases
+        self._file = file
+        self._extra = tuple(extra)
+        self._owner = owner
+        self._stats = stats
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
+        self._group: GroupCommit | None = None
+        self.schema_versions = (0, 0)
+
+    def setup(self) -> None:
+        file = self._file
+        engine = create_engine(
+            file.sync_url, poolclass=NullPool, echo=file.echo, connect_args=file.connect_args()
+        )
+        file.listen(engine, "BEGIN IMMEDIATE")
+
+        def on_execute(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+            hook = self._owner.statement_hook
+            if hook is not None:
+                hook(statement)
+
+        event.listen(engine, "before_cursor_execute", on_execute)
+        self._engine = engine
+        try:
+            conn = self._conn = engine.connect()
+            with conn.begin():
+                self.schema_versions = migrate(conn)
+                for md in self._extra:
+                    md.create_all(conn)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open the database: {short(exc)}") from exc
+        self._group = GroupCommit(SqliteDialect(conn, self._owner), self._stats, self._leases)
+
+    def cleanup(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def idle_timeout(self) -> float | None:
+        return self._leases.until_due()
+
+    def handle(self, batch: list[Any]) -> Sequence[Waiter]:
+        group = self._group
+        assert group is not None
+        drive(group.commit(batch))
+        return batch

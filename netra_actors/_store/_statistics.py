@@ -1,0 +1,70 @@
+"""The writer's counters, and the :class:`StoreStatistics` snapshot taken from them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import outcome
+
+from .._histogram import Histogram
+from ._base import StoreStatistics
+from ._leases import Leases
+from ._waiting import Pending
+
+
+class Stats:
+    """Counters of the writer (updated in the writer's thread; plain int increments)."""
+
+    __slots__ = (
+        "batches",
+        "commit_seconds",
+        "events_committed",
+        "isolated_retries",
+        "last_commit_seconds",
+        "units_committed",
+        "units_failed",
+    )
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.units_committed = 0
+        self.units_failed = 0
+        self.events_committed = 0
+        self.isolated_retries = 0
+        self.last_commit_seconds = 0.0
+        self.commit_seconds = Histogram()
+
+    def record(self, batch: Sequence[Pending], started: float) -> None:
+        """Count the outcomes of the units of a transaction (ops are not counted)."""
+        self.last_commit_seconds = seconds = time.perf_counter() - started
+        self.commit_seconds.observe(seconds)
+        for p in batch:
+            if isinstance(p.result, outcome.Value):
+                self.units_committed += 1
+                self.events_committed += len(p.unit.events)
+            else:
+                self.units_failed += 1
+
+    def snapshot(self, queued: int, leases: Leases | None = None) -> StoreStatistics:
+        lease_stats = {}
+        if leases is not None:
+            lease_stats = {
+                "leases_held": len(leases.held),
+                "leases_taken_over": leases.taken_over,
+                "leases_lost": leases.lost,
+                "lease_renewals": leases.renewals,
+                "lease_renewals_failing": leases.failing,
+                "fenced_units": leases.fenced,
+            }
+        return StoreStatistics(
+            **lease_stats,
+            batches=self.batches,
+            units_committed=self.units_committed,
+            units_failed=self.units_failed,
+            events_committed=self.events_committed,
+            isolated_retries=self.isolated_retries,
+            queued=queued,
+            last_commit_seconds=self.last_commit_seconds,
+            commit_seconds=self.commit_seconds.snapshot(),
+        )
