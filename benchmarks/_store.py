@@ -9,13 +9,13 @@ including the hand-offs to the database side and back and the construction of th
 * **SQLite** (the default; a real file in WAL mode): the store's writer is a dedicated thread that
   owns its own ``sqlite3`` connection and runs each whole group commit (``BEGIN IMMEDIATE``, one
   ``executemany``, ``COMMIT``) as one call, handing the outcomes back to trio once per batch
-  (``netra_actors/_store/_sqlite.py``). *Raw*: the same rows (same table, same columns, same
+  (``netra_actors/_store/_sqlite_writer.py``). *Raw*: the same rows (same table, same columns, same
   values, same order) written with the standard ``sqlite3`` module on one connection in WAL mode
   with ``synchronous=NORMAL`` (the store's settings), one ``executemany`` and one commit per round
   of all users: what a perfect group commit could do.
 * **PostgreSQL** (``--db postgresql+asyncpg://…``): the store's writer holds one asyncpg connection
   on the asyncio host and writes each group commit with ``COPY`` in one transaction
-  (``netra_actors/_store/_postgres.py``). *Raw*: the same rows with asyncpg's
+  (``netra_actors/_store/_pg_writer.py``). *Raw*: the same rows with asyncpg's
   ``copy_records_to_table`` into the same table, one ``COPY`` in one transaction per round of all
   users. Each repeat of each size creates a fresh database of its own (``netra_bench_<random>``)
   through the server's maintenance database (``postgres``, else ``test``) and drops it afterwards;
