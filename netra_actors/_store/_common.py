@@ -21,12 +21,11 @@ import outcome
 import trio
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.base import Executable
 
 from .._core import LIVE_STATES
 from .._exceptions import LeaseLostError, StoreError
 from .._histogram import Histogram
-from .._uow import UnitOfWork
+from .._uow import UnitOfWork, is_orm_instance
 from .._values import Event, RunInfo
 from ._base import InboxItem, StoreStatistics
 
@@ -468,20 +467,6 @@ def committed(p: Pending) -> outcome.Value[list[Event]]:
 
 
 # -- developers' statements ------------------------------------------------------------------
-
-
-def is_orm_instance(target: object) -> bool:
-    """True for an instance of a mapped (ORM) class."""
-    return hasattr(type(target), "__mapper__") and hasattr(target, "_sa_instance_state")
-
-
-def check_stageable(target: object) -> None:
-    """Raise ``TypeError`` unless ``target`` can be staged in a unit of work."""
-    if not (is_orm_instance(target) or isinstance(target, Executable)):
-        raise TypeError(
-            "stage() takes an instance of a SQLAlchemy mapped class or a Core statement "
-            f"(insert/update/delete), not {type(target).__name__}"
-        )
 
 
 def apply_statements(conn: Connection, unit: UnitOfWork) -> None:

@@ -45,8 +45,6 @@ from ._common import (
     Read,
     StatementHook,
     Stats,
-    check_stageable,
-    is_orm_instance,
     log,
     node_name,
     short,
@@ -54,7 +52,7 @@ from ._common import (
 )
 from ._sqlite import SqliteFile, SqliteReader, SqliteWriter
 
-__all__ = ["SqlStore", "check_stageable", "is_orm_instance"]
+__all__ = ["SqlStore"]
 
 
 class SqlStore:
