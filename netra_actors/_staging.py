@@ -77,7 +77,8 @@ def text_event(
     run_id: str, event: str, fields: str, text: str, max_bytes: int | None
 ) -> StagedEvent:
     """A runtime-shaped event ``{<fields>"text": text}`` (``think``, ``say``), encoded directly."""
-    return encoded_event(run_id, event, "{" + fields + '"text":' + dumps(text) + "}", max_bytes)
+    encoded = "{" + fields + '"text":' + dumps(text) + "}"
+    return _new(StagedEvent, (run_id, event, check_size(event, encoded, max_bytes)))
 
 
 def assistant_message(
@@ -119,20 +120,27 @@ class Staging:
                 "call checkpoint() more often"
             )
 
+    # emit, think and say append themselves: the agent's hottest path, one call shorter
+
     def add_event(self, staged: StagedEvent) -> None:
         """Stage an event that is already encoded."""
-        events = self.events
-        if len(events) >= self.limit - len(self.rows):
+        if len(self.events) >= self.limit - len(self.rows):
             self._room()
-        events.append(staged)
+        self.events.append(staged)
 
     def emit(self, event: str, data: Mapping[str, JSON] | None) -> None:
         """Stage an agent's custom event."""
-        self.add_event(stage_event(self.run_id, event, data, self.max_bytes))
+        staged = stage_event(self.run_id, event, data, self.max_bytes)
+        if len(self.events) >= self.limit - len(self.rows):
+            self._room()
+        self.events.append(staged)
 
     def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
-        self.add_event(text_event(self.run_id, "agent_thinking", "", text, self.max_bytes))
+        staged = text_event(self.run_id, "agent_thinking", "", text, self.max_bytes)
+        if len(self.events) >= self.limit - len(self.rows):
+            self._room()
+        self.events.append(staged)
 
     def say(self, text: str, message_id: str | None = None) -> None:
         """Stage an assistant ``message`` (with ``message_id``: a new one unless given)."""
