@@ -8,14 +8,13 @@ import logging as _logging
 
 from ._agent import Agent as Agent
 from ._agent import AgentBase as AgentBase
-from ._agent import AgentContext as AgentContext
 from ._agent import AgentRegistry as AgentRegistry
-from ._agent import MessageStream as MessageStream
-from ._agent import idempotency_key as idempotency_key
+from ._agent import ThreadedAgent as ThreadedAgent
 from ._bridge import run as run
 from ._config import RuntimeConfig as RuntimeConfig
 from ._config import database_url as database_url
 from ._config import sqlite_url as sqlite_url
+from ._context import AgentContext as AgentContext
 from ._core import LivenessPolicy as LivenessPolicy
 from ._core import RestartPolicy as RestartPolicy
 from ._core import RestartType as RestartType
@@ -54,6 +53,10 @@ from ._exceptions import ToolError as ToolError
 from ._exceptions import UnknownAgentError as UnknownAgentError
 from ._exceptions import UnknownRunError as UnknownRunError
 from ._histogram import HistogramSnapshot as HistogramSnapshot
+from ._idempotency import idempotency_key as idempotency_key
+from ._message_stream import MessageStream as MessageStream
+from ._message_stream import ThreadedMessageStream as ThreadedMessageStream
+from ._process import run_in_process as run_in_process
 from ._resilience import DependencyStatistics as DependencyStatistics
 from ._resilience import Resilience as Resilience
 from ._resilience import ResilienceStatistics as ResilienceStatistics
@@ -66,10 +69,7 @@ from ._store import Store as Store
 from ._store import StoreStatistics as StoreStatistics
 from ._subscription import Subscription as Subscription
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
-from ._threaded import ThreadedAgent as ThreadedAgent
-from ._threaded import ThreadedContext as ThreadedContext
-from ._threaded import ThreadedMessageStream as ThreadedMessageStream
-from ._threaded import run_in_process as run_in_process
+from ._threaded_context import ThreadedContext as ThreadedContext
 from ._values import JSON as JSON
 from ._values import Delta as Delta
 from ._values import Event as Event

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._agent import Agent, AgentContext
+from ._agent import Agent, ThreadedAgent
+from ._context import AgentContext
 from ._exceptions import RunFailedError, RunFencedError, StoreError
 from ._messages import AgentExited, Message, SlotReady
-from ._threaded import ThreadedAgent, run_threaded_attempt
+from ._threaded import run_threaded_attempt
 from ._values import JSON, loads
 
 if TYPE_CHECKING:

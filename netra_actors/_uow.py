@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from sqlalchemy.sql.base import Executable
 
 from ._values import JSON, StagedEvent, dumps
 
@@ -38,6 +39,20 @@ class StagedStatement:
 
     target: Any
     params: Any = None
+
+
+def is_orm_instance(target: object) -> bool:
+    """True for an instance of a mapped (ORM) class."""
+    return hasattr(type(target), "__mapper__") and hasattr(target, "_sa_instance_state")
+
+
+def check_stageable(target: object) -> None:
+    """Raise ``TypeError`` unless ``target`` can be staged in a unit of work."""
+    if not (is_orm_instance(target) or isinstance(target, Executable)):
+        raise TypeError(
+            "stage() takes an instance of a SQLAlchemy mapped class or a Core statement "
+            f"(insert/update/delete), not {type(target).__name__}"
+        )
 
 
 class UnitOfWork:

@@ -22,7 +22,9 @@ import re
 import trio
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
-from ._agent import Agent, AgentContext, MessageStream
+from ._agent import Agent
+from ._context import AgentContext
+from ._message_stream import MessageStream
 from ._values import JSON
 
 #: Tables the demo agents write to (created by the example server at start).

@@ -7,4 +7,3 @@ from ._base import StoreStatistics as StoreStatistics
 from ._base import UserSnapshot as UserSnapshot
 from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
 from ._sql import SqlStore as SqlStore
-from ._sql import check_stageable as check_stageable

@@ -46,11 +46,10 @@ from ._rows import StatementHook, log
 from ._sqlite import SqliteFile
 from ._sqlite_reader import SqliteReader
 from ._sqlite_writer import SqliteWriter
-from ._staged import check_stageable, is_orm_instance
 from ._statistics import Stats
 from ._waiting import Op, Pending, Read, short, wait_outcome
 
-__all__ = ["SqlStore", "check_stageable", "is_orm_instance"]
+__all__ = ["SqlStore"]
 
 
 class SqlStore:

@@ -1,6 +1,6 @@
 """The developers' own writes in a unit of work: SQLAlchemy Core statements and ORM instances.
 
-Agents stage them (:func:`check_stageable` refuses anything else); the writer runs them in the
+Agents stage them (``_uow.check_stageable`` refuses anything else); the writer runs them in the
 unit's transaction, after the store's own rows, through a SQLAlchemy ``Connection``.
 """
 
@@ -10,24 +10,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.base import Executable
 
-from .._uow import UnitOfWork
+from .._uow import UnitOfWork, is_orm_instance
 from ._waiting import Pending
-
-
-def is_orm_instance(target: object) -> bool:
-    """True for an instance of a mapped (ORM) class."""
-    return hasattr(type(target), "__mapper__") and hasattr(target, "_sa_instance_state")
-
-
-def check_stageable(target: object) -> None:
-    """Raise ``TypeError`` unless ``target`` can be staged in a unit of work."""
-    if not (is_orm_instance(target) or isinstance(target, Executable)):
-        raise TypeError(
-            "stage() takes an instance of a SQLAlchemy mapped class or a Core statement "
-            f"(insert/update/delete), not {type(target).__name__}"
-        )
 
 
 def apply_statements(conn: Connection, unit: UnitOfWork) -> None:

@@ -13,7 +13,8 @@ import outcome
 import trio
 from sqlalchemy import insert
 
-from .._agent import Agent, AgentContext, MessageStream, canonical_json
+from .._agent import Agent
+from .._context import AgentContext
 from .._core._journal import Outcome
 from .._core._resilience import Dependency
 from .._exceptions import (
@@ -24,8 +25,10 @@ from .._exceptions import (
     RunFencedError,
     ToolError,
 )
+from .._message_stream import MessageStream
 from .._resilience import Resilience
 from .._store._schema import model_calls
+from .._toolcall import canonical_json
 from .._values import JSON, dumps
 from ._config import LLMConfig, LLMStreamInterrupted, Tool, _httpx, _retryable, _tools
 from ._stream import ModelResponse, ToolCall, stream_chat

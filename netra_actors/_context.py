@@ -1,0 +1,332 @@
+"""The context an async agent acts through: :class:`AgentContext`, one per attempt of a run.
+
+An agent never touches a socket or the database. Everything it does goes through its context
+to its user's supervisor, which stages it in the run's unit of work:
+
+* ``emit`` / ``think`` / ``say`` stage events (held here, in the attempt's :class:`Staging`);
+* ``stage`` stages a row of the developer's own models (or a Core statement);
+* ``checkpoint`` commits the unit: from then on its events are delivered and its rows visible;
+* ``message`` streams an assistant message (:mod:`._message_stream`);
+* ``tool`` records a tool call (:mod:`._toolcall`: ``tool_executing`` and ``tool_completed``,
+  each committed, or a replay of what an earlier attempt committed);
+* ``ask`` and ``receive`` wait for the run's inputs and messages, heartbeating meanwhile;
+* returning from :meth:`Agent.run` commits the final unit with ``agent_completed``.
+
+A crash rolls back whatever was staged since the last checkpoint. A threaded agent's context
+(:mod:`._threaded_context`) hands its operations to this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import trio
+
+from ._core._journal import JournalCursor, JournalEntry
+from ._exceptions import RunFencedError
+from ._idempotency import keyed_call
+from ._message_stream import MessageStream
+from ._messages import Ask, Checkpoint, Heartbeat, Reply, Write
+from ._resilience import Resilience
+from ._staging import Staging
+from ._toolcall import ToolCalls
+from ._values import JSON, StagedEvent, dumps, loads
+
+T = TypeVar("T")
+
+
+class AgentContext:
+    """What an agent can do. One per attempt; it stops working when the attempt is over."""
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        run_id: str,
+        agent: str,
+        attempt: int,
+        supervisor: trio.MemorySendChannel[Any],
+        inbox: trio.MemoryReceiveChannel[JSON],
+        max_staged: int,
+        beat_every: float = 1.0,
+        max_event_bytes: int | None = None,
+        max_message_chars: int = 256 * 1024,
+        resilience: Resilience | None = None,
+        journal: tuple[JournalEntry, ...] = (),
+    ) -> None:
+        self.user_id = user_id
+        """The user this run belongs to."""
+        self.run_id = run_id
+        """The run's id."""
+        self.agent = agent
+        """The agent's name."""
+        self.attempt = attempt
+        """1 for the first attempt; each supervised restart adds one."""
+        self._sup = supervisor
+        self._inbox = inbox
+        self._staging = Staging(run_id, max_staged, max_event_bytes)
+        self.max_staged = max_staged
+        self.max_event_bytes = max_event_bytes
+        self.max_message_chars = max_message_chars
+        self._resilience = resilience or Resilience()
+        self.beat_every = beat_every
+        """Seconds between the heartbeats that staging operations send on their own."""
+        self._now = trio.lowlevel.current_clock().current_time
+        self._last_beat = self._now()
+        self._cursor = JournalCursor(run_id, journal)
+        """This attempt's walk through the run's journal, as it was when the attempt started."""
+        self._tools = ToolCalls(run_id, attempt, self._cursor)
+        """This attempt's tool calls (shared with a threaded agent's context)."""
+        self._ops = 0
+        self._fenced = False
+        self._waits: set[trio.CancelScope] = set()
+
+    @property
+    def fenced(self) -> bool:
+        """True once this attempt is over (cancelled, timed out, dead, or restarted)."""
+        return self._fenced
+
+    def _fence(self) -> None:
+        """End this attempt: every further operation raises :class:`RunFencedError`."""
+        self._fenced = True
+        for scope in self._waits:
+            scope.cancel()
+
+    def _check(self) -> None:
+        if self._fenced:
+            raise RunFencedError("this attempt of the run is over")
+
+    async def _send(self, msg: object) -> None:
+        self._check()
+        try:
+            await self._sup.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise RunFencedError("the user's session has stopped") from None
+
+    async def _tick(self) -> None:
+        """After a staging operation: a heartbeat if one is due.
+
+        Staging only appends to this context's unit, so it does not yield to the scheduler
+        every time: it yields every 64 operations, so that an agent staging in a tight loop
+        stays fair to everyone else and notices cancellation (what it staged meanwhile is
+        discarded with the attempt).
+        """
+        if self._now() - self._last_beat >= self.beat_every:
+            await self.heartbeat()
+            return
+        self._ops += 1
+        if self._ops & 63 == 0:
+            await trio.lowlevel.checkpoint()
+
+    async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
+        """Stage a custom event. It is delivered after the next checkpoint commits."""
+        self._check()
+        self._staging.emit(event, data)
+        await self._tick()
+
+    async def think(self, text: str) -> None:
+        """Stage an ``agent_thinking`` event."""
+        self._check()
+        self._staging.think(str(text))
+        await self._tick()
+
+    async def say(self, text: str) -> None:
+        """Stage an assistant ``message`` event (whole; to stream one, see :meth:`message`)."""
+        self._check()
+        self._staging.say(str(text))
+        await self._tick()
+
+    def message(self) -> MessageStream:
+        """Stream an assistant message token by token, then commit it once::
+
+            async with ctx.message() as m:
+                async for token in model_stream():
+                    await m.write(token)  # sent to the user's sockets at once, not committed
+
+        Each ``write`` reaches the sockets as a provisional ``delta`` right away. Leaving the
+        block normally stages the whole text as one ``message`` event and commits it (with
+        anything else staged): it supersedes the deltas. If the attempt is rolled back, its
+        ``run_rolled_back`` retracts the text that was not committed. A message holds at most
+        ``RuntimeConfig.max_message_chars`` characters.
+        """
+        self._check()
+        return MessageStream(self, self.max_message_chars)
+
+    async def _write(self, message_id: str, text: str) -> None:
+        await self._send(Write(self.run_id, self.attempt, message_id, text))
+
+    async def _commit_message(self, message_id: str, text: str) -> int:
+        self._check()
+        self._staging.say(text, message_id)
+        events, rows = self._staging.take()
+        return await self._commit_staged(events, rows, closes=(message_id,))
+
+    async def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
+        """Ask the user and wait for the answer (a ``send_input`` of the run).
+
+        Commits ``input_requested`` (``prompt``, and ``schema`` if given) and returns the
+        ``input`` of the next committed ``run_input``. In a restarted attempt it returns the next
+        input the run already received, without asking again. The run's deadline applies while
+        it waits; waiting is no sign of trouble (it heartbeats).
+        """
+        data: dict[str, JSON] = {"prompt": str(prompt)}
+        if schema is not None:
+            data["schema"] = schema
+        reply: Reply[JSON] = Reply()
+        await self._send(Ask(self.run_id, self.attempt, dumps(data), reply))
+        return await self._wait_beating(reply.wait)
+
+    async def receive(self) -> JSON:
+        """The next message sent to this run (``Runtime.send_to_run``), waiting if none.
+
+        Waiting here is not a sign of trouble: it heartbeats while it waits, so only the run's
+        deadline limits how long a run may wait for its next message.
+        """
+        self._check()
+        try:
+            return await self._wait_beating(self._inbox.receive)
+        except trio.EndOfChannel:
+            raise RunFencedError("the run's inbox is closed") from None
+
+    async def _wait_beating(self, wait: Callable[[], Awaitable[T]]) -> T:
+        """``await wait()``, heartbeating meanwhile; the attempt's end stops the wait."""
+        with trio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                while True:
+                    with trio.move_on_after(self.beat_every):
+                        return await wait()
+                    await self.heartbeat()
+            finally:
+                self._waits.discard(scope)
+        raise RunFencedError("this attempt of the run is over")
+
+    async def stage(self, row: Any, params: Any = None) -> None:
+        """Stage a row of your own: an ORM instance or a Core statement (with ``params``).
+
+        It is written in the same transaction as the run's events at the next checkpoint; a
+        crash before then discards it. The object is handed over: do not modify it afterwards.
+        """
+        self._check()
+        self._staging.add_row(row, params)
+        await self._tick()
+
+    async def heartbeat(self) -> None:
+        """Tell the supervisor this attempt is alive.
+
+        Staging operations (emit, think, say, stage) send one too when the last one is more than
+        ``beat_every`` seconds old (at most a second, and a quarter of the heartbeat timeout), and
+        so do checkpoints and waiting in :meth:`receive`.
+        """
+        self._last_beat = self._now()
+        await self._send(Heartbeat(self.run_id, self.attempt))
+
+    async def checkpoint(self) -> int:
+        """Commit everything staged so far. Returns the user's head ``seq`` after the commit.
+
+        If the commit fails, the unit is rolled back, the supervisor records a ``store_error``
+        rollback and restarts the run per its policy: this attempt ends here.
+        """
+        events, rows = self._staging.take()
+        return await self._commit_staged(events, rows)
+
+    async def _commit_staged(
+        self,
+        events: list[StagedEvent],
+        rows: list[tuple[Any, Any]],
+        *,
+        final: JSON = None,
+        is_final: bool = False,
+        closes: tuple[str, ...] = (),
+        journal: JournalEntry | None = None,
+    ) -> int:
+        reply: Reply[int] = Reply()
+        now = self._now()
+        beat = now - self._last_beat >= self.beat_every  # a checkpoint is a sign of life too
+        if beat:
+            self._last_beat = now
+        await self._send(
+            Checkpoint(
+                self.run_id,
+                self.attempt,
+                reply,
+                beat,
+                events=events,
+                rows=rows,
+                final_result=final,
+                is_final=is_final,
+                closes=closes,
+                journal=journal,
+            )
+        )
+        return await reply.wait()
+
+    async def tool(
+        self, name: str, fn: Callable[..., Any], /, *, replay: bool = True, **args: JSON
+    ) -> JSON:
+        """Run a tool call: ``fn(**args)`` (sync or async), recorded as two committed events.
+
+        ``tool_executing`` (with ``args`` and a ``call_id``) is committed before the call and
+        ``tool_completed`` (with ``result``, or ``error``, and ``attempts``) after it. The call
+        follows the retry and circuit-breaker policy of the dependency named ``name`` in
+        ``RuntimeConfig.dependencies`` (none declared: one attempt). If it fails, this raises
+        :class:`~netra_actors.ToolError` after recording it (an open breaker fails at once). A
+        sync ``fn`` runs on the event loop: it must not block (wrap blocking work in
+        ``trio.to_thread.run_sync``). Returns the result as JSON decodes it (a tuple comes back
+        as a list).
+
+        The call is a journaled *step*: in a restarted attempt, the k-th journaled call returns
+        the result that an earlier attempt committed for step k — without calling ``fn`` and
+        without committing anything — if that step succeeded with the same name and arguments.
+        (What was staged before it still commits, as before any tool call.) A different call
+        at step k is a divergence: ``tool_replay_diverged`` is committed and nothing after it is
+        replayed. ``replay=False`` (a reserved keyword: no tool argument can
+        be called ``replay``) always calls ``fn`` and takes no step; so does a call made while
+        another one of this attempt is in flight. ``fn`` runs with
+        :func:`~netra_actors.idempotency_key` set (and gets it as ``idempotency_key=`` if it
+        has a parameter of that name).
+        """
+        self._check()
+        call = self._tools.begin(self._staging, name, args, replay)
+        if call.replayed:  # no tool events; what is staged commits
+            if self._staging:
+                await self.checkpoint()
+            else:
+                await self._tick()
+            return call.replay_result()
+        try:
+            await self._commit_tool(call.executing())
+            try:
+                result_json, attempts = await self._resilience.call(
+                    name, keyed_call(fn, call.key, args), args
+                )
+            except (trio.Cancelled, RunFencedError):
+                raise
+            except Exception as exc:
+                self._check()
+                journal, error = call.failed(exc)
+                await self._commit_tool(journal)
+                raise error from exc
+            self._check()
+            await self._commit_tool(call.completed(result_json, attempts))
+            return loads(result_json)
+        finally:
+            call.end()
+
+    async def _commit_tool(self, journal: JournalEntry | None) -> None:
+        """Commit what a step of a tool call staged, with its journal entry."""
+        events, rows = self._staging.take()
+        await self._commit_staged(events, rows, journal=journal)
+
+    async def _finish(
+        self,
+        result: JSON,
+        events: list[StagedEvent] | None = None,
+        rows: list[tuple[Any, Any]] | None = None,
+    ) -> None:
+        """Commit the final unit: staged work, ``agent_completed`` and ``completing``."""
+        dumps(result)  # the result must be JSON: fail here, inside the attempt
+        if events is None or rows is None:
+            events, rows = self._staging.take()
+        await self._commit_staged(events, rows, final=result, is_final=True)
