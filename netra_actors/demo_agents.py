@@ -25,6 +25,8 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 from ._agent import Agent, AgentContext, MessageStream
 from ._values import JSON
 
+__all__ = ["DEMO_AGENTS", "demo_metadata"]
+
 #: Tables the demo agents write to (created by the example server at start).
 demo_metadata = MetaData()
 
