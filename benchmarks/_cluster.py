@@ -450,7 +450,7 @@ async def _in_process(url: str, small: int, large: int, window: float) -> tuple[
             store.statement_hook = None
             return {"idle_users": users, "statements": count, "per_s": count / elapsed}
 
-        subs: list[na.Subscription] = []
+        subs: list[na.types.Subscription] = []
 
         async def subscribe(name: str) -> None:
             subs.append(await runtime.subscribe(name))

@@ -22,7 +22,7 @@ from netra_actors.gateway import Gateway, GatewayConfig, RateLimit
 
 from .harness.agents import BenchE2E
 
-AGENTS: tuple[type[na.AgentBase], ...] = (*DEMO_AGENTS, BenchE2E)
+AGENTS: tuple[type[na.types.AgentBase], ...] = (*DEMO_AGENTS, BenchE2E)
 """The agents the e2e servers run (the gateway here, the ASGI app in :mod:`._e2e_asgi`)."""
 
 

@@ -41,7 +41,7 @@ REPLAYED = "restarted attempt, replayed"
 _TIMES: dict[str, list[tuple[int, float]]] = {}
 """(attempt, seconds) of every timed attempt, by the run's key."""
 
-_RESTART = na.RestartPolicy(max_restarts=3, backoff_initial=0.001, backoff_max=0.001)
+_RESTART = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.001, backoff_max=0.001)
 
 
 class Crash(Exception):
@@ -82,7 +82,7 @@ class ThreadedReplayBenchAgent(na.ThreadedAgent):
         return None
 
 
-AGENTS: dict[str, type[na.AgentBase]] = {
+AGENTS: dict[str, type[na.types.AgentBase]] = {
     "async": ReplayBenchAgent,
     "threaded": ThreadedReplayBenchAgent,
 }

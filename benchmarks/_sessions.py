@@ -62,7 +62,7 @@ GOAL_IDLE_CPU_MS_PER_S = 10.0
 """'~0 CPU idle': at most 1% of one core for all the idle sessions together."""
 
 
-async def _reader(sub: na.Subscription, received: list[int]) -> None:
+async def _reader(sub: na.types.Subscription, received: list[int]) -> None:
     try:
         while True:
             received[0] += len(await sub.receive_batch())
@@ -124,7 +124,7 @@ async def _passivation(users: int, db: str, idle_timeout: float) -> Row:
         database_url=na.sqlite_url(db), idle_timeout=idle_timeout, max_sessions=users
     )
     received = [0]
-    subs: list[na.Subscription] = []
+    subs: list[na.types.Subscription] = []
     async with na.open_runtime(config) as runtime, trio.open_nursery() as readers:
         limiter = trio.CapacityLimiter(BULK_CONCURRENCY)
 

@@ -81,10 +81,10 @@ class TravelAgent(na.Agent):
     """Quotes a trip, waits for the user's answer, books it."""
 
     name = "travel"
-    restart_policy = na.RestartPolicy(
-        restart=na.RestartType.TRANSIENT, max_restarts=2, window=60.0, backoff_initial=0.2
+    restart_policy = na.policies.RestartPolicy(
+        restart=na.policies.RestartType.TRANSIENT, max_restarts=2, window=60.0, backoff_initial=0.2
     )
-    liveness = na.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=120.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=120.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         city = str(input.get("city", "Lisbon"))

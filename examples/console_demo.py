@@ -43,7 +43,7 @@ def describe(event: na.Event) -> str:
 async def main(db_path: str) -> None:
     config = na.RuntimeConfig(
         database_url=na.sqlite_url(db_path),
-        restart=na.RestartPolicy(max_restarts=3, backoff_initial=0.05),
+        restart=na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.05),
     )
     async with na.open_runtime(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as runtime:
         head = (await runtime.get_runs("demo-user")).head_seq

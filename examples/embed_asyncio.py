@@ -27,11 +27,11 @@ import netra_actors as na
 from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
 
 
-async def pump(events: na.EmbeddedSubscription, writer: asyncio.StreamWriter) -> None:
+async def pump(events: na.types.EmbeddedSubscription, writer: asyncio.StreamWriter) -> None:
     """Copy the user's committed events to the socket, in ``seq`` order.
 
     A reader that falls more than ``subscriber_buffer`` events behind gets
-    :class:`~netra_actors.SlowConsumerError` here: its connection is closed.
+    :class:`~netra_actors.exceptions.SlowConsumerError` here: its connection is closed.
     """
     try:
         async for event in events:

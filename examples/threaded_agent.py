@@ -36,7 +36,7 @@ def fingerprint(text: str, rounds: int) -> str:
 
 class Summarizer(na.ThreadedAgent):
     name = "summarizer"
-    liveness = na.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=60.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=60.0)
 
     def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
         text = str(input.get("text", "")) if isinstance(input, dict) else str(input)

@@ -2,35 +2,8 @@
 
 This module is pure (standard library only) so that the sans-I/O core can use it.
 
-The tree::
-
-    NetraError                      base of everything below
-    ├── ConfigError                 a configuration value is invalid (raised at construction)
-    ├── RuntimeClosedError          you used a runtime/handle after it was closed
-    ├── CommandError                a user's command was refused; ``code`` is the wire error code
-    │   ├── UnknownAgentError       no agent with that name is registered   (unknown_agent)
-    │   ├── UnknownRunError         no such run *for this user*             (unknown_run)
-    │   ├── IllegalStateError       the run's state does not allow it        (illegal_state)
-    │   ├── ResumeBeyondHeadError   resume_from is greater than the head seq (bad_request)
-    │   ├── TooLargeError           a value is over its size limit           (too_large)
-    │   ├── MailboxFullError        the user's mailbox is full (backpressure) (rate_limited)
-    │   └── BusyError               the user has a live run and ``if_busy`` is reject  (busy)
-    ├── SubscriptionClosedError     a socket mailbox ended; ``reason`` says why
-    │   └── SlowConsumerError       it fell too far behind (resume from the store)
-    ├── IllegalTransitionError      the execution state machine refused a transition
-    ├── StoreError                  the database failed under us (not your input)
-    │   ├── SchemaVersionError      the database schema is newer than this code
-    │   └── LeaseLostError          this node no longer owns the user (fenced: nothing committed)
-    ├── AgentError                  raised *inside agent code* by the context object
-    │   ├── ToolError               a tool call failed (it was recorded as ``tool_completed``)
-    │   ├── RunFailedError          raise it to end the run ``failed`` now (reason ``error``)
-    │   ├── RunFencedError          this attempt is over (cancelled, timed out, dead, restarted);
-    │   │                           anything it still emits is discarded
-    │   └── DependencyError         a declared dependency (tool, model API) failed; ``dependency``
-    │       ├── DependencyFailedError   the call failed after ``attempts`` tries; ``last_error``
-    │       ├── CircuitOpenError    its circuit breaker is open: failed fast; ``retry_after``
-    │       └── DependencyTimeoutError  one attempt ran past its ``RetryPolicy.timeout``
-    └── ReservedEventError          an agent tried to emit an event name the runtime owns
+The tree, and which of these a user catches, is drawn in :mod:`netra_actors.exceptions`: the
+public face of this module.
 
 "You broke it" (``CommandError``, ``IllegalTransitionError``, ``ReservedEventError``,
 ``ConfigError``) is kept apart from "it broke under you" (``StoreError``).

@@ -27,6 +27,8 @@ from ._context import AgentContext
 from ._message_stream import MessageStream
 from ._values import JSON
 
+__all__ = ["DEMO_AGENTS", "demo_metadata"]
+
 #: Tables the demo agents write to (created by the example server at start).
 demo_metadata = MetaData()
 

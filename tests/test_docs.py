@@ -105,7 +105,7 @@ async def _drive() -> None:
     agents = [
         value
         for value in list(globals().values())
-        if isinstance(value, type) and issubclass(value, na.AgentBase)
+        if isinstance(value, type) and issubclass(value, na.types.AgentBase)
         and value.__module__ == "__main__"
     ]
     assert agents, "the fragment defines no agent class"
@@ -301,18 +301,25 @@ def serve_then_interrupt(block: Block, cwd: Path, port: int) -> None:
     assert "Traceback" not in stderr, output
 
 
+def package_attribute(node: ast.expr) -> str | None:
+    """``"policies.RestartPolicy"`` for ``na.policies.RestartPolicy`` (or ``netra_actors.…``)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if parts and isinstance(node, ast.Name) and node.id in ("na", "netra_actors"):
+        return ".".join(reversed(parts))
+    return None
+
+
 def check_signature(block: Block) -> None:
-    """The block's ``na.NAME(...)`` calls and ``def NAME(...)`` match ``na.NAME``'s parameters."""
+    """The block's ``na.NAME(...)`` calls (``na.policies.NAME(...)`` too) and ``def NAME(...)``
+    match the parameters of ``na.NAME``."""
     flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     tree = compile(block.code, block.id, "exec", flags=flags)
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id in ("na", "netra_actors")
-        ):
-            name, used = node.func.attr, [k.arg for k in node.keywords if k.arg]
+        if isinstance(node, ast.Call) and (dotted := package_attribute(node.func)):
+            name, used = dotted, [k.arg for k in node.keywords if k.arg]
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and hasattr(na, node.name):
             args = node.args
             name = node.name
@@ -320,8 +327,11 @@ def check_signature(block: Block) -> None:
             used += [a.arg for a in (args.vararg, args.kwarg) if a]
         else:
             continue
-        assert hasattr(na, name), f"{block.id}: netra_actors has no {name}"
-        params = inspect.signature(getattr(na, name)).parameters
+        target: object = na
+        for part in name.split("."):
+            assert hasattr(target, part), f"{block.id}: netra_actors has no {name}"
+            target = getattr(target, part)
+        params = inspect.signature(target).parameters  # type: ignore[arg-type]
         unknown = [arg for arg in used if arg not in params]
         assert not unknown, f"{block.id}: na.{name} has no parameter {unknown} ({list(params)})"
 

@@ -60,9 +60,9 @@ def test_embedding_errors_cross_back_as_the_same_exceptions(tmp_path: Path) -> N
 
     async def host() -> None:
         async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
-            with pytest.raises(na.UnknownAgentError):
+            with pytest.raises(na.exceptions.UnknownAgentError):
                 await rt.start_run("alice", "no_such_agent", None)
-            with pytest.raises(na.UnknownRunError):
+            with pytest.raises(na.exceptions.UnknownRunError):
                 await rt.cancel_run("alice", "r_nope")
 
     asyncio.run(host())
@@ -76,7 +76,7 @@ def test_a_runtime_that_cannot_start_raises_in_the_host(tmp_path: Path) -> None:
         async with na.embed(config):
             pass
 
-    with pytest.raises(na.StoreError):
+    with pytest.raises(na.exceptions.StoreError):
         asyncio.run(host())
 
 
@@ -98,9 +98,9 @@ def test_after_embed_exits_calls_fail_fast_instead_of_hanging(tmp_path: Path) ->
             pending = asyncio.ensure_future(rt.wait_run("alice", slow))
             await asyncio.sleep(0.05)
         # the call in flight when the runtime stopped gets a clear error, not trio.Cancelled
-        with pytest.raises(na.RuntimeClosedError):
+        with pytest.raises(na.exceptions.RuntimeClosedError):
             await asyncio.wait_for(pending, 5)
-        with pytest.raises(na.RuntimeClosedError):
+        with pytest.raises(na.exceptions.RuntimeClosedError):
             await asyncio.wait_for(rt.get_runs("alice"), 5)
 
     asyncio.run(host())

@@ -113,7 +113,7 @@ class Flaky(na.Agent):
     """Crashes on its first attempt, then completes."""
 
     name = "flaky"
-    restart_policy = na.RestartPolicy(max_restarts=2, backoff_initial=5.0)
+    restart_policy = na.policies.RestartPolicy(max_restarts=2, backoff_initial=5.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         await ctx.think(f"attempt {ctx.attempt}")

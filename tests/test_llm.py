@@ -38,8 +38,8 @@ from netra_actors.llm._stream import _SSE, _Accumulator
 from netra_actors.testing import guest_test
 
 KEY = "sk-test-0123456789"
-FAST_RESTART = na.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
-FAST_RETRY = na.RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.02, jitter=0.0)
+FAST_RESTART = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
+FAST_RETRY = na.policies.RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.02, jitter=0.0)
 
 # ------------------------------------------------------------------ recorded SSE fixtures
 # Events as an OpenAI-compatible server sends them (one ``data:`` line each), recorded from the
@@ -196,7 +196,7 @@ def llm_config(stub: Stub, **changes: Any) -> LLMConfig:
     return LLMConfig(base_url=stub.url, model="gpt-4o-mini", api_key=KEY, **changes)
 
 
-async def read_until_ended(sub: na.Subscription, run_id: str) -> list[Item]:
+async def read_until_ended(sub: na.types.Subscription, run_id: str) -> list[Item]:
     items: list[Item] = []
     with trio.fail_after(20):
         while True:
@@ -231,7 +231,7 @@ def stored_event_names(config: na.RuntimeConfig) -> list[str]:
 
 async def one_run(
     config: na.RuntimeConfig, agent: type[na.Agent], input: na.JSON
-) -> tuple[na.RunInfo, list[Item], na.ResilienceStatistics]:
+) -> tuple[na.RunInfo, list[Item], na.statistics.ResilienceStatistics]:
     async with na.open_runtime(config, agents=[agent]) as rt:
         sub = await rt.subscribe("alice", deltas=True)
         run_id = await rt.start_run("alice", agent.name, input)
@@ -434,7 +434,7 @@ async def test_a_429_500_burst_trips_the_breaker_and_later_runs_fail_fast(
     tmp_path: Path, stub: Stub
 ) -> None:
     stub.replies = [error(429, "Rate limit reached"), error(500), error(503)]
-    breaker = na.BreakerPolicy(failure_threshold=3, window=30.0, reset_timeout=60.0)
+    breaker = na.policies.BreakerPolicy(failure_threshold=3, window=30.0, reset_timeout=60.0)
     config = runtime_config(
         tmp_path, dependencies=[llm_dependency(retry=FAST_RETRY, breaker=breaker)]
     )
@@ -456,7 +456,7 @@ async def test_a_429_500_burst_trips_the_breaker_and_later_runs_fail_fast(
     assert "HTTP 503" in one.data["error"]
     assert "circuit breaker for 'llm' is open after 3 failures" in two.data["error"]
     assert len(stub.requests) == 3  # the second run never reached the API
-    assert stats.state is na.BreakerState.OPEN
+    assert stats.state is na.statistics.BreakerState.OPEN
     assert stats.opened_total == 1
     assert stats.failures == 3
     assert stats.fast_failures == 1
@@ -474,13 +474,13 @@ async def test_401_is_not_retried(tmp_path: Path, stub: Stub) -> None:
     assert "HTTP 401 from the model API: Incorrect API key provided" in rollback.data["error"]
     assert len(stub.requests) == 1
     assert stats.dependencies["llm"].retries == 0
-    assert stats.dependencies["llm"].state is na.BreakerState.CLOSED
+    assert stats.dependencies["llm"].state is na.statistics.BreakerState.CLOSED
 
 
 @guest_test()
 async def test_a_slow_first_token_keeps_the_run_alive(tmp_path: Path, stub: Stub) -> None:
     stub.replies = [sse(ANSWER, first_byte_delay=1.2)]
-    config = runtime_config(tmp_path, liveness=na.LivenessPolicy(heartbeat_timeout=0.4))
+    config = runtime_config(tmp_path, liveness=na.policies.LivenessPolicy(heartbeat_timeout=0.4))
     info, _, _ = await one_run(config, make_llm_agent(llm_config(stub)), "?")
     assert info.state is na.RunState.COMPLETED
     assert info.attempt == 1
@@ -571,11 +571,11 @@ def test_config_is_validated_and_the_key_comes_from_the_environment(
         {"extra_body": {"x": object()}},
     ]
     for bad in bads:
-        with pytest.raises(na.ConfigError):
+        with pytest.raises(na.exceptions.ConfigError):
             LLMConfig(**{"base_url": "http://h/v1", "model": "m", **bad})
-    with pytest.raises(na.ConfigError):
+    with pytest.raises(na.exceptions.ConfigError):
         make_llm_agent(config, tools={"bad name": lambda: None})
-    with pytest.raises(na.ConfigError):
+    with pytest.raises(na.exceptions.ConfigError):
         make_llm_agent(config, tools={"ok": 42})  # type: ignore[dict-item]
     dep = llm_dependency()
     assert dep.name == "llm"

@@ -96,7 +96,7 @@ class Tally:
         self.add(0)
 
 
-async def consume(sub: na.Subscription, tally: Tally, batch: int) -> None:
+async def consume(sub: na.types.Subscription, tally: Tally, batch: int) -> None:
     """Read every event of ``sub``; check that ``seq`` is gapless; count."""
     expect = sub.head_seq + 1
     try:

@@ -31,9 +31,9 @@ def run_trio(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
 
 async def subscribe_all(
     runtime: na.Runtime, user_ids: list[str], *, concurrency: int = 64
-) -> list[na.Subscription]:
+) -> list[na.types.Subscription]:
     """Activate every user and open one subscription each (bounded concurrency)."""
-    subs: list[na.Subscription | None] = [None] * len(user_ids)
+    subs: list[na.types.Subscription | None] = [None] * len(user_ids)
     limiter = trio.CapacityLimiter(concurrency)
 
     async def one(i: int) -> None:

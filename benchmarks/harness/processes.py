@@ -233,7 +233,7 @@ def start_serve(module: str, args: Sequence[str], log: IO[str]) -> ServerProcess
     return start_announced(command, log, SERVE_BANNER, "the server")
 
 
-def serve_with(agents: Sequence[type[na.AgentBase]], argv: Sequence[str]) -> int:
+def serve_with(agents: Sequence[type[na.types.AgentBase]], argv: Sequence[str]) -> int:
     """``netra-actors serve ARGV`` with ``agents`` registered besides the demo agents.
 
     The CLI's own ``serve`` (argument parsing, ``--db``, leases, SIGTERM drain): only its agent
@@ -241,14 +241,14 @@ def serve_with(agents: Sequence[type[na.AgentBase]], argv: Sequence[str]) -> int
     """
     from netra_actors import _cli
 
-    demo: Sequence[type[na.AgentBase]] = getattr(_cli, "DEMO_AGENTS")  # noqa: B009
+    demo: Sequence[type[na.types.AgentBase]] = getattr(_cli, "DEMO_AGENTS")  # noqa: B009
     setattr(_cli, "DEMO_AGENTS", (*demo, *agents))  # noqa: B010
     return _cli.main(["serve", *argv])
 
 
 def child_main(
     module: str,
-    agents: Sequence[type[na.AgentBase]],
+    agents: Sequence[type[na.types.AgentBase]],
     client: Callable[[], Coroutine[Any, Any, None]],
     argv: Sequence[str] | None = None,
 ) -> int:

@@ -16,8 +16,8 @@ HTTP 408, 409, 429 and every 5xx; connect errors and timeouts; a connection that
 stream that ends without ``[DONE]`` or a ``finish_reason``) *before any text of that attempt
 reached the user*. Not retried: any other status (400, 401, 403, 404, 422…), a malformed stream,
 an ``error`` object in the stream. Those, an exhausted retry budget and an open breaker end the run
-``failed`` (:class:`~netra_actors.RunFailedError`, whose text the run's ``run_rolled_back``
-carries): a restart would repeat the same call.
+``failed`` (:class:`~netra_actors.exceptions.RunFailedError`, whose text the run's
+``run_rolled_back`` carries): a restart would repeat the same call.
 
 **A disconnect after text was streamed** cannot be retried inside the attempt: the user already
 has that text as provisional deltas, and only a rollback retracts them. So it raises

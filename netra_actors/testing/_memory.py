@@ -19,7 +19,7 @@ FailureHook = Callable[[str, UnitOfWork], BaseException | None]
 
 
 class MemoryStore:
-    """A :class:`~netra_actors.Store` in memory.
+    """A :class:`~netra_actors.types.Store` in memory.
 
     ``fail_when(user_id, unit)`` may return an exception: that unit then fails as a database
     error would (nothing of it is kept). ``commit_delay`` (seconds on trio's clock) simulates a

@@ -39,7 +39,7 @@ class FaultyStore(MemoryStore):
 
 def fail_units_of(user: str) -> Any:
     def fail_when(user_id: str, unit: UnitOfWork) -> BaseException | None:
-        return na.StoreError("the disk is full") if user_id == user else None
+        return na.exceptions.StoreError("the disk is full") if user_id == user else None
 
     return fail_when
 
@@ -84,7 +84,7 @@ async def command(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]
 @guest_test(timeout=30)
 async def test_a_failing_connection_closes_1011_and_others_go_on() -> None:
     store = FaultyStore(fail_when=fail_units_of("doomed"))
-    config = na.RuntimeConfig(restart=na.RestartPolicy(backoff_initial=0.01))
+    config = na.RuntimeConfig(restart=na.policies.RestartPolicy(backoff_initial=0.01))
     async with na.open_runtime(config, agents=DEMO_AGENTS, store=store) as runtime:
         gateway = Gateway(runtime, GatewayConfig(secret=SECRET, port=0))
         async with trio.open_nursery() as nursery:

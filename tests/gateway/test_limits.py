@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netra_actors import ConfigError
+from netra_actors.exceptions import ConfigError
 from netra_actors.gateway._limits import RateLimit, TokenBucket, UserLimits
 
 

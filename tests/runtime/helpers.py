@@ -13,7 +13,7 @@ import trio
 import netra_actors as na
 from netra_actors._core import ExecutionStateMachine, RunState, Transition
 
-FAST_RESTART = na.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
+FAST_RESTART = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
 
 
 def make_config(tmp_path: Path, **changes: Any) -> na.RuntimeConfig:
@@ -99,7 +99,7 @@ def run_events(events: Iterable[na.Event], run_id: str) -> list[na.Event]:
     return [e for e in events if e.run_id == run_id]
 
 
-async def read_until_ended(sub: na.Subscription, run_ids: Iterable[str]) -> list[na.Event]:
+async def read_until_ended(sub: na.types.Subscription, run_ids: Iterable[str]) -> list[na.Event]:
     """Read a subscription until every run in ``run_ids`` has a terminal ``run_state``."""
     pending = set(run_ids)
     events: list[na.Event] = []

@@ -21,7 +21,9 @@ import netra_actors as na
 
 __all__ = ["CALLS", "REPLAY_AGENTS", "Call", "test_metadata"]
 
-RESTART = na.RestartPolicy(max_restarts=12, window=60, backoff_initial=0.001, backoff_max=0.005)
+RESTART = na.policies.RestartPolicy(
+    max_restarts=12, window=60, backoff_initial=0.001, backoff_max=0.005
+)
 
 
 class Call(NamedTuple):
@@ -164,7 +166,7 @@ class KeyProbe(na.Agent):
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         try:
             na.idempotency_key()
-        except na.AgentError as exc:
+        except na.exceptions.AgentError as exc:
             outside = str(exc)
         else:
             outside = ""
@@ -185,7 +187,7 @@ class ThreadedKeyProbe(na.ThreadedAgent):
     def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
         try:
             na.idempotency_key()
-        except na.AgentError as exc:
+        except na.exceptions.AgentError as exc:
             outside = str(exc)
         else:
             outside = ""
@@ -200,7 +202,7 @@ class ThreadedKeyProbe(na.ThreadedAgent):
         return {"outside": outside, "key": key, "live": live, "reserved": reserved}
 
 
-REPLAY_AGENTS: dict[str, tuple[type[na.AgentBase], ...]] = {
+REPLAY_AGENTS: dict[str, tuple[type[na.types.AgentBase], ...]] = {
     "async": (ReplayScript, KeyProbe),
     "threaded": (ThreadedReplayScript, ThreadedKeyProbe),
 }

@@ -45,7 +45,9 @@ class Crashy(na.Agent):
     """Stages an event and a row, then raises, on its first ``crash_times`` attempts."""
 
     name = "crashy"
-    restart_policy = na.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
+    restart_policy = na.policies.RestartPolicy(
+        max_restarts=3, backoff_initial=0.01, backoff_max=0.05
+    )
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         crash_times = int(input["crash_times"]) if isinstance(input, dict) else 1
@@ -84,7 +86,7 @@ class Conflict(na.Agent):
     """Stages a row with a unique key: two runs with the same key conflict at commit."""
 
     name = "conflict"
-    restart_policy = na.RestartPolicy(restart="temporary")
+    restart_policy = na.policies.RestartPolicy(restart="temporary")
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         key = str(input["key"]) if isinstance(input, dict) else "k"
@@ -211,7 +213,7 @@ class Mutator(na.Agent):
         return d
 
 
-ALL_AGENTS: tuple[type[na.AgentBase], ...] = (Steps, Crashy, Sleeper, Conflict, Echo, Mutator)
+ALL_AGENTS: tuple[type[na.types.AgentBase], ...] = (Steps, Crashy, Sleeper, Conflict, Echo, Mutator)
 
 
 class ThreadedMutator(na.ThreadedAgent):
@@ -227,7 +229,7 @@ class ThreadedMutator(na.ThreadedAgent):
         return d
 
 
-THREADED_AGENTS: tuple[type[na.AgentBase], ...] = (
+THREADED_AGENTS: tuple[type[na.types.AgentBase], ...] = (
     ThreadedSteps,
     ThreadedCrashy,
     ThreadedSleeper,
@@ -237,7 +239,7 @@ THREADED_AGENTS: tuple[type[na.AgentBase], ...] = (
 )
 
 #: The invariant suite runs once per agent kind.
-AGENTS_BY_KIND: dict[str, tuple[type[na.AgentBase], ...]] = {
+AGENTS_BY_KIND: dict[str, tuple[type[na.types.AgentBase], ...]] = {
     "async": ALL_AGENTS,
     "threaded": THREADED_AGENTS,
 }

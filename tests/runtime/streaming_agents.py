@@ -11,13 +11,13 @@ from typing import Any
 
 import netra_actors as na
 
-FAST = na.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
-TEMPORARY = na.RestartPolicy(restart="temporary")
+FAST = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
+TEMPORARY = na.policies.RestartPolicy(restart="temporary")
 
 #: Short heartbeat timeout: a run waiting in ``ask`` must keep heartbeating on its own.
-ASK_BEAT = na.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
+ASK_BEAT = na.policies.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
 #: Short deadline (and a short heartbeat timeout, which ``ask`` must not trip first).
-ASK_DEADLINE = na.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=1.0)
+ASK_DEADLINE = na.policies.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=1.0)
 
 
 def _opts(input: na.JSON) -> dict[str, Any]:
@@ -104,7 +104,7 @@ class TooLong(na.Agent):
             await m.write("12345")
             try:
                 await m.write("678901")
-            except na.AgentError as exc:
+            except na.exceptions.AgentError as exc:
                 if not catch:
                     raise
                 await ctx.emit("write_refused", {"error": str(exc), "text": m.text})
@@ -217,7 +217,7 @@ class ThreadedTooLong(na.ThreadedAgent):
             m.write("12345")
             try:
                 m.write("678901")
-            except na.AgentError as exc:
+            except na.exceptions.AgentError as exc:
                 if not catch:
                     raise
                 ctx.emit("write_refused", {"error": str(exc), "text": m.text})
@@ -268,7 +268,7 @@ class ThreadedHold(na.ThreadedAgent):
         return "released"
 
 
-ASYNC_STREAMING: tuple[type[na.AgentBase], ...] = (
+ASYNC_STREAMING: tuple[type[na.types.AgentBase], ...] = (
     StreamText,
     MultiStream,
     TooLong,
@@ -277,7 +277,7 @@ ASYNC_STREAMING: tuple[type[na.AgentBase], ...] = (
     AskerDeadline,
     Hold,
 )
-THREADED_STREAMING: tuple[type[na.AgentBase], ...] = (
+THREADED_STREAMING: tuple[type[na.types.AgentBase], ...] = (
     ThreadedStreamText,
     ThreadedMultiStream,
     ThreadedTooLong,
@@ -288,7 +288,7 @@ THREADED_STREAMING: tuple[type[na.AgentBase], ...] = (
 )
 
 #: Each test that takes ``kind`` runs with the async agents and with their threaded twins.
-STREAMING_BY_KIND: dict[str, tuple[type[na.AgentBase], ...]] = {
+STREAMING_BY_KIND: dict[str, tuple[type[na.types.AgentBase], ...]] = {
     "async": ASYNC_STREAMING,
     "threaded": THREADED_STREAMING,
 }

@@ -35,7 +35,7 @@ def open_rt(config: na.RuntimeConfig, kind: str) -> Any:
 class Watch:
     """Everything one subscription delivered, and waits on it."""
 
-    def __init__(self, sub: na.Subscription) -> None:
+    def __init__(self, sub: na.types.Subscription) -> None:
         self.sub = sub
         self.events: list[na.Event] = []
 
@@ -102,9 +102,9 @@ async def test_reject_raises_busy_and_commits_nothing(tmp_path: Path, kind: str)
         live = await rt.start_run("alice", "hold")
         await w.held(live)
         before = await rt.get_runs("alice")
-        with pytest.raises(na.BusyError) as said:
+        with pytest.raises(na.exceptions.BusyError) as said:
             await rt.say("alice", "hi", agent="hold", if_busy="reject")
-        with pytest.raises(na.BusyError):
+        with pytest.raises(na.exceptions.BusyError):
             await rt.start_run("alice", "hold", if_busy="reject")
         assert said.value.code == "busy"
         assert isinstance(said.value, na.CommandError)
@@ -221,7 +221,7 @@ async def test_say_commits_the_user_message_whatever_the_policy_except_reject(
             await w.held(live)
             head = (await rt.get_runs(user)).head_seq
             if policy == "reject":
-                with pytest.raises(na.BusyError):
+                with pytest.raises(na.exceptions.BusyError):
                     await rt.say(user, f"hello {policy}", agent="hold", if_busy=policy)
                 assert (await rt.get_runs(user)).head_seq == head
                 await rt.cancel_run(user, live)
@@ -324,7 +324,7 @@ async def test_the_config_default_applies_unless_the_command_says(
 @KINDS
 @guest_test()
 async def test_a_bad_if_busy_is_a_command_error(tmp_path: Path, kind: str) -> None:
-    with pytest.raises(na.ConfigError):
+    with pytest.raises(na.exceptions.ConfigError):
         make_config(tmp_path, if_busy="sometimes")
     config = make_config(tmp_path)
     async with open_rt(config, kind) as rt:
@@ -336,7 +336,7 @@ async def test_a_bad_if_busy_is_a_command_error(tmp_path: Path, kind: str) -> No
             with pytest.raises(na.CommandError) as said:
                 await rt.say("alice", "hi", agent="hold", if_busy=bad)
             assert said.value.code == "bad_request"
-            assert not isinstance(said.value, na.BusyError)
+            assert not isinstance(said.value, na.exceptions.BusyError)
             with pytest.raises(na.CommandError):
                 await rt.start_run("alice", "hold", if_busy=bad)
         assert (await rt.get_runs("alice")).head_seq == head

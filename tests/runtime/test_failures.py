@@ -59,13 +59,13 @@ async def test_a_store_that_stays_down_fails_the_session_not_the_runtime(
         async def wait_for_it() -> None:
             try:
                 await rt.wait_run("alice", run_id)
-            except na.RuntimeClosedError as exc:
+            except na.exceptions.RuntimeClosedError as exc:
                 waiter_error.append(exc)
 
         async with trio.open_nursery() as n:
             n.start_soon(wait_for_it)
             await trio.lowlevel.checkpoint()
-            with pytest.raises(na.StoreError):
+            with pytest.raises(na.exceptions.StoreError):
                 await rt.cancel_run("alice", run_id)  # the rollback notice cannot be committed
         # the waiter was answered (not left hanging) when the supervisor stopped
         assert len(waiter_error) == 1
@@ -89,7 +89,9 @@ async def test_staging_past_the_limit_is_a_typed_error_and_a_rollback(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = MemoryStore()
-    config = na.RuntimeConfig(max_staged_events=10, restart=na.RestartPolicy(restart="temporary"))
+    config = na.RuntimeConfig(
+        max_staged_events=10, restart=na.policies.RestartPolicy(restart="temporary")
+    )
     async with na.open_runtime(config, agents=[Chatty], store=store) as rt:
         run_id = await rt.start_run("alice", "chatty", 50)
         info = await rt.wait_run("alice", run_id)
@@ -121,7 +123,7 @@ async def test_every_store_query_on_user_data_is_scoped_by_user(tmp_path: Path) 
             await rt.wait_run("alice", runs[0])
             await rt.wait_run("alice", runs[1])
             await rt.cancel_run("alice", runs[2])
-            with pytest.raises(na.UnknownRunError):
+            with pytest.raises(na.exceptions.UnknownRunError):
                 await rt.cancel_run("bob", runs[0])
             await rt.get_runs("alice")
             await rt.get_run("bob", runs[0])
@@ -171,7 +173,7 @@ async def test_messages_queued_behind_a_crash_are_answered(
             try:
                 await rt.get_runs("alice") if i else await rt.cancel_run("alice", run_id)
                 outcomes.append("ok")
-            except (na.StoreError, na.RuntimeClosedError) as exc:
+            except (na.exceptions.StoreError, na.exceptions.RuntimeClosedError) as exc:
                 outcomes.append(type(exc).__name__)
 
         with trio.fail_after(60):

@@ -38,7 +38,7 @@ token_rows = Table(
 )
 
 OPS = ["think", "row", "checkpoint", "tool_ok", "tool_err", "sleep"]
-POLICY = na.RestartPolicy(max_restarts=2, window=10_000, backoff_initial=0.5)
+POLICY = na.policies.RestartPolicy(max_restarts=2, window=10_000, backoff_initial=0.5)
 
 
 @attrs.define
@@ -55,7 +55,7 @@ LEDGERS: dict[str, Ledger] = {}
 class Scripted(na.Agent):
     name = "scripted"
     restart_policy = POLICY
-    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=500.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=500.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         ledger = LEDGERS.setdefault(ctx.run_id, Ledger())
@@ -138,7 +138,11 @@ def run_scenario(sc: dict[str, Any]) -> None:
     agent = type(
         "ScriptedVariant",
         (Scripted,),
-        {"liveness": na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=sc["run_timeout"])},
+        {
+            "liveness": na.policies.LivenessPolicy(
+                heartbeat_timeout=30.0, run_timeout=sc["run_timeout"]
+            )
+        },
     )
     delivered: list[na.Event] = []
     committed_at_delivery: list[bool] = []
@@ -152,7 +156,9 @@ def run_scenario(sc: dict[str, Any]) -> None:
 
             async def cancel_later() -> None:
                 await trio.sleep(sc["cancel_at"])
-                with contextlib.suppress(na.IllegalStateError):  # it may have ended already
+                with contextlib.suppress(
+                    na.exceptions.IllegalStateError
+                ):  # it may have ended already
                     await rt.cancel_run("u", run_id)
 
             async def read() -> None:

@@ -30,7 +30,9 @@ def open_rt(config: na.RuntimeConfig, kind: str) -> Any:
     return na.open_runtime(config, agents=STREAMING_BY_KIND[kind])
 
 
-async def read_until(sub: na.Subscription, seen: list[na.Event], name: str, count: int) -> None:
+async def read_until(
+    sub: na.types.Subscription, seen: list[na.Event], name: str, count: int
+) -> None:
     """Read into ``seen`` until it holds ``count`` events called ``name``."""
     with trio.fail_after(10):
         while sum(e.event == name for e in seen) < count:
@@ -156,13 +158,13 @@ async def test_send_input_refusals_are_typed_and_change_nothing(tmp_path: Path, 
         live = await rt.start_run("alice", "asker", {"prompts": ["q"]})
         await read_until(sub, [], "input_requested", 1)  # it is waiting in ask
         head = (await rt.get_runs("alice")).head_seq
-        with pytest.raises(na.IllegalStateError):
+        with pytest.raises(na.exceptions.IllegalStateError):
             await rt.send_input("alice", run_id, "too late")
-        with pytest.raises(na.UnknownRunError) as theirs:
+        with pytest.raises(na.exceptions.UnknownRunError) as theirs:
             await rt.send_input("mallory", live, "not yours")  # live, but not mallory's
-        with pytest.raises(na.UnknownRunError) as nobody:
+        with pytest.raises(na.exceptions.UnknownRunError) as nobody:
             await rt.send_input("mallory", "r_does_not_exist", "x")
-        with pytest.raises(na.UnknownRunError):
+        with pytest.raises(na.exceptions.UnknownRunError):
             await rt.send_input("alice", "r_does_not_exist", "x")
         with pytest.raises(na.CommandError):
             await rt.send_input("alice", live, {1, 2})
@@ -228,7 +230,7 @@ async def test_cancel_while_asking_rolls_back_once(tmp_path: Path, kind: str) ->
         await rt.cancel_run("alice", run_id)
         seen.extend(await read_until_ended(sub, [run_id]))
         info = await rt.wait_run("alice", run_id)
-        with pytest.raises(na.IllegalStateError):
+        with pytest.raises(na.exceptions.IllegalStateError):
             await rt.send_input("alice", run_id, "after the end")
         await trio.sleep(0.1)  # nothing more arrives from the fenced attempt
         head = (await rt.get_runs("alice")).head_seq

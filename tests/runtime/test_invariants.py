@@ -253,7 +253,7 @@ async def test_cancel_rolls_back_uncommitted_work_once(tmp_path: Path, kind: str
         await rt.cancel_run("alice", run_id)
         seen.extend(await read_until_ended(sub, [run_id]))
         head = (await rt.get_runs("alice")).head_seq
-        with pytest.raises(na.IllegalStateError):
+        with pytest.raises(na.exceptions.IllegalStateError):
             await rt.cancel_run("alice", run_id)
         assert (await rt.get_runs("alice")).head_seq == head  # a refused command changes nothing
     events = run_events(seen, run_id)
@@ -273,8 +273,8 @@ async def test_cancel_rolls_back_uncommitted_work_once(tmp_path: Path, kind: str
     assert ledger_attempts(config, run_id) == []
 
 
-DEADLINE = na.LivenessPolicy(heartbeat_timeout=30, run_timeout=0.4)
-NO_BEAT = na.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
+DEADLINE = na.policies.LivenessPolicy(heartbeat_timeout=30, run_timeout=0.4)
+NO_BEAT = na.policies.LivenessPolicy(heartbeat_timeout=0.3, run_timeout=60)
 
 
 class ShortDeadline(Sleeper):
@@ -308,7 +308,7 @@ class ThreadedNoHeartbeat(ThreadedSleeper):
 )
 @guest_test()
 async def test_deadline_and_missing_heartbeat_roll_back_and_end_the_run(
-    tmp_path: Path, agent: type[na.AgentBase], reason: str, state: str
+    tmp_path: Path, agent: type[na.types.AgentBase], reason: str, state: str
 ) -> None:
     config = make_config(tmp_path)
     async with na.open_runtime(config, agents=[agent], metadata=[test_metadata]) as rt:
@@ -363,17 +363,17 @@ async def test_refused_commands_are_typed_and_change_nothing(tmp_path: Path, kin
         run_id = await rt.start_run("alice", "steps", {"steps": 1})
         await rt.wait_run("alice", run_id)
         head = (await rt.get_runs("alice")).head_seq
-        with pytest.raises(na.IllegalStateError):
+        with pytest.raises(na.exceptions.IllegalStateError):
             await rt.cancel_run("alice", run_id)
-        with pytest.raises(na.UnknownRunError) as other_users:
+        with pytest.raises(na.exceptions.UnknownRunError) as other_users:
             await rt.cancel_run("mallory", run_id)  # exists, but not for mallory
-        with pytest.raises(na.UnknownRunError) as nobody:
+        with pytest.raises(na.exceptions.UnknownRunError) as nobody:
             await rt.cancel_run("mallory", "r_does_not_exist")
         assert str(other_users.value) == str(nobody.value)
         assert await rt.get_run("mallory", run_id) is None
-        with pytest.raises(na.UnknownRunError):
+        with pytest.raises(na.exceptions.UnknownRunError):
             await rt.wait_run("mallory", run_id)
-        with pytest.raises(na.UnknownAgentError):
+        with pytest.raises(na.exceptions.UnknownAgentError):
             await rt.start_run("alice", "nope", None)
         with pytest.raises(na.CommandError) as bad:
             await rt.start_run("alice", "steps", {1, 2})
@@ -400,7 +400,7 @@ async def test_slow_subscriber_is_cut_off_without_blocking_anyone(
         fast = await rt.subscribe("alice")
         run_id = await rt.start_run("alice", "steps", {"steps": 30})
         events = await read_until_ended(fast, [run_id])
-        with pytest.raises(na.SlowConsumerError):
+        with pytest.raises(na.exceptions.SlowConsumerError):
             await slow.receive_batch()
         # catching up from the store after the cut is exact
         resumed = await rt.subscribe("alice", resume_from=0)
@@ -487,7 +487,7 @@ async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(
 async def test_agent_errors_are_typed(tmp_path: Path) -> None:
     class Bad(na.Agent):
         name = "bad"
-        restart_policy = na.RestartPolicy(restart="temporary")
+        restart_policy = na.policies.RestartPolicy(restart="temporary")
 
         async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
             kind = input

@@ -68,7 +68,7 @@ def check(program: list[tuple[str, str, int, bool]]) -> None:
                 for user in USERS:
                     sub = await rt.subscribe(user, resume_from=0)
 
-                    async def read(user: str = user, sub: na.Subscription = sub) -> None:
+                    async def read(user: str = user, sub: na.types.Subscription = sub) -> None:
                         while True:
                             received[user].extend(await sub.receive_batch())
 
@@ -106,10 +106,10 @@ def check(program: list[tuple[str, str, int, bool]]) -> None:
                             assert {r.run_id for r in snapshot.runs} <= {
                                 rid for rid, u in owner.items() if u == user
                             }
-                    except na.UnknownRunError as exc:
+                    except na.exceptions.UnknownRunError as exc:
                         cross_errors.append((str(exc), owner.get(run_id, "nobody")))
                         assert owner.get(run_id) != user  # only ever for runs not yours
-                    except na.IllegalStateError:
+                    except na.exceptions.IllegalStateError:
                         assert owner.get(run_id) == user  # only ever for your own runs
 
                 i = 0
@@ -123,7 +123,9 @@ def check(program: list[tuple[str, str, int, bool]]) -> None:
                         for op, user, pick, _ in group:
                             n.start_soon(do, op, user, pick)
                 for run_id, user in list(owner.items()):
-                    with contextlib.suppress(na.IllegalStateError, na.MailboxFullError):
+                    with contextlib.suppress(
+                        na.exceptions.IllegalStateError, na.exceptions.MailboxFullError
+                    ):
                         await rt.send_to_run(user, run_id, "stop")
                 await trio.sleep(50)
                 readers.cancel_scope.cancel()

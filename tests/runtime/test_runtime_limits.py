@@ -19,7 +19,7 @@ class GivesUp(na.Agent):
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         await ctx.think("checking the request")  # staged, then rolled back
-        raise na.RunFailedError("the request names an unknown city")
+        raise na.exceptions.RunFailedError("the request names an unknown city")
 
 
 class ThreadedGivesUp(na.ThreadedAgent):
@@ -27,7 +27,7 @@ class ThreadedGivesUp(na.ThreadedAgent):
 
     def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
         ctx.think("checking the request")
-        raise na.RunFailedError("the request names an unknown city")
+        raise na.exceptions.RunFailedError("the request names an unknown city")
 
 
 class Big(na.Agent):
@@ -74,7 +74,7 @@ async def test_event_and_input_sizes_are_bounded(autojump_clock: trio.testing.Mo
     async with na.open_runtime(cfg(max_event_bytes=1000), agents=[Big], store=MemoryStore()) as rt:
         info = await rt.wait_run("alice", await rt.start_run("alice", "big", None))
         assert "more than the limit of 1000" in str(info.result)
-        with pytest.raises(na.TooLargeError) as exc:
+        with pytest.raises(na.exceptions.TooLargeError) as exc:
             await rt.start_run("alice", "big", "z" * 2000)
         assert exc.value.code == "too_large"
 
@@ -83,7 +83,7 @@ async def test_live_runs_per_user_are_bounded(autojump_clock: trio.testing.MockC
     config = cfg(max_live_runs_per_user=3)
     async with na.open_runtime(config, agents=[Idle], store=MemoryStore()) as rt:
         ids = [await rt.start_run("alice", "idle", None) for _ in range(3)]
-        with pytest.raises(na.MailboxFullError, match="live runs"):
+        with pytest.raises(na.exceptions.MailboxFullError, match="live runs"):
             await rt.start_run("alice", "idle", None)
         await rt.start_run("bob", "idle", None)  # other users are not affected
         await rt.send_to_run("alice", ids[0], "done")
@@ -95,7 +95,7 @@ async def test_active_sessions_are_bounded(autojump_clock: trio.testing.MockCloc
     async with na.open_runtime(cfg(max_sessions=2, idle_timeout=10), store=MemoryStore()) as rt:
         await rt.get_runs("a")
         await rt.get_runs("b")
-        with pytest.raises(na.MailboxFullError, match="active users"):
+        with pytest.raises(na.exceptions.MailboxFullError, match="active users"):
             await rt.get_runs("c")
         await trio.sleep(11)  # a and b passivate
         await rt.get_runs("c")
@@ -112,7 +112,7 @@ async def test_waiters_per_run_are_bounded(autojump_clock: trio.testing.MockCloc
             try:
                 await rt.wait_run("alice", run_id)
                 outcomes.append("ended")
-            except na.MailboxFullError:
+            except na.exceptions.MailboxFullError:
                 outcomes.append("refused")
 
         async with trio.open_nursery() as n:
@@ -137,7 +137,7 @@ async def test_sqlite_durability_is_configurable(tmp_path: Path) -> None:
         finally:
             await store.aclose()
         assert value == code
-    with pytest.raises(na.ConfigError):
+    with pytest.raises(na.exceptions.ConfigError):
         na.RuntimeConfig(sqlite_synchronous="OFF")
 
 
@@ -152,5 +152,5 @@ async def test_gc_threshold_is_applied_while_open_and_restored(
     assert gc.get_threshold() == before
     async with na.open_runtime(cfg(gc_threshold=None), store=MemoryStore()):
         assert gc.get_threshold() == before
-    with pytest.raises(na.ConfigError):
+    with pytest.raises(na.exceptions.ConfigError):
         cfg(gc_threshold=(1, 2))

@@ -39,7 +39,7 @@ def open_rt(config: na.RuntimeConfig, kind: str) -> Any:
     return na.open_runtime(config, agents=STREAMING_BY_KIND[kind])
 
 
-async def read_items_until_ended(sub: na.Subscription, run_ids: Iterable[str]) -> list[Item]:
+async def read_items_until_ended(sub: na.types.Subscription, run_ids: Iterable[str]) -> list[Item]:
     """Read a ``deltas=True`` subscription until every run in ``run_ids`` has ended."""
     pending = set(run_ids)
     items: list[Item] = []
@@ -56,7 +56,7 @@ async def read_items_until_ended(sub: na.Subscription, run_ids: Iterable[str]) -
     return items
 
 
-async def read_items_until(sub: na.Subscription, done: Any) -> list[Item]:
+async def read_items_until(sub: na.types.Subscription, done: Any) -> list[Item]:
     """Read until ``done(items)`` holds."""
     items: list[Item] = []
     with trio.fail_after(10):

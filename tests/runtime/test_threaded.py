@@ -60,7 +60,7 @@ class Stubborn(na.ThreadedAgent):
         for attempt in (lambda: ctx.think("LATE"), ctx.checkpoint, lambda: ctx.say("LATE")):
             try:
                 attempt()
-            except na.RunFencedError as exc:
+            except na.exceptions.RunFencedError as exc:
                 Stubborn.late_errors.append(type(exc).__name__)
         return "LATE RESULT"
 
@@ -69,7 +69,7 @@ class WhoAmI(na.ThreadedAgent):
     """Records its instance and thread, crashing on the first two attempts."""
 
     name = "whoami"
-    restart_policy = na.RestartPolicy(max_restarts=3, backoff_initial=0.01)
+    restart_policy = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01)
     seen: list[str] = []
 
     def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:

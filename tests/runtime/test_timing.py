@@ -16,7 +16,9 @@ import trio.testing
 import netra_actors as na
 from netra_actors.testing import MemoryStore, collect_until
 
-BACKOFF = na.RestartPolicy(max_restarts=3, window=1000, backoff_initial=1.0, backoff_factor=2.0)
+BACKOFF = na.policies.RestartPolicy(
+    max_restarts=3, window=1000, backoff_initial=1.0, backoff_factor=2.0
+)
 
 
 def config(**changes: Any) -> na.RuntimeConfig:
@@ -62,7 +64,7 @@ class Silent(na.Agent):
     """Never heartbeats."""
 
     name = "silent"
-    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         await trio.sleep_forever()
@@ -72,7 +74,7 @@ class Beating(na.Agent):
     """Heartbeats every 10 s, forever: only the deadline can stop it."""
 
     name = "beating"
-    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=100.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=100.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         while True:
@@ -84,7 +86,7 @@ class BeatsThenStops(na.Agent):
     """Heartbeats at 10, 20, 30 s, then goes quiet: dead 30 s after the last beat."""
 
     name = "beats_then_stops"
-    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         for _ in range(3):
@@ -242,7 +244,7 @@ async def test_full_mailbox_is_a_typed_error_not_a_block(
             try:
                 await rt.get_runs("alice")
                 outcomes.append("ok")
-            except na.MailboxFullError as exc:
+            except na.exceptions.MailboxFullError as exc:
                 assert exc.code == "rate_limited"
                 outcomes.append("full")
 
@@ -257,7 +259,7 @@ class ThinksSlowly(na.Agent):
     """Stages a thought every 2 s for 30 s, checkpointing only at the end."""
 
     name = "thinks_slowly"
-    liveness = na.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=1000.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=10.0, run_timeout=1000.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         for i in range(15):
@@ -271,7 +273,7 @@ class WaitsForTheUser(na.Agent):
     """Waits in receive() far longer than the heartbeat timeout."""
 
     name = "waits_for_the_user"
-    liveness = na.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
+    liveness = na.policies.LivenessPolicy(heartbeat_timeout=30.0, run_timeout=1000.0)
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         return await ctx.receive()

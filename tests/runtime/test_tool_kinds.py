@@ -19,11 +19,13 @@ import netra_actors as na
 from netra_actors.testing import guest_test
 
 USER = "u"
-RESTART = na.RestartPolicy(max_restarts=5, window=60, backoff_initial=0.001, backoff_max=0.005)
+RESTART = na.policies.RestartPolicy(
+    max_restarts=5, window=60, backoff_initial=0.001, backoff_max=0.005
+)
 FAST = {"backoff_initial": 0.001, "jitter": 0.0}
 DEPENDENCIES = [
-    na.Dependency("flaky", retry=na.RetryPolicy(attempts=3, **FAST)),
-    na.Dependency("hard", retry=na.RetryPolicy(attempts=2, **FAST)),
+    na.policies.Dependency("flaky", retry=na.policies.RetryPolicy(attempts=3, **FAST)),
+    na.policies.Dependency("hard", retry=na.policies.RetryPolicy(attempts=2, **FAST)),
 ]
 SCRIPT: list[dict[str, Any]] = [
     {"tool": "flaky", "arg": "a", "flaky": 1},  # fails once per attempt, then succeeds

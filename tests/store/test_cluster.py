@@ -246,7 +246,7 @@ async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
         async def one(u: str, epoch: int | None) -> None:
             try:
                 results[u] = await a.commit(u, 0, unit_with(u, 2), epoch=epoch)
-            except na.StoreError as exc:
+            except na.exceptions.StoreError as exc:
                 results[u] = exc
 
         lock = await _hold_sqlite_writer(url) if kind == "sqlite" else None
@@ -267,7 +267,7 @@ async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
         assert after.batches - before.batches == (2 if kind == "sqlite" else 1)  # one batch
         err = results[lost]
         assert isinstance(err, LeaseLostError)
-        assert isinstance(err, na.StoreError)
+        assert isinstance(err, na.exceptions.StoreError)
         assert str(err) == f"this node no longer owns user {lost!r}'s session (lease epoch 1)"
         for u in (kept, unfenced, *others):  # an expired lease nobody took is still ours
             assert isinstance(results[u], list), results[u]
@@ -587,7 +587,7 @@ async def test_fencing_holds_on_the_path_with_developer_statements(
                 ) -> None:
                     try:
                         out[u] = await a.commit(u, base, unit, epoch=epoch)
-                    except na.StoreError as exc:
+                    except na.exceptions.StoreError as exc:
                         out[u] = exc
 
                 async with trio.open_nursery() as n:
@@ -606,7 +606,7 @@ async def test_fencing_holds_on_the_path_with_developer_statements(
                 for u in good:
                     assert isinstance(results[u], list), results[u]
                 if isolated:
-                    assert isinstance(results[bad], na.StoreError)
+                    assert isinstance(results[bad], na.exceptions.StoreError)
                     assert not isinstance(results[bad], LeaseLostError)
             assert a.statistics().fenced_units == 2
             assert await a.replay(lost, 0, 10) == []

@@ -175,7 +175,7 @@ async def test_a_unit_failing_its_lease_check_fails_alone_in_the_same_transactio
     ours, lost, unfenced = unit("a", epoch=1), unit("b", epoch=1), unit("c")
     await group.commit([ours, lost, unfenced])
     assert db.transactions == 1
-    assert isinstance(error(lost), na.LeaseLostError)
+    assert isinstance(error(lost), na.exceptions.LeaseLostError)
     assert committed(ours)
     assert committed(unfenced)
     assert {e.user_id for e in db.events} == {"a", "c"}
@@ -190,7 +190,7 @@ async def test_a_bad_unit_fails_alone_on_the_retry_unit_by_unit() -> None:
     units = [unit("a"), unit("b"), unit("c")]
     await group.commit(units)
     assert db.transactions == 2  # the batch, then each unit in its own SAVEPOINT
-    assert isinstance(error(units[1]), na.StoreError)
+    assert isinstance(error(units[1]), na.exceptions.StoreError)
     assert "a bad unit of b" in str(error(units[1]))
     assert committed(units[0])
     assert committed(units[2])
@@ -207,7 +207,7 @@ async def test_a_driver_error_fails_every_waiter_and_the_next_batch_commits() ->
     await group.commit([*units, acquire])  # returns: the writer goes on
     assert db.transactions == 2
     errors = [error(w) for w in (*units, acquire)]
-    assert all(isinstance(e, na.StoreError) for e in errors)
+    assert all(isinstance(e, na.exceptions.StoreError) for e in errors)
     assert "the server closed the connection" in str(errors[0])
     assert len({id(e) for e in errors}) == 1  # one error for the whole batch
     assert db.events == []

@@ -177,13 +177,13 @@ async def test_a_bad_unit_fails_alone_in_its_batch(kind: str, tmp_path: Path) ->
                 unit.stage(insert(things).values(owner=user, key=key))  # duplicate key
             try:
                 results[user] = await store.commit(user, 0, unit)
-            except na.StoreError as exc:
+            except na.exceptions.StoreError as exc:
                 results[user] = exc
 
         async with trio.open_nursery() as n:
             for user in users:
                 n.start_soon(one, user)
-        assert isinstance(results[bad_user], na.StoreError)
+        assert isinstance(results[bad_user], na.exceptions.StoreError)
         assert "unique" in str(results[bad_user]).lower()
         for user in users:
             if user != bad_user:
@@ -229,7 +229,7 @@ async def test_sqlite_runs_in_wal_mode_and_refuses_a_newer_schema(tmp_path: Path
         version = conn.execute("SELECT value FROM netra_meta WHERE key='schema_version'").fetchone()
         assert int(version[0]) == SCHEMA_VERSION
         conn.execute("UPDATE netra_meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(na.SchemaVersionError, match="upgrade netra_actors"):
+    with pytest.raises(na.exceptions.SchemaVersionError, match="upgrade netra_actors"):
         await SqlStore.open(config)
 
 
@@ -274,7 +274,7 @@ async def test_a_seq_conflict_from_another_writer_fails_the_unit(tmp_path: Path)
     store = await SqlStore.open(config)
     try:
         await store.commit("alice", 0, unit_with("alice", 2))
-        with pytest.raises(na.StoreError):
+        with pytest.raises(na.exceptions.StoreError):
             await store.commit("alice", 1, unit_with("alice", 2))  # stale head
         assert [e.seq for e in await store.replay("alice", 0, 10)] == [1, 2]
     finally:
@@ -285,7 +285,7 @@ def test_the_store_needs_the_asyncio_host() -> None:
     async def main() -> None:
         await SqlStore.open(na.RuntimeConfig())
 
-    with pytest.raises(na.RuntimeClosedError, match=r"netra_actors\.run"):
+    with pytest.raises(na.exceptions.RuntimeClosedError, match=r"netra_actors\.run"):
         trio.run(main)
 
 
@@ -303,7 +303,7 @@ async def test_a_developer_listener_raising_anything_fails_only_its_unit(tmp_pat
         async with open_store("sqlite", tmp_path) as store:
             bad = unit_with("alice", 1)
             bad.stage(Note(owner="alice", text="refuse"))
-            with pytest.raises(na.StoreError, match="my listener says no"):
+            with pytest.raises(na.exceptions.StoreError, match="my listener says no"):
                 await store.commit("alice", 0, bad)
             good = unit_with("bob", 2)
             good.stage(Note(owner="bob", text="fine"))
@@ -375,7 +375,7 @@ async def test_a_dead_writer_fails_every_waiter_and_every_later_commit(
         async def one(user: str) -> None:
             try:
                 await store.commit(user, 0, unit_with(user, 3))
-            except na.StoreError as exc:
+            except na.exceptions.StoreError as exc:
                 errors[user] = exc
 
         with trio.fail_after(10):
@@ -386,9 +386,9 @@ async def test_a_dead_writer_fails_every_waiter_and_every_later_commit(
         assert all(
             "the store writer stopped: RuntimeError: a bug" in str(e) for e in errors.values()
         )
-        with pytest.raises(na.StoreError, match="the store writer stopped"):
+        with pytest.raises(na.exceptions.StoreError, match="the store writer stopped"):
             await store.commit("later", 0, unit_with("later", 1))
-        with pytest.raises(na.StoreError, match="the store writer stopped"):
+        with pytest.raises(na.exceptions.StoreError, match="the store writer stopped"):
             await store.check()
         assert (await store.load_user(users[0])).head_seq == 0  # reads still work
 
@@ -397,7 +397,7 @@ async def test_a_dead_writer_fails_every_waiter_and_every_later_commit(
 async def test_a_database_that_cannot_be_opened_fails_open_clearly(tmp_path: Path) -> None:
     (tmp_path / "adir.db").mkdir()
     config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "adir.db"))
-    with pytest.raises(na.StoreError, match="cannot open the database"):
+    with pytest.raises(na.exceptions.StoreError, match="cannot open the database"):
         await SqlStore.open(config)
 
 
@@ -415,7 +415,7 @@ async def test_a_bad_unit_without_statements_fails_alone(kind: str, tmp_path: Pa
         async def one(user: str) -> None:
             try:
                 results[user] = await store.commit(user, 0, unit_with(user, 3))
-            except na.StoreError as exc:
+            except na.exceptions.StoreError as exc:
                 results[user] = exc
 
         before = store.statistics()
@@ -423,7 +423,9 @@ async def test_a_bad_unit_without_statements_fails_alone(kind: str, tmp_path: Pa
             for user in users:
                 n.start_soon(one, user)
         after = store.statistics()
-        assert isinstance(results[stale], na.StoreError)  # seq 1 again: the primary key refuses
+        assert isinstance(
+            results[stale], na.exceptions.StoreError
+        )  # seq 1 again: the primary key refuses
         for user in fresh:
             assert isinstance(results[user], list), results[user]
             assert (await store.load_user(user)).head_seq == 3
@@ -492,9 +494,9 @@ async def test_aclose_commits_what_is_queued(kind: str, tmp_path: Path) -> None:
         await trio.testing.wait_all_tasks_blocked()  # every commit is submitted
         await store.aclose()
     assert len(results) == len(users)
-    with pytest.raises(na.StoreError, match="closed"):
+    with pytest.raises(na.exceptions.StoreError, match="closed"):
         await store.commit("late", 0, unit_with("late", 1))
-    with pytest.raises(na.StoreError, match="closed"):
+    with pytest.raises(na.exceptions.StoreError, match="closed"):
         await store.load_user("late")
     async with open_store(kind, tmp_path) as again:
         for user in users[:5]:
