@@ -22,9 +22,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: Cycles known today outside the runtime's core, each as its sorted list of modules, to be
 #: removed by the issues that own them. A new cycle, or a larger one, fails the test.
-KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset()
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
     return ".".join(parts).removesuffix(".__init__")
@@ -130,15 +127,9 @@ def a_cycle(component: list[str], edges: dict[str, set[str]]) -> list[str]:
 
 def test_no_import_cycles() -> None:
     edges = graph()
-    found = [c for c in cycles(edges) if tuple(c) not in KNOWN_CYCLES]
+    found = cycles(edges)
     message = "\n".join(" -> ".join(a_cycle(c, edges)) for c in found)
     assert not found, f"import cycles in {PACKAGE}:\n{message}"
-
-
-def test_known_cycles_still_exist() -> None:
-    """An allowance for a cycle that is gone must go too (so it cannot hide a new one)."""
-    present = {tuple(c) for c in cycles(graph())}
-    assert present >= KNOWN_CYCLES, sorted(KNOWN_CYCLES - present)
 
 
 def test_the_walker_sees_type_checking_and_function_imports(tmp_path: Path) -> None:
