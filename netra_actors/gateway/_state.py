@@ -89,7 +89,7 @@ class ServerState:
 
     def dev_tokens_for(self, request: HttpRequest) -> bool:
         """The development sign-in rule (:func:`~._trust.dev_sign_in_allowed`)."""
-        return dev_sign_in_allowed(self.config, request)
+        return dev_sign_in_allowed(self.config.dev_tokens, request)
 
     def count(self, request: HttpRequest, status: int) -> None:
         """Count an answered request (101: an accepted WebSocket) by route and status."""
