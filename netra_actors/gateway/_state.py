@@ -25,11 +25,12 @@ import trio
 from .._runtime import Runtime
 from ._agui_routes import AguiRoutes
 from ._config import GatewayConfig
-from ._connection import GOING_AWAY, ConnectionDeps
+from ._connection import ConnectionDeps
 from ._http import HttpRequest
 from ._limits import UserLimits
 from ._metrics import GatewayMetrics, fullest_mailbox
 from ._routes import Routes
+from ._session_rules import GOING_AWAY
 from ._trust import Origins, dev_sign_in_allowed
 
 log = logging.getLogger("netra_actors.gateway")

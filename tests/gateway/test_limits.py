@@ -67,7 +67,7 @@ def test_invalid_limits() -> None:
         UserLimits(RateLimit(), max_sockets_per_user=0)
 
 
-PURE = ("_protocol.py", "_tokens.py", "_limits.py", "_trust.py")
+PURE = ("_protocol.py", "_tokens.py", "_limits.py", "_trust.py", "_session_rules.py")
 FORBIDDEN = {"trio", "trio_websocket", "asyncio", "socket", "h11", "wsproto", "time", "threading",
              "sqlalchemy", "prometheus_client", "importlib"}  # fmt: skip
 ALLOWED_FIRST_PARTY = {"._limits", "._tokens", "._protocol", ".._exceptions", ".._validate"}
