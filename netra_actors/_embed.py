@@ -26,7 +26,8 @@ from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
 from ._exceptions import RuntimeClosedError, SubscriptionClosedError
 from ._runs import RunsSnapshot
-from ._runtime import Runtime, RuntimeStatistics, open_runtime
+from ._runtime import Runtime, open_runtime
+from ._statistics import RuntimeStatistics
 from ._subscription import Subscription
 from ._values import JSON, Delta, Event, RunInfo
 

@@ -1,19 +1,19 @@
-"""The runtime: the session registry and the public API, on trio.
+"""The runtime's public API on trio: :class:`Runtime` and :func:`open_runtime`.
 
 ``async with open_runtime(config, agents=[...]) as runtime:`` opens the store, and gives a
-:class:`Runtime` whose methods reach a user's supervisor through its mailbox (activating it on
-first use). Supervisors passivate themselves when idle and are rebuilt from the store.
+:class:`Runtime` whose methods reach a user's session through its mailbox (the registry,
+``_registry.py``, activates it on first use). Sessions passivate themselves when idle and are
+rebuilt from the store. This module checks the arguments, builds the messages and wires the
+runtime's shared parts (``SupervisorDeps``) together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import trio
 from sqlalchemy import MetaData
 
@@ -21,93 +21,32 @@ from ._agent import AgentBase, AgentRegistry
 from ._cluster import Cluster
 from ._config import RuntimeConfig
 from ._deadlines import Deadlines
-from ._exceptions import (
-    CommandError,
-    MailboxFullError,
-    RuntimeClosedError,
-    StoreError,
-)
+from ._deps import Counters, SupervisorDeps
+from ._exceptions import CommandError, StoreError
 from ._follower import UserFollower
-from ._histogram import HistogramSnapshot
 from ._messages import (
     CancelRun,
-    Drain,
     GetRuns,
-    Message,
     Reply,
     SendInput,
     SendToRun,
     StartRun,
     Subscribe,
     WaitRun,
-    fail_message,
 )
+from ._registry import Registry
 from ._resilience import Resilience
 from ._runs import RunsSnapshot
-from ._store import SqlStore, Store, StoreStatistics
-
-if TYPE_CHECKING:
-    from ._store import ClusterStore
-from ._deps import Counters, SupervisorDeps
-from ._feed import Feed
+from ._statistics import RuntimeStatistics, runtime_statistics
+from ._store import SqlStore, Store
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
 from ._values import JSON, Event, RunInfo
 
-log = logging.getLogger("netra_actors")
+if TYPE_CHECKING:
+    from ._store import ClusterStore
 
 MAX_USER_ID = 128
-
-
-@attrs.frozen(kw_only=True)
-class RuntimeStatistics:
-    """A snapshot of the runtime."""
-
-    active_sessions: int
-    """Users with an active supervisor."""
-    live_runs: int
-    subscriptions: int
-    """Open socket mailboxes."""
-    mailbox_depth_max: int
-    """The fullest supervisor mailbox right now."""
-    runs_started: int
-    runs_ended: dict[str, int]
-    restarts: int
-    rollbacks: int
-    events_delivered: int
-    commit_to_mailbox: HistogramSnapshot
-    """Delay from an event's commit to its hand-off to the user's socket mailboxes."""
-    threads_live: int
-    """Threads of threaded agents that have not ended (abandoned ones included)."""
-    threads_abandoned: int
-    """Threads still running code for an attempt that is over (cancellation ignored)."""
-    threads_waiting: int
-    """Threaded runs waiting for a free thread."""
-    store: StoreStatistics
-    node: str | None = None
-    """This process's name in the cluster (None: a store without leases)."""
-    owned_users: int = 0
-    """Users whose lease this node holds (their supervisor runs here)."""
-    followed_users: int = 0
-    """Users with sockets here whose owner is another node."""
-    forwarded_pending: int = 0
-    """Commands posted to other nodes' inboxes, waiting for the answer."""
-    fenced_units: int = 0
-    """Units this node could not commit: another node had taken the user over."""
-    follow_lag: HistogramSnapshot | None = None
-    """From an event's commit (on another node) to its hand-off to this node's sockets."""
-
-
-class _Session:
-    """The registry's entry for one active user."""
-
-    __slots__ = ("send", "supervisor")
-
-    def __init__(
-        self, send: trio.MemorySendChannel[Message], supervisor: UserSupervisor | UserFollower
-    ) -> None:
-        self.send = send
-        self.supervisor = supervisor
 
 
 def check_user_id(user_id: str) -> None:
@@ -135,15 +74,13 @@ class Runtime:
         self.agents = agents
         self.store = store
         self._nursery = nursery
-        self._sessions: dict[str, _Session] = {}
-        self._counters = Counters()
         self.resilience = Resilience(config.dependencies)
         """Retries and circuit breakers of the declared dependencies (shared by every user)."""
         self._deps = SupervisorDeps(
             config=config,
             store=store,
             agents=agents,
-            counters=self._counters,
+            counters=Counters(),
             threads=trio.CapacityLimiter(config.max_threads),
             deadlines=Deadlines(),
             resilience=self.resilience,
@@ -157,117 +94,19 @@ class Runtime:
             ),
             tracer=tracer,
         )
-        self._closed = False
-        self._draining = False
+        self._registry = Registry(self._deps, nursery)
         nursery.start_soon(self._deps.deadlines.run)
         self.clustered = hasattr(store, "acquire")
         """True when the store holds leases (the SQL store): several processes may share it."""
         if self.clustered:
             nursery.start_soon(self._deps.cluster.run)
 
-    # -- the session registry --------------------------------------------------------------
-
-    def _session(self, user_id: str) -> _Session:
-        if self._closed:
-            raise RuntimeClosedError("the runtime is closed")
-        session = self._sessions.get(user_id)
-        if session is None:
-            if self._draining:
-                raise RuntimeClosedError("this server is shutting down; use another one")
-            if len(self._sessions) >= self.config.max_sessions:
-                raise MailboxFullError("too many active users right now; try again shortly")
-            send, receive = trio.open_memory_channel[Message](self.config.mailbox_size)
-            supervisor = UserSupervisor(self._deps, user_id, receive, send)
-            session = _Session(send, supervisor)
-            self._sessions[user_id] = session
-            self._nursery.start_soon(self._run_supervisor, session, receive)
-        return session
-
     def _member(self, user_id: str) -> UserSupervisor | UserFollower | None:
-        session = self._sessions.get(user_id)
-        return None if session is None else session.supervisor
-
-    async def _run_modes(
-        self,
-        session: _Session,
-        receive: trio.MemoryReceiveChannel[Message],
-        on_idle: Callable[[], bool],
-    ) -> None:
-        """Own the user while this node holds its lease, follow it while another node does."""
-        owner = session.supervisor
-        assert isinstance(owner, UserSupervisor)
-        if not self.clustered:
-            await owner.run(on_idle=on_idle)
-            return
-        user_id = owner.user_id
-        feed = Feed()  # the user's sockets here: handed from role to role
-        first: Message | None = None
-        assert self._deps.leases is not None
-        epoch = await self._deps.leases.acquire(user_id)
-        while True:
-            if epoch is None:
-                follower = UserFollower(self._deps, user_id, receive, session.send, feed=feed)
-                session.supervisor = follower
-                acquired = await follower.run(on_idle=on_idle)
-                if acquired is None:
-                    return  # idle
-                epoch, first = acquired.epoch, acquired.first
-            owner = UserSupervisor(
-                self._deps, user_id, receive, session.send, epoch=epoch, feed=feed, first=first
-            )
-            session.supervisor = owner
-            if await owner.run(on_idle=on_idle):
-                return  # idle (the lease is released)
-            first, epoch = None, None  # fenced: follow
-
-    async def _run_supervisor(
-        self, session: _Session, receive: trio.MemoryReceiveChannel[Message]
-    ) -> None:
-        user_id = session.supervisor.user_id
-
-        def on_idle() -> bool:
-            # Synchronous: nothing can slip into the mailbox between this check and removal.
-            if receive.statistics().current_buffer_used:
-                return False
-            self._forget(user_id, session)
-            return True
-
-        reason = "shutdown"
-        try:
-            await self._run_modes(session, receive, on_idle)
-            reason = "closed"
-        except Exception:
-            log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
-            reason = "session_failed"
-        finally:
-            # Synchronous from here on: answer everything still queued, then close the mailbox
-            # so later senders get BrokenResourceError and activate a new supervisor.
-            self._forget(user_id, session)
-            while True:
-                try:
-                    fail_message(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            receive.close()
-            session.supervisor.abandon(reason)
-
-    def _forget(self, user_id: str, session: _Session) -> None:
-        if self._sessions.get(user_id) is session:
-            del self._sessions[user_id]
+        return self._registry.member(user_id)
 
     async def _request(self, user_id: str, make: Callable[[], Any]) -> Any:
         check_user_id(user_id)
-        for _ in range(3):
-            session = self._session(user_id)
-            msg = make()
-            try:
-                session.send.send_nowait(msg)
-            except trio.WouldBlock:
-                raise MailboxFullError("too many requests for this user; slow down") from None
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                continue  # that supervisor just stopped: the next one is activated
-            return await msg.reply.wait()
-        raise RuntimeClosedError("the user's session could not be activated")
+        return await self._registry.request(user_id, make)
 
     # -- the public API --------------------------------------------------------------------
 
@@ -409,34 +248,7 @@ class Runtime:
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot of counters and gauges (used by ``/healthz`` and ``/metrics``)."""
-        sessions = list(self._sessions.values())
-        c = self._counters
-        return RuntimeStatistics(
-            active_sessions=len(sessions),
-            live_runs=sum(len(s.supervisor.runs) for s in sessions),
-            subscriptions=sum(
-                sum(1 for sub in s.supervisor.subs if not sub.closed) for s in sessions
-            ),
-            mailbox_depth_max=max(
-                (s.send.statistics().current_buffer_used for s in sessions), default=0
-            ),
-            runs_started=c.runs_started,
-            runs_ended=dict(c.runs_ended),
-            restarts=c.restarts,
-            rollbacks=c.rollbacks,
-            events_delivered=c.events_delivered,
-            commit_to_mailbox=c.commit_to_mailbox.snapshot(),
-            threads_live=c.threads.live,
-            threads_abandoned=c.threads.abandoned,
-            threads_waiting=self._deps.threads.statistics().tasks_waiting,
-            store=self.store.statistics(),
-            node=getattr(self.store, "node", None) if self.clustered else None,
-            owned_users=sum(1 for s in sessions if isinstance(s.supervisor, UserSupervisor)),
-            followed_users=sum(1 for s in sessions if isinstance(s.supervisor, UserFollower)),
-            forwarded_pending=self._deps.cluster.pending,
-            fenced_units=c.fenced,
-            follow_lag=c.follow_lag.snapshot(),
-        )
+        return runtime_statistics(self._registry.users(), self._deps)
 
     async def check(self) -> None:
         """Raise :class:`StoreError` unless the store answers (for health checks)."""
@@ -446,23 +258,7 @@ class Runtime:
         """A planned shutdown of this node (a rolling deploy): take no new users, let live runs
         finish for up to ``timeout`` seconds, end the ones still live ``dead`` (one rollback
         each), and release every lease, so that other nodes take the users over at once."""
-        self._draining = True
-        with trio.move_on_after(timeout):
-            while any(s.supervisor.runs for s in self._sessions.values()):  # noqa: ASYNC110
-                await trio.sleep(0.05)  # (runs end in many supervisors: a poll is simplest)
-        replies: list[Reply[None]] = []
-        for session in list(self._sessions.values()):
-            if isinstance(session.supervisor, UserSupervisor):
-                reply: Reply[None] = Reply()
-                try:
-                    session.send.send_nowait(Drain(reply))
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    continue
-                replies.append(reply)
-        with trio.move_on_after(max(1.0, timeout)):
-            for reply in replies:
-                with contextlib.suppress(Exception):
-                    await reply.wait()
+        await self._registry.drain(timeout)
         release_all = getattr(self.store, "release_all", None)
         if release_all is not None:
             with contextlib.suppress(Exception):
@@ -470,11 +266,14 @@ class Runtime:
 
     def is_active(self, user_id: str) -> bool:
         """Whether the user has an active supervisor right now."""
-        return user_id in self._sessions
+        return self._registry.is_active(user_id)
 
     async def aclose(self) -> None:
         """Stop every supervisor and its agents. Runs still live end ``dead`` on next start."""
-        self._closed = True
+        self._close()
+
+    def _close(self) -> None:
+        self._registry.closed = True
         self._nursery.cancel_scope.cancel()
 
 
@@ -534,8 +333,7 @@ async def _open(
             try:
                 yield runtime
             finally:
-                runtime._closed = True
-                nursery.cancel_scope.cancel()
+                runtime._close()
     finally:
         # Every supervisor has stopped: hand this node's users back (runs left live end dead
         # on their next activation, on whichever node, without waiting for the leases to expire).

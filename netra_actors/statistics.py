@@ -13,7 +13,7 @@ from ._histogram import HistogramSnapshot as HistogramSnapshot
 from ._resilience import DependencyStatistics as DependencyStatistics
 from ._resilience import ResilienceStatistics as ResilienceStatistics
 from ._runs import RunsSnapshot as RunsSnapshot
-from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._statistics import RuntimeStatistics as RuntimeStatistics
 from ._store import StoreStatistics as StoreStatistics
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
 

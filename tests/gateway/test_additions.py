@@ -30,7 +30,8 @@ from gwkit import (
     token,
 )
 
-from netra_actors._cli import build_parser, main
+from netra_actors._cli import main
+from netra_actors._cli_parser import build_parser
 
 HERE = Path(__file__).resolve().parent
 

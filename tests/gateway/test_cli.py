@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netra_actors._cli import build_parser, gateway_config, main
+from netra_actors._cli import gateway_config, main
+from netra_actors._cli_parser import build_parser
 from netra_actors.exceptions import ConfigError
 from netra_actors.gateway import GatewayConfig, is_loopback_host, verify_token
 
