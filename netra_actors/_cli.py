@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Origin allowed to open a socket, exact match (repeatable; default: the page's "
         "own http://127.0.0.1:PORT, http://localhost:PORT, http://[::1]:PORT)",
     )
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get("NETRA_ADMIN_TOKEN") or None,
+        metavar="TOKEN",
+        help="serve the inspector at /inspector to this credential, at least 16 characters "
+        "(default $NETRA_ADMIN_TOKEN; none: no inspector)",
+    )
     dev = serve.add_mutually_exclusive_group()
     dev.add_argument(
         "--dev-tokens",
@@ -247,6 +254,7 @@ def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             max_sockets_per_user=args.max_sockets_per_user,
             rate=RateLimit(per_second=args.rate, burst=args.burst),
             echo=args.echo,
+            admin_token=None if args.echo else args.admin_token,
         )
     except ConfigError as exc:
         parser.error(str(exc))
@@ -292,6 +300,8 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
         )
     else:
         lines.append("  development sign-in disabled: paste a token into the page")
+    if config.admin_token is not None:
+        lines.append(f"  inspector:  {base}/inspector   (admin token: --admin-token)")
     lines.append("Open the page and chat. Ctrl+C stops the server.")
     print("\n".join(lines), flush=True)
 
