@@ -20,8 +20,7 @@ from pathlib import Path
 PACKAGE = "netra_actors"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
 
-#: Cycles known today outside the runtime's core, each as its sorted list of modules, to be
-#: removed by the issues that own them. A new cycle, or a larger one, fails the test.
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
     return ".".join(parts).removesuffix(".__init__")

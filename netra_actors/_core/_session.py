@@ -14,7 +14,7 @@ What decides what a user's session does lives in ``_core`` and nowhere else:
 * one run's life cycle: ``_lifecycle.py``.
 
 The shells (``_supervisor.py`` and the handlers beside it) ask and execute; they decide nothing.
-Pure: no I/O, no clock. ``tests/core/test_session_rules.py`` drives it against an independent model.
+Pure: no I/O, no clock. ``tests/core/test_session_machine.py`` drives it against an independent model.
 """
 
 from __future__ import annotations

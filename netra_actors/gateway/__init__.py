@@ -8,8 +8,6 @@ Prometheus text, and ``/ws`` the WebSocket of ``docs/protocol.md``::
 """
 
 from ._config import GatewayConfig as GatewayConfig
-from ._config import default_origins as default_origins
-from ._config import is_loopback_host as is_loopback_host
 from ._limits import RateLimit as RateLimit
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import FrameError as FrameError
@@ -20,6 +18,8 @@ from ._tokens import TokenClaims as TokenClaims
 from ._tokens import TokenError as TokenError
 from ._tokens import mint_token as mint_token
 from ._tokens import verify_token as verify_token
+from ._trust import default_origins as default_origins
+from ._trust import is_loopback_host as is_loopback_host
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import attrs
@@ -11,6 +10,7 @@ from .._exceptions import ConfigError
 from .._validate import positive, positive_int
 from ._limits import RateLimit
 from ._tokens import MIN_SECRET_BYTES
+from ._trust import is_loopback_host
 
 DEFAULT_PORT = 8765
 
@@ -52,24 +52,6 @@ def _admin_token(_inst: object, _attr: attrs.Attribute[str | None], value: str |
         )
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def default_origins(port: int) -> frozenset[str]:
-    """The default Origin allowlist: the page itself, on the loopback names."""
-    return frozenset(
-        {f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"}
-    )
-
-
 @attrs.frozen(kw_only=True)
 class GatewayConfig:
     """Everything the gateway needs. Every limit is bounded; times are in seconds."""
@@ -80,7 +62,8 @@ class GatewayConfig:
     port: int = attrs.field(default=DEFAULT_PORT, validator=_port)
     """0 picks a free port (read it back from :meth:`Gateway.port`)."""
     allowed_origins: frozenset[str] | None = attrs.field(default=None, converter=_origins)
-    """Exact ``Origin`` values allowed to open a socket; None: :func:`default_origins`."""
+    """Exact ``Origin`` values allowed to open a socket; None: the page's own origin
+    (:mod:`._trust`)."""
     dev_tokens: bool = False
     """Serve ``POST /dev/token`` (local development sign-in). Refused on a non-loopback host."""
     dev_token_ttl: float = attrs.field(default=24 * 3600.0, validator=positive)
@@ -121,7 +104,3 @@ class GatewayConfig:
                 f"{self.host!r}: anyone who can reach it could sign in as anyone. Mint tokens "
                 "with 'netra-actors token USER' instead."
             )
-
-    def origins_for(self, port: int) -> frozenset[str]:
-        """The effective Origin allowlist once the listening port is known."""
-        return self.allowed_origins if self.allowed_origins is not None else default_origins(port)

@@ -13,7 +13,8 @@ then runs four tasks until one of them ends the session:
 * the *expiry* watch closes the socket with 4401 when its token expires.
 
 Whatever ends the session picks the close code through :meth:`Connection.request_close`; the
-first request wins. Nothing a connection does can stop the gateway: every exception is contained
+first request wins. Which code, and when, is decided by the pure rules of :mod:`._session_rules`
+(the first frame, each message, the strikes of a flooding client, the end of the subscription). Nothing a connection does can stop the gateway: every exception is contained
 here, logged, and answered with close code 1011.
 """
 
@@ -52,35 +53,34 @@ from ._protocol import (
     SendInput,
     StartRun,
     ack_frame,
-    check_hello,
     error_frame,
     event_frames,
-    hello_features,
     item_frames,
     parse_frame,
     pong_frame,
     runs_frame,
     welcome_frame,
 )
-from ._tokens import TokenClaims, TokenError, verify_token
+from ._session_rules import (
+    ABNORMAL,
+    GOING_AWAY,
+    INTERNAL,
+    NORMAL,
+    PROTOCOL_VIOLATION,
+    SLOW_CONSUMER,
+    TOO_MANY,
+    UNAUTHORIZED,
+    Close,
+    Session,
+    Strikes,
+    check_hello,
+    check_message,
+    hello_timeout,
+    subscription_closed,
+)
 from ._transport import SocketClosed, WebSocketLike
 
 log = logging.getLogger("netra_actors.gateway")
-
-#: Close codes of protocol v1.
-NORMAL = 1000
-GOING_AWAY = 1001
-ABNORMAL = 1006
-"""Not a code anyone sends: the connection dropped (or was dropped) without a close frame."""
-MESSAGE_TOO_BIG = 1009
-INTERNAL = 1011
-PROTOCOL_VIOLATION = 4400
-UNAUTHORIZED = 4401
-HELLO_TIMEOUT = 4408
-SLOW_CONSUMER = 4409
-TOO_MANY = 4429
-
-_SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
 
 
 @attrs.frozen(kw_only=True)
@@ -106,7 +106,7 @@ class Connection:
         self.subscription: Subscription | None = None
         self._scope = trio.CancelScope()
         self._close: tuple[int, str] | None = None
-        self._strikes = 0
+        self._strikes = Strikes(deps.config.flood_limit)
         self._order = trio.Lock()
         """Held while a command runs and its answer is sent, and while events (and deltas) are
         sent: the pump takes it *after* receiving, so whatever was committed or streamed while a
@@ -138,6 +138,12 @@ class Connection:
                 "connection %s (user %r) closed with %d %s", self.peer, self.user, code, reason
             )
 
+    async def _close_with(self, close: Close) -> None:
+        """Send the error frame ``close`` carries, if any, then request the close."""
+        if close.error is not None:
+            await self._send_error(None, *close.error)
+        self.request_close(close.code, close.reason)
+
     async def _guard(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` (the session or one of its tasks); turn what ends it into a close request."""
         try:
@@ -153,10 +159,10 @@ class Connection:
     # -- session start ----------------------------------------------------------------------
 
     async def _session(self) -> None:
-        claims_resume = await self._hello()
-        if claims_resume is None:
+        session = await self._hello()
+        if session is None:
             return
-        claims, resume_from, self.features = claims_resume
+        claims, self.features = session.claims, session.features
         user = claims.user
         limits = self._deps.limits
         if not limits.open_socket(user, trio.current_time()):
@@ -164,7 +170,9 @@ class Connection:
             return
         self.user = user
         try:
-            subscription = await self._subscribe(user, resume_from, "deltas" in self.features)
+            subscription = await self._subscribe(
+                user, session.resume_from, "deltas" in self.features
+            )
             if subscription is None:
                 return
             self.subscription = subscription
@@ -183,38 +191,24 @@ class Connection:
         finally:
             limits.close_socket(user, trio.current_time())
 
-    async def _hello(self) -> tuple[TokenClaims, int | None, frozenset[str]] | None:
+    async def _hello(self) -> Session | None:
         """Receive and check ``hello``; None after requesting the close it deserves."""
         timeout = self._config.hello_timeout
         message: str | None = None
         with trio.move_on_after(timeout) as scope:
             message = await self._receive_text()
         if scope.cancelled_caught:
-            self.request_close(HELLO_TIMEOUT, f"no hello within {timeout:g}s")
+            await self._close_with(hello_timeout(timeout))
             return None
         if message is None:
             return None
-        try:
-            frame = parse_frame(message)
-        except FrameError:
-            frame = None
-        if not isinstance(frame, Hello):
-            self.request_close(PROTOCOL_VIOLATION, "the first frame must be hello")
+        outcome = check_hello(message, self._config.secret, now=time.time())
+        if isinstance(outcome, Close):
+            if outcome.token_refused is not None:
+                log.info("connection %s: token refused (%s)", self.peer, outcome.token_refused)
+            await self._close_with(outcome)
             return None
-        try:
-            claims = verify_token(self._config.secret, frame.token, now=time.time())
-        except TokenError as exc:
-            log.info("connection %s: token refused (%s)", self.peer, exc.reason)
-            self.request_close(UNAUTHORIZED, str(exc))
-            return None
-        try:
-            resume_from = check_hello(frame)
-            features = hello_features(frame)
-        except FrameError as exc:
-            await self._send_error(None, exc.code, exc.message)
-            self.request_close(PROTOCOL_VIOLATION, exc.message)
-            return None
-        return claims, resume_from, features
+        return outcome
 
     async def _subscribe(
         self, user: str, resume_from: int | None, deltas: bool
@@ -257,14 +251,14 @@ class Connection:
                 self.request_close(PROTOCOL_VIOLATION, "hello was already received")
                 return
             if not limits.allow_message(user, trio.current_time()):
-                self._strikes += 1
-                if self._strikes > self._config.flood_limit:
-                    self.request_close(TOO_MANY, "too many messages; back off")
+                close = self._strikes.rate_limited()
+                if close is not None:
+                    await self._close_with(close)
                     return
                 id = frame.id if frame is not None else error.id if error else None
                 await self._send_error(id, "rate_limited", "too many messages; slow down")
                 continue
-            self._strikes = 0
+            self._strikes.allowed()
             if error is not None:
                 await self._send_error(error.id, error.code, error.message)
                 continue
@@ -280,13 +274,11 @@ class Connection:
         deserves (trio-websocket limits characters; the protocol's limit is in bytes)."""
         message = await self.socket.receive()
         self._deps.metrics.frames_in += 1
-        if isinstance(message, bytes):
-            self.request_close(PROTOCOL_VIOLATION, "binary frames are not allowed")
+        close = check_message(message, self._config.max_message_size)
+        if close is not None:
+            await self._close_with(close)
             return None
-        limit = self._config.max_message_size
-        if len(message) * 4 > limit and len(message.encode("utf-8", "surrogatepass")) > limit:
-            self.request_close(MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
-            return None
+        assert isinstance(message, str)  # check_message closes on binary frames
         return message
 
     async def _execute(self, command: Command) -> str:
@@ -361,10 +353,10 @@ class Connection:
                 self.request_close(SLOW_CONSUMER, "fell too far behind; resume_from your last seq")
                 return
             except SubscriptionClosedError as exc:
-                code = _SUBSCRIPTION_CLOSE.get(exc.reason, INTERNAL)
-                if code == INTERNAL:
+                close = subscription_closed(exc.reason)
+                if close.code == INTERNAL:
                     log.warning("user %r: subscription ended (%s)", self.user, exc)
-                self.request_close(code, "server shutting down" if code == GOING_AWAY else "")
+                await self._close_with(close)
                 return
             if len(events) == len(items):
                 frames = event_frames(

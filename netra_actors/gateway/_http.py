@@ -40,7 +40,8 @@ class HttpRequest:
     """Header names lower-cased, values as sent (latin-1 decoded), in order."""
     body: bytes = b""
     local: tuple[str, int] | None = None
-    """The server's own address the request came to (the ASGI ``server``; never a header)."""
+    """The server's own address the request came to (the socket's name; the ASGI ``server``):
+    never taken from a header."""
 
     @property
     def path(self) -> str:
@@ -113,7 +114,7 @@ class _BadRequest(Exception):
 
 
 async def _read_request(
-    stream: trio.abc.Stream, conn: h11.Connection, raw: bytearray
+    stream: trio.abc.Stream, conn: h11.Connection, raw: bytearray, local: tuple[str, int] | None
 ) -> HttpRequest | None:
     """Read one request (and its body) with h11. None if the peer closed before sending one."""
     request: h11.Request | None = None
@@ -148,6 +149,7 @@ async def _read_request(
                     (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers
                 ),
                 body=bytes(body),
+                local=local,
             )
         elif isinstance(event, h11.ConnectionClosed):
             return None
@@ -237,8 +239,10 @@ async def serve_http_connection(
     *,
     request_timeout: float,
     send_timeout: float,
+    local: tuple[str, int] | None = None,
 ) -> None:
     """Serve one TCP connection: read its request, answer it or hand it to the WebSocket side.
+    ``local`` is the server's own address the connection reached (:attr:`HttpRequest.local`).
 
     Contains every failure: a broken peer or a bug in a handler is logged, never raised.
     """
@@ -248,7 +252,7 @@ async def serve_http_connection(
         response: HttpResponse | None
         try:
             with trio.fail_after(request_timeout):
-                request = await _read_request(stream, conn, raw)
+                request = await _read_request(stream, conn, raw, local)
         except _BadRequest as exc:
             log.info("bad HTTP request: %s", exc)
             response = HttpResponse.text(exc.status)

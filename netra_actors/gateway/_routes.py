@@ -2,19 +2,21 @@
 ``/agui/events``, with CORS for allowed origins), and the checks an upgrade request to ``/ws``
 must pass (path, Origin allowlist, handshake headers).
 
-Shared by the trio gateway and the ASGI adapter: each is a :class:`GatewayState`."""
+Shared by the trio gateway and the ASGI adapter: both serve them over one
+:class:`~._state.ServerState`, which is this module's :class:`GatewayState`."""
 
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 import orjson
 import trio
 
+from .._runtime import Runtime
 from ._agui_routes import AGUI_EVENTS_PATH, AGUI_PATH, AguiRoutes, SseStream
 from ._config import GatewayConfig
 from ._http import HttpRequest, HttpResponse, json_response
@@ -22,9 +24,6 @@ from ._inspector import INSPECTOR_PATH, inspector_http, is_inspector_path
 from ._metrics import CONTENT_TYPE, GatewayMetrics
 from ._protocol import PROTOCOL_VERSION
 from ._tokens import check_user_name, mint_token
-
-if TYPE_CHECKING:
-    from .._runtime import Runtime
 
 log = logging.getLogger("netra_actors.gateway")
 
@@ -48,8 +47,8 @@ _FAVICON = (
 
 
 class GatewayState(Protocol):
-    """What the routes read of their gateway. :class:`~._server.Gateway` is one (structurally:
-    this module does not import the server, which imports it)."""
+    """What the routes read of their server: :class:`~._state.ServerState` (structurally: this
+    module does not import the state, which holds the routes)."""
 
     @property
     def config(self) -> GatewayConfig: ...
@@ -61,14 +60,12 @@ class GatewayState(Protocol):
     @property
     def metrics(self) -> GatewayMetrics: ...
 
-    def origins_for(self, request: HttpRequest) -> frozenset[str]:
-        """The ``Origin`` values allowed for ``request`` (the trio gateway: one set, known once
-        it listens; the ASGI adapter: the page's own origin from the address the request came
-        to, unless an allowlist is configured)."""
+    def origin_allowed(self, request: HttpRequest) -> bool:
+        """The Origin rule of :mod:`._trust`."""
         ...
 
     def dev_tokens_for(self, request: HttpRequest) -> bool:
-        """Whether ``request`` may use development sign-in (only ever on a loopback address)."""
+        """The development sign-in rule of :mod:`._trust`."""
         ...
 
     @property
@@ -105,20 +102,13 @@ class Routes:
 
     # -- WebSocket upgrade checks -----------------------------------------------------------
 
-    def origin_allowed(self, request: HttpRequest) -> bool:
-        """True if the request has no ``Origin`` or exactly one that is on the allowlist."""
-        count = request.header_count("origin")
-        if count == 0:
-            return True
-        return count == 1 and request.header("origin") in self._gateway.origins_for(request)
-
     def check_upgrade(self, request: HttpRequest) -> HttpResponse | None:
         """A response refusing the upgrade, or None if it may proceed."""
         if request.path != WS_PATH:
             return HttpResponse.text(404)
         if request.method != "GET":
             return HttpResponse.text(405)
-        if not self.origin_allowed(request):
+        if not self._gateway.origin_allowed(request):
             log.info("refused a WebSocket from Origin %r", request.header("origin"))
             return HttpResponse.text(403, "403 Forbidden: this Origin is not allowed")
         if request.header("sec-websocket-version") != "13":
@@ -167,7 +157,7 @@ class Routes:
         origin = request.header("origin")
         if agui is None:
             return HttpResponse.text(404)
-        if not self.origin_allowed(request):
+        if not self._gateway.origin_allowed(request):
             log.info("refused an AG-UI request from Origin %r", origin)
             return json_response(403, orjson.dumps({"error": "this Origin is not allowed"}))
         cors: tuple[tuple[str, str], ...] = ()
@@ -244,7 +234,7 @@ class Routes:
         )
 
     def _dev_token(self, request: HttpRequest) -> HttpResponse:
-        if not self.origin_allowed(request):
+        if not self._gateway.origin_allowed(request):
             return json_response(403, orjson.dumps({"error": "this Origin is not allowed"}))
         try:
             body = orjson.loads(request.body)

@@ -82,7 +82,7 @@ class SocketClosed(Exception):
 
 class WebSocketLike(Protocol):
     """What a :class:`~._connection.Connection` needs of its WebSocket: :class:`Socket` (trio
-    gateway) and :class:`netra_actors.asgi.AsgiSocket` (ASGI servers) are the two."""
+    gateway) and :class:`~._asgi_socket.AsgiSocket` (ASGI servers) are the two."""
 
     @property
     def closed(self) -> bool: ...

@@ -1,5 +1,5 @@
-"""The ASGI adapter's per-socket writer (``netra_actors.asgi._Outbox``), against a fake ASGI
-``send``: frames leave in order, the close frame comes after every frame queued before it, and
+"""The ASGI adapter's per-socket writer (``netra_actors.gateway._asgi_outbox.Outbox``), against
+a fake ASGI ``send``: frames leave in order, the close frame comes after every frame queued before it, and
 a client that stops taking frames — or is gone — stops the writer instead of blocking trio."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import trio
 import trio.lowlevel
 
 from netra_actors._bridge import Bridge
-from netra_actors.asgi import OUTBOX_HIGH, _Outbox
+from netra_actors.gateway._asgi_outbox import OUTBOX_HIGH, Outbox
 from netra_actors.testing import guest_test
 
 
@@ -38,7 +38,7 @@ def text(i: int) -> dict[str, Any]:
     return {"type": "websocket.send", "text": f"frame {i}"}
 
 
-async def with_writer(outbox: _Outbox, bridge: Bridge) -> asyncio.Task[None]:
+async def with_writer(outbox: Outbox, bridge: Bridge) -> asyncio.Task[None]:
     task = bridge.loop.create_task(outbox.write())
     await trio.lowlevel.checkpoint()
     return task
@@ -48,7 +48,7 @@ async def with_writer(outbox: _Outbox, bridge: Bridge) -> asyncio.Task[None]:
 async def test_frames_go_out_in_order_and_the_close_last() -> None:
     bridge = Bridge.current()
     client = FakeClient()
-    outbox = _Outbox(bridge, client.send, send_timeout=5.0)
+    outbox = Outbox(bridge, client.send, send_timeout=5.0)
     task = await with_writer(outbox, bridge)
     for i in range(3 * OUTBOX_HIGH):  # more than the high-water mark: put waits for room
         assert await outbox.put(text(i))
@@ -69,7 +69,7 @@ async def test_a_client_that_stops_reading_stops_the_writer_within_the_send_time
     bridge = Bridge.current()
     client = FakeClient()
     client.stuck = True
-    outbox = _Outbox(bridge, client.send, send_timeout=0.3)
+    outbox = Outbox(bridge, client.send, send_timeout=0.3)
     task = await with_writer(outbox, bridge)
     started = trio.current_time()
     results = [await outbox.put(text(i)) for i in range(OUTBOX_HIGH)]
@@ -87,7 +87,7 @@ async def test_a_client_that_stops_reading_stops_the_writer_within_the_send_time
 async def test_a_departed_client_stops_the_writer() -> None:
     bridge = Bridge.current()
     client = FakeClient(gone_after=1)
-    outbox = _Outbox(bridge, client.send, send_timeout=5.0)
+    outbox = Outbox(bridge, client.send, send_timeout=5.0)
     task = await with_writer(outbox, bridge)
     assert await outbox.put(text(0))
     assert await outbox.put(text(1))  # queued; the writer then fails on it
@@ -112,7 +112,7 @@ async def test_two_senders_waiting_for_room_both_get_it() -> None:
         await gate.wait()
         await plain_send(frame)
 
-    outbox = _Outbox(bridge, gated, send_timeout=5.0)
+    outbox = Outbox(bridge, gated, send_timeout=5.0)
     task = await with_writer(outbox, bridge)
     for i in range(OUTBOX_HIGH - 1):
         assert await outbox.put(text(i))

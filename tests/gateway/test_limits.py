@@ -1,5 +1,5 @@
 """Per-user limits (``netra_actors/gateway/_limits.py``) and the purity of the gateway's pure
-modules (codec, tokens, limits import no I/O or concurrency library)."""
+modules (codec, tokens, limits, request rules import no I/O or concurrency library)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_invalid_limits() -> None:
         UserLimits(RateLimit(), max_sockets_per_user=0)
 
 
-PURE = ("_protocol.py", "_tokens.py", "_limits.py")
+PURE = ("_protocol.py", "_tokens.py", "_limits.py", "_trust.py", "_session_rules.py")
 FORBIDDEN = {"trio", "trio_websocket", "asyncio", "socket", "h11", "wsproto", "time", "threading",
              "sqlalchemy", "prometheus_client", "importlib"}  # fmt: skip
 ALLOWED_FIRST_PARTY = {"._limits", "._tokens", "._protocol", ".._exceptions", ".._validate"}

@@ -1,0 +1,117 @@
+"""One socket's protocol rules: what ends a session, and with which close code. Pure.
+
+The trio :class:`~._connection.Connection` drives these the way wsproto's ``WSConnection``
+drives its frame protocol: it receives, asks a rule, and acts on the answer — a
+:class:`Close` (with, sometimes, an ``error`` frame to send first) or the go-ahead:
+
+* :func:`check_message` — every inbound message: text only (4400), within the size limit (1009);
+* :func:`check_hello` — the first frame: a ``hello`` (4400) with a valid token (4401) and valid
+  fields (an ``error`` frame, then 4400); :func:`hello_timeout` when none comes (4408);
+* :class:`Strikes` — rate-limited messages in a row: past ``flood_limit``, 4429;
+* :func:`subscription_closed` — the close code when the user's subscription ends.
+
+No I/O and no clock: the time a token is checked at is an argument.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._protocol import FrameError, Hello, hello_features, parse_frame
+from ._protocol import check_hello as check_hello_fields
+from ._tokens import TokenClaims, TokenError, verify_token
+
+#: Close codes of protocol v1.
+NORMAL = 1000
+GOING_AWAY = 1001
+ABNORMAL = 1006
+"""Not a code anyone sends: the connection dropped (or was dropped) without a close frame."""
+MESSAGE_TOO_BIG = 1009
+INTERNAL = 1011
+PROTOCOL_VIOLATION = 4400
+UNAUTHORIZED = 4401
+HELLO_TIMEOUT = 4408
+SLOW_CONSUMER = 4409
+TOO_MANY = 4429
+
+_SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
+
+
+@attrs.frozen
+class Close:
+    """End the session with ``code``; send the ``error`` frame ``(code, message)`` first."""
+
+    code: int
+    reason: str
+    error: tuple[str, str] | None = None
+    token_refused: str | None = None
+    """Why a token was refused (``TokenError.reason``), for the log."""
+
+
+@attrs.frozen
+class Session:
+    """What an accepted ``hello`` opens."""
+
+    claims: TokenClaims
+    resume_from: int | None
+    features: frozenset[str]
+
+
+def check_message(message: str | bytes, max_bytes: int) -> Close | None:
+    """A close for a binary or oversized message (the limit is in UTF-8 bytes), else None."""
+    if isinstance(message, bytes):
+        return Close(PROTOCOL_VIOLATION, "binary frames are not allowed")
+    if len(message) * 4 > max_bytes and len(message.encode("utf-8", "surrogatepass")) > max_bytes:
+        return Close(MESSAGE_TOO_BIG, f"frames are limited to {max_bytes} bytes")
+    return None
+
+
+def check_hello(message: str, secret: bytes, *, now: float) -> Session | Close:
+    """The session the first frame opens, or the close it deserves."""
+    try:
+        frame = parse_frame(message)
+    except FrameError:
+        frame = None
+    if not isinstance(frame, Hello):
+        return Close(PROTOCOL_VIOLATION, "the first frame must be hello")
+    try:
+        claims = verify_token(secret, frame.token, now=now)
+    except TokenError as exc:
+        return Close(UNAUTHORIZED, str(exc), token_refused=exc.reason)
+    try:
+        resume_from = check_hello_fields(frame)
+        features = hello_features(frame)
+    except FrameError as exc:
+        return Close(PROTOCOL_VIOLATION, exc.message, error=(exc.code, exc.message))
+    return Session(claims, resume_from, features)
+
+
+def hello_timeout(timeout: float) -> Close:
+    """The close of a socket that sent no ``hello`` within ``timeout`` seconds."""
+    return Close(HELLO_TIMEOUT, f"no hello within {timeout:g}s")
+
+
+def subscription_closed(reason: str) -> Close:
+    """The close when the user's subscription ends for ``reason`` (the runtime's)."""
+    code = _SUBSCRIPTION_CLOSE.get(reason, INTERNAL)
+    return Close(code, "server shutting down" if code == GOING_AWAY else "")
+
+
+class Strikes:
+    """Rate-limited messages in a row; more than ``limit`` of them close the socket (4429)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def rate_limited(self) -> Close | None:
+        """One more message over the rate: the close once past the limit, else None (answer
+        it with ``rate_limited``)."""
+        self.count += 1
+        if self.count > self.limit:
+            return Close(TOO_MANY, "too many messages; back off")
+        return None
+
+    def allowed(self) -> None:
+        """A message within the rate: the strikes start over."""
+        self.count = 0

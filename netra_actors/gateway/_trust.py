@@ -1,0 +1,109 @@
+"""Which requests a server trusts: the ``Origin`` allowlist and development sign-in. Pure.
+
+Both servers — the trio gateway and the ASGI adapter — apply these rules, and only these, to
+decide from *where* a request may come:
+
+* **Origin.** A request with no ``Origin`` (a script, a non-browser client) passes: its token
+  authenticates it. One with exactly one ``Origin`` passes if that origin is on the allowlist
+  (exact string match); several ``Origin`` headers never pass. The allowlist is
+  ``allowed_origins`` when configured, else the page's own origin: the loopback names on the
+  server's port (:func:`default_origins`) — and, for a server that learns its address from each
+  request (the ASGI adapter: the ASGI ``server``, never a ``Host`` header), that address too.
+  The trio gateway listens on one configured address and knows its port once it listens: its
+  page's origins are the loopback names (a page served under another name needs
+  ``allowed_origins``).
+* **Development sign-in** (``POST /dev/token``) is served only when ``dev_tokens`` is on and the
+  request reached a loopback address of the server (:func:`is_loopback_host`) — decided per
+  request, so a server on ``0.0.0.0`` signs in local clients only. (A configuration with
+  ``dev_tokens`` on a non-loopback host is refused outright.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+UNKNOWN_ADDRESS = ("127.0.0.1", 0)
+"""Where a request without a known server address counts as having arrived (the ASGI ``server``
+is optional): the page's origins on port 0, which no browser sends."""
+
+
+class Request(Protocol):
+    """What the rules read of a request (:class:`~._http.HttpRequest`)."""
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        """The server's own address the request reached."""
+
+    def header(self, name: str) -> str | None: ...
+
+    def header_count(self, name: str) -> int: ...
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def default_origins(port: int) -> frozenset[str]:
+    """The default Origin allowlist: the page itself, on the loopback names."""
+    return frozenset(
+        {f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"}
+    )
+
+
+def page_origin(host: str, port: int) -> str:
+    """The ``Origin`` of a page loaded from ``host:port`` over plain HTTP."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def dev_sign_in_allowed(enabled: bool, request: Request) -> bool:
+    """True if ``request`` may use development sign-in: it is ``enabled``, and the request
+    reached a loopback address of the server."""
+    local = request.local
+    return enabled and local is not None and is_loopback_host(local[0])
+
+
+class Origins:
+    """The ``Origin`` allowlist of one server (see the module doc)."""
+
+    def __init__(self, allowed: frozenset[str] | None) -> None:
+        self._allowed = allowed
+        self._fixed: frozenset[str] | None = allowed
+        self._by_address: dict[tuple[str, int], frozenset[str]] = {}
+
+    def listening(self, port: int) -> None:
+        """The server listens on ``port`` of one configured address (the trio gateway): its page's
+        own origins are the loopback names on that port, whatever address a request reached."""
+        if self._allowed is None:
+            self._fixed = default_origins(port)
+
+    @property
+    def fixed(self) -> frozenset[str] | None:
+        """The allowlist when it is the same for every request (configured, or listening)."""
+        return self._fixed
+
+    def for_request(self, request: Request) -> frozenset[str]:
+        """The origins allowed for ``request``."""
+        if self._fixed is not None:
+            return self._fixed
+        local = request.local or UNKNOWN_ADDRESS
+        origins = self._by_address.get(local)
+        if origins is None:  # one set per server address: a handful at most
+            host, port = local
+            origins = self._by_address[local] = default_origins(port) | {page_origin(host, port)}
+        return origins
+
+    def allow(self, request: Request) -> bool:
+        """True if ``request`` has no ``Origin``, or exactly one that is on the allowlist."""
+        count = request.header_count("origin")
+        if count == 0:
+            return True
+        return count == 1 and request.header("origin") in self.for_request(request)
