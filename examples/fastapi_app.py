@@ -13,7 +13,8 @@ Environment: ``NETRA_SECRET`` (the token secret; default: the one ``netra-actors
 ``./netra.db``), ``NETRA_ALLOWED_ORIGINS`` (comma-separated exact origins; default the page's own
 origin, from the address uvicorn listens on), ``NETRA_HELLO_TIMEOUT`` (seconds a socket has to
 send ``hello``; default 10), ``NETRA_DEV_TOKENS`` (``0`` turns development sign-in off, e.g.
-behind a reverse proxy on the same host). Development sign-in (``/dev/token``) is only served to
+behind a reverse proxy on the same host), ``NETRA_ADMIN_TOKEN`` (serves the inspector at
+``/inspector`` to this credential; docs/inspector.md). Development sign-in (``/dev/token``) is only served to
 requests that reach a loopback address. Ctrl-C (or SIGTERM) closes every socket with 1001 and
 exits.
 """
@@ -39,6 +40,7 @@ netra = NetraApp(
         # only ever served to requests that reach a loopback address of the server
         dev_tokens=os.environ.get("NETRA_DEV_TOKENS", "1") != "0",
         hello_timeout=float(os.environ.get("NETRA_HELLO_TIMEOUT", "10")),
+        admin_token=os.environ.get("NETRA_ADMIN_TOKEN") or None,  # the inspector, /inspector
     ),
     na.RuntimeConfig(database_url=na.database_url(os.environ.get("NETRA_DB", "netra.db"))),
     agents=DEMO_AGENTS,

@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Origin allowed to open a socket, exact match (repeatable; default: the page's "
         "own http://127.0.0.1:PORT, http://localhost:PORT, http://[::1]:PORT)",
     )
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get("NETRA_ADMIN_TOKEN") or None,
+        metavar="TOKEN",
+        help="serve the inspector at /inspector to this credential, at least 16 characters "
+        "(default $NETRA_ADMIN_TOKEN; none: no inspector)",
+    )
     dev = serve.add_mutually_exclusive_group()
     dev.add_argument(
         "--dev-tokens",

@@ -148,5 +148,7 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
         )
     else:
         lines.append("  development sign-in disabled: paste a token into the page")
+    if config.admin_token is not None:
+        lines.append(f"  inspector:  {base}/inspector   (admin token: --admin-token)")
     lines.append("Open the page and chat. Ctrl+C stops the server.")
     print("\n".join(lines), flush=True)

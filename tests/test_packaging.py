@@ -150,7 +150,11 @@ def test_the_wheel_ships_the_package_and_not_the_sources(wheel: Path) -> None:
     )
     for stray in ("tests/", "benchmarks/", "examples/", "docs/"):
         assert not any(name.startswith(stray) for name in names), f"the wheel ships {stray}"
-    for needed in ("netra_actors/_static/index.html", "netra_actors/py.typed"):
+    for needed in (
+        "netra_actors/_static/index.html",
+        "netra_actors/_static/inspector.html",
+        "netra_actors/py.typed",
+    ):
         assert needed in names, f"the wheel lacks {needed}"
 
 

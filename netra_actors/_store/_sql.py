@@ -40,6 +40,7 @@ from .._config import RuntimeConfig
 from .._exceptions import StoreError
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
+from . import _inspect
 from ._base import EventHint, InboxItem, NameHint, StoreStatistics, UserSnapshot
 from ._leases import Leases, node_name
 from ._rows import StatementHook, log
@@ -356,6 +357,21 @@ class SqlStore:
         """See :meth:`Store.list_runs`."""
         result: list[RunInfo] = await self._read("list_runs", user_id, limit)
         return result
+
+    # -- the inspector's reads (across users; docs/inspector.md) ----------------------------
+
+    async def admin_users(self, prefix: str, limit: int) -> list[_inspect.UserSummary]:
+        """See :meth:`~._inspect.AdminReads.admin_users` (on :attr:`engine`)."""
+        return await self._bridge.run_on_host(_inspect.users(self.engine, prefix, limit))
+
+    async def admin_cluster(self, limit: int) -> _inspect.ClusterView:
+        """See :meth:`~._inspect.AdminReads.admin_cluster` (on :attr:`engine`)."""
+        return await self._bridge.run_on_host(_inspect.cluster(self.engine, limit))
+
+    async def admin_run_events(self, user_id: str, run_id: str, limit: int) -> list[Event]:
+        """See :meth:`~._inspect.AdminReads.admin_run_events` (on :attr:`engine`)."""
+        coro = _inspect.run_events(self.engine, user_id, run_id, limit)
+        return await self._bridge.run_on_host(coro)
 
     async def check(self) -> None:
         """See :meth:`Store.check`. Also fails once the writer has stopped."""

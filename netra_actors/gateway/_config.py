@@ -40,6 +40,18 @@ def _origins(value: object) -> frozenset[str] | None:
     return origins
 
 
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def _admin_token(_inst: object, _attr: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (
+        not isinstance(value, str) or len(value) < MIN_ADMIN_TOKEN_CHARS or not value.isprintable()
+    ):
+        raise ConfigError(
+            f"admin_token must be printable text, at least {MIN_ADMIN_TOKEN_CHARS} characters"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class GatewayConfig:
     """Everything the gateway needs. Every limit is bounded; times are in seconds."""
@@ -82,6 +94,8 @@ class GatewayConfig:
     """The chat page served at ``GET /``; None: the packaged page."""
     echo: bool = False
     """Testing mode: ``/ws`` echoes every message, nothing else (WebSocket conformance runs)."""
+    admin_token: str | None = attrs.field(default=None, validator=_admin_token, repr=False)
+    """The inspector's credential (``docs/inspector.md``); None: no inspector (404)."""
 
     def __attrs_post_init__(self) -> None:
         if self.dev_tokens and not is_loopback_host(self.host):

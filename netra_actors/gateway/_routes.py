@@ -20,6 +20,7 @@ from .._runtime import Runtime
 from ._agui_routes import AGUI_EVENTS_PATH, AGUI_PATH, AguiRoutes, SseStream
 from ._config import GatewayConfig
 from ._http import HttpRequest, HttpResponse, json_response
+from ._inspector import INSPECTOR_PATH, inspector_http, is_inspector_path
 from ._metrics import CONTENT_TYPE, GatewayMetrics
 from ._protocol import PROTOCOL_VERSION
 from ._tokens import check_user_name, mint_token
@@ -93,7 +94,7 @@ class Routes:
 
     known = frozenset(
         {"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH, AGUI_PATH}
-        | {AGUI_EVENTS_PATH}
+        | {AGUI_EVENTS_PATH, INSPECTOR_PATH}
     )
 
     def __init__(self, gateway: GatewayState) -> None:
@@ -140,6 +141,9 @@ class Routes:
             return HttpResponse(status=200, body=_FAVICON, content_type="image/svg+xml")
         if path == "/dev/token" and self._gateway.dev_tokens_for(request):
             return self._dev_token(request) if method == "POST" else _not_allowed("POST")
+        if is_inspector_path(path):
+            gateway = self._gateway
+            return await inspector_http(request, gateway.config.admin_token, gateway.runtime)
         if path == WS_PATH:
             return HttpResponse(
                 status=426,

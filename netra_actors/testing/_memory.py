@@ -11,6 +11,7 @@ from .._core import LIVE_STATES, RunState
 from .._exceptions import StoreError
 from .._histogram import Histogram
 from .._store import StoreStatistics, UserSnapshot
+from .._store._inspect import ClusterView, UserSummary
 from .._subscription import Subscription
 from .._uow import RunRow, UnitOfWork
 from .._values import Event, RunInfo, loads
@@ -100,6 +101,35 @@ class MemoryStore:
 
     async def check(self) -> None:
         await trio.lowlevel.checkpoint()
+
+    # -- the inspector's reads (no leases in memory: one process, no cluster) -----------------
+
+    async def admin_users(self, prefix: str, limit: int) -> list[UserSummary]:
+        await trio.lowlevel.checkpoint()
+        found: dict[str, list[RunRow]] = {}
+        for (user_id, _), row in self.runs.items():
+            if user_id.startswith(prefix):
+                found.setdefault(user_id, []).append(row)
+        out = [
+            UserSummary(
+                user_id=user_id,
+                head_seq=self._head(user_id),
+                runs=len(rows),
+                live_runs=sum(RunState(r.state) in LIVE_STATES for r in rows),
+                last_activity=max(r.updated_at for r in rows),
+            )
+            for user_id, rows in found.items()
+        ]
+        out.sort(key=lambda u: (-(u.last_activity or 0.0), u.user_id))
+        return out[:limit]
+
+    async def admin_cluster(self, limit: int) -> ClusterView:
+        await trio.lowlevel.checkpoint()
+        return ClusterView(now=time.time(), nodes=(), leases=())
+
+    async def admin_run_events(self, user_id: str, run_id: str, limit: int) -> list[Event]:
+        await trio.lowlevel.checkpoint()
+        return [e for e in self.events.get(user_id, []) if e.run_id == run_id][:limit]
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
