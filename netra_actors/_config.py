@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import types
@@ -46,6 +47,15 @@ def _gc_threshold(
         and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     ):
         raise ConfigError(f"gc_threshold must be None or three integers >= 0, got {value!r}")
+
+
+def _tracing(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is False or value is None:
+        return
+    if importlib.util.find_spec("opentelemetry") is None:
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'netra-actors[otel]'")
+    if value is not True and not hasattr(value, "get_tracer"):
+        raise ConfigError(f"tracing must be True, False or a TracerProvider, got {value!r}")
 
 
 IF_BUSY = ("parallel", "reject", "enqueue", "interrupt")
@@ -181,6 +191,9 @@ class RuntimeConfig:
     (which must equal ``Dependency.name``; a list of ``Dependency`` values is accepted too). The
     one place these are configured: the runtime's ``Resilience`` applies them to every user.
     An undeclared name gets ``Dependency(name)``: one attempt, no breaker."""
+    tracing: object = attrs.field(default=False, validator=_tracing)
+    """OpenTelemetry spans of runs, attempts, tool and model calls and group commits: ``True``
+    (the global ``TracerProvider``) or a ``TracerProvider``; needs the ``otel`` extra."""
 
     @property
     def is_sqlite(self) -> bool:

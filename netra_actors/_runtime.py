@@ -29,6 +29,7 @@ from ._exceptions import (
 )
 from ._follower import UserFollower
 from ._histogram import HistogramSnapshot
+from ._logs import log_limited
 from ._messages import (
     CancelRun,
     Drain,
@@ -52,6 +53,7 @@ from ._deps import Counters, SupervisorDeps
 from ._feed import Feed
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
+from ._tracing import tracing_of
 from ._values import JSON, Event, RunInfo
 
 log = logging.getLogger("netra_actors")
@@ -156,6 +158,7 @@ class Runtime:
                 request_timeout=config.request_timeout,
             ),
             tracer=tracer,
+            tracing=tracing_of(config.tracing),
         )
         self._closed = False
         self._draining = False
@@ -236,8 +239,9 @@ class Runtime:
         try:
             await self._run_modes(session, receive, on_idle)
             reason = "closed"
-        except Exception:
-            log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
+        except Exception as exc:  # one line per kind of failure and period (a failing store)
+            msg = "the supervisor of user %r crashed; it restarts on next use"
+            log_limited(log, logging.ERROR, type(exc).__name__, msg, user_id, exc_info=exc)
             reason = "session_failed"
         finally:
             # Synchronous from here on: answer everything still queued, then close the mailbox
@@ -272,7 +276,13 @@ class Runtime:
     # -- the public API --------------------------------------------------------------------
 
     async def start_run(
-        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+        self,
+        user_id: str,
+        agent: str | None,
+        input: JSON = None,
+        *,
+        if_busy: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
@@ -280,12 +290,19 @@ class Runtime:
         ``if_busy`` says what to do while the user has a live run: ``parallel`` (start it
         alongside), ``reject`` (raise :class:`BusyError`), ``enqueue`` (a durable ``pending`` run
         that starts once every run live before it ended) or ``interrupt`` (cancel the live runs
-        first); None takes ``RuntimeConfig.if_busy``.
+        first); None takes ``RuntimeConfig.if_busy``. ``trace_context``: the caller's W3C trace
+        context (``{"traceparent": …}``), the parent of the run's span when tracing is on.
         """
+        carrier = dict(trace_context) if trace_context else None
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
-                agent=agent, input=input, user_text=None, reply=Reply(), if_busy=if_busy
+                agent=agent,
+                input=input,
+                user_text=None,
+                reply=Reply(),
+                if_busy=if_busy,
+                trace_context=carrier,
             ),
         )
         return run_id
@@ -298,12 +315,14 @@ class Runtime:
         agent: str | None = None,
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
         ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
         when ``reject`` refuses the command). ``message_meta``: further fields of the committed
         ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
+        ``trace_context``: see :meth:`start_run`.
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
@@ -317,6 +336,7 @@ class Runtime:
                 reply=Reply(),
                 if_busy=if_busy,
                 message_meta=meta,
+                trace_context=dict(trace_context) if trace_context else None,
             ),
         )
         return run_id
