@@ -37,7 +37,6 @@ from ._exceptions import NetraError as NetraError
 from ._exceptions import SubscriptionClosedError as SubscriptionClosedError
 from ._exceptions import ToolError as ToolError
 from ._idempotency import idempotency_key as idempotency_key
-from ._logs import JsonFormatter as JsonFormatter
 from ._logs import configure_logging as configure_logging
 from ._process import run_in_process as run_in_process
 from ._runtime import Runtime as Runtime
@@ -58,7 +57,6 @@ __all__ = [
     "Delta",
     "EmbeddedRuntime",
     "Event",
-    "JsonFormatter",
     "NetraError",
     "RunInfo",
     "RunState",

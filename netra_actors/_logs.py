@@ -30,6 +30,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
 }
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
