@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import types
@@ -50,11 +49,7 @@ def _gc_threshold(
 
 
 def _tracing(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
-    if value is False or value is None:
-        return
-    if importlib.util.find_spec("opentelemetry") is None:
-        raise ConfigError("tracing needs OpenTelemetry: pip install 'netra-actors[otel]'")
-    if value is not True and not hasattr(value, "get_tracer"):
+    if value is not True and value is not False and not hasattr(value, "get_tracer"):
         raise ConfigError(f"tracing must be True, False or a TracerProvider, got {value!r}")
 
 
@@ -193,7 +188,8 @@ class RuntimeConfig:
     An undeclared name gets ``Dependency(name)``: one attempt, no breaker."""
     tracing: object = attrs.field(default=False, validator=_tracing)
     """OpenTelemetry spans of runs, attempts, tool and model calls and group commits: ``True``
-    (the global ``TracerProvider``) or a ``TracerProvider``; needs the ``otel`` extra."""
+    (the global ``TracerProvider``) or a ``TracerProvider``; needs the ``otel`` extra (without it,
+    opening the runtime raises :class:`ConfigError`)."""
 
     @property
     def is_sqlite(self) -> bool:

@@ -516,6 +516,7 @@ async def open_runtime(
     asyncio (:func:`netra_actors.run` or :func:`netra_actors.embed`).
     """
     config = config or RuntimeConfig()
+    tracing_of(config.tracing)  # without the otel extra: ConfigError, before anything opens
     registry = AgentRegistry(agents, default=default_agent)
     with _gc_threshold(config.gc_threshold):
         async with _open(config, registry, store, metadata, tracer) as runtime:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import outcome
 
 from ._core._lifecycle import AgentStarted, Plan, Rollback
+from ._exceptions import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -55,16 +56,14 @@ class TracedRun(Protocol):
     spans: RunSpans | None
 
 
-def enabled(setting: object) -> bool:
-    """Whether ``RuntimeConfig.tracing`` turns tracing on (True, or a ``TracerProvider``)."""
-    return setting is not False and setting is not None
-
-
 def tracing_of(setting: object) -> Tracing | None:
     """The runtime's :class:`Tracing` for ``RuntimeConfig.tracing`` (None: off)."""
-    if not enabled(setting):
+    if setting is False:
         return None
-    from opentelemetry import trace
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'netra-actors[otel]'") from None
 
     provider = None if setting is True else setting
     return Tracing(trace.get_tracer(SCOPE, tracer_provider=provider))  # type: ignore[arg-type]

@@ -244,19 +244,25 @@ na.run(main)
 """
 
 
-def test_configure_logging_json_in_a_process_gives_one_parsable_crash_line(
-    tmp_path: Path,
-) -> None:
-    script = tmp_path / "crash.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+def run_script(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` in a fresh interpreter on this tree, with a database path as argument."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
     out = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "n.db")],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
     )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_configure_logging_json_in_a_process_gives_one_parsable_crash_line(
+    tmp_path: Path,
+) -> None:
+    out = run_script(tmp_path, SCRIPT)
     run_id, state = out.stdout.split()
     assert state == "completed"
     lines = [json.loads(line) for line in out.stderr.splitlines()]  # every line is JSON

@@ -9,10 +9,7 @@ LLM agent's model calls get their spans against the stub of ``test_llm``. With t
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +20,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from test_llm import ANSWER, TOOL_CALLS, Stub, llm_config, sse
+from test_logs import run_script
 
 import netra_actors as na
 from netra_actors.llm import make_llm_agent
-from netra_actors.testing import guest_test
+from netra_actors.testing import MemoryStore, guest_test
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST_RESTART = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -217,19 +214,14 @@ def test_a_tracing_setting_is_checked() -> None:
     assert na.RuntimeConfig(tracing=True).tracing is True
 
 
-def test_tracing_on_without_opentelemetry_says_how_to_install_it(
+async def test_tracing_on_without_opentelemetry_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "opentelemetry" else real(name, *a),
-    )
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if it were not installed
+    config = na.RuntimeConfig(tracing=True)
     with pytest.raises(na.exceptions.ConfigError, match=r"netra-actors\[otel\]"):
-        na.RuntimeConfig(tracing=True)
+        async with na.open_runtime(config, store=MemoryStore()):
+            pass
 
 
 NOT_IMPORTED = """
@@ -256,14 +248,5 @@ print("not imported")
 
 
 def test_with_tracing_off_opentelemetry_is_not_imported(tmp_path: Path) -> None:
-    script = tmp_path / "off.py"
-    script.write_text(textwrap.dedent(NOT_IMPORTED))
-    out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "n.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_script(tmp_path, NOT_IMPORTED)
     assert out.stdout.split() == ["completed", "not", "imported"]
