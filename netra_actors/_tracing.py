@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import outcome
@@ -36,6 +36,17 @@ if TYPE_CHECKING:
 
 #: The instrumentation scope of every span.
 SCOPE = "netra_actors"
+
+#: The W3C trace context headers a command may carry (``trace_context``).
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_carrier(header: Callable[[str], str | None]) -> dict[str, str] | None:
+    """A request's trace context for ``say``/``start_run``, from its header getter (e.g.
+    ``request.header``); values longer than 512 characters are left out (W3C's own limit for
+    ``tracestate``). None if it has none."""
+    carrier = {k: v for k in TRACE_HEADERS if (v := header(k)) and len(v) <= 512}
+    return carrier or None
 
 
 class RunSpans:

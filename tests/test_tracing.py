@@ -9,6 +9,7 @@ LLM agent's model calls get their spans against the stub of ``test_llm``. With t
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,9 @@ from test_llm import ANSWER, TOOL_CALLS, Stub, llm_config, sse
 from test_logs import run_script
 
 import netra_actors as na
+from netra_actors._cluster_codec import command_of, message_of
+from netra_actors._messages import Reply, StartRun
+from netra_actors._tracing import trace_carrier
 from netra_actors.llm import make_llm_agent
 from netra_actors.testing import MemoryStore, guest_test
 
@@ -250,3 +254,18 @@ print("not imported")
 def test_with_tracing_off_opentelemetry_is_not_imported(tmp_path: Path) -> None:
     out = run_script(tmp_path, NOT_IMPORTED)
     assert out.stdout.split() == ["completed", "not", "imported"]
+
+
+def test_the_trace_context_of_a_request_and_across_the_cluster_inbox() -> None:
+    headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "x" * 513}
+    carrier = trace_carrier(headers.get)
+    assert carrier == {"traceparent": headers["traceparent"]}  # an oversized value is left out
+    assert trace_carrier(lambda name: None) is None
+    # A command forwarded to the user's owner on another node keeps its trace context.
+    msg = StartRun(agent="a", input="hi", user_text="hi", reply=Reply(), trace_context=carrier)
+    encoded = command_of(msg)
+    assert encoded is not None
+    kind, payload = encoded
+    decoded = message_of(kind, json.loads(json.dumps(payload)))
+    assert isinstance(decoded, StartRun)
+    assert decoded.trace_context == carrier
