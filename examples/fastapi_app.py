@@ -14,7 +14,8 @@ Environment: ``NETRA_SECRET`` (the token secret; default: the one ``netra-actors
 origin, from the address uvicorn listens on), ``NETRA_HELLO_TIMEOUT`` (seconds a socket has to
 send ``hello``; default 10), ``NETRA_DEV_TOKENS`` (``0`` turns development sign-in off, e.g.
 behind a reverse proxy on the same host), ``NETRA_ADMIN_TOKEN`` (serves the inspector at
-``/inspector`` to this credential; docs/inspector.md). Development sign-in (``/dev/token``) is only served to
+``/inspector`` to this credential; docs/inspector.md), ``NETRA_LOG_FORMAT`` (``text`` or ``json``:
+how netra's and uvicorn's log lines are written; docs/observability.md). Development sign-in (``/dev/token``) is only served to
 requests that reach a loopback address. Ctrl-C (or SIGTERM) closes every socket with 1001 and
 exits.
 """
@@ -30,6 +31,9 @@ import netra_actors as na
 from netra_actors.asgi import NetraApp
 from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
 from netra_actors.gateway import GatewayConfig, TokenError, resolve_secret, verify_token
+
+# netra's records (crashes with their tracebacks) next to uvicorn's, in one format
+na.configure_logging("json" if os.environ.get("NETRA_LOG_FORMAT") == "json" else "text")
 
 origins = [o.strip() for o in os.environ.get("NETRA_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 

@@ -37,6 +37,7 @@ from ._exceptions import NetraError as NetraError
 from ._exceptions import SubscriptionClosedError as SubscriptionClosedError
 from ._exceptions import ToolError as ToolError
 from ._idempotency import idempotency_key as idempotency_key
+from ._logs import configure_logging as configure_logging
 from ._process import run_in_process as run_in_process
 from ._runtime import Runtime as Runtime
 from ._runtime import open_runtime as open_runtime
@@ -65,6 +66,7 @@ __all__ = [
     "ThreadedAgent",
     "ThreadedContext",
     "ToolError",
+    "configure_logging",
     "database_url",
     "embed",
     "idempotency_key",

@@ -18,6 +18,7 @@ import trio
 from ._core import _inputs as inputs
 from ._core._lifecycle import Crash, Plan, on_crash, on_finish, on_slot
 from ._exceptions import AgentError, RunFencedError, StoreError
+from ._logs import log_crash
 from ._messages import AgentExited, Ask, Checkpoint, Heartbeat, SlotReady, Write
 from ._owner import Owner
 from ._runs import stage_plan
@@ -124,7 +125,17 @@ async def exited(owner: Owner, msg: AgentExited) -> None:
     )
     if plan is None:
         return  # a late report of an attempt that is already over
-    log.info("user %r run %s attempt %d crashed: %s", owner.user_id, run.run_id, msg.attempt, error)
+    tracing = owner._deps.tracing
+    log_crash(
+        log,
+        user_id=owner.user_id,
+        run_id=run.run_id,
+        attempt=msg.attempt,
+        agent=run.agent,
+        reason=msg.reason,
+        error=msg.error,
+        extra=None if tracing is None else tracing.log_fields(run),
+    )
     await owner.execute(run, plan)
 
 

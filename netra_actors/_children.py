@@ -54,6 +54,8 @@ def start_attempt(
         beat_every=1.0 if hb is None else min(1.0, hb / 4),
         journal=run.journal.snapshot(),
     )
+    if deps.tracing is not None:
+        ctx._tools.trace = deps.tracing.attempt(run)
     run.new_attempt()  # it takes the run's inputs from the first again
     run.question = None
     run.child = scope = trio.CancelScope()

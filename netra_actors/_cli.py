@@ -16,7 +16,6 @@ configurations and runs the command; ``_cli_serve.py`` runs the server.
 from __future__ import annotations
 
 import argparse
-import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from ._cli_serve import serve
 from ._config import RuntimeConfig, database_url
 from ._core._resilience import Dependency
 from ._exceptions import ConfigError
+from ._logs import configure_logging
 from .demo_agents import DEMO_AGENTS
 from .gateway import GatewayConfig, RateLimit, is_loopback_host, mint_token
 from .gateway._secret import resolve_secret
@@ -88,11 +88,7 @@ def _llm_setup(
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_format, args.log_level.upper())
     config = gateway_config(args, parser)
     runtime_config = None
     if not args.echo:

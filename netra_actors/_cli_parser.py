@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level (default info)",
     )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text, or one JSON object each (default text)",
+    )
     serve.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
 
     token = sub.add_parser("token", help="print a token for USER")

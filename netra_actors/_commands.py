@@ -110,6 +110,8 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         unit.emit(run.run_id, "message", message)
     stage_plan(unit, owner.user_id, run, plan, None)
     session.add(run, admitted.blockers)
+    if deps.tracing is not None:
+        deps.tracing.admitted(owner.user_id, run, msg.trace_context, recovered=False)
     try:
         await owner.committer.commit(unit)
     except BaseException:

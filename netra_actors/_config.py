@@ -48,6 +48,11 @@ def _gc_threshold(
         raise ConfigError(f"gc_threshold must be None or three integers >= 0, got {value!r}")
 
 
+def _tracing(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not True and value is not False and not hasattr(value, "get_tracer"):
+        raise ConfigError(f"tracing must be True, False or a TracerProvider, got {value!r}")
+
+
 IF_BUSY = ("parallel", "reject", "enqueue", "interrupt")
 
 
@@ -181,6 +186,10 @@ class RuntimeConfig:
     (which must equal ``Dependency.name``; a list of ``Dependency`` values is accepted too). The
     one place these are configured: the runtime's ``Resilience`` applies them to every user.
     An undeclared name gets ``Dependency(name)``: one attempt, no breaker."""
+    tracing: object = attrs.field(default=False, validator=_tracing)
+    """OpenTelemetry spans of runs, attempts, tool and model calls and group commits: ``True``
+    (the global ``TracerProvider``) or a ``TracerProvider``; needs the ``otel`` extra (without it,
+    opening the runtime raises :class:`ConfigError`)."""
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,6 +15,7 @@ from ._core._session import SessionRules
 from ._deadlines import Deadlines
 from ._histogram import Histogram
 from ._resilience import Resilience
+from ._tracing import Tracing
 
 if TYPE_CHECKING:
     from ._store import ClusterStore, Store
@@ -84,6 +85,8 @@ class SupervisorDeps:
     """The store, when it holds leases (the SQL store): then several nodes may share it."""
     tracer: Callable[[str, str, Any], None] | None = None
     """Test hook: called as ``tracer(user_id, what, detail)`` at key points."""
+    tracing: Tracing | None = None
+    """OpenTelemetry spans (``RuntimeConfig.tracing``; None: off)."""
     rules: SessionRules = attrs.field(
         default=attrs.Factory(lambda self: session_rules(self.config), takes_self=True)
     )

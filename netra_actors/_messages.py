@@ -84,6 +84,8 @@ class StartRun:
     """``parallel``, ``reject``, ``enqueue`` or ``interrupt`` (None: the runtime's default)."""
     message_meta: dict[str, JSON] | None = None
     """For ``say``: further fields of the user's ``message`` event (e.g. ``agui``)."""
+    trace_context: dict[str, str] | None = None
+    """The caller's W3C trace context (``traceparent``, ``tracestate``): the run span's parent."""
 
 
 @attrs.define(slots=True)

@@ -11,6 +11,7 @@ supervisor (``_supervisor.py``) build on it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +23,13 @@ from ._core._lifecycle import Crash, Plan, Rollback, on_crash
 from ._core._session import Session
 from ._deps import SupervisorDeps
 from ._feed import Feed
+from ._logs import log_store_error
 from ._messages import Message
 from ._runs import Run, stage_plan
 from ._streams import OpenMessages
 from ._uow import UnitOfWork
+
+log = logging.getLogger("netra_actors.supervisor")
 
 
 class Owner:
@@ -104,12 +108,15 @@ class Owner:
         )
         if plan is None:
             return False
+        log_store_error(log, self.user_id, run.run_id, attempt, run.agent, error)
         await self.execute(run, plan)
         return True
 
     def applied(self, run: Run, plan: Plan, release_slot: Callable[[], None] | None = None) -> None:
         """The plan's unit committed: the run is now ``plan.life``; act on it."""
         run.life = plan.life
+        if self._deps.tracing is not None:
+            self._deps.tracing.applied(self.user_id, run, plan)
         counters = self._deps.counters
         for step in plan.steps:
             if isinstance(step, Rollback):

@@ -19,6 +19,7 @@ import trio
 from ._deps import SupervisorDeps
 from ._feed import Feed
 from ._follower import UserFollower
+from ._logs import log_limited
 from ._messages import Message, fail_message
 from ._supervisor import UserSupervisor
 
@@ -60,8 +61,10 @@ async def run_user(
     try:
         await _run_roles(deps, user, receive, on_idle)
         reason = "closed"
-    except Exception:
-        log.exception("the supervisor of user %r crashed; it restarts on next use", user.user_id)
+    except Exception as exc:
+        # One line per kind of failure and period (a failing store would log one per attempt).
+        msg = "the supervisor of user %r crashed; it restarts on next use"
+        log_limited(log, logging.ERROR, type(exc).__name__, msg, user.user_id, exc_info=exc)
         reason = "session_failed"
     finally:
         # Synchronous from here on: answer everything still queued, then close the mailbox

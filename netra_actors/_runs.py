@@ -21,6 +21,7 @@ from ._core._journal import Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
 from ._core._session import LiveRun
 from ._messages import Reply
+from ._tracing import RunSpans
 from ._uow import RunRow, UnitOfWork
 from ._values import JSON, RunInfo, dumps, loads
 
@@ -52,6 +53,8 @@ class Run(LiveRun):
     journal: Journal = attrs.field(factory=Journal)
     """The last committed outcome of each journaled step of any attempt (what a restarted
     attempt may replay instead of doing again): built from the checkpoints that committed."""
+    spans: RunSpans | None = None
+    """Its open OpenTelemetry spans (tracing on only)."""
 
     @classmethod
     def from_store(

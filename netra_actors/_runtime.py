@@ -41,6 +41,7 @@ from ._statistics import RuntimeStatistics, runtime_statistics
 from ._store import SqlStore, Store
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
+from ._tracing import tracing_of
 from ._values import JSON, Event, RunInfo
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Runtime:
                 request_timeout=config.request_timeout,
             ),
             tracer=tracer,
+            tracing=tracing_of(config.tracing),
         )
         self._registry = Registry(self._deps, nursery)
         nursery.start_soon(self._deps.deadlines.run)
@@ -111,7 +113,13 @@ class Runtime:
     # -- the public API --------------------------------------------------------------------
 
     async def start_run(
-        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+        self,
+        user_id: str,
+        agent: str | None,
+        input: JSON = None,
+        *,
+        if_busy: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
@@ -119,12 +127,19 @@ class Runtime:
         ``if_busy`` says what to do while the user has a live run: ``parallel`` (start it
         alongside), ``reject`` (raise :class:`BusyError`), ``enqueue`` (a durable ``pending`` run
         that starts once every run live before it ended) or ``interrupt`` (cancel the live runs
-        first); None takes ``RuntimeConfig.if_busy``.
+        first); None takes ``RuntimeConfig.if_busy``. ``trace_context``: the caller's W3C trace
+        context (``{"traceparent": …}``), the parent of the run's span when tracing is on.
         """
+        carrier = dict(trace_context) if trace_context else None
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
-                agent=agent, input=input, user_text=None, reply=Reply(), if_busy=if_busy
+                agent=agent,
+                input=input,
+                user_text=None,
+                reply=Reply(),
+                if_busy=if_busy,
+                trace_context=carrier,
             ),
         )
         return run_id
@@ -137,12 +152,14 @@ class Runtime:
         agent: str | None = None,
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
         ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
         when ``reject`` refuses the command). ``message_meta``: further fields of the committed
         ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
+        ``trace_context``: see :meth:`start_run`.
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
@@ -156,6 +173,7 @@ class Runtime:
                 reply=Reply(),
                 if_busy=if_busy,
                 message_meta=meta,
+                trace_context=dict(trace_context) if trace_context else None,
             ),
         )
         return run_id
@@ -295,6 +313,7 @@ async def open_runtime(
     asyncio (:func:`netra_actors.run` or :func:`netra_actors.embed`).
     """
     config = config or RuntimeConfig()
+    tracing_of(config.tracing)  # without the otel extra: ConfigError, before anything opens
     registry = AgentRegistry(agents, default=default_agent)
     with _gc_threshold(config.gc_threshold):
         async with _open(config, registry, store, metadata, tracer) as runtime:

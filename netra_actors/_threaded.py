@@ -72,14 +72,18 @@ class _AgentActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if message != _RUN:
             return None
-        result = self._cls().run(self._ctx, self._input)
-        self._ctx._finish(result)
-        self._attempt.finished(None)
+        error: Exception | None = None
+        try:
+            self._ctx._finish(self._cls().run(self._ctx, self._input))
+        except Exception as exc:  # the supervisor logs it, once: not pykka too
+            error = exc
+        self._attempt.finished(error)
         self.stop()
         return None
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        # pykka calls this when ``run`` raised; the actor then stops (on_stop is not called).
+        # pykka calls this when ``on_receive`` raised more than an Exception (e.g. SystemExit
+        # in the agent's code); the actor then stops (on_stop is not called).
         self._attempt.finished(exception_value)
         self._attempt.thread_ended()
 

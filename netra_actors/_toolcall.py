@@ -30,6 +30,7 @@ import orjson
 from ._core._journal import JournalCursor, JournalEntry, Outcome, Step
 from ._exceptions import CircuitOpenError, DependencyFailedError, ToolError
 from ._staging import Staging, encoded_event
+from ._tracing import AttemptTrace, ToolSpan
 from ._values import JSON, StagedEvent, dumps, loads
 
 
@@ -73,7 +74,7 @@ def tool_failure(exc: Exception) -> tuple[str, int]:
 class ToolCalls:
     """An attempt's tool calls: its walk through the run's journal, and how many it made."""
 
-    __slots__ = ("attempt", "cursor", "made", "run_id")
+    __slots__ = ("attempt", "cursor", "made", "run_id", "trace")
 
     def __init__(self, run_id: str, attempt: int, cursor: JournalCursor) -> None:
         self.run_id = run_id
@@ -82,6 +83,8 @@ class ToolCalls:
         """The attempt's place in the journal (the LLM agent's model responses take steps too)."""
         self.made = 0
         """Calls made for real (not replayed): the last one's number in its ``call_id``."""
+        self.trace: AttemptTrace | None = None
+        """Where the calls' spans start (tracing on only: ``_tracing.py``)."""
 
     def begin(
         self, staging: Staging, name: str, args: Mapping[str, JSON], replay: bool
@@ -90,16 +93,20 @@ class ToolCalls:
         args_json = tool_args_json(name, args, replay)
         step = self.cursor.begin(name, args_json, replay=replay)
         if step.replay_json is not None:
-            return ToolCall(self, staging, name, args_json, step, "")
-        self.made += 1
-        call_id = tool_call_id(self.run_id, self.attempt, self.made)
-        return ToolCall(self, staging, name, args_json, step, call_id)
+            call = ToolCall(self, staging, name, args_json, step, "")
+        else:
+            self.made += 1
+            call_id = tool_call_id(self.run_id, self.attempt, self.made)
+            call = ToolCall(self, staging, name, args_json, step, call_id)
+        if self.trace is not None:
+            call.span = self.trace.tool(name, call.call_id, replayed=call.replayed)
+        return call
 
 
 class ToolCall:
     """One call of ``ctx.tool``, from :meth:`ToolCalls.begin` to :meth:`end`."""
 
-    __slots__ = ("_calls", "_staging", "args_json", "call_id", "name", "step")
+    __slots__ = ("_calls", "_staging", "args_json", "call_id", "name", "span", "step")
 
     def __init__(
         self,
@@ -119,6 +126,8 @@ class ToolCall:
         """What the journal cursor decided."""
         self.call_id = call_id
         """Its ``call_id`` in ``tool_executing`` and ``tool_completed`` (empty when replayed)."""
+        self.span: ToolSpan | None = None
+        """Its span (tracing on only; a replayed call's has ended)."""
 
     @property
     def replayed(self) -> bool:
@@ -155,12 +164,16 @@ class ToolCall:
         """Step 4, the call failed with ``exc``: stage ``tool_completed`` with its error; the
         journal entry and the error to raise (from ``exc``) once it is committed."""
         error, attempts = tool_failure(exc)
+        if self.span is not None:
+            self.span.failed(error)
         self._staging.add_event(self._completed(f'"error":{dumps(error)}', attempts))
         return self._entry(Outcome.ERROR, error), ToolError(self.name, self.call_id, error)
 
     def end(self) -> None:
         """Step 5: the call is no longer in flight."""
         self._calls.cursor.end()
+        if self.span is not None:
+            self.span.end()
 
     def _entry(self, outcome: Outcome, value: str = "") -> JournalEntry | None:
         """The journal entry of ``outcome`` (``None``: the call is not journaled)."""

@@ -180,6 +180,12 @@ OUTPUTS: dict[tuple[str, str], list[str]] = {
     ("docs/embedding.md", "class Echo(na.Agent):"): [r"^completed hello$"],
     # Without a model server on 127.0.0.1:11434 the run fails (the program says so).
     ("docs/agents.md", "make_llm_agent("): [r"^(completed \{'text'|failed error: )"],
+    ("docs/observability.md", "class Flaky(na.Agent):"): [r"^alice 1 flaky ValueError$"],
+    ("docs/observability.md", "class Weather(na.Agent):"): [
+        r"^netra\.tool 4bf92f3577b34da6a3ce929d0e0e4736 \{'netra\.tool\.name': 'forecast'",
+        r"^netra\.attempt 4bf92f3577b34da6a3ce929d0e0e4736 .*'netra\.outcome': 'completed'",
+        r"^netra\.run 4bf92f3577b34da6a3ce929d0e0e4736 .*'netra\.state': 'completed'",
+    ],
 }
 
 

@@ -39,7 +39,13 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PYPROJECT["version"]
 SECRET = "packaging-test-secret-0123456789abcdef"
 DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis")
-EXTRAS_ONLY = ("asyncpg", "httpx", "fastapi", "uvicorn")  # in extras, not in the runtime
+EXTRAS_ONLY = (
+    "asyncpg",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "opentelemetry-api",
+)  # in extras, not in the runtime
 
 
 @attrs.frozen
@@ -180,11 +186,12 @@ def test_the_wheel_metadata_has_bounded_requirements_and_the_extras(wheel: Path)
         return [r for r in requires if r.replace('"', "'").endswith(f"extra == '{name}'")]
 
     provided = set(meta.get_all("Provides-Extra") or [])
-    assert {"postgres", "asgi", "llm", "dev"} <= provided, provided
+    assert {"postgres", "asgi", "llm", "otel", "dev"} <= provided, provided
     assert any(r.startswith("asyncpg") for r in extra("postgres")), extra("postgres")
     assert any(r.startswith("fastapi") for r in extra("asgi")), extra("asgi")
     assert any(r.startswith("uvicorn[standard]") for r in extra("asgi")), extra("asgi")
     assert any(r.startswith("httpx") for r in extra("llm")), extra("llm")
+    assert any(r.startswith("opentelemetry-api") for r in extra("otel")), extra("otel")
     dev = " ".join(extra("dev"))
     for needed in (*DEV_TOOLS, *EXTRAS_ONLY, "ag-ui-protocol"):
         assert needed in dev, f"the dev extra lacks {needed}: {dev}"

@@ -96,6 +96,8 @@ class GroupCommit:
             finish(units, ops, pre, leases, renew, began)
         if units:
             stats.record(units, started)
+        if stats.on_batch is not None and (units or ops):
+            stats.on_batch(units, ops, started)
 
     async def _attempt(
         self, units: Sequence[Pending], ops: Sequence[Op], renew: bool, isolated: bool

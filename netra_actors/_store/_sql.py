@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .._bridge import Bridge
 from .._config import RuntimeConfig
 from .._exceptions import StoreError
+from .._tracing import tracing_of
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
 from . import _inspect
@@ -69,6 +70,9 @@ class SqlStore:
         self._bridge = bridge
         self.statement_hook = None
         self._stats = Stats()
+        tracing = tracing_of(config.tracing)
+        if tracing is not None:
+            self._stats.on_batch = tracing.group_commit
         self._closing = False
         self._closed = False
         self._loads: list[Read] | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import outcome
 
@@ -22,6 +23,7 @@ class Stats:
         "events_committed",
         "isolated_retries",
         "last_commit_seconds",
+        "on_batch",
         "units_committed",
         "units_failed",
     )
@@ -34,6 +36,9 @@ class Stats:
         self.isolated_retries = 0
         self.last_commit_seconds = 0.0
         self.commit_seconds = Histogram()
+        self.on_batch: Callable[[Sequence[Pending], Sequence[Any], float], None] | None = None
+        """Called in the writer after each transaction with its units, its other requests and
+        when it began (``time.perf_counter()``): the tracing's group-commit span."""
 
     def record(self, batch: Sequence[Pending], started: float) -> None:
         """Count the outcomes of the units of a transaction (ops are not counted)."""

@@ -15,7 +15,7 @@ from sqlalchemy import insert
 
 from .._agent import Agent
 from .._context import AgentContext
-from .._core._journal import Outcome
+from .._core._journal import Outcome, Step
 from .._core._resilience import Dependency
 from .._exceptions import (
     CircuitOpenError,
@@ -29,6 +29,7 @@ from .._message_stream import MessageStream
 from .._resilience import Resilience
 from .._store._schema import model_calls
 from .._toolcall import canonical_json
+from .._tracing import model_span
 from .._values import JSON, dumps
 from ._config import LLMConfig, LLMStreamInterrupted, Tool, _httpx, _retryable, _tools
 from ._stream import ModelResponse, ToolCall, stream_chat
@@ -128,8 +129,27 @@ class OpenAIChatAgent(Agent):
         name = f"model:{self.dependency}"
         request_sha256 = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         args_json = canonical_json({"request_sha256": request_sha256})
+        step = ctx._cursor.begin(name, args_json)
+        with model_span(ctx._tools.trace, self.config.model, replayed=step.replayed) as span:
+            response = await self._journaled_step(
+                ctx, client, body, step, request_sha256, args_json
+            )
+            if span is not None and response.model:
+                span.set_attribute("netra.response_model", response.model)
+        return response
+
+    async def _journaled_step(
+        self,
+        ctx: AgentContext,
+        client: httpx.AsyncClient,
+        body: dict[str, JSON],
+        step: Step,
+        request_sha256: str,
+        args_json: str,
+    ) -> ModelResponse:
+        """The model call of ``step``: replayed, or made and then recorded."""
+        name = f"model:{self.dependency}"
         cursor = ctx._cursor
-        step = cursor.begin(name, args_json)
         if step.replayed:
             assert step.replay_json is not None
             response = ModelResponse.from_json(json.loads(step.replay_json))
