@@ -108,6 +108,45 @@ async def test_ask_without_schema_and_an_input_sent_before_the_ask(
 
 @KINDS
 @guest_test()
+async def test_what_was_staged_before_a_question_commits_before_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """A thought staged before ``ask`` is committed first, whether the question is asked or the
+    answer was there already (an input sent early)."""
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run(
+            "alice", "asker", {"prompts": ["a?", "b?"], "gate": True, "think": True}
+        )
+        await rt.send_input("alice", run_id, "early")  # a? is answered already
+        await rt.send_to_run("alice", run_id, "go")
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await rt.send_input("alice", run_id, "late")
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.result == ["early", "late"]
+    events = run_events(seen, run_id)
+    steps = [
+        e.data.get("text", e.event)
+        for e in events
+        if e.event in ("agent_thinking", "input_requested", "answered")
+    ]
+    assert steps == [
+        "about to ask a?",
+        "answered",
+        "about to ask b?",
+        "input_requested",
+        "answered",
+    ]
+    assert as_tuples(events) == [t for t in stored_events(config, "alice") if t[1] == run_id]
+    assert_legal_runs(events)
+
+
+@KINDS
+@guest_test()
 async def test_a_restarted_attempt_gets_the_inputs_again_without_asking_again(
     tmp_path: Path, kind: str
 ) -> None:
