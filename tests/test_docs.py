@@ -419,3 +419,12 @@ def test_the_readme_program_stops_when_its_run_fails(tmp_path: Path) -> None:
 def test_shell_block_names_scripts_that_exist(block: Block) -> None:
     for script in re.findall(r"\bpython[\d.]*\s+([\w./-]+\.py)\b", block.code):
         assert (ROOT / script).is_file(), f"{block.id}: {script} does not exist"
+
+
+def test_store_md_states_the_schema_version_and_describes_every_table() -> None:
+    from netra_actors._store._schema import SCHEMA_VERSION, metadata
+
+    store = (ROOT / "docs" / "store.md").read_text()
+    assert f"`na.types.SCHEMA_VERSION`, now `{SCHEMA_VERSION}`" in store
+    described = set(re.findall(r"^(?:Version \d+ added )?`(netra_\w+)` —", store, re.MULTILINE))
+    assert described == set(metadata.tables)
