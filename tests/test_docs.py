@@ -471,3 +471,17 @@ def test_embedding_md_names_every_runtime_method() -> None:
     for name, _ in inspect.getmembers(na.EmbeddedRuntime, inspect.isfunction):
         if not name.startswith("_"):
             assert f"`{name}" in embedded, name
+
+
+INTERNAL = re.compile(
+    r"shared/design|shared/measurements|/work/|\bthe (?:design |architecture )?brief\b|brief's"
+    r"|\bissues? \d|\bthe contract\b|contract's",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_public_docs_stand_on_their_own(doc: str) -> None:
+    """No public doc sends its reader to the project's internal papers (design briefs, issues)."""
+    text = " ".join((ROOT / doc).read_text().split())
+    assert INTERNAL.findall(text) == [], doc
