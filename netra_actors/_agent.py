@@ -8,8 +8,9 @@ of a run, and acts only through the context it is given (:mod:`._context` for an
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ._context import AgentContext
 from ._core import LivenessPolicy, RestartPolicy
@@ -32,6 +33,32 @@ class AgentBase:
     """True for agents whose code runs in a thread (:class:`~netra_actors.ThreadedAgent`)."""
 
 
+def _is_async(fn: Any) -> bool:
+    """True if ``fn`` (or what it wraps, for a decorated function) is an ``async def``."""
+    target = inspect.unwrap(fn)
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+
+
+def check_run(cls: type[AgentBase]) -> None:
+    """Raise :class:`TypeError` unless ``cls.run`` is of its kind: ``async def`` for an
+    :class:`Agent`, ``def`` for a :class:`ThreadedAgent` (else every attempt would crash)."""
+    run = getattr(cls, "run", None)
+    if not callable(run):
+        return
+    if cls.threaded and _is_async(run):
+        raise TypeError(
+            f"{cls.__qualname__}.run is an async def, but {cls.__qualname__} is a ThreadedAgent, "
+            "whose run is a plain def called in a thread: subclass netra_actors.Agent for an "
+            "async run, or make run a def"
+        )
+    if not cls.threaded and not _is_async(run):
+        raise TypeError(
+            f"{cls.__qualname__}.run is a plain def, but {cls.__qualname__} is an async Agent, "
+            "whose run must be an async def: subclass netra_actors.ThreadedAgent for a blocking "
+            "run, or make run an async def"
+        )
+
+
 class Agent(AgentBase):
     """Base class of async agents (they run as trio tasks).
 
@@ -44,8 +71,13 @@ class Agent(AgentBase):
                 await ctx.think("echoing")
                 return input
 
-    A fresh instance is created for every attempt of a run.
+    A fresh instance is created for every attempt of a run. A ``run`` that is not an
+    ``async def`` is refused when the class is defined (:class:`TypeError`).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_run(cls)
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         """Do the run's work. The return value becomes ``agent_completed``'s ``result``."""
@@ -67,10 +99,15 @@ class ThreadedAgent(AgentBase):
                 return {"summary": text}
 
     A fresh instance (and a fresh pykka actor, :mod:`._threaded`) is created for every attempt.
-    CPU-bound work belongs in a process: :func:`~netra_actors.run_in_process`.
+    CPU-bound work belongs in a process: :func:`~netra_actors.run_in_process`. An ``async def
+    run`` is refused when the class is defined (:class:`TypeError`).
     """
 
     threaded: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_run(cls)
 
     def run(self, ctx: ThreadedContext, input: JSON) -> JSON:
         """Do the run's work, blocking as needed. The return value is the run's result."""
@@ -85,6 +122,7 @@ class AgentRegistry:
         for cls in agents:
             if not (isinstance(cls, type) and issubclass(cls, AgentBase)):
                 raise ConfigError(f"{cls!r} is not an Agent or ThreadedAgent subclass")
+            check_run(cls)  # again: ``run`` may have been replaced since the class was defined
             if not NAME.match(cls.name or ""):
                 raise ConfigError(
                     f"agent class {cls.__qualname__} needs a name matching [a-z][a-z0-9_]* "

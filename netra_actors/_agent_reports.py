@@ -3,9 +3,9 @@
 Only the running attempt of a run is heard (``Session.running``); a late report of an attempt
 that is over is fenced off. A checkpoint commits the attempt's staged work as one unit (with the
 run's completion when it is the final one) and answers after the commit; a write streams
-provisional text to the sockets that take it; a question is answered from the run's inputs or
-committed (``_core/_inputs.py``); a crash or a failed commit is carried out as the life cycle
-plans it (``_core/_lifecycle.py``).
+provisional text to the sockets that take it; a question commits what the attempt staged before
+it and is answered from the run's inputs or committed (``_core/_inputs.py``); a crash or a failed
+commit is carried out as the life cycle plans it (``_core/_lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -95,21 +95,29 @@ async def ask(owner: Owner, msg: Ask) -> None:
         msg.reply.fail(RunFencedError("this attempt of the run is over"))
         return
     run.life = run.life.beat(trio.current_time())
+    recorded: str | None = None
+    refused: AgentError | None = None
     try:
         recorded = inputs.ask(run)
     except AgentError as exc:  # it waits for an input already
-        msg.reply.fail(exc)
+        refused = exc
+    unit = UnitOfWork(owner.user_id, msg.events)  # what was staged before the question
+    for row, params in msg.rows:
+        unit.stage(row, params)
+    if recorded is None and refused is None:  # not answered already: a new question
+        unit.emit_encoded(run.run_id, "input_requested", msg.data_json)
+    if unit:
+        try:
+            await owner.committer.commit(unit)
+        except StoreError as exc:
+            msg.reply.fail(exc)
+            await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
+            return
+    if refused is not None:
+        msg.reply.fail(refused)
         return
-    if recorded is not None:  # answered already (or a restart): no new question
+    if recorded is not None:
         msg.reply.set(loads(recorded))
-        return
-    unit = UnitOfWork(owner.user_id)
-    unit.emit_encoded(run.run_id, "input_requested", msg.data_json)
-    try:
-        await owner.committer.commit(unit)
-    except StoreError as exc:
-        msg.reply.fail(exc)
-        await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
         return
     inputs.asked(run)
     run.question = msg.reply

@@ -115,12 +115,16 @@ def _url_host(host: str) -> str:
 
 
 def _shown_db(db: str | None) -> str:
-    """The database as the banner shows it (a URL without its password)."""
-    if db is None or "://" not in db:
+    """The database as the banner shows it: a SQLite file by its absolute path, else the URL
+    without its password."""
+    if db is None:
         return str(db)
     from sqlalchemy import make_url
 
-    return make_url(database_url(db)).render_as_string(hide_password=True)
+    url = make_url(database_url(db))
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return f"{url.database} (SQLite)"
+    return url.render_as_string(hide_password=True)
 
 
 def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+from sqlalchemy import make_url
 
 from ._core import LivenessPolicy, RestartPolicy
 from ._core._resilience import Dependency, dependency_map
@@ -87,12 +88,17 @@ def database_url(value: str | os.PathLike[str]) -> str:
     ``postgresql://…``/``postgres://…`` and ``sqlite:///…`` are taken as the asyncpg and aiosqlite
     URLs they name. Anything that looks like a URL but is not one this runtime can use is a
     :class:`ConfigError` — never a file named after it.
+
+    A SQLite file is named by its absolute path in the URL returned, resolved against the current
+    directory as SQLAlchemy resolves it (``sqlite:///data/x.db``, three slashes, is
+    ``./data/x.db``; ``sqlite:////data/x.db``, four, is ``/data/x.db``), so that the URL says which
+    file it is. Its directory must exist (:class:`ConfigError` otherwise): it is not created.
     """
     text = os.fspath(value)
     if not _SCHEME.match(text):
         if not text:
             raise ConfigError("the database is empty: give a SQLite file path or a URL")
-        return sqlite_url(text)
+        return _sqlite_file(sqlite_url(text), text)
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise ConfigError(
@@ -102,7 +108,30 @@ def database_url(value: str | os.PathLike[str]) -> str:
     scheme = _ALIASES.get(scheme, scheme)
     url = f"{scheme}://{rest}"
     _url(None, None, url)  # type: ignore[arg-type]
-    return url
+    return _sqlite_file(url, text) if scheme == "sqlite+aiosqlite" else url
+
+
+def _sqlite_file(url: str, given: str) -> str:
+    """``url`` with its SQLite file's absolute path, refused if the file's directory is missing
+    (an in-memory database or a ``file:`` URI is returned as it is)."""
+    parsed = make_url(url)
+    path = parsed.database or ""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return url
+    absolute = os.path.abspath(path)
+    directory = os.path.dirname(absolute)
+    if not os.path.isdir(directory):
+        hint = ""
+        if "://" in given and not os.path.isabs(path):
+            hint = (
+                f" ('sqlite:///{path}', with three slashes, is relative to the current directory;"
+                f" the absolute path /{path} is 'sqlite:////{path}', with four)"
+            )
+        raise ConfigError(
+            f"the SQLite file {absolute} cannot be made: its directory {directory} does not "
+            f"exist{hint}; create the directory first"
+        )
+    return parsed.set(database=absolute).render_as_string(hide_password=False)
 
 
 @attrs.frozen(kw_only=True)

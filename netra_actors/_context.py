@@ -9,7 +9,8 @@ to its user's supervisor, which stages it in the run's unit of work:
 * ``message`` streams an assistant message (:mod:`._message_stream`);
 * ``tool`` records a tool call (:mod:`._toolcall`: ``tool_executing`` and ``tool_completed``,
   each committed, or a replay of what an earlier attempt committed);
-* ``ask`` and ``receive`` wait for the run's inputs and messages, heartbeating meanwhile;
+* ``ask`` and ``receive`` wait for the run's inputs and messages, heartbeating meanwhile
+  (``ask`` commits what was staged before its question, with it);
 * returning from :meth:`Agent.run` commits the final unit with ``agent_completed``.
 
 A crash rolls back whatever was staged since the last checkpoint. A threaded agent's context
@@ -165,16 +166,25 @@ class AgentContext:
     async def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
         """Ask the user and wait for the answer (a ``send_input`` of the run).
 
-        Commits ``input_requested`` (``prompt``, and ``schema`` if given) and returns the
-        ``input`` of the next committed ``run_input``. In a restarted attempt it returns the next
-        input the run already received, without asking again. The run's deadline applies while
-        it waits; waiting is no sign of trouble (it heartbeats).
+        Commits what was staged before it, then ``input_requested`` (``prompt``, and ``schema``
+        if given), as one unit, and returns the ``input`` of the next committed ``run_input``.
+        If the run already received that input (it was sent early, or this is a restarted
+        attempt), it returns it without asking again, after committing what was staged. The
+        run's deadline applies while it waits; waiting is no sign of trouble (it heartbeats).
         """
+        self._check()
+        events, rows = self._staging.take()
+        return await self._ask(prompt, schema, events, rows)
+
+    async def _ask(
+        self, prompt: str, schema: JSON, events: list[StagedEvent], rows: list[tuple[Any, Any]]
+    ) -> JSON:
+        """Ask, committing ``events`` and ``rows`` (staged before the question) first."""
         data: dict[str, JSON] = {"prompt": str(prompt)}
         if schema is not None:
             data["schema"] = schema
         reply: Reply[JSON] = Reply()
-        await self._send(Ask(self.run_id, self.attempt, dumps(data), reply))
+        await self._send(Ask(self.run_id, self.attempt, dumps(data), reply, events, rows))
         return await self._wait_beating(reply.wait)
 
     async def receive(self) -> JSON:

@@ -200,6 +200,13 @@ class EmbeddedRuntime:
         """See :meth:`Runtime.check`."""
         await self._call(self._runtime.check)
 
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
+        """See :meth:`Runtime.drain`: before leaving :func:`embed` on a planned shutdown, take no
+        new users and let the live runs finish for up to ``timeout`` seconds (the rest end
+        ``dead``, one rollback each); then release the leases. Leaving ``embed`` without it
+        cancels the live runs at once."""
+        await self._call(self._runtime.drain, timeout)
+
     async def statistics(self) -> RuntimeStatistics:
         """See :meth:`Runtime.statistics`."""
 

@@ -205,13 +205,18 @@ class Write:
 
 @attrs.define(slots=True)
 class Ask:
-    """Agent → supervisor: the next input of the run (``input_requested`` if none is waiting)."""
+    """Agent → supervisor: the next input of the run (``input_requested`` if none is waiting),
+    after committing what the attempt staged before it."""
 
     run_id: str
     attempt: int
     data_json: str
     """The ``input_requested`` payload (prompt, optional schema), encoded."""
     reply: Reply[Any]
+    events: list[StagedEvent] = attrs.field(factory=list)
+    rows: list[tuple[Any, Any]] = attrs.field(factory=list)
+    """What the attempt staged before asking: committed first, with the question if one is
+    asked (in the same unit), on its own if the answer was recorded already."""
 
 
 @attrs.define(slots=True)

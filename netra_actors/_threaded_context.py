@@ -115,8 +115,11 @@ class ThreadedContext:
         return self._call(self._actx.receive)
 
     def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
-        """Ask the user and block until the answer (see :meth:`AgentContext.ask`)."""
-        return self._call(self._actx.ask, prompt, schema=schema)
+        """Commit what is staged, ask the user and block until the answer (see
+        :meth:`AgentContext.ask`)."""
+        self._check()
+        events, rows = self._staging.take()
+        return self._call(self._actx._ask, prompt, schema, events, rows)
 
     def message(self) -> ThreadedMessageStream:
         """Stream an assistant message (see :meth:`AgentContext.message`)::

@@ -1,7 +1,7 @@
 """The agents of the example chat server (protocol v1, "Example server contract").
 
 * ``demo`` (the default): thinks, calls a local tool, streams its answer (provisional deltas,
-  then one committed ``message``), completes.
+  a word every :data:`TOKEN_PAUSE` seconds, then one committed ``message``), completes.
 * ``crashy``: ``{"crash_times": N}`` — stages events and rows, then raises, on each of its first N
   attempts; succeeds on attempt N+1. Demonstrates rollback and supervised restart. With
   ``"stream": true`` each attempt also streams part of a message before it raises (the rollback
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import trio
@@ -52,16 +53,30 @@ def _tokens(text: str) -> list[str]:
     return pieces if len(pieces) >= 2 else [text[: len(text) // 2], text[len(text) // 2 :]]
 
 
-TOKEN_PAUSE = 0.003
-"""Seconds between two streamed pieces: a fast model's pace. Long enough for each piece to reach
-an idle socket as a delta of its own, short enough that a demo run stays quick."""
+TOKEN_PAUSE = 0.04
+"""Seconds between two streamed pieces: a model's pace (25 pieces a second), slow enough to watch
+the answer arrive, quick enough that a demo run takes well under two seconds."""
+
+TOKEN_PAUSE_ENV = "NETRA_DEMO_TOKEN_PAUSE"
+"""An environment variable that sets another pace, in seconds (the test suite streams faster)."""
+
+
+def token_pause() -> float:
+    """Seconds between two streamed pieces: ``$NETRA_DEMO_TOKEN_PAUSE``, else :data:`TOKEN_PAUSE`."""
+    value = os.environ.get(TOKEN_PAUSE_ENV, "")
+    try:
+        pause = float(value)
+    except ValueError:
+        return TOKEN_PAUSE
+    return pause if 0 <= pause <= 10 else TOKEN_PAUSE
 
 
 async def stream_pieces(m: MessageStream, text: str) -> None:
     """Write ``text`` to ``m`` a word at a time, pausing between words."""
+    pause = token_pause()
     for n, piece in enumerate(_tokens(text)):
         if n:
-            await trio.sleep(TOKEN_PAUSE)
+            await trio.sleep(pause)
         await m.write(piece)
 
 

@@ -425,3 +425,69 @@ def test_the_readme_program_stops_when_its_run_fails(tmp_path: Path) -> None:
 def test_shell_block_names_scripts_that_exist(block: Block) -> None:
     for script in re.findall(r"\bpython[\d.]*\s+([\w./-]+\.py)\b", block.code):
         assert (ROOT / script).is_file(), f"{block.id}: {script} does not exist"
+
+
+def test_store_md_states_the_schema_version_and_describes_every_table() -> None:
+    from netra_actors._store._schema import SCHEMA_VERSION, metadata
+
+    store = (ROOT / "docs" / "store.md").read_text()
+    assert f"`na.types.SCHEMA_VERSION`, now `{SCHEMA_VERSION}`" in store
+    described = set(re.findall(r"^(?:Version \d+ added )?`(netra_\w+)` —", store, re.MULTILINE))
+    assert described == set(metadata.tables)
+
+
+def test_server_md_describes_every_gateway_config_field() -> None:
+    import attrs
+
+    from netra_actors.gateway import GatewayConfig
+
+    server = (ROOT / "docs" / "server.md").read_text()
+    table = server.split("`GatewayConfig` holds everything the gateway needs", 1)[1].split("\n\n")[
+        1
+    ]
+    described = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", table, re.MULTILINE))
+    names = {name for pair in described for name in pair if name}
+    assert names == {field.name for field in attrs.fields(GatewayConfig)}
+
+
+def test_every_doc_states_the_user_limits_of_the_code() -> None:
+    from netra_actors._runtime import MAX_USER_ID
+    from netra_actors.gateway._tokens import MAX_USER_LENGTH
+
+    runtime_rule = f"{MAX_USER_ID} characters"
+    token_rule = f"1–{MAX_USER_LENGTH} printable characters"
+    for doc in ("docs/agents.md", "docs/server.md", "docs/protocol.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        assert runtime_rule in text, doc
+        assert token_rule in text, doc
+    page = (ROOT / "netra_actors" / "_static" / "index.html").read_text()
+    assert (
+        f'id="signin-name" name="username" autocomplete="username" maxlength="{MAX_USER_LENGTH}"'
+        in page
+    )
+
+
+def test_embedding_md_names_every_runtime_method() -> None:
+    embedding = " ".join((ROOT / "docs" / "embedding.md").read_text().split())
+    runtime_table = embedding.split("`Runtime`'s methods;", 1)[1].split("## ", 1)[0]
+    for name, _ in inspect.getmembers(na.Runtime, inspect.isfunction):
+        if not name.startswith("_") and name != "aclose":  # aclose: open_runtime's exit does it
+            assert f"`{name}(" in runtime_table or f"`await {name}(" in runtime_table, name
+    embedded = embedding.split("`EmbeddedRuntime` offers these methods", 1)[1].split("\n\n")[0]
+    for name, _ in inspect.getmembers(na.EmbeddedRuntime, inspect.isfunction):
+        if not name.startswith("_"):
+            assert f"`{name}" in embedded, name
+
+
+INTERNAL = re.compile(
+    r"shared/design|shared/measurements|/work/|\bthe (?:design |architecture )?brief\b|brief's"
+    r"|\bissues? \d|\bthe contract\b|contract's",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_public_docs_stand_on_their_own(doc: str) -> None:
+    """No public doc sends its reader to the project's internal papers (design briefs, issues)."""
+    text = " ".join((ROOT / doc).read_text().split())
+    assert INTERNAL.findall(text) == [], doc

@@ -104,3 +104,48 @@ def test_after_embed_exits_calls_fail_fast_instead_of_hanging(tmp_path: Path) ->
             await asyncio.wait_for(rt.get_runs("alice"), 5)
 
     asyncio.run(host())
+
+
+async def working(rt: na.EmbeddedRuntime, user_id: str, run_id: str) -> None:
+    """Wait until the ``slow`` run has committed its first thought (it is running)."""
+    async with await rt.subscribe(user_id, resume_from=0) as sub:
+        async for event in sub:
+            if event.run_id == run_id and event.event == "agent_thinking":
+                return
+
+
+def test_drain_lets_live_runs_finish_and_takes_no_new_users(tmp_path: Path) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
+
+    async def host() -> tuple[na.RunInfo | None, float]:
+        loop = asyncio.get_running_loop()
+        async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+            slow = await rt.start_run("alice", "slow", {"seconds": 0.5})
+            await working(rt, "alice", slow)
+            start = loop.time()
+            await rt.drain(10)
+            took = loop.time() - start
+            with pytest.raises(na.exceptions.RuntimeClosedError, match="shutting down"):
+                await rt.start_run("bob", "demo", "hi")
+            info = await rt.get_run("alice", slow)
+        return info, took
+
+    info, took = asyncio.run(host())
+    assert info is not None
+    assert info.state is na.RunState.COMPLETED  # it finished: it was not cancelled
+    assert took < 5  # drain returned when the last run ended, not at its timeout
+
+
+def test_drain_ends_runs_still_live_at_its_timeout_dead(tmp_path: Path) -> None:
+    config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
+
+    async def host() -> na.RunInfo | None:
+        async with na.embed(config, agents=DEMO_AGENTS, metadata=[demo_metadata]) as rt:
+            slow = await rt.start_run("alice", "slow", {"seconds": 30})
+            await working(rt, "alice", slow)
+            await asyncio.wait_for(rt.drain(0.2), 10)
+            return await rt.get_run("alice", slow)
+
+    info = asyncio.run(host())
+    assert info is not None
+    assert info.state is na.RunState.DEAD

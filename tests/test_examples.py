@@ -74,6 +74,11 @@ def test_agent_tour(tmp_path: Path) -> None:
     assert "tour_audit_log rows: [('booked Lisbon',)]" in out
     seqs = [int(x.split()[0][1:]) for x in lines if x.startswith("  #")]
     assert seqs == list(range(1, len(seqs) + 1))
+    # docs/agents.md prints this output: it is the program's, but for the run id
+    doc = (ROOT / "docs" / "agents.md").read_text()
+    shown = doc.split("Its output (the run id differs each time):\n\n```\n", 1)[1].split("```")[0]
+    run_id = re.compile(r"\br_[0-9A-Z]{26}\b")
+    assert run_id.sub("r_…", shown).splitlines() == run_id.sub("r_…", out).splitlines()
 
 
 def test_embed_asyncio(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ of the server's asyncio loop (:func:`netra_actors.embed`) with a :class:`~._stat
 
 Shutdown: on SIGINT/SIGTERM (the adapter chains to the server's own handler) the state's
 shutdown closes every socket with 1001 and ends every AG-UI stream, so the server's graceful
-shutdown does not wait for them; at lifespan exit the state drains, then the runtime stops.
+shutdown does not wait for them; at lifespan exit the state drains, then the runtime drains (live
+runs get ``shutdown_timeout`` to finish) and stops.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class NetraApp:
                     restore()
                 with contextlib.suppress(RuntimeClosedError):  # the runtime already stopped
                     await embedded._call(running.state.drain)
+                    # live runs may reach their end (or next commit) within the shutdown timeout
+                    await embedded.drain(self.config.shutdown_timeout)
                 self._running = None
 
     def begin_shutdown(self) -> None:

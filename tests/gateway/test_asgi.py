@@ -17,7 +17,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gwkit import SECRET, Client, Server, UvicornServer, run_async, token
@@ -105,21 +107,41 @@ def test_serves_and_stops_cleanly_on_the_first_signal(
         srv.stop()
 
 
+def _each_worker(srv: Server, workers: int, within: float = 60.0) -> dict[str, dict[str, Any]]:
+    """The ``/healthz`` of each of uvicorn's ``workers``, by node, all asked after this call.
+
+    The kernel wakes the same idle worker first for each new connection, so requests made one
+    after another can all reach one worker; requests made in concurrent bursts reach the others
+    too. Bursts go on until every worker has answered, for at most ``within`` seconds.
+    """
+    docs: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + within
+    with ThreadPoolExecutor(8) as pool:
+        while len(docs) < workers:
+            assert time.monotonic() < deadline, f"only {sorted(docs)} answered in {within} s"
+            for status, doc in pool.map(lambda _: srv.get_json("/healthz"), range(16)):
+                assert status == 200, doc
+                docs[doc["node"]] = doc
+    assert len(docs) == workers, sorted(docs)
+    return docs
+
+
 def test_two_workers_on_one_database_are_one_cluster(tmp_path: Path) -> None:
     srv = UvicornServer(tmp_path, "--workers", "2").start()
     try:
-        nodes: set[str] = set()
-        for _ in range(200):  # each request is a new connection: the kernel spreads them
-            status, doc = srv.get_json("/healthz")
-            assert status == 200
-            nodes.add(doc["node"])
-            if len(nodes) == 2:
-                break
-        assert len(nodes) == 2, f"every request reached one worker: {nodes}"
+        _each_worker(srv, 2)  # both workers serve, each a node of its own
 
         @run_async
         async def scenario() -> None:
-            clients = [await Client.open(srv, "bob") for _ in range(6)]  # on both workers
+            clients = [await Client.open(srv, "bob") for _ in range(6)]  # on either worker
+            # However the kernel spread the sockets: one worker owns bob, every socket is
+            # counted where it is, and a worker with sockets that does not own bob follows him.
+            workers = await asyncio.to_thread(_each_worker, srv, 2)
+            assert sum(doc["subscriptions"] for doc in workers.values()) == 6, workers
+            assert sorted(doc["owned_users"] for doc in workers.values()) == [0, 1], workers
+            for doc in workers.values():
+                follows = doc["subscriptions"] > 0 and doc["owned_users"] == 0
+                assert doc["followed_users"] == int(follows), workers
             run_ids = [await clients[i % 6].say(f"round {i}: 1 2 3") for i in range(4)]
             for client in clients:
                 for run_id in run_ids:

@@ -117,7 +117,8 @@ class Asker(na.Agent):
 
     ``schema``: passed with every question. ``gate``: wait for one inbox message before the first
     question (every attempt); ``gate_restart``: the same, in restarted attempts only.
-    ``crash_after``: attempt 1 raises after committing that many answers. Returns the answers.
+    ``crash_after``: attempt 1 raises after committing that many answers. ``think``: stage a
+    thought before each question (``ask`` commits it first). Returns the answers.
     """
 
     name = "asker"
@@ -131,6 +132,8 @@ class Asker(na.Agent):
             await ctx.receive()
         answers: list[na.JSON] = []
         for i, prompt in enumerate(_ask_prompts(opts)):
+            if opts.get("think"):
+                await ctx.think(f"about to ask {prompt}")
             answer = await ctx.ask(prompt, schema=schema)
             answers.append(answer)
             await ctx.emit("answered", {"i": i, "input": answer, "attempt": ctx.attempt})
@@ -237,6 +240,8 @@ class ThreadedAsker(na.ThreadedAgent):
             ctx.receive()
         answers: list[na.JSON] = []
         for i, prompt in enumerate(_ask_prompts(opts)):
+            if opts.get("think"):
+                ctx.think(f"about to ask {prompt}")
             answer = ctx.ask(prompt, schema=schema)
             answers.append(answer)
             ctx.emit("answered", {"i": i, "input": answer, "attempt": ctx.attempt})

@@ -43,6 +43,26 @@ def named(events: list[na.Event], name: str) -> list[na.Event]:
     return [e for e in events if e.event == name]
 
 
+async def early_then_late(
+    config: na.RuntimeConfig, kind: str, *, think: bool = False
+) -> tuple[na.RunInfo, list[na.Event]]:
+    """Run ``asker`` with prompts ``a?`` and ``b?``: ``early`` is sent while it waits at its
+    gate, before it asks (it answers ``a?``), ``late`` after its question ``b?``. The run's info
+    and its events."""
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice")
+        opts = {"prompts": ["a?", "b?"], "gate": True, "think": think}
+        run_id = await rt.start_run("alice", "asker", opts)
+        await rt.send_input("alice", run_id, "early")  # the agent waits at its gate
+        await rt.send_to_run("alice", run_id, "go")
+        seen: list[na.Event] = []
+        await read_until(sub, seen, "input_requested", 1)
+        await rt.send_input("alice", run_id, "late")
+        seen.extend(await read_until_ended(sub, [run_id]))
+        info = await rt.wait_run("alice", run_id)
+    return info, run_events(seen, run_id)
+
+
 @KINDS
 @guest_test()
 async def test_ask_commits_the_question_and_returns_each_input_in_order(
@@ -87,23 +107,37 @@ async def test_ask_without_schema_and_an_input_sent_before_the_ask(
     tmp_path: Path, kind: str
 ) -> None:
     """An input that arrived before the question is the answer: no ``input_requested``."""
-    config = make_config(tmp_path)
-    async with open_rt(config, kind) as rt:
-        sub = await rt.subscribe("alice")
-        run_id = await rt.start_run("alice", "asker", {"prompts": ["a?", "b?"], "gate": True})
-        await rt.send_input("alice", run_id, "early")  # the agent waits at its gate
-        await rt.send_to_run("alice", run_id, "go")
-        seen: list[na.Event] = []
-        await read_until(sub, seen, "input_requested", 1)
-        await rt.send_input("alice", run_id, "late")
-        seen.extend(await read_until_ended(sub, [run_id]))
-        info = await rt.wait_run("alice", run_id)
-
+    info, events = await early_then_late(make_config(tmp_path), kind)
     assert info.result == ["early", "late"]
-    events = run_events(seen, run_id)
     assert [e.data for e in named(events, "input_requested")] == [{"prompt": "b?"}]  # no schema
     names = [e.event for e in events if e.event in ("input_requested", "run_input", "answered")]
     assert names == ["run_input", "answered", "input_requested", "run_input", "answered"]
+
+
+@KINDS
+@guest_test()
+async def test_what_was_staged_before_a_question_commits_before_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """A thought staged before ``ask`` is committed first, whether the question is asked or the
+    answer was there already (an input sent early)."""
+    config = make_config(tmp_path)
+    info, events = await early_then_late(config, kind, think=True)
+    assert info.result == ["early", "late"]
+    steps = [
+        e.data.get("text", e.event)
+        for e in events
+        if e.event in ("agent_thinking", "input_requested", "answered")
+    ]
+    assert steps == [
+        "about to ask a?",
+        "answered",
+        "about to ask b?",
+        "input_requested",
+        "answered",
+    ]
+    assert as_tuples(events) == [t for t in stored_events(config, "alice") if t[1] == info.run_id]
+    assert_legal_runs(events)
 
 
 @KINDS
