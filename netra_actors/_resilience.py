@@ -8,22 +8,22 @@ in :mod:`netra_actors._core._resilience`; this module runs calls under them.
 A call (:meth:`Resilience.call` from trio, :meth:`Resilience.call_sync` from a thread):
 
 1. asks the breaker for admission before *each* attempt; a refusal raises
-   :class:`~netra_actors.CircuitOpenError` at once (no call, no sleep);
+   :class:`~netra_actors.exceptions.CircuitOpenError` at once (no call, no sleep);
 2. runs ``fn(**kwargs)`` (awaiting the result if it is awaitable); in :meth:`~Resilience.call`
    under ``RetryPolicy.timeout`` (an attempt past it raises
-   :class:`~netra_actors.DependencyTimeoutError` inside, and counts as a failure);
+   :class:`~netra_actors.exceptions.DependencyTimeoutError` inside, and counts as a failure);
 3. on a failure, if attempts remain and the error is retryable, sleeps
    ``RetryPolicy.delay(n, rand=rand())`` and tries again — unless the breaker is open for longer
    than that sleep, in which case it fails fast now instead of sleeping first.
 
 **How a call ends.** Success returns ``(result, attempts_made)``. Failure always raises a
-:class:`~netra_actors.DependencyError` that carries the attempt count, so that the caller can
+:class:`~netra_actors.exceptions.DependencyError` that carries the attempt count, so that the caller can
 record it (``tool_completed.attempts``) without inspecting foreign exceptions:
 
-* :class:`~netra_actors.DependencyFailedError` — the last attempt failed and no retry is left, or
+* :class:`~netra_actors.exceptions.DependencyFailedError` — the last attempt failed and no retry is left, or
   its error was not retryable; ``attempts`` and ``last_error`` (also ``__cause__``: the tool's own
   exception, or a ``DependencyTimeoutError``);
-* :class:`~netra_actors.CircuitOpenError` — the breaker refused an attempt; ``attempts`` made
+* :class:`~netra_actors.exceptions.CircuitOpenError` — the breaker refused an attempt; ``attempts`` made
   before it (``0`` when the first was refused), ``last_error`` (``None`` then), ``retry_after``.
 
 Undeclared names behave as ``Dependency(name)`` (one attempt, no breaker: what ``ctx.tool`` did
@@ -32,9 +32,9 @@ in :meth:`~Resilience.statistics` (metric labels stay bounded by configuration).
 
 **Never retried, never counted**: ``BaseException`` that is not an ``Exception``
 (``trio.Cancelled``, ``KeyboardInterrupt``, a ``BaseExceptionGroup`` holding them) and
-:class:`~netra_actors.RunFencedError` (also inside an ``ExceptionGroup``) propagate unchanged; an
+:class:`~netra_actors.exceptions.RunFencedError` (also inside an ``ExceptionGroup``) propagate unchanged; an
 admitted half-open probe that ends this way frees its slot. **Not retried, but the dependency
-answered**: :class:`~netra_actors.RunFailedError`, and any exception for which the caller's
+answered**: :class:`~netra_actors.exceptions.RunFailedError`, and any exception for which the caller's
 ``retryable`` predicate returns False (e.g. an HTTP 400 from a model API): the call ends at once
 with ``DependencyFailedError``, and for the breaker the attempt is a success.
 

@@ -8,7 +8,7 @@ thread and drives the same protocol as the async one (:mod:`._toolcall`); a repl
 not leave the thread.
 
 Threads cannot be killed: cancellation is cooperative. Once the attempt is over, the next
-operation raises :class:`~netra_actors.RunFencedError` (and :attr:`ThreadedContext.cancelled` is
+operation raises :class:`~netra_actors.exceptions.RunFencedError` (and :attr:`ThreadedContext.cancelled` is
 True).
 """
 
@@ -36,7 +36,7 @@ class ThreadedContext:
     """The synchronous twin of :class:`~netra_actors.AgentContext`, for threaded agents.
 
     Every method blocks the calling (agent) thread until the supervisor has taken the operation;
-    it raises :class:`~netra_actors.RunFencedError` once the attempt is over.
+    it raises :class:`~netra_actors.exceptions.RunFencedError` once the attempt is over.
     """
 
     def __init__(self, actx: AgentContext, bridge: Bridge) -> None:

@@ -87,7 +87,7 @@ class Store(Protocol):
     async def commit(self, user_id: str, base_seq: int, unit: UnitOfWork) -> list[Event]:
         """Commit a unit atomically. Its events get seqs ``base_seq+1 …`` in order.
 
-        Raises :class:`~netra_actors.StoreError` if it did not commit (nothing of it is
+        Raises :class:`~netra_actors.exceptions.StoreError` if it did not commit (nothing of it is
         visible). Not cancellable: once submitted, the caller waits for the outcome.
         """
         ...
@@ -109,7 +109,7 @@ class Store(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise :class:`~netra_actors.StoreError` unless the store answers."""
+        """Raise :class:`~netra_actors.exceptions.StoreError` unless the store answers."""
         ...
 
     def statistics(self) -> StoreStatistics:
@@ -134,7 +134,7 @@ class ClusterStore(Store, Protocol):
 
     **Fencing.** ``commit(..., epoch=e)`` commits only if, in the same transaction, the lease
     row still says (this node, ``e``); otherwise that unit alone fails with
-    :class:`~netra_actors.LeaseLostError` and writes nothing.
+    :class:`~netra_actors.exceptions.LeaseLostError` and writes nothing.
     """
 
     node: str

@@ -7,7 +7,7 @@ connection. That runs **one transaction**: the lease and inbox statements the ba
 bulk renewal when it is due), the lease check of every fenced unit, then the rows of every unit
 that passed it. If the transaction fails and it held more than one thing, it runs again with each
 unit in its own SAVEPOINT, so that a bad unit fails alone. Then every waiter gets its outcome
-(committed events, :class:`~netra_actors.LeaseLostError`, or a :class:`~netra_actors.StoreError`)
+(committed events, :class:`~netra_actors.exceptions.LeaseLostError`, or a :class:`~netra_actors.exceptions.StoreError`)
 and the lease bookkeeping and the statistics are updated. Nothing here raises to the writer.
 
 The code is async because asyncpg's calls suspend. SQLite's calls are plain blocking calls in the

@@ -188,7 +188,7 @@ class SqlStore:
 
         With ``epoch``, the unit commits only if the user's lease row still says (this node,
         ``epoch``) inside the same transaction; otherwise it alone fails with
-        :class:`~netra_actors.LeaseLostError`.
+        :class:`~netra_actors.exceptions.LeaseLostError`.
         """
         if self._closing:
             raise StoreError("the store is closed")

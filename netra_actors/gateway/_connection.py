@@ -6,7 +6,7 @@ then runs four tasks until one of them ends the session:
 * the *reader* parses client frames, applies the user's rate limit and executes commands against
   the runtime, answering each with ``ack``/``runs``/``pong``/``error``;
 * the *pump* moves committed events from the socket's bounded mailbox (the runtime's
-  :class:`~netra_actors.Subscription`) to the socket — ``event`` frames, or ``batch`` frames when a
+  :class:`~netra_actors.types.Subscription`) to the socket — ``event`` frames, or ``batch`` frames when a
   backlog has built up (it never waits to coalesce) — and, for a socket whose ``hello`` asked for
   the ``deltas`` feature, provisional ``delta`` frames in their place among them;
 * *keepalive* pings the client and drops it if no pong comes back;
