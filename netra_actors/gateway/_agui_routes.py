@@ -27,7 +27,7 @@ from .._exceptions import (
     SubscriptionClosedError,
 )
 from .._subscription import Subscription
-from .._values import JSON, Delta, Event
+from .._values import JSON, MAX_SEQ, Delta, Event
 from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
@@ -271,7 +271,11 @@ class AguiRoutes:
             try:
                 resume = EventId.parse(last)
             except ValueError:
-                return _error(400, "bad_request", "Last-Event-ID must be 'k' or 'k.i'")
+                return _error(
+                    400,
+                    "bad_request",
+                    f"Last-Event-ID must be 'k' or 'k.i' (integers <= {MAX_SEQ})",
+                )
         return await self._counted(user, lambda: self._follow(claims, resume))
 
     async def _follow(
