@@ -19,6 +19,7 @@ from sqlalchemy import MetaData
 
 from ._agent import AgentBase, AgentRegistry
 from ._cluster import Cluster
+from ._commit import SessionFailed
 from ._config import RuntimeConfig
 from ._deadlines import Deadlines
 from ._exceptions import (
@@ -29,6 +30,7 @@ from ._exceptions import (
 )
 from ._follower import UserFollower
 from ._histogram import HistogramSnapshot
+from ._log_limit import STORE_FAILURES
 from ._messages import (
     CancelRun,
     Drain,
@@ -114,6 +116,20 @@ def check_user_id(user_id: str) -> None:
     """Raise :class:`CommandError` unless ``user_id`` is a usable user id."""
     if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
         raise CommandError(f"user ids are non-empty strings of at most {MAX_USER_ID} characters")
+
+
+def store_failure(exc: BaseException) -> StoreError | None:
+    """The :class:`StoreError` that stopped a supervisor, if that is what ``exc`` is: the error
+    itself, a :class:`SessionFailed` around it, or an exception group of nothing else."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, SessionFailed):
+        return exc.error
+    if isinstance(exc, BaseExceptionGroup):
+        errors = [store_failure(e) for e in exc.exceptions]
+        if errors and all(errors):
+            return errors[0]
+    return None
 
 
 class Runtime:
@@ -233,19 +249,34 @@ class Runtime:
             return True
 
         reason = "shutdown"
+        error: StoreError | None = None
         try:
             await self._run_modes(session, receive, on_idle)
             reason = "closed"
-        except Exception:
-            log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
-            reason = "session_failed"
+        except Exception as exc:
+            reason, error = "session_failed", store_failure(exc)
+            if error is None:
+                log.exception("the supervisor of user %r crashed; it restarts on next use", user_id)
+            else:
+                # The database, not the session's code: one line per period, however many users
+                # and retries hit it (a full disk fails every activation); the callers are told.
+                STORE_FAILURES.log(
+                    log,
+                    logging.ERROR,
+                    "session",
+                    "the session of user %r stopped: the store failed (%s); it restarts on next "
+                    "use",
+                    user_id,
+                    error,
+                )
         finally:
-            # Synchronous from here on: answer everything still queued, then close the mailbox
-            # so later senders get BrokenResourceError and activate a new supervisor.
+            # Synchronous from here on: answer everything still queued (with the store's error
+            # if that is what stopped it), then close the mailbox so later senders get
+            # BrokenResourceError and activate a new supervisor.
             self._forget(user_id, session)
             while True:
                 try:
-                    fail_message(receive.receive_nowait())
+                    fail_message(receive.receive_nowait(), error)
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             receive.close()

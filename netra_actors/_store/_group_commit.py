@@ -16,6 +16,7 @@ writer thread that never suspend: its writer runs the coroutine to its end in on
 
 from __future__ import annotations
 
+import logging
 import operator
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import outcome
 
+from .._log_limit import STORE_FAILURES
 from ._dialect import Dialect, Transaction
 from ._leases import Leases
 from ._rows import log
@@ -77,7 +79,10 @@ class GroupCommit:
             pre = await self._attempt(units, ops, renew, isolated=False)
         except Exception as exc:  # database errors, OSError, or a developer's listener raising
             if units and (len(units) > 1 or ops or renew):
-                log.warning(
+                STORE_FAILURES.log(
+                    log,
+                    logging.WARNING,
+                    "group_commit",
                     "group commit of %d units failed (%s); retrying unit by unit",
                     len(units),
                     short(exc),
@@ -88,12 +93,19 @@ class GroupCommit:
                     pre = await self._attempt(units, ops, renew, isolated=True)
                 except Exception as exc2:
                     fail_all(units, ops, exc2, leases, renew)
+                    stats.commit_failed(exc2)
                 else:
                     finish(units, ops, pre, leases, renew, began)
+                    if len(pre.errors) == len(units):  # not one unit could be written
+                        stats.commit_failed(next(iter(pre.errors.values())))
+                    else:
+                        stats.committed()
             else:
                 fail_all(units, ops, exc, leases, renew)
+                stats.commit_failed(exc)
         else:
             finish(units, ops, pre, leases, renew, began)
+            stats.committed()
         if units:
             stats.record(units, started)
 
@@ -115,7 +127,14 @@ class GroupCommit:
                     async with tx.savepoint():
                         await tx.write((p,))
                 except Exception as exc:
-                    log.warning("unit of work of user %r failed: %s", p.user_id, short(exc))
+                    STORE_FAILURES.log(
+                        log,
+                        logging.WARNING,
+                        "unit",
+                        "unit of work of user %r failed: %s",
+                        p.user_id,
+                        short(exc),
+                    )
                     pre.errors[id(p)] = exc
         return pre
 

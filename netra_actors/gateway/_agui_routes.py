@@ -26,12 +26,14 @@ from .._exceptions import (
     StoreError,
     SubscriptionClosedError,
 )
+from .._log_limit import STORE_FAILURES
 from .._subscription import Subscription
 from .._values import JSON, MAX_SEQ, Delta, Event
 from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
 from ._protocol import MAX_TEXT_BYTES
+from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER
 from ._tokens import TokenClaims, TokenError, verify_token
 
 log = logging.getLogger("netra_actors.gateway")
@@ -324,14 +326,24 @@ class AguiRoutes:
             log.warning("user %r: an AG-UI request timed out", user)
             return _error(503, "internal", "the request timed out; try again")
         if isinstance(exc, StoreError):
-            log.warning("user %r: an AG-UI request failed in the store: %s", user, exc)
-            return _error(503, "internal", "the store failed; try again")
+            STORE_FAILURES.log(
+                log, logging.WARNING, "agui", "user %r: an AG-UI request failed in the store: %s",
+                user, exc,
+            )  # fmt: skip
+            return _error(
+                503,
+                "store_unavailable",
+                STORE_FAILING,
+                headers=(("retry-after", str(STORE_RETRY_AFTER)),),
+            )
         log.error("user %r: an AG-UI request failed", user, exc_info=exc)
         return _error(500, "internal", "internal error")
 
 
-def _error(status: int, code: str, message: str) -> HttpResponse:
-    return json_response(status, orjson.dumps({"error": code, "message": message}))
+def _error(
+    status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> HttpResponse:
+    return json_response(status, orjson.dumps({"error": code, "message": message}), headers)
 
 
 # -- the request body -----------------------------------------------------------------------

@@ -28,6 +28,13 @@ ABNORMAL = 1006
 """Not a code anyone sends: the connection dropped (or was dropped) without a close frame."""
 MESSAGE_TOO_BIG = 1009
 INTERNAL = 1011
+TRY_AGAIN_LATER = 1013
+"""The user's session could not start because the store cannot commit (a full disk, a database
+that is down): not a shutdown (1001), nor a bug in this connection (1011). Registered with IANA
+as "Try Again Later" (the RFC 6455 §7.4.2 registry); clients back off before reconnecting."""
+STORE_RETRY_AFTER = 5
+"""Seconds a client is asked to wait (``Retry-After``) when the store is failing."""
+STORE_FAILING = "the store is failing (it cannot commit); try again later"
 PROTOCOL_VIOLATION = 4400
 UNAUTHORIZED = 4401
 HELLO_TIMEOUT = 4408
