@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 STORE_FAILURE_PERIOD = 30.0
 """Seconds between two log lines of the same kind of store failure."""
+REFUSAL_LOG_PERIOD = 10.0
+"""Seconds between two log lines about connections refused to one peer address."""
 
 
 class LogLimiter:

@@ -270,13 +270,20 @@ class Runtime:
                     error,
                 )
         finally:
-            # Synchronous from here on: answer everything still queued (with the store's error
-            # if that is what stopped it), then close the mailbox so later senders get
-            # BrokenResourceError and activate a new supervisor.
+            # Synchronous from here on: answer everything still queued, then close the mailbox
+            # so later senders get BrokenResourceError and activate a new supervisor. If the
+            # store stopped it, the answer says so (its cause): "try again later", not "the
+            # server is shutting down".
+            stopped = None
+            if error is not None:
+                stopped = RuntimeClosedError(
+                    f"the user's session stopped: the store failed: {error}"
+                )
+                stopped.__cause__ = error
             self._forget(user_id, session)
             while True:
                 try:
-                    fail_message(receive.receive_nowait(), error)
+                    fail_message(receive.receive_nowait(), stopped)
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             receive.close()

@@ -23,7 +23,6 @@ from .._exceptions import (
     ResumeBeyondHeadError,
     RuntimeClosedError,
     SlowConsumerError,
-    StoreError,
     SubscriptionClosedError,
 )
 from .._log_limit import STORE_FAILURES
@@ -33,7 +32,7 @@ from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
 from ._protocol import MAX_TEXT_BYTES
-from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER
+from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER, store_failed
 from ._tokens import TokenClaims, TokenError, verify_token
 
 log = logging.getLogger("netra_actors.gateway")
@@ -320,12 +319,10 @@ class AguiRoutes:
             if exc.code in ("illegal_state",):
                 status = 409
             return _error(status, exc.code, exc.message)
-        if isinstance(exc, RuntimeClosedError):
-            return _error(503, "unavailable", "server shutting down")
         if isinstance(exc, trio.TooSlowError):
             log.warning("user %r: an AG-UI request timed out", user)
             return _error(503, "internal", "the request timed out; try again")
-        if isinstance(exc, StoreError):
+        if store_failed(exc):
             STORE_FAILURES.log(
                 log, logging.WARNING, "agui", "user %r: an AG-UI request failed in the store: %s",
                 user, exc,
@@ -336,6 +333,8 @@ class AguiRoutes:
                 STORE_FAILING,
                 headers=(("retry-after", str(STORE_RETRY_AFTER)),),
             )
+        if isinstance(exc, RuntimeClosedError):
+            return _error(503, "unavailable", "server shutting down")
         log.error("user %r: an AG-UI request failed", user, exc_info=exc)
         return _error(500, "internal", "internal error")
 

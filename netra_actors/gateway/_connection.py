@@ -79,6 +79,7 @@ from ._session_rules import (
     check_hello,
     check_message,
     hello_timeout,
+    store_failed,
     subscription_closed,
 )
 from ._transport import SocketClosed, WebSocketLike
@@ -227,10 +228,11 @@ class Connection:
             code = exc.code if exc.code in ERROR_CODES else "bad_request"
             await self._send_error(None, code, exc.message)
             self.request_close(PROTOCOL_VIOLATION, exc.message)
-        except RuntimeClosedError:
-            self.request_close(GOING_AWAY, "server shutting down")
-        except StoreError:  # the runtime logged it (once per period, not per attempt)
-            self.request_close(TRY_AGAIN_LATER, STORE_FAILING)
+        except (StoreError, RuntimeClosedError) as exc:
+            if store_failed(exc):  # the runtime logged it (once per period, not per attempt)
+                self.request_close(TRY_AGAIN_LATER, STORE_FAILING)
+            else:
+                self.request_close(GOING_AWAY, "server shutting down")
         except trio.TooSlowError:
             log.warning("connection %s: subscribing user %r timed out", self.peer, user)
             self.request_close(INTERNAL, "internal error")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import attrs
 
+from .._exceptions import StoreError
 from ._protocol import FrameError, Hello, hello_features, parse_frame
 from ._protocol import check_hello as check_hello_fields
 from ._tokens import TokenClaims, TokenError, verify_token
@@ -42,6 +43,12 @@ SLOW_CONSUMER = 4409
 TOO_MANY = 4429
 
 _SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
+
+
+def store_failed(exc: BaseException) -> bool:
+    """Whether a refused session start is the store's failure (a :class:`StoreError`, or the
+    runtime's "session stopped" caused by one): 1013 / 503 + ``Retry-After``, not 1001."""
+    return isinstance(exc, StoreError) or isinstance(exc.__cause__, StoreError)
 
 
 @attrs.frozen
