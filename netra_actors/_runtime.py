@@ -54,7 +54,8 @@ from ._deps import Counters, SupervisorDeps
 from ._feed import Feed
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
-from ._values import JSON, Event, RunInfo, check_seq
+from ._validate import check_seq
+from ._values import JSON, Event, RunInfo
 
 log = logging.getLogger("netra_actors")
 

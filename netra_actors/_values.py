@@ -14,23 +14,9 @@ import attrs
 import orjson
 
 from ._core import RunState
-from ._exceptions import CommandError
 
 JSON: TypeAlias = Any
 """Any value ``orjson`` can encode (dict, list, str, int, float, bool, None)."""
-
-MAX_SEQ = 2**63 - 1
-"""The largest ``seq`` there can be: both databases store it as a signed 64-bit integer. A
-cursor beyond it (``resume_from``, ``Last-Event-ID``) is a bad request, not a store failure."""
-
-
-def check_seq(name: str, value: object) -> int:
-    """``value`` if it is a usable ``seq`` cursor (an integer in ``0..MAX_SEQ``); else raise
-    :class:`~netra_actors.CommandError` (``bad_request``) naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
-        raise CommandError(f"{name} must be an integer in 0..{MAX_SEQ}")
-    return value
-
 
 #: Event names the runtime emits itself. Agent code may not emit these.
 RESERVED_EVENTS = frozenset({"run_state", "agent_started", "agent_completed", "run_rolled_back"})

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 import attrs
 import orjson
 
-from .._values import JSON, MAX_SEQ, Delta, Event
+from .._validate import MAX_SEQ
+from .._values import JSON, Delta, Event
 
 TERMINAL_STATES = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
 ERROR_STATES = frozenset({"failed", "timeout", "dead"})

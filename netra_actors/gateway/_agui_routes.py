@@ -27,7 +27,8 @@ from .._exceptions import (
 )
 from .._log_limit import STORE_FAILURES
 from .._subscription import Subscription
-from .._values import JSON, MAX_SEQ, Delta, Event
+from .._validate import MAX_SEQ
+from .._values import JSON, Delta, Event
 from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response

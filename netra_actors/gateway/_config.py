@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 
 from .._exceptions import ConfigError
-from .._validate import positive, positive_int
+from .._validate import non_negative_int, positive, positive_int
 from ._limits import RateLimit
 from ._tokens import MIN_SECRET_BYTES
 from ._trust import is_loopback_host
@@ -23,11 +23,6 @@ def _port(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
 def _secret(_inst: object, _attr: attrs.Attribute[bytes], value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) < MIN_SECRET_BYTES:
         raise ConfigError(f"secret must be bytes, at least {MIN_SECRET_BYTES} long")
-
-
-def _non_negative_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{attr.name} must be an integer >= 0, got {value!r}")
 
 
 def _origins(value: object) -> frozenset[str] | None:
@@ -76,7 +71,7 @@ class GatewayConfig:
     """Graceful stop: sockets get this long to close with 1001 before they are dropped."""
     max_connections: int = attrs.field(default=10_000, validator=positive_int)
     """Open TCP connections in all (counted from accept to close); more are refused at once."""
-    max_connections_per_ip: int = attrs.field(default=64, validator=_non_negative_int)
+    max_connections_per_ip: int = attrs.field(default=64, validator=non_negative_int)
     """Open TCP connections per peer address (from accept to close): one client cannot hold
     every slot with half-sent requests. 0: no per-address cap."""
     uncapped_peers: frozenset[str] = attrs.field(

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import attrs
 import orjson
 
-from .._values import MAX_SEQ
+from .._validate import MAX_SEQ
 
 PROTOCOL_VERSION = 1
 MAX_ID_CHARS = 64
