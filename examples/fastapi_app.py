@@ -8,6 +8,20 @@ ASGI adapter (:class:`netra_actors.asgi.NetraApp`), next to the application's ow
     uvicorn examples.fastapi_app:app --port 8000             # then open http://127.0.0.1:8000/
     uvicorn examples.fastapi_app:app --port 8000 --workers 2  # two processes: one cluster
 
+Facing clients directly (no reverse proxy in front that enforces its own limits), run it with
+safe settings — ``python -m examples.fastapi_app`` does (see :data:`SAFE_UVICORN`), or::
+
+    uvicorn examples.fastapi_app:app --port 8000 \
+        --http examples.fastapi_app:HeadTimeoutH11Protocol \
+        --h11-max-incomplete-event-size 16384 --timeout-keep-alive 5 --limit-concurrency 1000
+
+uvicorn's defaults let a client hold a connection forever with a request head it never finishes
+(no timer runs until the first request has arrived) and, with httptools (``--http auto`` picks
+it when installed), send headers of any size. The h11 protocol refuses heads over
+``--h11-max-incomplete-event-size`` bytes (431/400); :class:`HeadTimeoutH11Protocol` (uvicorn's
+h11 protocol plus a timer) drops a connection whose request head has not arrived within
+:data:`HEAD_TIMEOUT` seconds; ``--limit-concurrency`` answers 503 past that many connections.
+
 Environment: ``NETRA_SECRET`` (the token secret; default: the one ``netra-actors`` keeps in
 ``~/.netra-actors/secret``), ``NETRA_DB`` (a SQLAlchemy URL or a SQLite path; default
 ``./netra.db``), ``NETRA_ALLOWED_ORIGINS`` (comma-separated exact origins; default the page's own
@@ -22,10 +36,14 @@ exits.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from typing import Any
 
+import h11
 from fastapi import FastAPI, Header, HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import netra_actors as na
 from netra_actors.asgi import NetraApp
@@ -67,3 +85,73 @@ async def recent_runs(authorization: str = Header(default="")) -> dict[str, obje
 
 
 app.mount("/", netra)  # last: the application's own routes come first
+
+
+HEAD_TIMEOUT = 10.0
+"""Seconds a connection has to send a complete request head (the first one, and each next one
+on a kept-alive connection)."""
+
+
+class HeadTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for each request head (slow-drip protection)."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _armed_cycle: object = None
+    """The request cycle when the timer was armed: a new cycle means a new head arrived."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_timer is not None and self.cycle is not self._armed_cycle:
+            self._head_timer.cancel()  # the head arrived in time
+            self._head_timer = None
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        if self._head_timer is not None:  # the head arrived: the WebSocket has its own timers
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().handle_websocket_upgrade(event)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()  # the next request's head has the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._armed_cycle = self.cycle
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+SAFE_UVICORN: dict[str, Any] = {
+    "http": HeadTimeoutH11Protocol,  # h11 (bounded heads) + a head deadline
+    "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers: larger is refused
+    "timeout_keep_alive": 5,  # an idle kept-alive connection is closed after 5 s
+    "limit_concurrency": 1000,  # connections + tasks; past it, new requests get 503
+}
+"""The settings ``python -m examples.fastapi_app`` runs uvicorn with."""
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(
+        "examples.fastapi_app:app",
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        **SAFE_UVICORN,
+    )

@@ -52,6 +52,7 @@ def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             port=args.port,
             allowed_origins=frozenset(args.allowed_origin) if args.allowed_origin else None,
             dev_tokens=dev_tokens and not args.echo,
+            max_connections_per_ip=args.max_connections_per_ip,
             admin_token=None if args.echo else args.admin_token,
             hello_timeout=args.hello_timeout,
             ping_interval=args.ping_interval,

@@ -26,6 +26,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -141,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="inbound frame limit; larger frames close the socket with 1009 (default 65536)",
     )
     serve.add_argument("--max-sockets-per-user", type=_positive_int, default=16, metavar="N")
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=_non_negative_int,
+        default=64,
+        metavar="N",
+        help="open connections per client address (0: no cap; 127.0.0.1 and ::1 are never "
+        "capped, a reverse proxy on this host connects from there) (default 64)",
+    )
     serve.add_argument(
         "--rate",
         type=_positive_float,

@@ -17,6 +17,7 @@ import trio
 
 from ._core._session import retry_delay
 from ._exceptions import LeaseLostError, StoreError
+from ._logs import STORE_FAILURES, log_limited
 from ._uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -97,7 +98,15 @@ class Committer:
                 delay = retry_delay(failed, retries=retries)
                 if delay is None:
                     raise SessionFailed(exc) from exc
-                log.warning(
-                    "user %r: commit failed (%s), retry %d/%d", self.user_id, exc, failed, retries
+                log_limited(
+                    log,
+                    logging.WARNING,
+                    "commit_retry",
+                    "user %r: commit failed (%s), retry %d/%d",
+                    self.user_id,
+                    exc,
+                    failed,
+                    retries,
+                    limiter=STORE_FAILURES,
                 )
                 await trio.sleep(delay)

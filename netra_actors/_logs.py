@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
@@ -187,10 +188,15 @@ class RateLimiter:
         self._max_keys = max_keys
         self._seen: dict[Hashable, list[float]] = {}
         """key -> [when it was last let through, how many were left out since]."""
+        self._lock = threading.Lock()
 
     def admit(self, key: Hashable) -> tuple[int, float] | None:
         """None: leave this occurrence out. Else (how many were left out since the last one
         let through, seconds since then)."""
+        with self._lock:  # the SQLite writer logs from its own thread
+            return self._admit(key)
+
+    def _admit(self, key: Hashable) -> tuple[int, float] | None:
         now = self._clock()
         seen = self._seen.get(key)
         if seen is None:
@@ -208,6 +214,10 @@ class RateLimiter:
 
 FAILURES = RateLimiter()
 """The process's limiter of repeated failures (one line per key every 10 s)."""
+
+STORE_FAILURES = RateLimiter(30.0)
+"""Store failures: a store that cannot commit fails every attempt of every client, and clients
+retry; the runtime, the store's writer and the servers log each kind once per 30 s."""
 
 
 def log_limited(

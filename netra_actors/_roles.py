@@ -16,10 +16,12 @@ from collections.abc import Callable
 
 import trio
 
+from ._commit import SessionFailed
 from ._deps import SupervisorDeps
+from ._exceptions import RuntimeClosedError, StoreError
 from ._feed import Feed
 from ._follower import UserFollower
-from ._logs import log_limited
+from ._logs import STORE_FAILURES, log_limited
 from ._messages import Message, fail_message
 from ._supervisor import UserSupervisor
 
@@ -42,6 +44,20 @@ class ActiveUser:
         self.supervisor = supervisor
 
 
+def store_failure(exc: BaseException) -> StoreError | None:
+    """The :class:`StoreError` that stopped a supervisor, if that is what ``exc`` is: the error
+    itself, a :class:`SessionFailed` around it, or an exception group of nothing else."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, SessionFailed):
+        return exc.error
+    if isinstance(exc, BaseExceptionGroup):
+        errors = [store_failure(e) for e in exc.exceptions]
+        if errors and all(errors):
+            return errors[0]
+    return None
+
+
 async def run_user(
     deps: SupervisorDeps,
     user: ActiveUser,
@@ -58,21 +74,41 @@ async def run_user(
         return True
 
     reason = "shutdown"
+    error: StoreError | None = None
     try:
         await _run_roles(deps, user, receive, on_idle)
         reason = "closed"
     except Exception as exc:
-        # One line per kind of failure and period (a failing store would log one per attempt).
-        msg = "the supervisor of user %r crashed; it restarts on next use"
-        log_limited(log, logging.ERROR, type(exc).__name__, msg, user.user_id, exc_info=exc)
-        reason = "session_failed"
+        reason, error = "session_failed", store_failure(exc)
+        if error is None:
+            # One line per kind of failure and period.
+            msg = "the supervisor of user %r crashed; it restarts on next use"
+            log_limited(log, logging.ERROR, type(exc).__name__, msg, user.user_id, exc_info=exc)
+        else:
+            # The database, not the session's code: one line per period, however many users
+            # and retries hit it (a full disk fails every activation); the callers are told.
+            log_limited(
+                log,
+                logging.ERROR,
+                "session",
+                "the session of user %r stopped: the store failed (%s); it restarts on next use",
+                user.user_id,
+                error,
+                limiter=STORE_FAILURES,
+            )
     finally:
         # Synchronous from here on: answer everything still queued, then close the mailbox
-        # so later senders get BrokenResourceError and activate a new supervisor.
+        # so later senders get BrokenResourceError and activate a new supervisor. If the store
+        # stopped it, the answer says so (its cause): "try again later", not "the server is
+        # shutting down".
+        stopped = None
+        if error is not None:
+            stopped = RuntimeClosedError(f"the user's session stopped: the store failed: {error}")
+            stopped.__cause__ = error
         forget(user)
         while True:
             try:
-                fail_message(receive.receive_nowait())
+                fail_message(receive.receive_nowait(), stopped)
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
         receive.close()

@@ -42,6 +42,7 @@ from ._store import SqlStore, Store
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
 from ._tracing import tracing_of
+from ._validate import check_seq
 from ._values import JSON, Event, RunInfo
 
 if TYPE_CHECKING:
@@ -217,14 +218,13 @@ class Runtime:
 
         With ``resume_from=k`` it first yields every committed event with ``seq > k``, then live
         events; without it, only events committed after this call. ``k`` greater than the user's
-        head ``seq`` raises :class:`CommandError` (``bad_request``). With ``deltas`` it also
+        head ``seq`` raises :class:`ResumeBeyondHeadError`, and one that is not an integer in
+        ``0..MAX_SEQ`` (2^63 - 1) :class:`CommandError` (both ``bad_request``). With ``deltas`` it also
         delivers provisional text (:class:`Delta`), starting with the text so far of every
         message still streaming; read it with :meth:`Subscription.receive_items`.
         """
-        if resume_from is not None and (
-            isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0
-        ):
-            raise CommandError("resume_from must be an integer >= 0")
+        if resume_from is not None:
+            check_seq("resume_from", resume_from)
         sub = Subscription(
             self.store,
             user_id,
@@ -239,8 +239,11 @@ class Runtime:
         return sub
 
     async def read_events(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
-        """Up to ``limit`` committed events of the user with ``seq > after_seq``, in order."""
+        """Up to ``limit`` committed events of the user with ``seq > after_seq``, in order.
+
+        ``after_seq`` not an integer in ``0..MAX_SEQ`` raises :class:`CommandError`."""
         check_user_id(user_id)
+        check_seq("after_seq", after_seq)
         return await self.store.replay(user_id, after_seq, limit)
 
     async def replay(self, user_id: str, after_seq: int = 0) -> AsyncIterator[Event]:

@@ -39,6 +39,11 @@ class StoreStatistics:
     """Duration of the last group commit."""
     commit_seconds: HistogramSnapshot
     """Durations of every group commit (one transaction each)."""
+    commits_failing: int = 0
+    """Transactions failed in a row, with none committed since (0: the store commits). While
+    it is not 0, ``/healthz`` answers 503."""
+    last_commit_error: str | None = None
+    """Why the last of those failed (None while the store commits)."""
     leases_held: int = 0
     """Users whose lease this node holds (acquired, not released, not found lost)."""
     leases_taken_over: int = 0

@@ -16,6 +16,7 @@ writer thread that never suspend: its writer runs the coroutine to its end in on
 
 from __future__ import annotations
 
+import logging
 import operator
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import outcome
 
+from .._logs import STORE_FAILURES, log_limited
 from ._dialect import Dialect, Transaction
 from ._leases import Leases
 from ._rows import log
@@ -77,10 +79,14 @@ class GroupCommit:
             pre = await self._attempt(units, ops, renew, isolated=False)
         except Exception as exc:  # database errors, OSError, or a developer's listener raising
             if units and (len(units) > 1 or ops or renew):
-                log.warning(
+                log_limited(
+                    log,
+                    logging.WARNING,
+                    "group_commit",
                     "group commit of %d units failed (%s); retrying unit by unit",
                     len(units),
                     short(exc),
+                    limiter=STORE_FAILURES,
                 )
                 stats.isolated_retries += 1
                 make_orm_transient(units)
@@ -88,12 +94,19 @@ class GroupCommit:
                     pre = await self._attempt(units, ops, renew, isolated=True)
                 except Exception as exc2:
                     fail_all(units, ops, exc2, leases, renew)
+                    stats.commit_failed(exc2)
                 else:
                     finish(units, ops, pre, leases, renew, began)
+                    if len(pre.errors) == len(units):  # not one unit could be written
+                        stats.commit_failed(next(iter(pre.errors.values())))
+                    else:
+                        stats.committed()
             else:
                 fail_all(units, ops, exc, leases, renew)
+                stats.commit_failed(exc)
         else:
             finish(units, ops, pre, leases, renew, began)
+            stats.committed()
         if units:
             stats.record(units, started)
         if stats.on_batch is not None and (units or ops):
@@ -117,7 +130,15 @@ class GroupCommit:
                     async with tx.savepoint():
                         await tx.write((p,))
                 except Exception as exc:
-                    log.warning("unit of work of user %r failed: %s", p.user_id, short(exc))
+                    log_limited(
+                        log,
+                        logging.WARNING,
+                        "unit",
+                        "unit of work of user %r failed: %s",
+                        p.user_id,
+                        short(exc),
+                        limiter=STORE_FAILURES,
+                    )
                     pre.errors[id(p)] = exc
         return pre
 

@@ -82,6 +82,9 @@ INSERT_REPLIES = (
     "INSERT INTO netra_replies (request_id, user_id, ok, payload, created_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
 )
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""``journal_size_limit``: the WAL file is cut back to this size whenever a checkpoint resets it
+(the writer also truncates it to nothing when idle: :mod:`._sqlite_writer`)."""
 #: Users (or ids) per ``IN (…)`` list (well under SQLite's variable limit).
 LOAD_CHUNK = 500
 
@@ -119,6 +122,7 @@ class SqliteFile:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cur.execute(f"PRAGMA synchronous={self.synchronous}")
         cur.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")

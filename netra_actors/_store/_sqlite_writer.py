@@ -5,10 +5,22 @@ Trio hands it units and ops with a ``queue.SimpleQueue.put``; it takes what has 
 :class:`~._sqlite.SqliteDialect`) as one call in its thread, and hands the outcomes back to trio
 with one ``run_sync_soon`` per batch. With nothing queued it still wakes when the bulk lease
 renewal is due.
+
+It also keeps the write-ahead log small, so that a nearly full disk recovers: SQLite's automatic
+checkpoints copy the WAL into the database but leave the file its size (up to
+``journal_size_limit``), and a WAL that a failing writer keeps growing would eat whatever space
+is freed. So after :data:`IDLE_CHECKPOINT` seconds without a write, and at most every
+:data:`FAILED_CHECKPOINT_EVERY` seconds while commits fail, the writer runs
+``PRAGMA wal_checkpoint(TRUNCATE)``: the WAL's pages go into the database and the file is cut to
+zero bytes.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,14 +30,23 @@ from sqlalchemy.pool import NullPool
 from .._bridge import Bridge
 from .._config import RuntimeConfig
 from .._exceptions import StoreError
+from .._logs import STORE_FAILURES, log_limited
 from ._db_thread import DbThread
 from ._group_commit import GroupCommit
 from ._leases import Leases
-from ._rows import HookOwner
+from ._rows import HookOwner, log
 from ._schema import migrate
 from ._sqlite import SqliteDialect, SqliteFile, drive
 from ._statistics import Stats
 from ._waiting import Waiter, short
+
+IDLE_CHECKPOINT = 5.0
+"""Seconds without a write after which the WAL is checkpointed and truncated."""
+FAILED_CHECKPOINT_EVERY = 1.0
+"""While commits fail: how often the WAL is checkpointed and truncated (freeing what it holds)."""
+CHECKPOINT_BUSY_MS = 200
+"""How long a checkpoint waits for readers to move on (the writer's own busy timeout is longer:
+a checkpoint that finds readers simply runs again later)."""
 
 
 class SqliteWriter(DbThread):
@@ -53,6 +74,10 @@ class SqliteWriter(DbThread):
         self._conn: Connection | None = None
         self._group: GroupCommit | None = None
         self.schema_versions = (0, 0)
+        self._unchecked = False
+        """Written since the last complete checkpoint."""
+        self._last_write = 0.0
+        self._last_checkpoint = -math.inf
 
     def setup(self) -> None:
         file = self._file
@@ -88,10 +113,51 @@ class SqliteWriter(DbThread):
             self._engine.dispose()
 
     def idle_timeout(self) -> float | None:
-        return self._leases.until_due()
+        wait = self._leases.until_due()
+        if self._stats.commits_failing:
+            due = self._last_checkpoint + FAILED_CHECKPOINT_EVERY
+        elif self._unchecked:
+            due = self._last_write + IDLE_CHECKPOINT
+        else:
+            return wait
+        return max(0.0, min(wait, due - time.monotonic()))
 
     def handle(self, batch: list[Any]) -> Sequence[Waiter]:
         group = self._group
         assert group is not None
         drive(group.commit(batch))
+        now = time.monotonic()
+        if batch:
+            self._unchecked, self._last_write = True, now
+        if self._stats.commits_failing:
+            if now - self._last_checkpoint >= FAILED_CHECKPOINT_EVERY:
+                self.checkpoint(now)
+        elif self._unchecked and now - self._last_write >= IDLE_CHECKPOINT:
+            self.checkpoint(now)
         return batch
+
+    def checkpoint(self, now: float) -> bool:
+        """``PRAGMA wal_checkpoint(TRUNCATE)``; True if it completed (the WAL is empty)."""
+        assert self._conn is not None
+        raw: sqlite3.Connection = self._conn.connection.driver_connection  # type: ignore[assignment]
+        self._last_checkpoint = now
+        try:
+            raw.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy, _frames, _copied = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={int(self._file.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            log_limited(
+                log,
+                logging.WARNING,
+                "checkpoint",
+                "checkpointing the SQLite WAL failed: %s",
+                exc,
+                limiter=STORE_FAILURES,
+            )
+            return False
+        if busy:
+            return False
+        self._unchecked = False
+        return True

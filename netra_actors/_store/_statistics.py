@@ -11,7 +11,8 @@ import outcome
 from .._histogram import Histogram
 from ._base import StoreStatistics
 from ._leases import Leases
-from ._waiting import Pending
+from ._rows import log
+from ._waiting import Pending, short
 
 
 class Stats:
@@ -20,8 +21,10 @@ class Stats:
     __slots__ = (
         "batches",
         "commit_seconds",
+        "commits_failing",
         "events_committed",
         "isolated_retries",
+        "last_commit_error",
         "last_commit_seconds",
         "on_batch",
         "units_committed",
@@ -39,6 +42,25 @@ class Stats:
         self.on_batch: Callable[[Sequence[Pending], Sequence[Any], float], None] | None = None
         """Called in the writer after each transaction with its units, its other requests and
         when it began (``time.perf_counter()``): the tracing's group-commit span."""
+        self.commits_failing = 0
+        self.last_commit_error: str | None = None
+
+    def committed(self) -> None:
+        """A transaction committed: the store commits (again)."""
+        if self.commits_failing:
+            log.warning(
+                "the store commits again, after %d failed transaction(s)", self.commits_failing
+            )
+        self.commits_failing = 0
+        self.last_commit_error = None
+
+    def commit_failed(self, error: BaseException) -> None:
+        """A transaction (or every unit of it) failed: the store cannot commit right now —
+        unless the data broke a constraint (a developer's statement): the store is fine then."""
+        if any("Integrity" in cls.__name__ for cls in type(error).__mro__):
+            return  # sqlite3 / SQLAlchemy IntegrityError, asyncpg IntegrityConstraintViolation
+        self.commits_failing += 1
+        self.last_commit_error = short(error)
 
     def record(self, batch: Sequence[Pending], started: float) -> None:
         """Count the outcomes of the units of a transaction (ops are not counted)."""
@@ -71,5 +93,7 @@ class Stats:
             isolated_retries=self.isolated_retries,
             queued=queued,
             last_commit_seconds=self.last_commit_seconds,
+            commits_failing=self.commits_failing,
+            last_commit_error=self.last_commit_error,
             commit_seconds=self.commit_seconds.snapshot(),
         )

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import attrs
 import orjson
 
+from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
 
 TERMINAL_STATES = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
@@ -51,14 +52,15 @@ class EventId(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> EventId:
-        """Parse ``k`` or ``k.i`` (k ≥ 0, i ≥ 1); ValueError for anything else."""
+        """Parse ``k`` or ``k.i`` (0 ≤ k ≤ MAX_SEQ, 1 ≤ i ≤ MAX_SEQ); ValueError for anything
+        else (a ``seq`` past 2^63 - 1 is a bad request, never a store query)."""
         head, dot, tail = text.strip().partition(".")
         if not _digits(head) or (dot and not _digits(tail)):
             raise ValueError(f"not an event id: {text!r}")
-        part = int(tail) if dot else None
-        if part is not None and part < 1:
+        seq, part = int(head), int(tail) if dot else None
+        if (part is not None and not 1 <= part <= MAX_SEQ) or seq > MAX_SEQ:
             raise ValueError(f"not an event id: {text!r}")
-        return cls(int(head), part)
+        return cls(seq, part)
 
 
 @attrs.frozen

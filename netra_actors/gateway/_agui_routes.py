@@ -23,15 +23,17 @@ from .._exceptions import (
     ResumeBeyondHeadError,
     RuntimeClosedError,
     SlowConsumerError,
-    StoreError,
     SubscriptionClosedError,
 )
+from .._logs import STORE_FAILURES, log_limited
 from .._subscription import Subscription
+from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
 from ._agui import AguiMapper, EventId, after
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
 from ._protocol import MAX_TEXT_BYTES
+from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER, store_failed
 from ._tokens import TokenClaims, TokenError, verify_token
 
 log = logging.getLogger("netra_actors.gateway")
@@ -271,7 +273,11 @@ class AguiRoutes:
             try:
                 resume = EventId.parse(last)
             except ValueError:
-                return _error(400, "bad_request", "Last-Event-ID must be 'k' or 'k.i'")
+                return _error(
+                    400,
+                    "bad_request",
+                    f"Last-Event-ID must be 'k' or 'k.i' (integers <= {MAX_SEQ})",
+                )
         return await self._counted(user, lambda: self._follow(claims, resume))
 
     async def _follow(
@@ -314,20 +320,30 @@ class AguiRoutes:
             if exc.code in ("illegal_state",):
                 status = 409
             return _error(status, exc.code, exc.message)
-        if isinstance(exc, RuntimeClosedError):
-            return _error(503, "unavailable", "server shutting down")
         if isinstance(exc, trio.TooSlowError):
             log.warning("user %r: an AG-UI request timed out", user)
             return _error(503, "internal", "the request timed out; try again")
-        if isinstance(exc, StoreError):
-            log.warning("user %r: an AG-UI request failed in the store: %s", user, exc)
-            return _error(503, "internal", "the store failed; try again")
+        if store_failed(exc):
+            log_limited(
+                log, logging.WARNING, "agui", "user %r: an AG-UI request failed in the store: %s",
+                user, exc, limiter=STORE_FAILURES,
+            )  # fmt: skip
+            return _error(
+                503,
+                "store_unavailable",
+                STORE_FAILING,
+                headers=(("retry-after", str(STORE_RETRY_AFTER)),),
+            )
+        if isinstance(exc, RuntimeClosedError):
+            return _error(503, "unavailable", "server shutting down")
         log.error("user %r: an AG-UI request failed", user, exc_info=exc)
         return _error(500, "internal", "internal error")
 
 
-def _error(status: int, code: str, message: str) -> HttpResponse:
-    return json_response(status, orjson.dumps({"error": code, "message": message}))
+def _error(
+    status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> HttpResponse:
+    return json_response(status, orjson.dumps({"error": code, "message": message}), headers)
 
 
 # -- the request body -----------------------------------------------------------------------

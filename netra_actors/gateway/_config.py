@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 
 from .._exceptions import ConfigError
-from .._validate import positive, positive_int
+from .._validate import non_negative_int, positive, positive_int
 from ._limits import RateLimit
 from ._tokens import MIN_SECRET_BYTES
 from ._trust import is_loopback_host
@@ -82,6 +82,15 @@ class GatewayConfig:
     shutdown_timeout: float = attrs.field(default=5.0, validator=positive)
     """Graceful stop: sockets get this long to close with 1001 before they are dropped."""
     max_connections: int = attrs.field(default=10_000, validator=positive_int)
+    """Open TCP connections in all (counted from accept to close); more are refused at once."""
+    max_connections_per_ip: int = attrs.field(default=64, validator=non_negative_int)
+    """Open TCP connections per peer address (from accept to close): one client cannot hold
+    every slot with half-sent requests. 0: no per-address cap."""
+    uncapped_peers: frozenset[str] = attrs.field(
+        default=frozenset({"127.0.0.1", "::1"}), converter=frozenset
+    )
+    """Peer addresses exempt from ``max_connections_per_ip``: a reverse proxy on this host
+    connects from these, for every client (cap clients at the proxy then)."""
     max_sockets_per_user: int = attrs.field(default=16, validator=positive_int)
     rate: RateLimit = attrs.field(factory=RateLimit)
     """Inbound commands per user (shared by the user's sockets)."""

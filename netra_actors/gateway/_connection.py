@@ -35,6 +35,7 @@ from .._exceptions import (
     StoreError,
     SubscriptionClosedError,
 )
+from .._logs import STORE_FAILURES, log_limited
 from .._runtime import Runtime
 from .._subscription import Subscription
 from .._values import Delta, Event
@@ -68,7 +69,9 @@ from ._session_rules import (
     NORMAL,
     PROTOCOL_VIOLATION,
     SLOW_CONSUMER,
+    STORE_FAILING,
     TOO_MANY,
+    TRY_AGAIN_LATER,
     UNAUTHORIZED,
     Close,
     Session,
@@ -76,6 +79,7 @@ from ._session_rules import (
     check_hello,
     check_message,
     hello_timeout,
+    store_failed,
     subscription_closed,
 )
 from ._transport import SocketClosed, WebSocketLike
@@ -224,8 +228,11 @@ class Connection:
             code = exc.code if exc.code in ERROR_CODES else "bad_request"
             await self._send_error(None, code, exc.message)
             self.request_close(PROTOCOL_VIOLATION, exc.message)
-        except RuntimeClosedError:
-            self.request_close(GOING_AWAY, "server shutting down")
+        except (StoreError, RuntimeClosedError) as exc:
+            if store_failed(exc):  # the runtime logged it (once per period, not per attempt)
+                self.request_close(TRY_AGAIN_LATER, STORE_FAILING)
+            else:
+                self.request_close(GOING_AWAY, "server shutting down")
         except trio.TooSlowError:
             log.warning("connection %s: subscribing user %r timed out", self.peer, user)
             self.request_close(INTERNAL, "internal error")
@@ -319,8 +326,17 @@ class Connection:
         except trio.TooSlowError:
             log.warning("user %r: %s timed out", user, type(command).__name__)
             return self._error(command.id, "internal", "the command timed out; try again")
-        except StoreError as exc:  # operational, and the client is told: one line is enough
-            log.warning("user %r: %s failed in the store: %s", user, type(command).__name__, exc)
+        except StoreError as exc:  # operational, and the client is told: one line per period
+            log_limited(
+                log,
+                logging.WARNING,
+                "command",
+                "user %r: %s failed in the store: %s",
+                user,
+                type(command).__name__,
+                exc,
+                limiter=STORE_FAILURES,
+            )
             return self._error(command.id, "internal", "the store failed; try again")
         except Exception:
             log.exception("user %r: %s failed", user, type(command).__name__)
@@ -354,8 +370,11 @@ class Connection:
                 return
             except SubscriptionClosedError as exc:
                 close = subscription_closed(exc.reason)
-                if close.code == INTERNAL:
-                    log.warning("user %r: subscription ended (%s)", self.user, exc)
+                if close.code == INTERNAL:  # the session failed (the runtime said why)
+                    log_limited(
+                        log, logging.WARNING, "subscription",
+                        "user %r: subscription ended (%s)", self.user, exc, limiter=STORE_FAILURES,
+                    )  # fmt: skip
                 await self._close_with(close)
                 return
             if len(events) == len(items):

@@ -16,6 +16,8 @@ from typing import Any, TypeAlias
 import attrs
 import orjson
 
+from .._validate import MAX_SEQ
+
 PROTOCOL_VERSION = 1
 MAX_ID_CHARS = 64
 """A command's ``id``: a string of at most this many characters."""
@@ -247,7 +249,8 @@ def check_hello(hello: Hello) -> int | None:
     """Check ``protocol``, ``resume_from`` and ``features`` of a ``hello``; return ``resume_from``.
 
     Raises ``FrameError(bad_request)`` for an unsupported protocol version, a ``resume_from``
-    that is not an integer >= 0, or ``features`` that is not a list of strings. (Whether
+    that is not an integer in ``0..MAX_SEQ`` (a signed 64-bit ``seq``), or ``features`` that is
+    not a list of strings. (Whether
     ``resume_from`` exceeds the head is the runtime's call.)
     """
     protocol = hello.protocol
@@ -255,9 +258,11 @@ def check_hello(hello: Hello) -> int | None:
         raise FrameError("bad_request", f"unsupported protocol {protocol!r}; this server speaks 1")
     resume_from = hello.resume_from
     if resume_from is not None and (
-        isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 0
+        isinstance(resume_from, bool)
+        or not isinstance(resume_from, int)
+        or not 0 <= resume_from <= MAX_SEQ
     ):
-        raise FrameError("bad_request", "resume_from must be an integer >= 0")
+        raise FrameError("bad_request", f"resume_from must be an integer in 0..{MAX_SEQ}")
     hello_features(hello)
     return resume_from
 

@@ -23,6 +23,7 @@ from ._http import HttpRequest, HttpResponse, json_response
 from ._inspector import INSPECTOR_PATH, inspector_http, is_inspector_path
 from ._metrics import CONTENT_TYPE, GatewayMetrics
 from ._protocol import PROTOCOL_VERSION
+from ._session_rules import STORE_RETRY_AFTER
 from ._tokens import check_user_name, mint_token
 
 log = logging.getLogger("netra_actors.gateway")
@@ -222,11 +223,17 @@ class Routes:
                     leases_held=stats.store.leases_held,
                     lease_renewals_failing=stats.store.lease_renewals_failing,
                 )
+            failing = stats.store.commits_failing
+            if failing:  # it answers reads, but cannot commit: no session can start
+                doc["commits_failing"] = failing
+                store_ok, store_error = False, store_error or stats.store.last_commit_error
+                doc.update(store="error", store_ok=False)
             if store_error is not None:
                 doc["store_error"] = store_error
             ok = ok and store_ok
         doc = {"status": "ok" if ok else "unavailable", **doc}
-        return json_response(200 if ok else 503, orjson.dumps(doc))
+        retry = () if ok else (("retry-after", str(STORE_RETRY_AFTER)),)
+        return json_response(200 if ok else 503, orjson.dumps(doc), retry)
 
     def _metrics(self) -> HttpResponse:
         return HttpResponse(

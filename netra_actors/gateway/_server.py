@@ -2,7 +2,9 @@
 
 :class:`Gateway` is a transport over a :class:`~._state.ServerState` (what it serves, its rules,
 its table of running handlers, shutdown): it owns the listening sockets and the count of open TCP
-connections, reads each connection's request with the h11 front (:mod:`._http`), and runs a
+connections — in all (``max_connections``) and per peer address (``max_connections_per_ip``,
+counted from accept to close, so that one client cannot hold every slot with half-sent
+requests; a request must arrive within ``request_timeout``) — reads each connection's request with the h11 front (:mod:`._http`), and runs a
 WebSocket with trio-websocket (:mod:`._transport`) or an AG-UI stream as a streamed response.
 
 Shutdown is cancellation of :meth:`Gateway.serve` (``netra_actors.run`` turns SIGINT/SIGTERM into
@@ -19,6 +21,7 @@ from functools import partial
 
 import trio
 
+from .._logs import RateLimiter, log_limited
 from .._runtime import Runtime
 from ._agui_routes import SSE_CONTENT_TYPE, SseStream
 from ._config import GatewayConfig
@@ -30,6 +33,8 @@ from ._state import Handler, ServerState
 from ._transport import accept_websocket
 
 log = logging.getLogger("netra_actors.gateway")
+_REFUSALS = RateLimiter(10.0)
+"""Refused connections: one line per peer address per period, however many are refused."""
 
 
 def _address(stream: trio.abc.Stream, *, peer: bool) -> tuple[str, int] | None:
@@ -57,6 +62,8 @@ class Gateway:
         self.port: int | None = None
         """The listening port, once :meth:`serve` has started."""
         self._connections = 0
+        self._per_ip: dict[str, int] = {}
+        """Open connections by peer address (those subject to the per-IP cap)."""
 
     @property
     def config(self) -> GatewayConfig:
@@ -110,21 +117,40 @@ class Gateway:
                     await self.state.drain()
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        if self._connections >= self.config.max_connections:
-            log.warning("connection limit (%d) reached; refusing one", self.config.max_connections)
+        config = self.config
+        peer = _address(stream, peer=True)
+        ip = peer[0] if peer is not None else "?"
+        capped = config.max_connections_per_ip > 0 and ip not in config.uncapped_peers
+        refusal = None
+        if self._connections >= config.max_connections:
+            refusal = f"the connection limit ({config.max_connections}) is reached"
+        elif capped and self._per_ip.get(ip, 0) >= config.max_connections_per_ip:
+            refusal = f"{ip} holds {config.max_connections_per_ip} connections (its limit)"
+        if refusal is not None:
+            log_limited(
+                log, logging.WARNING, ip, "refusing connections: %s", refusal, limiter=_REFUSALS
+            )
             await trio.aclose_forcefully(stream)
             return
         self._connections += 1
+        if capped:
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         try:
             await serve_http_connection(
                 stream,
                 self,
-                request_timeout=self.config.request_timeout,
-                send_timeout=self.config.send_timeout,
+                request_timeout=config.request_timeout,
+                send_timeout=config.send_timeout,
                 local=_address(stream, peer=False),
             )
         finally:
             self._connections -= 1
+            if capped:
+                left = self._per_ip[ip] - 1
+                if left:
+                    self._per_ip[ip] = left
+                else:
+                    del self._per_ip[ip]
 
     # -- the HttpApp interface --------------------------------------------------------------
 

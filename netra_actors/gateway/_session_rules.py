@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import attrs
 
+from .._exceptions import StoreError
 from ._protocol import FrameError, Hello, hello_features, parse_frame
 from ._protocol import check_hello as check_hello_fields
 from ._tokens import TokenClaims, TokenError, verify_token
@@ -28,6 +29,13 @@ ABNORMAL = 1006
 """Not a code anyone sends: the connection dropped (or was dropped) without a close frame."""
 MESSAGE_TOO_BIG = 1009
 INTERNAL = 1011
+TRY_AGAIN_LATER = 1013
+"""The user's session could not start because the store cannot commit (a full disk, a database
+that is down): not a shutdown (1001), nor a bug in this connection (1011). Registered with IANA
+as "Try Again Later" (the RFC 6455 §7.4.2 registry); clients back off before reconnecting."""
+STORE_RETRY_AFTER = 5
+"""Seconds a client is asked to wait (``Retry-After``) when the store is failing."""
+STORE_FAILING = "the store is failing (it cannot commit); try again later"
 PROTOCOL_VIOLATION = 4400
 UNAUTHORIZED = 4401
 HELLO_TIMEOUT = 4408
@@ -35,6 +43,12 @@ SLOW_CONSUMER = 4409
 TOO_MANY = 4429
 
 _SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
+
+
+def store_failed(exc: BaseException) -> bool:
+    """Whether a refused session start is the store's failure (a :class:`StoreError`, or the
+    runtime's "session stopped" caused by one): 1013 / 503 + ``Retry-After``, not 1001."""
+    return isinstance(exc, StoreError) or isinstance(exc.__cause__, StoreError)
 
 
 @attrs.frozen

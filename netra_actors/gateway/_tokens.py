@@ -1,6 +1,8 @@
 """Signed, expiring session tokens (HMAC-SHA256). Pure: time is an argument.
 
-A token is ``<payload>.<signature>``, both base64url without padding. The payload is the JSON
+A token is ``<payload>.<signature>``, both base64url without padding — exactly as minted: any
+other spelling of the same bytes (padding, the standard alphabet, stray low bits) is refused, so
+one token is one string. The payload is the JSON
 object ``{"v": 1, "sub": USER, "exp": EPOCH_SECONDS}``; the signature is HMAC-SHA256 over the
 ASCII payload part, keyed with the server secret. Tokens never go in a URL: the client sends one
 in its ``hello`` frame.
@@ -102,6 +104,10 @@ def verify_token(secret: bytes, token: object, *, now: float) -> TokenClaims:
         signature = _unb64(signature_part)
     except (binascii.Error, ValueError):
         raise TokenError("malformed", "the token is malformed") from None
+    if _b64(signature) != signature_part:
+        # padded, standard-alphabet or stray-bit spellings of the same bytes: one token has one
+        # string (the payload part is what the signature covers, so it is canonical by then)
+        raise TokenError("malformed", "the token is not in its canonical encoding")
     if not hmac.compare_digest(signature, _sign(secret, payload_part)):
         raise TokenError("bad_signature", "the token's signature is not valid")
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import string
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -48,12 +51,64 @@ def test_any_tampering_is_refused(user: str, index: int, char: str) -> None:
     i = index % len(token)
     tampered = token[:i] + char + token[i + 1 :]
     assume(tampered != token)
-    try:
-        claims = verify_token(SECRET, tampered, now=1000.0)
-    except TokenError:
-        return
-    # base64 has a few don't-care bits in its last character: the claims must still be the same
-    assert claims.user == user
+    # not even in the don't-care bits of base64's last character: one token, one string
+    with pytest.raises(TokenError):
+        verify_token(SECRET, tampered, now=1000.0)
+
+
+def _lenient_b64(text: str) -> bytes:
+    """What a lenient decoder makes of ``text`` (any alphabet, padding or not, junk skipped)."""
+    text = text.replace("-", "+").replace("_", "/").rstrip("=")
+    text = "".join(c for c in text if c.isalnum() or c in "+/")
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _respell(part: str, kind: str, pick: int) -> str:
+    """Another spelling of the same bytes as ``part`` (canonical unpadded base64url)."""
+    if kind == "padding":
+        return part + "=" * (-len(part) % 4 or 4)
+    if kind == "standard":
+        return part.replace("-", "+").replace("_", "/")
+    if kind == "low_bits":  # the spare bits of the last character set differently
+        raw = _lenient_b64(part)
+        spare = {2: 4, 3: 2}.get(len(part) % 4, 0)
+        if not spare:
+            return part
+        alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+        last = alphabet.index(part[-1])
+        variant = part[:-1] + alphabet[last ^ (1 + pick % ((1 << spare) - 1))]
+        assert _lenient_b64(variant) == raw
+        return variant
+    if kind == "whitespace":  # characters outside the alphabet, skipped by lenient decoders
+        i = pick % (len(part) + 1)
+        return part[:i] + " \n\t!"[pick % 4] + part[i:]
+    raise AssertionError(kind)
+
+
+@given(
+    user=users,
+    which=st.sampled_from(["signature", "payload", "both"]),
+    kind=st.sampled_from(["padding", "standard", "low_bits", "whitespace"]),
+    pick=st.integers(0, 1000),
+)
+def test_every_other_spelling_of_a_token_is_refused(
+    user: str, which: str, kind: str, pick: int
+) -> None:
+    token = mint_token(SECRET, user, 60, now=1000.0)
+    payload, signature = token.split(".")
+    if which in ("payload", "both"):
+        payload = _respell(payload, kind, pick)
+    if which in ("signature", "both"):
+        signature = _respell(signature, kind, pick)
+    variant = f"{payload}.{signature}"
+    assume(variant != token)
+    # the same bytes, so a lenient check would accept it...
+    assert _lenient_b64(payload) == _lenient_b64(token.split(".")[0])
+    assert _lenient_b64(signature) == _lenient_b64(token.split(".")[1])
+    # ...but only the minted string is the token
+    with pytest.raises(TokenError):
+        verify_token(SECRET, variant, now=1000.0)
+    assert verify_token(SECRET, token, now=1000.0).user == user
 
 
 @given(user=users)

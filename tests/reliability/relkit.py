@@ -82,7 +82,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 LIVE_STATES = frozenset(s.value for s in RunState if s.is_live)
-WIRE_CLOSE_CODES = frozenset({1000, 1001, 1009, 1011, 4400, 4401, 4408, 4409, 4429})
+WIRE_CLOSE_CODES = frozenset({1000, 1001, 1009, 1011, 1013, 4400, 4401, 4408, 4409, 4429})
 """The close codes of protocol v1 (docs/protocol.md)."""
 
 
