@@ -3,8 +3,7 @@ loaded by name, ``tests.gateway.own_agents:AGENTS``, as a user's module would be
 
 from __future__ import annotations
 
-from netra_actors import Agent, AgentContext
-from netra_actors import JSON
+from netra_actors import JSON, Agent, AgentContext
 
 
 class Greet(Agent):
@@ -47,3 +46,4 @@ def broken_factory() -> list[type[Agent]]:
 NOT_AGENTS = [int]
 SAME_NAME = [Greet, Greet]
 ONE_STRING = "greet"
+GREET_ONLY = [Greet]
