@@ -28,15 +28,16 @@ sign-in is then off unless ``NETRA_DEV_TOKENS=1``). ``GET``/``POST /login`` and
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
+from types import ModuleType
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 import netra_actors as na
-from examples import auth_cookie
 from netra_actors.asgi import NetraApp
 from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
 from netra_actors.gateway import (
@@ -47,6 +48,9 @@ from netra_actors.gateway import (
     resolve_secret,
     verify_token,
 )
+
+auth_cookie: ModuleType = importlib.import_module("examples.auth_cookie")
+"""The cookie session the login routes below set (by name: ``examples/`` is not a package)."""
 
 
 def _list(name: str) -> list[str]:

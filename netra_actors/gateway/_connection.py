@@ -1,7 +1,8 @@
 """One socket's lifecycle: ``hello``, the session, the close.
 
-A :class:`Connection` authenticates the first frame, subscribes to its user's committed events and
-then runs four tasks until one of them ends the session:
+A :class:`Connection` signs the socket in — the upgrade request through the server's sign-in
+function (:mod:`._sign_in`), if it has one, then the first frame — subscribes to its user's
+committed events and then runs four tasks until one of them ends the session:
 
 * the *reader* parses client frames, applies the user's rate limit and executes commands against
   the runtime, answering each with ``ack``/``runs``/``pong``/``error``;
