@@ -29,47 +29,121 @@ origin, from the address uvicorn listens on), ``NETRA_HELLO_TIMEOUT`` (seconds a
 send ``hello``; default 10), ``NETRA_DEV_TOKENS`` (``0`` turns development sign-in off, e.g.
 behind a reverse proxy on the same host), ``NETRA_ADMIN_TOKEN`` (serves the inspector at
 ``/inspector`` to this credential; docs/inspector.md), ``NETRA_LOG_FORMAT`` (``text`` or ``json``:
-how netra's and uvicorn's log lines are written; docs/observability.md). Development sign-in (``/dev/token``) is only served to
-requests that reach a loopback address. Ctrl-C (or SIGTERM) closes every socket with 1001 and
-exits.
+how netra's and uvicorn's log lines are written; docs/observability.md). Development sign-in
+(``/dev/token``) is only served to requests that reach a loopback address straight (never through
+a proxy). Ctrl-C (or SIGTERM) closes every socket with 1001 and exits.
+
+Your own agents and sign-in, like ``netra-actors serve --agents/--default-agent/--auth``:
+``NETRA_AGENTS`` (``MODULE:ATTRIBUTE``, comma-separated: lists of agent classes; default the
+demo agents), ``NETRA_DEFAULT_AGENT``, ``NETRA_AUTH`` (``MODULE:CALLABLE``, a sign-in function,
+e.g. ``examples.auth_cookie:authenticate`` or ``examples.auth_jwt:authenticate``; development
+sign-in is then off unless ``NETRA_DEV_TOKENS=1``). ``GET``/``POST /login`` and
+``POST /logout`` set and clear the session cookie of ``examples/auth_cookie.py`` (with
+``NETRA_LOGIN_PASSWORD`` as everyone's password: replace it with your user store).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
+from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs
 
 import h11
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import netra_actors as na
 from netra_actors.asgi import NetraApp
 from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
-from netra_actors.gateway import GatewayConfig, TokenError, resolve_secret, verify_token
+from netra_actors.gateway import (
+    GatewayConfig,
+    TokenError,
+    load_agents,
+    load_sign_in,
+    resolve_secret,
+    verify_token,
+)
 
 # netra's records (crashes with their tracebacks) next to uvicorn's, in one format
 na.configure_logging("json" if os.environ.get("NETRA_LOG_FORMAT") == "json" else "text")
 
-origins = [o.strip() for o in os.environ.get("NETRA_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+auth_cookie: ModuleType = importlib.import_module("examples.auth_cookie")
+"""The cookie session the login routes below set (by name: ``examples/`` is not a package)."""
+
+
+def _list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+origins = _list("NETRA_ALLOWED_ORIGINS")
+default_agent = os.environ.get("NETRA_DEFAULT_AGENT") or None
+agents = load_agents(_list("NETRA_AGENTS"), default_agent) if _list("NETRA_AGENTS") else DEMO_AGENTS
+auth = load_sign_in(os.environ["NETRA_AUTH"]) if os.environ.get("NETRA_AUTH") else None
 
 netra = NetraApp(
     GatewayConfig(
         secret=resolve_secret(os.environ.get("NETRA_SECRET")),
         allowed_origins=origins or None,  # None: the page's own origin
-        # only ever served to requests that reach a loopback address of the server
-        dev_tokens=os.environ.get("NETRA_DEV_TOKENS", "1") != "0",
+        # only ever served to requests that reach a loopback address of the server, straight
+        dev_tokens=os.environ.get("NETRA_DEV_TOKENS", "1" if auth is None else "0") != "0",
         hello_timeout=float(os.environ.get("NETRA_HELLO_TIMEOUT", "10")),
         admin_token=os.environ.get("NETRA_ADMIN_TOKEN") or None,  # the inspector, /inspector
     ),
     na.RuntimeConfig(database_url=na.database_url(os.environ.get("NETRA_DB", "netra.db"))),
-    agents=DEMO_AGENTS,
-    metadata=[demo_metadata],
+    agents=agents,
+    default_agent=default_agent,
+    metadata=[demo_metadata] if agents is DEMO_AGENTS else [],
+    auth=auth,
 )
 
 app = FastAPI(title="netra_actors in FastAPI", lifespan=netra.lifespan)
+
+_LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title>
+</head><body><h1>Sign in</h1><form method="post" action="/login">
+<label>Name <input name="user" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required>
+</label><button type="submit">Sign in</button></form></body></html>"""
+
+
+@app.get("/login", response_class=HTMLResponse)
+async def login_page() -> str:
+    """The example's login form (it posts to ``POST /login``)."""
+    return _LOGIN_PAGE
+
+
+@app.post("/login")
+async def login(request: Request) -> RedirectResponse:
+    """Check the form's name and password, set the session cookie (``examples/auth_cookie.py``),
+    go to the page."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    user, password = form.get("user", [""])[0], form.get("password", [""])[0]
+    if len(user) > 64 or not user.isprintable():
+        raise HTTPException(status_code=400, detail="a name is 1 to 64 printable characters")
+    if not auth_cookie.check_password(user, password):
+        raise HTTPException(status_code=401, detail="wrong name or password")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        auth_cookie.COOKIE_NAME,
+        auth_cookie.session_cookie(user),
+        max_age=int(auth_cookie.SESSION_SECONDS),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@app.post("/logout")
+async def logout() -> RedirectResponse:
+    """Clear the session cookie."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(auth_cookie.COOKIE_NAME)
+    return response
 
 
 @app.get("/api/runs")

@@ -31,6 +31,10 @@ class AgentBase:
     """Heartbeat timeout and run deadline (``None``: the runtime's default)."""
     threaded: ClassVar[bool] = False
     """True for agents whose code runs in a thread (:class:`~netra_actors.ThreadedAgent`)."""
+    description: ClassVar[str] = ""
+    """Optional: one line on what the agent does (the page shows it, ``GET /agents`` lists it)."""
+    example_input: ClassVar[JSON] = None
+    """Optional: an input to try it with (the page's run form offers it; None: none)."""
 
 
 def _is_async(fn: Any) -> bool:

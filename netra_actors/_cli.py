@@ -1,8 +1,9 @@
 """The ``netra-actors`` command: the example chat server and its tokens.
 
 * ``netra-actors serve [--host 127.0.0.1] [--port 8765] [--db ./netra.db] [--secret S]
-  [--if-busy parallel|reject|enqueue|interrupt]`` runs the gateway (page, ``/healthz``,
-  ``/metrics``, ``/ws``) with the demo agents on a SQLite file.
+  [--if-busy parallel|reject|enqueue|interrupt] [--agents MODULE:ATTRIBUTE]... [--default-agent
+  NAME] [--auth MODULE:CALLABLE]`` runs the gateway (page, ``/healthz``, ``/metrics``, ``/ws``)
+  with your agents (default: the demo agents) and your sign-in (default: netra's tokens).
 * ``netra-actors token USER [--ttl S] [--secret S]`` prints a token for ``USER``.
 
 The secret is ``--secret``, else ``$NETRA_SECRET``, else a random one kept in
@@ -19,6 +20,7 @@ import argparse
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._agent import AgentBase
 from ._cli_parser import build_parser
@@ -28,14 +30,26 @@ from ._core._resilience import Dependency
 from ._exceptions import ConfigError
 from ._logs import configure_logging
 from .demo_agents import DEMO_AGENTS
-from .gateway import GatewayConfig, RateLimit, is_loopback_host, mint_token
+from .gateway import (
+    GatewayConfig,
+    RateLimit,
+    is_loopback_host,
+    load_agents,
+    load_sign_in,
+    mint_token,
+)
+from .gateway._loading import check_agents
 from .gateway._secret import resolve_secret
+from .gateway._sign_in import Authenticate
 
 # -- serve -------------------------------------------------------------------------------------
 
 
-def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> GatewayConfig:
-    """The gateway configuration of ``serve``'s arguments (refusing unsafe combinations)."""
+def gateway_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, auth: Authenticate | None = None
+) -> GatewayConfig:
+    """The gateway configuration of ``serve``'s arguments (refusing unsafe combinations);
+    ``auth``: the sign-in function ``--auth`` named (:func:`_your_code`)."""
     loopback = is_loopback_host(args.host)
     if args.dev_tokens and not loopback:
         parser.error(
@@ -43,7 +57,8 @@ def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             "reach the server could sign in as anyone. Mint tokens with 'netra-actors token "
             "USER' instead."
         )
-    dev_tokens = loopback if args.dev_tokens is None else args.dev_tokens
+    # your own sign-in: the page's development sign-in only when asked for
+    dev_tokens = (loopback and auth is None) if args.dev_tokens is None else args.dev_tokens
     try:
         secret = secrets.token_bytes(32) if args.echo else resolve_secret(args.secret)
         return GatewayConfig(
@@ -63,6 +78,7 @@ def gateway_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             max_sockets_per_user=args.max_sockets_per_user,
             rate=RateLimit(per_second=args.rate, burst=args.burst),
             echo=args.echo,
+            auth=auth,
         )
     except ConfigError as exc:
         parser.error(str(exc))
@@ -90,7 +106,8 @@ def _llm_setup(
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(args.log_format, args.log_level.upper())
-    config = gateway_config(args, parser)
+    own_agents, auth = _your_code(args)
+    config = gateway_config(args, parser, auth)
     runtime_config = None
     if not args.echo:
         extra = (
@@ -108,8 +125,36 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             )
         except ConfigError as exc:
             parser.error(f"--db {args.db}: {exc}")
-        agents = [*DEMO_AGENTS, *llm_agents]
-    return serve(config, runtime_config, args.db, agents if not args.echo else DEMO_AGENTS)
+        agents = [*own_agents, *llm_agents]
+        try:
+            check_agents(agents, args.default_agent)
+        except ConfigError as exc:
+            _fail(str(exc))
+    return serve(
+        config,
+        runtime_config,
+        args.db,
+        agents if not args.echo else DEMO_AGENTS,
+        default_agent=args.default_agent,
+    )
+
+
+def _your_code(args: argparse.Namespace) -> tuple[list[type[AgentBase]], Authenticate | None]:
+    """The agents of ``--agents`` (the demo agents without it) and the sign-in function of
+    ``--auth``, loaded and checked before anything else: what is wrong is one line."""
+    try:
+        agents = load_agents(args.agents, args.default_agent) if args.agents else DEMO_AGENTS
+        if not args.agents and not args.llm_base_url:
+            check_agents(agents, args.default_agent)
+        return list(agents), load_sign_in(args.auth) if args.auth else None
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2 (what argparse does for a bad argument)."""
+    print(f"netra-actors serve: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 # -- token -------------------------------------------------------------------------------------

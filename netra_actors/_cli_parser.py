@@ -93,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="this server's name in the cluster (default: the host name; a per-process suffix is "
         "always added)",
     )
+    own = serve.add_argument_group("your own agents and sign-in")
+    own.add_argument(
+        "--agents",
+        action="append",
+        metavar="MODULE:ATTRIBUTE",
+        help="serve these agents instead of the demo ones: a list of agent classes, or a "
+        "callable returning one, loaded like uvicorn's module:app with the current directory "
+        "on sys.path (repeatable)",
+    )
+    own.add_argument(
+        "--default-agent",
+        metavar="NAME",
+        help="the agent a say without 'agent' runs (default: the first one)",
+    )
+    own.add_argument(
+        "--auth",
+        metavar="MODULE:CALLABLE",
+        help="your sign-in function: given a request's headers and cookies, the user id (or "
+        "None, or it raises SignInRefused); netra's own tokens stay accepted where it answers "
+        "None. Development sign-in is then off unless --dev-tokens",
+    )
     llm = serve.add_argument_group("the LLM agent (an OpenAI-compatible chat completions API)")
     llm.add_argument(
         "--llm-base-url",

@@ -20,7 +20,7 @@ from ._bridge import run
 from ._config import RuntimeConfig, database_url
 from ._exceptions import StoreError
 from ._runtime import open_runtime
-from .demo_agents import demo_metadata
+from .demo_agents import DEMO_AGENTS, demo_metadata
 from .gateway import Gateway, GatewayConfig
 
 _E = TypeVar("_E", bound=BaseException)
@@ -36,10 +36,12 @@ def serve(
     runtime_config: RuntimeConfig | None,
     db: str,
     agents: Sequence[type[AgentBase]],
+    *,
+    default_agent: str | None = None,
 ) -> int:
     """Serve until stopped; the exit status (1: could not serve, said why on stderr)."""
     try:
-        run(_serve_main, config, runtime_config, db, agents)
+        run(_serve_main, config, runtime_config, db, agents, default_agent)
     except (OSError, StoreError, BaseExceptionGroup) as exc:
         error = _wrapped(exc, OSError)  # e.g. the address is in use
         if error is None:
@@ -61,6 +63,7 @@ async def _serve_main(
     runtime_config: RuntimeConfig | None,
     db: str,
     agents: Sequence[type[AgentBase]],
+    default_agent: str | None,
 ) -> None:
     if runtime_config is None:
         gateway = Gateway(None, config)
@@ -75,7 +78,11 @@ async def _serve_main(
     async with trio.open_nursery() as outer:
         outer.start_soon(_until_cancelled, stop)
         with trio.CancelScope(shield=True):
-            async with open_runtime(runtime_config, agents=agents, metadata=[demo_metadata]) as rt:
+            # the demo agents' tables only where the demo agents are served
+            metadata = [demo_metadata] if set(agents) & set(DEMO_AGENTS) else []
+            async with open_runtime(
+                runtime_config, agents=agents, default_agent=default_agent, metadata=metadata
+            ) as rt:
                 gateway = Gateway(rt, config)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(gateway.serve)
@@ -143,8 +150,19 @@ def _banner(gateway: Gateway, db: str | None, if_busy: str | None = None) -> Non
         f"  health:     {base}/healthz    metrics: {base}/metrics",
         f"  database:   {_shown_db(db)}",
         f"  if busy:    {if_busy} (what a say does while a run is live; --if-busy)",
-        "  tokens:     netra-actors token USER [--ttl SECONDS]   (same secret as this server)",
     ]
+    runtime = gateway.runtime
+    if runtime is not None:
+        default = runtime.agents.default
+        shown = [f"{name} (default)" if name == default else name for name in runtime.agents]
+        lines.append(f"  agents:     {', '.join(shown)}")
+    if config.auth is not None:
+        module = getattr(config.auth, "__module__", "?")
+        name = getattr(config.auth, "__qualname__", type(config.auth).__qualname__)
+        lines.append(f"  sign-in:    {module}:{name} (and netra's own tokens)")
+    lines.append(
+        "  tokens:     netra-actors token USER [--ttl SECONDS]   (same secret as this server)"
+    )
     if config.dev_tokens:
         lines.append(
             "  development sign-in enabled: the page can sign in any user name "

@@ -101,6 +101,8 @@ class DemoAgent(Agent):
     """Thinks, calls the ``word_stats`` tool, answers with a message, completes."""
 
     name = "demo"
+    description = "Input is the text to read (any JSON value)."
+    example_input = "Add 2 and 40, please."
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         text = input if isinstance(input, str) else str(input)
@@ -129,6 +131,11 @@ class CrashyAgent(Agent):
     """
 
     name = "crashy"
+    description = (
+        "Crashes on its first crash_times attempts, then succeeds; each crash is rolled back "
+        "(with stream, the text it streamed is retracted)."
+    )
+    example_input = {"crash_times": 2, "stream": True}
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         crash_times = 1
@@ -167,6 +174,8 @@ class SlowAgent(Agent):
     """Runs ``seconds`` seconds, heartbeating and thinking about once per second."""
 
     name = "slow"
+    description = "Thinks about once a second for the given seconds; try cancelling it."
+    example_input = {"seconds": 5}
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         seconds = 5.0
@@ -204,6 +213,8 @@ class AskAgent(Agent):
     """
 
     name = "ask"
+    description = "Asks you the question in its input and waits: answer in its card."
+    example_input = "What should I answer?"
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         prompt = "What should I answer?"

@@ -34,6 +34,7 @@ from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
 from ._protocol import MAX_TEXT_BYTES
 from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER, store_failed
+from ._sign_in import SignInFailed, SignInRefused
 from ._tokens import TokenClaims, TokenError, verify_token
 
 log = logging.getLogger("netra_actors.gateway")
@@ -187,7 +188,20 @@ class AguiRoutes:
 
     # -- checks shared by both endpoints ----------------------------------------------------
 
-    def _claims(self, request: HttpRequest) -> TokenClaims | HttpResponse:
+    async def _claims(self, request: HttpRequest) -> TokenClaims | HttpResponse:
+        """Who the request is: the server's sign-in function (:mod:`._sign_in`) if it has one
+        and it knows the request's credential, else netra's token in ``Authorization``."""
+        sign_in = self.deps.sign_in
+        if sign_in is not None:
+            try:
+                claims = await sign_in(request)
+            except SignInRefused as exc:
+                log.info("AG-UI: sign-in refused (%s)", exc)
+                return _error(401, "unauthorized", str(exc) or "sign-in refused")
+            except SignInFailed:
+                return _error(500, "internal", "sign-in failed")
+            if claims is not None:
+                return claims
         auth = request.header("authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -218,7 +232,7 @@ class AguiRoutes:
 
     async def post(self, request: HttpRequest) -> HttpResponse | SseStream:
         """Commit the last user message of a ``RunAgentInput``, start a run, stream it."""
-        claims = self._claims(request)
+        claims = await self._claims(request)
         if isinstance(claims, HttpResponse):
             return claims
         user = claims.user
@@ -263,7 +277,7 @@ class AguiRoutes:
 
     async def events(self, request: HttpRequest) -> HttpResponse | SseStream:
         """The user's events after ``Last-Event-ID`` (or from now), as AG-UI frames, then live."""
-        claims = self._claims(request)
+        claims = await self._claims(request)
         if isinstance(claims, HttpResponse):
             return claims
         user = claims.user

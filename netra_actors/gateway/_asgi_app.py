@@ -26,9 +26,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import FrameType
 from typing import Any
 
+import attrs
 from sqlalchemy import MetaData
 
-from .._agent import AgentBase
+from .._agent import AgentBase, AgentRegistry
 from .._config import RuntimeConfig
 from .._embed import EmbeddedRuntime, embed
 from .._exceptions import RuntimeClosedError
@@ -36,6 +37,7 @@ from ._asgi_http import Receive, Running, Scope, Send, serve_http
 from ._asgi_socket import serve_websocket
 from ._config import GatewayConfig
 from ._metrics import GatewayMetrics
+from ._sign_in import Authenticate
 from ._state import ServerState
 
 log = logging.getLogger("netra_actors.gateway")
@@ -45,6 +47,11 @@ class NetraApp:
     """An ASGI application serving netra's page, ``/ws`` (protocol v1), AG-UI (``/agui``,
     ``/agui/events``), ``/healthz``, ``/metrics`` and development sign-in (``/dev/token``, only
     when ``gateway.dev_tokens`` and only to requests that reach a loopback address).
+
+    ``agents`` are the agent classes served (the page offers them, ``GET /agents`` lists them),
+    ``default_agent`` the one a ``say`` without ``agent`` runs (default: the first); ``auth``
+    your sign-in function (:class:`~netra_actors.gateway.SignInRequest`; the same as
+    ``GatewayConfig(auth=...)``).
 
     Start it with :meth:`lifespan` (FastAPI/Starlette ``lifespan=``), or let the ASGI server
     send it the ``lifespan`` scope when it is the top-level app. ``gateway.host``/``port`` are
@@ -60,12 +67,16 @@ class NetraApp:
         agents: Iterable[type[AgentBase]] = (),
         default_agent: str | None = None,
         metadata: Iterable[MetaData] = (),
+        auth: Authenticate | None = None,
         handle_signals: bool = True,
     ) -> None:
+        if auth is not None:
+            gateway = attrs.evolve(gateway, auth=auth)
         self.config = gateway
         """The gateway configuration (``config.secret`` verifies tokens)."""
         self.runtime_config = runtime_config
         self._agents = list(agents)
+        AgentRegistry(self._agents, default=default_agent)  # a bad list fails here, not later
         self._default_agent = default_agent
         self._metadata = list(metadata)
         self._handle_signals = handle_signals

@@ -21,7 +21,7 @@ import trio
 from ._asgi_http import Receive, Running, Scope, Send, request_from_scope, send_response
 from ._asgi_outbox import Outbox
 from ._connection import Connection
-from ._http import HttpResponse
+from ._http import HttpRequest, HttpResponse
 from ._routes import WS_PATH
 from ._transport import SocketClosed
 
@@ -140,18 +140,18 @@ async def serve_websocket(
     writer = asyncio.ensure_future(outbox.write())
     try:
         with contextlib.suppress(Exception):  # the runtime stopped under it: nothing to send
-            await running.embedded._call(_run, running, socket, client)
+            await running.embedded._call(_run, running, socket, client, request)
     finally:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
 
 
-async def _run(running: Running, socket: AsgiSocket, client: Any) -> None:
+async def _run(running: Running, socket: AsgiSocket, client: Any, request: HttpRequest) -> None:
     """In trio: the protocol on an accepted socket, held in the server's table while it runs."""
     state = running.state
     assert state.deps is not None
     peer = f"{client[0]}:{client[1]}" if client else "?"
     with state.running(websocket=True) as handler:
-        conn = Connection(state.deps, socket, peer)
+        conn = Connection(state.deps, socket, peer, request)
         state.attach(handler, conn)
         await conn.run()

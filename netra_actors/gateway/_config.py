@@ -9,6 +9,7 @@ import attrs
 from .._exceptions import ConfigError
 from .._validate import non_negative_int, positive, positive_int
 from ._limits import RateLimit
+from ._sign_in import Authenticate
 from ._tokens import MIN_SECRET_BYTES
 from ._trust import is_loopback_host
 
@@ -66,6 +67,10 @@ class GatewayConfig:
     (:mod:`._trust`)."""
     dev_tokens: bool = False
     """Serve ``POST /dev/token`` (local development sign-in). Refused on a non-loopback host."""
+    auth: Authenticate | None = None
+    """Your sign-in function (:mod:`._sign_in`): given a request's headers and cookies, the user
+    id, or None (then netra's own tokens are checked), or it raises ``SignInRefused``. Applied
+    to the WebSocket upgrade, ``POST /agui`` and ``GET /agui/events``."""
     dev_token_ttl: float = attrs.field(default=24 * 3600.0, validator=positive)
     hello_timeout: float = attrs.field(default=10.0, validator=positive)
     max_message_size: int = attrs.field(default=64 * 1024, validator=positive_int)
@@ -107,6 +112,8 @@ class GatewayConfig:
     """The inspector's credential (``docs/inspector.md``); None: no inspector (404)."""
 
     def __attrs_post_init__(self) -> None:
+        if self.auth is not None and not callable(self.auth):
+            raise ConfigError(f"auth must be a callable (a sign-in function), got {self.auth!r}")
         if self.dev_tokens and not is_loopback_host(self.host):
             raise ConfigError(
                 f"development sign-in (dev_tokens) is refused on the non-loopback host "

@@ -1,7 +1,8 @@
 """One socket's lifecycle: ``hello``, the session, the close.
 
-A :class:`Connection` authenticates the first frame, subscribes to its user's committed events and
-then runs four tasks until one of them ends the session:
+A :class:`Connection` signs the socket in — the upgrade request through the server's sign-in
+function (:mod:`._sign_in`), if it has one, then the first frame — subscribes to its user's
+committed events and then runs four tasks until one of them ends the session:
 
 * the *reader* parses client frames, applies the user's rate limit and executes commands against
   the runtime, answering each with ``ack``/``runs``/``pong``/``error``;
@@ -40,6 +41,7 @@ from .._runtime import Runtime
 from .._subscription import Subscription
 from .._values import Delta, Event
 from ._config import GatewayConfig
+from ._http import HttpRequest
 from ._limits import UserLimits
 from ._metrics import GatewayMetrics
 from ._protocol import (
@@ -82,6 +84,8 @@ from ._session_rules import (
     store_failed,
     subscription_closed,
 )
+from ._sign_in import SignIn, SignInFailed, SignInRefused
+from ._tokens import TokenClaims
 from ._transport import SocketClosed, WebSocketLike
 
 log = logging.getLogger("netra_actors.gateway")
@@ -95,13 +99,24 @@ class ConnectionDeps:
     config: GatewayConfig
     limits: UserLimits
     metrics: GatewayMetrics
+    sign_in: SignIn | None = None
+    """The server's sign-in function (``GatewayConfig.auth``), if it has one."""
 
 
 class Connection:
-    """One WebSocket, from ``hello`` to close. Create, then :meth:`run`."""
+    """One WebSocket, from ``hello`` to close. Create, then :meth:`run`.
 
-    def __init__(self, deps: ConnectionDeps, socket: WebSocketLike, peer: str) -> None:
+    ``request``: the upgrade request, which the server's sign-in function (if any) reads."""
+
+    def __init__(
+        self,
+        deps: ConnectionDeps,
+        socket: WebSocketLike,
+        peer: str,
+        request: HttpRequest | None = None,
+    ) -> None:
         self._deps = deps
+        self._request = request
         self._config = deps.config
         self._runtime = deps.runtime
         self.socket = socket
@@ -195,8 +210,27 @@ class Connection:
         finally:
             limits.close_socket(user, trio.current_time())
 
+    async def _upgrade_sign_in(self) -> TokenClaims | Close | None:
+        """Who the upgrade request signs in as (the server's sign-in function), the close a
+        refusal deserves, or None (no sign-in function, or no credential of its own)."""
+        sign_in = self._deps.sign_in
+        if sign_in is None or self._request is None:
+            return None
+        try:
+            return await sign_in(self._request)
+        except SignInRefused as exc:
+            log.info("connection %s: sign-in refused (%s)", self.peer, exc)
+            return Close(UNAUTHORIZED, str(exc)[:120] or "sign-in refused")
+        except SignInFailed:
+            return Close(INTERNAL, "sign-in failed")
+
     async def _hello(self) -> Session | None:
-        """Receive and check ``hello``; None after requesting the close it deserves."""
+        """Sign the upgrade in, receive and check ``hello``; None after requesting the close it
+        deserves."""
+        signed_in = await self._upgrade_sign_in()
+        if isinstance(signed_in, Close):
+            await self._close_with(signed_in)
+            return None
         timeout = self._config.hello_timeout
         message: str | None = None
         with trio.move_on_after(timeout) as scope:
@@ -206,7 +240,7 @@ class Connection:
             return None
         if message is None:
             return None
-        outcome = check_hello(message, self._config.secret, now=time.time())
+        outcome = check_hello(message, self._config.secret, now=time.time(), signed_in=signed_in)
         if isinstance(outcome, Close):
             if outcome.token_refused is not None:
                 log.info("connection %s: token refused (%s)", self.peer, outcome.token_refused)

@@ -1,4 +1,5 @@
-"""The HTTP routes: the page, ``/healthz``, ``/metrics``, ``/dev/token``, AG-UI (``/agui``,
+"""The HTTP routes: the page, ``/agents`` (what the page offers), ``/healthz``, ``/metrics``,
+``/dev/token``, AG-UI (``/agui``,
 ``/agui/events``, with CORS for allowed origins), and the checks an upgrade request to ``/ws``
 must pass (path, Origin allowlist, handshake headers).
 
@@ -32,6 +33,7 @@ PAGE = Path(__file__).resolve().parent.parent / "_static" / "index.html"
 """The packaged chat page."""
 
 WS_PATH = "/ws"
+AGENTS_PATH = "/agents"
 HEALTH_TIMEOUT = 2.0
 
 _PLACEHOLDER = b"""<!doctype html>
@@ -95,7 +97,7 @@ class Routes:
 
     known = frozenset(
         {"/", "/index.html", "/healthz", "/metrics", "/dev/token", WS_PATH, AGUI_PATH}
-        | {AGUI_EVENTS_PATH, INSPECTOR_PATH}
+        | {AGUI_EVENTS_PATH, INSPECTOR_PATH, AGENTS_PATH}
     )
 
     def __init__(self, gateway: GatewayState) -> None:
@@ -138,6 +140,8 @@ class Routes:
             return await self._health(request) if method == "GET" else _not_allowed("GET")
         if path == "/metrics":
             return self._metrics() if method == "GET" else _not_allowed("GET")
+        if path == AGENTS_PATH:
+            return self._agents(request) if method == "GET" else _not_allowed("GET")
         if path == "/favicon.ico" and method == "GET":
             return HttpResponse(status=200, body=_FAVICON, content_type="image/svg+xml")
         if path == "/dev/token" and self._gateway.dev_tokens_for(request):
@@ -234,6 +238,31 @@ class Routes:
         doc = {"status": "ok" if ok else "unavailable", **doc}
         retry = () if ok else (("retry-after", str(STORE_RETRY_AFTER)),)
         return json_response(200 if ok else 503, orjson.dumps(doc), retry)
+
+    def _agents(self, request: HttpRequest) -> HttpResponse:
+        """The agents served (the page builds its menu from them) and how the page signs in."""
+        runtime = self._gateway.runtime
+        if runtime is None:
+            return HttpResponse.text(404)
+        agents: list[dict[str, object]] = []
+        for name in runtime.agents:
+            cls = runtime.agents.get(name)
+            assert cls is not None
+            agent: dict[str, object] = {"name": name, "description": cls.description}
+            if cls.example_input is not None:
+                try:
+                    orjson.dumps(cls.example_input)
+                    agent["example_input"] = cls.example_input
+                except TypeError:  # not a JSON value: the page offers none
+                    log.warning("agent %r: example_input is not a JSON value", name)
+            agents.append(agent)
+        doc = {
+            "default": runtime.agents.default,
+            "agents": agents,
+            "sign_in": "app" if self._gateway.config.auth is not None else "token",
+            "dev_tokens": self._gateway.dev_tokens_for(request),
+        }
+        return json_response(200, orjson.dumps(doc))
 
     def _metrics(self) -> HttpResponse:
         return HttpResponse(

@@ -198,10 +198,12 @@ class Gateway:
             trio.CancelScope(shield=True) as hard,
             state.running(websocket=True, hard=hard) as handler,
         ):
-            await self._run_socket(handler, stream, prefix)
+            await self._run_socket(handler, request, stream, prefix)
         return None
 
-    async def _run_socket(self, handler: Handler, stream: trio.abc.Stream, prefix: bytes) -> None:
+    async def _run_socket(
+        self, handler: Handler, request: HttpRequest, stream: trio.abc.Stream, prefix: bytes
+    ) -> None:
         config, deps = self.config, self.state.deps
         async with trio.open_nursery() as nursery:
             socket = await accept_websocket(
@@ -219,7 +221,8 @@ class Gateway:
                     conn = EchoConnection(socket, config.ping_interval, config.pong_timeout)
                 else:
                     peer = _address(stream, peer=True)
-                    conn = Connection(deps, socket, f"{peer[0]}:{peer[1]}" if peer else "?")
+                    shown = f"{peer[0]}:{peer[1]}" if peer else "?"
+                    conn = Connection(deps, socket, shown, request)
                 self.state.attach(handler, conn)
                 await conn.run()
             nursery.cancel_scope.cancel()  # trio-websocket's reader task

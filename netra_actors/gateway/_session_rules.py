@@ -5,8 +5,10 @@ drives its frame protocol: it receives, asks a rule, and acts on the answer — 
 :class:`Close` (with, sometimes, an ``error`` frame to send first) or the go-ahead:
 
 * :func:`check_message` — every inbound message: text only (4400), within the size limit (1009);
-* :func:`check_hello` — the first frame: a ``hello`` (4400) with a valid token (4401) and valid
-  fields (an ``error`` frame, then 4400); :func:`hello_timeout` when none comes (4408);
+* :func:`check_hello` — the first frame: a ``hello`` (4400) with a valid token (4401) — or none,
+  when the upgrade request signed the socket in (:mod:`._sign_in`), but never a token of another
+  user (4401) — and valid fields (an ``error`` frame, then 4400); :func:`hello_timeout` when
+  none comes (4408);
 * :class:`Strikes` — rate-limited messages in a row: past ``flood_limit``, 4429;
 * :func:`subscription_closed` — the close code when the user's subscription ends.
 
@@ -80,18 +82,35 @@ def check_message(message: str | bytes, max_bytes: int) -> Close | None:
     return None
 
 
-def check_hello(message: str, secret: bytes, *, now: float) -> Session | Close:
-    """The session the first frame opens, or the close it deserves."""
+def check_hello(
+    message: str, secret: bytes, *, now: float, signed_in: TokenClaims | None = None
+) -> Session | Close:
+    """The session the first frame opens, or the close it deserves.
+
+    ``signed_in``: who the upgrade request signed in as (the server's sign-in function), if
+    anyone. Then a ``hello`` without a token opens that user's session, and one with a token
+    opens it only when the token is valid and names the same user."""
     try:
         frame = parse_frame(message)
     except FrameError:
         frame = None
     if not isinstance(frame, Hello):
         return Close(PROTOCOL_VIOLATION, "the first frame must be hello")
-    try:
-        claims = verify_token(secret, frame.token, now=now)
-    except TokenError as exc:
-        return Close(UNAUTHORIZED, str(exc), token_refused=exc.reason)
+    if signed_in is not None and frame.token is None:
+        claims = signed_in
+    else:
+        try:
+            claims = verify_token(secret, frame.token, now=now)
+        except TokenError as exc:
+            return Close(UNAUTHORIZED, str(exc), token_refused=exc.reason)
+        if signed_in is not None and claims.user != signed_in.user:
+            return Close(
+                UNAUTHORIZED,
+                "the token names another user than the sign-in",
+                token_refused="another_user",
+            )
+        if signed_in is not None:  # both: the session ends with the first to expire
+            claims = attrs.evolve(claims, expires_at=min(claims.expires_at, signed_in.expires_at))
     try:
         resume_from = check_hello_fields(frame)
         features = hello_features(frame)

@@ -31,6 +31,7 @@ from ._limits import UserLimits
 from ._metrics import GatewayMetrics, fullest_mailbox
 from ._routes import Routes
 from ._session_rules import GOING_AWAY
+from ._sign_in import SignIn
 from ._trust import Origins, dev_sign_in_allowed
 
 log = logging.getLogger("netra_actors.gateway")
@@ -76,8 +77,13 @@ class ServerState:
         self._idle = trio.Event()
         """Set when the last handler ended after shutdown began."""
         if runtime is not None:
+            sign_in = None if config.auth is None else SignIn(config.auth, config.request_timeout)
             self.deps = ConnectionDeps(
-                runtime=runtime, config=config, limits=self.limits, metrics=self.metrics
+                runtime=runtime,
+                config=config,
+                limits=self.limits,
+                metrics=self.metrics,
+                sign_in=sign_in,
             )
             self.agui = AguiRoutes(self.deps)
             self.metrics.attach_runtime(runtime, self.socket_mailbox_depth)

@@ -12,10 +12,13 @@ decide from *where* a request may come:
   The trio gateway listens on one configured address and knows its port once it listens: its
   page's origins are the loopback names (a page served under another name needs
   ``allowed_origins``).
-* **Development sign-in** (``POST /dev/token``) is served only when ``dev_tokens`` is on and the
-  request reached a loopback address of the server (:func:`is_loopback_host`) — decided per
-  request, so a server on ``0.0.0.0`` signs in local clients only. (A configuration with
-  ``dev_tokens`` on a non-loopback host is refused outright.)
+* **Development sign-in** (``POST /dev/token``) is served only when ``dev_tokens`` is on, the
+  request reached a loopback address of the server (:func:`is_loopback_host`), and it did not
+  come through a proxy: no ``Forwarded`` or ``X-Forwarded-*`` header, and a ``Host`` (if any:
+  one) naming a loopback host on the port the request reached (:func:`came_through_proxy`) — decided
+  per request, so a server on ``0.0.0.0`` signs in local clients only, and a reverse proxy on
+  the same machine relays no sign-in. (A configuration with ``dev_tokens`` on a non-loopback
+  host is refused outright.)
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class Request(Protocol):
     def header(self, name: str) -> str | None: ...
 
     def header_count(self, name: str) -> int: ...
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every header, names lower-cased."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -64,11 +71,57 @@ def page_origin(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def dev_sign_in_allowed(enabled: bool, request: Request) -> bool:
-    """True if ``request`` may use development sign-in: it is ``enabled``, and the request
-    reached a loopback address of the server."""
+def _host_and_port(value: str) -> tuple[str, int | None] | None:
+    """The host and port of a ``Host`` header value (None: not one)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep:
+            return None
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            return None
+    else:
+        host, sep, port_text = value.partition(":")
+        if not sep:
+            port_text = None
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or len(port_text) > 5:
+        return None
+    return host, int(port_text)
+
+
+def came_through_proxy(request: Request) -> bool:
+    """True unless ``request`` was made on the machine straight to the server: a ``Forwarded``
+    or ``X-Forwarded-*`` header, several ``Host`` headers, or a ``Host`` that is not a loopback
+    name on the port the request reached (80 when it names none) says a proxy (or a name the
+    server does not know itself by) is in between. (A request without ``Host`` — HTTP/1.0 — is
+    judged by its headers only: a proxy relaying HTTP/1.1 always sends one.)"""
+    for name, _ in request.headers:
+        if name == "forwarded" or name.startswith("x-forwarded-"):
+            return True
+    count = request.header_count("host")
+    if count == 0:
+        return False
+    parsed = _host_and_port(request.header("host") or "")
     local = request.local
-    return enabled and local is not None and is_loopback_host(local[0])
+    if count > 1 or parsed is None or local is None:
+        return True
+    host, port = parsed
+    return not is_loopback_host(host) or (80 if port is None else port) != local[1]
+
+
+def dev_sign_in_allowed(enabled: bool, request: Request) -> bool:
+    """True if ``request`` may use development sign-in: it is ``enabled``, the request reached a
+    loopback address of the server, and it did not come through a proxy."""
+    local = request.local
+    return (
+        enabled
+        and local is not None
+        and is_loopback_host(local[0])
+        and not came_through_proxy(request)
+    )
 
 
 class Origins:

@@ -367,13 +367,6 @@ async def test_idle_connections_live_while_the_read_timeout_exceeds_the_ping_int
 # -- development sign-in behind a proxy ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a server on a loopback address (dev sign-in on by default) mints a token for "
-    "POST /dev/token relayed by nginx (X-Forwarded-For, X-Forwarded-Proto: https); "
-    "it should refuse proxied requests",
-)
 def test_development_sign_in_is_not_served_through_the_proxy(site: Site) -> None:
     """A server started without ``--no-dev-tokens`` (on loopback, its default is on) behind the
     guide's proxy must not mint tokens for the public: only for requests made on the machine."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from netra_actors.gateway import mint_token
+from netra_actors.gateway import TokenClaims, mint_token
 from netra_actors.gateway._session_rules import (
     GOING_AWAY,
     INTERNAL,
@@ -37,6 +37,32 @@ def test_a_valid_hello_opens_the_session() -> None:
     assert isinstance(session, Session)
     assert session.claims.user == "ann"
     assert (session.resume_from, session.features) == (7, frozenset({"deltas"}))
+
+
+def test_a_socket_signed_in_by_its_upgrade_needs_no_token_and_takes_no_other_users() -> None:
+    ann = TokenClaims(user="ann", expires_at=NOW + 30)
+    session = check_hello(hello(token=None), SECRET, now=NOW, signed_in=ann)
+    assert isinstance(session, Session)
+    assert session.claims == ann
+    # a token of the same user: the session ends when the first of the two expires
+    session = check_hello(hello(), SECRET, now=NOW, signed_in=ann)
+    assert isinstance(session, Session)
+    assert session.claims == ann
+    late = TokenClaims(user="ann", expires_at=NOW + 3600)
+    session = check_hello(hello(), SECRET, now=NOW, signed_in=late)
+    assert isinstance(session, Session)
+    assert session.claims.expires_at == NOW + 60
+    bob = mint_token(SECRET, "bob", 60, now=NOW)
+    close = check_hello(hello(token=bob), SECRET, now=NOW, signed_in=ann)
+    assert isinstance(close, Close)
+    assert (close.code, close.token_refused) == (UNAUTHORIZED, "another_user")
+    close = check_hello(hello(token="forged.token"), SECRET, now=NOW, signed_in=ann)
+    assert isinstance(close, Close)
+    assert close.code == UNAUTHORIZED
+    # not signed in by the upgrade: a token is required, as ever
+    close = check_hello(hello(token=None), SECRET, now=NOW)
+    assert isinstance(close, Close)
+    assert close.code == UNAUTHORIZED
 
 
 def test_the_first_frame_must_be_a_hello() -> None:

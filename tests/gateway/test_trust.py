@@ -12,6 +12,7 @@ from netra_actors.gateway._http import HttpRequest
 from netra_actors.gateway._state import ServerState
 from netra_actors.gateway._trust import (
     Origins,
+    came_through_proxy,
     default_origins,
     dev_sign_in_allowed,
     is_loopback_host,
@@ -97,6 +98,37 @@ def test_dev_sign_in_only_for_requests_that_reached_a_loopback_address(
 ) -> None:
     assert dev_sign_in_allowed(True, request(local=local)) is allowed
     assert dev_sign_in_allowed(False, request(local=local)) is False
+
+
+def sign_in_request(
+    *headers: tuple[str, str], local: tuple[str, int] = ("127.0.0.1", 8765)
+) -> HttpRequest:
+    return HttpRequest(method="POST", target="/dev/token", headers=headers, local=local)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [(("x-forwarded-for", "203.0.113.9"),), (("x-forwarded-proto", "https"),),
+     (("x-forwarded-host", "chat.example.com"),), (("forwarded", "for=203.0.113.9"),),
+     (("host", "chat.example.com"),), (("host", "chat.example.com:8765"),),
+     (("host", "192.168.1.5:8765"),), (("host", "127.0.0.1:8766"),), (("host", "localhost"),),
+     (("host", "127.0.0.1:8765"), ("host", "127.0.0.1:8765")), (("host", "[::1:8765"),),
+     (("host", "127.0.0.1:http"),), (("host", "127.0.0.1:8765"), ("x-forwarded-for", "::1"))],
+)  # fmt: skip
+def test_dev_sign_in_is_never_served_through_a_proxy(headers: tuple[tuple[str, str], ...]) -> None:
+    assert came_through_proxy(sign_in_request(*headers))
+    assert not dev_sign_in_allowed(True, sign_in_request(*headers))
+
+
+@pytest.mark.parametrize(
+    "host", [None, "127.0.0.1:8765", "localhost:8765", "[::1]:8765", "LOCALHOST:8765"]
+)
+def test_dev_sign_in_is_served_to_a_request_made_on_the_machine(host: str | None) -> None:
+    headers = () if host is None else (("host", host),)
+    assert not came_through_proxy(sign_in_request(*headers))
+    assert dev_sign_in_allowed(True, sign_in_request(*headers))
+    port80 = sign_in_request(("host", "localhost"), local=("127.0.0.1", 80))
+    assert dev_sign_in_allowed(True, port80)  # no port named: 80
 
 
 def test_loopback_hosts() -> None:
