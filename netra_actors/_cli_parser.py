@@ -10,7 +10,7 @@ import argparse
 import os
 
 from . import __version__
-from ._config import IF_BUSY
+from ._core._admission import IF_BUSY
 
 DEFAULT_TTL = 24 * 3600.0
 """How long a token from ``netra-actors token`` lasts unless ``--ttl`` says (a day)."""

@@ -12,6 +12,7 @@ import attrs
 from sqlalchemy import make_url
 
 from ._core import LivenessPolicy, RestartPolicy
+from ._core._admission import IF_BUSY
 from ._core._resilience import Dependency, dependency_map
 from ._exceptions import ConfigError
 from ._validate import positive, positive_int
@@ -52,9 +53,6 @@ def _gc_threshold(
 def _tracing(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not True and value is not False and not hasattr(value, "get_tracer"):
         raise ConfigError(f"tracing must be True, False or a TracerProvider, got {value!r}")
-
-
-IF_BUSY = ("parallel", "reject", "enqueue", "interrupt")
 
 
 def _if_busy(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:

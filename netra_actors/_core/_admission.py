@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import attrs
 
-from .._config import IF_BUSY
 from .._exceptions import (
     BusyError,
     CommandError,
@@ -29,6 +28,9 @@ from ._lifecycle import Plan
 from ._liveness import LivenessPolicy
 from ._restart import RestartPolicy
 from ._session import LiveRun, SessionRules
+
+IF_BUSY = ("parallel", "reject", "enqueue", "interrupt")
+"""The busy policies: what a new run does while the user has live runs."""
 
 
 @attrs.frozen(kw_only=True)
