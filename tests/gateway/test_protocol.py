@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netra_actors import Delta
-from netra_actors import _config as runtime_config
+from netra_actors._core import _admission as admission
 from netra_actors.gateway._protocol import (
     ERROR_CODES,
     IF_BUSY,
@@ -309,7 +309,7 @@ def test_hello_without_features_asks_for_none() -> None:
     assert hello_features(Hello(token="t", protocol=1, resume_from=None)) == frozenset()
     assert "deltas" in SERVER_FEATURES
     assert "busy" in ERROR_CODES
-    assert IF_BUSY == runtime_config.IF_BUSY  # the codec's list is the runtime's
+    assert IF_BUSY == admission.IF_BUSY  # the codec's list is the runtime's
 
 
 items = st.lists(
