@@ -47,6 +47,9 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
                 "user_text": msg.user_text,
                 "if_busy": msg.if_busy,
                 "message_meta": msg.message_meta,
+                "thread": msg.thread,
+                "message_id": msg.message_id,
+                "earlier": [list(pair) for pair in msg.earlier],
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
@@ -69,6 +72,9 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
                 reply=reply,
                 if_busy=payload["if_busy"],
                 message_meta=payload.get("message_meta"),
+                thread=payload.get("thread"),
+                message_id=payload.get("message_id"),
+                earlier=tuple((str(m), str(t)) for m, t in payload.get("earlier") or ()),
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)

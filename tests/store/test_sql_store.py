@@ -322,17 +322,19 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
         events,
         inbox,
         leases,
+        message_ids,
         migrate,
         model_calls,
         replies,
         runs,
+        threads,
     )
 
     engine = create_engine("sqlite://")
     with engine.begin() as conn:
         assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs, leases, inbox, replies, model_calls):
+        for table in (events, runs, leases, inbox, replies, model_calls, threads, message_ids):
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
@@ -340,8 +342,9 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
             indexes = {i["name"] for i in found.get_indexes(table.name)}
             assert indexes >= {i.name for i in table.indexes}, table.name
     # A new version: add its frozen migration and test the path from the previous version
-    # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls).
-    assert version == 3
+    # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
+    # tests/store/test_threads_store.py tests version 3 -> 4, threads).
+    assert version == 4
 
 
 # -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
