@@ -109,15 +109,11 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
     )
     unit = UnitOfWork(owner.user_id)
     if msg.user_text is not None:
-        for message_id, text in msg.earlier:
-            unit.emit(
-                run.run_id, "message", {"role": "user", "text": text, "message_id": message_id}
-            )
-        message: dict[str, JSON] = dict(msg.message_meta or {})
-        message.update(
-            role="user", text=msg.user_text, message_id=msg.message_id or new_message_id()
-        )
-        unit.emit(run.run_id, "message", message)
+        texts = [*msg.earlier, (msg.message_id or new_message_id(), msg.user_text)]
+        for message_id, text in texts:  # each with the meta (a POST /agui's ids)
+            message: dict[str, JSON] = dict(msg.message_meta or {})
+            message.update(role="user", text=text, message_id=message_id)
+            unit.emit(run.run_id, "message", message)
     unit.message_ids.extend((message_id, thread) for message_id in client_ids)
     run.start_seq = owner.head + 1  # the unit's first event (one unit in flight per user)
     if admitted.blockers is None:  # a queued run's bound is set when its turn comes

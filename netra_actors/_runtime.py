@@ -307,6 +307,12 @@ class Runtime:
         limit = check_limit(limit, default=DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
         return await self.store.history(user_id, thread=thread, before_seq=before_seq, limit=limit)
 
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """Those of the client-chosen message ``ids`` (``say(message_id=…)``) the user has
+        committed already, each with its thread. Read from the store."""
+        check_user_id(user_id)
+        return await self.store.message_ids(user_id, list(ids))
+
     async def first_event(self, user_id: str, run_id: str) -> Event | None:
         """The run's first committed event, from the store (None for an unknown run)."""
         check_user_id(user_id)
