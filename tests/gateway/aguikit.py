@@ -516,14 +516,16 @@ async def events(
     *,
     headers: dict[str, str] | None = None,
     checker: StreamChecker | None = None,
+    thread: str | None = None,
 ) -> Stream:
-    """Open ``GET /agui/events`` (with ``Last-Event-ID`` if given)."""
+    """Open ``GET /agui/events`` (with ``Last-Event-ID`` if given; ``?threadId=thread``)."""
     hdrs = {**auth(user), **(headers or {})}
     if last_event_id is not None:
         hdrs["Last-Event-ID"] = last_event_id
     if checker is None:
         checker = StreamChecker(resumed=last_event_id if last_event_id not in (None, "0") else None)
-    return await Stream.open(server, "GET", "/agui/events", headers=hdrs, checker=checker)
+    path = "/agui/events" if thread is None else f"/agui/events?threadId={thread}"
+    return await Stream.open(server, "GET", path, headers=hdrs, checker=checker)
 
 
 async def replay(
