@@ -41,7 +41,8 @@ async def test_events_carry_their_thread_and_history_pages_back(server: Server, 
     assert whole["events"] == client.events
     # a new socket that only shows the last page goes live without a replay
     other = await Client.open(server, user)
-    assert other.welcome is not None and other.welcome["head_seq"] == head
+    assert other.welcome is not None
+    assert other.welcome["head_seq"] == head
     last = await other.command({"type": "history", "before_seq": head + 1, "limit": 2})
     assert [e["seq"] for e in last["events"]] == [head - 1, head]
     await client.close()
@@ -119,7 +120,8 @@ async def test_agui_commits_only_the_messages_the_thread_lacks(server: Server, u
     assert "already" in repeat.json()["message"]
     head = client.welcome["head_seq"]
     after = await Client.open(server, user)
-    assert after.welcome is not None and after.welcome["head_seq"] == head
+    assert after.welcome is not None
+    assert after.welcome["head_seq"] == head
     await client.close()
     await after.close()
 
