@@ -4,6 +4,7 @@ same in every attempt of a run, for both agent kinds, on a SQLite file and on ``
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ class Waits(na.Agent):
 AGENTS = [Echo, ThreadedEcho, Waits]
 
 
-def store_for(kind: str) -> Any:
-    return MemoryStore() if kind == "memory" else None
+def opened(kind: str, tmp_path: Path) -> AbstractAsyncContextManager[na.Runtime]:
+    """The runtime with the test agents (default ``echo``) on a SQLite file or in memory."""
+    store = MemoryStore() if kind == "memory" else None
+    return na.open_runtime(make_config(tmp_path), agents=AGENTS, default_agent="echo", store=store)
 
 
 STORES = ["sqlite", "memory"]
@@ -77,9 +80,7 @@ async def said(rt: na.Runtime, text: str, **kw: Any) -> na.RunInfo:
 @pytest.mark.parametrize("kind", STORES)
 @guest_test()
 async def test_two_threads_are_views_of_one_log(kind: str, tmp_path: Path) -> None:
-    async with na.open_runtime(
-        make_config(tmp_path), agents=AGENTS, default_agent="echo", store=store_for(kind)
-    ) as rt:
+    async with opened(kind, tmp_path) as rt:
         sub = await rt.subscribe("alice", resume_from=0)
         for n in range(4):
             info = await said(rt, f"q{n}", thread="work" if n % 2 else None)
@@ -111,9 +112,7 @@ async def test_two_threads_are_views_of_one_log(kind: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("kind", STORES)
 @guest_test()
 async def test_threads_most_recent_first_with_their_live_runs(kind: str, tmp_path: Path) -> None:
-    async with na.open_runtime(
-        make_config(tmp_path), agents=AGENTS, default_agent="echo", store=store_for(kind)
-    ) as rt:
+    async with opened(kind, tmp_path) as rt:
         await said(rt, "Plan the trip to Lisbon please", thread="trip")
         waiting = await rt.say("alice", "hold on", agent="waits", thread="idle")
         await said(rt, "latest", thread="main")
@@ -194,9 +193,7 @@ async def test_a_queued_run_sees_the_answers_of_the_runs_it_waited_for(tmp_path:
 @pytest.mark.parametrize("kind", STORES)
 @guest_test()
 async def test_client_message_ids_are_kept_and_unique(kind: str, tmp_path: Path) -> None:
-    async with na.open_runtime(
-        make_config(tmp_path), agents=AGENTS, default_agent="echo", store=store_for(kind)
-    ) as rt:
+    async with opened(kind, tmp_path) as rt:
         run_id = await rt.say(
             "alice", "two", message_id="c-2", earlier=[("c-1", "one")], thread="t"
         )
