@@ -7,10 +7,12 @@ client's copy) **once per run** and kept with the run, so every attempt of the r
 tuple; a run recovered in another process reads it again within the same bounds, stored on its
 run row, and gets the same tuple again.
 
-The bounds: every message of the thread with ``seq ≤ history_seq`` (the head when the run's
-first attempt was admitted: its own user message for a ``say``; for a queued run, the last event
-before its turn came, so it sees the answers of the runs it waited for), except the user messages
-of runs admitted after it (``seq > start_seq``: a user message is always its run's first event).
+The bounds (both on the run row): every message of the thread with ``seq ≤ history_seq`` (the
+last event of the unit that admitted the run: its own user messages for a ``say``; for a queued
+run, the head when its turn came, so it sees the answers of the runs it waited for), except the
+user messages of other runs with ``seq > start_seq`` (runs admitted after it: a run's user
+messages are the first events of the unit that admits it). A run stored before threads existed
+has no ``start_seq``: its first event's seq is read instead.
 At most :data:`MAX_CONVERSATION_EVENTS` of the thread's most recent message and tool events are
 read.
 """
