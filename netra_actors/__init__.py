@@ -6,7 +6,7 @@ name.
 
 The top level holds what an application needs: open the runtime (:func:`open_runtime`,
 :func:`run`, :func:`embed`, :class:`RuntimeConfig`), define agents (:class:`Agent`,
-:class:`ThreadedAgent` and their contexts), read events (:class:`Event`, :class:`Delta`,
+:class:`ThreadedAgent`, their contexts and the :class:`ConversationMessage` values they read), read events (:class:`Event`, :class:`Delta`,
 :class:`RunInfo`, :class:`RunState`) and the errors you catch. The rest is in sub-namespaces:
 
 * :mod:`netra_actors.exceptions` — the whole error tree;
@@ -29,6 +29,7 @@ from ._config import RuntimeConfig as RuntimeConfig
 from ._config import database_url as database_url
 from ._config import sqlite_url as sqlite_url
 from ._context import AgentContext as AgentContext
+from ._conversation import ConversationMessage as ConversationMessage
 from ._core import RunState as RunState
 from ._embed import EmbeddedRuntime as EmbeddedRuntime
 from ._embed import embed as embed
@@ -54,6 +55,7 @@ __all__ = [
     "Agent",
     "AgentContext",
     "CommandError",
+    "ConversationMessage",
     "Delta",
     "EmbeddedRuntime",
     "Event",

@@ -17,6 +17,7 @@ import trio
 
 from ._agent import Agent, ThreadedAgent
 from ._context import AgentContext
+from ._conversation import run_conversation
 from ._exceptions import RunFailedError, RunFencedError, StoreError
 from ._messages import AgentExited, Message, SlotReady
 from ._threaded import run_threaded_attempt
@@ -53,6 +54,8 @@ def start_attempt(
         resilience=deps.resilience,
         beat_every=1.0 if hb is None else min(1.0, hb / 4),
         journal=run.journal.snapshot(),
+        thread=run.thread,
+        conversation=functools.partial(run_conversation, deps.store, user_id, run),
     )
     if deps.tracing is not None:
         ctx._tools.trace = deps.tracing.attempt(run)

@@ -48,6 +48,9 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
                 "if_busy": msg.if_busy,
                 "message_meta": msg.message_meta,
                 "trace_context": msg.trace_context,
+                "thread": msg.thread,
+                "message_id": msg.message_id,
+                "earlier": [list(pair) for pair in msg.earlier],
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
@@ -71,6 +74,9 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
                 if_busy=payload["if_busy"],
                 message_meta=payload.get("message_meta"),
                 trace_context=payload.get("trace_context"),
+                thread=payload.get("thread"),
+                message_id=payload.get("message_id"),
+                earlier=tuple((str(m), str(t)) for m, t in payload.get("earlier") or ()),
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)

@@ -18,6 +18,7 @@ from ._cluster_codec import error_payload, message_of
 from ._commit import Lost, SessionFailed
 from ._core import _admission as admission
 from ._core import _inputs as inputs
+from ._core import _threads as threads
 from ._exceptions import (
     CommandError,
     IllegalStateError,
@@ -71,6 +72,8 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
     cls = agents.get(name) if name is not None else None
     session = owner.session
     input_json = encoded(msg.input)
+    thread = threads.check_thread(msg.thread)
+    client_ids = await _unused_message_ids(owner, msg)
     admitted = admission.admit(
         session.runs.values(),
         session.rules,
@@ -102,12 +105,19 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         created_at=time.time(),
         inbox_tx=inbox_tx,
         inbox_rx=inbox_rx,
+        thread=thread,
     )
     unit = UnitOfWork(owner.user_id)
     if msg.user_text is not None:
-        message: dict[str, JSON] = dict(msg.message_meta or {})
-        message.update(role="user", text=msg.user_text, message_id=new_message_id())
-        unit.emit(run.run_id, "message", message)
+        texts = [*msg.earlier, (msg.message_id or new_message_id(), msg.user_text)]
+        for message_id, text in texts:  # each with the meta (a POST /agui's ids)
+            message: dict[str, JSON] = dict(msg.message_meta or {})
+            message.update(role="user", text=text, message_id=message_id)
+            unit.emit(run.run_id, "message", message)
+    unit.message_ids.extend((message_id, thread) for message_id in client_ids)
+    run.start_seq = owner.head + 1  # the unit's first event (one unit in flight per user)
+    if admitted.blockers is None:  # a queued run's bound is set when its turn comes
+        run.history_seq = owner.head + max(1, len(unit.events))
     stage_plan(unit, owner.user_id, run, plan, None)
     session.add(run, admitted.blockers)
     if deps.tracing is not None:
@@ -120,6 +130,24 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
     deps.counters.runs_started += 1
     owner.applied(run, plan)
     return run.run_id
+
+
+async def _unused_message_ids(owner: Owner, msg: StartRun) -> list[str]:
+    """The client-chosen message ids of a ``say``, checked: well formed, distinct, and not used
+    by this user before (else CommandError, and nothing changes)."""
+    ids = [threads.check_message_id(m) for m, _ in msg.earlier]
+    if msg.message_id is not None:
+        ids.append(threads.check_message_id(msg.message_id))
+    checked = [m for m in ids if m is not None]
+    if not checked:
+        return []
+    if len(set(checked)) != len(checked):
+        raise CommandError("message ids must be distinct")
+    used = await owner._store.message_ids(owner.user_id, checked)
+    if used:
+        taken = next(iter(used))
+        raise CommandError(f"message_id {taken!r} is already used (thread {used[taken]!r})")
+    return checked
 
 
 async def _ended_run(owner: Owner, run_id: str) -> RunInfo:

@@ -11,6 +11,7 @@ fails (:class:`SessionFailed`) and is rebuilt from the store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -46,11 +47,20 @@ class Lost(Exception):
 class Committer:
     """Commits one user's units (see the module docstring)."""
 
-    __slots__ = ("_deps", "_feed", "consuming", "epoch", "user_id")
+    __slots__ = ("_deps", "_feed", "_threads", "consuming", "epoch", "user_id")
 
-    def __init__(self, deps: SupervisorDeps, user_id: str, feed: Feed, epoch: int | None) -> None:
+    def __init__(
+        self,
+        deps: SupervisorDeps,
+        user_id: str,
+        feed: Feed,
+        epoch: int | None,
+        threads: Mapping[str | None, str],
+    ) -> None:
         self._deps = deps
         self._feed = feed
+        self._threads = threads
+        """The thread of each live run (the session's map): every unit's events carry it."""
         self.user_id = user_id
         self.epoch = epoch
         """The lease epoch every unit is committed under (None: unfenced)."""
@@ -64,6 +74,7 @@ class Committer:
         item = self.consuming
         if item is not None:  # the inbox command is consumed with its first effect
             unit.inbox_done.append(item.id)
+        unit.threads = self._threads
         try:
             if self.epoch is None:  # unfenced (a store without leases)
                 events = await deps.store.commit(self.user_id, feed.head, unit)

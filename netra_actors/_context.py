@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ._conversation import ConversationMessage
 from ._core._journal import JournalCursor, JournalEntry
 from ._exceptions import RunFencedError
 from ._idempotency import keyed_call
@@ -55,6 +56,8 @@ class AgentContext:
         max_message_chars: int = 256 * 1024,
         resilience: Resilience | None = None,
         journal: tuple[JournalEntry, ...] = (),
+        thread: str = "main",
+        conversation: Callable[[], Awaitable[tuple[ConversationMessage, ...]]] | None = None,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -64,6 +67,9 @@ class AgentContext:
         """The agent's name."""
         self.attempt = attempt
         """1 for the first attempt; each supervised restart adds one."""
+        self.thread = thread
+        """The thread the run belongs to."""
+        self._conversation = conversation
         self._sup = supervisor
         self._inbox = inbox
         self._staging = Staging(run_id, max_staged, max_event_bytes)
@@ -119,6 +125,19 @@ class AgentContext:
         self._ops += 1
         if self._ops & 63 == 0:
             await trio.lowlevel.checkpoint()
+
+    async def conversation(self) -> tuple[ConversationMessage, ...]:
+        """The committed conversation of the run's thread, up to the run's start, oldest first.
+
+        User and assistant messages and tool calls with their results
+        (:class:`~netra_actors.ConversationMessage`), the run's own user message included (for a
+        ``say``). Read from the store once per run: every attempt of the run gets the same
+        tuple (see ``docs/agents.md``, "Reading the conversation").
+        """
+        self._check()
+        if self._conversation is None:
+            return ()
+        return await self._conversation()
 
     async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event. It is delivered after the next checkpoint commits."""

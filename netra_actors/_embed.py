@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -24,10 +24,12 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
+from ._core._threads import DEFAULT_HISTORY_LIMIT, DEFAULT_THREADS_LIMIT
 from ._exceptions import RuntimeClosedError, SubscriptionClosedError
 from ._runs import RunsSnapshot
 from ._runtime import Runtime, open_runtime
 from ._statistics import RuntimeStatistics
+from ._store import HistoryPage, ThreadsPage
 from ._subscription import Subscription
 from ._values import JSON, Delta, Event, RunInfo
 
@@ -106,11 +108,12 @@ class EmbeddedRuntime:
         *,
         if_busy: str | None = None,
         trace_context: Mapping[str, str] | None = None,
+        thread: str | None = None,
     ) -> str:
         """See :meth:`Runtime.start_run`."""
         result: str = await self._call(
             lambda: self._runtime.start_run(
-                user_id, agent, input, if_busy=if_busy, trace_context=trace_context
+                user_id, agent, input, if_busy=if_busy, trace_context=trace_context, thread=thread
             )
         )
         return result
@@ -124,6 +127,9 @@ class EmbeddedRuntime:
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
         trace_context: Mapping[str, str] | None = None,
+        thread: str | None = None,
+        message_id: str | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> str:
         """See :meth:`Runtime.say`."""
         result: str = await self._call(
@@ -134,6 +140,39 @@ class EmbeddedRuntime:
                 if_busy=if_busy,
                 message_meta=message_meta,
                 trace_context=trace_context,
+                thread=thread,
+                message_id=message_id,
+                earlier=earlier,
+            )
+        )
+        return result
+
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """See :meth:`Runtime.message_ids`."""
+        result: dict[str, str] = await self._call(self._runtime.message_ids, user_id, ids)
+        return result
+
+    async def threads(
+        self, user_id: str, *, before: int | None = None, limit: int = DEFAULT_THREADS_LIMIT
+    ) -> ThreadsPage:
+        """See :meth:`Runtime.threads`."""
+        result: ThreadsPage = await self._call(
+            lambda: self._runtime.threads(user_id, before=before, limit=limit)
+        )
+        return result
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        thread: str | None = None,
+        before_seq: int | None = None,
+        limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> HistoryPage:
+        """See :meth:`Runtime.history`."""
+        result: HistoryPage = await self._call(
+            lambda: self._runtime.history(
+                user_id, thread=thread, before_seq=before_seq, limit=limit
             )
         )
         return result

@@ -86,6 +86,13 @@ class StartRun:
     """For ``say``: further fields of the user's ``message`` event (e.g. ``agui``)."""
     trace_context: dict[str, str] | None = None
     """The caller's W3C trace context (``traceparent``, ``tracestate``): the run span's parent."""
+    thread: str | None = None
+    """The run's thread (None: ``main``)."""
+    message_id: str | None = None
+    """For ``say``: the user's message id, chosen by the client (unique per user)."""
+    earlier: tuple[tuple[str, str], ...] = ()
+    """For ``say``: ``(message_id, text)`` of further user messages committed before it, in the
+    same unit (AG-UI's messages the thread does not have yet)."""
 
 
 @attrs.define(slots=True)

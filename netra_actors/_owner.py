@@ -54,7 +54,7 @@ class Owner:
         self._tx = send
         self.session: Session[Run] = Session(deps.rules)
         self.feed = feed
-        self.committer = Committer(deps, user_id, feed, epoch)
+        self.committer = Committer(deps, user_id, feed, epoch, self.session.threads)
         self.streams = self._new_streams()
         """The messages the user's agents are streaming."""
         self.nursery: trio.Nursery | None = None
@@ -159,4 +159,7 @@ class Owner:
         """Start the queued runs whose turn came (every run live before them has ended)."""
         session = self.session
         while (turn := session.next_turn(trio.current_time())) is not None:
-            await self.execute(*turn)
+            run, plan = turn
+            if run.history_seq is None:  # its conversation: the thread as its turn came
+                run.history_seq = self.head
+            await self.execute(run, plan)

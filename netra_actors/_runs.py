@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from ._agent import AgentBase
+from ._conversation import ConversationMessage
 from ._core import Transition
 from ._core._journal import Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
@@ -45,6 +46,14 @@ class Run(LiveRun):
     inbox_tx: trio.MemorySendChannel[JSON]
     inbox_rx: trio.MemoryReceiveChannel[JSON]
     result_json: str | None = None
+    start_seq: int | None = None
+    """The ``seq`` of the run's first event."""
+    history_seq: int | None = None
+    """The last ``seq`` of its thread the run's conversation may include (``_conversation.py``):
+    the head when its first attempt was admitted (None: a queued run whose turn has not come)."""
+    conversation: tuple[ConversationMessage, ...] | None = None
+    """The thread's conversation up to the run's start, once an attempt read it: every later
+    attempt gets the same (``_conversation.py``)."""
     child: trio.CancelScope | None = None
     """The running attempt's (or the slot wait's) cancel scope."""
     waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
@@ -72,6 +81,9 @@ class Run(LiveRun):
             inbox_tx=inbox_tx,
             inbox_rx=inbox_rx,
             result_json=None if info.result is None else dumps(info.result),
+            thread=info.thread,
+            start_seq=info.start_seq,
+            history_seq=info.history_seq,
         )
 
     def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
@@ -87,6 +99,9 @@ class Run(LiveRun):
             reason=life.reason or ("queued" if life.wait is Wait.QUEUE else None),
             created_at=self.created_at,
             updated_at=time.time(),
+            thread=self.thread,
+            start_seq=self.start_seq,
+            history_seq=self.history_seq,
         )
 
     def info(self, user_id: str) -> RunInfo:
@@ -103,6 +118,9 @@ class Run(LiveRun):
             reason=life.reason,
             input=None if self.input_json is None else loads(self.input_json),
             result=None if self.result_json is None else loads(self.result_json),
+            thread=self.thread,
+            start_seq=self.start_seq,
+            history_seq=self.history_seq,
         )
 
 

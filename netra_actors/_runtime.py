@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -20,6 +20,16 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase, AgentRegistry
 from ._cluster import Cluster
 from ._config import RuntimeConfig
+from ._core._threads import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_THREADS_LIMIT,
+    MAX_HISTORY_LIMIT,
+    MAX_THREADS_LIMIT,
+    check_cursor,
+    check_limit,
+    check_message_id,
+    check_thread,
+)
 from ._deadlines import Deadlines
 from ._deps import Counters, SupervisorDeps
 from ._exceptions import CommandError, StoreError
@@ -38,7 +48,7 @@ from ._registry import Registry
 from ._resilience import Resilience
 from ._runs import RunsSnapshot
 from ._statistics import RuntimeStatistics, runtime_statistics
-from ._store import SqlStore, Store
+from ._store import HistoryPage, SqlStore, Store, ThreadsPage
 from ._subscription import Subscription
 from ._supervisor import UserSupervisor
 from ._tracing import tracing_of
@@ -121,6 +131,7 @@ class Runtime:
         *,
         if_busy: str | None = None,
         trace_context: Mapping[str, str] | None = None,
+        thread: str | None = None,
     ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
@@ -130,8 +141,11 @@ class Runtime:
         that starts once every run live before it ended) or ``interrupt`` (cancel the live runs
         first); None takes ``RuntimeConfig.if_busy``. ``trace_context``: the caller's W3C trace
         context (``{"traceparent": …}``), the parent of the run's span when tracing is on.
+        ``thread``: the thread the run belongs to (1-128 characters of ``A-Z a-z 0-9 . _ : -``;
+        None: ``main``).
         """
         carrier = dict(trace_context) if trace_context else None
+        thread = check_thread(thread)
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
@@ -141,6 +155,7 @@ class Runtime:
                 reply=Reply(),
                 if_busy=if_busy,
                 trace_context=carrier,
+                thread=thread,
             ),
         )
         return run_id
@@ -154,6 +169,9 @@ class Runtime:
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
         trace_context: Mapping[str, str] | None = None,
+        thread: str | None = None,
+        message_id: str | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
@@ -161,9 +179,21 @@ class Runtime:
         when ``reject`` refuses the command). ``message_meta``: further fields of the committed
         ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
         ``trace_context``: see :meth:`start_run`.
+        ``thread``: the run's thread (None: ``main``). ``message_id``: the message's id, chosen
+        by the client (the AG-UI message id), unique per user — a repeat raises
+        :class:`CommandError` and commits nothing; None: the runtime makes one. ``earlier``:
+        ``(message_id, text)`` of further user messages to commit first, in the same unit (ids
+        as for ``message_id``).
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
+        thread = check_thread(thread)
+        check_message_id(message_id)
+        pairs = tuple(earlier)
+        for pair in pairs:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], str)):
+                raise CommandError("earlier must hold (message_id, text) pairs")
+            check_message_id(pair[0])
         meta = dict(message_meta) if message_meta else None
         run_id: str = await self._request(
             user_id,
@@ -175,6 +205,9 @@ class Runtime:
                 if_busy=if_busy,
                 message_meta=meta,
                 trace_context=dict(trace_context) if trace_context else None,
+                thread=thread,
+                message_id=message_id,
+                earlier=pairs,
             ),
         )
         return run_id
@@ -256,6 +289,42 @@ class Runtime:
             if len(events) < page:
                 return
             after_seq = events[-1].seq
+
+    async def threads(
+        self, user_id: str, *, before: int | None = None, limit: int = DEFAULT_THREADS_LIMIT
+    ) -> ThreadsPage:
+        """A page of the user's threads, most recent activity first (``limit`` ≤ 100).
+
+        ``before``: the ``next`` of the previous page. Read from the store (any node serves it).
+        """
+        check_user_id(user_id)
+        before = check_cursor(before, "before")
+        limit = check_limit(limit, default=DEFAULT_THREADS_LIMIT, most=MAX_THREADS_LIMIT)
+        return await self.store.threads(user_id, before=before, limit=limit)
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        thread: str | None = None,
+        before_seq: int | None = None,
+        limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> HistoryPage:
+        """The committed events before ``before_seq`` (None: the head + 1), the last ``limit``
+        (≤ 500) of them, in ``seq`` order; only ``thread``'s when given. ``more``: earlier
+        events exist (ask again with ``before_seq=page.first_seq``). Read from the store."""
+        check_user_id(user_id)
+        if thread is not None:
+            thread = check_thread(thread)
+        before_seq = check_cursor(before_seq, "before_seq")
+        limit = check_limit(limit, default=DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
+        return await self.store.history(user_id, thread=thread, before_seq=before_seq, limit=limit)
+
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """Those of the client-chosen message ``ids`` (``say(message_id=…)``) the user has
+        committed already, each with its thread. Read from the store."""
+        check_user_id(user_id)
+        return await self.store.message_ids(user_id, list(ids))
 
     async def first_event(self, user_id: str, run_id: str) -> Event | None:
         """The run's first committed event, from the store (None for an unknown run)."""

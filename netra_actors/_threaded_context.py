@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._bridge import Bridge
 from ._context import AgentContext
+from ._conversation import ConversationMessage
 from ._core._journal import JournalEntry
 from ._exceptions import RunFencedError, RuntimeClosedError
 from ._idempotency import keyed_call_sync
@@ -50,6 +51,8 @@ class ThreadedContext:
         """The agent's name."""
         self.attempt = actx.attempt
         """1 for the first attempt; each supervised restart adds one."""
+        self.thread = actx.thread
+        """The thread the run belongs to."""
         self._staging = Staging(actx.run_id, actx.max_staged, actx.max_event_bytes)
         self._last_beat = time.monotonic()
 
@@ -73,6 +76,11 @@ class ThreadedContext:
     def _maybe_beat(self) -> None:
         if time.monotonic() - self._last_beat >= self._actx.beat_every:
             self.heartbeat()
+
+    def conversation(self) -> tuple[ConversationMessage, ...]:
+        """The committed conversation of the run's thread (see
+        :meth:`AgentContext.conversation`), the same in every attempt."""
+        return self._call(self._actx.conversation)
 
     def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event (see :meth:`AgentContext.emit`). Stays in this thread until

@@ -9,12 +9,15 @@ either all of it commits, or none of it does.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 from sqlalchemy.sql.base import Executable
 
 from ._values import JSON, StagedEvent, dumps
+
+NO_THREADS: Mapping[str | None, str] = MappingProxyType({})
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +34,9 @@ class RunRow:
     reason: str | None
     created_at: float
     updated_at: float
+    thread: str = "main"
+    start_seq: int | None = None
+    history_seq: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -58,11 +64,29 @@ def check_stageable(target: object) -> None:
 class UnitOfWork:
     """A unit of work of one user, being built. Not thread-safe; owned by the supervisor."""
 
-    __slots__ = ("events", "inbox_done", "replies", "runs", "statements", "user_id")
+    __slots__ = (
+        "events",
+        "inbox_done",
+        "message_ids",
+        "replies",
+        "runs",
+        "statements",
+        "thread",
+        "threads",
+        "user_id",
+    )
 
     def __init__(self, user_id: str, events: list[StagedEvent] | None = None) -> None:
         self.user_id = user_id
         self.events: list[StagedEvent] = [] if events is None else events
+        self.threads: Mapping[str | None, str] = NO_THREADS
+        """The thread of each run whose events the unit holds (the committer sets it to the
+        session's map of its live runs)."""
+        self.thread: str | None = None
+        """The thread of the unit's events that belong to no run (None: no thread)."""
+        self.message_ids: list[tuple[str, str]] = []
+        """``(message_id, thread)`` of the messages whose id a client chose: recorded in
+        ``netra_message_ids`` in its transaction (unique per user)."""
         self.runs: dict[str, RunRow] = {}
         self.statements: list[StagedStatement] = []
         self.inbox_done: list[int] = []

@@ -60,6 +60,9 @@ class Event(NamedTuple):
     """Commit time, seconds since the epoch."""
     data_json: str
     """The payload as committed (JSON text of an object)."""
+    thread: str | None = None
+    """The thread it belongs to: its run's (``main`` by default); None for an event of the
+    user's log that belongs to no thread."""
 
     @property
     def data(self) -> dict[str, JSON]:
@@ -69,19 +72,27 @@ class Event(NamedTuple):
 
     @classmethod
     def create(
-        cls, *, user_id: str, seq: int, run_id: str | None, event: str, ts: float, data: JSON
+        cls,
+        *,
+        user_id: str,
+        seq: int,
+        run_id: str | None,
+        event: str,
+        ts: float,
+        data: JSON,
+        thread: str | None = None,
     ) -> Event:
         """Build an event from a payload value (encoded here)."""
-        return cls(user_id, seq, run_id, event, ts, dumps(data))
+        return cls(user_id, seq, run_id, event, ts, dumps(data), thread)
 
     @classmethod
     def from_row(cls, row: Any) -> Event:
         """Build from a row of the events table (attribute access by column name)."""
-        return cls(row.user_id, row.seq, row.run_id, row.event, row.ts, row.data)
+        return cls(row.user_id, row.seq, row.run_id, row.event, row.ts, row.data, row.thread)
 
     def to_wire(self) -> dict[str, JSON]:
         """The protocol v1 ``event`` frame as a dict (decodes the payload)."""
-        return {
+        frame: dict[str, JSON] = {
             "type": "event",
             "seq": self.seq,
             "run_id": self.run_id,
@@ -89,6 +100,9 @@ class Event(NamedTuple):
             "ts": self.ts,
             "data": self.data,
         }
+        if self.thread is not None:
+            frame["thread"] = self.thread
+        return frame
 
     def wire_json(self) -> str:
         """The protocol v1 ``event`` frame as JSON text, built around the committed payload.
@@ -97,9 +111,11 @@ class Event(NamedTuple):
         """
         run_id = "null" if self.run_id is None else orjson.dumps(self.run_id).decode()
         event = orjson.dumps(self.event).decode()
+        # A thread name is plain ASCII without quotes (``_core/_threads.py``): no escaping.
+        thread = "" if self.thread is None else f',"thread":"{self.thread}"'
         return (
             f'{{"type":"event","seq":{self.seq},"run_id":{run_id},'
-            f'"event":{event},"ts":{self.ts!r},"data":{self.data_json}}}'
+            f'"event":{event},"ts":{self.ts!r},"data":{self.data_json}{thread}}}'
         )
 
 
@@ -147,6 +163,12 @@ class RunInfo:
     """Why the run ended, for ``failed``/``timeout``/``dead``/``cancelled``."""
     input: JSON = None
     result: JSON = None
+    thread: str = "main"
+    """The thread the run belongs to."""
+    start_seq: int | None = None
+    """The ``seq`` of the run's first event (None for runs stored before threads existed)."""
+    history_seq: int | None = None
+    """The last ``seq`` of its thread the run's conversation includes (None: not fixed yet)."""
 
     @classmethod
     def from_row(cls, row: Any) -> RunInfo:
@@ -162,6 +184,9 @@ class RunInfo:
             reason=row.reason,
             input=loads(row.input) if row.input is not None else None,
             result=loads(row.result) if row.result is not None else None,
+            thread=row.thread,
+            start_seq=row.start_seq,
+            history_seq=row.history_seq,
         )
 
     def to_wire(self) -> dict[str, JSON]:
@@ -173,6 +198,7 @@ class RunInfo:
             "attempt": self.attempt,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "thread": self.thread,
         }
         if self.reason is not None:
             out["reason"] = self.reason

@@ -12,22 +12,34 @@ You rarely build these yourself; you get them from a call and name them in type 
     the protocol ``open_runtime(store=...)`` takes (``netra_actors.testing.MemoryStore`` is one).
 ``SCHEMA_VERSION``
     the database schema version this code writes (an older database is migrated at open).
+``ThreadsPage``/``ThreadInfo``/``HistoryPage``
+    what ``runtime.threads(...)`` and ``runtime.history(...)`` return.
+``ToolCallRecord``
+    a tool call in a ``ConversationMessage`` (``ctx.conversation()``).
 """
 
 from ._agent import AgentBase as AgentBase
+from ._conversation import ToolCallRecord as ToolCallRecord
 from ._embed import EmbeddedSubscription as EmbeddedSubscription
 from ._message_stream import MessageStream as MessageStream
 from ._message_stream import ThreadedMessageStream as ThreadedMessageStream
 from ._store import SCHEMA_VERSION as SCHEMA_VERSION
+from ._store import HistoryPage as HistoryPage
 from ._store import Store as Store
+from ._store import ThreadInfo as ThreadInfo
+from ._store import ThreadsPage as ThreadsPage
 from ._subscription import Subscription as Subscription
 
 __all__ = [
     "SCHEMA_VERSION",
     "AgentBase",
     "EmbeddedSubscription",
+    "HistoryPage",
     "MessageStream",
     "Store",
     "Subscription",
+    "ThreadInfo",
     "ThreadedMessageStream",
+    "ThreadsPage",
+    "ToolCallRecord",
 ]

@@ -646,3 +646,69 @@ async def test_a_crash_after_the_model_answered_does_not_pay_for_it_again(
             "SELECT attempt, step, name FROM netra_model_calls ORDER BY attempt, step"
         ).fetchall()
     assert rows == [(1, 1, "model:llm"), (2, 4, "model:llm")]  # steps 2, 3: the tools
+
+
+# ------------------------------------------------------- the conversation sent to the model
+
+
+async def say_and_wait(rt: na.Runtime, text: str, *, thread: str | None = None) -> na.RunInfo:
+    run_id = await rt.say("alice", text, agent="llm", thread=thread)
+    with trio.fail_after(20):
+        return await rt.wait_run("alice", run_id)
+
+
+@guest_test()
+async def test_the_model_gets_the_threads_conversation(tmp_path: Path, stub: Stub) -> None:
+    """A second message in a thread sends the first turn (question and answer) before it; a
+    message in another thread sends only that thread's."""
+    stub.replies = [sse(ANSWER), sse(ANSWER), sse(ANSWER)]
+    agent = make_llm_agent(llm_config(stub, system_prompt="Be brief."))
+    async with na.open_runtime(runtime_config(tmp_path), agents=[agent]) as rt:
+        first = await say_and_wait(rt, "Weather in Paris?")
+        second = await say_and_wait(rt, "And tomorrow?")
+        other = await say_and_wait(rt, "Hello elsewhere", thread="trip.2")
+    assert first.state is second.state is other.state is na.RunState.COMPLETED
+    assert [r["body"]["messages"] for r in stub.requests] == [
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+        ],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": ANSWER_TEXT},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello elsewhere"},
+        ],
+    ]
+
+
+@guest_test()
+async def test_an_over_budget_conversation_drops_the_oldest_turns(
+    tmp_path: Path, stub: Stub
+) -> None:
+    """With room for about two turns, the third message is sent after the second turn only;
+    the system prompt is kept."""
+    stub.replies = [sse(ANSWER) for _ in range(3)]
+    turn = len(json.dumps({"role": "user", "content": "question number 1"}, separators=(",", ":")))
+    turn += len(json.dumps({"role": "assistant", "content": ANSWER_TEXT}, ensure_ascii=False))
+    agent = make_llm_agent(
+        llm_config(stub, system_prompt="Be brief.", max_history_chars=2 * turn + 5)
+    )
+    async with na.open_runtime(runtime_config(tmp_path), agents=[agent]) as rt:
+        for n in (1, 2, 3):
+            await say_and_wait(rt, f"question number {n}")
+    assert stub.requests[-1]["body"]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "question number 2"},
+        {"role": "assistant", "content": ANSWER_TEXT},
+        {"role": "user", "content": "question number 3"},
+    ]
+
+
+def test_max_history_chars_is_validated() -> None:
+    with pytest.raises(na.exceptions.ConfigError, match="max_history_chars"):
+        LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", max_history_chars=0)

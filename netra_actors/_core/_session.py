@@ -48,6 +48,8 @@ class LiveRun:
 
     run_id: str
     life: RunLife
+    thread: str = "main"
+    """The thread the run belongs to (every event of the run carries it)."""
     blockers: set[str] | None = None
     """A queued run: the runs that must end before it starts."""
     inputs: list[str] = attrs.field(factory=list)
@@ -85,11 +87,13 @@ def retry_delay(failed: int, *, retries: int) -> float | None:
 class Session(Generic[R]):
     """One user's session: its live runs (in the order they were admitted) and idle clock."""
 
-    __slots__ = ("idle_since", "rules", "runs", "turns_due")
+    __slots__ = ("idle_since", "rules", "runs", "threads", "turns_due")
 
     def __init__(self, rules: SessionRules) -> None:
         self.rules = rules
         self.runs: dict[str, R] = {}
+        self.threads: dict[str | None, str] = {}
+        """The thread of each live run (the events a unit commits for it carry it)."""
         self.idle_since: float | None = None
         """Since when the session is idle (None: it is not, or nobody looked yet)."""
         self.turns_due = False
@@ -106,12 +110,14 @@ class Session(Generic[R]):
         """``run`` is live from now on (queued behind ``blockers``)."""
         run.blockers = None if blockers is None else set(blockers)
         self.runs[run.run_id] = run
+        self.threads[run.run_id] = run.thread
 
     # -- the queue ------------------------------------------------------------------------------
 
     def ended(self, run_id: str) -> None:
         """The run ended: it is no longer live, and no queued run waits for it any more."""
         del self.runs[run_id]
+        self.threads.pop(run_id, None)
         for other in self.runs.values():
             if other.blockers is not None:
                 other.blockers.discard(run_id)

@@ -9,7 +9,7 @@ import attrs
 
 from .._histogram import HistogramSnapshot
 from .._uow import UnitOfWork
-from .._values import Event, RunInfo
+from .._values import JSON, Event, RunInfo
 
 
 @attrs.frozen(kw_only=True)
@@ -20,6 +20,57 @@ class UserSnapshot:
     """The user's highest committed ``seq`` (0 for a new user)."""
     live_runs: tuple[RunInfo, ...]
     """Runs the store still has in a live state (left behind by a process that died)."""
+
+
+@attrs.frozen(kw_only=True)
+class ThreadInfo:
+    """One thread of a user, as the ``threads`` page lists it."""
+
+    thread: str
+    title: str | None
+    """The start of the thread's first user message (None: it has none yet)."""
+    created_ts: float
+    """When its first event committed (seconds since the epoch)."""
+    last_seq: int
+    """The ``seq`` of its last event."""
+    last_ts: float
+    """When its last event committed."""
+    live_runs: int
+    """Its runs that have not ended (queued ones included)."""
+
+    def to_wire(self) -> dict[str, JSON]:
+        """The element of a ``threads`` frame."""
+        return {
+            "thread": self.thread,
+            "title": self.title,
+            "created_ts": self.created_ts,
+            "last_seq": self.last_seq,
+            "last_ts": self.last_ts,
+            "live_runs": self.live_runs,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class ThreadsPage:
+    """A page of a user's threads, most recent activity first."""
+
+    threads: tuple[ThreadInfo, ...]
+    next: int | None
+    """The cursor of the next page (pass it as ``before``); None: this is the last page."""
+
+
+@attrs.frozen(kw_only=True)
+class HistoryPage:
+    """A page of committed events before a ``seq``, in ``seq`` order."""
+
+    events: tuple[Event, ...]
+    more: bool
+    """Whether earlier events exist (ask again with ``before_seq`` = the first one's seq)."""
+
+    @property
+    def first_seq(self) -> int | None:
+        """The seq of the page's first event (the next page's ``before_seq``), if any."""
+        return self.events[0].seq if self.events else None
 
 
 @attrs.frozen(kw_only=True)
@@ -111,6 +162,31 @@ class Store(Protocol):
 
     async def list_runs(self, user_id: str, limit: int) -> list[RunInfo]:
         """The user's most recent runs, newest first."""
+        ...
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        thread: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+    ) -> HistoryPage:
+        """Up to ``limit`` committed events with ``seq < before_seq`` (None: no bound), the
+        last ones before it, in ``seq`` order; only ``thread``'s when given, only events named
+        in ``kinds`` when given. ``more``: earlier ones exist."""
+        ...
+
+    async def threads(
+        self, user_id: str, *, before: int | None = None, limit: int = 50
+    ) -> ThreadsPage:
+        """Up to ``limit`` threads of the user, most recent activity first; ``before``: the
+        ``next`` cursor of the previous page."""
+        ...
+
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """Those of the client-chosen message ``ids`` the user has already, with their thread."""
         ...
 
     async def check(self) -> None:

@@ -55,8 +55,10 @@ class Transaction(Protocol):
         ...
 
     async def write(self, units: Sequence[Pending]) -> None:
-        """Everything ``units`` commit: events, runs, the developers' statements, consumed
-        commands, replies, and (PostgreSQL) the hints delivered at COMMIT."""
+        """Everything ``units`` commit: events, runs, the thread summary (one upsert row per
+        user and thread of the batch, ``_rows.thread_rows``), client-chosen message ids, the
+        developers' statements, consumed commands, replies, and (PostgreSQL) the hints
+        delivered at COMMIT."""
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
         """A SAVEPOINT: an error inside rolls back only what ran inside."""

@@ -14,7 +14,14 @@ import outcome
 from .._bridge import Bridge
 from .._exceptions import StoreError
 from .._values import Event, RunInfo
-from ._base import InboxItem
+from ._base import HistoryPage, InboxItem, ThreadsPage
+from ._history import (
+    dollar,
+    history_page,
+    history_query,
+    threads_page,
+    threads_query,
+)
 from ._postgres import NOW, asyncpg
 from ._rows import (
     EVENT_SELECT,
@@ -152,6 +159,45 @@ class PgReader:
             run_id,
         )
         return Event(*rows[0]) if rows else None
+
+    async def _history(
+        self,
+        conn: Any,
+        user_id: str,
+        thread: str | None,
+        before_seq: int | None,
+        limit: int,
+        kinds: Sequence[str] | None,
+    ) -> HistoryPage:
+        sql, params = history_query(
+            dollar, user_id, thread, before_seq, limit, kinds, any_array=True
+        )
+        return history_page(await self._fetch(conn, sql, *params), limit)
+
+    async def _threads(
+        self, conn: Any, user_id: str, before: int | None, limit: int
+    ) -> ThreadsPage:
+        sql, params = threads_query(dollar, user_id, before, limit)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await self._fetch(conn, sql, *params)
+            live = await self._fetch(
+                conn,
+                "SELECT thread, count(*) FROM netra_runs WHERE user_id = $1 "
+                "AND state = ANY($2::text[]) GROUP BY thread",
+                user_id,
+                list(LIVE_STATE_VALUES),
+            )
+        return threads_page(rows, live, limit)
+
+    async def _message_ids(self, conn: Any, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        rows = await self._fetch(
+            conn,
+            "SELECT message_id, thread FROM netra_message_ids "
+            "WHERE user_id = $1 AND message_id = ANY($2::text[])",
+            user_id,
+            list(dict.fromkeys(ids)),
+        )
+        return {row[0]: row[1] for row in rows}
 
     async def _get_run(self, conn: Any, user_id: str, run_id: str) -> RunInfo | None:
         rows = await self._fetch(

@@ -31,8 +31,10 @@ from ._rows import (
     done_rows,
     event_rows,
     head_rows,
+    message_id_rows,
     reply_rows,
     run_rows,
+    thread_rows,
 )
 from ._schema import events, runs
 from ._staged import apply_statements
@@ -46,13 +48,28 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the dev extra installs 
     ) from exc
 
 COPY_EVENTS = f"COPY netra_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
-_RUN_TYPES = ("text", "text", "text", "text", "int4", "text", "text", "text", "float8", "float8")
+_RUN_TYPES = (
+    *("text", "text", "text", "text", "int4", "text", "text", "text", "float8", "float8"),
+    *("text", "int4", "int4"),
+)
 UPSERT_RUNS = (
     f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_RUN_TYPES, 1))
     + f") ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
 )
 
+#: The thread summary, one row per (user, thread) of a batch (``_rows.thread_rows``).
+UPSERT_THREADS = (
+    "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int4[], "
+    "$6::float8[]) ON CONFLICT (user_id, thread) DO UPDATE SET "
+    "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
+    "last_ts = excluded.last_ts"
+)
+INSERT_MESSAGE_IDS = (
+    "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])"
+)
 
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "extract(epoch from clock_timestamp())::float8"
@@ -212,7 +229,14 @@ class PgTransaction:
         await self._write_extras(units)
 
     async def _write_extras(self, units: Sequence[Pending]) -> None:
-        """Consumed commands, replies, and the hints (delivered by PostgreSQL at COMMIT)."""
+        """The thread summary, client message ids, consumed commands, replies, and the hints
+        (delivered by PostgreSQL at COMMIT)."""
+        threads = thread_rows(units)
+        if threads:
+            await self._exec(UPSERT_THREADS, *_columns(threads))
+        ids = message_id_rows(units, time.time())
+        if ids:
+            await self._exec(INSERT_MESSAGE_IDS, *_columns(ids))
         done = done_rows(units)
         if done:
             await self._exec(INBOX_DONE, *_columns(done))

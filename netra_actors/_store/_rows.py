@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .._core import LIVE_STATES
-from .._values import Event, RunInfo
+from .._core._threads import title_of
+from .._values import Event, RunInfo, loads
 from ._base import InboxItem, UserSnapshot
 from ._waiting import Pending
 
@@ -29,7 +30,7 @@ class HookOwner(Protocol):
 
 LIVE_STATE_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in LIVE_STATES))
 
-EVENT_COLUMNS = ("user_id", "seq", "run_id", "event", "ts", "data")
+EVENT_COLUMNS = ("user_id", "seq", "run_id", "event", "ts", "data", "thread")
 RUN_COLUMNS = (
     "user_id",
     "run_id",
@@ -41,8 +42,11 @@ RUN_COLUMNS = (
     "reason",
     "created_at",
     "updated_at",
+    "thread",
+    "start_seq",
+    "history_seq",
 )
-RUN_MUTABLE = ("state", "attempt", "result", "reason", "updated_at")
+RUN_MUTABLE = ("state", "attempt", "result", "reason", "updated_at", "history_seq")
 RUN_SELECT = ", ".join(RUN_COLUMNS)
 EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in RUN_MUTABLE)
@@ -65,6 +69,9 @@ class RunRecord(NamedTuple):
     reason: str | None
     created_at: float
     updated_at: float
+    thread: str
+    start_seq: int | None
+    history_seq: int | None
 
 
 def run_info(row: Sequence[Any]) -> RunInfo:
@@ -102,10 +109,46 @@ def run_rows(batch: Sequence[Pending]) -> list[tuple[Any, ...]]:
             r.reason,
             r.created_at,
             r.updated_at,
+            r.thread,
+            r.start_seq,
+            r.history_seq,
         )
         for p in batch
         for r in p.unit.runs.values()
     ]
+
+
+def thread_rows(batch: Sequence[Pending]) -> list[tuple[str, str, str | None, float, int, float]]:
+    """The ``netra_threads`` summary of a batch: one row per (user, thread) it wrote events of,
+    ``(user_id, thread, title, created_ts, last_seq, last_ts)``. ``title``: the start of the
+    first user message of the thread in this batch (the upsert keeps an existing title)."""
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for p in batch:
+        for ev in p.events:
+            thread = ev[6]
+            if thread is None:
+                continue
+            key = (ev[0], thread)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = [ev[0], thread, None, ev[4], ev[1], ev[4]]
+            else:
+                row[4], row[5] = ev[1], ev[4]
+            if row[2] is None and ev[3] == "message" and '"role":"user"' in ev[5]:
+                row[2] = _user_title(ev[5])
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows.values()]
+
+
+def _user_title(data_json: str) -> str | None:
+    data = loads(data_json)
+    if isinstance(data, dict) and data.get("role") == "user":
+        return title_of(str(data.get("text", "")))
+    return None
+
+
+def message_id_rows(batch: Sequence[Pending], now: float) -> list[tuple[str, str, str, float]]:
+    """The client-chosen message ids a batch commits: ``(user_id, message_id, thread, ts)``."""
+    return [(p.user_id, m, t, now) for p in batch for m, t in p.unit.message_ids]
 
 
 def head_rows(units: Sequence[Pending]) -> tuple[list[str], list[int]]:

@@ -8,6 +8,7 @@ refused (:class:`SchemaVersionError`) rather than misread. See ``docs/store.md``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 
+from .._core._threads import title_of
 from .._exceptions import SchemaVersionError
 
 metadata = MetaData()
@@ -46,7 +48,11 @@ events = Table(
     Column("event", String(64), nullable=False),
     Column("ts", Float, nullable=False),
     Column("data", Text, nullable=False),
+    Column("thread", String(128), nullable=True),
+    Index("netra_events_user_thread", "user_id", "thread", "seq"),
 )
+"""``thread`` is the event's thread (its run's); NULL only for an event that belongs to no
+thread (none is written today: every event the runtime commits belongs to a run or a thread)."""
 
 runs = Table(
     "netra_runs",
@@ -61,9 +67,36 @@ runs = Table(
     Column("reason", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("thread", String(128), nullable=False, server_default="main"),
+    Column("start_seq", Integer, nullable=True),
+    Column("history_seq", Integer, nullable=True),
     Index("netra_runs_user_state", "user_id", "state"),
     Index("netra_runs_user_created", "user_id", "created_at"),
 )
+
+threads = Table(
+    "netra_threads",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("thread", String(128), primary_key=True),
+    Column("title", Text, nullable=True),
+    Column("created_ts", Float, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("last_ts", Float, nullable=False),
+    Index("netra_threads_user_last", "user_id", "last_seq"),
+)
+"""One summary row per thread of a user, upserted by the group commit (one row per thread per
+batch): its title (the start of its first user message), first and last activity."""
+
+message_ids = Table(
+    "netra_message_ids",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("message_id", String(128), primary_key=True),
+    Column("thread", String(128), nullable=False),
+    Column("created_ts", Float, nullable=False),
+)
+"""The message ids a client chose (``say(message_id=…)``, AG-UI message ids): unique per user."""
 
 leases = Table(
     "netra_leases",
@@ -114,7 +147,7 @@ model_calls = Table(
 """The journal of model calls: each completed model response, beside the events (not in the
 user's stream: prompts and raw responses are not the user's events, and can be large)."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -206,11 +239,73 @@ def _v2_to_v3(conn: Connection) -> None:
     v3.create_all(conn)
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    # Version 4, frozen: threads (issue 19). Every existing run and event goes to thread
+    # ``main``; the summary rows are built from the events, the titles from each user's first
+    # user message (read once, in key order).
+    conn.execute(text("ALTER TABLE netra_events ADD COLUMN thread VARCHAR(128)"))
+    conn.execute(text("UPDATE netra_events SET thread = 'main'"))
+    conn.execute(
+        text("ALTER TABLE netra_runs ADD COLUMN thread VARCHAR(128) NOT NULL DEFAULT 'main'")
+    )
+    conn.execute(text("ALTER TABLE netra_runs ADD COLUMN start_seq INTEGER"))
+    conn.execute(text("ALTER TABLE netra_runs ADD COLUMN history_seq INTEGER"))
+    conn.execute(
+        text("CREATE INDEX netra_events_user_thread ON netra_events (user_id, thread, seq)")
+    )
+    v4 = MetaData()
+    Table(
+        "netra_threads",
+        v4,
+        Column("user_id", String(128), primary_key=True),
+        Column("thread", String(128), primary_key=True),
+        Column("title", Text, nullable=True),
+        Column("created_ts", Float, nullable=False),
+        Column("last_seq", Integer, nullable=False),
+        Column("last_ts", Float, nullable=False),
+        Index("netra_threads_user_last", "user_id", "last_seq"),
+    )
+    Table(
+        "netra_message_ids",
+        v4,
+        Column("user_id", String(128), primary_key=True),
+        Column("message_id", String(128), primary_key=True),
+        Column("thread", String(128), nullable=False),
+        Column("created_ts", Float, nullable=False),
+    )
+    v4.create_all(conn)
+    conn.execute(
+        text(
+            "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
+            "SELECT user_id, 'main', NULL, MIN(ts), MAX(seq), MAX(ts) FROM netra_events "
+            "GROUP BY user_id"
+        )
+    )
+    titles: dict[str, str] = {}
+    rows = conn.execute(
+        text("SELECT user_id, data FROM netra_events WHERE event = 'message' ORDER BY user_id, seq")
+    )
+    for user_id, data in rows:
+        if user_id in titles or '"user"' not in data:
+            continue
+        value = json.loads(data)
+        if isinstance(value, dict) and value.get("role") == "user":
+            titles[user_id] = title_of(str(value.get("text", "")))
+    if titles:
+        conn.execute(
+            text(
+                "UPDATE netra_threads SET title = :title WHERE user_id = :user AND thread = 'main'"
+            ),
+            [{"user": user, "title": title} for user, title in titles.items()],
+        )
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 
 

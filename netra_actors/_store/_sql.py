@@ -42,7 +42,15 @@ from .._tracing import tracing_of
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
 from . import _inspect
-from ._base import EventHint, InboxItem, NameHint, StoreStatistics, UserSnapshot
+from ._base import (
+    EventHint,
+    HistoryPage,
+    InboxItem,
+    NameHint,
+    StoreStatistics,
+    ThreadsPage,
+    UserSnapshot,
+)
 from ._leases import Leases, node_name
 from ._rows import StatementHook, log
 from ._sqlite import SqliteFile
@@ -350,6 +358,34 @@ class SqlStore:
     async def first_event(self, user_id: str, run_id: str) -> Event | None:
         """See :meth:`Store.first_event`."""
         result: Event | None = await self._read("first_event", user_id, run_id)
+        return result
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        thread: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+    ) -> HistoryPage:
+        """See :meth:`Store.history`."""
+        kinds = None if kinds is None else tuple(kinds)
+        result: HistoryPage = await self._read("history", user_id, thread, before_seq, limit, kinds)
+        return result
+
+    async def threads(
+        self, user_id: str, *, before: int | None = None, limit: int = 50
+    ) -> ThreadsPage:
+        """See :meth:`Store.threads`."""
+        result: ThreadsPage = await self._read("threads", user_id, before, limit)
+        return result
+
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """See :meth:`Store.message_ids`."""
+        if not ids:
+            return {}
+        result: dict[str, str] = await self._read("message_ids", user_id, list(ids))
         return result
 
     async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:

@@ -31,8 +31,10 @@ from ._rows import (
     done_rows,
     event_rows,
     log,
+    message_id_rows,
     reply_rows,
     run_rows,
+    thread_rows,
 )
 from ._staged import apply_statements
 from ._waiting import Pending
@@ -40,11 +42,22 @@ from ._waiting import Pending
 T = TypeVar("T")
 
 INSERT_EVENTS = (
-    f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * 6)})"
+    f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
 UPSERT_RUNS = (
-    f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * 10)}) "
+    f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
+)
+#: The thread summary, one row per (user, thread) of a batch (``_rows.thread_rows``).
+UPSERT_THREADS = (
+    "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, thread) DO UPDATE SET "
+    "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
+    "last_ts = excluded.last_ts"
+)
+INSERT_MESSAGE_IDS = (
+    "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) VALUES (?, ?, ?, ?)"
 )
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -250,6 +263,12 @@ class SqliteDialect:
         runs = run_rows(units)
         if runs:
             self._exec(UPSERT_RUNS, runs)
+        threads = thread_rows(units)
+        if threads:
+            self._exec(UPSERT_THREADS, threads)
+        ids = message_id_rows(units, time.time())
+        if ids:
+            self._exec(INSERT_MESSAGE_IDS, ids)
         done = done_rows(units)
         if done:
             self._exec(INBOX_DONE, done)

@@ -15,8 +15,15 @@ import outcome
 from .._bridge import Bridge
 from .._exceptions import StoreError
 from .._values import Event, RunInfo
-from ._base import InboxItem
+from ._base import HistoryPage, InboxItem, ThreadsPage
 from ._db_thread import DbThread
+from ._history import (
+    history_page,
+    history_query,
+    qmark,
+    threads_page,
+    threads_query,
+)
 from ._rows import (
     EVENT_SELECT,
     INBOX_SELECT,
@@ -128,6 +135,45 @@ class SqliteReader(DbThread):
             (user_id, run_id),
         )
         return Event(*rows[0]) if rows else None
+
+    def _history(
+        self,
+        user_id: str,
+        thread: str | None,
+        before_seq: int | None,
+        limit: int,
+        kinds: Sequence[str] | None,
+    ) -> HistoryPage:
+        sql, params = history_query(
+            qmark, user_id, thread, before_seq, limit, kinds, any_array=False
+        )
+        return history_page(self._query(sql, params), limit)
+
+    def _threads(self, user_id: str, before: int | None, limit: int) -> ThreadsPage:
+        sql, params = threads_query(qmark, user_id, before, limit)
+        states = ", ".join("?" * len(LIVE_STATE_VALUES))
+        self._query("BEGIN")  # the summary and the live runs from one snapshot
+        try:
+            rows = self._query(sql, params)
+            live = self._query(
+                f"SELECT thread, count(*) FROM netra_runs WHERE user_id = ? "
+                f"AND state IN ({states}) GROUP BY thread",
+                (user_id, *LIVE_STATE_VALUES),
+            )
+        finally:
+            self._query("COMMIT")
+        return threads_page(rows, live, limit)
+
+    def _message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk, marks in chunks(list(dict.fromkeys(ids))):
+            for message_id, thread in self._query(
+                "SELECT message_id, thread FROM netra_message_ids "
+                f"WHERE user_id = ? AND message_id IN ({marks})",
+                (user_id, *chunk),
+            ):
+                found[message_id] = thread
+        return found
 
     def _get_run(self, user_id: str, run_id: str) -> RunInfo | None:
         rows = self._query(

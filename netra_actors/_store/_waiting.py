@@ -56,9 +56,22 @@ class Pending(Waiter):
         self.epoch = epoch
         now = time.time()
         # ``tuple.__new__`` directly: the same value as ``Event(...)``, without the named
-        # tuple's Python-level ``__new__`` (half the cost per event).
+        # tuple's Python-level ``__new__`` (half the cost per event). An event's thread is its
+        # run's (``unit.threads``), else the unit's own.
+        thread_of, thread = unit.threads.get, unit.thread
         self.events = [
-            _new(Event, (user_id, seq, ev.run_id, ev.event, now, ev.data_json))
+            _new(
+                Event,
+                (
+                    user_id,
+                    seq,
+                    ev.run_id,
+                    ev.event,
+                    now,
+                    ev.data_json,
+                    thread_of(ev.run_id, thread),
+                ),
+            )
             for seq, ev in enumerate(unit.events, base_seq + 1)
         ]
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import attrs
 import orjson
 
+from .._core._threads import DEFAULT_THREAD
 from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
 
@@ -65,7 +66,8 @@ class EventId(NamedTuple):
 
 @attrs.frozen
 class AguiIds:
-    """The AG-UI ``threadId``/``runId`` a netra run is known by."""
+    """The AG-UI ``threadId``/``runId`` a netra run is known by: its netra thread, and the
+    ``runId`` of the ``POST /agui`` that started it (else the netra run id)."""
 
     thread_id: str
     run_id: str
@@ -102,14 +104,16 @@ class AguiMapper:
 
     ``ids`` gives the AG-UI ids of a run the stream has not seen start (a resume in the middle
     of a ``POST /agui`` run); the caller resolves them (from the run's first event) before
-    handing that run's events over, see :meth:`unknown_runs`. ``live_only``: the stream began
+    handing that run's events over, see :meth:`needs_ids`. ``live_only``: the stream began
     now (no ``Last-Event-ID``), so a run already in progress gets a synthetic ``RUN_STARTED``.
+    A run's ``threadId`` is its netra thread (``main`` when an event carries none).
     """
 
-    def __init__(self, user_id: str, *, live_only: bool) -> None:
-        self.user_id = user_id
+    def __init__(self, *, live_only: bool) -> None:
         self.live_only = live_only
         self.ids: dict[str, AguiIds] = {}
+        self._threads: dict[str, str] = {}
+        """The netra thread of each run this stream has met."""
         self._started: set[str] = set()
         self._finished: set[str] = set()
         self._open: dict[str, _Open] = {}
@@ -138,8 +142,22 @@ class AguiMapper:
 
     def learn_ids(self, run_id: str, first: Event | None) -> None:
         """Record the AG-UI ids of ``run_id`` from its first event (None: it has none)."""
+        if first is not None:
+            self._met(run_id, first)
         ids = agui_ids_of(first) if first is not None else None
-        self.ids[run_id] = ids if ids is not None else AguiIds(self.user_id, run_id)
+        self.ids[run_id] = ids if ids is not None else AguiIds(self.thread_of(run_id), run_id)
+
+    def thread_of(self, run_id: str) -> str:
+        """The netra thread of a run this stream has met (``main`` if it has not)."""
+        return self._threads.get(run_id, DEFAULT_THREAD)
+
+    def knows_thread(self, run_id: str) -> bool:
+        """Whether this stream has met an event of the run (so :meth:`thread_of` is sure)."""
+        return run_id in self._threads
+
+    def _met(self, run_id: str, event: Event) -> None:
+        if event.thread is not None:
+            self._threads[run_id] = event.thread
 
     def seed(self, event: Event) -> None:
         """Learn from the event a ``Last-Event-ID: k`` names (the client has all of it)."""
@@ -147,6 +165,7 @@ class AguiMapper:
         run_id = event.run_id
         if run_id is None:
             return
+        self._met(run_id, event)
         ids = agui_ids_of(event)
         if ids is not None:
             self.ids[run_id] = ids
@@ -166,6 +185,8 @@ class AguiMapper:
         data = event.data
         prefix: list[Frame] = []
         items: list[dict[str, Any]] = []
+        if run_id is not None and event.thread is not None:
+            self._threads[run_id] = event.thread
         if run_id is not None and run_id not in self._started:
             ids = agui_ids_of(event)
             if ids is not None:
@@ -199,7 +220,7 @@ class AguiMapper:
     def _known(self, run_id: str) -> None:
         """The run is open on this stream (its ids are final from now on)."""
         self._started.add(run_id)
-        self.ids.setdefault(run_id, AguiIds(self.user_id, run_id))
+        self.ids.setdefault(run_id, AguiIds(self.thread_of(run_id), run_id))
 
     def _run_started(self, run_id: str) -> dict[str, Any]:
         self._known(run_id)
@@ -208,7 +229,7 @@ class AguiMapper:
 
     def _thread_run(self, run_id: str) -> tuple[str, str]:
         ids = self.ids.get(run_id)
-        return (ids.thread_id, ids.run_id) if ids else (self.user_id, run_id)
+        return (ids.thread_id, ids.run_id) if ids else (self.thread_of(run_id), run_id)
 
     def _map(self, event: Event, data: dict[str, JSON]) -> list[dict[str, Any]]:
         name, run_id = event.event, event.run_id

@@ -1,5 +1,10 @@
 """AG-UI over HTTP: ``POST /agui`` and ``GET /agui/events`` (docs/protocol.md, "AG-UI over HTTP").
 
+A ``POST /agui`` run belongs to the netra thread named by the input's ``threadId``; it commits
+only the user messages of ``messages`` that the thread does not have yet (matched by their AG-UI
+``id``, kept as the committed message's ``message_id``), never a second copy, and the agent reads
+the stored conversation. ``GET /agui/events?threadId=`` follows one thread.
+
 Transport-neutral and on trio, like :class:`~._connection.Connection`: the trio gateway and the
 ASGI adapter both call :meth:`AguiRoutes.post` / :meth:`AguiRoutes.events`, which check the
 request and either refuse it (an :class:`HttpResponse`: 400, 401, 409, 429 …) or return an
@@ -11,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import trio
 
+from .._core._threads import is_thread_name
 from .._exceptions import (
     CommandError,
     MailboxFullError,
@@ -62,12 +69,15 @@ class SseStream:
         *,
         only_run: str | None,
         skip: int | None,
+        only_thread: str | None = None,
     ) -> None:
         self._routes = routes
         self._claims = claims
         self.subscription = subscription
         self._mapper = mapper
         self._only_run = only_run
+        self._only_thread = only_thread
+        """``GET /agui/events?threadId=``: only the runs of this netra thread."""
         self._skip = skip
         """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
         self._scope = trio.CancelScope()
@@ -142,6 +152,8 @@ class SseStream:
             for item in items:
                 if self._only_run is not None and item.run_id != self._only_run:
                     continue
+                if self._only_thread is not None and not await self._in_thread(item):
+                    continue
                 run_id = mapper.needs_ids(item)
                 if run_id is not None:  # a run met after its start: its AG-UI ids, once
                     with trio.fail_after(self._routes.deps.config.command_timeout):
@@ -163,6 +175,18 @@ class SseStream:
                 await send(b"".join(out))
             if finished:
                 return
+
+    async def _in_thread(self, item: Event | Delta) -> bool:
+        """Whether ``item`` belongs to the stream's thread (a delta: its run's thread, learned
+        from the run's first event when the stream has met none of the run's events)."""
+        if isinstance(item, Event):
+            return item.thread == self._only_thread
+        mapper, run_id = self._mapper, item.run_id
+        if not mapper.knows_thread(run_id):
+            runtime = self._routes.deps.runtime
+            with trio.fail_after(self._routes.deps.config.command_timeout):
+                mapper.learn_ids(run_id, await runtime.first_event(self._claims.user, run_id))
+        return mapper.thread_of(run_id) == self._only_thread
 
     async def _keepalive(self, send: Send) -> None:
         interval = self._routes.deps.config.ping_interval
@@ -250,19 +274,37 @@ class AguiRoutes:
         return await self._counted(user, start)
 
     async def _start(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:
-        runtime, user = self.deps.runtime, claims.user
+        runtime, user, thread = self.deps.runtime, claims.user, run_input.thread_id
         subscription: Subscription | None = None
         try:
             with trio.fail_after(self.deps.config.command_timeout):
+                have = await runtime.message_ids(user, [m for m, _ in run_input.users])
+                elsewhere = [m for m, t in have.items() if t != thread]
+                if elsewhere:
+                    return _error(
+                        400,
+                        "bad_request",
+                        f"message {elsewhere[0]!r} belongs to another thread of this user",
+                    )
+                new = [(m, text) for m, text in run_input.users if m not in have]
+                if not new:
+                    return _error(
+                        400,
+                        "bad_request",
+                        "the thread has every user message of this request already: "
+                        "there is nothing to answer",
+                    )
                 subscription = await runtime.subscribe(user, deltas=True)
+                (message_id, text) = new[-1]
                 run_id = await runtime.say(
                     user,
-                    run_input.text,
+                    text,
                     agent=run_input.agent,
                     if_busy=run_input.if_busy,
-                    message_meta={
-                        "agui": {"threadId": run_input.thread_id, "runId": run_input.run_id}
-                    },
+                    message_meta={"agui": {"threadId": thread, "runId": run_input.run_id}},
+                    thread=thread,
+                    message_id=message_id,
+                    earlier=new[:-1],
                 )
         except BaseException as exc:
             if subscription is not None:
@@ -270,7 +312,7 @@ class AguiRoutes:
             if isinstance(exc, Exception):
                 return self._refusal(user, exc)
             raise
-        mapper = AguiMapper(user, live_only=False)
+        mapper = AguiMapper(live_only=False)
         return SseStream(self, claims, subscription, mapper, only_run=run_id, skip=None)
 
     # -- GET /agui/events ----------------------------------------------------------------------
@@ -292,13 +334,18 @@ class AguiRoutes:
                     "bad_request",
                     f"Last-Event-ID must be 'k' or 'k.i' (integers <= {MAX_SEQ})",
                 )
-        return await self._counted(user, lambda: self._follow(claims, resume))
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.target).query)
+        threads = query.get("threadId")
+        thread = threads[-1] if threads else None
+        if thread is not None and not is_thread_name(thread):
+            return _error(400, "bad_request", "threadId must be a netra thread name")
+        return await self._counted(user, lambda: self._follow(claims, resume, thread))
 
     async def _follow(
-        self, claims: TokenClaims, resume: EventId | None
+        self, claims: TokenClaims, resume: EventId | None, thread: str | None
     ) -> HttpResponse | SseStream:
         runtime, user = self.deps.runtime, claims.user
-        mapper = AguiMapper(user, live_only=resume is None)
+        mapper = AguiMapper(live_only=resume is None)
         skip: int | None = None
         resume_from: int | None = None
         try:
@@ -319,7 +366,9 @@ class AguiRoutes:
                 subscription = await runtime.subscribe(user, resume_from=resume_from, deltas=True)
         except Exception as exc:
             return self._refusal(user, exc)
-        return SseStream(self, claims, subscription, mapper, only_run=None, skip=skip)
+        return SseStream(
+            self, claims, subscription, mapper, only_run=None, skip=skip, only_thread=thread
+        )
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -364,18 +413,30 @@ def _error(
 
 
 class RunInput:
-    """What ``POST /agui`` takes from a ``RunAgentInput``."""
+    """What ``POST /agui`` takes from a ``RunAgentInput``: its ids, the ``(id, text)`` of its
+    user messages in order, and the forwarded props netra reads."""
 
-    __slots__ = ("agent", "if_busy", "run_id", "text", "thread_id")
+    __slots__ = ("agent", "if_busy", "run_id", "thread_id", "users")
 
     def __init__(
-        self, *, thread_id: str, run_id: str, text: str, agent: str | None, if_busy: str | None
+        self,
+        *,
+        thread_id: str,
+        run_id: str,
+        users: list[tuple[str, str]],
+        agent: str | None,
+        if_busy: str | None,
     ) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
-        self.text = text
+        self.users = users
         self.agent = agent
         self.if_busy = if_busy
+
+    @property
+    def text(self) -> str:
+        """The last user message's text."""
+        return self.users[-1][1]
 
 
 def parse_run_input(body: bytes) -> RunInput:
@@ -387,8 +448,11 @@ def parse_run_input(body: bytes) -> RunInput:
     if not isinstance(doc, dict):
         raise ValueError("the body must be a JSON object (a RunAgentInput)")  # noqa: TRY004
     thread_id, run_id, messages = doc.get("threadId"), doc.get("runId"), doc.get("messages")
-    if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 256:
-        raise ValueError("threadId must be a non-empty string")
+    if not is_thread_name(thread_id):
+        raise ValueError(
+            "threadId must be a netra thread name: 1-128 characters of A-Z a-z 0-9 . _ : -"
+        )
+    assert isinstance(thread_id, str)
     if not isinstance(run_id, str) or not run_id or len(run_id) > 256:
         raise ValueError("runId must be a non-empty string")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -396,12 +460,23 @@ def parse_run_input(body: bytes) -> RunInput:
     for key in ("tools", "context"):
         if key in doc and doc[key] is not None and not isinstance(doc[key], list):
             raise ValueError(f"{key} must be a list")
-    users = [m for m in messages if m.get("role") == "user"]
+    users: list[tuple[str, str]] = []
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        message_id = message.get("id")
+        if not is_thread_name(message_id):
+            raise ValueError(
+                "every user message needs an id: 1-128 characters of A-Z a-z 0-9 . _ : -"
+            )
+        text = _text_of(message.get("content"))
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise ValueError(f"a user message is longer than {MAX_TEXT_BYTES} bytes")
+        users.append((str(message_id), text))
     if not users:
         raise ValueError("messages must contain a user message")
-    text = _text_of(users[-1].get("content"))
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-        raise ValueError(f"the user message is longer than {MAX_TEXT_BYTES} bytes")
+    if len({m for m, _ in users}) != len(users):
+        raise ValueError("the user messages' ids must be distinct")
     props = doc.get("forwardedProps")
     agent: JSON = None
     if_busy: JSON = None
@@ -411,7 +486,7 @@ def parse_run_input(body: bytes) -> RunInput:
         raise ValueError("forwardedProps.agent must be a string")
     if if_busy is not None and if_busy not in ("parallel", "reject", "enqueue", "interrupt"):
         raise ValueError("forwardedProps.if_busy must be parallel, reject, enqueue or interrupt")
-    return RunInput(thread_id=thread_id, run_id=run_id, text=text, agent=agent, if_busy=if_busy)
+    return RunInput(thread_id=thread_id, run_id=run_id, users=users, agent=agent, if_busy=if_busy)
 
 
 def _text_of(content: object) -> str:
@@ -421,4 +496,4 @@ def _text_of(content: object) -> str:
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if all(isinstance(p, str) for p in parts) and parts:
             return "".join(p for p in parts if isinstance(p, str))
-    raise ValueError("the last user message must have text content")
+    raise ValueError("every user message must have text content")

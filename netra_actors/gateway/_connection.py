@@ -51,17 +51,21 @@ from ._protocol import (
     FrameError,
     GetRuns,
     Hello,
+    History,
     Ping,
     Say,
     SendInput,
     StartRun,
+    Threads,
     ack_frame,
     error_frame,
     event_frames,
+    history_frame,
     item_frames,
     parse_frame,
     pong_frame,
     runs_frame,
+    threads_frame,
     welcome_frame,
 )
 from ._session_rules import (
@@ -334,12 +338,20 @@ class Connection:
                         return pong_frame(command.id)
                     case Say():
                         run_id = await runtime.say(
-                            user, command.text, agent=command.agent, if_busy=command.if_busy
+                            user,
+                            command.text,
+                            agent=command.agent,
+                            if_busy=command.if_busy,
+                            thread=command.thread,
                         )
                         return ack_frame(command.id, run_id)
                     case StartRun():
                         run_id = await runtime.start_run(
-                            user, command.agent, command.input, if_busy=command.if_busy
+                            user,
+                            command.agent,
+                            command.input,
+                            if_busy=command.if_busy,
+                            thread=command.thread,
                         )
                         return ack_frame(command.id, run_id)
                     case CancelRun():
@@ -352,6 +364,21 @@ class Connection:
                         snapshot = await runtime.get_runs(user, limit=command.limit)
                         runs = [info.to_wire() for info in snapshot.runs]
                         return runs_frame(command.id, snapshot.head_seq, runs)
+                    case Threads():
+                        page = await runtime.threads(
+                            user, before=command.before, limit=command.limit
+                        )
+                        listed = [info.to_wire() for info in page.threads]
+                        return threads_frame(command.id, listed, page.next)
+                    case History():
+                        events = await runtime.history(
+                            user,
+                            thread=command.thread,
+                            before_seq=command.before_seq,
+                            limit=command.limit,
+                        )
+                        encoded = [event.wire_json() for event in events.events]
+                        return history_frame(command.id, encoded, events.more)
         except CommandError as exc:
             code = exc.code if exc.code in ERROR_CODES else "bad_request"
             # Existence is never revealed: every unknown run gets the very same answer.

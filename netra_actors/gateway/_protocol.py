@@ -16,6 +16,13 @@ from typing import Any, TypeAlias
 import attrs
 import orjson
 
+from .._core._threads import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_THREADS_LIMIT,
+    MAX_HISTORY_LIMIT,
+    MAX_THREADS_LIMIT,
+    is_thread_name,
+)
 from .._validate import MAX_SEQ
 
 PROTOCOL_VERSION = 1
@@ -95,6 +102,8 @@ class Say:
     agent: str | None
     if_busy: str | None = None
     """One of :data:`IF_BUSY`, or None for the server's default."""
+    thread: str | None = None
+    """The run's thread (None: ``main``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +115,8 @@ class StartRun:
     input: JSONValue
     if_busy: str | None = None
     """One of :data:`IF_BUSY`, or None for the server's default."""
+    thread: str | None = None
+    """The run's thread (None: ``main``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -134,13 +145,34 @@ class GetRuns:
 
 
 @attrs.frozen(kw_only=True)
+class Threads:
+    """``threads``: a page of the user's threads, most recent activity first."""
+
+    id: str | None
+    before: int | None
+    """The ``next`` cursor of the previous page."""
+    limit: int
+
+
+@attrs.frozen(kw_only=True)
+class History:
+    """``history``: the committed events before ``before_seq`` (of ``thread`` when given)."""
+
+    id: str | None
+    thread: str | None
+    before_seq: int | None
+    """None: the head + 1."""
+    limit: int
+
+
+@attrs.frozen(kw_only=True)
 class Ping:
     """``ping``: answered with ``pong``."""
 
     id: str | None
 
 
-Command: TypeAlias = Say | StartRun | CancelRun | SendInput | GetRuns | Ping
+Command: TypeAlias = Say | StartRun | CancelRun | SendInput | GetRuns | Threads | History | Ping
 ClientFrame: TypeAlias = Hello | Command
 
 
@@ -176,6 +208,30 @@ def _if_busy(obj: Mapping[str, JSONValue], id: str | None) -> str | None:
         return None
     if not isinstance(value, str) or value not in IF_BUSY:
         raise FrameError("bad_request", f"if_busy must be one of {', '.join(IF_BUSY)}", id)
+    return value
+
+
+def _thread(obj: Mapping[str, JSONValue], id: str | None) -> str | None:
+    value = obj.get("thread")
+    if value is None:
+        return None
+    if not is_thread_name(value):
+        raise FrameError(
+            "bad_request", "thread must be 1-128 characters of A-Z a-z 0-9 . _ : -", id
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def _int(
+    obj: Mapping[str, JSONValue], name: str, id: str | None, *, default: int | None, most: int
+) -> int | None:
+    """An optional integer field from 1 to ``most``."""
+    value = obj.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise FrameError("bad_request", f"{name} must be an integer from 1 to {most}", id)
     return value
 
 
@@ -219,11 +275,23 @@ def parse_frame(text: str | bytes) -> ClientFrame:
                     "too_large", f"text must be at most {MAX_TEXT_BYTES} bytes of UTF-8", id
                 )
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=False)
-            return Say(id=id, text=text_value, agent=agent, if_busy=_if_busy(obj, id))
+            return Say(
+                id=id,
+                text=text_value,
+                agent=agent,
+                if_busy=_if_busy(obj, id),
+                thread=_thread(obj, id),
+            )
         case "start_run":
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=True)
             assert agent is not None
-            return StartRun(id=id, agent=agent, input=obj.get("input"), if_busy=_if_busy(obj, id))
+            return StartRun(
+                id=id,
+                agent=agent,
+                input=obj.get("input"),
+                if_busy=_if_busy(obj, id),
+                thread=_thread(obj, id),
+            )
         case "cancel_run":
             run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
             assert run_id is not None
@@ -239,6 +307,16 @@ def parse_frame(text: str | bytes) -> ClientFrame:
             if not 1 <= limit <= MAX_RUNS_LIMIT:
                 raise FrameError("bad_request", f"limit must be between 1 and {MAX_RUNS_LIMIT}", id)
             return GetRuns(id=id, limit=limit)
+        case "threads":
+            limit = _int(obj, "limit", id, default=DEFAULT_THREADS_LIMIT, most=MAX_THREADS_LIMIT)
+            assert limit is not None
+            before = _int(obj, "before", id, default=None, most=2**62)
+            return Threads(id=id, before=before, limit=limit)
+        case "history":
+            limit = _int(obj, "limit", id, default=DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
+            assert limit is not None
+            before_seq = _int(obj, "before_seq", id, default=None, most=2**62)
+            return History(id=id, thread=_thread(obj, id), before_seq=before_seq, limit=limit)
         case "ping":
             return Ping(id=id)
         case _:
@@ -322,6 +400,23 @@ def runs_frame(id: str | None, head_seq: int, runs: Sequence[Mapping[str, JSONVa
     frame["head_seq"] = head_seq
     frame["runs"] = list(runs)
     return encode(frame)
+
+
+def threads_frame(
+    id: str | None, threads: Sequence[Mapping[str, JSONValue]], next: int | None
+) -> str:
+    """``threads``: the answer to ``threads`` (``next``: the cursor of the next page)."""
+    frame = _with_id({"type": "threads"}, id)
+    frame["threads"] = list(threads)
+    frame["next"] = next
+    return encode(frame)
+
+
+def history_frame(id: str | None, encoded: Sequence[str], more: bool) -> str:
+    """``history``: the answer to ``history``, given each event's ``event`` frame as JSON text
+    (embedded as it is, like a ``batch``)."""
+    head = encode(_with_id({"type": "history"}, id))[:-1]
+    return f'{head},"events":[{",".join(encoded)}],"more":{"true" if more else "false"}}}'
 
 
 def pong_frame(id: str | None) -> str:

@@ -32,6 +32,7 @@ from .._toolcall import canonical_json
 from .._tracing import model_span
 from .._values import JSON, dumps
 from ._config import LLMConfig, LLMStreamInterrupted, Tool, _httpx, _retryable, _tools
+from ._history import history_messages
 from ._stream import ModelResponse, ToolCall, stream_chat
 
 if TYPE_CHECKING:
@@ -63,8 +64,9 @@ async def _with_heartbeats(ctx: AgentContext, fn: Callable[[], Awaitable[Any]]) 
 
 
 def conversation(input: JSON, system_prompt: str | None) -> list[dict[str, JSON]]:
-    """The messages a run starts with: its input is the user's text (a string, or
-    ``{"text": …}``) or ``{"messages": [...]}`` in the chat-completions format."""
+    """The messages a run starts with when its input is ``{"messages": [...]}`` in the
+    chat-completions format (or the user's text: a string, or ``{"text": …}``). Runs started
+    with text read their thread's conversation instead (``_history.py``)."""
     if isinstance(input, dict) and isinstance(input.get("text"), str):
         input = input["text"]
     if isinstance(input, str):
@@ -95,7 +97,16 @@ class OpenAIChatAgent(Agent):
         config = getattr(self, "config", None)
         if not isinstance(config, LLMConfig):
             raise RunFailedError(f"{type(self).__qualname__} has no LLMConfig: use make_llm_agent")
-        messages = conversation(input, config.system_prompt)
+        if isinstance(input, dict) and "messages" in input:  # the chat itself, as given
+            messages = conversation(input, config.system_prompt)
+        else:  # the thread's stored conversation, within the budget
+            messages = history_messages(
+                await ctx.conversation(),
+                input,
+                run_id=ctx.run_id,
+                system_prompt=config.system_prompt,
+                max_chars=config.max_history_chars,
+            )
         headers = {"Accept": "text/event-stream"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"

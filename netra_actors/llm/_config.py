@@ -70,6 +70,11 @@ def _rounds(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
         raise ConfigError(f"max_tool_rounds must be an integer >= 0, got {value!r}")
 
 
+def _history_chars(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"max_history_chars must be an integer >= 1, got {value!r}")
+
+
 def _optional_str(_inst: object, attr: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{attr.name} must be a string or None, got {value!r}")
@@ -100,6 +105,9 @@ class LLMConfig:
     """Seconds to connect, and the longest silence between two bytes of the answer."""
     system_prompt: str | None = attrs.field(default=None, validator=_optional_str)
     """Put first in the conversation (unless the input already starts with a system message)."""
+    max_history_chars: int = attrs.field(default=32_000, validator=_history_chars)
+    """The budget of the conversation sent to the model (the JSON of its messages, system
+    prompt aside): the oldest turns are dropped first; the run's own message is always sent."""
     max_tool_rounds: int = attrs.field(default=8, validator=_rounds)
     """Tool rounds per run. After the last one the model is asked without tools."""
     temperature: float | None = attrs.field(default=None)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
 
 from .._core import LIVE_STATES, RunState
+from .._core._threads import title_of
 from .._exceptions import StoreError
 from .._histogram import Histogram
-from .._store import StoreStatistics, UserSnapshot
+from .._store import HistoryPage, StoreStatistics, ThreadInfo, ThreadsPage, UserSnapshot
 from .._store._inspect import ClusterView, UserSummary
 from .._subscription import Subscription
 from .._uow import RunRow, UnitOfWork
@@ -30,6 +32,8 @@ class MemoryStore:
     def __init__(self, *, fail_when: FailureHook | None = None, commit_delay: float = 0.0) -> None:
         self.events: dict[str, list[Event]] = {}
         self.runs: dict[tuple[str, str], RunRow] = {}
+        self.message_id_rows: dict[tuple[str, str], str] = {}
+        """``(user_id, message_id) -> thread`` of the client-chosen message ids."""
         self.rows: list[tuple[str, object, object]] = []
         """Developer rows/statements committed, as (user_id, target, params)."""
         self.fail_when = fail_when
@@ -66,13 +70,30 @@ class MemoryStore:
         if base_seq != self._head(user_id):
             self.failures += 1
             raise StoreError(f"seq conflict: base {base_seq}, head {self._head(user_id)}")
+        taken = [m for m, _ in unit.message_ids if (user_id, m) in self.message_id_rows]
+        if taken:
+            self.failures += 1
+            raise StoreError(f"message ids already used: {taken}")
         now = time.time()
         out = []
         seq = base_seq
+        thread_of, thread = unit.threads.get, unit.thread
         for ev in unit.events:
             seq += 1
-            out.append(Event(user_id, seq, ev.run_id, ev.event, now, ev.data_json))
+            out.append(
+                Event(
+                    user_id,
+                    seq,
+                    ev.run_id,
+                    ev.event,
+                    now,
+                    ev.data_json,
+                    thread_of(ev.run_id, thread),
+                )
+            )
         self.events.setdefault(user_id, []).extend(out)
+        for message_id, in_thread in unit.message_ids:
+            self.message_id_rows[(user_id, message_id)] = in_thread
         for row in unit.runs.values():
             self.runs[(user_id, row.run_id)] = row
         self.rows.extend((user_id, s.target, s.params) for s in unit.statements)
@@ -98,6 +119,64 @@ class MemoryStore:
         rows = [r for (uid, _), r in self.runs.items() if uid == user_id]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [_info(r) for r in rows[:limit]]
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        thread: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+    ) -> HistoryPage:
+        await trio.lowlevel.checkpoint()
+        found = [
+            e
+            for e in self.events.get(user_id, [])
+            if (thread is None or e.thread == thread)
+            and (before_seq is None or e.seq < before_seq)
+            and (kinds is None or e.event in kinds)
+        ]
+        return HistoryPage(events=tuple(found[-limit:]), more=len(found) > limit)
+
+    async def threads(
+        self, user_id: str, *, before: int | None = None, limit: int = 50
+    ) -> ThreadsPage:
+        await trio.lowlevel.checkpoint()
+        summary: dict[str, list[Any]] = {}
+        for e in self.events.get(user_id, []):
+            if e.thread is None:
+                continue
+            row = summary.setdefault(e.thread, [None, e.ts, e.seq, e.ts])
+            row[2], row[3] = e.seq, e.ts
+            if row[0] is None and e.event == "message" and e.data.get("role") == "user":
+                row[0] = title_of(str(e.data.get("text", "")))
+        live: dict[str, int] = {}
+        for (uid, _), run in self.runs.items():
+            if uid == user_id and RunState(run.state) in LIVE_STATES:
+                live[run.thread] = live.get(run.thread, 0) + 1
+        rows = sorted(
+            ((t, *row) for t, row in summary.items() if before is None or row[2] < before),
+            key=lambda r: -r[3],
+        )
+        threads = tuple(
+            ThreadInfo(
+                thread=t,
+                title=title,
+                created_ts=created,
+                last_seq=last_seq,
+                last_ts=last_ts,
+                live_runs=live.get(t, 0),
+            )
+            for t, title, created, last_seq, last_ts in rows[:limit]
+        )
+        more = len(rows) > limit
+        return ThreadsPage(threads=threads, next=threads[-1].last_seq if more else None)
+
+    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
+        await trio.lowlevel.checkpoint()
+        rows = self.message_id_rows
+        return {m: rows[(user_id, m)] for m in ids if (user_id, m) in rows}
 
     async def check(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -159,6 +238,9 @@ def _info(row: RunRow) -> RunInfo:
         reason=row.reason,
         input=None if row.input_json is None else loads(row.input_json),
         result=None if row.result_json is None else loads(row.result_json),
+        thread=row.thread,
+        start_seq=row.start_seq,
+        history_seq=row.history_seq,
     )
 
 

@@ -311,18 +311,24 @@ def of_type(frames: Iterable[SseFrame], *kinds: str) -> list[SseFrame]:
 
 
 def run_input(
-    text: str = "hello 1 2", *, thread: str | None = None, run: str | None = None, **props: Any
+    text: str = "hello 1 2",
+    *,
+    thread: str | None = None,
+    run: str | None = None,
+    before: list[dict[str, Any]] | None = None,
+    message_id: str | None = None,
+    **props: Any,
 ) -> dict[str, Any]:
-    """An AG-UI ``RunAgentInput`` whose last user message is ``text``; ``props`` go to
-    ``forwardedProps`` (``agent``, ``if_busy``)."""
+    """An AG-UI ``RunAgentInput`` whose last message is the user's ``text`` (id ``message_id``,
+    else a new one), after the messages ``before`` (the thread's messages the client holds);
+    ``props`` go to ``forwardedProps`` (``agent``, ``if_busy``)."""
     return {
         "threadId": thread or f"t-{uuid.uuid4().hex[:8]}",
         "runId": run or f"ar-{uuid.uuid4().hex[:8]}",
         "state": None,
         "messages": [
-            {"id": "m0", "role": "user", "content": "an older message"},
-            {"id": "m1", "role": "assistant", "content": "an older answer"},
-            {"id": "m2", "role": "user", "content": text},
+            *(before or []),
+            {"id": message_id or f"m-{uuid.uuid4().hex[:12]}", "role": "user", "content": text},
         ],
         "tools": [],
         "context": [],
@@ -510,14 +516,16 @@ async def events(
     *,
     headers: dict[str, str] | None = None,
     checker: StreamChecker | None = None,
+    thread: str | None = None,
 ) -> Stream:
-    """Open ``GET /agui/events`` (with ``Last-Event-ID`` if given)."""
+    """Open ``GET /agui/events`` (with ``Last-Event-ID`` if given; ``?threadId=thread``)."""
     hdrs = {**auth(user), **(headers or {})}
     if last_event_id is not None:
         hdrs["Last-Event-ID"] = last_event_id
     if checker is None:
         checker = StreamChecker(resumed=last_event_id if last_event_id not in (None, "0") else None)
-    return await Stream.open(server, "GET", "/agui/events", headers=hdrs, checker=checker)
+    path = "/agui/events" if thread is None else f"/agui/events?threadId={thread}"
+    return await Stream.open(server, "GET", path, headers=hdrs, checker=checker)
 
 
 async def replay(

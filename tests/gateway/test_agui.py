@@ -145,7 +145,7 @@ async def test_a_rollback_closes_what_its_attempt_left_open(server: Server, user
         frames = live.checker.of_run(run)
     # the stream began before the run: RUN_STARTED is in the group of its first event
     assert (frames[0].type, frames[0].id) == ("RUN_STARTED", f"{frames[1].seq}.1")
-    assert (frames[0].event["threadId"], frames[0].event["runId"]) == (user, run)
+    assert (frames[0].event["threadId"], frames[0].event["runId"]) == ("main", run)  # its thread
     (rollback,) = customs(frames, "netra.run_rolled_back")
     assert rollback.event["value"]["attempt"] == 1
     assert rollback.event["value"]["will_restart"]
@@ -175,7 +175,7 @@ async def test_a_rollback_closes_what_its_attempt_left_open(server: Server, user
         user,
         f"{k}.1",
         head,
-        checker=StreamChecker(resumed=f"{k}.1", open_runs={run: (user, run)}),
+        checker=StreamChecker(resumed=f"{k}.1", open_runs={run: ("main", run)}),
     )
     assert got == full[index:]
 
@@ -591,7 +591,7 @@ async def test_keepalive_and_frames_never_send_at_once() -> None:
         cast(Any, routes),
         claims,
         cast(Any, _Subscription()),
-        AguiMapper("alice", live_only=True),
+        AguiMapper(live_only=True),
         only_run=None,
         skip=None,
     )

@@ -53,12 +53,21 @@ class RunPlan(NamedTuple):
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=0, max_size=12)
 
 
+def thread_of(run: str | None) -> str:
+    """The netra thread of generated run ``r_<index>``: ``main`` or a thread of its own."""
+    if run is None:
+        return "main"
+    index = int(run.rsplit("_", 1)[1])
+    return "main" if index % 2 == 0 else f"th.{index}"
+
+
 @st.composite
 def run_plans(draw: st.DrawFn, index: int) -> RunPlan:
     run = f"r_{index}"
     units: list[list[E | Delta]] = []
     kind = draw(st.sampled_from(["agui", "say", "start_run"]))
-    ids = (f"thread-{index}", f"agui-{index}") if kind == "agui" else (USER, run)
+    # threadId is the run's netra thread, for every run (the events carry it)
+    ids = (thread_of(run), f"agui-{index}") if kind == "agui" else (thread_of(run), run)
     first: list[E | Delta] = []
     if kind != "start_run":
         data: dict[str, Any] = {"role": "user", "text": draw(text), "message_id": f"{run}.u"}
@@ -184,7 +193,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 continue
             seq = len(events) + 1
             event = Event(
-                USER, seq, entry.run, entry.name, NOW + seq / 1000, json.dumps(entry.data)
+                USER,
+                seq,
+                entry.run,
+                entry.name,
+                NOW + seq / 1000,
+                json.dumps(entry.data),
+                thread_of(entry.run),
             )
             events.append(event)
             items.append(event)
@@ -216,7 +231,7 @@ def stream(
     mapper: AguiMapper | None = None,
 ) -> list[SseFrame]:
     """The frames an SSE stream sends for ``items`` (what ``SseStream._pump`` does)."""
-    mapper = mapper or AguiMapper(USER, live_only=live_only)
+    mapper = mapper or AguiMapper(live_only=live_only)
     out: list[SseFrame] = []
     for item in items:
         run = mapper.needs_ids(item)
@@ -241,7 +256,7 @@ def resume(scenario: Scenario, last_event_id: str) -> list[SseFrame]:
     k, part = EventId.parse(last_event_id)
     if part is not None and k >= 1:
         return stream([e for e in scenario.events if e.seq >= k], store, skip=part)
-    mapper = AguiMapper(USER, live_only=False)
+    mapper = AguiMapper(live_only=False)
     known = store.event(k)
     if known is not None:
         mapper.seed(known)
@@ -389,7 +404,7 @@ def test_a_resumed_live_stream_keeps_the_rules(scenario: Scenario, data: st.Data
         i for i, it in enumerate(scenario.items) if isinstance(it, Event) and it.seq == k
     )
     store = Store(scenario.events)
-    mapper = AguiMapper(USER, live_only=False)
+    mapper = AguiMapper(live_only=False)
     seed = store.event(k)
     assert seed is not None
     mapper.seed(seed)
@@ -492,7 +507,7 @@ def test_a_run_ending_with_a_message_open_closes_it_first() -> None:
 
 def test_deltas_out_of_order_or_joined_late() -> None:
     events = [_event(1, "r", "run_state", state="running", previous="starting")]
-    mapper = AguiMapper(USER, live_only=True)
+    mapper = AguiMapper(live_only=True)
     mapper.learn_ids("r", None)
     # joined in the middle of a message: nothing of it until it commits
     assert mapper.delta(Delta("r", 1, "late", 4, "text"), NOW) == [
@@ -500,7 +515,7 @@ def test_deltas_out_of_order_or_joined_late() -> None:
             None,
             {
                 "type": "RUN_STARTED",
-                "threadId": USER,
+                "threadId": "main",
                 "runId": "r",
                 "timestamp": int(NOW * 1000),
                 "metadata": {"netra": {"run_id": "r"}},

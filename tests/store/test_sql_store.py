@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import hashlib
 import os
 import re
 import socket
@@ -13,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import attrs
 import pytest
 import trio
@@ -21,6 +25,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, make_ur
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import netra_actors as na
+from netra_actors._bridge import Bridge
 from netra_actors._store import SqlStore
 from netra_actors._store._schema import SCHEMA_VERSION
 from netra_actors._uow import RunRow, UnitOfWork
@@ -79,9 +84,59 @@ URLS = [
 ]
 
 
+def _maintenance_dsn() -> str:
+    return (
+        make_url(PG_URL)
+        .set(drivername="postgresql", database="postgres")
+        .render_as_string(hide_password=False)
+    )
+
+
+async def _admin(sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(_maintenance_dsn())
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def pg_admin(sql: str, *args: Any) -> Any:
+    """Run one statement on the maintenance database (from trio, on the host loop)."""
+    return await Bridge.current().run_on_host(_admin(sql, *args), shield=True)
+
+
+_PG_DATABASES: set[str] = set()
+"""The databases this test process created (dropped when it exits)."""
+
+
+def _drop_pg_databases() -> None:
+    async def drop() -> None:
+        for name in sorted(_PG_DATABASES):
+            await _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    if _PG_DATABASES:
+        asyncio.run(drop())
+
+
+atexit.register(_drop_pg_databases)
+
+
+async def store_url(kind: str, tmp_path: Path) -> str:
+    """The database of a test: a SQLite file in its directory, or a PostgreSQL database of its
+    own (one per test directory, so a test that reopens its store finds its data; never the
+    shared database, whose schema other versions of this code may have changed)."""
+    if kind == "sqlite":
+        return na.sqlite_url(tmp_path / "store.db")
+    name = "netra_t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+    if name not in _PG_DATABASES:
+        await pg_admin(f"CREATE DATABASE {name}")
+        _PG_DATABASES.add(name)
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
 @asynccontextmanager
 async def open_store(kind: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    config = sqlite_config(tmp_path) if kind == "sqlite" else na.RuntimeConfig(database_url=PG_URL)
+    config = na.RuntimeConfig(database_url=await store_url(kind, tmp_path))
     store = await SqlStore.open(config, extra_metadata=[extra])
     try:
         yield store
@@ -322,17 +377,19 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
         events,
         inbox,
         leases,
+        message_ids,
         migrate,
         model_calls,
         replies,
         runs,
+        threads,
     )
 
     engine = create_engine("sqlite://")
     with engine.begin() as conn:
         assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs, leases, inbox, replies, model_calls):
+        for table in (events, runs, leases, inbox, replies, model_calls, threads, message_ids):
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
@@ -340,8 +397,9 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
             indexes = {i["name"] for i in found.get_indexes(table.name)}
             assert indexes >= {i.name for i in table.indexes}, table.name
     # A new version: add its frozen migration and test the path from the previous version
-    # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls).
-    assert version == 3
+    # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
+    # tests/store/test_threads_store.py tests version 3 -> 4, threads).
+    assert version == 4
 
 
 # -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
@@ -482,7 +540,7 @@ async def test_a_commit_cannot_be_cancelled(kind: str, tmp_path: Path) -> None:
 async def test_aclose_commits_what_is_queued(kind: str, tmp_path: Path) -> None:
     users = [fresh_user() for _ in range(100)]
     results: dict[str, list[na.Event]] = {}
-    config = sqlite_config(tmp_path) if kind == "sqlite" else na.RuntimeConfig(database_url=PG_URL)
+    config = na.RuntimeConfig(database_url=await store_url(kind, tmp_path))
     store = await SqlStore.open(config)
 
     async def one(user: str) -> None:

@@ -1,0 +1,162 @@
+"""A run's conversation: the committed messages of its thread, as typed values.
+
+``ctx.conversation()`` gives an agent the messages of its run's thread — the user's and the
+assistants' ``message`` events, and tool calls with their results — up to the run's start, as
+:class:`ConversationMessage` values, oldest first. It is read from the store (never the
+client's copy) **once per run** and kept with the run, so every attempt of the run gets the same
+tuple; a run recovered in another process reads it again within the same bounds, stored on its
+run row, and gets the same tuple again.
+
+The bounds (both on the run row): every message of the thread with ``seq ≤ history_seq`` (the
+last event of the unit that admitted the run: its own user messages for a ``say``; for a queued
+run, the head when its turn came, so it sees the answers of the runs it waited for), except the
+user messages of other runs with ``seq > start_seq`` (runs admitted after it: a run's user
+messages are the first events of the unit that admits it). A run stored before threads existed
+has no ``start_seq``: its first event's seq is read instead.
+At most :data:`MAX_CONVERSATION_EVENTS` of the thread's most recent message and tool events are
+read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from ._values import JSON, Event
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+CONVERSATION_EVENTS = ("message", "tool_executing", "tool_completed")
+"""The events a conversation is made of."""
+MAX_CONVERSATION_EVENTS = 2000
+"""How many of the thread's most recent conversation events a run reads, at most."""
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallRecord:
+    """A committed tool call: its ``tool_executing`` and, once it ended, ``tool_completed``."""
+
+    call_id: str
+    name: str
+    args: JSON
+    result: JSON = None
+    """What the tool returned (JSON), if it succeeded."""
+    error: str | None = None
+    """Why it failed, if it did."""
+    completed: bool = False
+    """False while (or if) no ``tool_completed`` was committed for it."""
+
+
+@attrs.frozen(kw_only=True)
+class ConversationMessage:
+    """One entry of a conversation: a user or assistant message, or a tool call.
+
+    ``role`` is ``user``, ``assistant`` or ``tool`` (a tool call, in ``tool``; its ``text`` is
+    empty).
+    """
+
+    role: str
+    text: str
+    seq: int
+    """The ``seq`` of the event it was read from (a tool call: its ``tool_executing``)."""
+    run_id: str | None
+    message_id: str | None = None
+    tool: ToolCallRecord | None = None
+
+
+def conversation_of(
+    events: Iterable[Event], *, run_id: str | None = None, start_seq: int | None = None
+) -> tuple[ConversationMessage, ...]:
+    """The conversation made of committed ``events`` (in ``seq`` order): messages in order, each
+    tool call where it began, with its result. The user messages of other runs than ``run_id``
+    with ``seq > start_seq`` (runs admitted after it) are left out."""
+    out: list[ConversationMessage] = []
+    calls: dict[str, int] = {}
+    for event in events:
+        data = event.data
+        if event.event == "message":
+            role = data.get("role")
+            if role not in ("user", "assistant"):
+                continue
+            if (
+                role == "user"
+                and start_seq is not None
+                and event.seq > start_seq
+                and event.run_id != run_id
+            ):
+                continue
+            text = data.get("text")
+            message_id = data.get("message_id")
+            out.append(
+                ConversationMessage(
+                    role=str(role),
+                    text=text if isinstance(text, str) else "",
+                    seq=event.seq,
+                    run_id=event.run_id,
+                    message_id=message_id if isinstance(message_id, str) else None,
+                )
+            )
+        elif event.event == "tool_executing":
+            call_id = str(data.get("call_id", ""))
+            calls[call_id] = len(out)
+            record = ToolCallRecord(
+                call_id=call_id, name=str(data.get("tool")), args=data.get("args")
+            )
+            out.append(
+                ConversationMessage(
+                    role="tool", text="", seq=event.seq, run_id=event.run_id, tool=record
+                )
+            )
+        elif event.event == "tool_completed":
+            at = calls.pop(str(data.get("call_id", "")), None)
+            if at is None:
+                continue
+            entry = out[at]
+            assert entry.tool is not None
+            error = data.get("error")
+            tool = attrs.evolve(
+                entry.tool,
+                result=data.get("result"),
+                error=None if error is None else str(error),
+                completed=True,
+            )
+            out[at] = attrs.evolve(entry, tool=tool)
+    return tuple(out)
+
+
+class ConversationRun(Protocol):
+    """What reading a run's conversation needs of the run (the owner's ``Run``)."""
+
+    run_id: str
+    thread: str
+    start_seq: int | None
+    history_seq: int | None
+    conversation: tuple[ConversationMessage, ...] | None
+
+
+async def run_conversation(
+    store: Store, user_id: str, run: ConversationRun
+) -> tuple[ConversationMessage, ...]:
+    """The run's conversation: read once (see the module docstring), then kept with the run.
+
+    (The one thing an attempt's task sets on its run: a cache of an immutable value that every
+    attempt would read the same.)"""
+    if run.conversation is not None:
+        return run.conversation
+    start = run.start_seq
+    if start is None:  # a run stored before threads existed: its first event
+        first = await store.first_event(user_id, run.run_id)
+        start = first.seq if first is not None else 0
+    bound = start if run.history_seq is None else max(start, run.history_seq)
+    page = await store.history(
+        user_id,
+        thread=run.thread,
+        before_seq=bound + 1,
+        limit=MAX_CONVERSATION_EVENTS,
+        kinds=CONVERSATION_EVENTS,
+    )
+    run.conversation = conversation_of(page.events, run_id=run.run_id, start_seq=start)
+    return run.conversation
