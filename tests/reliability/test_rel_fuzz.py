@@ -26,8 +26,10 @@ the server closes or drops each such connection, stays up and keeps serving.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import socket
 import time
 from collections import Counter
@@ -458,8 +460,27 @@ def test_fuzzed_frames_get_defined_answers_and_others_are_served(tmp_path: Path)
     assert health["status"] == "ok"
     assert closes_1011 == 0
     assert internal == 0
-    assert "Traceback" not in log
-    assert " ERROR " not in log
+    # The one kind of ERROR record with a traceback the fuzzer may cause: an agent it started
+    # crashing on purpose (the demo's `crashy`), logged once per crash. Anything else is a bug.
+    unexpected = [r for r in log_records(log) if is_error(r) and not is_agent_crash(r)]
+    assert not unexpected, "\n".join(unexpected[:5])
+
+
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d ", re.MULTILINE)
+
+
+def log_records(log: str) -> list[str]:
+    """The server log's records (a record is its line and any traceback lines after it)."""
+    starts = [m.start() for m in _RECORD_START.finditer(log)] + [len(log)]
+    return [log[a:b] for a, b in itertools.pairwise(starts)]
+
+
+def is_error(record: str) -> bool:
+    return " ERROR " in record.split("\n", 1)[0] or "Traceback" in record
+
+
+def is_agent_crash(record: str) -> bool:
+    return re.search(r" run \S+ attempt \d+ of agent '[^']+' crashed: ", record) is not None
 
 
 # -- random bytes at the framing layer ----------------------------------------------------------
