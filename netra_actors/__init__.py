@@ -29,7 +29,6 @@ from ._config import RuntimeConfig as RuntimeConfig
 from ._config import database_url as database_url
 from ._config import sqlite_url as sqlite_url
 from ._context import AgentContext as AgentContext
-from ._conversation import ConversationMessage as ConversationMessage
 from ._core import RunState as RunState
 from ._embed import EmbeddedRuntime as EmbeddedRuntime
 from ._embed import embed as embed
@@ -55,7 +54,6 @@ __all__ = [
     "Agent",
     "AgentContext",
     "CommandError",
-    "ConversationMessage",
     "Delta",
     "EmbeddedRuntime",
     "Event",

@@ -158,6 +158,12 @@ class Bridge:
         return result.unwrap()
 
 
+async def in_worker_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking ``fn(*args)`` in one of trio's worker threads; cancelling the caller
+    abandons the thread (its result is dropped), so a stuck call never holds the caller."""
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
 def _resume_all(waiters: Sequence[Any]) -> None:
     reschedule = trio.lowlevel.reschedule
     for w in waiters:

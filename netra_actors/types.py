@@ -14,11 +14,14 @@ You rarely build these yourself; you get them from a call and name them in type 
     the database schema version this code writes (an older database is migrated at open).
 ``ThreadsPage``/``ThreadInfo``/``HistoryPage``
     what ``runtime.threads(...)`` and ``runtime.history(...)`` return.
+``ConversationMessage``
+    one entry of ``ctx.conversation()``: a user or assistant message, or a tool call.
 ``ToolCallRecord``
     a tool call in a ``ConversationMessage`` (``ctx.conversation()``).
 """
 
 from ._agent import AgentBase as AgentBase
+from ._conversation import ConversationMessage as ConversationMessage
 from ._conversation import ToolCallRecord as ToolCallRecord
 from ._embed import EmbeddedSubscription as EmbeddedSubscription
 from ._message_stream import MessageStream as MessageStream
@@ -33,6 +36,7 @@ from ._subscription import Subscription as Subscription
 __all__ = [
     "SCHEMA_VERSION",
     "AgentBase",
+    "ConversationMessage",
     "EmbeddedSubscription",
     "HistoryPage",
     "MessageStream",

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._bridge import Bridge
+from .._bridge import Bridge, in_worker_thread
 from .._exceptions import NetraError, RuntimeClosedError
 from ._http import HttpRequest
 from ._tokens import TokenClaims, check_user_name
@@ -143,7 +143,7 @@ class SignIn:
 
     async def _call(self, view: SignInRequest) -> object:
         if not self._is_async:
-            return await trio.to_thread.run_sync(self._authenticate, view, abandon_on_cancel=True)
+            return await in_worker_thread(self._authenticate, view)
         coro: Any = self._authenticate(view)
         try:
             bridge = Bridge.current()

@@ -15,7 +15,7 @@ from helpers import make_config
 import netra_actors as na
 from netra_actors.testing import MemoryStore, guest_test
 
-SEEN: dict[str, list[tuple[int, tuple[na.ConversationMessage, ...]]]] = {}
+SEEN: dict[str, list[tuple[int, tuple[na.types.ConversationMessage, ...]]]] = {}
 """run_id -> (attempt, conversation) of every attempt of the recording agents."""
 
 
