@@ -21,7 +21,7 @@ async def test_welcome_then_demo_run_streams_every_event(server: Server, user: s
     events = client.events
     assert_gapless(events)
     for event in events:
-        assert set(event) == {"type", "seq", "run_id", "event", "ts", "data"}
+        assert set(event) == {"type", "seq", "run_id", "event", "ts", "data", "thread"}
         assert event["type"] == "event"
         assert isinstance(event["ts"], float)
     first = events[0]
