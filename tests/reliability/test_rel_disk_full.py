@@ -115,9 +115,17 @@ def test_a_full_disk_is_reported_as_a_store_failure_and_recovers(
             figures["busy_run_while_full"] = writer.runs.get(busy)
             figures["writer_close"] = writer.closes[-1] if writer.closed else None
 
-            # a new user's session cannot start: 1013 naming the store, not 1001
-            outcome = await hello_close(srv.ws_url, new_user("n"))
+            # a new user's session cannot start: 1013 naming the store, not 1001. A session's
+            # first write is a small one and may still fit in the database's free pages: new
+            # sessions use that slack up (bounded) until one is refused, never with 1001.
+            started_sessions = 0
+            for _ in range(50):
+                outcome = await hello_close(srv.ws_url, new_user("n"))
+                if outcome[0] != "welcome":
+                    break
+                started_sessions += 1
             figures["new_session"] = outcome
+            figures["sessions_that_still_fit"] = started_sessions
             assert outcome[:2] == ("closed", 1013), outcome
             assert "store" in outcome[2]
             assert "shutting down" not in outcome[2]
