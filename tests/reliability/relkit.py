@@ -815,12 +815,13 @@ class Observers:
 
 
 LATENCY_FACTOR = 2.0
-LATENCY_FLOOR_S = 0.030
+LATENCY_FLOOR_S = 0.100
 """A starvation guard, not a performance goal (those live in the benchmarks): the hostile p99
-must be within 2x the baseline p99, or within the baseline p99 + 30 ms. Starving the observers
-costs hundreds of milliseconds to seconds; below a few tens of milliseconds a p99 over a
-20-second window on this shared 2-core machine is scheduler noise (a clean-clone CI run saw an
-untouched server's p99 go from 5.6 to 23 ms, while the same test alone stays at ~5 ms)."""
+must be within 2x the baseline p99, or within the baseline p99 + 100 ms. Starving the observers
+costs hundreds of milliseconds to seconds; below that a p99 over a 20-second window on this
+shared 2-core machine is scheduler noise (a clean-clone CI run saw an untouched server's p99 go
+from 5.6 to 23 ms; a loaded machine, from 37 to 80 ms, while the same test alone stays at
+~5 ms)."""
 
 
 def latency_ok(baseline: list[float], hostile: list[float]) -> bool:
