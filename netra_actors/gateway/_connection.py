@@ -47,8 +47,8 @@ from ._metrics import GatewayMetrics
 from ._protocol import (
     ERROR_CODES,
     CancelRun,
-    DeleteThread,
     Command,
+    DeleteThread,
     FrameError,
     GetRuns,
     Hello,
