@@ -65,7 +65,7 @@ async def test_a_thread_is_erased_in_batches_and_keeps_its_seqs(kind: str, tmp_p
             assert {r.thread for r in runs} == {"a", "b"}
             assert all(r.input is None and r.result is None for r in runs if r.thread == "a")
             # another user's same-named thread is untouched
-            assert [e.event for e in await store.replay(other, 0, 100)][0] == "message"
+            assert next(e.event for e in await store.replay(other, 0, 100)) == "message"
             assert [t.thread for t in (await store.threads(other)).threads] == ["a"]
 
 
