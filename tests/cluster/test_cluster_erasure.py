@@ -7,6 +7,7 @@ at seq 1. The export, taken before, is the user's log as JSON lines, equal to a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -63,7 +64,7 @@ def test_cluster_cli_erase_user_closes_sockets_everywhere_4410(kind: str, tmp_pa
                 done = await asyncio.to_thread(cli, tmp_path, db, "erase-user", user, "--yes")
                 assert done.returncode == 0, done.stderr
                 for sock in (on_a, on_b):
-                    await sock.wait_until(lambda s=sock: s.closed, within=15)
+                    await sock.wait_until(functools.partial(getattr, sock, "closed"), within=15)
                     assert sock.close_code == 4410, (sock.node.name, sock.close_code)
                 for table in USER_TABLES:
                     rows = await db.fetch(f"SELECT count(*) FROM {table} WHERE user_id = '{user}'")
