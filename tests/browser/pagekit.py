@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from chat_server import ChatServer
-from playwright.sync_api import ConsoleMessage, Locator, Page, WebSocket, expect
+from chat_server import CHROMIUM, ChatServer
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    WebSocket,
+    expect,
+    sync_playwright,
+)
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -28,6 +38,28 @@ WAIT_MS = 15_000
 EXPECTED_NOISE = re.compile(
     r"WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_REFUSED"
 )
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium (Debian's, at CHROMIUM)."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def new_page(browser: Browser, width: int, height: int, *, mobile: bool = False) -> Iterator[Page]:
+    """A page in a context of its own (its own storage), every wait bounded by WAIT_MS."""
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=mobile)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 class Console:

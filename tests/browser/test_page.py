@@ -33,7 +33,6 @@ try:
         Page,
         WebSocketRoute,
         expect,
-        sync_playwright,
     )
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip(
@@ -42,14 +41,14 @@ except ImportError:  # pragma: no cover - depends on the environment
     )
 
 from pagekit import (
-    CHROMIUM_ARGS,
     EXPECTED_NOISE,
-    WAIT_MS,
     Console,
     Wire,
     assert_no_duplicate_events,
+    chromium,
     expect_demo_answer,
     expect_live,
+    new_page,
     run_card,
     run_ids,
     say,
@@ -75,24 +74,15 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser, chat_server: ChatServer) -> Iterator[Page]:
     chat_server.ensure_running()
-    context = browser.new_context(viewport={"width": 900, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    try:
+    with new_page(browser, 900, 900) as page:
         yield page
-    finally:
-        context.close()
 
 
 # ------------------------------------------------------------------ tests
@@ -538,19 +528,16 @@ def test_the_page_served_by_the_fastapi_example_under_uvicorn(
     stop the server (the page sees 1001/1012 and reconnects), chat again."""
     server = UvicornChatServer(port=free_port(), db=tmp_path / "asgi.db", log=tmp_path / "uv.log")
     server.start()
-    context = browser.new_context(viewport={"width": 900, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    console = Console(page)
     try:
-        sign_in(page, server, "erin")
-        expect_demo_answer(say(page, "Add 2 and 40, please."), total="42")
-        server.stop()
-        server.start()
-        expect_live(page)
-        expect_demo_answer(say(page, "And 1 plus 2?"), total="3")
-        assert_no_duplicate_events(page)
-        assert console.unexpected() == [], console.errors
+        with new_page(browser, 900, 900) as page:
+            console = Console(page)
+            sign_in(page, server, "erin")
+            expect_demo_answer(say(page, "Add 2 and 40, please."), total="42")
+            server.stop()
+            server.start()
+            expect_live(page)
+            expect_demo_answer(say(page, "And 1 plus 2?"), total="3")
+            assert_no_duplicate_events(page)
+            assert console.unexpected() == [], console.errors
     finally:
-        context.close()
         server.kill()

@@ -24,11 +24,11 @@ from chat_server import CHROMIUM
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
 try:
-    from playwright.sync_api import sync_playwright
+    import playwright.sync_api  # noqa: F401
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("the playwright package is not importable", allow_module_level=True)
 
-from pagekit import CHROMIUM_ARGS, WAIT_MS, Wire, expect_live, sign_in
+from pagekit import Wire, chromium, expect_live, new_page, sign_in
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
 
@@ -126,34 +126,27 @@ def test_first_paint_of_the_last_page_for_a_user_with_100k_events(
 ) -> None:
     srv, head = server
     assert head == EVENTS
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1200, "height": 820})
-            context.set_default_timeout(WAIT_MS)
-            page = context.new_page()
-            wire = Wire(page)
-            sign_in(page, srv.http + "/", USER)  # the first visit: sign in, keep the token
-            marks: list[float] = []
-            for _ in range(RELOADS + 1):
-                page.reload()
-                expect_live(page)
-                page.wait_for_function("() => document.documentElement.dataset.firstPage")
-                mark = page.evaluate(
-                    "() => performance.getEntriesByName('netra:first-page')[0].startTime"
-                )
-                marks.append(float(mark))
-                sock = wire.welcomed[-1]
-                assert sock.resume_from is None
-                assert sock.seqs == []  # nothing replayed
-                assert len(sock.histories) == 1  # one page
-                assert len(sock.histories[0]["events"]) <= 60
+    with chromium() as browser, new_page(browser, 1200, 820) as page:
+        wire = Wire(page)
+        sign_in(page, srv.http + "/", USER)  # the first visit: sign in, keep the token
+        marks: list[float] = []
+        for _ in range(RELOADS + 1):
+            page.reload()
             expect_live(page)
-            assert page.locator("#timeline .msg-user").last.text_content() == (
-                f"Question {EVENTS // RUN_EVENTS - 1}: what are 9999 and 10000?"
+            page.wait_for_function("() => document.documentElement.dataset.firstPage")
+            mark = page.evaluate(
+                "() => performance.getEntriesByName('netra:first-page')[0].startTime"
             )
-        finally:
-            browser.close()
+            marks.append(float(mark))
+            sock = wire.welcomed[-1]
+            assert sock.resume_from is None
+            assert sock.seqs == []  # nothing replayed
+            assert len(sock.histories) == 1  # one page
+            assert len(sock.histories[0]["events"]) <= 60
+        expect_live(page)
+        assert page.locator("#timeline .msg-user").last.text_content() == (
+            f"Question {EVENTS // RUN_EVENTS - 1}: what are 9999 and 10000?"
+        )
     measured = marks[1:]  # the first load warms the server's caches
     median = statistics.median(measured)
     print(

@@ -31,18 +31,18 @@ from chat_server import CHROMIUM
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
 try:
-    from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("the playwright package is not importable", allow_module_level=True)
 
 from pagekit import (
-    CHROMIUM_ARGS,
-    WAIT_MS,
     Console,
     Wire,
     assert_no_duplicate_events,
+    chromium,
     expect_demo_answer,
     expect_live,
+    new_page,
     say,
     sign_in,
 )
@@ -82,23 +82,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 820})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    try:
+    with new_page(browser, 1200, 820) as page:
         yield page
-    finally:
-        context.close()
 
 
 def chat(server: Server, user: str, threads: dict[str, list[str]]) -> int:
@@ -293,10 +284,7 @@ def test_narrow_screen_shows_the_threads_behind_a_toggle(
 ) -> None:
     user = "nina"
     chat(server, user, {"walks": ["Walk 3 km and 4 km"], "books": ["Read 12 and 30 pages"]})
-    context = browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    try:
+    with new_page(browser, 390, 780, mobile=True) as page:
         console = Console(page)
         sign_in(page, server.http + "/", user)
         show_thread(page, ["Read 12 and 30 pages"])
@@ -311,8 +299,6 @@ def test_narrow_screen_shows_the_threads_behind_a_toggle(
         expect(page.locator("#thread-list")).to_be_hidden()
         show_thread(page, ["Walk 3 km and 4 km"])
         assert console.unexpected() == [], console.errors
-    finally:
-        context.close()
 
 
 def test_erased_events_and_close_4410(page: Page, server: Server, tmp_path: Path) -> None:
