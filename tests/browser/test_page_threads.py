@@ -199,8 +199,9 @@ def test_threads_history_paging_new_thread_reload_and_restart(
 
     # Load earlier: the reading position stays; back to the first message, then the start.
     page.evaluate("() => window.scrollTo(0, 0)")
-    top_card = page.locator("#timeline > li").first
-    run_id = top_card.get_attribute("data-run-id")
+    # (the second card: the first may be a run cut by the page's start, built again when the
+    # earlier page brings its start)
+    run_id = page.locator("#timeline > li").nth(1).get_attribute("data-run-id")
     y_before = page.locator(f'#timeline > li[data-run-id="{run_id}"]').bounding_box()
     load_earlier(page)
     y_after = page.locator(f'#timeline > li[data-run-id="{run_id}"]').bounding_box()
@@ -213,6 +214,9 @@ def test_threads_history_paging_new_thread_reload_and_restart(
         load_earlier(page)
     show_thread(page, trip)
     expect(page.locator("#history-start")).to_be_visible()
+    expect(page.locator("#timeline article.run")).to_have_count(len(trip))
+    expect(page.locator("#timeline .run.partial")).to_have_count(0)
+    assert page.locator("#timeline .msg-assistant").count() == len(trip)
     assert_no_duplicate_events(page)
     earlier = wire.commands("history")[1:]
     assert earlier
