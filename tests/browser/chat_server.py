@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+CHROMIUM = Path("/usr/bin/chromium")
+"""The browser the tests drive (Debian's package)."""
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 SECRET = "browser-test-secret-0123456789"

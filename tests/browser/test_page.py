@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer, UvicornChatServer, free_port
-
-CHROMIUM = Path("/usr/bin/chromium")
+from chat_server import CHROMIUM, ChatServer, UvicornChatServer, free_port
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -30,14 +28,11 @@ if not CHROMIUM.exists():
 try:
     from playwright.sync_api import (
         Browser,
-        ConsoleMessage,
         Dialog,
         Locator,
         Page,
-        WebSocket,
         WebSocketRoute,
         expect,
-        sync_playwright,
     )
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip(
@@ -45,25 +40,24 @@ except ImportError:  # pragma: no cover - depends on the environment
         allow_module_level=True,
     )
 
-pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15_000
-"""Every wait in the page is bounded by this."""
-
-#: Console errors Chromium prints by itself when a socket drops or a server is down.
-EXPECTED_NOISE = re.compile(
-    r"WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_REFUSED"
+from pagekit import (
+    EXPECTED_NOISE,
+    Console,
+    Wire,
+    assert_no_duplicate_events,
+    chromium,
+    expect_demo_answer,
+    expect_live,
+    new_page,
+    run_card,
+    run_ids,
+    say,
+    sign_in,
+    start_run,
+    transcript,
 )
+
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
@@ -80,211 +74,15 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Console:
-    """Collects the page's console errors and uncaught exceptions."""
-
-    def __init__(self, page: Page) -> None:
-        self.errors: list[str] = []
-        page.on("console", self._on_console)
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
-
-    def _on_console(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(msg.text)
-
-    def unexpected(self, allow: re.Pattern[str] = EXPECTED_NOISE) -> list[str]:
-        return [e for e in self.errors if not allow.search(e)]
-
-
-class Socket:
-    """One WebSocket the page opened: the ``resume_from`` of its hello, the seqs it received."""
-
-    def __init__(self) -> None:
-        self.resume_from: int | None = None
-        self.hello: dict[str, Any] | None = None
-        self.seqs: list[int] = []
-        self.commands: list[dict[str, Any]] = []
-        self.deltas: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-
-    def sent(self, payload: str | bytes) -> None:
-        frame = json.loads(payload)
-        if frame.get("type") == "hello":
-            self.hello = frame
-            self.resume_from = frame.get("resume_from")
-        elif frame.get("type") != "ping":
-            self.commands.append(frame)
-
-    def received(self, payload: str | bytes) -> None:
-        frame = json.loads(payload)
-        if frame.get("type") == "delta":
-            self.deltas.append(frame)
-            return
-        events = frame.get("events", []) if frame.get("type") == "batch" else [frame]
-        events = [e for e in events if e.get("type") == "event"]
-        self.seqs += [e["seq"] for e in events]
-        self.events += events
-
-
-class Wire:
-    """Records the page's WebSocket traffic, to check what the page asks for and receives."""
-
-    def __init__(self, page: Page) -> None:
-        self.sockets: list[Socket] = []
-        page.on("websocket", self._on_socket)
-
-    def _on_socket(self, ws: WebSocket) -> None:
-        sock = Socket()
-        self.sockets.append(sock)
-        ws.on("framesent", sock.sent)
-        ws.on("framereceived", sock.received)
-
-    @property
-    def welcomed(self) -> list[Socket]:
-        """The sockets that got as far as sending ``hello``."""
-        return [s for s in self.sockets if s.resume_from is not None]
-
-    def highest_seq(self) -> int:
-        return max((seq for s in self.sockets for seq in s.seqs), default=0)
-
-    def commands(self, type: str) -> list[dict[str, Any]]:
-        return [c for s in self.sockets for c in s.commands if c.get("type") == type]
-
-    def deltas(self, message_id: str) -> list[dict[str, Any]]:
-        return [d for s in self.sockets for d in s.deltas if d["message_id"] == message_id]
-
-    def committed_text(self, message_id: str) -> str:
-        texts = [
-            e["data"]["text"]
-            for s in self.sockets
-            for e in s.events
-            if e["event"] == "message" and e["data"].get("message_id") == message_id
-        ]
-        assert texts, f"no committed message {message_id}"
-        return str(texts[-1])
-
-    def assert_exact(self) -> None:
-        """Every socket got exactly resume_from+1, resume_from+2, ... (no gap, no repeat)."""
-        for sock in self.welcomed:
-            assert sock.resume_from is not None
-            expected = list(range(sock.resume_from + 1, sock.resume_from + 1 + len(sock.seqs)))
-            assert sock.seqs == expected, f"resume_from={sock.resume_from}: got {sock.seqs}"
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser, chat_server: ChatServer) -> Iterator[Page]:
     chat_server.ensure_running()
-    context = browser.new_context(viewport={"width": 900, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    try:
+    with new_page(browser, 900, 900) as page:
         yield page
-    finally:
-        context.close()
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def sign_in(page: Page, server: ChatServer, user: str) -> None:
-    page.goto(server.url)
-    expect(page.locator("#signin")).to_be_visible()
-    page.fill("#signin-name", user)
-    page.click("#signin-button")
-    expect_live(page)
-    expect(page.locator("#who-name")).to_have_text(user)
-
-
-def expect_live(page: Page) -> None:
-    expect(page.locator("#status")).to_have_attribute("data-status", "live", timeout=WAIT_MS)
-
-
-def run_card(page: Page, run_id: str) -> Locator:
-    return page.locator(f'article.run[data-run-id="{run_id}"]')
-
-
-def new_run_id(page: Page, before: set[str]) -> str:
-    """The id of the run card that appears after ``before`` was taken (bounded wait)."""
-    handle = page.wait_for_function(
-        """(before) => {
-            const ids = [...document.querySelectorAll("article.run")].map(e => e.dataset.runId);
-            return ids.find(id => !before.includes(id)) || null;
-        }""",
-        arg=sorted(before),
-        timeout=WAIT_MS,
-    )
-    run_id = handle.json_value()
-    assert isinstance(run_id, str)
-    return run_id
-
-
-def run_ids(page: Page) -> set[str]:
-    ids = page.eval_on_selector_all("article.run", "els => els.map(e => e.dataset.runId)")
-    return set(ids)
-
-
-def say(page: Page, text: str) -> Locator:
-    """Send a chat message and return the card of the run it started."""
-    before = run_ids(page)
-    page.fill("#say-input", text)
-    page.press("#say-input", "Enter")
-    card = run_card(page, new_run_id(page, before))
-    expect(card.locator(".msg-user")).to_have_text(text)
-    return card
-
-
-def start_run(page: Page, agent: str, payload: object) -> Locator:
-    before = run_ids(page)
-    runner = page.locator("#runner")
-    if runner.get_attribute("open") is None:
-        runner.locator("summary").click()
-    page.select_option("#run-agent", agent)
-    page.fill("#run-input", json.dumps(payload))
-    page.click("#run-button")
-    card = run_card(page, new_run_id(page, before))
-    expect(card.locator(".run-agent")).to_have_text(agent)
-    return card
-
-
-def expect_demo_answer(card: Locator, *, total: str) -> None:
-    expect(card).to_have_attribute("data-state", "completed")
-    tool = card.locator(".tool")
-    expect(tool).to_have_count(1)
-    expect(tool.locator(".tool-name")).to_have_text("word_stats")
-    expect(tool.locator(".tool-args")).to_contain_text('"text"')
-    expect(tool.locator(".tool-result")).to_contain_text(f'"sum": {total}')
-    expect(card.locator(".msg-assistant")).to_contain_text(f"add up to {total}")
-    expect(card.locator(".trail")).to_have_text(
-        "pending → starting → running → completing → completed"
-    )
-
-
-def transcript(page: Page) -> list[str]:
-    """Every chat bubble and tool name, in page order."""
-    items: list[str] = page.eval_on_selector_all(
-        ".msg-user, .msg-assistant:not(.retracted), .tool-name",
-        """els => els.map(e => {
-            const kind = e.classList.contains("tool-name") ? "tool"
-                : e.classList.contains("msg-user") ? "user" : "assistant";
-            return kind + "|" + e.textContent;
-        })""",
-    )
-    return items
-
-
-def assert_no_duplicate_events(page: Page) -> None:
-    seqs: list[str] = page.eval_on_selector_all(
-        "#timeline [data-seq]", "els => els.map(e => e.dataset.seq)"
-    )
-    assert len(seqs) == len(set(seqs)), f"an event is shown twice: {sorted(seqs, key=int)}"
 
 
 # ------------------------------------------------------------------ tests
@@ -298,23 +96,25 @@ def test_chat_reload_rollback_cancel_and_restart(
     try:
         # Sign in by name (local development sign-in) and chat.
         sign_in(page, chat_server, "alice")
-        assert [s.resume_from for s in wire.welcomed] == [0]
+        assert [s.hello and "resume_from" in s.hello for s in wire.welcomed] == [False]
         expect(page.locator("#empty")).to_be_visible()
         first = say(page, "Add 2 and 40, please.")
         expect_demo_answer(first, total="42")
 
-        # Reload: still signed in, the whole history replays, nothing twice.
+        # Reload: still signed in, the last page of history is loaded (no replay), nothing twice.
         history = transcript(page)
         cards = run_ids(page)
         page.reload()
         expect_live(page)
-        assert [s.resume_from for s in wire.welcomed] == [0, 0], "a reload replays everything"
+        assert [s.resume_from for s in wire.welcomed] == [None, None], "a reload asks for no replay"
         for run_id in cards:
             expect(run_card(page, run_id)).to_have_attribute("data-state", "completed")
         expect_demo_answer(run_card(page, next(iter(cards))), total="42")
         assert run_ids(page) == cards
         assert transcript(page) == history
         assert_no_duplicate_events(page)
+        # a new user has nothing to load; after the reload, one page of `history`
+        assert [len(s.histories) for s in wire.welcomed] == [0, 1]
 
         # A crashing run: two rollbacks that restart, then it completes.
         crashy = start_run(page, "crashy", {"crash_times": 2})
@@ -673,7 +473,8 @@ def test_reload_mid_stream_shows_the_partial_answer_then_the_whole(
     assert final == f"You answered: {words}"
     log = bubble_log(page, mid)
     assert log[0]["state"] == "streaming", log[:2]
-    assert log[0]["text"] == after[0]["text"], log[:2]
+    # deltas that came before the run's card (loaded by `history`) are shown together
+    assert log[0]["text"].startswith(after[0]["text"]), log[:2]
     expect(card.locator(".ask")).to_have_attribute("data-state", "answered")
     assert_no_duplicate_events(page)
     assert console.unexpected() == [], console.errors
@@ -727,19 +528,16 @@ def test_the_page_served_by_the_fastapi_example_under_uvicorn(
     stop the server (the page sees 1001/1012 and reconnects), chat again."""
     server = UvicornChatServer(port=free_port(), db=tmp_path / "asgi.db", log=tmp_path / "uv.log")
     server.start()
-    context = browser.new_context(viewport={"width": 900, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    console = Console(page)
     try:
-        sign_in(page, server, "erin")
-        expect_demo_answer(say(page, "Add 2 and 40, please."), total="42")
-        server.stop()
-        server.start()
-        expect_live(page)
-        expect_demo_answer(say(page, "And 1 plus 2?"), total="3")
-        assert_no_duplicate_events(page)
-        assert console.unexpected() == [], console.errors
+        with new_page(browser, 900, 900) as page:
+            console = Console(page)
+            sign_in(page, server, "erin")
+            expect_demo_answer(say(page, "Add 2 and 40, please."), total="42")
+            server.stop()
+            server.start()
+            expect_live(page)
+            expect_demo_answer(say(page, "And 1 plus 2?"), total="3")
+            assert_no_duplicate_events(page)
+            assert console.unexpected() == [], console.errors
     finally:
-        context.close()
         server.kill()
