@@ -55,7 +55,7 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
         case SendInput():
-            return "send_input", {"run_id": msg.run_id, "input": msg.input}
+            return "send_input", {"run_id": msg.run_id, "input": msg.input, "meta": msg.meta}
         case SendToRun():
             return "send_to_run", {"run_id": msg.run_id, "message": msg.message}
     return None
@@ -81,7 +81,12 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)
         case "send_input":
-            return SendInput(run_id=payload["run_id"], input=payload["input"], reply=reply)
+            return SendInput(
+                run_id=payload["run_id"],
+                input=payload["input"],
+                reply=reply,
+                meta=str(payload.get("meta") or ""),
+            )
         case "send_to_run":
             return SendToRun(run_id=payload["run_id"], message=payload["message"], reply=reply)
     raise CommandError(f"unknown inbox command {kind!r}")
