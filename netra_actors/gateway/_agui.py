@@ -224,7 +224,20 @@ class AguiMapper:
             started = self._started(run)
             started.update(timestamp=_ms(event.ts), metadata={"netra": {"run_id": run_id}})
             prefix.append(Frame(None, started))
-        items.extend(self._map(run_id, run, event))
+        mapped = self._map(run_id, run, event)
+        if items and mapped and mapped[0]["type"] == "TOOL_CALL_RESULT":
+            # a frontend tool's result opens the segment: it comes as the run's input (the
+            # tool call is of the segment before, which an AG-UI run's events cannot name)
+            result = mapped.pop(0)
+            message = {"id": result["messageId"], "role": "tool", "content": result["content"]}
+            message["toolCallId"] = result["toolCallId"]
+            started = items[0]
+            started["input"] = {
+                "threadId": started["threadId"],
+                "runId": started["runId"],
+                "messages": [message],
+            }
+        items.extend(mapped)
         return prefix + self._group(event, items)
 
     def _group(self, event: Event, items: list[dict[str, Any]]) -> list[Frame]:

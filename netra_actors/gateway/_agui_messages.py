@@ -41,7 +41,11 @@ def _holding(messages: list[dict[str, Any]], call: str) -> int:
 def apply(messages: list[dict[str, Any]], event: dict[str, Any]) -> None:
     """Fold one AG-UI event into ``messages`` as the stock client does."""
     kind = event["type"]
-    if kind in ("TEXT_MESSAGE_START", "REASONING_MESSAGE_START"):
+    if kind == "RUN_STARTED":  # the messages of its input the client does not have
+        for message in event.get("input", {}).get("messages", ()):
+            if _find(messages, message["id"]) is None:
+                messages.append(dict(message))
+    elif kind in ("TEXT_MESSAGE_START", "REASONING_MESSAGE_START"):
         if _find(messages, event["messageId"]) is None:
             messages.append({"id": event["messageId"], "role": event["role"], "content": ""})
     elif kind in ("TEXT_MESSAGE_CONTENT", "REASONING_MESSAGE_CONTENT"):

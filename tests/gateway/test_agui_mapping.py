@@ -475,10 +475,14 @@ def test_a_live_only_stream_joining_anywhere_keeps_the_rules(
                 ids = (first.event["threadId"], first.event["runId"])
                 assert ids == plan.ids  # POST /agui runs keep their ids
             seen = {e.seq for e in before}
-            if seen:  # joined in the middle: a synthetic, provisional RUN_STARTED
+            paused = bool(before) and before[-1].event == "input_requested"
+            if seen and not paused:  # joined in a segment: a synthetic, provisional RUN_STARTED
                 assert first.type == "RUN_STARTED"
                 assert first.id is None
                 assert "seq" not in first.event["metadata"]["netra"]
+            elif paused:  # joined between segments: the next one opens as in a replay
+                assert first.type == "RUN_STARTED"
+                assert first.id is not None
 
 
 # -- focused cases ------------------------------------------------------------------------
