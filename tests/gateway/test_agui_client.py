@@ -15,6 +15,7 @@ versions) into ``tests/agui_client/node_modules`` once; the tests skip, saying w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,6 +29,7 @@ from aguikit import StreamChecker, findings, parse_sse
 from gwkit import Client, Server, UvicornServer, run_async, token
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "agui_client"
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "agui_client"
 NODE_MAJOR = 20
 
 
@@ -41,20 +43,42 @@ def node() -> str:
     major = version.stdout.strip().lstrip("v").split(".")[0]
     if not major.isdigit() or int(major) < NODE_MAJOR:
         pytest.skip(f"the stock AG-UI client needs Node.js 20+, not {version.stdout.strip()}")
-    lock = CLIENT_DIR / "package-lock.json"
-    stamp = CLIENT_DIR / "node_modules" / ".package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"npm ci of the stock AG-UI client failed: {done.stderr[-500:]}")
+    for where in (CLIENT_DIR, EXAMPLE_DIR):
+        lock = where / "package-lock.json"
+        stamp = where / "node_modules" / ".package-lock.json"
+        if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if done.returncode != 0:
+                pytest.skip(f"npm ci in {where.name} failed: {done.stderr[-500:]}")
     return found
+
+
+def test_the_node_example_runs_a_turn(node: str, server: Server, user: str) -> None:
+    """examples/agui_client/turn.mjs, as docs/agui.md runs it."""
+    env = {**os.environ, "NETRA_URL": server.http, "NETRA_TOKEN": token(user)}
+    env["NETRA_THREAD"] = thread_id()
+    done = subprocess.run(
+        [node, "turn.mjs", "add 2 and 40 please"],
+        cwd=EXAMPLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    messages = json.loads(done.stdout)
+    assert [m["role"] for m in messages][0] == "user"
+    answers = [m["content"] for m in messages if m["role"] == "assistant" and m.get("content")]
+    assert "add up to 42" in answers[-1]
+    assert "add up to 42" in done.stderr  # streamed as it came
 
 
 def drive(node: str, server: Server, user: str, thread: str, steps: list[dict[str, Any]]) -> list:
