@@ -399,11 +399,7 @@ def test_resume_across_a_restart_on_the_same_database(
         ws = await Client.open(first, user)
         live = await events(first, user, str(head), checker=check(replayed))
         run = await ws.start("slow", {"seconds": 1.5})
-        await live.until(
-            lambda f: (
-                f.run == run and f.type == "REASONING_MESSAGE_CONTENT"
-            )
-        )
+        await live.until(lambda f: f.run == run and f.type == "REASONING_MESSAGE_CONTENT")
         await ws.close()
         await asyncio.to_thread(first.terminate)  # SIGTERM: drains (the run completes), exits
         await asyncio.wait_for(live._reader, 10)  # the server ended the stream

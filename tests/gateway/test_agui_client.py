@@ -124,6 +124,7 @@ def same(live: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> None:
     assert [m for m in live if m["role"] != "reasoning"] == [
         m for m in replayed if m["role"] != "reasoning"
     ]
+
     def key(message: dict[str, Any]) -> str:
         return json.dumps(message, sort_keys=True)
 

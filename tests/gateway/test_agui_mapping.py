@@ -469,7 +469,9 @@ def test_a_live_only_stream_joining_anywhere_keeps_the_rules(
         if plan.run in checker.started:
             first = checker.of_run(plan.run)[0]
             before = [
-                it for it in scenario.items[:join] if isinstance(it, Event) and it.run_id == plan.run
+                it
+                for it in scenario.items[:join]
+                if isinstance(it, Event) and it.run_id == plan.run
             ]
             if not any(e.event == "input_requested" for e in before):  # its first segment
                 ids = (first.event["threadId"], first.event["runId"])
