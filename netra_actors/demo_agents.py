@@ -242,7 +242,8 @@ class BrowserToolAgent(Agent):
     example_input = {"tool": "get_time", "args": {}}
 
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
-        tool, args = "get_time", {}
+        tool: str = "get_time"
+        args: dict[str, JSON] = {}
         if isinstance(input, str) and input.strip():
             tool = input.strip()
         elif isinstance(input, dict):

@@ -75,7 +75,7 @@ def test_the_node_example_runs_a_turn(node: str, server: Server, user: str) -> N
     )
     assert done.returncode == 0, done.stderr
     messages = json.loads(done.stdout)
-    assert [m["role"] for m in messages][0] == "user"
+    assert messages[0]["role"] == "user"
     answers = [m["content"] for m in messages if m["role"] == "assistant" and m.get("content")]
     assert "add up to 42" in answers[-1]
     assert "add up to 42" in done.stderr  # streamed as it came
@@ -167,7 +167,8 @@ def test_plain_runs_two_turns_with_history(node: str, server: Server, user: str)
     thread = thread_id()
     first, second = user_message("hello 1 2"), user_message("add 2 and 40 please")
     one, two = drive(node, server, user, thread, [run_step(first), run_step(second)])
-    assert one["error"] is None and two["error"] is None
+    assert one["error"] is None
+    assert two["error"] is None
     messages = shown(two["messages"])
     users = [m for m in messages if m["role"] == "user"]
     assert users == [first, second]  # each once, under the client's ids: no echo
@@ -178,7 +179,7 @@ def test_plain_runs_two_turns_with_history(node: str, server: Server, user: str)
     assert two["result"] is not None  # RUN_FINISHED.result: the run's result
     same(messages, replay(node, server, user, thread))
     # the stream of the second turn answered the second message only
-    assert [f.event["type"] for f in two["frames"]][0] == "RUN_STARTED"
+    assert two["frames"][0].event["type"] == "RUN_STARTED"
 
 
 def test_crash_and_restart_with_streamed_text(node: str, server: Server, user: str) -> None:
