@@ -72,7 +72,7 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
         case EraseUser():
             return "erase_user", {}
         case SendInput():
-            return "send_input", {"run_id": msg.run_id, "input": msg.input}
+            return "send_input", {"run_id": msg.run_id, "input": msg.input, "meta": msg.meta}
         case SendToRun():
             return "send_to_run", {"run_id": msg.run_id, "message": msg.message}
     return None
@@ -107,7 +107,12 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
         case "erase_user":
             return EraseUser(reply=reply)
         case "send_input":
-            return SendInput(run_id=payload["run_id"], input=payload["input"], reply=reply)
+            return SendInput(
+                run_id=payload["run_id"],
+                input=payload["input"],
+                reply=reply,
+                meta=str(payload.get("meta") or ""),
+            )
         case "send_to_run":
             return SendToRun(run_id=payload["run_id"], message=payload["message"], reply=reply)
     raise CommandError(f"unknown inbox command {kind!r}")

@@ -204,7 +204,8 @@ async def send_input(owner: Owner, msg: SendInput) -> None:
     run = await _live(owner, msg.run_id)
     input_json = inputs.accept_input(run, encoded(msg.input), owner.session.rules)
     unit = UnitOfWork(owner.user_id)
-    unit.emit_encoded(run.run_id, "run_input", f'{{"input":{input_json}}}')
+    extra = f",{msg.meta}" if msg.meta else ""
+    unit.emit_encoded(run.run_id, "run_input", f'{{"input":{input_json}{extra}}}')
     await owner.committer.commit(unit)
     if inputs.input_committed(run, input_json):  # the running attempt waits for it
         reply, run.question = run.question, None

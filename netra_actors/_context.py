@@ -195,13 +195,34 @@ class AgentContext:
         events, rows = self._staging.take()
         return await self._ask(prompt, schema, events, rows)
 
+    async def client_tool(self, name: str, args: Mapping[str, JSON] | None = None) -> JSON:
+        """Call a tool of the client (an AG-UI frontend tool) and wait for its result.
+
+        A question like :meth:`ask` (``input_requested`` with ``client_tool``: ``name`` and
+        ``args``): an AG-UI client sees a tool call, runs it and answers with a ``tool``
+        message, whose ``content`` (a string, as the client sent it) this returns. Any
+        ``send_input`` of the run answers it too.
+        """
+        self._check()
+        events, rows = self._staging.take()
+        return await self._ask(f"the client's tool {name}", None, events, rows, name, args)
+
     async def _ask(
-        self, prompt: str, schema: JSON, events: list[StagedEvent], rows: list[tuple[Any, Any]]
+        self,
+        prompt: str,
+        schema: JSON,
+        events: list[StagedEvent],
+        rows: list[tuple[Any, Any]],
+        tool: str | None = None,
+        args: Mapping[str, JSON] | None = None,
     ) -> JSON:
-        """Ask, committing ``events`` and ``rows`` (staged before the question) first."""
+        """Ask (or call the client's ``tool``), committing ``events`` and ``rows`` (staged
+        before the question) first."""
         data: dict[str, JSON] = {"prompt": str(prompt)}
         if schema is not None:
             data["schema"] = schema
+        if tool is not None:
+            data["client_tool"] = {"name": str(tool), "args": dict(args or {})}
         reply: Reply[JSON] = Reply()
         await self._send(Ask(self.run_id, self.attempt, dumps(data), reply, events, rows))
         return await self._wait_beating(reply.wait)

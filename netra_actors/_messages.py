@@ -100,6 +100,8 @@ class SendInput:
     run_id: str
     input: JSON
     reply: Reply[None]
+    meta: str = ""
+    """Further fields of the ``run_input``'s ``data``, as JSON object members (``""``: none)."""
 
 
 @attrs.define(slots=True)

@@ -56,7 +56,7 @@ from ._subscription import Subscription
 from ._supervisor import UserSupervisor
 from ._tracing import tracing_of
 from ._validate import check_seq
-from ._values import JSON, Event, RunInfo
+from ._values import JSON, Event, RunInfo, dumps
 
 if TYPE_CHECKING:
     from ._store import ClusterStore
@@ -180,6 +180,7 @@ class Runtime:
         thread: str | None = None,
         message_id: str | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        input: JSON = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
@@ -191,7 +192,7 @@ class Runtime:
         by the client (the AG-UI message id), unique per user — a repeat raises
         :class:`CommandError` and commits nothing; None: the runtime makes one. ``earlier``:
         ``(message_id, text)`` of further user messages to commit first, in the same unit (ids
-        as for ``message_id``).
+        as for ``message_id``). ``input``: the run's input instead of ``text`` (None: ``text``).
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
@@ -207,7 +208,7 @@ class Runtime:
             user_id,
             lambda: StartRun(
                 agent=agent,
-                input=text,
+                input=text if input is None else input,
                 user_text=text,
                 reply=Reply(),
                 if_busy=if_busy,
@@ -220,10 +221,21 @@ class Runtime:
         )
         return run_id
 
-    async def send_input(self, user_id: str, run_id: str, input: JSON) -> None:
+    async def send_input(
+        self, user_id: str, run_id: str, input: JSON, *, meta: Mapping[str, JSON] | None = None
+    ) -> None:
         """Give a live run an input: committed as ``run_input``, then handed to its agent
-        (``ctx.ask`` returns it). Restarted attempts receive every input of the run again."""
-        await self._request(user_id, lambda: SendInput(run_id=run_id, input=input, reply=Reply()))
+        (``ctx.ask`` returns it). Restarted attempts receive every input of the run again.
+        ``meta``: further fields of the ``run_input``'s ``data`` (``input`` is the runtime's)."""
+        members = ""
+        if meta:
+            if "input" in meta:
+                raise CommandError("meta cannot hold 'input'")
+            members = dumps(dict(meta))[1:-1]
+        await self._request(
+            user_id,
+            lambda: SendInput(run_id=run_id, input=input, reply=Reply(), meta=members),
+        )
 
     async def cancel_run(self, user_id: str, run_id: str) -> None:
         """Cancel a live run: its uncommitted work is rolled back and it ends ``cancelled``."""

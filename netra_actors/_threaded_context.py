@@ -129,6 +129,14 @@ class ThreadedContext:
         events, rows = self._staging.take()
         return self._call(self._actx._ask, prompt, schema, events, rows)
 
+    def client_tool(self, name: str, args: Mapping[str, JSON] | None = None) -> JSON:
+        """Call a tool of the client and block until its result (see
+        :meth:`AgentContext.client_tool`)."""
+        self._check()
+        events, rows = self._staging.take()
+        prompt = f"the client's tool {name}"
+        return self._call(self._actx._ask, prompt, None, events, rows, name, args)
+
     def message(self) -> ThreadedMessageStream:
         """Stream an assistant message (see :meth:`AgentContext.message`)::
 

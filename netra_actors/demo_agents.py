@@ -229,5 +229,37 @@ class AskAgent(Agent):
         return {"prompt": prompt, "answer": answer}
 
 
+class BrowserToolAgent(Agent):
+    """Calls a tool of the client (an AG-UI frontend tool, ``ctx.client_tool``), waits for its
+    result, answers with it.
+
+    ``input``: the tool's name (a string) or ``{"tool": name, "args": {…}}``; ``get_time``
+    otherwise.
+    """
+
+    name = "browser"
+    description = "Calls a tool of your AG-UI client (a frontend tool) and answers with its result."
+    example_input = {"tool": "get_time", "args": {}}
+
+    async def run(self, ctx: AgentContext, input: JSON) -> JSON:
+        tool: str = "get_time"
+        args: dict[str, JSON] = {}
+        if isinstance(input, str) and input.strip():
+            tool = input.strip()
+        elif isinstance(input, dict):
+            tool = str(input.get("tool") or tool)
+            args = input["args"] if isinstance(input.get("args"), dict) else {}
+        result = input_text(await ctx.client_tool(tool, args))
+        text = f"Your {tool} says: {result[:MAX_ANSWER_CHARS]}"
+        await stream_message(ctx, text)
+        return {"tool": tool, "result": result}
+
+
 #: The agents the example server registers, default first.
-DEMO_AGENTS: tuple[type[Agent], ...] = (DemoAgent, CrashyAgent, SlowAgent, AskAgent)
+DEMO_AGENTS: tuple[type[Agent], ...] = (
+    DemoAgent,
+    CrashyAgent,
+    SlowAgent,
+    AskAgent,
+    BrowserToolAgent,
+)

@@ -6,16 +6,22 @@ with camelCase fields) and its SSE ``id`` — following docs/protocol.md, "AG-UI
 
 * One committed event (seq ``k``) maps to a *group* of n ≥ 1 frames with ids ``k.1`` … ``k.(n-1)``
   and ``k`` for the last, so ids never decrease and ``Last-Event-ID`` names a point inside a group.
-* Provisional frames (from deltas) and the synthetic ``RUN_STARTED`` of a run already in progress
-  when a live-only stream began carry no id: they are never replayed.
-* The mapper keeps per stream only what AG-UI's ordering rules need: which runs this stream has
-  started and finished, and which text messages it opened from deltas (closed by the committed
-  message, by the attempt's rollback, or before the run's end).
+* Provisional frames (from deltas) and the ``RUN_STARTED`` the stream adds to open a run it
+  joined (resumed or live) carry no id: they are never replayed.
+* A netra run is one or more AG-UI runs (*segments*): a question (``input_requested``) ends the
+  current one with ``RUN_FINISHED`` (an interrupt, or a frontend tool call), and the run's next
+  event opens the next one (``parentRunId``: the one before).
+* The mapper keeps per stream only what AG-UI's ordering rules need: per run its segment and
+  pending question (:class:`_Run`), and which text messages it opened from deltas (closed by
+  the committed message, by the attempt's rollback, or before the segment's end). A run met
+  after its start is *learned* first (:meth:`AguiMapper.learn`): its earlier events replayed
+  into a scratch mapper, so a resumed stream continues exactly where a full replay would be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import enum
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import attrs
@@ -29,6 +35,8 @@ TERMINAL_STATES = frozenset({"completed", "failed", "timeout", "dead", "cancelle
 ERROR_STATES = frozenset({"failed", "timeout", "dead"})
 CUSTOM_PREFIX = "netra."
 """CUSTOM events made from netra events are named ``netra.<event>`` (value: the v1 ``data``)."""
+CLIENT_TOOL = "client_tool"
+"""The field of an ``input_requested`` that makes it a frontend tool call (``ctx.client_tool``)."""
 
 
 class Frame(NamedTuple):
@@ -66,23 +74,61 @@ class EventId(NamedTuple):
 
 @attrs.frozen
 class AguiIds:
-    """The AG-UI ``threadId``/``runId`` a netra run is known by: its netra thread, and the
-    ``runId`` of the ``POST /agui`` that started it (else the netra run id)."""
+    """The AG-UI ``threadId``/``runId`` (and ``parentRunId``) of one segment of a netra run."""
 
     thread_id: str
     run_id: str
+    parent: str | None = None
 
 
 def agui_ids_of(event: Event) -> AguiIds | None:
-    """The AG-UI ids a ``POST /agui`` run's user ``message`` carries (``data.agui``), if any."""
-    if event.event != "message":
-        return None
+    """The AG-UI ids a ``POST /agui`` stored with an event (``data.agui``): a run's user
+    ``message``, or the ``run_input`` that resumed it."""
     agui = event.data.get("agui")
-    if isinstance(agui, dict):
+    if event.event in ("message", "run_input") and isinstance(agui, dict):
         thread, run = agui.get("threadId"), agui.get("runId")
         if isinstance(thread, str) and isinstance(run, str):
             return AguiIds(thread, run)
     return None
+
+
+def question_id(run_id: str, seq: int) -> str:
+    """The AG-UI id of the question ``input_requested`` (seq ``seq``) asked: an interrupt's
+    ``id``, or a frontend tool call's ``toolCallId``."""
+    return f"{run_id}.q{seq}"
+
+
+def parse_question_id(text: str) -> tuple[str, int] | None:
+    """``(netra run id, seq)`` of a :func:`question_id`, or None."""
+    run_id, dot, tail = text.rpartition(".q")
+    if not dot or not run_id or not _digits(tail) or int(tail) > MAX_SEQ:
+        return None
+    return run_id, int(tail)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    """Met on this stream with nothing known of it yet (or learned: no earlier events)."""
+    OPEN = "open"
+    """A segment is open."""
+    PAUSED = "paused"
+    """The last segment ended at a question; the run's next event opens the next one."""
+    FINISHED = "finished"
+
+
+@attrs.define
+class _Run:
+    """What the stream knows of one netra run."""
+
+    thread: str = DEFAULT_THREAD
+    state: _State = _State.NEW
+    ids: AguiIds | None = None
+    """The current (or last) segment's ids."""
+    announced: bool = False
+    """This stream sent the current segment's ``RUN_STARTED``."""
+    question: tuple[int, bool] | None = None
+    """The pending question: its seq, and whether it is a frontend tool call."""
+    result: JSON = None
 
 
 @attrs.define
@@ -102,113 +148,101 @@ class _Open:
 class AguiMapper:
     """Maps one user's netra stream to AG-UI frames. One per SSE stream.
 
-    ``ids`` gives the AG-UI ids of a run the stream has not seen start (a resume in the middle
-    of a ``POST /agui`` run); the caller resolves them (from the run's first event) before
-    handing that run's events over, see :meth:`needs_ids`. ``live_only``: the stream began
-    now (no ``Last-Event-ID``), so a run already in progress gets a synthetic ``RUN_STARTED``.
-    A run's ``threadId`` is its netra thread (``main`` when an event carries none).
+    A run met after its start must be learned before its item is mapped: :meth:`needs_history`
+    names it, the caller hands its earlier events to :meth:`learn`. ``echo``: ids of messages
+    the client sent with this request (a ``POST /agui``): never sent back. ``snapshots``: a
+    thread-scoped stream; a rollback that retracted streamed text adds a ``MESSAGES_SNAPSHOT``
+    (its ``messages`` filled by the caller, see :func:`snapshot_frames`). ``next_ids``: the ids
+    of a run's next segment when this stream opens it (a ``POST /agui`` that cancels an
+    interrupted run).
     """
 
-    def __init__(self, *, live_only: bool) -> None:
-        self.live_only = live_only
-        self.ids: dict[str, AguiIds] = {}
-        self._threads: dict[str, str] = {}
-        """The netra thread of each run this stream has met."""
-        self._started: set[str] = set()
-        self._finished: set[str] = set()
+    def __init__(self, *, echo: Iterable[str] = (), snapshots: bool = False) -> None:
+        self.echo = frozenset(echo)
+        self.snapshots = snapshots
+        self.next_ids: dict[str, AguiIds] = {}
+        self._runs: dict[str, _Run] = {}
         self._open: dict[str, _Open] = {}
-        self._last_seq = 0
-        """The seq of the last committed event this stream mapped or was seeded with (0: none;
-        nothing precedes seq 1)."""
 
     # -- what the caller resolves -----------------------------------------------------------
 
-    def needs_ids(self, item: Event | Delta) -> str | None:
-        """The netra run whose AG-UI ids to resolve (:meth:`learn_ids`) before mapping
-        ``item``: a run whose ids this stream does not know yet and whose first event it has
-        not seen (a resume, or a live-only stream joining a run), which may have been started
-        by ``POST /agui``. Asked once per such run and stream."""
+    def needs_history(self, item: Event | Delta) -> str | None:
+        """The netra run to :meth:`learn` before mapping ``item``: one this stream has not met,
+        unless ``item`` is its first event (a user's message). Asked once per run."""
         run_id = item.run_id
-        if run_id is None or run_id in self.ids or run_id in self._finished:
+        if run_id is None or run_id in self._runs:
             return None
-        if type(item) is Event:
-            name = item.event
-            if name == "message" and _is_first_message(item.data):
-                return None  # a run's first event: it carries its AG-UI ids (if any)
-            after_last = item.seq == self._last_seq + 1
-            if name == "run_state" and item.data.get("previous") is None and after_last:
-                return None  # the stream saw the event before: a say's message would be it
+        if type(item) is Event and item.event == "message" and item.data.get("role") == "user":
+            return None
         return run_id
 
-    def learn_ids(self, run_id: str, first: Event | None) -> None:
-        """Record the AG-UI ids of ``run_id`` from its first event (None: it has none)."""
-        if first is not None:
-            self._met(run_id, first)
-        ids = agui_ids_of(first) if first is not None else None
-        self.ids[run_id] = ids if ids is not None else AguiIds(self.thread_of(run_id), run_id)
+    def learn(self, run_id: str, earlier: Iterable[Event]) -> None:
+        """Learn ``run_id`` from its committed events before the item to map (all of them, in
+        order), as a replay from the start would have mapped them."""
+        scratch = AguiMapper()
+        for event in earlier:
+            if event.run_id == run_id:
+                scratch.event(event)
+        run = scratch._runs.get(run_id, _Run())
+        run.announced = False
+        self._runs[run_id] = run
 
     def thread_of(self, run_id: str) -> str:
         """The netra thread of a run this stream has met (``main`` if it has not)."""
-        return self._threads.get(run_id, DEFAULT_THREAD)
+        run = self._runs.get(run_id)
+        return run.thread if run is not None else DEFAULT_THREAD
 
-    def knows_thread(self, run_id: str) -> bool:
-        """Whether this stream has met an event of the run (so :meth:`thread_of` is sure)."""
-        return run_id in self._threads
-
-    def _met(self, run_id: str, event: Event) -> None:
-        if event.thread is not None:
-            self._threads[run_id] = event.thread
-
-    def seed(self, event: Event) -> None:
-        """Learn from the event a ``Last-Event-ID: k`` names (the client has all of it)."""
-        self._last_seq = event.seq
-        run_id = event.run_id
-        if run_id is None:
-            return
-        self._met(run_id, event)
-        ids = agui_ids_of(event)
-        if ids is not None:
-            self.ids[run_id] = ids
-        if event.event == "run_state" and event.data.get("state") in TERMINAL_STATES:
-            self._finished.add(run_id)
-        else:
-            self._started.add(run_id)
+    def knows(self, run_id: str) -> bool:
+        """Whether this stream has met or learned the run (so :meth:`thread_of` is sure)."""
+        return run_id in self._runs
 
     # -- mapping ----------------------------------------------------------------------------
 
     def event(self, event: Event) -> list[Frame]:
-        """The frames of committed event ``event`` (its whole group, ids ``k.1`` … ``k``)."""
+        """The frames of committed event ``event``: its group (ids ``k.1`` … ``k``), after the
+        id-less ``RUN_STARTED`` that opens a run this stream joined."""
         run_id = event.run_id
-        self._last_seq = event.seq
-        if run_id is not None and run_id in self._finished:
+        if run_id is None:  # an event of no run: the user's own
+            return self._group(event, [_custom(event.event, event.data)])
+        run = self._runs.setdefault(run_id, _Run())
+        if event.thread is not None:
+            run.thread = event.thread
+        if run.state is _State.FINISHED:
             return []  # nothing of a run follows its end
-        data = event.data
         prefix: list[Frame] = []
         items: list[dict[str, Any]] = []
-        if run_id is not None and event.thread is not None:
-            self._threads[run_id] = event.thread
-        if run_id is not None and run_id not in self._started:
-            ids = agui_ids_of(event)
-            if ids is not None:
-                self.ids[run_id] = ids
-            name = event.event
-            first = name == "message" and _is_first_message(data)
-            if first or (name == "run_state" and data.get("previous") is None):
-                items.append(self._run_started(run_id))  # the run's first event
-            elif self.live_only:  # this stream joined the run in the middle: announce it
-                synthetic = self._run_started(run_id)
-                synthetic.update(
-                    timestamp=int(event.ts * 1000), metadata={"netra": {"run_id": run_id}}
-                )
-                prefix.append(Frame(None, synthetic))
-            else:  # a resumed stream: the client has the run's RUN_STARTED already
-                self._known(run_id)
-        items.extend(self._map(event, data))
+        if run.state is _State.NEW:
+            run.ids = agui_ids_of(event) or AguiIds(run.thread, run_id)
+            run.state = _State.OPEN
+            if _is_first(event):
+                items.append(self._started(run))
+        elif run.state is _State.PAUSED:
+            run.ids = self._next_segment(run_id, run, event)
+            run.state = _State.OPEN
+            items.append(self._started(run))
+        if not run.announced:  # joined in the middle of a segment: announce it, provisionally
+            started = self._started(run)
+            started.update(timestamp=_ms(event.ts), metadata={"netra": {"run_id": run_id}})
+            prefix.append(Frame(None, started))
+        mapped = self._map(run_id, run, event)
+        if items and mapped and mapped[0]["type"] == "TOOL_CALL_RESULT":
+            # a frontend tool's result opens the segment: it comes as the run's input (the
+            # tool call is of the segment before, which an AG-UI run's events cannot name)
+            result = mapped.pop(0)
+            message = {"id": result["messageId"], "role": "tool", "content": result["content"]}
+            message["toolCallId"] = result["toolCallId"]
+            started = items[0]
+            started["input"] = {
+                "threadId": started["threadId"],
+                "runId": started["runId"],
+                "messages": [message],
+            }
+        items.extend(mapped)
         return prefix + self._group(event, items)
 
     def _group(self, event: Event, items: list[dict[str, Any]]) -> list[Frame]:
         meta = {"netra": {"seq": event.seq, "run_id": event.run_id}}
-        ts = int(event.ts * 1000)
+        ts = _ms(event.ts)
         n = len(items)
         frames = []
         for i, item in enumerate(items, 1):
@@ -217,64 +251,92 @@ class AguiMapper:
             frames.append(Frame(str(event.seq) if i == n else f"{event.seq}.{i}", item))
         return frames
 
-    def _known(self, run_id: str) -> None:
-        """The run is open on this stream (its ids are final from now on)."""
-        self._started.add(run_id)
-        self.ids.setdefault(run_id, AguiIds(self.thread_of(run_id), run_id))
+    def _started(self, run: _Run) -> dict[str, Any]:
+        run.announced = True
+        ids = run.ids
+        assert ids is not None
+        started: dict[str, Any] = {"type": "RUN_STARTED", "threadId": ids.thread_id}
+        started["runId"] = ids.run_id
+        if ids.parent is not None:
+            started["parentRunId"] = ids.parent
+        return started
 
-    def _run_started(self, run_id: str) -> dict[str, Any]:
-        self._known(run_id)
-        thread, agui_run = self._thread_run(run_id)
-        return {"type": "RUN_STARTED", "threadId": thread, "runId": agui_run}
+    def _next_segment(self, run_id: str, run: _Run, event: Event) -> AguiIds:
+        """The ids of the segment ``event`` opens: those a ``POST /agui`` stored with its
+        answer, else those this stream was given, else derived from the run and the seq."""
+        parent = run.ids.run_id if run.ids is not None else run_id
+        given = agui_ids_of(event) or self.next_ids.pop(run_id, None)
+        if given is not None:
+            return AguiIds(run.thread, given.run_id, parent)
+        return AguiIds(run.thread, f"{run_id}.{event.seq}", parent)
 
-    def _thread_run(self, run_id: str) -> tuple[str, str]:
-        ids = self.ids.get(run_id)
-        return (ids.thread_id, ids.run_id) if ids else (self.thread_of(run_id), run_id)
-
-    def _map(self, event: Event, data: dict[str, JSON]) -> list[dict[str, Any]]:
-        name, run_id = event.event, event.run_id
+    def _map(self, run_id: str, run: _Run, event: Event) -> list[dict[str, Any]]:
+        name, data = event.event, event.data
         if name == "message":
+            if data.get("role") == "user" and data.get("message_id") in self.echo:
+                return []  # the client sent it: it shows it already
             return self._message(data)
+        if name == "agent_thinking":
+            return _reasoning(f"{run_id}.t{event.seq}", data.get("text"))
         if name == "tool_executing":
             call = str(data.get("call_id"))
-            return [
-                {
-                    "type": "TOOL_CALL_START",
-                    "toolCallId": call,
-                    "toolCallName": str(data.get("tool")),
-                },
-                {"type": "TOOL_CALL_ARGS", "toolCallId": call, "delta": _json(data.get("args"))},
-                {"type": "TOOL_CALL_END", "toolCallId": call},
-            ]
+            return _tool_call(call, str(data.get("tool")), data.get("args"))
         if name == "tool_completed":
             call = str(data.get("call_id"))
-            content = (
-                _json(data["result"]) if "result" in data else _json({"error": data.get("error")})
-            )
-            return [
-                {
-                    "type": "TOOL_CALL_RESULT",
-                    "messageId": f"{call}.result",
-                    "toolCallId": call,
-                    "content": content,
-                    "role": "tool",
-                }
-            ]
-        if name == "run_rolled_back" and run_id is not None:
+            content = data["result"] if "result" in data else {"error": data.get("error")}
+            return [_tool_result(f"{call}.result", call, _json(content))]
+        if name == "agent_completed":
+            run.result = data.get("result")
+        elif name == "input_requested":
+            return self._question(run_id, run, event)
+        elif name == "run_input":
+            return self._answer(run_id, run, event)
+        elif name == "run_rolled_back":
             attempt = data.get("attempt")
             closes = self._close(lambda o: o.run_id == run_id and o.attempt == attempt)
-            return [*closes, _custom(name, data)]
-        if name == "run_state" and run_id is not None:
-            state = data.get("state")
-            if state in TERMINAL_STATES:
-                closes = self._close(lambda o: o.run_id == run_id)
-                self._finished.add(run_id)
-                self._started.discard(run_id)
-                return [*closes, self._run_end(run_id, str(state), data)]
-            if data.get("previous") is None and run_id in self._started:
-                # the run's first state: RUN_STARTED already came with its user message
-                return [_custom(name, data)]
+            snapshot = [{"type": "MESSAGES_SNAPSHOT", "messages": []}]
+            return [*closes, *(snapshot if closes and self.snapshots else []), _custom(name, data)]
+        elif name == "run_state" and data.get("state") in TERMINAL_STATES:
+            closes = self._close(lambda o: o.run_id == run_id)
+            run.state = _State.FINISHED
+            return [*closes, self._run_end(run, str(data.get("state")), data)]
         return [_custom(name, data)]
+
+    def _question(self, run_id: str, run: _Run, event: Event) -> list[dict[str, Any]]:
+        """``input_requested`` ends the segment: an interrupt, or a frontend tool call."""
+        data = event.data
+        qid = question_id(run_id, event.seq)
+        tool = data.get(CLIENT_TOOL)
+        items = [*self._close(lambda o: o.run_id == run_id), _custom(event.event, data)]
+        end = self._finished(run)
+        if isinstance(tool, dict):
+            items += _tool_call(qid, str(tool.get("name")), tool.get("args"))
+            end["outcome"] = {"type": "success"}
+        else:
+            interrupt: dict[str, Any] = {"id": qid, "reason": "input_requested"}
+            interrupt["message"] = str(data.get("prompt", ""))
+            if isinstance(data.get("schema"), dict):
+                interrupt["responseSchema"] = data["schema"]
+            end["outcome"] = {"type": "interrupt", "interrupts": [interrupt]}
+        run.question = (event.seq, isinstance(tool, dict))
+        run.state = _State.PAUSED
+        return [*items, end]
+
+    def _answer(self, run_id: str, run: _Run, event: Event) -> list[dict[str, Any]]:
+        """``run_input``: the answer to the pending question (a frontend tool's result)."""
+        data, items = event.data, []
+        if run.question is not None:
+            seq, is_tool = run.question
+            run.question = None
+            agui = data.get("agui")
+            given = agui.get("messageId") if isinstance(agui, dict) else None
+            call = question_id(run_id, seq)
+            message_id = given if isinstance(given, str) else f"{call}.result"
+            if is_tool and message_id not in self.echo:
+                value = data.get("input")
+                content = value if isinstance(value, str) else _json(value)
+                items.append(_tool_result(message_id, call, content))
+        return [*items, _custom(event.event, data)]
 
     def _message(self, data: dict[str, JSON]) -> list[dict[str, Any]]:
         message_id = str(data.get("message_id"))
@@ -291,19 +353,21 @@ class AguiMapper:
                 out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": rest})
             out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
             return out
-        out = [{"type": "TEXT_MESSAGE_START", "messageId": message_id, "role": role}]
-        if text:
-            out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": text})
-        out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
-        return out
+        return _text_message(message_id, role, text)
 
-    def _run_end(self, run_id: str, state: str, data: dict[str, JSON]) -> dict[str, Any]:
+    def _finished(self, run: _Run) -> dict[str, Any]:
+        ids = run.ids
+        assert ids is not None
+        return {"type": "RUN_FINISHED", "threadId": ids.thread_id, "runId": ids.run_id}
+
+    def _run_end(self, run: _Run, state: str, data: dict[str, JSON]) -> dict[str, Any]:
         if state in ERROR_STATES:
             reason = data.get("reason")
             message = f"the run ended {state}" + (f": {reason}" if reason else "")
             return {"type": "RUN_ERROR", "message": message, "code": state}
-        thread, agui_run = self._thread_run(run_id)
-        end: dict[str, Any] = {"type": "RUN_FINISHED", "threadId": thread, "runId": agui_run}
+        end = self._finished(run)
+        if state == "completed" and run.result is not None:
+            end["result"] = run.result
         end["outcome"] = {"type": "cancelled" if state == "cancelled" else "success"}
         return end
 
@@ -316,16 +380,16 @@ class AguiMapper:
     def delta(self, delta: Delta, now: float) -> list[Frame]:
         """The provisional frames of a delta (no ids): START the first time, then CONTENT."""
         run_id = delta.run_id
-        if run_id in self._finished:
-            return []
+        run = self._runs.setdefault(run_id, _Run())
+        if run.state in (_State.FINISHED, _State.PAUSED):
+            return []  # nothing of a segment after its RUN_FINISHED
         meta = {"netra": {"run_id": run_id}}
         ts = int(now * 1000)
         out: list[dict[str, Any]] = []
-        if run_id not in self._started:
-            if self.live_only:  # joined a run in progress: announce it (provisionally)
-                out.append(self._run_started(run_id))
-            else:  # a resumed stream: the client has the run's RUN_STARTED already
-                self._known(run_id)
+        if run.state is _State.NEW:
+            run.ids, run.state = AguiIds(run.thread, run_id), _State.OPEN
+        if not run.announced:  # joined a run in progress: announce it (provisionally)
+            out.append(self._started(run))
         opened = self._open.get(delta.message_id)
         if opened is None and delta.offset == 0:
             opened = self._open[delta.message_id] = _Open(run_id, delta.attempt)
@@ -353,20 +417,83 @@ class AguiMapper:
 
 
 def after(frames: list[Frame], part: int) -> Iterator[Frame]:
-    """The frames of one event's group that follow part ``part`` (``Last-Event-ID: k.part``).
+    """The frames of one event's mapping that follow part ``part`` (``Last-Event-ID:
+    k.part``): the id-less frames before the group, then the group's parts after ``part``.
 
     The bare-``k`` frame always remains, even when the group is now shorter than ``part``.
     """
-    n = len(frames)
-    for i, frame in enumerate(frames, 1):
+    durable = [f for f in frames if f.id is not None]
+    n = len(durable)
+    i = 0
+    for frame in frames:
+        if frame.id is None:
+            yield frame
+            continue
+        i += 1
         if i > part or i == n:
             yield frame
 
 
-def _is_first_message(data: dict[str, JSON]) -> bool:
-    """A ``message`` that begins its run: the user's message of a ``say`` (an assistant's
-    message of a run this stream has not seen start is an ordinary event of the run)."""
-    return data.get("role") == "user"
+def _is_first(event: Event) -> bool:
+    """A run's first event: its user's message (a ``say``'s) or its first ``run_state``."""
+    if event.event == "message":
+        return event.data.get("role") == "user"
+    return event.event == "run_state" and event.data.get("previous") is None
+
+
+def _text_message(message_id: str, role: str, text: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"type": "TEXT_MESSAGE_START", "messageId": message_id, "role": role}
+    ]
+    if text:
+        out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": text})
+    out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
+    return out
+
+
+def _reasoning(message_id: str, text: JSON) -> list[dict[str, Any]]:
+    """``agent_thinking``: a reasoning span holding one reasoning message."""
+    span = f"{message_id}.span"
+    out: list[dict[str, Any]] = [
+        {"type": "REASONING_START", "messageId": span},
+        {"type": "REASONING_MESSAGE_START", "messageId": message_id, "role": "reasoning"},
+    ]
+    if isinstance(text, str) and text:
+        out.append({"type": "REASONING_MESSAGE_CONTENT", "messageId": message_id, "delta": text})
+    out.append({"type": "REASONING_MESSAGE_END", "messageId": message_id})
+    out.append({"type": "REASONING_END", "messageId": span})
+    return out
+
+
+def _tool_call(call: str, name: str, args: JSON) -> list[dict[str, Any]]:
+    """A tool call, in the (empty) assistant message that holds it (``parentMessageId``)."""
+    holder = f"{call}.call"
+    return [
+        {"type": "TEXT_MESSAGE_START", "messageId": holder, "role": "assistant"},
+        {"type": "TEXT_MESSAGE_END", "messageId": holder},
+        {
+            "type": "TOOL_CALL_START",
+            "toolCallId": call,
+            "toolCallName": name,
+            "parentMessageId": holder,
+        },
+        {"type": "TOOL_CALL_ARGS", "toolCallId": call, "delta": _json(args)},
+        {"type": "TOOL_CALL_END", "toolCallId": call},
+    ]
+
+
+def _tool_result(message_id: str, call: str, content: str) -> dict[str, Any]:
+    return {
+        "type": "TOOL_CALL_RESULT",
+        "messageId": message_id,
+        "toolCallId": call,
+        "content": content,
+        "role": "tool",
+    }
+
+
+def _ms(ts: float) -> int:
+    return int(ts * 1000)
 
 
 def _digits(text: str) -> bool:

@@ -3,7 +3,10 @@
 A ``POST /agui`` run belongs to the netra thread named by the input's ``threadId``; it commits
 only the user messages of ``messages`` that the thread does not have yet (matched by their AG-UI
 ``id``, kept as the committed message's ``message_id``), never a second copy, and the agent reads
-the stored conversation. ``GET /agui/events?threadId=`` follows one thread.
+the stored conversation. A ``POST /agui`` that answers a question instead — a ``resume`` entry
+for an interrupt, or messages ending with a frontend tool's result — delivers the answer to the
+waiting run (``send_input``) and streams the rest of it as a new AG-UI run.
+``GET /agui/events?threadId=`` follows one thread.
 
 Transport-neutral and on trio, like :class:`~._connection.Connection`: the trio gateway and the
 ASGI adapter both call :meth:`AguiRoutes.post` / :meth:`AguiRoutes.events`, which check the
@@ -18,7 +21,6 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 import trio
@@ -33,18 +35,30 @@ from .._exceptions import (
     SubscriptionClosedError,
 )
 from .._logs import STORE_FAILURES, log_limited
+from .._store._inspect import AdminReads
 from .._subscription import Subscription
 from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
-from ._agui import AguiMapper, EventId, after
+from ._agui import (
+    CLIENT_TOOL,
+    TERMINAL_STATES,
+    AguiIds,
+    AguiMapper,
+    EventId,
+    Frame,
+    after,
+    parse_question_id,
+)
+from ._agui_input import RunInput, parse_run_input
+from ._agui_messages import thread_messages
 from ._connection import ConnectionDeps
 from ._http import HttpRequest, HttpResponse, json_response
-from ._protocol import MAX_TEXT_BYTES
 from ._session_rules import STORE_FAILING, STORE_RETRY_AFTER, store_failed
 from ._sign_in import SignInFailed, SignInRefused
 from ._tokens import TokenClaims, TokenError, verify_token
 
 log = logging.getLogger("netra_actors.gateway")
+MAX_HISTORY_PAGE = 500
 
 AGUI_PATH = "/agui"
 AGUI_EVENTS_PATH = "/agui/events"
@@ -52,6 +66,8 @@ SSE_HEADERS = (("x-accel-buffering", "no"),)
 """Besides the content type; both transports add ``cache-control: no-store`` to every answer."""
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 KEEPALIVE = b": keepalive\n\n"
+RUN_EVENTS_LIMIT = 10_000
+"""How many of a run's events a stream reads to learn a run it meets after its start."""
 
 Send = Callable[[bytes], Awaitable[None]]
 
@@ -70,6 +86,8 @@ class SseStream:
         only_run: str | None,
         skip: int | None,
         only_thread: str | None = None,
+        snapshot_thread: str | None = None,
+        cancel_on_close: bool = False,
     ) -> None:
         self._routes = routes
         self._claims = claims
@@ -78,6 +96,13 @@ class SseStream:
         self._only_run = only_run
         self._only_thread = only_thread
         """``GET /agui/events?threadId=``: only the runs of this netra thread."""
+        self._snapshot_thread = snapshot_thread
+        """A thread-scoped stream: the thread whose conversation a ``MESSAGES_SNAPSHOT`` holds."""
+        self._cancel_on_close = cancel_on_close and only_run is not None
+        """``onDisconnect: "cancel"``: a client that goes away before the run's segment ended
+        cancels the run."""
+        self._ended = False
+        """The stream ended by itself (its run's segment ended, or the server closed it)."""
         self._skip = skip
         """For ``Last-Event-ID: k.i``: the first event received is k; drop its parts up to i."""
         self._scope = trio.CancelScope()
@@ -94,6 +119,7 @@ class SseStream:
 
     def request_close(self, code: int = 1001, reason: str = "") -> None:
         """End the stream (the client reconnects with ``Last-Event-ID``)."""
+        self._ended = True
         self._scope.cancel()
 
     def discard(self) -> None:
@@ -104,6 +130,19 @@ class SseStream:
             self._discarded = True
             self.subscription.close()
             self._routes.deps.limits.close_socket(self._claims.user, trio.current_time())
+            if self._cancel_on_close and not self._ended:
+                trio.lowlevel.spawn_system_task(self._cancel_run)
+
+    async def _cancel_run(self) -> None:
+        """Stop: the client closed the stream of a run it asked to cancel then."""
+        run_id, user = self._only_run, self._claims.user
+        assert run_id is not None
+        try:
+            with trio.fail_after(self._routes.deps.config.command_timeout):
+                await self._routes.deps.runtime.cancel_run(user, run_id)
+            log.info("user %r: the AG-UI stream of run %s closed; it is cancelled", user, run_id)
+        except Exception as exc:  # it ended meanwhile, or the runtime is closing
+            log.info("user %r: run %s not cancelled on disconnect (%s)", user, run_id, exc)
 
     async def run(self, send: Send) -> bool:
         """Send frames until the run ends (``POST``), the client goes away, the token expires,
@@ -137,7 +176,7 @@ class SseStream:
         return clean
 
     async def _pump(self, send: Send) -> None:
-        sub, mapper, runtime = self.subscription, self._mapper, self._routes.deps.runtime
+        sub, mapper = self.subscription, self._mapper
         user = self._claims.user
         while True:
             try:
@@ -154,15 +193,13 @@ class SseStream:
                     continue
                 if self._only_thread is not None and not await self._in_thread(item):
                     continue
-                run_id = mapper.needs_ids(item)
-                if run_id is not None:  # a run met after its start: its AG-UI ids, once
-                    with trio.fail_after(self._routes.deps.config.command_timeout):
-                        mapper.learn_ids(run_id, await runtime.first_event(user, run_id))
+                await self._learn(item)
                 if type(item) is Event:
                     frames = mapper.event(item)
                     if self._skip is not None:
                         frames, self._skip = list(after(frames, self._skip)), None
-                    if self._only_run is not None and item.event == "run_state":
+                    await self._fill_snapshots(frames, item.seq)
+                    if self._only_run is not None:
                         finished = any(
                             f.event["type"] in ("RUN_FINISHED", "RUN_ERROR") for f in frames
                         )
@@ -171,22 +208,39 @@ class SseStream:
                 out.extend(frame.sse() for frame in frames)
                 if finished:
                     break
+            if finished:
+                self._ended = True
             if out:
                 await send(b"".join(out))
             if finished:
                 return
+
+    async def _learn(self, item: Event | Delta) -> None:
+        """Learn a run met after its start from its earlier events (once per run)."""
+        run_id = self._mapper.needs_history(item)
+        if run_id is not None:
+            before = item.seq if type(item) is Event else None
+            with trio.fail_after(self._routes.deps.config.command_timeout):
+                earlier = await self._routes.run_events(self._claims.user, run_id, before)
+            self._mapper.learn(run_id, earlier)
+
+    async def _fill_snapshots(self, frames: list[Frame], seq: int) -> None:
+        """A rollback retracted streamed text: the snapshot holds the thread's conversation."""
+        thread = self._snapshot_thread
+        for frame in frames:
+            if frame.event["type"] == "MESSAGES_SNAPSHOT" and thread is not None:
+                with trio.fail_after(self._routes.deps.config.command_timeout):
+                    events = await self._routes.thread_events(self._claims.user, thread, seq)
+                frame.event["messages"] = thread_messages(events)
 
     async def _in_thread(self, item: Event | Delta) -> bool:
         """Whether ``item`` belongs to the stream's thread (a delta: its run's thread, learned
         from the run's first event when the stream has met none of the run's events)."""
         if isinstance(item, Event):
             return item.thread == self._only_thread
-        mapper, run_id = self._mapper, item.run_id
-        if not mapper.knows_thread(run_id):
-            runtime = self._routes.deps.runtime
-            with trio.fail_after(self._routes.deps.config.command_timeout):
-                mapper.learn_ids(run_id, await runtime.first_event(self._claims.user, run_id))
-        return mapper.thread_of(run_id) == self._only_thread
+        if not self._mapper.knows(item.run_id):
+            await self._learn(item)
+        return self._mapper.thread_of(item.run_id) == self._only_thread
 
     async def _keepalive(self, send: Send) -> None:
         interval = self._routes.deps.config.ping_interval
@@ -287,11 +341,20 @@ class AguiRoutes:
                         f"message {elsewhere[0]!r} belongs to another thread of this user",
                     )
                 new = [(m, text) for m, text in run_input.users if m not in have]
+                if run_input.resume is not None or run_input.tool_result is not None:
+                    if new:
+                        return _error(
+                            400,
+                            "bad_request",
+                            "a request that answers a question adds no user message",
+                        )
+                    return await self._answer(claims, run_input)
                 if not new:
                     return _error(
                         400,
                         "bad_request",
-                        "the thread has every user message of this request already: "
+                        "the thread has every user message of this request already, and the "
+                        "request answers no interrupt and carries no tool result: "
                         "there is nothing to answer",
                     )
                 subscription = await runtime.subscribe(user, deltas=True)
@@ -305,6 +368,7 @@ class AguiRoutes:
                     thread=thread,
                     message_id=message_id,
                     earlier=new[:-1],
+                    input=run_input.input,
                 )
         except BaseException as exc:
             if subscription is not None:
@@ -312,8 +376,88 @@ class AguiRoutes:
             if isinstance(exc, Exception):
                 return self._refusal(user, exc)
             raise
-        mapper = AguiMapper(live_only=False)
-        return SseStream(self, claims, subscription, mapper, only_run=run_id, skip=None)
+        return self._post_stream(claims, run_input, subscription, AguiMapper(), run_id)
+
+    def _post_stream(
+        self,
+        claims: TokenClaims,
+        run_input: RunInput,
+        subscription: Subscription,
+        mapper: AguiMapper,
+        run_id: str,
+    ) -> SseStream:
+        mapper.echo = run_input.message_ids
+        mapper.snapshots = True
+        return SseStream(
+            self,
+            claims,
+            subscription,
+            mapper,
+            only_run=run_id,
+            skip=None,
+            snapshot_thread=run_input.thread_id,
+            cancel_on_close=run_input.cancel_on_disconnect,
+        )
+
+    async def _answer(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:
+        """Deliver a ``resume`` answer or a frontend tool's result to the waiting run (in
+        :meth:`_start`'s time budget); stream the rest of the run as a new AG-UI run."""
+        runtime, user, thread = self.deps.runtime, claims.user, run_input.thread_id
+        tool, resume = run_input.tool_result, run_input.resume
+        asked = tool.call_id if tool is not None else resume.interrupt_id if resume else ""
+        parsed = parse_question_id(asked)
+        what = "tool call" if tool is not None else "interrupt"
+        refused = _error(400, "bad_request", f"the {what} {asked!r} is not waiting for an answer")
+        if parsed is None:
+            return refused
+        run_id, seq = parsed
+        subscription = await runtime.subscribe(user, deltas=True)
+        try:
+            earlier = await self.run_events(user, run_id, None)
+            if not _waits(earlier, seq, thread, is_tool=tool is not None):
+                subscription.close()
+                return refused
+            mapper = AguiMapper()
+            mapper.learn(run_id, earlier)
+            agui: dict[str, JSON] = {"threadId": thread, "runId": run_input.run_id}
+            if tool is not None:
+                agui["messageId"] = tool.message_id
+                await runtime.send_input(user, run_id, tool.content, meta={"agui": agui})
+            elif resume is not None and resume.resolved:
+                await runtime.send_input(user, run_id, resume.payload, meta={"agui": agui})
+            else:
+                mapper.next_ids[run_id] = AguiIds(thread, run_input.run_id)
+                await runtime.cancel_run(user, run_id)
+        except BaseException:
+            subscription.close()
+            raise
+        return self._post_stream(claims, run_input, subscription, mapper, run_id)
+
+    # -- the store reads of a stream -------------------------------------------------------------
+
+    async def run_events(self, user: str, run_id: str, before: int | None) -> list[Event]:
+        """The run's committed events (those before seq ``before`` when given), in order."""
+        store = self.deps.runtime.store
+        if isinstance(store, AdminReads):
+            events = await store.admin_run_events(user, run_id, RUN_EVENTS_LIMIT)
+        else:  # a store without per-run reads: its first event tells the AG-UI ids
+            first = await self.deps.runtime.first_event(user, run_id)
+            events = [first] if first is not None else []
+        return [e for e in events if before is None or e.seq < before]
+
+    async def thread_events(self, user: str, thread: str, upto: int) -> list[Event]:
+        """Every committed event of ``thread`` up to seq ``upto``, in order."""
+        pages: list[list[Event]] = []
+        before = upto + 1
+        while True:
+            page = await self.deps.runtime.history(
+                user, thread=thread, before_seq=before, limit=MAX_HISTORY_PAGE
+            )
+            pages.append(list(page.events))
+            if not page.more or not page.events:
+                break
+            before = page.events[0].seq
+        return [event for page in reversed(pages) for event in page]
 
     # -- GET /agui/events ----------------------------------------------------------------------
 
@@ -345,7 +489,7 @@ class AguiRoutes:
         self, claims: TokenClaims, resume: EventId | None, thread: str | None
     ) -> HttpResponse | SseStream:
         runtime, user = self.deps.runtime, claims.user
-        mapper = AguiMapper(live_only=resume is None)
+        mapper = AguiMapper(snapshots=thread is not None)
         skip: int | None = None
         resume_from: int | None = None
         try:
@@ -359,15 +503,18 @@ class AguiRoutes:
                             raise ResumeBeyondHeadError("Last-Event-ID is beyond the last event")
                     else:
                         resume_from = seq
-                        if seq >= 1:
-                            known = await runtime.read_events(user, seq - 1, 1)
-                            if known and known[0].seq == seq:
-                                mapper.seed(known[0])
                 subscription = await runtime.subscribe(user, resume_from=resume_from, deltas=True)
         except Exception as exc:
             return self._refusal(user, exc)
         return SseStream(
-            self, claims, subscription, mapper, only_run=None, skip=skip, only_thread=thread
+            self,
+            claims,
+            subscription,
+            mapper,
+            only_run=None,
+            skip=skip,
+            only_thread=thread,
+            snapshot_thread=thread,
         )
 
     # -- errors --------------------------------------------------------------------------------
@@ -409,91 +556,15 @@ def _error(
     return json_response(status, orjson.dumps({"error": code, "message": message}), headers)
 
 
-# -- the request body -----------------------------------------------------------------------
-
-
-class RunInput:
-    """What ``POST /agui`` takes from a ``RunAgentInput``: its ids, the ``(id, text)`` of its
-    user messages in order, and the forwarded props netra reads."""
-
-    __slots__ = ("agent", "if_busy", "run_id", "thread_id", "users")
-
-    def __init__(
-        self,
-        *,
-        thread_id: str,
-        run_id: str,
-        users: list[tuple[str, str]],
-        agent: str | None,
-        if_busy: str | None,
-    ) -> None:
-        self.thread_id = thread_id
-        self.run_id = run_id
-        self.users = users
-        self.agent = agent
-        self.if_busy = if_busy
-
-    @property
-    def text(self) -> str:
-        """The last user message's text."""
-        return self.users[-1][1]
-
-
-def parse_run_input(body: bytes) -> RunInput:
-    """Check an AG-UI ``RunAgentInput`` (the parts netra uses); ValueError says what is wrong."""
-    try:
-        doc: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ValueError("the body must be a JSON RunAgentInput") from None
-    if not isinstance(doc, dict):
-        raise ValueError("the body must be a JSON object (a RunAgentInput)")  # noqa: TRY004
-    thread_id, run_id, messages = doc.get("threadId"), doc.get("runId"), doc.get("messages")
-    if not is_thread_name(thread_id):
-        raise ValueError(
-            "threadId must be a netra thread name: 1-128 characters of A-Z a-z 0-9 . _ : -"
-        )
-    assert isinstance(thread_id, str)
-    if not isinstance(run_id, str) or not run_id or len(run_id) > 256:
-        raise ValueError("runId must be a non-empty string")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise ValueError("messages must be a list of message objects")
-    for key in ("tools", "context"):
-        if key in doc and doc[key] is not None and not isinstance(doc[key], list):
-            raise ValueError(f"{key} must be a list")
-    users: list[tuple[str, str]] = []
-    for message in messages:
-        if message.get("role") != "user":
-            continue
-        message_id = message.get("id")
-        if not is_thread_name(message_id):
-            raise ValueError(
-                "every user message needs an id: 1-128 characters of A-Z a-z 0-9 . _ : -"
-            )
-        text = _text_of(message.get("content"))
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-            raise ValueError(f"a user message is longer than {MAX_TEXT_BYTES} bytes")
-        users.append((str(message_id), text))
-    if not users:
-        raise ValueError("messages must contain a user message")
-    if len({m for m, _ in users}) != len(users):
-        raise ValueError("the user messages' ids must be distinct")
-    props = doc.get("forwardedProps")
-    agent: JSON = None
-    if_busy: JSON = None
-    if isinstance(props, dict):
-        agent, if_busy = props.get("agent"), props.get("if_busy")
-    if agent is not None and not isinstance(agent, str):
-        raise ValueError("forwardedProps.agent must be a string")
-    if if_busy is not None and if_busy not in ("parallel", "reject", "enqueue", "interrupt"):
-        raise ValueError("forwardedProps.if_busy must be parallel, reject, enqueue or interrupt")
-    return RunInput(thread_id=thread_id, run_id=run_id, users=users, agent=agent, if_busy=if_busy)
-
-
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if all(isinstance(p, str) for p in parts) and parts:
-            return "".join(p for p in parts if isinstance(p, str))
-    raise ValueError("every user message must have text content")
+def _waits(events: list[Event], seq: int, thread: str, *, is_tool: bool) -> bool:
+    """Whether a run (its ``events``) is waiting for the answer to its question at ``seq``
+    (``is_tool``: a frontend tool call) in ``thread``: that question is its last, unanswered,
+    and the run has not ended."""
+    asked = next((e for e in events if e.seq == seq), None)
+    if asked is None or asked.event != "input_requested" or asked.thread != thread:
+        return False
+    if isinstance(asked.data.get(CLIENT_TOOL), dict) != is_tool:
+        return False
+    later = {e.event for e in events if e.seq > seq}
+    ended = any(e.event == "run_state" and e.data.get("state") in TERMINAL_STATES for e in events)
+    return not ended and not later & {"run_input", "input_requested"}

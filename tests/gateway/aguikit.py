@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import httpx
 from ag_ui.core import Event as AguiEvent
+from ag_ui_validate import create_validator
 from gwkit import Server, token
 from pydantic import BaseModel, TypeAdapter
 
@@ -169,6 +170,7 @@ class StreamChecker:
         """messageId → (its run, still open)."""
         self.text: dict[str, str] = {}
         self.tools: dict[str, tuple[str | None, bool]] = {}
+        self.reasoning: dict[tuple[str, str], tuple[str | None, bool]] = {}
         self.last: tuple[int, float] | None = None
         self.group: tuple[int, int] | None = None
         """Inside the group of seq k: (k, the part expected next)."""
@@ -210,7 +212,12 @@ class StreamChecker:
     def _ids(self, frame: SseFrame, netra: dict[str, Any]) -> None:
         if frame.id is None:
             assert "seq" not in netra, "a provisional frame with a seq"
-            assert self.group is None, f"a provisional frame inside the group of {self.group}"
+            event, run = frame.event, frame.run
+            again = run in self.started and run not in self.finished
+            again = again and self.started[run] == (event.get("threadId"), event.get("runId"))
+            opening = frame.type == "RUN_STARTED" and (again or not self.frames)
+            if not opening:  # (the RUN_STARTED a resumed stream opens with precedes the rest)
+                assert self.group is None, f"a provisional frame inside the group of {self.group}"
             return
         key = id_key(frame.id)
         assert netra.get("seq") == key[0], f"id {frame.id} but metadata.netra.seq {netra}"
@@ -230,12 +237,25 @@ class StreamChecker:
         if run is None:  # an event of no run: the CUSTOM of a user-level netra event
             assert kind == "CUSTOM", f"{kind} outside any run"
             return
-        assert run not in self.finished, f"{kind} of run {run} after its {self.finished[run].type}"
+        if kind != "RUN_STARTED":
+            assert run not in self.finished, (
+                f"{kind} of run {run} after its {self.finished[run].type}"
+            )
+        ids = (event.get("threadId"), event.get("runId"))
         if kind == "RUN_STARTED":
-            assert run not in self.started, f"a second RUN_STARTED of run {run}"
-            self.started[run] = (event["threadId"], event["runId"])
+            if run in self.finished:  # the run's next segment (after an interrupt)
+                ended = self.finished.pop(run)
+                assert ended.type == "RUN_FINISHED", f"a RUN_STARTED after {ended.type}"
+                assert ids[1] != ended.event["runId"], "a segment reuses its parent's runId"
+                assert event.get("parentRunId") in (None, ended.event["runId"]), event
+            elif run in self.started:  # announced again by a resumed stream: the same ids
+                assert frame.id is None, f"a second RUN_STARTED of run {run}"
+                assert ids == self.started[run], f"{ids} ≠ {self.started[run]}"
             if frame.id is None:
                 self.joined.add(run)
+            self.started[run] = (str(ids[0]), str(ids[1]))
+            return
+        if kind == "MESSAGES_SNAPSHOT":
             return
         assert run in self.started, f"{kind} of run {run} before its RUN_STARTED"
         if kind == "TEXT_MESSAGE_START":
@@ -253,7 +273,19 @@ class StreamChecker:
         elif kind == "TOOL_CALL_START":
             call = event["toolCallId"]
             assert call not in self.tools, f"tool call {call} started twice"
+            parent = event.get("parentMessageId")
+            assert parent is None or parent in self.messages, f"unknown parent message {parent}"
             self.tools[call] = (run, True)
+        elif kind in ("REASONING_START", "REASONING_MESSAGE_START"):
+            key = (kind, event["messageId"])
+            assert key not in self.reasoning, f"{key} started twice"
+            self.reasoning[key] = (run, True)
+        elif kind in ("REASONING_END", "REASONING_MESSAGE_CONTENT", "REASONING_MESSAGE_END"):
+            opener = "REASONING_START" if kind == "REASONING_END" else "REASONING_MESSAGE_START"
+            key = (opener, event["messageId"])
+            assert self.reasoning.get(key) == (run, True), f"{kind} of {key} not open"
+            if kind != "REASONING_MESSAGE_CONTENT":
+                self.reasoning[key] = (run, False)
         elif kind in ("TOOL_CALL_ARGS", "TOOL_CALL_END"):
             call = event["toolCallId"]
             assert self.tools.get(call) == (run, True), f"{kind} of tool call {call} not open"
@@ -270,6 +302,8 @@ class StreamChecker:
             assert not left, f"{kind} with messages {left} open"
             calls = [c for c, (r, is_open) in self.tools.items() if r == run and is_open]
             assert not calls, f"{kind} with tool calls {calls} open"
+            spans = [c for c, (r, is_open) in self.reasoning.items() if r == run and is_open]
+            assert not spans, f"{kind} with reasoning {spans} open"
             if kind == "RUN_FINISHED":
                 ids = (event["threadId"], event["runId"])
                 assert ids == self.started[run], (
@@ -286,6 +320,37 @@ class StreamChecker:
 
     def durable(self) -> list[SseFrame]:
         return [f for f in self.frames if f.id is not None]
+
+
+def findings(frames: Iterable[SseFrame]) -> list[str]:
+    """What ``ag-ui-validate`` finds in a stream: each run's frames (told apart by
+    ``metadata.netra.run_id``: the validator follows one run at a time, and ``GET /agui/events``
+    interleaves runs) through a validator of its own. A run whose last segment has not ended in
+    the stream is not finalized (the stream was closed first). A ``RUN_STARTED`` a resumed
+    stream adds for a segment the client holds open (same ids, no SSE id) is the client's new
+    verifier's start: it is left out of a view that spans the streams before the resume."""
+    runs: dict[str | None, list[SseFrame]] = {}
+    for frame in frames:
+        runs.setdefault(frame.run, []).append(frame)
+    out: list[str] = []
+    for run, of_run in runs.items():
+        if run is None:
+            continue
+        validator = create_validator()
+        open_ids: tuple[str, str] | None = None
+        for frame in of_run:
+            event = frame.event
+            if event["type"] == "RUN_STARTED":
+                ids = (event["threadId"], event["runId"])
+                if frame.id is None and ids == open_ids:
+                    continue
+                open_ids = ids
+            elif event["type"] in TERMINAL_TYPES:
+                open_ids = None
+            out += [f"{d.rule} {d.message} ({event['type']})" for d in validator.feed(event)]
+        if open_ids is None:
+            out += [f"{d.rule} {d.message}" for d in validator.finalize()]
+    return out
 
 
 def check(frames: Iterable[SseFrame], **kwargs: Any) -> StreamChecker:
@@ -486,12 +551,15 @@ class Stream:
             raise AssertionError(f"an unexpected frame: {frame}")
 
     async def close(self) -> None:
+        """Close the stream; ``ag-ui-validate`` must find nothing in what the client got."""
         self._reader.cancel()
         with contextlib.suppress(BaseException):
             await self._reader
         with contextlib.suppress(Exception):
             await self.response.aclose()
         await self._client.aclose()
+        found = findings(self.checker.frames)
+        assert not found, f"ag-ui-validate: {found}"
 
     async def __aenter__(self) -> Stream:
         return self

@@ -59,6 +59,11 @@ def group(frames: list[SseFrame], seq: int) -> list[SseFrame]:
     return [f for f in frames if f.id is not None and id_key(f.id)[0] == seq]
 
 
+def durable(frames: list[SseFrame]) -> list[SseFrame]:
+    """The frames with an SSE id: without the ``RUN_STARTED`` that opens a resumed stream."""
+    return [f for f in frames if f.id is not None]
+
+
 # -- (a) POST /agui with the demo agent -------------------------------------------------------
 
 
@@ -77,6 +82,8 @@ async def test_post_streams_the_run_as_agui_events(server: Server, user: str) ->
     assert finished["type"] == "RUN_FINISHED"
     assert (finished["threadId"], finished["runId"]) == (body["threadId"], body["runId"])
     assert finished["outcome"] == {"type": "success"}
+    # the POST echoes none of its own messages: the client shows them already
+    assert not any(f.event.get("role") == "user" for f in frames)
 
     history = [e for e in await committed(server, user) if e["run_id"] == run]
     by_seq = {e["seq"]: e for e in history}
@@ -85,20 +92,23 @@ async def test_post_streams_the_run_as_agui_events(server: Server, user: str) ->
     for frame in frames:
         if frame.id is not None:
             assert frame.event["timestamp"] == int(by_seq[frame.seq or 0]["ts"] * 1000)
-    # the user's message: RUN_STARTED opens its group; it carries the AG-UI ids (data.agui)
+    # the user's message: RUN_STARTED is its group; it carries the AG-UI ids (data.agui)
     user_message = history[0]
     assert user_message["event"] == "message"
     assert user_message["data"]["role"] == "user"
     assert user_message["data"]["agui"] == {"threadId": body["threadId"], "runId": body["runId"]}
     assert user_message["data"]["text"] == "add 2 and 40 please"
+    assert user_message["data"]["message_id"] == body["messages"][-1]["id"]
     k = user_message["seq"]
-    assert [(f.id, f.type) for f in group(frames, k)] == [
-        (f"{k}.1", "RUN_STARTED"),
+    assert [(f.id, f.type) for f in group(frames, k)] == [(str(k), "RUN_STARTED")]
+    # a replay does carry it, under the client's id
+    replayed = await replay(server, user, str(k - 1), frames[-1].seq or 0)
+    assert [(f.id, f.type) for f in group(replayed, k)][1:] == [
         (f"{k}.2", "TEXT_MESSAGE_START"),
         (f"{k}.3", "TEXT_MESSAGE_CONTENT"),
         (str(k), "TEXT_MESSAGE_END"),
     ]
-    assert group(frames, k)[1].event["role"] == "user"
+    assert group(replayed, k)[1].event["messageId"] == body["messages"][-1]["id"]
     # the answer: streamed (provisional START and CONTENT, no id), ended by the committed message
     (answer,) = [e for e in history if e["event"] == "message" and e["data"]["role"] == "assistant"]
     mid = answer["data"]["message_id"]
@@ -113,19 +123,35 @@ async def test_post_streams_the_run_as_agui_events(server: Server, user: str) ->
     (executing,) = [e for e in history if e["event"] == "tool_executing"]
     (completed,) = [e for e in history if e["event"] == "tool_completed"]
     call = executing["data"]["call_id"]
-    tool = group(frames, executing["seq"])
+    holder, *tool = group(frames, executing["seq"])[1:]
     assert [f.type for f in tool] == ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END"]
     assert tool[0].event["toolCallName"] == executing["data"]["tool"] == "word_stats"
     assert {f.event["toolCallId"] for f in tool} == {call}
+    # in an assistant message of its own (parentMessageId), opened and ended just before
+    assert holder.type == "TEXT_MESSAGE_END"
+    assert tool[0].event["parentMessageId"] == holder.event["messageId"] == f"{call}.call"
     assert json.loads(tool[1].event["delta"]) == executing["data"]["args"]
     (result,) = group(frames, completed["seq"])
     assert result.type == "TOOL_CALL_RESULT"
     assert result.event["messageId"] == f"{call}.result"
     assert result.event["toolCallId"] == call
     assert json.loads(result.event["content"]) == completed["data"]["result"]
+    # thinking: a reasoning span of one reasoning message
+    for event in [e for e in history if e["event"] == "agent_thinking"]:
+        assert [f.type for f in group(frames, event["seq"])] == [
+            "REASONING_START",
+            "REASONING_MESSAGE_START",
+            "REASONING_MESSAGE_CONTENT",
+            "REASONING_MESSAGE_END",
+            "REASONING_END",
+        ]
+        assert group(frames, event["seq"])[2].event["delta"] == event["data"]["text"]
+    # RUN_FINISHED.result: the run's result
+    (completed_agent,) = [e for e in history if e["event"] == "agent_completed"]
+    assert finished["result"] == completed_agent["data"]["result"]
     # everything else is a CUSTOM netra.<event> with the v1 data as value
     for event in history:
-        if event["event"] in ("run_state", "agent_started", "agent_thinking", "agent_completed"):
+        if event["event"] in ("run_state", "agent_started", "agent_completed"):
             if event["event"] == "run_state" and event["data"]["state"] == "completed":
                 continue
             (custom,) = group(frames, event["seq"])
@@ -177,7 +203,9 @@ async def test_a_rollback_closes_what_its_attempt_left_open(server: Server, user
         head,
         checker=StreamChecker(resumed=f"{k}.1", open_runs={run: ("main", run)}),
     )
-    assert got == full[index:]
+    # (a stream resumed in the middle of a run opens with that run's RUN_STARTED, no SSE id)
+    assert (got[0].type, got[0].id) == ("RUN_STARTED", None)
+    assert got[1:] == full[index:]
 
 
 @run_async
@@ -249,7 +277,7 @@ async def test_a_live_stream_interleaves_runs_and_questions(server: Server, user
 async def test_busy_join_and_cancel_a_posted_run(server: Server, user: str) -> None:
     body = run_input("take your time", agent="slow")  # a string input: slow runs 5 s
     posted = await post(server, user, body)
-    await posted.until(lambda f: f.type == "CUSTOM" and f.event["name"] == "netra.agent_thinking")
+    await posted.until(lambda f: f.type == "REASONING_MESSAGE_CONTENT")
     run = posted.frames[0].run
     assert run is not None
     # if_busy reject while that run is live: 409, nothing committed
@@ -312,10 +340,11 @@ async def test_resume_with_last_event_id_is_exact(server: Server, user: str) -> 
     received = posted.frames[: posted.frames.index(tool_start) + 1]
     last = tool_start.id
     assert last is not None
-    assert last.endswith(".1")
+    assert last.endswith(".3")  # (.1 and .2 open and end the call's assistant message)
     rest = await replay(server, user, last, head, checker=check(received))
-    assert [f.type for f in rest[:2]] == ["TOOL_CALL_ARGS", "TOOL_CALL_END"]
-    assert rest == full[[f.id for f in full].index(last) + 1 :]
+    assert [(f.type, f.id) for f in rest[:1]] == [("RUN_STARTED", None)]  # mid-run: announced
+    assert [f.type for f in rest[1:3]] == ["TOOL_CALL_ARGS", "TOOL_CALL_END"]
+    assert rest[1:] == full[[f.id for f in full].index(last) + 1 :]
     end = next(f for f in rest if f.run == run and f.type == "RUN_FINISHED")
     assert (end.event["threadId"], end.event["runId"]) == (body["threadId"], body["runId"])
     # resume after every bare id and a few k.i: exactly the frames after it
@@ -327,7 +356,10 @@ async def test_resume_with_last_event_id_is_exact(server: Server, user: str) -> 
     for point in points:
         index = ids.index(point)
         got = await replay(server, user, point, head, checker=check(full[: index + 1]))
-        assert got == full[index + 1 :], point
+        assert durable(got) == full[index + 1 :], point
+        opened = [f for f in got if f.id is None]  # a RUN_STARTED when resumed inside a run
+        assert [f.type for f in opened] in ([], ["RUN_STARTED"]), point
+        assert got[: len(opened)] == opened
     # at the head: nothing, until a new event; then exactly what follows
     async with await events(server, user, str(head), checker=check(full)) as at_head:
         await at_head.quiet(0.3)
@@ -367,11 +399,7 @@ def test_resume_across_a_restart_on_the_same_database(
         ws = await Client.open(first, user)
         live = await events(first, user, str(head), checker=check(replayed))
         run = await ws.start("slow", {"seconds": 1.5})
-        await live.until(
-            lambda f: (
-                f.run == run and f.type == "CUSTOM" and f.event["name"] == "netra.agent_thinking"
-            )
-        )
+        await live.until(lambda f: f.run == run and f.type == "REASONING_MESSAGE_CONTENT")
         await ws.close()
         await asyncio.to_thread(first.terminate)  # SIGTERM: drains (the run completes), exits
         await asyncio.wait_for(live._reader, 10)  # the server ended the stream
@@ -394,14 +422,14 @@ def test_resume_across_a_restart_on_the_same_database(
             full = await replay(second, user, "0", head)
             assert full[: len(replayed)] == replayed  # the same frames, on another transport
             rest = await replay(second, user, last, head, checker=check(received))
-            assert rest == full[[f.id for f in full].index(last) + 1 :]
+            assert durable(rest) == full[[f.id for f in full].index(last) + 1 :]
             assert rest[-1].run == run
             assert rest[-1].type == "RUN_FINISHED"
             # and the new server goes on from there
             posted_2 = await post(second, user, run_input("after the restart"))
             await posted_2.to_end()
             await posted_2.close()
-            assert posted_2.frames[0].id == f"{head + 1}.1"
+            assert posted_2.frames[0].id == f"{head + 1}"  # RUN_STARTED: no echo of the message
 
         after()
     finally:
@@ -460,7 +488,8 @@ async def test_http_answers(server: Server, user: str) -> None:
     stream = await post(server, user, parts)
     await stream.to_end()
     await stream.close()
-    assert stream.checker.text[stream.frames[1].event["messageId"]] == "hello"
+    (message,) = [e for e in await committed(server, user) if e["event"] == "message"][:1]
+    assert (message["data"]["message_id"], message["data"]["text"]) == ("1", "hello")
     head = stream.frames[-1].seq
     assert head is not None
     for last in (
@@ -560,13 +589,12 @@ class _Deps:
     def __init__(self) -> None:
         self.config = type("Config", (), {"ping_interval": 0.001, "command_timeout": 5.0})()
         self.limits = self
-        self.runtime = self
 
     def close_socket(self, user: str, now: float | None = None) -> None:
         pass
 
-    async def first_event(self, user: str, run_id: str) -> Event | None:
-        return None
+    async def run_events(self, user: str, run_id: str, before: int | None) -> list[Event]:
+        return []
 
 
 class _Subscription:
@@ -585,13 +613,14 @@ class _Subscription:
 async def test_keepalive_and_frames_never_send_at_once() -> None:
     """The keepalive task and the pump share the transport's ``send``: never concurrently
     (``trio.SocketStream.send_all`` refuses a second sender)."""
-    routes = type("Routes", (), {"deps": _Deps()})()
+    deps = _Deps()
+    routes = type("Routes", (), {"deps": deps, "run_events": deps.run_events})()
     claims = TokenClaims(user="alice", expires_at=1e12)
     stream = SseStream(
         cast(Any, routes),
         claims,
         cast(Any, _Subscription()),
-        AguiMapper(live_only=True),
+        AguiMapper(),
         only_run=None,
         skip=None,
     )

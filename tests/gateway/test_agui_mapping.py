@@ -4,8 +4,8 @@ validate against the ``ag-ui-protocol`` models and keep the AG-UI ordering rules
 rules, live, replayed, resumed at every id, and joined in the middle. No I/O.
 
 The glue between the mapper and the store (:func:`stream`) does what
-``_agui_routes.SseStream`` does: resolve a run's AG-UI ids from its first event when the mapper
-asks, and drop what a ``Last-Event-ID: k.i`` client already has.
+``_agui_routes.SseStream`` does: learn a run met after its start from its earlier events when the
+mapper asks, and drop what a ``Last-Event-ID: k.i`` client already has.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from netra_actors import Delta, Event
 from netra_actors.gateway._agui import AguiMapper, EventId, Frame, after
 
 USER = "alice"
+MAX = 2**63
 NOW = 1_763_700_000.0
 TERMINAL = ("completed", "failed", "timeout", "dead", "cancelled")
 
@@ -214,9 +215,9 @@ class Store:
         self.events = list(events)
         self.lookups: list[str] = []
 
-    def first_event(self, run: str) -> Event | None:
+    def run_events(self, run: str, before: int) -> list[Event]:
         self.lookups.append(run)
-        return next((e for e in self.events if e.run_id == run), None)
+        return [e for e in self.events if e.run_id == run and e.seq < before]
 
     def event(self, seq: int) -> Event | None:
         return next((e for e in self.events if e.seq == seq), None)
@@ -226,17 +227,17 @@ def stream(
     items: Sequence[Item],
     store: Store,
     *,
-    live_only: bool = False,
     skip: int | None = None,
     mapper: AguiMapper | None = None,
 ) -> list[SseFrame]:
     """The frames an SSE stream sends for ``items`` (what ``SseStream._pump`` does)."""
-    mapper = mapper or AguiMapper(live_only=live_only)
+    mapper = mapper or AguiMapper()
     out: list[SseFrame] = []
-    for item in items:
-        run = mapper.needs_ids(item)
-        if run is not None:
-            mapper.learn_ids(run, store.first_event(run))
+    for at, item in enumerate(items):
+        run = mapper.needs_history(item)
+        if run is not None:  # learn from what was committed before the item
+            later = (i.seq for i in items[at:] if isinstance(i, Event))
+            mapper.learn(run, store.run_events(run, next(later, MAX)))
         if isinstance(item, Event):
             frames: list[Frame] = mapper.event(item)
             if skip is not None:
@@ -256,11 +257,7 @@ def resume(scenario: Scenario, last_event_id: str) -> list[SseFrame]:
     k, part = EventId.parse(last_event_id)
     if part is not None and k >= 1:
         return stream([e for e in scenario.events if e.seq >= k], store, skip=part)
-    mapper = AguiMapper(live_only=False)
-    known = store.event(k)
-    if known is not None:
-        mapper.seed(known)
-    return stream([e for e in scenario.events if e.seq > k], store, mapper=mapper)
+    return stream([e for e in scenario.events if e.seq > k], store)
 
 
 def _open(frames: Sequence[SseFrame]) -> dict[str, tuple[str, str]]:
@@ -289,7 +286,8 @@ def test_live_stream_keeps_every_rule(scenario: Scenario) -> None:
     store = Store(scenario.events)
     frames = stream(scenario.items, store)
     checker = check(frames, clock=False)
-    assert store.lookups == []  # a stream from the start learns every run's ids on the way
+    # a stream from the start learns only the runs that begin with a state (start_run), once
+    assert len(store.lookups) == len(set(store.lookups))
     by_seq = groups(frames)
     assert sorted(by_seq) == [e.seq for e in scenario.events]  # every event has its group
     for seq, group in by_seq.items():
@@ -297,7 +295,7 @@ def test_live_stream_keeps_every_rule(scenario: Scenario) -> None:
     for plan in scenario.plans:
         run_frames = checker.of_run(plan.run)
         assert run_frames[0].type == "RUN_STARTED"
-        assert checker.started[plan.run] == plan.ids
+        assert (run_frames[0].event["threadId"], run_frames[0].event["runId"]) == plan.ids
         end = checker.finished[plan.run].event
         assert run_frames[-1].event is end
         if plan.end == "completed":
@@ -316,17 +314,25 @@ def test_live_stream_keeps_every_rule(scenario: Scenario) -> None:
             assert checker.messages[data["message_id"]][1] is False  # ended
             assert checker.text[data["message_id"]] == data["text"]
         elif event.event == "tool_executing":
-            assert [f.type for f in group] == ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END"]
-            assert group[0].event["toolCallName"] == data["tool"]
-            assert json.loads(group[1].event["delta"]) == data["args"]
+            group = _after_start(group)
+            assert [f.type for f in group] == [
+                "TEXT_MESSAGE_START",
+                "TEXT_MESSAGE_END",
+                "TOOL_CALL_START",
+                "TOOL_CALL_ARGS",
+                "TOOL_CALL_END",
+            ]
+            assert group[2].event["toolCallName"] == data["tool"]
+            assert group[2].event["parentMessageId"] == group[0].event["messageId"]
+            assert json.loads(group[3].event["delta"]) == data["args"]
         elif event.event == "tool_completed":
-            (result,) = group
+            (result,) = _after_start(group)
             assert result.event["messageId"] == f"{data['call_id']}.result"
             assert json.loads(result.event["content"]) == (
                 data["result"] if "result" in data else {"error": data["error"]}
             )
         elif event.event == "run_rolled_back":
-            *closes, custom = group
+            *closes, custom = _after_start(group)
             assert custom.event == {**custom.event, "name": "netra.run_rolled_back", "value": data}
             assert all(f.type == "TEXT_MESSAGE_END" for f in closes)
             streamed = {
@@ -337,18 +343,51 @@ def test_live_stream_keeps_every_rule(scenario: Scenario) -> None:
                 and d.attempt == data["attempt"]
             }
             committed = {e.data.get("message_id") for e in scenario.events if e.event == "message"}
-            assert {f.event["messageId"] for f in closes} == streamed - committed
-        elif event.event in (
-            "input_requested",
-            "run_input",
-            "agent_thinking",
-            "my_own_event",
-            "user_note",
-        ):
-            (custom,) = group
+            # (a question before the rollback closed what was open then: the segment ended)
+            asked = any(
+                e.event == "input_requested" and e.run_id == event.run_id and e.seq < event.seq
+                for e in scenario.events
+            )
+            closed = {f.event["messageId"] for f in closes}
+            assert closed <= streamed - committed if asked else closed == streamed - committed
+        elif event.event == "input_requested":  # the segment ends: an interrupt
+            *closes, custom, end = _after_start(group)
+            assert all(f.type == "TEXT_MESSAGE_END" for f in closes)
+            assert custom.event["value"] == data
+            assert end.type == "RUN_FINISHED"
+            (interrupt,) = end.event["outcome"]["interrupts"]
+            assert interrupt == {
+                "id": f"{event.run_id}.q{event.seq}",
+                "reason": "input_requested",
+                "message": data["prompt"],
+            }
+        elif event.event == "run_input":  # the next segment begins
+            started, custom = group
+            assert started.type == "RUN_STARTED"
+            assert started.event["runId"] == f"{event.run_id}.{event.seq}"
+            assert custom.event["value"] == data
+        elif event.event == "agent_thinking":
+            assert [f.type for f in _after_start(group)] == [
+                "REASONING_START",
+                "REASONING_MESSAGE_START",
+                *(["REASONING_MESSAGE_CONTENT"] if data["text"] else []),
+                "REASONING_MESSAGE_END",
+                "REASONING_END",
+            ]
+        elif event.event in ("my_own_event", "user_note"):
+            (custom,) = _after_start(group)
             assert custom.event["name"] == f"netra.{event.event}"
             assert custom.event["value"] == data
         assert all(f.event["timestamp"] == int(event.ts * 1000) for f in group)
+
+
+def _after_start(group: list[SseFrame]) -> list[SseFrame]:
+    """A group without the RUN_STARTED that opens a run's next segment (after a question)."""
+    return group[1:] if group and group[0].type == "RUN_STARTED" else group
+
+
+def durable(frames: Sequence[SseFrame]) -> list[SseFrame]:
+    return [f for f in frames if f.id is not None]
 
 
 @SETTINGS
@@ -375,7 +414,7 @@ def test_replay_and_resume_points_are_exact(scenario: Scenario, data: st.DataObj
     for resumed_id in {ids[0], ids[-1], *some}:
         got = resume(scenario, resumed_id)
         position = ids.index(resumed_id)
-        assert got == [f for f in replayed if f.id is not None][position + 1 :], resumed_id
+        assert durable(got) == durable(replayed)[position + 1 :], resumed_id
         check([*replayed[: position + 1], *got], clock=False)  # one stream, as the client sees it
     for frame in live:
         if frame.id is None or "." not in frame.id:
@@ -384,7 +423,8 @@ def test_replay_and_resume_points_are_exact(scenario: Scenario, data: st.DataObj
         assert part is not None
         expected = list(after(_frames(replay_groups[k]), part))
         rest = [f for f in replayed if f.id is not None and id_key(f.id)[0] > k]
-        assert resume(scenario, frame.id) == [SseFrame(f.id, f.event) for f in expected] + rest
+        got = durable(resume(scenario, frame.id))
+        assert got == [SseFrame(f.id, f.event) for f in expected] + rest
 
 
 def _frames(group: list[SseFrame]) -> list[Frame]:
@@ -395,7 +435,7 @@ def _frames(group: list[SseFrame]) -> list[Frame]:
 @given(scenarios(), st.data())
 def test_a_resumed_live_stream_keeps_the_rules(scenario: Scenario, data: st.DataObject) -> None:
     """Resume after the bare id of any event, with deltas after it (a reconnect in the middle):
-    no second RUN_STARTED of a run the client holds, its RUN_FINISHED keeps its ids."""
+    a run the client holds open is announced again first (same ids, no SSE id)."""
     live = stream(scenario.items, Store(scenario.events))
     bare = [f for f in live if f.id is not None and "." not in f.id]
     point = data.draw(st.sampled_from(bare))
@@ -404,17 +444,14 @@ def test_a_resumed_live_stream_keeps_the_rules(scenario: Scenario, data: st.Data
         i for i, it in enumerate(scenario.items) if isinstance(it, Event) and it.seq == k
     )
     store = Store(scenario.events)
-    mapper = AguiMapper(live_only=False)
-    seed = store.event(k)
-    assert seed is not None
-    mapper.seed(seed)
-    rest = stream(scenario.items[position + 1 :], store, mapper=mapper)
+    rest = stream(scenario.items[position + 1 :], store)
     held = _open(live[: live.index(point) + 1])
     checker = StreamChecker(open_runs=held, resumed=point.id, clock=False).feed_all(rest)
     for run, ids in held.items():
-        if run in checker.finished and checker.finished[run].type == "RUN_FINISHED":
-            end = checker.finished[run].event
-            assert (end["threadId"], end["runId"]) == ids
+        of_run = checker.of_run(run)
+        if of_run:
+            assert (of_run[0].type, of_run[0].id) == ("RUN_STARTED", None)
+            assert (of_run[0].event["threadId"], of_run[0].event["runId"]) == ids
     assert len(store.lookups) == len(set(store.lookups))  # at most one lookup per run
 
 
@@ -425,22 +462,29 @@ def test_a_live_only_stream_joining_anywhere_keeps_the_rules(
 ) -> None:
     join = data.draw(st.sampled_from([*scenario.units, len(scenario.items)]))
     store = Store(scenario.events)
-    frames = stream(scenario.items[join:], store, live_only=True)
+    frames = stream(scenario.items[join:], store)
     checker = check(frames, clock=False)
     assert len(store.lookups) == len(set(store.lookups))
     for plan in scenario.plans:
         if plan.run in checker.started:
-            assert checker.started[plan.run] == plan.ids  # POST /agui runs keep their ids
             first = checker.of_run(plan.run)[0]
-            seen = {
-                it.seq
+            before = [
+                it
                 for it in scenario.items[:join]
                 if isinstance(it, Event) and it.run_id == plan.run
-            }
-            if seen:  # joined in the middle: a synthetic, provisional RUN_STARTED
+            ]
+            if not any(e.event == "input_requested" for e in before):  # its first segment
+                ids = (first.event["threadId"], first.event["runId"])
+                assert ids == plan.ids  # POST /agui runs keep their ids
+            seen = {e.seq for e in before}
+            paused = bool(before) and before[-1].event == "input_requested"
+            if seen and not paused:  # joined in a segment: a synthetic, provisional RUN_STARTED
                 assert first.type == "RUN_STARTED"
                 assert first.id is None
                 assert "seq" not in first.event["metadata"]["netra"]
+            elif paused:  # joined between segments: the next one opens as in a replay
+                assert first.type == "RUN_STARTED"
+                assert first.id is not None
 
 
 # -- focused cases ------------------------------------------------------------------------
@@ -488,7 +532,7 @@ def test_a_streamed_message_and_its_rollback() -> None:
     ]
     # a resume from 2.1 (the live stream's END): the rollback's group is shorter now
     resumed = stream(events[1:], Store(events), skip=1)
-    assert [f.id for f in resumed] == ["2", "3.1", "3.2", "3", "4"]
+    assert [f.id for f in resumed] == [None, "2", "3.1", "3.2", "3", "4"]  # RUN_STARTED first
 
 
 def test_a_run_ending_with_a_message_open_closes_it_first() -> None:
@@ -507,8 +551,8 @@ def test_a_run_ending_with_a_message_open_closes_it_first() -> None:
 
 def test_deltas_out_of_order_or_joined_late() -> None:
     events = [_event(1, "r", "run_state", state="running", previous="starting")]
-    mapper = AguiMapper(live_only=True)
-    mapper.learn_ids("r", None)
+    mapper = AguiMapper()
+    mapper.learn("r", [])
     # joined in the middle of a message: nothing of it until it commits
     assert mapper.delta(Delta("r", 1, "late", 4, "text"), NOW) == [
         Frame(
@@ -568,15 +612,20 @@ def test_resume_in_the_middle_of_a_post_run_keeps_its_ids() -> None:
         frames = resume(scenario, k)
         assert frames[-1].type == "RUN_FINISHED"
         assert (frames[-1].event["threadId"], frames[-1].event["runId"]) == ("T", "R"), k
-        assert "RUN_STARTED" not in [f.type for f in frames], k
+        # resumed in the middle of the run: it opens with the run's RUN_STARTED, no SSE id
+        assert [(f.type, f.id) for f in frames if f.type == "RUN_STARTED"] == [
+            ("RUN_STARTED", None)
+        ], k
+        assert frames[0].type == "RUN_STARTED"
+        assert (frames[0].event["threadId"], frames[0].event["runId"]) == ("T", "R"), k
     # a live-only stream joining between the user message and the first state
     store = Store(events)
-    frames = stream(events[1:], store, live_only=True)
-    assert (frames[0].type, frames[0].id) == ("RUN_STARTED", "2.1")
+    frames = stream(events[1:], store)
+    assert (frames[0].type, frames[0].id) == ("RUN_STARTED", None)
     assert (frames[0].event["threadId"], frames[0].event["runId"]) == ("T", "R")
     assert store.lookups == ["r"]
     # joining with the assistant's message: a synthetic RUN_STARTED, then the message
-    frames = stream(events[3:], Store(events), live_only=True)
+    frames = stream(events[3:], Store(events))
     assert [(f.id, f.type) for f in frames][:2] == [
         (None, "RUN_STARTED"),
         ("4.1", "TEXT_MESSAGE_START"),
