@@ -213,8 +213,8 @@ class StreamChecker:
         if frame.id is None:
             assert "seq" not in netra, "a provisional frame with a seq"
             event, run = frame.event, frame.run
-            again = run in self.started and run not in self.finished
-            again = again and self.started[run] == (event.get("threadId"), event.get("runId"))
+            again = run is not None and run in self.started and run not in self.finished
+            again = again and self.started[run or ""] == (event.get("threadId"), event.get("runId"))
             opening = frame.type == "RUN_STARTED" and (again or not self.frames)
             if not opening:  # (the RUN_STARTED a resumed stream opens with precedes the rest)
                 assert self.group is None, f"a provisional frame inside the group of {self.group}"

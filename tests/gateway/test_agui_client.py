@@ -81,7 +81,9 @@ def test_the_node_example_runs_a_turn(node: str, server: Server, user: str) -> N
     assert "add up to 42" in done.stderr  # streamed as it came
 
 
-def drive(node: str, server: Server, user: str, thread: str, steps: list[dict[str, Any]]) -> list:
+def drive(
+    node: str, server: Server, user: str, thread: str, steps: list[dict[str, Any]]
+) -> list[Any]:
     """Run the client through ``steps``; every stream it got must pass both checkers."""
     scenario = {"base": server.http, "token": token(user), "threadId": thread, "steps": steps}
     done = subprocess.run(

@@ -351,11 +351,11 @@ def test_live_stream_keeps_every_rule(scenario: Scenario) -> None:
             closed = {f.event["messageId"] for f in closes}
             assert closed <= streamed - committed if asked else closed == streamed - committed
         elif event.event == "input_requested":  # the segment ends: an interrupt
-            *closes, custom, end = _after_start(group)
+            *closes, question, finished = _after_start(group)
             assert all(f.type == "TEXT_MESSAGE_END" for f in closes)
-            assert custom.event["value"] == data
-            assert end.type == "RUN_FINISHED"
-            (interrupt,) = end.event["outcome"]["interrupts"]
+            assert question.event["value"] == data
+            assert finished.type == "RUN_FINISHED"
+            (interrupt,) = finished.event["outcome"]["interrupts"]
             assert interrupt == {
                 "id": f"{event.run_id}.q{event.seq}",
                 "reason": "input_requested",
