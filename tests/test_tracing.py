@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,7 @@ async def test_tracing_on_without_opentelemetry_says_how_to_install_it(
 
 NOT_IMPORTED = """
 import sys
+import time
 import netra_actors as na
 
 class Tool(na.Agent):
@@ -269,3 +271,56 @@ def test_the_trace_context_of_a_request_and_across_the_cluster_inbox() -> None:
     decoded = message_of(kind, json.loads(json.dumps(payload)))
     assert isinstance(decoded, StartRun)
     assert decoded.trace_context == carrier
+
+
+@guest_test(timeout=30)
+async def test_a_post_agui_requests_trace_context_is_its_runs_parent(
+    tmp_path: Path, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    import httpx
+    import trio
+
+    from netra_actors._bridge import Bridge
+    from netra_actors.gateway import Gateway, GatewayConfig, mint_token
+
+    provider, exported = exporter
+    secret = b"tracing-secret-0123456789abcdef"
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
+    async with na.open_runtime(config(tmp_path, provider), agents=[Booker]) as rt:
+        gateway = Gateway(rt, GatewayConfig(secret=secret, port=0))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+
+            async def post() -> str:
+                body = {
+                    "threadId": "t1",
+                    "runId": "r1",
+                    "state": {},
+                    "messages": [{"id": "m1", "role": "user", "content": "book me to Paris"}],
+                    "tools": [],
+                    "context": [],
+                    "forwardedProps": {"agent": "booker"},
+                }
+                headers = {
+                    "Authorization": f"Bearer {mint_token(secret, 'alice', 60, now=time.time())}",
+                    "traceparent": traceparent,
+                }
+                url = f"http://127.0.0.1:{gateway.port}/agui"
+                async with (
+                    httpx.AsyncClient(timeout=20) as client,
+                    client.stream("POST", url, json=body, headers=headers) as response,
+                ):
+                    assert response.status_code == 200
+                    async for line in response.aiter_lines():
+                        if '"RUN_FINISHED"' in line or '"RUN_ERROR"' in line:
+                            return line
+                return ""
+
+            last = await Bridge.current().run_on_host(post())
+            assert "RUN_FINISHED" in last
+            nursery.cancel_scope.cancel()
+    (run,) = named(exported.get_finished_spans(), "netra.run")
+    assert run.parent is not None
+    assert run.parent.is_remote
+    assert format(run.context.trace_id, "032x") == TRACE_ID
+    assert format(run.parent.span_id, "016x") == PARENT_ID

@@ -37,6 +37,7 @@ from .._exceptions import (
 from .._logs import STORE_FAILURES, log_limited
 from .._store._inspect import AdminReads
 from .._subscription import Subscription
+from .._tracing import trace_carrier
 from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
 from ._agui import (
@@ -323,11 +324,15 @@ class AguiRoutes:
             # after the socket is counted: the user's bucket exists once a socket is
             if not self.deps.limits.allow_message(user, trio.current_time()):
                 return _error(429, "rate_limited", "too many messages; slow down")
-            return await self._start(claims, run_input)
+            return await self._start(claims, run_input, trace_carrier(request.header))
 
         return await self._counted(user, start)
 
-    async def _start(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:
+    async def _start(
+        self, claims: TokenClaims, run_input: RunInput, trace_context: dict[str, str] | None
+    ) -> HttpResponse | SseStream:
+        """Commit the request's new user messages and start its run (``trace_context``: the
+        request's W3C trace context, the parent of the run's span when tracing is on)."""
         runtime, user, thread = self.deps.runtime, claims.user, run_input.thread_id
         subscription: Subscription | None = None
         try:
@@ -369,6 +374,7 @@ class AguiRoutes:
                     message_id=message_id,
                     earlier=new[:-1],
                     input=run_input.input,
+                    trace_context=trace_context,
                 )
         except BaseException as exc:
             if subscription is not None:
