@@ -71,6 +71,7 @@ def gateway_config(
             allowed_origins=frozenset(args.allowed_origin) if args.allowed_origin else None,
             dev_tokens=dev_tokens and not args.echo,
             max_connections_per_ip=args.max_connections_per_ip,
+            agui_on_disconnect=args.agui_on_disconnect,
             admin_token=None if args.echo else args.admin_token,
             hello_timeout=args.hello_timeout,
             ping_interval=args.ping_interval,

@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-sockets-per-user", type=_positive_int, default=16, metavar="N")
     serve.add_argument(
+        "--agui-on-disconnect",
+        default="continue",
+        choices=["continue", "cancel"],
+        help="what closing a POST /agui stream does to its run when the request does not say "
+        "(forwardedProps.onDisconnect): continue (default) or cancel it",
+    )
+    serve.add_argument(
         "--max-connections-per-ip",
         type=_non_negative_int,
         default=64,

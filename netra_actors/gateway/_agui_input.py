@@ -53,8 +53,9 @@ class RunInput:
     if_busy: str | None = None
     input: JSON = None
     """``forwardedProps.input``: the run's input instead of the last user message's text."""
-    cancel_on_disconnect: bool = False
-    """``forwardedProps.onDisconnect == "cancel"``."""
+    cancel_on_disconnect: bool | None = None
+    """``forwardedProps.onDisconnect``: ``"cancel"`` True, ``"continue"`` False, absent None
+    (the server's default, ``GatewayConfig.agui_on_disconnect``)."""
 
 
 def parse_run_input(body: bytes) -> RunInput:
@@ -103,7 +104,7 @@ def parse_run_input(body: bytes) -> RunInput:
         agent=agent,
         if_busy=if_busy,
         input=props.get("input"),
-        cancel_on_disconnect=disconnect == "cancel",
+        cancel_on_disconnect=None if disconnect is None else disconnect == "cancel",
     )
 
 

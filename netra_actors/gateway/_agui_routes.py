@@ -402,7 +402,11 @@ class AguiRoutes:
             only_run=run_id,
             skip=None,
             snapshot_thread=run_input.thread_id,
-            cancel_on_close=run_input.cancel_on_disconnect,
+            cancel_on_close=(
+                self.deps.config.agui_on_disconnect == "cancel"
+                if run_input.cancel_on_disconnect is None
+                else run_input.cancel_on_disconnect
+            ),
         )
 
     async def _answer(self, claims: TokenClaims, run_input: RunInput) -> HttpResponse | SseStream:

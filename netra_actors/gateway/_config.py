@@ -110,6 +110,11 @@ class GatewayConfig:
     """Testing mode: ``/ws`` echoes every message, nothing else (WebSocket conformance runs)."""
     admin_token: str | None = attrs.field(default=None, validator=_admin_token, repr=False)
     """The inspector's credential (``docs/inspector.md``); None: no inspector (404)."""
+    agui_on_disconnect: str = attrs.field(
+        default="continue", validator=attrs.validators.in_(("continue", "cancel"))
+    )
+    """What closing a ``POST /agui`` stream does to its run when the request does not say
+    (``forwardedProps.onDisconnect``): ``continue`` (runs survive disconnects) or ``cancel``."""
 
     def __attrs_post_init__(self) -> None:
         if self.auth is not None and not callable(self.auth):

@@ -317,3 +317,27 @@ def test_an_interrupt_survives_a_server_restart(
         same(messages, replay(node, second, user, thread))
     finally:
         second.stop()
+
+
+def test_a_server_default_of_cancel_stops_a_run_whose_stream_closed(
+    node: str, tmp_path: Path, user: str
+) -> None:
+    """``--agui-on-disconnect cancel``: a request that does not say still gets Stop."""
+    srv = Server(tmp_path, "--agui-on-disconnect", "cancel").start()
+    try:
+        thread = thread_id()
+        step = run_step(user_message("take your time"), forwardedProps={"agent": "slow"})
+        step["abortOn"] = "REASONING_MESSAGE_END"
+        (out,) = drive(node, srv, user, thread, [step])
+        run = out["frames"][0].run
+
+        @run_async
+        async def ended() -> str:
+            client = await Client.open(srv, user, resume_from=0)
+            state: str = await client.wait_run_end(run)
+            await client.close()
+            return state
+
+        assert ended() == "cancelled"
+    finally:
+        srv.stop()
