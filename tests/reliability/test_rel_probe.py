@@ -51,18 +51,12 @@ import jwt
 import pytest
 from relkit import SECRET, ConnectionClosed, Peer, bounded, new_user, token
 
-from gwkit import Client, Server, UvicornServer  # isort: skip
+from gwkit import SAFE_UVICORN, UVICORN_HEAD_TIMEOUT, Client, Server, UvicornServer  # isort: skip
 
 JWT_SECRET = "probe-jwt-secret-0123456789abcdef"
 ADMIN = "probe-admin-token-0123456789abcdef"
 PASSWORD = "probe password"
-SAFE_UVICORN = (
-    "--http", "examples.fastapi_app:HeadTimeoutH11Protocol",
-    "--h11-max-incomplete-event-size", "16384",
-    "--timeout-keep-alive", "5",
-    "--limit-concurrency", "1000",
-)  # fmt: skip
-HEAD_TIMEOUT = 10.0
+HEAD_TIMEOUT = UVICORN_HEAD_TIMEOUT
 EVIL = "http://evil.example"
 
 
