@@ -11,7 +11,8 @@ fastapi_app.py`` has the login route (``GET``/``POST /login``, ``POST /logout``)
 Then the page, its WebSocket (the cookie rides on the upgrade request: ``hello`` needs no
 token) and AG-UI requests all sign in with the cookie alone. It is ``HttpOnly`` (scripts cannot
 read it) and ``SameSite=Lax``; netra's Origin allowlist is what keeps other sites' pages from
-using it (a browser always sends ``Origin`` on a WebSocket and on a cross-site ``POST``).
+using it (a browser always sends ``Origin`` on a WebSocket and on a cross-site ``POST``); the
+login and logout routes refuse a foreign ``Origin`` too (login CSRF).
 
 A request without the cookie gets ``None`` (netra's own tokens are then checked); one with a
 cookie that does not verify — forged, expired, malformed — is refused (401 / close 4401).

@@ -19,8 +19,8 @@ uvicorn's defaults let a client hold a connection forever with a request head it
 (no timer runs until the first request has arrived) and, with httptools (``--http auto`` picks
 it when installed), send headers of any size. The h11 protocol refuses heads over
 ``--h11-max-incomplete-event-size`` bytes (431/400); :class:`HeadTimeoutH11Protocol` (uvicorn's
-h11 protocol plus a timer) drops a connection whose request head has not arrived within
-:data:`HEAD_TIMEOUT` seconds; ``--limit-concurrency`` answers 503 past that many connections.
+h11 protocol plus two timers) drops a connection whose request head has not arrived within
+:data:`HEAD_TIMEOUT` seconds, or that leaves the server's output unread for :data:`WRITE_TIMEOUT`; ``--limit-concurrency`` answers 503 past that many connections.
 
 Environment: ``NETRA_SECRET`` (the token secret; default: the one ``netra-actors`` keeps in
 ``~/.netra-actors/secret``), ``NETRA_DB`` (a SQLAlchemy URL or a SQLite path; default
@@ -116,10 +116,23 @@ async def login_page() -> str:
     return _LOGIN_PAGE
 
 
+def _refuse_other_origins(request: Request) -> None:
+    """Login and logout CSRF: a browser sends ``Origin`` with every cross-site ``POST``; only the
+    page's own origin (or ``NETRA_ALLOWED_ORIGINS``) may sign someone in or out. A request
+    without ``Origin`` is not a browser's cross-site one (curl, a script): it passes."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    allowed = set(origins) or {f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    if origin not in allowed:
+        raise HTTPException(status_code=403, detail="this Origin is not allowed")
+
+
 @app.post("/login")
 async def login(request: Request) -> RedirectResponse:
     """Check the form's name and password, set the session cookie (``examples/auth_cookie.py``),
     go to the page."""
+    _refuse_other_origins(request)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     user, password = form.get("user", [""])[0], form.get("password", [""])[0]
     if len(user) > 64 or not user.isprintable():
@@ -139,8 +152,9 @@ async def login(request: Request) -> RedirectResponse:
 
 
 @app.post("/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request) -> RedirectResponse:
     """Clear the session cookie."""
+    _refuse_other_origins(request)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth_cookie.COOKIE_NAME)
     return response
@@ -166,10 +180,19 @@ HEAD_TIMEOUT = 10.0
 on a kept-alive connection)."""
 
 
+WRITE_TIMEOUT = 10.0
+"""Seconds a client may leave the server's writes unread (an SSE stream it stopped reading)."""
+
+
 class HeadTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with a deadline for each request head (slow-drip protection)."""
+    """uvicorn's h11 protocol, with a deadline for each request head (slow-drip protection) and
+    for a stalled write: a client that has not taken the server's buffered output (an AG-UI
+    stream it stopped reading) within :data:`WRITE_TIMEOUT` is dropped. (The adapter gives up on
+    such a stream at its send timeout, but uvicorn's ``transport.close()`` waits for the unread
+    buffer to drain: without this timer the connection and its buffers are held forever.)"""
 
     _head_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
     _armed_cycle: object = None
     """The request cycle when the timer was armed: a new cycle means a new head arrived."""
 
@@ -194,10 +217,22 @@ class HeadTimeoutH11Protocol(H11Protocol):
         self._arm_head_timer()  # the next request's head has the same deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(WRITE_TIMEOUT, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:  # the client reads: the deadline starts over
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -6,7 +6,8 @@ tests and ``pip install``s the wheel there (dependencies from the package index;
 used). Then, in that venv: ``netra-actors --version``, ``import netra_actors`` (from the venv, not
 this tree), no dev tools, ``netra-actors token``, a real ``netra-actors serve`` answering
 ``/healthz`` and stopping on SIGTERM, the clear error for PostgreSQL without the ``postgres``
-extra, and finally the ``asgi`` extra installing on top.
+extra, docs/server.md's walkthrough (your agent behind your JWT sign-in, a WebSocket turn, the
+inspector's JSON) with the ``auth`` extra, and finally the ``asgi`` extra installing on top.
 
 Skips (with the reason) only when the package index is unreachable.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -298,6 +300,104 @@ def test_postgres_without_the_extra_says_which_extra(venv: Venv) -> None:
     assert proc.returncode != 0, _shown(proc)
     assert "pip install 'netra-actors[postgres]'" in proc.stderr, _shown(proc)
     assert "Traceback" not in proc.stderr, _shown(proc)
+
+
+WALKTHROUGH = "## From `pip install` to your own agent behind your own sign-in"
+
+
+def walkthrough_files() -> dict[str, str]:
+    """The files docs/server.md's walkthrough has you write: each ```python block, named by the
+    `name.py` its preceding paragraph mentions."""
+    text = (ROOT / "docs" / "server.md").read_text()
+    section = text.split(WALKTHROUGH, 1)[1].split("\n## ", 1)[0]
+    files: dict[str, str] = {}
+    for before, block in zip(
+        section.split("```python\n")[:-1], section.split("```python\n")[1:], strict=True
+    ):
+        name = re.findall(r"`(\w+\.py)`", before.strip().rsplit("\n\n", 1)[-1])[-1]
+        files[name] = block.split("```", 1)[0]
+    return files
+
+
+def test_the_walkthrough_own_agent_own_sign_in_served_and_inspected(venv: Venv) -> None:
+    """docs/server.md's walkthrough, as written: the ``auth`` extra, the two files it shows, the
+    ``serve`` command it gives (from that directory), a JWT signed the way it says, then a
+    WebSocket turn signed in by the JWT alone and the inspector's JSON with the admin token."""
+    import jwt
+    from websockets.sync.client import connect
+
+    files = walkthrough_files()
+    assert set(files) == {"myagents.py", "myauth.py"}, sorted(files)
+    proc = venv.run(
+        venv.bin("python"), "-m", "pip", "install", "--quiet", f"{venv.wheel}[auth]", timeout=240
+    )
+    assert proc.returncode == 0, f"pip install of the auth extra failed: {_shown(proc)}"
+    app = venv.path.parent / "myapp"
+    app.mkdir()
+    for name, code in files.items():
+        (app / name).write_text(code)
+    port, secret, admin = _free_port(), "walkthrough-jwt-secret-0123456789abcdef", "a" * 32
+    env = {**venv.env, "MY_JWT_SECRET": secret, "NETRA_ADMIN_TOKEN": admin}
+    log = app / "serve.log"
+    command = [venv.bin("netra-actors"), "serve", "--agents", "myagents:AGENTS"]
+    command += ["--auth", "myauth:authenticate", "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, f"serve exited {server.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no /healthz within 30 s:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=5):
+                    break
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.2)
+        token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, secret, "HS256")
+        with urllib.request.urlopen(base + "/agents", timeout=5) as response:
+            agents = json.loads(response.read())
+        assert [a["name"] for a in agents["agents"]] == ["support"], agents
+        with connect(
+            f"ws://127.0.0.1:{port}/ws",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=10,
+        ) as ws:
+            ws.send(json.dumps({"type": "hello", "protocol": 1}))
+            welcome = json.loads(ws.recv(timeout=10))
+            assert (welcome["type"], welcome["user_id"]) == ("welcome", "alice"), welcome
+            ws.send(json.dumps({"type": "say", "id": "c1", "text": "Where is A-1?"}))
+            said, state = [], None
+            while state != "completed":
+                frame = json.loads(ws.recv(timeout=10))
+                for event in frame.get("events", [frame]):
+                    if event.get("event") == "message":
+                        said.append(event["data"].get("text"))
+                    if event.get("event") == "run_state":
+                        state = event["data"]["state"]
+            assert any("Your order is on its way" in str(t) for t in said), said
+        request = urllib.request.Request(
+            base + "/inspector/api/runs?user=alice", headers={"Authorization": f"Bearer {admin}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            runs = json.loads(response.read())["runs"]
+        assert [(r["agent"], r["state"]) for r in runs] == [("support", "completed")], runs
+        forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, "x" * 40, "HS256")
+        request = urllib.request.Request(
+            base + "/agui", data=b"{}", headers={"Authorization": f"Bearer {forged}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_the_asgi_extra_installs_fastapi_and_uvicorn(venv: Venv) -> None:

@@ -488,7 +488,9 @@ class AguiRoutes:
                     "bad_request",
                     f"Last-Event-ID must be 'k' or 'k.i' (integers <= {MAX_SEQ})",
                 )
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.target).query)
+        query = urllib.parse.parse_qs(
+            urllib.parse.urlsplit(request.target).query, keep_blank_values=True
+        )  # an empty ?threadId= is not a thread name (400), not "every thread"
         threads = query.get("threadId")
         thread = threads[-1] if threads else None
         if thread is not None and not is_thread_name(thread):

@@ -14,7 +14,8 @@ decide from *where* a request may come:
   ``allowed_origins``).
 * **Development sign-in** (``POST /dev/token``) is served only when ``dev_tokens`` is on, the
   request reached a loopback address of the server (:func:`is_loopback_host`), and it did not
-  come through a proxy: no ``Forwarded`` or ``X-Forwarded-*`` header, and a ``Host`` (if any:
+  come through a proxy: no ``Forwarded``, ``Via``, ``X-Forwarded-*`` or other header that
+  proxies add (:data:`PROXY_HEADERS`), and a ``Host`` (if any:
   one) naming a loopback host on the port the request reached (:func:`came_through_proxy`) — decided
   per request, so a server on ``0.0.0.0`` signs in local clients only, and a reverse proxy on
   the same machine relays no sign-in. (A configuration with ``dev_tokens`` on a non-loopback
@@ -71,6 +72,15 @@ def page_origin(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+PROXY_HEADERS = frozenset(
+    {"forwarded", "via", "x-real-ip", "x-client-ip", "client-ip", "true-client-ip"}
+    | {"cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip", "x-original-forwarded-for"}
+)
+"""Headers only a proxy (or a CDN) adds, besides ``X-Forwarded-*``: ``Forwarded`` (RFC 7239),
+``Via`` (RFC 9110, which every proxy must add — nginx does not), and the client-address headers
+of nginx (``X-Real-IP``), Cloudflare, Akamai, Fastly and others."""
+
+
 def _host_and_port(value: str) -> tuple[str, int | None] | None:
     """The host and port of a ``Host`` header value (None: not one)."""
     value = value.strip()
@@ -93,13 +103,13 @@ def _host_and_port(value: str) -> tuple[str, int | None] | None:
 
 
 def came_through_proxy(request: Request) -> bool:
-    """True unless ``request`` was made on the machine straight to the server: a ``Forwarded``
-    or ``X-Forwarded-*`` header, several ``Host`` headers, or a ``Host`` that is not a loopback
+    """True unless ``request`` was made on the machine straight to the server: a header of
+    :data:`PROXY_HEADERS` or ``X-Forwarded-*``, several ``Host`` headers, or a ``Host`` that is not a loopback
     name on the port the request reached (80 when it names none) says a proxy (or a name the
     server does not know itself by) is in between. (A request without ``Host`` — HTTP/1.0 — is
     judged by its headers only: a proxy relaying HTTP/1.1 always sends one.)"""
     for name, _ in request.headers:
-        if name == "forwarded" or name.startswith("x-forwarded-"):
+        if name in PROXY_HEADERS or name.startswith("x-forwarded-"):
             return True
     count = request.header_count("host")
     if count == 0:

@@ -170,6 +170,17 @@ class Server:
 ROOT = Path(__file__).resolve().parents[2]
 
 
+SAFE_UVICORN = (
+    "--http", "examples.fastapi_app:HeadTimeoutH11Protocol",
+    "--h11-max-incomplete-event-size", "16384",
+    "--timeout-keep-alive", "5",
+    "--limit-concurrency", "1000",
+)  # fmt: skip
+"""The uvicorn settings docs/embedding.md gives for facing clients ("Safe uvicorn settings")."""
+UVICORN_HEAD_TIMEOUT = 10.0
+"""``examples.fastapi_app.HEAD_TIMEOUT``: a request head must arrive within it."""
+
+
 class UvicornServer(Server):
     """``uvicorn examples.fastapi_app:app`` in a subprocess, run as its docstring says (from the
     repository root, configured by ``NETRA_SECRET``/``NETRA_DB``): the ASGI adapter under a real

@@ -113,7 +113,11 @@ def sign_in_request(
      (("host", "chat.example.com"),), (("host", "chat.example.com:8765"),),
      (("host", "192.168.1.5:8765"),), (("host", "127.0.0.1:8766"),), (("host", "localhost"),),
      (("host", "127.0.0.1:8765"), ("host", "127.0.0.1:8765")), (("host", "[::1:8765"),),
-     (("host", "127.0.0.1:http"),), (("host", "127.0.0.1:8765"), ("x-forwarded-for", "::1"))],
+     (("host", "127.0.0.1:http"),), (("host", "127.0.0.1:8765"), ("x-forwarded-for", "::1")),
+     (("host", "127.0.0.1:8765"), ("via", "1.1 nginx")),
+     (("host", "127.0.0.1:8765"), ("x-real-ip", "203.0.113.9")),
+     (("host", "127.0.0.1:8765"), ("true-client-ip", "203.0.113.9")),
+     (("host", "127.0.0.1:8765"), ("cf-connecting-ip", "203.0.113.9"))],
 )  # fmt: skip
 def test_dev_sign_in_is_never_served_through_a_proxy(headers: tuple[tuple[str, str], ...]) -> None:
     assert came_through_proxy(sign_in_request(*headers))

@@ -12,16 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gwkit import UvicornServer, run_async, token
+from gwkit import SAFE_UVICORN, UVICORN_HEAD_TIMEOUT, UvicornServer, run_async, token
 from websockets.asyncio.client import connect
 
-SAFE_ARGS = (
-    "--http", "examples.fastapi_app:HeadTimeoutH11Protocol",
-    "--h11-max-incomplete-event-size", "16384",
-    "--timeout-keep-alive", "5",
-    "--limit-concurrency", "1000",
-)  # fmt: skip
-HEAD_TIMEOUT = 10.0
+SAFE_ARGS = SAFE_UVICORN
+HEAD_TIMEOUT = UVICORN_HEAD_TIMEOUT
 
 
 def huge_head(port: int, size: int = 8 * 1024 * 1024) -> tuple[int, bytes]:
