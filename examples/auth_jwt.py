@@ -56,6 +56,9 @@ def authenticate(request: SignInRequest) -> TokenClaims | None:
     except jwt.InvalidTokenError as exc:
         raise SignInRefused(f"the JWT is not valid: {exc}") from None
     user = claims["sub"]
-    if not isinstance(user, str) or not user:
+    # netra's user names: 1-64 printable characters, not all spaces (else the sign-in "fails")
+    if not isinstance(user, str) or not 0 < len(user) <= 64 or not user.isprintable():
+        raise SignInRefused("the JWT's sub is not a user id")
+    if not user.strip():
         raise SignInRefused("the JWT's sub is not a user id")
     return TokenClaims(user=user, expires_at=float(claims["exp"]))

@@ -192,6 +192,8 @@ def test_jwts_that_must_never_sign_in(srv: Server) -> None:
         "no sub": a_jwt({"exp": exp}),
         "sub not a string": a_jwt({"sub": 42, "exp": exp}),
         "empty sub": a_jwt({"sub": "", "exp": exp}),
+        "sub too long for a user id": a_jwt({"sub": "a" * 65, "exp": exp}),
+        "sub with a control character": a_jwt({"sub": "ada\n", "exp": exp}),
         "exp in the past": a_jwt({"sub": "ada", "exp": int(time.time()) - 60}),
         "exp not a number": a_jwt({"sub": "ada", "exp": "tomorrow"}),
         "nbf in the future": a_jwt({"sub": "ada", "exp": exp, "nbf": exp - 10}),
