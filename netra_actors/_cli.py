@@ -5,6 +5,8 @@
   NAME] [--auth MODULE:CALLABLE]`` runs the gateway (page, ``/healthz``, ``/metrics``, ``/ws``)
   with your agents (default: the demo agents) and your sign-in (default: netra's tokens).
 * ``netra-actors token USER [--ttl S] [--secret S]`` prints a token for ``USER``.
+* ``netra-actors erase-user USER --db URL [--yes]`` and ``netra-actors export-user USER --db URL
+  [--out FILE]``: a user's data (``_cli_data.py``).
 
 The secret is ``--secret``, else ``$NETRA_SECRET``, else a random one kept in
 ``~/.netra-actors/secret`` (``$NETRA_HOME/secret`` if ``NETRA_HOME`` is set), created with mode
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._agent import AgentBase
+from ._cli_data import erase_user, export_user
 from ._cli_parser import build_parser
 from ._cli_serve import serve
 from ._config import RuntimeConfig, database_url
@@ -121,6 +124,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 lease_ttl=args.lease_ttl,
                 node_id=args.node_id,
                 dependencies=llm_deps,
+                retention_days=args.retention_days,
+                retention_batch=args.retention_batch,
+                retention_pause=args.retention_pause,
                 **extra,
             )
         except ConfigError as exc:
@@ -178,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         return _serve(args, parser)
+    if args.command == "erase-user":
+        return erase_user(args, parser)
+    if args.command == "export-user":
+        return export_user(args, parser)
     return _token(args, parser)
 
 

@@ -1,4 +1,5 @@
-"""The ``netra-actors`` command's arguments: the parser of ``serve`` and ``token`` and its checks.
+"""The ``netra-actors`` command's arguments: the parser of ``serve``, ``token``,
+``erase-user`` and ``export-user``, and its checks.
 
 Every flag, its default and its help text are here; ``_cli.py`` turns the parsed arguments into
 configurations and runs the command.
@@ -92,6 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="this server's name in the cluster (default: the host name; a per-process suffix is "
         "always added)",
+    )
+    serve.add_argument(
+        "--retention-days",
+        type=_positive_float,
+        default=None,
+        metavar="N",
+        help="erase the events of threads with no activity for N days, in bounded background "
+        "batches (default: keep everything)",
+    )
+    serve.add_argument(
+        "--retention-batch",
+        type=_positive_int,
+        default=1000,
+        metavar="EVENTS",
+        help="events one retention transaction erases at most (default 1000)",
+    )
+    serve.add_argument(
+        "--retention-pause",
+        type=float,
+        default=0.05,
+        metavar="S",
+        help="seconds retention waits between its batches (default 0.05)",
     )
     own = serve.add_argument_group("your own agents and sign-in")
     own.add_argument(
@@ -234,4 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds until the token expires (default 86400)",
     )
     token.add_argument("--secret", help="token secret (default $NETRA_SECRET, else persisted)")
+    for name, what in (
+        ("erase-user", "delete every row of USER, across the cluster (its sockets close 4410)"),
+        ("export-user", "write USER's whole log as JSON lines"),
+    ):
+        data = sub.add_parser(name, help=what)
+        data.add_argument("user", metavar="USER")
+        data.add_argument("--db", required=True, metavar="URL|PATH", help="the database")
+        if name == "erase-user":
+            data.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        else:
+            data.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
     return parser

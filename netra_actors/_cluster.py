@@ -62,6 +62,10 @@ class Member(Protocol):
         """Hand it a command from the inbox; False if it cannot take it now."""
         ...
 
+    def went_back(self, head: int) -> None:
+        """The store's head is below ours: the user's data was erased (never blocks)."""
+        ...
+
 
 class Cluster:
     """The cluster loops of one runtime. Run :meth:`run` in the runtime's nursery."""
@@ -124,6 +128,8 @@ class Cluster:
         follower = self._followers.get(user_id)
         if follower is not None and seq > follower.head:
             follower.wake()
+        elif follower is not None and seq == 0 < follower.head:  # the user was erased
+            follower.went_back(0)
 
     def on_inbox(self, user_id: str) -> None:
         self._wake_inbox.set()
@@ -239,20 +245,26 @@ class Cluster:
         while True:
             if self._followers:
                 users = list(self._followers)
+                heads: dict[str, int] | None = None
+                free: list[str] = []
                 try:
                     heads = await self._store.heads(users)
                     now = trio.current_time()
-                    free: list[str] = []
                     if now >= next_lease_check:  # is an owner gone? (its lease expired)
                         next_lease_check = now + self._lease_check
                         free = await self._store.free_leases(users)
                 except StoreError as exc:
                     log.warning("cluster: polling heads failed: %s", exc)
-                    heads, free = {}, []
-                for user_id, head in heads.items():
+                for user_id in users if heads is not None else ():
+                    assert heads is not None
                     follower = self._followers.get(user_id)
-                    if follower is not None and head > follower.head:
+                    if follower is None:
+                        continue
+                    head = heads.get(user_id, 0)  # no row: no event (an erased user)
+                    if head > follower.head:
                         follower.wake()
+                    elif head < follower.head:  # the user's data was erased
+                        follower.went_back(head)
                 for user_id in free:  # take the user over on this use of it (a socket is open)
                     follower = self._followers.get(user_id)
                     if follower is not None:

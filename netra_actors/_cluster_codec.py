@@ -1,7 +1,7 @@
 """The cluster's command codec: a session command as an inbox row, and a refusal as an answer.
 
 A follower posts the commands that change a user's session (``start_run``, ``say``,
-``cancel_run``, ``send_input``, ``send_to_run``) to the store's inbox for the owner
+``cancel_run``, ``send_input``, ``send_to_run``, ``delete_thread``, ``erase_user``) to the store's inbox for the owner
 (:func:`command_of`); the owner reads them back as mailbox messages (:func:`message_of`) and
 answers each, a refusal as its command error (:func:`error_payload`), which the asking node
 raises again (:func:`raise_reply`).
@@ -20,7 +20,16 @@ from ._exceptions import (
     UnknownAgentError,
     UnknownRunError,
 )
-from ._messages import CancelRun, Message, Reply, SendInput, SendToRun, StartRun
+from ._messages import (
+    CancelRun,
+    DeleteThread,
+    EraseUser,
+    Message,
+    Reply,
+    SendInput,
+    SendToRun,
+    StartRun,
+)
 from ._values import JSON, dumps, loads
 
 #: Command errors by wire code, to raise on the asking node what the owner refused.
@@ -54,6 +63,14 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
+        case DeleteThread():
+            return "delete_thread", {
+                "thread": msg.thread,
+                "idle_before": msg.idle_before,
+                "limit": msg.limit,
+            }
+        case EraseUser():
+            return "erase_user", {}
         case SendInput():
             return "send_input", {"run_id": msg.run_id, "input": msg.input}
         case SendToRun():
@@ -80,6 +97,15 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)
+        case "delete_thread":
+            return DeleteThread(
+                thread=payload["thread"],
+                reply=reply,
+                idle_before=payload.get("idle_before"),
+                limit=payload.get("limit"),
+            )
+        case "erase_user":
+            return EraseUser(reply=reply)
         case "send_input":
             return SendInput(run_id=payload["run_id"], input=payload["input"], reply=reply)
         case "send_to_run":

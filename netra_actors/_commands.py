@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from . import _erasure as erasure
 from ._cluster_codec import error_payload, message_of
 from ._commit import Lost, SessionFailed
 from ._core import _admission as admission
@@ -28,7 +29,18 @@ from ._exceptions import (
     UnknownRunError,
 )
 from ._ids import new_message_id, new_run_id
-from ._messages import CancelRun, GetRuns, Reply, SendInput, SendToRun, StartRun, Subscribe, WaitRun
+from ._messages import (
+    CancelRun,
+    DeleteThread,
+    EraseUser,
+    GetRuns,
+    Reply,
+    SendInput,
+    SendToRun,
+    StartRun,
+    Subscribe,
+    WaitRun,
+)
 from ._owner import Owner
 from ._runs import Run, RunsSnapshot, stage_plan
 from ._uow import UnitOfWork
@@ -247,6 +259,10 @@ async def on_inbox(owner: Owner, item: Any) -> None:
                 await send_input(owner, msg)
             case SendToRun():
                 await send_to_run(owner, msg)
+            case DeleteThread():
+                payload = dumps({"result": await erasure.delete_thread(owner, msg)})
+            case EraseUser():
+                await erasure.erase_user(owner, msg)
     except CommandError as exc:
         ok, payload = False, error_payload(exc)
     except StoreError as exc:

@@ -60,6 +60,18 @@ def _if_busy(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"if_busy must be one of {', '.join(IF_BUSY)}, got {value!r}")
 
 
+def _retention_days(_inst: object, _attr: object, value: float | None) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+    ):
+        raise ConfigError(f"retention_days must be None or a positive number, got {value!r}")
+
+
+def _not_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{attr.name} must be a number >= 0, got {value!r}")
+
+
 def _dependencies(
     value: Mapping[str, Dependency] | Iterable[Dependency],
 ) -> Mapping[str, Dependency]:
@@ -204,6 +216,15 @@ class RuntimeConfig:
     """The slow poll that backs up PostgreSQL notifications (a missed one costs latency only)."""
     request_timeout: float = attrs.field(default=30.0, validator=positive)
     """How long a command forwarded to the user's owner on another node may wait for its answer."""
+    retention_days: float | None = attrs.field(default=None, validator=_retention_days)
+    """Erase the events of threads with no activity for this many days (None: keep
+    everything): a background task, in bounded batches, through each user's owner."""
+    retention_batch: int = attrs.field(default=1000, validator=positive_int)
+    """Events one retention transaction erases at most."""
+    retention_pause: float = attrs.field(default=0.05, validator=_not_negative)
+    """Seconds retention waits between its batches (live traffic goes first)."""
+    retention_interval: float = attrs.field(default=3600.0, validator=positive)
+    """Seconds between two retention sweeps of this node."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
     dependencies: Mapping[str, Dependency] = attrs.field(

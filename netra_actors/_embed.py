@@ -177,6 +177,19 @@ class EmbeddedRuntime:
         )
         return result
 
+    async def delete_thread(self, user_id: str, thread: str) -> None:
+        """See :meth:`Runtime.delete_thread`."""
+        await self._call(self._runtime.delete_thread, user_id, thread)
+
+    async def erase_user(self, user_id: str) -> None:
+        """See :meth:`Runtime.erase_user`."""
+        await self._call(self._runtime.erase_user, user_id)
+
+    async def export_user(self, user_id: str) -> AsyncIterator[Event]:
+        """See :meth:`Runtime.export_user` (one hand-off per page)."""
+        async for event in self.replay(user_id, 0):
+            yield event
+
     async def send_input(self, user_id: str, run_id: str, input: JSON) -> None:
         """See :meth:`Runtime.send_input`."""
         await self._call(self._runtime.send_input, user_id, run_id, input)

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("netra_actors.cluster")
 
+ERASED = "erased"
+"""The reason subscriptions close with when their user's data was erased."""
+
 
 class Feed:
     """The subscriptions of one user on this node, and the head ``seq`` they were given."""
@@ -78,6 +81,13 @@ class Feed:
     def close(self, reason: str) -> None:
         for sub in self.subs:
             sub._close(SubscriptionClosedError(reason))
+
+    def erased(self, head: int) -> None:
+        """The user's data was erased (the store's head went back to ``head``): every
+        subscription closes ``erased`` (its client drops what it holds: close code 4410)."""
+        self.close(ERASED)
+        self.subs = []
+        self.head = head
 
     async def catch_up(self, store: Store, user_id: str, after: int, *, page: int) -> None:
         """Hand over the events committed after ``after`` up to ``head`` (for subscriptions a

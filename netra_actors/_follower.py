@@ -46,6 +46,8 @@ from ._messages import (
     Ask,
     CancelRun,
     Checkpoint,
+    DeleteThread,
+    EraseUser,
     GetRuns,
     Heartbeat,
     Message,
@@ -108,6 +110,8 @@ class UserFollower:
         """How it ended: this node took the lease (None: it passivated)."""
         self.deadline: float | None = None
         self.wake_at = math.inf
+        self.behind: int | None = None
+        """The store's head when the cluster loop saw it below ours: the user was erased."""
 
     @property
     def runs(self) -> dict[str, LiveRun]:
@@ -136,6 +140,11 @@ class UserFollower:
 
     def inbox(self, item: Any) -> bool:
         return False  # only an owner takes commands from the inbox
+
+    def went_back(self, head: int) -> None:
+        """The cluster loop saw the store's head below ours: the user's data was erased."""
+        self.behind = head
+        self.wake()
 
     def abandon(self, reason: str) -> None:
         self.feed.close(reason)
@@ -178,11 +187,16 @@ class UserFollower:
         """Handle one message. True once this node took the lease (``acquired``)."""
         match msg:
             case Poke():
+                if self.behind is not None:
+                    self.behind = None
+                    self.feed.erased(0)
                 await self._catch_up()
             case Subscribe():
                 await self._catch_up()
                 self.feed.subscribe(msg, self.wake)
-            case StartRun() | CancelRun() | SendInput() | SendToRun():
+            case (
+                StartRun() | CancelRun() | SendInput() | SendToRun() | DeleteThread() | EraseUser()
+            ):
                 epoch = await self._try_acquire()
                 if epoch is not None:
                     self.acquired = Acquired(epoch, msg)
@@ -244,7 +258,7 @@ class UserFollower:
                 raise
         else:
             data = loads(payload)
-            msg.reply.set(data.get("run_id") if kind == "start_run" else None)
+            msg.reply.set(data.get("run_id") if kind == "start_run" else data.get("result"))
         finally:
             self._forwarding -= 1
             self.wake()

@@ -109,6 +109,24 @@ class CancelRun:
 
 
 @attrs.define(slots=True)
+class DeleteThread:
+    """Erase a thread (``_erasure.py``). ``idle_before`` set: a retention batch — erase at most
+    ``limit`` events, and only if the thread has no live run and no event since then."""
+
+    thread: str
+    reply: Reply[Any]
+    idle_before: float | None = None
+    limit: int | None = None
+
+
+@attrs.define(slots=True)
+class EraseUser:
+    """Delete every row of the user (``_erasure.py``); its sockets close ``erased``."""
+
+    reply: Reply[None]
+
+
+@attrs.define(slots=True)
 class GetRuns:
     limit: int
     reply: Reply[Any]
@@ -250,6 +268,8 @@ class SlotReady:
 Message = (
     StartRun
     | CancelRun
+    | DeleteThread
+    | EraseUser
     | GetRuns
     | SendToRun
     | SendInput

@@ -36,6 +36,8 @@ from ._exceptions import CommandError, StoreError
 from ._follower import UserFollower
 from ._messages import (
     CancelRun,
+    DeleteThread,
+    EraseUser,
     GetRuns,
     Reply,
     SendInput,
@@ -46,6 +48,7 @@ from ._messages import (
 )
 from ._registry import Registry
 from ._resilience import Resilience
+from ._retention import Retention
 from ._runs import RunsSnapshot
 from ._statistics import RuntimeStatistics, runtime_statistics
 from ._store import HistoryPage, SqlStore, Store, ThreadsPage
@@ -113,6 +116,11 @@ class Runtime:
         """True when the store holds leases (the SQL store): several processes may share it."""
         if self.clustered:
             nursery.start_soon(self._deps.cluster.run)
+        self.retention: Retention | None = None
+        """The retention task (``RuntimeConfig.retention_days``), or None when off."""
+        if config.retention_days is not None:
+            self.retention = Retention(config, store, self._request)
+            nursery.start_soon(self.retention.run)
 
     def _member(self, user_id: str) -> UserSupervisor | UserFollower | None:
         return self._registry.member(user_id)
@@ -319,6 +327,29 @@ class Runtime:
         before_seq = check_cursor(before_seq, "before_seq")
         limit = check_limit(limit, default=DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
         return await self.store.history(user_id, thread=thread, before_seq=before_seq, limit=limit)
+
+    async def delete_thread(self, user_id: str, thread: str) -> None:
+        """Delete a thread: its live runs are cancelled (one rollback each), then, in one
+        transaction, every event of the thread keeps its ``seq`` but becomes an ``erased``
+        placeholder (``data`` ``{}``), its summary, message ids, runs' inputs and results and
+        model calls go, and one ``thread_deleted`` event is committed. Deleting a thread with
+        nothing left commits nothing. :class:`IllegalStateError` while a run of the thread is
+        ``completing`` (try again)."""
+        thread = check_thread(thread)
+        await self._request(user_id, lambda: DeleteThread(thread=thread, reply=Reply()))
+
+    async def erase_user(self, user_id: str) -> None:
+        """Delete every row of the user (events, runs, threads, message ids, model calls), by
+        its owner under its lease, on whichever node that is. Its attempts stop, its sockets on
+        every node close with ``erased`` (close code 4410), and its next session starts at seq 1.
+        Your own tables are yours to erase."""
+        await self._request(user_id, lambda: EraseUser(reply=Reply()))
+
+    async def export_user(self, user_id: str) -> AsyncIterator[Event]:
+        """The user's whole log, page by page (bounded memory): every committed event, erased
+        placeholders included, in ``seq`` order (what ``netra-actors export-user`` writes)."""
+        async for event in self.replay(user_id, 0):
+            yield event
 
     async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
         """Those of the client-chosen message ``ids`` (``say(message_id=…)``) the user has

@@ -21,6 +21,7 @@ import trio
 
 from . import _agent_reports as agents
 from . import _commands as commands
+from . import _erasure as erasure
 from ._agent import Agent
 from ._commit import Lost
 from ._core._recovery import StoredRun, recover
@@ -33,7 +34,9 @@ from ._messages import (
     Ask,
     CancelRun,
     Checkpoint,
+    DeleteThread,
     Drain,
+    EraseUser,
     GetRuns,
     Heartbeat,
     InboxCommand,
@@ -143,7 +146,9 @@ class UserSupervisor(Owner):
         snapshot = await self._store.load_user(self.user_id)
         feed = self.feed
         handed, feed.head = feed.head, snapshot.head_seq
-        if 0 <= handed < feed.head:  # subscriptions a follower handed over
+        if handed > feed.head:  # the user was erased since a follower gave its sockets a seq
+            feed.erased(feed.head)
+        elif 0 <= handed < feed.head:  # subscriptions a follower handed over
             await feed.catch_up(self._store, self.user_id, handed, page=self._config.replay_page)
         await self._recover(snapshot.live_runs)
         self.trace("activated", feed.head)
@@ -221,6 +226,10 @@ class UserSupervisor(Owner):
                 await commands.answer(msg.reply, commands.start_run(self, msg))
             case CancelRun():
                 await commands.answer(msg.reply, commands.cancel_run(self, msg))
+            case DeleteThread():
+                await commands.answer(msg.reply, erasure.delete_thread(self, msg))
+            case EraseUser():
+                await commands.answer(msg.reply, erasure.erase_user(self, msg))
             case GetRuns():
                 await commands.answer(msg.reply, commands.get_runs(self, msg))
             case SendToRun():
@@ -251,6 +260,9 @@ class UserSupervisor(Owner):
 
     def take_over(self) -> None:
         """(The cluster loop asks followers only.)"""
+
+    def went_back(self, head: int) -> None:
+        """(The cluster loop asks followers only: an owner erases its user itself.)"""
 
     def inbox(self, item: Any) -> bool:
         """The cluster loop: a command another node posted for this user (never blocks)."""

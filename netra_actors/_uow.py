@@ -40,6 +40,23 @@ class RunRow:
 
 
 @attrs.frozen(kw_only=True)
+class Erasure:
+    """What a unit erases before it writes its rows (``_store/_erase.py`` has the SQL).
+
+    ``thread`` set: the thread's events with ``seq <= up_to_seq`` (at most ``limit`` of them,
+    oldest first; None: all) keep their ``seq`` and ``ts`` but become ``erased`` placeholders
+    (``data`` ``{}``, no run, no thread); ``final`` also erases its runs' inputs and results,
+    deletes their model calls, the thread's summary and its client message ids.
+    ``thread`` None: every row of the user is deleted (see docs/store.md, "Erasure").
+    """
+
+    thread: str | None
+    up_to_seq: int = 2**31 - 1
+    limit: int | None = None
+    final: bool = True
+
+
+@attrs.frozen(kw_only=True)
 class StagedStatement:
     """A developer's row or statement: an ORM instance, or a Core statement with parameters."""
 
@@ -65,6 +82,7 @@ class UnitOfWork:
     """A unit of work of one user, being built. Not thread-safe; owned by the supervisor."""
 
     __slots__ = (
+        "erase",
         "events",
         "inbox_done",
         "message_ids",
@@ -94,9 +112,19 @@ class UnitOfWork:
         self.replies: list[tuple[str, str, bool, str]] = []
         """Answers to commands, ``(request_id, user_id, ok, payload)``: inserted into
         ``netra_replies`` in its transaction (first answer wins)."""
+        self.erase: Erasure | None = None
+        """What the unit erases first, in its transaction (thread deletion, retention, the
+        erasure of the user)."""
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.runs or self.statements or self.inbox_done or self.replies)
+        return bool(
+            self.events
+            or self.runs
+            or self.statements
+            or self.inbox_done
+            or self.replies
+            or self.erase is not None
+        )
 
     def emit(self, run_id: str | None, event: str, data: Mapping[str, JSON]) -> None:
         """Stage an event (``data`` must be JSON-encodable: checked here, not at commit)."""

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._exceptions import StoreError
+from ._erase import erase_statements, erased_users, numbered
 from ._rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -216,6 +217,7 @@ class PgTransaction:
         return savepoint
 
     async def write(self, units: Sequence[Pending]) -> None:
+        await self._erase(units)
         rows = event_rows(units)
         if rows:
             self._hook(COPY_EVENTS)
@@ -227,6 +229,11 @@ class PgTransaction:
             self._hook(UPSERT_RUNS)
             await self._conn.execute(UPSERT_RUNS, *_columns(run_list))
         await self._write_extras(units)
+
+    async def _erase(self, units: Sequence[Pending]) -> None:
+        """The erasing statements of the batch, first (``_erase.py``)."""
+        for sql, params in erase_statements(units):
+            await self._exec(numbered(sql), *params)
 
     async def _write_extras(self, units: Sequence[Pending]) -> None:
         """The thread summary, client message ids, consumed commands, replies, and the hints
@@ -245,6 +252,9 @@ class PgTransaction:
             await self._exec(INSERT_REPLIES, *_columns(replies))
             await self._exec(NOTIFY_REPLIES, [r[0] for r in replies])
         users, seqs = head_rows(units)
+        for user_id in erased_users(units):  # followers learn it: the head went back to 0
+            users.append(user_id)
+            seqs.append(0)
         if users:
             await self._exec(NOTIFY_EVENTS, users, seqs)
 
@@ -261,6 +271,7 @@ class PgSaTransaction(PgTransaction):
         return self._sa_conn.begin_nested()
 
     async def write(self, units: Sequence[Pending]) -> None:
+        await self._erase(units)
         await self._sa_conn.run_sync(_apply_sa, units)
         await self._write_extras(units)
 

@@ -41,7 +41,7 @@ from .._exceptions import StoreError
 from .._tracing import tracing_of
 from .._uow import UnitOfWork
 from .._values import Event, RunInfo
-from . import _inspect
+from . import _erase, _inspect
 from ._base import (
     EventHint,
     HistoryPage,
@@ -412,6 +412,12 @@ class SqlStore:
         """See :meth:`~._inspect.AdminReads.admin_run_events` (on :attr:`engine`)."""
         coro = _inspect.run_events(self.engine, user_id, run_id, limit)
         return await self._bridge.run_on_host(coro)
+
+    async def stale_threads(self, before_ts: float, limit: int) -> list[tuple[str, str, int]]:
+        """``(user_id, thread, last_seq)`` of up to ``limit`` threads idle since before
+        ``before_ts``, oldest first: the retention sweep's read, across users (on
+        :attr:`engine`, like the inspector's)."""
+        return await self._bridge.run_on_host(_erase.stale_threads(self.engine, before_ts, limit))
 
     async def check(self) -> None:
         """See :meth:`Store.check`. Also fails once the writer has stopped."""

@@ -23,6 +23,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from .._config import RuntimeConfig
+from ._erase import erase_statements
 from ._rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -257,6 +258,8 @@ class SqliteDialect:
         return dict(self._query(FENCE, (json.dumps(users), node)))
 
     async def write(self, units: Sequence[Pending]) -> None:
+        for sql, params in erase_statements(units):  # first: a unit's own rows come after
+            self._exec(sql, [params])
         rows = event_rows(units)
         if rows:
             self._exec(INSERT_EVENTS, rows)

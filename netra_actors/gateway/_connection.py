@@ -47,6 +47,7 @@ from ._metrics import GatewayMetrics
 from ._protocol import (
     ERROR_CODES,
     CancelRun,
+    DeleteThread,
     Command,
     FrameError,
     GetRuns,
@@ -356,6 +357,9 @@ class Connection:
                         return ack_frame(command.id, run_id)
                     case CancelRun():
                         await runtime.cancel_run(user, command.run_id)
+                        return ack_frame(command.id)
+                    case DeleteThread():
+                        await runtime.delete_thread(user, command.thread)
                         return ack_frame(command.id)
                     case SendInput():
                         await runtime.send_input(user, command.run_id, command.input)

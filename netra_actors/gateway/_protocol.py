@@ -128,6 +128,14 @@ class CancelRun:
 
 
 @attrs.frozen(kw_only=True)
+class DeleteThread:
+    """``delete_thread``: erase ``thread`` (its events become ``erased`` placeholders)."""
+
+    id: str | None
+    thread: str
+
+
+@attrs.frozen(kw_only=True)
 class SendInput:
     """``send_input``: commit ``input`` as the run's ``run_input`` and hand it to its agent."""
 
@@ -172,7 +180,9 @@ class Ping:
     id: str | None
 
 
-Command: TypeAlias = Say | StartRun | CancelRun | SendInput | GetRuns | Threads | History | Ping
+Command: TypeAlias = (
+    Say | StartRun | CancelRun | DeleteThread | SendInput | GetRuns | Threads | History | Ping
+)
 ClientFrame: TypeAlias = Hello | Command
 
 
@@ -296,6 +306,11 @@ def parse_frame(text: str | bytes) -> ClientFrame:
             run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
             assert run_id is not None
             return CancelRun(id=id, run_id=run_id)
+        case "delete_thread":
+            thread = _thread(obj, id)
+            if thread is None:
+                raise FrameError("bad_request", "delete_thread needs a thread", id)
+            return DeleteThread(id=id, thread=thread)
         case "send_input":
             run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
             assert run_id is not None
@@ -387,7 +402,7 @@ def welcome_frame(user_id: str, head_seq: int) -> str:
 
 def ack_frame(id: str | None, run_id: str | None = None) -> str:
     """``ack``: the command was done (with the new run's id for ``say``/``start_run``; without
-    one for ``cancel_run`` and ``send_input``)."""
+    one for ``cancel_run``, ``delete_thread`` and ``send_input``)."""
     frame = _with_id({"type": "ack"}, id)
     if run_id is not None:
         frame["run_id"] = run_id

@@ -42,9 +42,21 @@ PROTOCOL_VIOLATION = 4400
 UNAUTHORIZED = 4401
 HELLO_TIMEOUT = 4408
 SLOW_CONSUMER = 4409
+USER_ERASED = 4410
+"""This user's data was erased (``erase-user``): the client drops its local state (events,
+seqs, threads) and starts again without ``resume_from``."""
 TOO_MANY = 4429
 
-_SUBSCRIPTION_CLOSE = {"shutdown": GOING_AWAY, "session_failed": INTERNAL, "closed": NORMAL}
+_SUBSCRIPTION_CLOSE = {
+    "shutdown": GOING_AWAY,
+    "session_failed": INTERNAL,
+    "closed": NORMAL,
+    "erased": USER_ERASED,
+}
+_CLOSE_REASONS = {
+    GOING_AWAY: "server shutting down",
+    USER_ERASED: "this user's data was erased: drop your local state",
+}
 
 
 def store_failed(exc: BaseException) -> bool:
@@ -127,7 +139,7 @@ def hello_timeout(timeout: float) -> Close:
 def subscription_closed(reason: str) -> Close:
     """The close when the user's subscription ends for ``reason`` (the runtime's)."""
     code = _SUBSCRIPTION_CLOSE.get(reason, INTERNAL)
-    return Close(code, "server shutting down" if code == GOING_AWAY else "")
+    return Close(code, _CLOSE_REASONS.get(code, ""))
 
 
 class Strikes:

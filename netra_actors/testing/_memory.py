@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from .._core import LIVE_STATES, RunState
@@ -15,7 +16,7 @@ from .._histogram import Histogram
 from .._store import HistoryPage, StoreStatistics, ThreadInfo, ThreadsPage, UserSnapshot
 from .._store._inspect import ClusterView, UserSummary
 from .._subscription import Subscription
-from .._uow import RunRow, UnitOfWork
+from .._uow import Erasure, RunRow, UnitOfWork
 from .._values import Event, RunInfo, loads
 
 FailureHook = Callable[[str, UnitOfWork], BaseException | None]
@@ -74,6 +75,8 @@ class MemoryStore:
         if taken:
             self.failures += 1
             raise StoreError(f"message ids already used: {taken}")
+        if unit.erase is not None:
+            self._erase(user_id, unit.erase)
         now = time.time()
         out = []
         seq = base_seq
@@ -99,6 +102,30 @@ class MemoryStore:
         self.rows.extend((user_id, s.target, s.params) for s in unit.statements)
         self.commits += 1
         return out
+
+    def _erase(self, user_id: str, erasure: Erasure) -> None:
+        """What the SQL stores do (``_store/_erase.py``): placeholders, or the user's rows gone."""
+        thread = erasure.thread
+        if thread is None:
+            self.events.pop(user_id, None)
+            for table in (self.runs, self.message_id_rows):
+                for key in [k for k in table if k[0] == user_id]:
+                    del table[key]
+            return
+        evs = self.events.get(user_id, [])
+        left = len(evs) if erasure.limit is None else erasure.limit
+        for i, e in enumerate(evs):
+            if left and e.thread == thread and e.seq <= erasure.up_to_seq:
+                evs[i] = Event(user_id, e.seq, None, "erased", e.ts, "{}", None)
+                left -= 1
+        if erasure.final:
+            for key, row in list(self.runs.items()):
+                if key[0] == user_id and row.thread == thread:
+                    self.runs[key] = attrs.evolve(row, input_json=None, result_json=None)
+            for key in [
+                k for k, t in self.message_id_rows.items() if k[0] == user_id and t == thread
+            ]:
+                del self.message_id_rows[key]
 
     async def replay(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
         await trio.lowlevel.checkpoint()
@@ -172,6 +199,17 @@ class MemoryStore:
         )
         more = len(rows) > limit
         return ThreadsPage(threads=threads, next=threads[-1].last_seq if more else None)
+
+    async def stale_threads(self, before_ts: float, limit: int) -> list[tuple[str, str, int]]:
+        """``(user_id, thread, last_seq)`` of threads idle since before ``before_ts``."""
+        await trio.lowlevel.checkpoint()
+        last: dict[tuple[str, str], Event] = {}
+        for user_id, evs in self.events.items():
+            for e in evs:
+                if e.thread is not None:
+                    last[(user_id, e.thread)] = e
+        found = sorted((e.ts, u, t, e.seq) for (u, t), e in last.items() if e.ts < before_ts)
+        return [(u, t, seq) for _, u, t, seq in found[:limit]]
 
     async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
         await trio.lowlevel.checkpoint()
