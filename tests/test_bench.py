@@ -84,6 +84,7 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["verified"] is True
         assert row["delivered"] == row["committed"] == row["rows_in_file"] == row["expected"]
         assert row["events_per_s"] > 0
+        assert row["cpu_us_per_event"] > 0
         assert row["runs_completed"] == row["users"]
     targets = [g["target"] for g in result["goals"]]
     assert targets == [110_000, 150_000, 30_000, 0.9]
@@ -157,6 +158,7 @@ def test_peers(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["verified"] is True
         for key in ("netra", "pykka", "pykka_store", "unsafe", "minimal"):
             assert row[f"{key}_events_per_s"] > 0
+        assert row["netra_cpu_us_per_event"] > 0
         for key in ("pykka", "unsafe", "minimal"):
             assert row[f"vs_{key}"] == pytest.approx(
                 row["netra_events_per_s"] / row[f"{key}_events_per_s"]
