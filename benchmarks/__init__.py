@@ -19,6 +19,9 @@ Scenarios (one module each, which holds only its scenario; what they share is in
 * ``stream``: provisional token deltas over real WebSockets (100 users x 50 tokens/s, and
   1,000 users x 20 tokens/s sustained);
 * ``cluster``: 1 / 2 / 3 ``netra-actors serve`` processes on one PostgreSQL database;
+* ``history``: ``history`` and ``threads`` pages of one user in a store of 1,000,000 events
+  (``--db postgresql+asyncpg://…``: on PostgreSQL), through the API, the store and the SQL alone;
+* ``retention``: 1,000 users chatting while retention erases 1,000,000 old events, vs without;
 * ``all``: every scenario in turn.
 
 Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
@@ -52,6 +55,8 @@ SCENARIOS: tuple[str, ...] = (
     "replay",
     "stream",
     "cluster",
+    "history",
+    "retention",
 )
 
 
@@ -167,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "replay": "a restarted attempt replaying a 100-step journal vs first-attempt bookkeeping",
         "stream": "token deltas over real WebSockets: 100 users x 50 tokens/s, 1,000 x 20 sustained",
         "cluster": "1/2/3 serve processes on PostgreSQL: cross-node lag, takeover, activation",
+        "history": "history and threads pages of one user in a store of 1,000,000 events",
+        "retention": "live chat commits while retention erases 1,000,000 old events",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():
@@ -216,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
-    if ns.db and ns.scenario not in ("store", "cluster", "all"):
-        parser.error("--db applies to the store and cluster scenarios only")
+    if ns.db and ns.scenario not in ("store", "cluster", "history", "all"):
+        parser.error("--db applies to the store, cluster and history scenarios only")
     if (ns.server or ns.loop or ns.ws) and ns.scenario not in ("e2e", "all"):
         parser.error("--server, --loop and --ws apply to the e2e scenario only")
     if (ns.loop or ns.ws) and ns.server not in ("asgi", "both"):

@@ -28,6 +28,10 @@ subscriber that checks ``seq`` and counts it, and every file is counted afterwar
   ``run_sync_soon`` after the ``COMMIT``; only then does the task deliver the unit to its
   subscriber (commit before send, per-user order, gapless ``seq``). No supervisor, no mailbox,
   no crash handling: the floor of what the guarantees cost.
+
+*netra CPU us/event*: the process's CPU time (every thread: trio's, the writer's) over netra's
+timed window, per committed event. On a shared, noisy machine it moves far less than events/s, so
+it is the figure to compare revisions by (run them alternately).
 """
 
 from __future__ import annotations
@@ -629,6 +633,7 @@ def run_once(w: Workload, progress: Progress, directory: str | None) -> Row:
         "events_per_user": w.events,
         "events": netra["committed"],
         "netra_events_per_s": ours,
+        "netra_cpu_us_per_event": netra["cpu_us_per_event"],
         "pykka_events_per_s": pyk_rate,
         "pykka_store_events_per_s": pyk_store_rate,
         "unsafe_events_per_s": unsafe_rate,
@@ -645,6 +650,7 @@ COLUMNS = [
     Column(key="users", title="users"),
     Column(key="events", title="events"),
     Column(key="netra_events_per_s", title="netra events/s"),
+    Column(key="netra_cpu_us_per_event", title="netra CPU us/event", fmt="{:,.1f}"),
     Column(key="pykka_events_per_s", title="pykka events/s"),
     Column(key="pykka_store_events_per_s", title="pykka+netra store events/s"),
     Column(key="unsafe_events_per_s", title="unsafe events/s"),

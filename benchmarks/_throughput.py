@@ -32,6 +32,7 @@ COLUMNS = [
     Column(key="committed", title="events committed"),
     Column(key="delivered", title="delivered"),
     Column(key="events_per_s", title="events/s"),
+    Column(key="cpu_us_per_event", title="CPU us/event", fmt="{:,.1f}"),
     Column(key="units_per_s", title="units/s"),
     Column(key="units_per_commit", title="units/commit", fmt="{:,.1f}"),
     Column(key="seconds", title="seconds", fmt="{:.2f}"),

@@ -244,7 +244,12 @@ class Cluster:
         next_lease_check = 0.0
         while True:
             if self._followers:
-                users = list(self._followers)
+                # The heads each follower had before the read: the store's head can only be
+                # below one of those if the user's data was erased (seqs never go back
+                # otherwise). A follower that caught up while the read was under way has a
+                # newer head than the read: never mistaken for an erasure.
+                before = {user: (f, f.head) for user, f in self._followers.items()}
+                users = list(before)
                 heads: dict[str, int] | None = None
                 free: list[str] = []
                 try:
@@ -255,18 +260,17 @@ class Cluster:
                         free = await self._store.free_leases(users)
                 except StoreError as exc:
                     log.warning("cluster: polling heads failed: %s", exc)
-                for user_id in users if heads is not None else ():
+                for user_id, (follower, had) in before.items() if heads is not None else ():
                     assert heads is not None
-                    follower = self._followers.get(user_id)
-                    if follower is None:
-                        continue
+                    if self._followers.get(user_id) is not follower:
+                        continue  # gone, or another follower now (it reads the store itself)
                     head = heads.get(user_id, 0)  # no row: no event (an erased user)
                     if head > follower.head:
                         follower.wake()
-                    elif head < follower.head:  # the user's data was erased
+                    elif head < had:  # the user's data was erased
                         follower.went_back(head)
                 for user_id in free:  # take the user over on this use of it (a socket is open)
-                    follower = self._followers.get(user_id)
-                    if follower is not None:
-                        follower.take_over()
+                    member = self._followers.get(user_id)
+                    if member is not None:
+                        member.take_over()
             await self._sleep("_wake_follow", self._interval() if self._followers else math.inf)

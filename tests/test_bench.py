@@ -71,6 +71,8 @@ def test_every_scenario_is_tested() -> None:
         "replay",
         "stream",
         "cluster",
+        "history",
+        "retention",
     }
 
 
@@ -82,6 +84,7 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["verified"] is True
         assert row["delivered"] == row["committed"] == row["rows_in_file"] == row["expected"]
         assert row["events_per_s"] > 0
+        assert row["cpu_us_per_event"] > 0
         assert row["runs_completed"] == row["users"]
     targets = [g["target"] for g in result["goals"]]
     assert targets == [110_000, 150_000, 30_000, 0.9]
@@ -155,6 +158,7 @@ def test_peers(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["verified"] is True
         for key in ("netra", "pykka", "pykka_store", "unsafe", "minimal"):
             assert row[f"{key}_events_per_s"] > 0
+        assert row["netra_cpu_us_per_event"] > 0
         for key in ("pykka", "unsafe", "minimal"):
             assert row[f"vs_{key}"] == pytest.approx(
                 row["netra_events_per_s"] / row[f"{key}_events_per_s"]
@@ -289,6 +293,75 @@ def test_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["rows"][2]["takeover_max_s"] > 0
     assert result["rows"][3]["users_per_s"] > 0
     assert [g["target"] for g in result["goals"]] == [5, 50, 3, 20_000, 0, 0.001]
+
+
+HISTORY_READS = [
+    "history: last page",
+    "history: a page in the middle",
+    "history: last page of a thread",
+    "history: a page in the middle of a thread",
+    "history: a short thread",
+    "threads: first page (50)",
+    "threads: first page (100)",
+    "threads: all 50, pages of 100",
+]
+
+
+def check_history(result: dict[str, Any]) -> None:
+    check_common(result, "history")
+    rows = result["rows"]
+    assert [(r["read"], r["layer"]) for r in rows] == [
+        (read, layer) for read in HISTORY_READS for layer in ("api", "store", "sql")
+    ]
+    for row in rows:
+        assert row["verified"] is True, row
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["samples"] == 20
+    assert [r["returned"] for r in rows if r["layer"] == "api"][:4] == [100] * 4
+    assert [r["returned"] for r in rows if r["layer"] == "sql"][-3:] == [50, 50, 50]
+    goals = result["goals"]
+    assert [(g["target"], g["unit"]) for g in goals] == [(5.0, " ms"), (10.0, " ms")]
+    api = {r["read"]: r["p50_ms"] for r in rows if r["layer"] == "api"}
+    assert goals[0]["measured"] == max(api["history: last page"], api[HISTORY_READS[2]])
+    assert goals[1]["measured"] == api["threads: first page (50)"]
+    assert any("group commit" in n and "say()" in n for n in result["notes"])
+
+
+def test_history(capsys: pytest.CaptureFixture[str]) -> None:
+    check_history(run_bench(capsys, "history"))
+
+
+def test_history_on_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
+    # A fresh database created and dropped around the run; skipped without a server.
+    result = run_bench(capsys, "history", "--db", PG_URL)
+    if result["skipped"]:
+        pytest.skip(result["skipped"])
+    check_history(result)
+    assert "PostgreSQL" in result["title"]
+
+
+def test_retention(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks._retention import retention_missing
+
+    result = run_bench(capsys, "retention")
+    check_common(result, "retention")
+    rows = {r["phase"]: r for r in result["rows"]}
+    without = rows["without retention"]
+    assert without["says"] > 0
+    assert without["say_p99_ms"] >= without["say_p50_ms"] > 0
+    assert without["erased"] == 0
+    goals = result["goals"]
+    assert [g["target"] for g in goals] == [2.0, 2.0]
+    missing = retention_missing()
+    if missing is None:
+        assert list(rows) == ["without retention", "with retention", "with retention, no pause"]
+        for goal, phase in zip(goals, list(rows)[1:], strict=True):
+            assert rows[phase]["erased"] > 0
+            assert goal["measured"] == rows[phase]["say_p99_ms"] / without["say_p99_ms"]
+    else:
+        assert list(rows) == ["without retention"]
+        assert [g["measured"] for g in goals] == [None, None]
+        assert any(missing in n for n in result["notes"])
 
 
 def test_bad_arguments_exit_with_usage() -> None:

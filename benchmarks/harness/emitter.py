@@ -146,7 +146,7 @@ async def _measure(w: Workload, db: str, progress: Progress, label: str) -> Row:
             await trio.lowlevel.checkpoint()
             before = runtime.statistics().store
             with GcTimer() as gc_timer:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 async with trio.open_nursery() as nursery:
                     for user_id in user_ids:
                         nursery.start_soon(one_run, user_id)
@@ -156,7 +156,7 @@ async def _measure(w: Workload, db: str, progress: Progress, label: str) -> Row:
                 tally.expect(committed)
                 with trio.move_on_after(60):
                     await tally.reached.wait()
-                finished = time.perf_counter()
+                finished, cpu = time.perf_counter(), time.process_time() - cpu_started
             readers.cancel_scope.cancel()
         progress.done()
         stats = runtime.statistics()
@@ -172,6 +172,7 @@ async def _measure(w: Workload, db: str, progress: Progress, label: str) -> Row:
         "expected": expected,
         "seconds": seconds,
         "events_per_s": rate(committed, seconds),
+        "cpu_us_per_event": cpu / committed * 1e6 if committed else 0.0,
         "delivered_per_s": rate(tally.delivered, seconds),
         "units_per_s": rate(units, seconds),
         "group_commits": batches,
