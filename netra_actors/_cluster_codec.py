@@ -47,6 +47,7 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
                 "user_text": msg.user_text,
                 "if_busy": msg.if_busy,
                 "message_meta": msg.message_meta,
+                "start_at": msg.start_at,
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
@@ -69,6 +70,7 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
                 reply=reply,
                 if_busy=payload["if_busy"],
                 message_meta=payload.get("message_meta"),
+                start_at=payload.get("start_at"),
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)

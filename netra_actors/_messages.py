@@ -13,8 +13,8 @@ import attrs
 import outcome
 import trio
 
-from ._core._journal import JournalEntry
 from ._exceptions import RuntimeClosedError
+from ._journal_events import ModelStep
 from ._values import JSON, StagedEvent
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class StartRun:
     """``parallel``, ``reject``, ``enqueue`` or ``interrupt`` (None: the runtime's default)."""
     message_meta: dict[str, JSON] | None = None
     """For ``say``: further fields of the user's ``message`` event (e.g. ``agui``)."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch), not now: ``pending``, reason ``scheduled``."""
 
 
 @attrs.define(slots=True)
@@ -135,9 +137,12 @@ class InboxCommand:
 
 @attrs.define(slots=True)
 class Drain:
-    """The node shuts down: end the live runs ``dead``, release the lease, stop."""
+    """The node shuts down: hand the user over. Each attempt stops at its next commit (``final``:
+    now, without committing its open unit); once none runs, the owner stops and releases the
+    lease, and the next owner resumes the runs."""
 
     reply: Reply[None]
+    final: bool = False
 
 
 @attrs.define(slots=True)
@@ -187,8 +192,8 @@ class Checkpoint:
     is_final: bool = False
     closes: tuple[str, ...] = ()
     """Open messages this unit commits (their provisional text ends here)."""
-    journal: JournalEntry | None = None
-    """The journal step this unit commits (recorded in ``Run.journal`` once it committed)."""
+    model: ModelStep | None = None
+    """A model call this unit commits (kept beside the events, and in the run's journal)."""
 
 
 @attrs.define(slots=True)
@@ -209,6 +214,24 @@ class Ask:
     attempt: int
     data_json: str
     """The ``input_requested`` payload (prompt, optional schema), encoded."""
+    reply: Reply[Any]
+    replayed: bool = False
+    """The journal has this question: it is not committed again."""
+    cut_at: int | None = None
+    """The attempt replays and the journal does not have this question: if it must be
+    committed, it is a divergence at this position of the journal."""
+
+
+@attrs.define(slots=True)
+class Sleep:
+    """Agent → supervisor: the attempt sleeps durably until ``until`` (seconds since the epoch);
+    ``events`` (its ``sleeping`` event, unless replayed) commit with the wait."""
+
+    run_id: str
+    attempt: int
+    until: float
+    events: list[StagedEvent]
+    rows: list[tuple[Any, Any]]
     reply: Reply[Any]
 
 
@@ -250,6 +273,7 @@ Message = (
     | Checkpoint
     | Write
     | Ask
+    | Sleep
     | AgentExited
     | SlotReady
 )

@@ -10,7 +10,10 @@ runtime's shared parts (``SupervisorDeps``) together.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +37,7 @@ from ._messages import (
     Subscribe,
     WaitRun,
 )
+from ._recovery_scan import scan
 from ._registry import Registry
 from ._resilience import Resilience
 from ._runs import RunsSnapshot
@@ -53,6 +57,23 @@ def check_user_id(user_id: str) -> None:
     """Raise :class:`CommandError` unless ``user_id`` is a usable user id."""
     if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
         raise CommandError(f"user ids are non-empty strings of at most {MAX_USER_ID} characters")
+
+
+MAX_START_AHEAD = 366 * 86400.0
+"""``start_at`` is at most a year ahead."""
+
+
+def check_start_at(start_at: float | None) -> float | None:
+    """``start_at`` checked: None to start now (also for a time that has passed), else the time
+    (seconds since the epoch); :class:`CommandError` unless a number at most a year ahead."""
+    if start_at is None:
+        return None
+    if isinstance(start_at, bool) or not isinstance(start_at, int | float):
+        raise CommandError("start_at must be a number (seconds since the epoch)")
+    now = time.time()
+    if not math.isfinite(start_at) or start_at > now + MAX_START_AHEAD:
+        raise CommandError("start_at must be at most a year ahead")
+    return float(start_at) if start_at > now else None
 
 
 class Runtime:
@@ -100,6 +121,16 @@ class Runtime:
         """True when the store holds leases (the SQL store): several processes may share it."""
         if self.clustered:
             nursery.start_soon(self._deps.cluster.run)
+        nursery.start_soon(
+            functools.partial(
+                scan,
+                store,
+                self._registry.wake,
+                interval=config.recovery_scan,
+                batch=config.recovery_batch,
+                stopped=lambda: self._registry.draining,
+            )
+        )
 
     def _member(self, user_id: str) -> UserSupervisor | UserFollower | None:
         return self._registry.member(user_id)
@@ -111,7 +142,13 @@ class Runtime:
     # -- the public API --------------------------------------------------------------------
 
     async def start_run(
-        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+        self,
+        user_id: str,
+        agent: str | None,
+        input: JSON = None,
+        *,
+        if_busy: str | None = None,
+        start_at: float | None = None,
     ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
@@ -119,12 +156,21 @@ class Runtime:
         ``if_busy`` says what to do while the user has a live run: ``parallel`` (start it
         alongside), ``reject`` (raise :class:`BusyError`), ``enqueue`` (a durable ``pending`` run
         that starts once every run live before it ended) or ``interrupt`` (cancel the live runs
-        first); None takes ``RuntimeConfig.if_busy``.
+        first); None takes ``RuntimeConfig.if_busy``. ``start_at`` (seconds since the epoch, at
+        most a year ahead) schedules the run: it is committed ``pending`` (reason
+        ``scheduled``) and starts at that time (± 1 s), on whichever node owns the user then;
+        ``cancel_run`` cancels it. A time that has passed starts it now.
         """
+        when = check_start_at(start_at)
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
-                agent=agent, input=input, user_text=None, reply=Reply(), if_busy=if_busy
+                agent=agent,
+                input=input,
+                user_text=None,
+                reply=Reply(),
+                if_busy=if_busy,
+                start_at=when,
             ),
         )
         return run_id
@@ -137,15 +183,18 @@ class Runtime:
         agent: str | None = None,
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
+        start_at: float | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
-        ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
-        when ``reject`` refuses the command). ``message_meta``: further fields of the committed
-        ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
+        ``if_busy`` and ``start_at``: see :meth:`start_run` (the message is committed whatever
+        the policy, except when ``reject`` refuses the command). ``message_meta``: further
+        fields of the committed ``message`` event's ``data`` (``role``, ``text`` and
+        ``message_id`` are the runtime's).
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
+        when = check_start_at(start_at)
         meta = dict(message_meta) if message_meta else None
         run_id: str = await self._request(
             user_id,
@@ -156,6 +205,7 @@ class Runtime:
                 reply=Reply(),
                 if_busy=if_busy,
                 message_meta=meta,
+                start_at=when,
             ),
         )
         return run_id
@@ -255,9 +305,11 @@ class Runtime:
         await self.store.check()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
-        """A planned shutdown of this node (a rolling deploy): take no new users, let live runs
-        finish for up to ``timeout`` seconds, end the ones still live ``dead`` (one rollback
-        each), and release every lease, so that other nodes take the users over at once."""
+        """A planned shutdown of this node (a rolling deploy) hands its users over: take no new
+        users, let each running attempt reach its next commit for up to ``timeout`` seconds,
+        then stop the rest without committing their open unit, and release every lease. No
+        run ends: the next owner (another node's recovery scan, or this server restarted)
+        resumes each one as a new attempt that replays what was committed."""
         await self._registry.drain(timeout)
         release_all = getattr(self.store, "release_all", None)
         if release_all is not None:
@@ -269,7 +321,8 @@ class Runtime:
         return self._registry.is_active(user_id)
 
     async def aclose(self) -> None:
-        """Stop every supervisor and its agents. Runs still live end ``dead`` on next start."""
+        """Stop every supervisor and its agents at once. Runs still live are resumed by their
+        next owner (``lost``, then a new attempt that replays)."""
         self._close()
 
     def _close(self) -> None:
@@ -335,8 +388,8 @@ async def _open(
             finally:
                 runtime._close()
     finally:
-        # Every supervisor has stopped: hand this node's users back (runs left live end dead
-        # on their next activation, on whichever node, without waiting for the leases to expire).
+        # Every supervisor has stopped: hand this node's users back (runs left live are resumed
+        # by their next owner, on whichever node, without waiting for the leases to expire).
         release_all = getattr(the_store, "release_all", None)
         if release_all is not None:
             with trio.CancelScope(shield=True), contextlib.suppress(StoreError):

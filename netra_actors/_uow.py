@@ -31,6 +31,10 @@ class RunRow:
     reason: str | None
     created_at: float
     updated_at: float
+    wait: str | None = None
+    """What the run waits for as a row (``input``, ``timer``, ``scheduled``), if anything."""
+    wake_at: float | None = None
+    """When its timer or scheduled start is due (seconds since the epoch)."""
 
 
 @attrs.frozen(kw_only=True)

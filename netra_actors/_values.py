@@ -147,6 +147,11 @@ class RunInfo:
     """Why the run ended, for ``failed``/``timeout``/``dead``/``cancelled``."""
     input: JSON = None
     result: JSON = None
+    wait: str | None = None
+    """What a live run waits for as a row: ``input`` (an answer), ``timer`` (a durable sleep),
+    ``scheduled`` (its start time); None otherwise."""
+    wake_at: float | None = None
+    """When its timer or scheduled start is due (seconds since the epoch)."""
 
     @classmethod
     def from_row(cls, row: Any) -> RunInfo:
@@ -162,6 +167,8 @@ class RunInfo:
             reason=row.reason,
             input=loads(row.input) if row.input is not None else None,
             result=loads(row.result) if row.result is not None else None,
+            wait=getattr(row, "wait", None),
+            wake_at=getattr(row, "wake_at", None),
         )
 
     def to_wire(self) -> dict[str, JSON]:

@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 
 import trio
+from sqlalchemy import Insert
 
 from .._core import LIVE_STATES, RunState
 from .._exceptions import StoreError
 from .._histogram import Histogram
 from .._store import StoreStatistics, UserSnapshot
+from .._store._base import ModelCall
 from .._store._inspect import ClusterView, UserSummary
+from .._store._schema import model_calls
 from .._subscription import Subscription
 from .._uow import RunRow, UnitOfWork
 from .._values import Event, RunInfo, loads
@@ -99,6 +102,30 @@ class MemoryStore:
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [_info(r) for r in rows[:limit]]
 
+    async def run_history(self, user_id: str, run_id: str) -> tuple[list[Event], list[ModelCall]]:
+        await trio.lowlevel.checkpoint()
+        events = [e for e in self.events.get(user_id, []) if e.run_id == run_id]
+        calls = []
+        for uid, target, _params in self.rows:
+            if uid == user_id and isinstance(target, Insert) and target.table is model_calls:
+                values = target.compile().params
+                if values["run_id"] == run_id and values["after_seq"] is not None:
+                    calls.append(ModelCall(*(values[c] for c in ModelCall._fields)))
+        return events, calls
+
+    async def orphans(self, limit: int, lookahead: float) -> list[str]:
+        """No leases in memory: every user whose runs need an owner (the runtime skips the
+        active ones)."""
+        await trio.lowlevel.checkpoint()
+        due = time.time() + lookahead
+        users = [
+            uid
+            for (uid, _), row in self.runs.items()
+            if (row.wait is None and RunState(row.state) in LIVE_STATES)
+            or (row.wake_at is not None and row.wake_at <= due)
+        ]
+        return list(dict.fromkeys(users))[:limit]
+
     async def check(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -159,6 +186,8 @@ def _info(row: RunRow) -> RunInfo:
         reason=row.reason,
         input=None if row.input_json is None else loads(row.input_json),
         result=None if row.result_json is None else loads(row.result_json),
+        wait=row.wait,
+        wake_at=row.wake_at,
     )
 
 
