@@ -121,13 +121,13 @@ async def test_a_version_1_database_migrates_to_version_2(kind: str, tmp_path: P
         await bridge.run_on_host(build_v1())
         await bridge.run_on_host(engine.dispose())
         async with stores(url, 1) as (store,):
-            assert store._writer.schema_versions == (1, SCHEMA_VERSION) == (1, 3)
+            assert store._writer.schema_versions == (1, SCHEMA_VERSION) == (1, 4)
             assert (await store.load_user("alice")).head_seq == 1  # version-1 rows stay
             assert await store.acquire("alice") == 1  # the new tables are there
             await store.post_command("alice", "q1", "say", "{}")
             assert [c.request_id for c in await store.take_commands(["alice"], 10)] == ["q1"]
         async with stores(url, 1) as (again,):
-            assert again._writer.schema_versions == (3, 3)
+            assert again._writer.schema_versions == (4, 4)
 
 
 @pytest.mark.parametrize("kind", URLS)
