@@ -99,11 +99,19 @@ class EmbeddedRuntime:
         return await self._bridge.call_in_trio(self._nursery, fn, *args)
 
     async def start_run(
-        self, user_id: str, agent: str | None, input: JSON = None, *, if_busy: str | None = None
+        self,
+        user_id: str,
+        agent: str | None,
+        input: JSON = None,
+        *,
+        if_busy: str | None = None,
+        start_at: float | None = None,
     ) -> str:
         """See :meth:`Runtime.start_run`."""
         result: str = await self._call(
-            lambda: self._runtime.start_run(user_id, agent, input, if_busy=if_busy)
+            lambda: self._runtime.start_run(
+                user_id, agent, input, if_busy=if_busy, start_at=start_at
+            )
         )
         return result
 
@@ -115,11 +123,17 @@ class EmbeddedRuntime:
         agent: str | None = None,
         if_busy: str | None = None,
         message_meta: Mapping[str, JSON] | None = None,
+        start_at: float | None = None,
     ) -> str:
         """See :meth:`Runtime.say`."""
         result: str = await self._call(
             lambda: self._runtime.say(
-                user_id, text, agent=agent, if_busy=if_busy, message_meta=message_meta
+                user_id,
+                text,
+                agent=agent,
+                if_busy=if_busy,
+                message_meta=message_meta,
+                start_at=start_at,
             )
         )
         return result

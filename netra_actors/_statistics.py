@@ -85,6 +85,8 @@ def runtime_statistics(users: Sequence[ActiveUser], deps: SupervisorDeps) -> Run
         fenced_units=c.fenced,
         follow_lag=c.follow_lag.snapshot(),
         attempts=sum(
-            u.supervisor.session.attempts() for u in users if isinstance(u.supervisor, UserSupervisor)
+            u.supervisor.session.attempts()
+            for u in users
+            if isinstance(u.supervisor, UserSupervisor)
         ),
     )

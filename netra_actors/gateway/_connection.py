@@ -293,12 +293,20 @@ class Connection:
                         return pong_frame(command.id)
                     case Say():
                         run_id = await runtime.say(
-                            user, command.text, agent=command.agent, if_busy=command.if_busy
+                            user,
+                            command.text,
+                            agent=command.agent,
+                            if_busy=command.if_busy,
+                            start_at=command.start_at,
                         )
                         return ack_frame(command.id, run_id)
                     case StartRun():
                         run_id = await runtime.start_run(
-                            user, command.agent, command.input, if_busy=command.if_busy
+                            user,
+                            command.agent,
+                            command.input,
+                            if_busy=command.if_busy,
+                            start_at=command.start_at,
                         )
                         return ack_frame(command.id, run_id)
                     case CancelRun():

@@ -93,6 +93,8 @@ class Say:
     agent: str | None
     if_busy: str | None = None
     """One of :data:`IF_BUSY`, or None for the server's default."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch); None: now."""
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +106,8 @@ class StartRun:
     input: JSONValue
     if_busy: str | None = None
     """One of :data:`IF_BUSY`, or None for the server's default."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch); None: now."""
 
 
 @attrs.frozen(kw_only=True)
@@ -177,6 +181,17 @@ def _if_busy(obj: Mapping[str, JSONValue], id: str | None) -> str | None:
     return value
 
 
+def _start_at(obj: Mapping[str, JSONValue], id: str | None) -> float | None:
+    """``start_at``: a number (seconds since the epoch), or absent (the runtime checks the
+    range: at most a year ahead)."""
+    value = obj.get("start_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FrameError("bad_request", "start_at must be a number (seconds since the epoch)", id)
+    return float(value)
+
+
 def decode_object(text: str | bytes) -> dict[str, JSONValue]:
     """Decode a frame's JSON text into an object, or raise ``FrameError(bad_request)``."""
     try:
@@ -217,11 +232,23 @@ def parse_frame(text: str | bytes) -> ClientFrame:
                     "too_large", f"text must be at most {MAX_TEXT_BYTES} bytes of UTF-8", id
                 )
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=False)
-            return Say(id=id, text=text_value, agent=agent, if_busy=_if_busy(obj, id))
+            return Say(
+                id=id,
+                text=text_value,
+                agent=agent,
+                if_busy=_if_busy(obj, id),
+                start_at=_start_at(obj, id),
+            )
         case "start_run":
             agent = _string(obj, "agent", id, max_chars=MAX_AGENT_CHARS, required=True)
             assert agent is not None
-            return StartRun(id=id, agent=agent, input=obj.get("input"), if_busy=_if_busy(obj, id))
+            return StartRun(
+                id=id,
+                agent=agent,
+                input=obj.get("input"),
+                if_busy=_if_busy(obj, id),
+                start_at=_start_at(obj, id),
+            )
         case "cancel_run":
             run_id = _string(obj, "run_id", id, max_chars=MAX_RUN_ID_CHARS, required=True)
             assert run_id is not None
