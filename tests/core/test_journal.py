@@ -85,9 +85,8 @@ def test_matching_actions_replay_in_order() -> None:
     assert cursor.ask("q")
     assert cursor.sleep("5.0") == "123.5"
     assert cursor.next_is_event()
-    assert not cursor.stopped
     assert cursor.event("message\x00hi")
-    assert cursor.stopped  # past the end: live from here
+    assert cursor.stopped is True  # past the end: live from here
     assert cursor.position == 5
     assert cursor.divergence is None
 

@@ -242,7 +242,7 @@ async def test_a_scheduled_run_starts_at_its_time_and_can_be_cancelled(tmp_path:
 
 def last_state(config: na.RuntimeConfig, run_id: str) -> str:
     states = [
-        d["state"]
+        str(d["state"])
         for _s, r, e, d in stored_events(config, USER)
         if r == run_id and e == "run_state"
     ]
