@@ -819,8 +819,10 @@ class LifeVsModel(RuleBasedStateMachine):
                 self.dequeue()
             elif life.wait is Wait.SLOT:
                 self.slot()
-            elif life.wait is Wait.HANDOVER or data.draw(st.integers(0, 9), label="lost") == 0:
+            elif life.wait is Wait.HANDOVER or data.draw(st.integers(0, 19), label="lost") == 0:
                 self.recover(0, True)  # the process stopped (or drained): the next owner
+            elif life.wait is Wait.BACKOFF and data.draw(st.booleans(), label="rest"):
+                break  # left waiting for its restart: other causes meet it there
             elif life.wait in (Wait.BACKOFF, Wait.TIMER, Wait.SCHEDULED):
                 self.tick("at the next deadline", 0.0)
             elif life.wait is Wait.INPUT:
