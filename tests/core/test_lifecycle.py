@@ -822,10 +822,13 @@ class LifeVsModel(RuleBasedStateMachine):
             elif life.wait is Wait.HANDOVER or data.draw(st.integers(0, 19), label="lost") == 0:
                 self.recover(0, True)  # the process stopped (or drained): the next owner
             elif life.wait is Wait.BACKOFF and data.draw(st.booleans(), label="rest"):
-                break  # left waiting for its restart: other causes meet it there
+                self.now += data.draw(long_time_steps, label="long")  # its deadline may pass
+                self._tick()
             elif life.wait in (Wait.BACKOFF, Wait.TIMER, Wait.SCHEDULED):
                 self.tick("at the next deadline", 0.0)
             elif life.wait is Wait.INPUT:
+                if data.draw(st.booleans(), label="lost while waiting"):
+                    self.recover(0, True)  # it keeps waiting
                 self.wake()
             else:
                 assert life.state is S.RUNNING
