@@ -121,6 +121,18 @@ async def ask(owner: Owner, msg: Ask) -> None:
             cut = question_diverged(run.journal, run.run_id, msg.attempt, msg.data_json, msg.cut_at)
             unit.events.append(cut)
         unit.emit_encoded(run.run_id, "input_requested", msg.data_json)
+    if msg.hold:  # a message streams: its attempt waits in memory (its text lives there)
+        try:
+            if unit:
+                await owner.committer.commit(unit)
+        except StoreError as exc:
+            msg.reply.fail(exc)
+            await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
+            return
+        for ev in unit.events:
+            fold(run.journal, ev.event, ev.data_json)
+        run.question = msg.reply
+        return
     await _wait(owner, run, msg.attempt, unit, Wait.INPUT, msg.reply)
 
 

@@ -55,6 +55,7 @@ def start_attempt(
         journal=run.journal.snapshot(),
     )
     run.new_attempt()  # it takes the run's inputs from the first again
+    run.question = None
     run.child = scope = trio.CancelScope()
     input_value = None if run.input_json is None else loads(run.input_json)
     if issubclass(run.agent_cls, ThreadedAgent):

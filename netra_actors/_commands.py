@@ -178,6 +178,10 @@ async def send_input(owner: Owner, msg: SendInput) -> None:
     inputs.input_committed(run, input_json)
     if plan is not None:
         owner.applied(run, plan)
+    elif run.question is not None:  # its attempt waits in memory (a message streams)
+        reply, run.question = run.question, None
+        inputs.ask(run)  # it takes this input
+        reply.set(loads(input_json))
 
 
 async def wait_run(owner: Owner, msg: WaitRun) -> None:

@@ -83,6 +83,9 @@ class AgentContext:
         """Seconds between the heartbeats that staging operations send on their own."""
         self._now = trio.lowlevel.current_clock().current_time
         self._last_beat = self._now()
+        self.streaming = 0
+        """Messages this attempt is streaming now (their text lives only here until they
+        commit)."""
         self._model: ModelStep | None = None
         """A model call that rides the next commit (the one of its streamed answer)."""
         self._tools = ToolCalls(run_id, attempt, self._cursor)
@@ -205,7 +208,8 @@ class AgentContext:
     async def _ask(self, data_json: str, replayed: bool) -> JSON:
         reply: Reply[JSON] = Reply()
         cut_at = self._cursor.ask_at()
-        await self._send(Ask(self.run_id, self.attempt, data_json, reply, replayed, cut_at))
+        hold = self.streaming > 0
+        await self._send(Ask(self.run_id, self.attempt, data_json, reply, replayed, cut_at, hold))
         return await self._wait_beating(reply.wait)
 
     async def _flush(self, staging: Staging) -> None:

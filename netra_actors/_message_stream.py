@@ -61,6 +61,8 @@ class MessageText:
 class AsyncWriter(Protocol):
     """What a :class:`MessageStream` writes through (the async agent's context)."""
 
+    streaming: int
+
     def _check(self) -> None: ...
     async def _write(self, message_id: str, text: str) -> None: ...
     async def _commit_message(self, message_id: str, text: str) -> int: ...
@@ -81,9 +83,11 @@ class MessageStream(MessageText):
             await self._ctx._write(self.message_id, text)
 
     async def __aenter__(self) -> MessageStream:
+        self._ctx.streaming += 1
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._ctx.streaming -= 1
         if self._close(exc_type):
             await self._ctx._commit_message(self.message_id, self.text)
 
@@ -91,6 +95,11 @@ class MessageStream(MessageText):
 class ThreadWriter(Protocol):
     """What a :class:`ThreadedMessageStream` writes through (the threaded agent's context)."""
 
+    @property
+    def streaming(self) -> int: ...
+
+    @streaming.setter
+    def streaming(self, value: int) -> None: ...
     def _write(self, message_id: str, text: str) -> None: ...
     def _commit_message(self, message_id: str, text: str) -> int: ...
 
@@ -109,8 +118,10 @@ class ThreadedMessageStream(MessageText):
             self._ctx._write(self.message_id, text)
 
     def __enter__(self) -> ThreadedMessageStream:
+        self._ctx.streaming += 1
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._ctx.streaming -= 1
         if self._close(exc_type):
             self._ctx._commit_message(self.message_id, self.text)

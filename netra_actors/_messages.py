@@ -220,6 +220,9 @@ class Ask:
     cut_at: int | None = None
     """The attempt replays and the journal does not have this question: if it must be
     committed, it is a divergence at this position of the journal."""
+    hold: bool = False
+    """A message is streaming (its provisional text lives in the attempt): the attempt waits
+    for the answer in memory instead of stopping."""
 
 
 @attrs.define(slots=True)

@@ -53,6 +53,8 @@ class Run(LiveRun):
     from the units that committed, or rebuilt from the store (``_journal_events.py``)."""
     wake_wall: float | None = None
     """When its timer or scheduled start is due, in seconds since the epoch (the row's)."""
+    question: Reply[JSON] | None = None
+    """The running attempt's ``ctx.ask`` asked while a message streams: it waits in memory."""
 
     @classmethod
     def from_store(

@@ -135,6 +135,8 @@ class UserSupervisor(Owner):
         for run in self.session.runs.values():
             for reply in run.waiters:
                 reply.fail(error)
+            if run.question is not None:
+                run.question.fail(error)
             run.waiters.clear()
         self.feed.close(reason)
 
@@ -142,6 +144,8 @@ class UserSupervisor(Owner):
         for run in self.session.runs.values():
             for reply in run.waiters:
                 reply.fail(error)
+            if run.question is not None:
+                run.question.fail(error)
 
     # -- activation ------------------------------------------------------------------------
 

@@ -54,6 +54,15 @@ class ThreadedContext:
         self._last_beat = time.monotonic()
 
     @property
+    def streaming(self) -> int:
+        """Messages this attempt is streaming now (the attempt's count)."""
+        return self._actx.streaming
+
+    @streaming.setter
+    def streaming(self, value: int) -> None:
+        self._actx.streaming = value
+
+    @property
     def cancelled(self) -> bool:
         """True once this attempt is over: stop working and return (or raise)."""
         return self._actx.fenced
