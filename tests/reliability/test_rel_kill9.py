@@ -12,7 +12,8 @@ At the end the SQLite file is read with ``sqlite3`` and checked:
 * every run that was live at a kill is resumed, never ended ``dead`` (durable runs): the first
   of it committed after the kill is a ``run_rolled_back`` (reason ``lost``, ``will_restart``
   true) followed by ``run_state`` ``starting`` (reason ``recovered``) — or, if it was
-  ``completing``, ``completed``; or, if it was queued, its ``starting`` when its turn comes; no
+  ``completing``, ``completed``; or, if it was queued, its ``starting`` when its turn comes; if
+  it was ``starting`` (between two attempts), its next ``agent_started``; no
   run is left live; every ``run_state`` chain is legal;
 * the demo agents' staged rows (``demo_notes``) exist exactly for the attempts that reached
   ``completing``: a unit is applied whole or not at all.
@@ -139,6 +140,8 @@ def check_runs_across_kills(
             outcome["completed_from_completing"] += 1
         elif names[:1] == ["run_state"] and after[0][1]["previous"] == "pending":
             outcome["queued"] += 1  # its turn came after the kill
+        elif names[:1] == ["agent_started"]:
+            outcome["between_attempts"] += 1  # ``starting`` (a restart's backoff): no attempt lost
         else:
             ok = False
         if not ok:
