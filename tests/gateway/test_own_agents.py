@@ -82,7 +82,7 @@ def test_without_agents_the_demo_agents_are_served(tmp_path: Path) -> None:
     srv = Server(tmp_path).start()
     try:
         _, doc = srv.get_json("/agents")
-        assert [a["name"] for a in doc["agents"]] == ["demo", "crashy", "slow", "ask"]
+        assert [a["name"] for a in doc["agents"]] == ["demo", "crashy", "slow", "ask", "browser"]
         assert doc["default"] == "demo"
         assert doc["sign_in"] == "token"
         assert doc["agents"][2]["example_input"] == {"seconds": 5}
@@ -100,7 +100,10 @@ def test_without_agents_the_demo_agents_are_served(tmp_path: Path) -> None:
         ([f"--agents={OWN}:broken_factory"], "calling it failed: RuntimeError: no agents today"),
         ([f"--agents={OWN}:SAME_NAME"], "two agents are named 'greet'"),
         ([f"--agents={OWN}:AGENTS", "--default-agent=demo"], "not among the agents served"),
-        (["--default-agent=nobody"], "not among the agents served (demo, crashy, slow, ask)"),
+        (
+            ["--default-agent=nobody"],
+            "not among the agents served (demo, crashy, slow, ask, browser)",
+        ),
         (["--agents=no_colon"], "expected MODULE:ATTRIBUTE"),
         (["--auth=examples.auth_jwt:missing"], "has no attribute 'missing'"),
         ([f"--auth={OWN}:ONE_STRING"], "expected a sign-in function"),
