@@ -1,4 +1,5 @@
-"""The owner's handlers of what its agents report: checkpoint, write, ask, heartbeat, exit, slot.
+"""The owner's handlers of what its agents report: checkpoint, write, ask, sleep, heartbeat,
+exit, slot.
 
 Only the running attempt of a run is heard (``Session.running``); a late report of an attempt
 that is over is fenced off. A checkpoint commits the attempt's staged work as one unit (with the
@@ -12,18 +13,28 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import trio
 
 from ._core import _inputs as inputs
-from ._core._lifecycle import Crash, Plan, on_crash, on_finish, on_slot
-from ._exceptions import AgentError, RunFencedError, StoreError
+from ._core._lifecycle import Crash, Plan, Wait, on_crash, on_finish, on_slot, on_wait
+from ._exceptions import RunFencedError, StoreError
+from ._journal_events import (
+    fold,
+    fold_unit,
+    model_after,
+    model_call_statement,
+    question_diverged,
+)
 from ._logs import log_crash
-from ._messages import AgentExited, Ask, Checkpoint, Heartbeat, SlotReady, Write
+from ._messages import AgentExited, Ask, Checkpoint, Heartbeat, Sleep, SlotReady, Write
 from ._owner import Owner
-from ._runs import stage_plan
+from ._runs import Run, stage_plan
 from ._uow import UnitOfWork
 from ._values import dumps, loads
+
+_OVER = "this attempt of the run is over"
 
 log = logging.getLogger("netra_actors.supervisor")
 
@@ -38,6 +49,10 @@ async def checkpoint(owner: Owner, msg: Checkpoint) -> None:
     unit = UnitOfWork(owner.user_id, msg.events)
     for row, params in msg.rows:
         unit.stage(row, params)
+    model = msg.model
+    if model is not None:  # kept beside the events, placed in the journal where it committed
+        after = model_after(owner.feed.head, msg.events)
+        unit.stage(model_call_statement(owner.user_id, run.run_id, msg.attempt, model, after))
     plan: Plan | None = None
     result_json = None
     if msg.is_final:
@@ -47,8 +62,6 @@ async def checkpoint(owner: Owner, msg: Checkpoint) -> None:
         unit.emit_encoded(run.run_id, "agent_completed", f'{{"result":{result_json}}}')
         stage_plan(unit, owner.user_id, run, plan, result_json)
     if not unit:
-        if msg.journal is not None:
-            run.journal.record(msg.journal)
         msg.reply.set(owner.feed.head)
         return
     try:  # inline, not shared with ``ask``: no extra coroutine per checkpoint (the hot path)
@@ -57,14 +70,16 @@ async def checkpoint(owner: Owner, msg: Checkpoint) -> None:
         msg.reply.fail(exc)
         await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
         return
-    if msg.journal is not None:  # committed: a restarted attempt may rely on it
-        run.journal.record(msg.journal)
+    # committed: a new attempt replays it
+    fold_unit(run.journal, msg.events, None if model is None else model.item())
     msg.reply.set(owner.feed.head)
     owner.streams.committed(msg.closes)  # the committed message supersedes its deltas
     if plan is not None:
         run.result_json = result_json
         run.child = None  # the attempt finished: its task is returning, let it
         owner.applied(run, plan)
+    elif owner.draining:
+        owner.hand_over(run)  # it reached a commit: the next owner goes on from here
 
 
 def write(owner: Owner, msg: Write) -> None:
@@ -92,35 +107,81 @@ def heartbeat(owner: Owner, msg: Heartbeat) -> None:
 async def ask(owner: Owner, msg: Ask) -> None:
     run = owner.session.running(msg.run_id, msg.attempt)
     if run is None:
-        msg.reply.fail(RunFencedError("this attempt of the run is over"))
+        msg.reply.fail(RunFencedError(_OVER))
         return
     run.life = run.life.beat(trio.current_time())
-    recorded: str | None = None
-    refused: AgentError | None = None
-    try:
-        recorded = inputs.ask(run)
-    except AgentError as exc:  # it waits for an input already
-        refused = exc
+    recorded = inputs.ask(run)
     unit = UnitOfWork(owner.user_id, msg.events)  # what was staged before the question
     for row, params in msg.rows:
         unit.stage(row, params)
-    if recorded is None and refused is None:  # not answered already: a new question
+    if recorded is not None:  # answered already (or a new attempt): no new question
+        if unit:
+            try:
+                await owner.committer.commit(unit)
+            except StoreError as exc:
+                msg.reply.fail(exc)
+                await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
+                return
+            fold_unit(run.journal, msg.events, None)
+        msg.reply.set(loads(recorded))
+        return
+    if not msg.replayed:
+        if msg.cut_at is not None:  # the course the journal recorded did not ask here
+            cut = question_diverged(run.journal, run.run_id, msg.attempt, msg.data_json, msg.cut_at)
+            unit.events.append(cut)
         unit.emit_encoded(run.run_id, "input_requested", msg.data_json)
-    if unit:
+    if msg.hold:  # a message streams: its attempt waits in memory (its text lives there)
         try:
-            await owner.committer.commit(unit)
+            if unit:
+                await owner.committer.commit(unit)
         except StoreError as exc:
             msg.reply.fail(exc)
             await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
             return
-    if refused is not None:
-        msg.reply.fail(refused)
+        for ev in unit.events:
+            fold(run.journal, ev.event, ev.data_json)
+        run.question = msg.reply
         return
-    if recorded is not None:
-        msg.reply.set(loads(recorded))
+    await _wait(owner, run, msg.attempt, unit, Wait.INPUT, msg.reply)
+
+
+async def sleep(owner: Owner, msg: Sleep) -> None:
+    run = owner.session.running(msg.run_id, msg.attempt)
+    if run is None:
+        msg.reply.fail(RunFencedError(_OVER))
         return
-    inputs.asked(run)
-    run.question = msg.reply
+    run.wake_wall = msg.until
+    unit = UnitOfWork(owner.user_id, msg.events)
+    for row, params in msg.rows:
+        unit.stage(row, params)
+    await _wait(owner, run, msg.attempt, unit, Wait.TIMER, msg.reply, msg.until)
+
+
+async def _wait(
+    owner: Owner,
+    run: Run,
+    attempt: int,
+    unit: UnitOfWork,
+    wait: Wait,
+    reply: Any,
+    until: float | None = None,
+) -> None:
+    """The attempt waits durably: commit ``unit`` with the run's row saying so, then stop the
+    attempt (its wait's reply fails: it is over); the run holds no task until it wakes."""
+    wake_at = None if until is None else trio.current_time() + (until - time.time())
+    plan = on_wait(run.life, attempt=attempt, wait=wait, wake_at=wake_at)
+    assert plan is not None  # the attempt is the running one: checked by the caller
+    stage_plan(unit, owner.user_id, run, plan, run.result_json)
+    try:
+        await owner.committer.commit(unit)
+    except StoreError as exc:
+        reply.fail(exc)
+        await owner.crashed(run, attempt, Crash.STORE_ERROR, str(exc))
+        return
+    for ev in unit.events:
+        fold(run.journal, ev.event, ev.data_json)
+    owner.applied(run, plan)
+    reply.fail(RunFencedError("the run waits as a row: a new attempt goes on from here"))
 
 
 async def exited(owner: Owner, msg: AgentExited) -> None:

@@ -72,8 +72,9 @@ async def _serve_main(
             _banner(gateway, None)
         return
     # SIGINT/SIGTERM cancel this task. The runtime runs shielded from that, so that a stop is a
-    # drain: the gateway stops taking users and closes its sockets 1001, live runs may finish
-    # for up to --shutdown-timeout, then the rest end dead and the leases are released.
+    # drain: the gateway stops taking users and closes its sockets 1001, running attempts may
+    # reach their next commit for up to --shutdown-timeout, the rest stop without committing
+    # their open unit and the leases are released: the next owner resumes every run.
     stop = trio.Event()
     async with trio.open_nursery() as outer:
         outer.start_soon(_until_cancelled, stop)
@@ -91,7 +92,7 @@ async def _serve_main(
                     nursery.cancel_scope.cancel()  # the gateway's graceful shutdown
                 live = rt.statistics().live_runs
                 if live:
-                    _say(f"netra-actors: draining: {live} live run(s) may finish")
+                    _say(f"netra-actors: draining: handing {live} live run(s) over")
                 await rt.drain(config.shutdown_timeout)
         outer.cancel_scope.cancel()
 

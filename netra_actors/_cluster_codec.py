@@ -60,6 +60,7 @@ def command_of(msg: Message) -> tuple[str, dict[str, JSON]] | None:
                 "thread": msg.thread,
                 "message_id": msg.message_id,
                 "earlier": [list(pair) for pair in msg.earlier],
+                "start_at": msg.start_at,
             }
         case CancelRun():
             return "cancel_run", {"run_id": msg.run_id}
@@ -94,6 +95,7 @@ def message_of(kind: str, payload: dict[str, Any]) -> Message:
                 thread=payload.get("thread"),
                 message_id=payload.get("message_id"),
                 earlier=tuple((str(m), str(t)) for m, t in payload.get("earlier") or ()),
+                start_at=payload.get("start_at"),
             )
         case "cancel_run":
             return CancelRun(run_id=payload["run_id"], reply=reply)

@@ -2,8 +2,10 @@
 
 Each handler asks the core (admission, the queue, inputs, cancellation: ``_core``) and carries
 out what it says: a refused command raises its :class:`CommandError` and changes nothing; an
-accepted one commits its unit before it answers. Commands other nodes posted for this user
-arrive through the cluster inbox (:func:`on_inbox`) and are answered through the store.
+accepted one commits its unit before it answers. An input that answers a run waiting for it
+starts the run's next attempt in the same unit; a drain hands the runs over to the next owner.
+Commands other nodes posted for this user arrive through the cluster inbox (:func:`on_inbox`)
+and are answered through the store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ._commit import Lost, SessionFailed
 from ._core import _admission as admission
 from ._core import _inputs as inputs
 from ._core import _threads as threads
+from ._core._lifecycle import on_wake
 from ._exceptions import (
     CommandError,
     IllegalStateError,
@@ -93,6 +96,7 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         known=cls is not None,
         input_json=input_json,
         policy=msg.if_busy,
+        scheduled=msg.start_at is not None,
     )
     assert cls is not None
     assert input_json is not None
@@ -100,12 +104,15 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         other = session.runs.get(run_id)
         if other is not None:
             await owner.execute(other, plan)
+    now = trio.current_time()
+    start_at = None if msg.start_at is None else now + (msg.start_at - time.time())
     plan = admission.begin(
         admitted,
-        now=trio.current_time(),
+        now=now,
         threaded=cls.threaded,
         restart=cls.restart_policy or config.restart,
         liveness=cls.liveness or config.liveness,
+        start_at=start_at,
     )
     inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
     run = Run(
@@ -118,6 +125,7 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         inbox_tx=inbox_tx,
         inbox_rx=inbox_rx,
         thread=thread,
+        wake_wall=msg.start_at,
     )
     unit = UnitOfWork(owner.user_id)
     if msg.user_text is not None:
@@ -206,11 +214,17 @@ async def send_input(owner: Owner, msg: SendInput) -> None:
     unit = UnitOfWork(owner.user_id)
     extra = f",{msg.meta}" if msg.meta else ""
     unit.emit_encoded(run.run_id, "run_input", f'{{"input":{input_json}{extra}}}')
+    plan = on_wake(run.life, now=trio.current_time()) if inputs.answers(run) else None
+    if plan is not None:  # the run waits for it as a row: its next attempt starts
+        stage_plan(unit, owner.user_id, run, plan, run.result_json)
     await owner.committer.commit(unit)
-    if inputs.input_committed(run, input_json):  # the running attempt waits for it
+    inputs.input_committed(run, input_json)
+    if plan is not None:
+        owner.applied(run, plan)
+    elif run.question is not None:  # its attempt waits in memory (a message streams)
         reply, run.question = run.question, None
-        if reply is not None:
-            reply.set(loads(input_json))
+        inputs.ask(run)  # it takes this input
+        reply.set(loads(input_json))
 
 
 async def wait_run(owner: Owner, msg: WaitRun) -> None:
@@ -230,18 +244,17 @@ def subscribe(owner: Owner, msg: Subscribe, on_close: Any) -> None:
     owner.feed.subscribe(msg, on_close, owner.streams.snapshot())
 
 
-async def drain(owner: Owner) -> None:
-    """A planned shutdown: end what is still live ``dead`` (one unit), then stop."""
-    unit = UnitOfWork(owner.user_id)
-    plans = owner.session.shutdown()
-    for run, plan in plans:
-        owner.stop_attempt(run)
-        stage_plan(unit, owner.user_id, run, plan, run.result_json)
-    if unit:
-        await owner.committer.commit_owned(unit)
-    for run, plan in plans:
-        owner.applied(run, plan)
-    owner.stopping = True
+async def drain(owner: Owner, final: bool) -> None:
+    """A planned shutdown hands the user over: every attempt stops at its next commit (the
+    checkpoint handler hands its run over), one that waits for a thread or its restart stops
+    now, and so does every attempt when the drain is ``final``. Nothing is committed for it:
+    the next owner finds the runs live and resumes them. The session stops once no attempt
+    runs (and then releases the lease)."""
+    owner.draining = True
+    owner.session.turns_due = False
+    for run in list(owner.session.runs.values()):
+        if final or run.life.running_attempt is None:
+            owner.hand_over(run)
 
 
 async def on_inbox(owner: Owner, item: Any) -> None:

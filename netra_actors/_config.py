@@ -225,6 +225,12 @@ class RuntimeConfig:
     """Seconds retention waits between its batches (live traffic goes first)."""
     retention_interval: float = attrs.field(default=3600.0, validator=positive)
     """Seconds between two retention sweeps of this node."""
+    recovery_scan: float = attrs.field(default=0.5, validator=positive)
+    """Seconds between this node's looks for users whose runs need an owner and have none
+    (their owner is gone, a timer or a scheduled start is due): it takes them without waiting
+    for a client. Nodes proven gone are looked for every fourth scan."""
+    recovery_batch: int = attrs.field(default=256, validator=positive_int)
+    """At most this many users taken per scan (the rest are found by the next one)."""
     echo_sql: bool = False
     """Log every SQL statement (debugging)."""
     dependencies: Mapping[str, Dependency] = attrs.field(

@@ -9,29 +9,36 @@ to its user's supervisor, which stages it in the run's unit of work:
 * ``message`` streams an assistant message (:mod:`._message_stream`);
 * ``tool`` records a tool call (:mod:`._toolcall`: ``tool_executing`` and ``tool_completed``,
   each committed, or a replay of what an earlier attempt committed);
-* ``ask`` and ``receive`` wait for the run's inputs and messages, heartbeating meanwhile
-  (``ask`` commits what was staged before its question, with it);
+* ``ask`` waits for the run's next input (committing what was staged before its question,
+  with it), ``sleep`` sleeps durably: the attempt stops there and the run waits as a row; the
+  answer or the due time starts a new attempt that replays;
+* ``receive`` waits for the run's messages, heartbeating meanwhile;
 * returning from :meth:`Agent.run` commits the final unit with ``agent_completed``.
 
-A crash rolls back whatever was staged since the last checkpoint. A threaded agent's context
-(:mod:`._threaded_context`) hands its operations to this one.
+Every attempt replays its run's journal (:mod:`._core._journal`): what earlier attempts
+committed is not committed again (:mod:`._staging`). A crash rolls back whatever was staged
+since the last checkpoint. A threaded agent's context (:mod:`._threaded_context`) hands its
+operations to this one.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import trio
 
 from ._conversation import ConversationMessage
-from ._core._journal import JournalCursor, JournalEntry
+from ._core._journal import Item, JournalCursor
 from ._exceptions import RunFencedError
 from ._idempotency import keyed_call
+from ._journal_events import SLEEPING, ModelStep, ask_key, sleep_key
 from ._message_stream import MessageStream
-from ._messages import Ask, Checkpoint, Heartbeat, Reply, Write
+from ._messages import Ask, Checkpoint, Heartbeat, Reply, Sleep, Write
 from ._resilience import Resilience
-from ._staging import Staging
+from ._staging import Staging, encoded_event
 from ._toolcall import ToolCalls
 from ._values import JSON, StagedEvent, dumps, loads
 
@@ -55,7 +62,7 @@ class AgentContext:
         max_event_bytes: int | None = None,
         max_message_chars: int = 256 * 1024,
         resilience: Resilience | None = None,
-        journal: tuple[JournalEntry, ...] = (),
+        journal: tuple[Item, ...] = (),
         thread: str = "main",
         conversation: Callable[[], Awaitable[tuple[ConversationMessage, ...]]] | None = None,
     ) -> None:
@@ -72,22 +79,38 @@ class AgentContext:
         self._conversation = conversation
         self._sup = supervisor
         self._inbox = inbox
-        self._staging = Staging(run_id, max_staged, max_event_bytes)
         self.max_staged = max_staged
         self.max_event_bytes = max_event_bytes
+        self._cursor = JournalCursor(run_id, journal)
+        """This attempt's walk through the run's journal, as it was when the attempt started."""
+        self._staging = self.new_staging()
         self.max_message_chars = max_message_chars
         self._resilience = resilience or Resilience()
         self.beat_every = beat_every
         """Seconds between the heartbeats that staging operations send on their own."""
         self._now = trio.lowlevel.current_clock().current_time
         self._last_beat = self._now()
-        self._cursor = JournalCursor(run_id, journal)
-        """This attempt's walk through the run's journal, as it was when the attempt started."""
+        self.streaming = 0
+        """Messages this attempt is streaming now (their text lives only here until they
+        commit)."""
+        self._model: ModelStep | None = None
+        """A model call that rides the next commit (the one of its streamed answer)."""
         self._tools = ToolCalls(run_id, attempt, self._cursor)
         """This attempt's tool calls (shared with a threaded agent's context)."""
         self._ops = 0
         self._fenced = False
         self._waits: set[trio.CancelScope] = set()
+
+    def new_staging(self) -> Staging:
+        """A staging area of this attempt (the threaded context has its own), replaying."""
+        return Staging(
+            self.run_id, self.max_staged, self.max_event_bytes, self._cursor, self.attempt
+        )
+
+    @property
+    def replaying(self) -> bool:
+        """True while this attempt replays what earlier attempts of the run committed."""
+        return not self._cursor.stopped
 
     @property
     def fenced(self) -> bool:
@@ -168,10 +191,11 @@ class AgentContext:
         block normally stages the whole text as one ``message`` event and commits it (with
         anything else staged): it supersedes the deltas. If the attempt is rolled back, its
         ``run_rolled_back`` retracts the text that was not committed. A message holds at most
-        ``RuntimeConfig.max_message_chars`` characters.
+        ``RuntimeConfig.max_message_chars`` characters. While the attempt replays, a message
+        that an earlier attempt committed streams nothing and commits nothing again.
         """
         self._check()
-        return MessageStream(self, self.max_message_chars)
+        return MessageStream(self, self.max_message_chars, replaying=self._cursor.next_is_event())
 
     async def _write(self, message_id: str, text: str) -> None:
         await self._send(Write(self.run_id, self.attempt, message_id, text))
@@ -179,6 +203,8 @@ class AgentContext:
     async def _commit_message(self, message_id: str, text: str) -> int:
         self._check()
         self._staging.say(text, message_id)
+        if not self._staging and self._model is None and self._cursor.divergence is None:
+            return -1  # replayed: committed by an earlier attempt
         events, rows = self._staging.take()
         return await self._commit_staged(events, rows, closes=(message_id,))
 
@@ -187,13 +213,14 @@ class AgentContext:
 
         Commits what was staged before it, then ``input_requested`` (``prompt``, and ``schema``
         if given), as one unit, and returns the ``input`` of the next committed ``run_input``.
-        If the run already received that input (it was sent early, or this is a restarted
-        attempt), it returns it without asking again, after committing what was staged. The
-        run's deadline applies while it waits; waiting is no sign of trouble (it heartbeats).
+        Until the answer comes the run waits as a row: this attempt stops here (nothing of it
+        stays in memory), and the answer starts a new attempt that replays up to here and gets
+        it. A question the journal has is not asked again: its recorded answer is returned, or
+        the attempt waits for it. An answer the run received already (sent early) is returned
+        at once, after committing what was staged.
         """
         self._check()
-        events, rows = self._staging.take()
-        return await self._ask(prompt, schema, events, rows)
+        return await self._ask(prompt, schema, self._staging)
 
     async def client_tool(self, name: str, args: Mapping[str, JSON] | None = None) -> JSON:
         """Call a tool of the client (an AG-UI frontend tool) and wait for its result.
@@ -204,28 +231,75 @@ class AgentContext:
         ``send_input`` of the run answers it too.
         """
         self._check()
-        events, rows = self._staging.take()
-        return await self._ask(f"the client's tool {name}", None, events, rows, name, args)
+        return await self._ask(f"the client's tool {name}", None, self._staging, name, args)
 
     async def _ask(
         self,
         prompt: str,
         schema: JSON,
-        events: list[StagedEvent],
-        rows: list[tuple[Any, Any]],
+        staging: Staging,
         tool: str | None = None,
         args: Mapping[str, JSON] | None = None,
     ) -> JSON:
-        """Ask (or call the client's ``tool``), committing ``events`` and ``rows`` (staged
-        before the question) first."""
+        """Ask (or call the client's ``tool``), committing what ``staging`` holds (staged
+        before the question) in the same unit, first."""
         data: dict[str, JSON] = {"prompt": str(prompt)}
         if schema is not None:
             data["schema"] = schema
         if tool is not None:
             data["client_tool"] = {"name": str(tool), "args": dict(args or {})}
+        data_json = dumps(data)
+        replayed = self._cursor.ask(ask_key(data_json))
+        if self._model is not None:  # placed in the journal by a checkpoint of its own, first
+            await self._commit_staged(*staging.take())
+        events, rows = staging.take()  # with a divergence to record, if any, first
         reply: Reply[JSON] = Reply()
-        await self._send(Ask(self.run_id, self.attempt, dumps(data), reply, events, rows))
+        cut_at = self._cursor.ask_at()
+        hold = self.streaming > 0
+        ask = Ask(self.run_id, self.attempt, data_json, reply, events, rows, replayed, cut_at, hold)
+        await self._send(ask)
         return await self._wait_beating(reply.wait)
+
+    async def _flush(self, staging: Staging) -> None:
+        """Commit what ``staging`` holds (and a divergence waiting to be recorded), if any."""
+        if staging or self._cursor.divergence is not None:
+            events, rows = staging.take()
+            await self._commit_staged(events, rows)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep durably for ``seconds``: the run commits ``sleeping`` {seconds, until} and
+        waits as a row (this attempt stops here; nothing stays in memory), across restarts,
+        and wakes at ``until`` (± 1 s) as a new attempt that replays up to here and goes on.
+        A sleep the journal has keeps its recorded ``until`` (it returns at once if that has
+        passed). ``seconds <= 0`` returns at once and records nothing."""
+        seconds = float(seconds)
+        if not math.isfinite(seconds):
+            raise ValueError(f"seconds must be a finite number, got {seconds!r}")
+        self._check()
+        if seconds <= 0:
+            return
+        events, rows, until = self._sleep_staged(self._staging, seconds)
+        if until is None:
+            return
+        reply: Reply[None] = Reply()
+        await self._send(Sleep(self.run_id, self.attempt, until, events, rows, reply))
+        await self._wait_beating(reply.wait)
+
+    def _sleep_staged(
+        self, staging: Staging, seconds: float
+    ) -> tuple[list[StagedEvent], list[tuple[Any, Any]], float | None]:
+        """What a sleep commits, and until when (None: it is over already)."""
+        recorded = self._cursor.sleep(sleep_key(seconds)) if self.replaying else None
+        if recorded is not None:
+            until = float(loads(recorded))
+            if until <= time.time():
+                return [], [], None
+        else:
+            until = time.time() + seconds
+            body = f'{{"seconds":{dumps(seconds)},"until":{dumps(until)}}}'
+            staging.add_event(encoded_event(self.run_id, SLEEPING, body, self.max_event_bytes))
+        events, rows = staging.take()
+        return events, rows, until
 
     async def receive(self) -> JSON:
         """The next message sent to this run (``Runtime.send_to_run``), waiting if none.
@@ -289,9 +363,9 @@ class AgentContext:
         final: JSON = None,
         is_final: bool = False,
         closes: tuple[str, ...] = (),
-        journal: JournalEntry | None = None,
     ) -> int:
         reply: Reply[int] = Reply()
+        model, self._model = self._model, None
         now = self._now()
         beat = now - self._last_beat >= self.beat_every  # a checkpoint is a sign of life too
         if beat:
@@ -307,7 +381,7 @@ class AgentContext:
                 final_result=final,
                 is_final=is_final,
                 closes=closes,
-                journal=journal,
+                model=model,
             )
         )
         return await reply.wait()
@@ -326,12 +400,13 @@ class AgentContext:
         ``trio.to_thread.run_sync``). Returns the result as JSON decodes it (a tuple comes back
         as a list).
 
-        The call is a journaled *step*: in a restarted attempt, the k-th journaled call returns
-        the result that an earlier attempt committed for step k — without calling ``fn`` and
-        without committing anything — if that step succeeded with the same name and arguments.
-        (What was staged before it still commits, as before any tool call.) A different call
-        at step k is a divergence: ``tool_replay_diverged`` is committed and nothing after it is
-        replayed. ``replay=False`` (a reserved keyword: no tool argument can
+        The call is a journaled *step*: in a new attempt, a call the journal has at this point
+        returns the result an earlier attempt committed — without calling ``fn`` and without
+        committing anything — if it succeeded with the same name and arguments; one that was
+        begun and not finished runs again under its ``call_id`` (only its ``tool_completed`` is
+        committed); one that failed runs again as a new call. (What was staged before it still
+        commits, as before any tool call.) A different call is a divergence:
+        ``tool_replay_diverged`` is committed and nothing after it is replayed. ``replay=False`` (a reserved keyword: no tool argument can
         be called ``replay``) always calls ``fn`` and takes no step; so does a call made while
         another one of this attempt is in flight. ``fn`` runs with
         :func:`~netra_actors.idempotency_key` set (and gets it as ``idempotency_key=`` if it
@@ -346,7 +421,8 @@ class AgentContext:
                 await self._tick()
             return call.replay_result()
         try:
-            await self._commit_tool(call.executing())
+            call.executing()
+            await self._flush(self._staging)
             try:
                 result_json, attempts = await self._resilience.call(
                     name, keyed_call(fn, call.key, args), args
@@ -355,19 +431,15 @@ class AgentContext:
                 raise
             except Exception as exc:
                 self._check()
-                journal, error = call.failed(exc)
-                await self._commit_tool(journal)
+                error = call.failed(exc)
+                await self._flush(self._staging)
                 raise error from exc
             self._check()
-            await self._commit_tool(call.completed(result_json, attempts))
+            call.completed(result_json, attempts)
+            await self._flush(self._staging)
             return loads(result_json)
         finally:
             call.end()
-
-    async def _commit_tool(self, journal: JournalEntry | None) -> None:
-        """Commit what a step of a tool call staged, with its journal entry."""
-        events, rows = self._staging.take()
-        await self._commit_staged(events, rows, journal=journal)
 
     async def _finish(
         self,

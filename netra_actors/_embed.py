@@ -109,11 +109,18 @@ class EmbeddedRuntime:
         if_busy: str | None = None,
         trace_context: Mapping[str, str] | None = None,
         thread: str | None = None,
+        start_at: float | None = None,
     ) -> str:
         """See :meth:`Runtime.start_run`."""
         result: str = await self._call(
             lambda: self._runtime.start_run(
-                user_id, agent, input, if_busy=if_busy, trace_context=trace_context, thread=thread
+                user_id,
+                agent,
+                input,
+                if_busy=if_busy,
+                trace_context=trace_context,
+                thread=thread,
+                start_at=start_at,
             )
         )
         return result
@@ -130,6 +137,7 @@ class EmbeddedRuntime:
         thread: str | None = None,
         message_id: str | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        start_at: float | None = None,
     ) -> str:
         """See :meth:`Runtime.say`."""
         result: str = await self._call(
@@ -143,6 +151,7 @@ class EmbeddedRuntime:
                 thread=thread,
                 message_id=message_id,
                 earlier=earlier,
+                start_at=start_at,
             )
         )
         return result

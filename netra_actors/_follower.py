@@ -55,6 +55,7 @@ from ._messages import (
     Reply,
     SendInput,
     SendToRun,
+    Sleep,
     SlotReady,
     StartRun,
     Subscribe,
@@ -212,7 +213,7 @@ class UserFollower:
                 epoch = await self._try_acquire()
                 if epoch is not None:
                     self.acquired = Acquired(epoch, None)
-            case Checkpoint() | Ask():
+            case Checkpoint() | Ask() | Sleep():
                 msg.reply.fail(RunFencedError("this node no longer owns the user's session"))
             case SlotReady():
                 msg.release()

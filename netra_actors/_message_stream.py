@@ -5,7 +5,9 @@ Each ``write`` reaches the user's sockets at once as a provisional ``delta`` (no
 leaving the block normally stages the whole text as one ``message`` event and commits it, which
 supersedes the deltas. Leaving it with an exception commits nothing: the attempt's rollback
 retracts the text. The rules (one commit, at most ``RuntimeConfig.max_message_chars``) are
-:class:`MessageText`'s; each stream only writes through its context.
+:class:`MessageText`'s; each stream only writes through its context. A stream opened while its
+attempt replays a message of the journal (``replaying``) sends no deltas: its text is compared
+with the journal's when it closes, and commits only if it differs (a divergence).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from ._ids import new_message_id
 class MessageText:
     """The text of a message being streamed, and the rules of writing it."""
 
-    def __init__(self, max_chars: int) -> None:
+    def __init__(self, max_chars: int, replaying: bool = False) -> None:
+        self.replaying = replaying
+        """Its text is not streamed: it may be the replay of a committed message."""
         self.message_id = new_message_id()
         """The ``message_id`` of its deltas and of its committed ``message`` event."""
         self._max_chars = max_chars
@@ -57,6 +61,8 @@ class MessageText:
 class AsyncWriter(Protocol):
     """What a :class:`MessageStream` writes through (the async agent's context)."""
 
+    streaming: int
+
     def _check(self) -> None: ...
     async def _write(self, message_id: str, text: str) -> None: ...
     async def _commit_message(self, message_id: str, text: str) -> int: ...
@@ -65,21 +71,23 @@ class AsyncWriter(Protocol):
 class MessageStream(MessageText):
     """An assistant message being streamed (see :meth:`AgentContext.message`)."""
 
-    def __init__(self, ctx: AsyncWriter, max_chars: int) -> None:
-        super().__init__(max_chars)
+    def __init__(self, ctx: AsyncWriter, max_chars: int, replaying: bool = False) -> None:
+        super().__init__(max_chars, replaying)
         self._ctx = ctx
 
     async def write(self, text: str) -> None:
         """Send ``text`` to the user's sockets now (provisional until the message commits)."""
         self._ctx._check()
         text = self._add(str(text))
-        if text:
+        if text and not self.replaying:
             await self._ctx._write(self.message_id, text)
 
     async def __aenter__(self) -> MessageStream:
+        self._ctx.streaming += 1
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._ctx.streaming -= 1
         if self._close(exc_type):
             await self._ctx._commit_message(self.message_id, self.text)
 
@@ -87,6 +95,11 @@ class MessageStream(MessageText):
 class ThreadWriter(Protocol):
     """What a :class:`ThreadedMessageStream` writes through (the threaded agent's context)."""
 
+    @property
+    def streaming(self) -> int: ...
+
+    @streaming.setter
+    def streaming(self, value: int) -> None: ...
     def _write(self, message_id: str, text: str) -> None: ...
     def _commit_message(self, message_id: str, text: str) -> int: ...
 
@@ -94,19 +107,21 @@ class ThreadWriter(Protocol):
 class ThreadedMessageStream(MessageText):
     """An assistant message being streamed from a thread (see :meth:`ThreadedContext.message`)."""
 
-    def __init__(self, ctx: ThreadWriter, max_chars: int) -> None:
-        super().__init__(max_chars)
+    def __init__(self, ctx: ThreadWriter, max_chars: int, replaying: bool = False) -> None:
+        super().__init__(max_chars, replaying)
         self._ctx = ctx
 
     def write(self, text: str) -> None:
         """Send ``text`` to the user's sockets now (one hand-off to trio per call)."""
         text = self._add(str(text))
-        if text:
+        if text and not self.replaying:
             self._ctx._write(self.message_id, text)
 
     def __enter__(self) -> ThreadedMessageStream:
+        self._ctx.streaming += 1
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._ctx.streaming -= 1
         if self._close(exc_type):
             self._ctx._commit_message(self.message_id, self.text)

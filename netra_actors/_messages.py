@@ -13,8 +13,8 @@ import attrs
 import outcome
 import trio
 
-from ._core._journal import JournalEntry
 from ._exceptions import RuntimeClosedError
+from ._journal_events import ModelStep
 from ._values import JSON, StagedEvent
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class StartRun:
     earlier: tuple[tuple[str, str], ...] = ()
     """For ``say``: ``(message_id, text)`` of further user messages committed before it, in the
     same unit (AG-UI's messages the thread does not have yet)."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch), not now: ``pending``, reason ``scheduled``."""
 
 
 @attrs.define(slots=True)
@@ -164,9 +166,12 @@ class InboxCommand:
 
 @attrs.define(slots=True)
 class Drain:
-    """The node shuts down: end the live runs ``dead``, release the lease, stop."""
+    """The node shuts down: hand the user over. Each attempt stops at its next commit (``final``:
+    now, without committing its open unit); once none runs, the owner stops and releases the
+    lease, and the next owner resumes the runs."""
 
     reply: Reply[None]
+    final: bool = False
 
 
 @attrs.define(slots=True)
@@ -216,8 +221,8 @@ class Checkpoint:
     is_final: bool = False
     closes: tuple[str, ...] = ()
     """Open messages this unit commits (their provisional text ends here)."""
-    journal: JournalEntry | None = None
-    """The journal step this unit commits (recorded in ``Run.journal`` once it committed)."""
+    model: ModelStep | None = None
+    """A model call this unit commits (kept beside the events, and in the run's journal)."""
 
 
 @attrs.define(slots=True)
@@ -244,6 +249,27 @@ class Ask:
     rows: list[tuple[Any, Any]] = attrs.field(factory=list)
     """What the attempt staged before asking: committed first, with the question if one is
     asked (in the same unit), on its own if the answer was recorded already."""
+    replayed: bool = False
+    """The journal has this question: it is not committed again."""
+    cut_at: int | None = None
+    """The attempt replays and the journal does not have this question: if it must be
+    committed, it is a divergence at this position of the journal."""
+    hold: bool = False
+    """A message is streaming (its provisional text lives in the attempt): the attempt waits
+    for the answer in memory instead of stopping."""
+
+
+@attrs.define(slots=True)
+class Sleep:
+    """Agent → supervisor: the attempt sleeps durably until ``until`` (seconds since the epoch);
+    ``events`` (its ``sleeping`` event, unless replayed) commit with the wait."""
+
+    run_id: str
+    attempt: int
+    until: float
+    events: list[StagedEvent]
+    rows: list[tuple[Any, Any]]
+    reply: Reply[Any]
 
 
 @attrs.define(slots=True)
@@ -286,6 +312,7 @@ Message = (
     | Checkpoint
     | Write
     | Ask
+    | Sleep
     | AgentExited
     | SlotReady
 )

@@ -5,8 +5,10 @@ queue, the idle clock), its sockets (:class:`~._feed.Feed`), its committer and t
 agents are streaming. A plan (``_core/_lifecycle.py``) is carried out in one order: stop the
 running attempt if the plan says so, commit the plan's steps as one unit, and only then apply it
 — spawn the next attempt, wait for a thread slot, or end the run (answer its waiters, let a
-queued run's turn come). The handlers (``_commands.py``, ``_agent_reports.py``) and the
-supervisor (``_supervisor.py``) build on it.
+queued run's turn come). While the node drains, no attempt starts any more: each run is
+handed over (``_lifecycle.on_handover``) at its attempt's next commit, or at the end of the
+drain, and the next owner resumes it. The handlers (``_commands.py``, ``_agent_reports.py``) and
+the supervisor (``_supervisor.py``) build on it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import trio
 
 from ._children import slot_waiter, start_attempt
 from ._commit import Committer
-from ._core._lifecycle import Crash, Plan, Rollback, on_crash
+from ._core._lifecycle import Crash, Plan, Rollback, on_crash, on_handover
 from ._core._session import Session
 from ._deps import SupervisorDeps
 from ._feed import Feed
@@ -60,6 +62,8 @@ class Owner:
         self.nursery: trio.Nursery | None = None
         self.stopping = False
         """Drained: stop after this message (and release the lease)."""
+        self.draining = False
+        """The node drains: hand every run over at its next commit, start no attempt."""
 
     def _new_streams(self) -> OpenMessages:
         config = self._config
@@ -82,8 +86,13 @@ class Owner:
         return self.committer.epoch
 
     def quiet(self) -> bool:
-        """No socket open and nothing in the mailbox (the core asks, to count as idle)."""
-        return not self.feed.active() and self._rx.statistics().current_buffer_used == 0
+        """No socket open, nobody waiting for a run, nothing in the mailbox (the core asks, to
+        count as idle)."""
+        return (
+            not self.feed.active()
+            and self._rx.statistics().current_buffer_used == 0
+            and not any(run.waiters for run in self.session.runs.values())
+        )
 
     def trace(self, what: str, detail: Any = None) -> None:
         if self._deps.tracer is not None:
@@ -117,6 +126,11 @@ class Owner:
         run.life = plan.life
         if self._deps.tracing is not None:
             self._deps.tracing.applied(self.user_id, run, plan)
+        if self.draining and (plan.spawn or plan.await_slot):
+            if release_slot is not None:
+                release_slot()
+            self.hand_over(run)  # no attempt starts on a draining node: the next owner's
+            return
         counters = self._deps.counters
         for step in plan.steps:
             if isinstance(step, Rollback):
@@ -135,6 +149,19 @@ class Owner:
             self.nursery.start_soon(
                 slot_waiter, self._tx, self._deps.threads, run.run_id, run.child
             )
+
+    def hand_over(self, run: Run) -> None:
+        """The node drains: stop the run's attempt (committing nothing more); the next owner
+        resumes the run."""
+        plan = on_handover(run.life)
+        if plan is not None:
+            self.stop_attempt(run)
+            run.life = plan.life
+            self.streams.end_run(run.run_id)
+
+    def drained(self) -> bool:
+        """Draining, and no attempt runs here any more: the session may stop."""
+        return self.draining and self.session.attempts() == 0
 
     def stop_attempt(self, run: Run) -> None:
         """Cancel the running attempt (or slot wait); what it staged is discarded with it."""
@@ -158,6 +185,9 @@ class Owner:
     async def start_turns(self) -> None:
         """Start the queued runs whose turn came (every run live before them has ended)."""
         session = self.session
+        if self.draining:
+            session.turns_due = False
+            return
         while (turn := session.next_turn(trio.current_time())) is not None:
             run, plan = turn
             if run.history_seq is None:  # its conversation: the thread as its turn came

@@ -5,7 +5,8 @@ the user id to that task's :class:`~._roles.ActiveUser`. A request activates the
 and puts its message in the user's mailbox; a session that just stopped closed its mailbox, so
 the request activates the next one. Sessions remove themselves when they passivate, fail or stop.
 The registry also refuses new users while the node drains and takes the active ones through a
-planned shutdown (:meth:`Registry.drain`).
+planned shutdown (:meth:`Registry.drain`), and activates the users the recovery scan finds
+(:meth:`Registry.wake`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import trio
 from ._deps import SupervisorDeps
 from ._exceptions import MailboxFullError, RuntimeClosedError
 from ._follower import UserFollower
-from ._messages import Drain, Message, Reply
+from ._messages import Drain, Message, Poke, Reply
 from ._roles import ActiveUser, run_user
 from ._supervisor import UserSupervisor
 
@@ -61,26 +62,53 @@ class Registry:
             return await msg.reply.wait()
         raise RuntimeClosedError("the user's session could not be activated")
 
+    @property
+    def draining(self) -> bool:
+        return self._draining or self.closed
+
+    def wake(self, user_id: str) -> bool:
+        """The recovery scan found the user's runs without an owner: activate the user here
+        (it takes the lease and recovers them). False if it is active already or cannot be."""
+        if user_id in self._users:
+            return False
+        try:
+            user = self._activate(user_id)
+            user.send.send_nowait(Poke())
+        except (MailboxFullError, RuntimeClosedError, trio.WouldBlock, trio.BrokenResourceError):
+            return False
+        return True
+
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
-        """Take no new users, let live runs finish for up to ``timeout`` seconds, then have every
-        owner end its live runs ``dead`` and release its lease (see ``Runtime.drain``)."""
+        """Hand every user over (see ``Runtime.drain``): take no new users, let each attempt
+        reach its next commit for up to ``timeout`` seconds (it stops there), then stop the
+        rest without committing their open unit; each owner then stops and releases its lease."""
         self._draining = True
+        self._tell_owners(final=False)
         with trio.move_on_after(timeout):
-            while any(u.supervisor.runs for u in self._users.values()):  # noqa: ASYNC110
-                await trio.sleep(0.05)  # (runs end in many supervisors: a poll is simplest)
+            while any(  # noqa: ASYNC110 (attempts end in many supervisors: a poll is simplest)
+                isinstance(u.supervisor, UserSupervisor) and u.supervisor.session.attempts()
+                for u in self._users.values()
+            ):
+                await trio.sleep(0.05)
+        replies = self._tell_owners(final=True)
+        with trio.move_on_after(max(1.0, timeout)):
+            for reply in replies:
+                with contextlib.suppress(Exception):
+                    await reply.wait()
+            while any(isinstance(u.supervisor, UserSupervisor) for u in self._users.values()):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+    def _tell_owners(self, *, final: bool) -> list[Reply[None]]:
         replies: list[Reply[None]] = []
         for user in list(self._users.values()):
             if isinstance(user.supervisor, UserSupervisor):
                 reply: Reply[None] = Reply()
                 try:
-                    user.send.send_nowait(Drain(reply))
+                    user.send.send_nowait(Drain(reply, final))
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     continue
                 replies.append(reply)
-        with trio.move_on_after(max(1.0, timeout)):
-            for reply in replies:
-                with contextlib.suppress(Exception):
-                    await reply.wait()
+        return replies
 
     def _activate(self, user_id: str) -> ActiveUser:
         if self.closed:

@@ -2,9 +2,9 @@
 
 A :class:`Run` is the core's record of a live run (:class:`~._core._session.LiveRun`: its
 :class:`~._core._lifecycle.RunLife`, queue place and inputs) with the handles only the shell
-holds (its agent class, inbox, running attempt, waiters). The run's life-cycle state is its
-``life`` and nothing else: the run row the store keeps is derived from it whenever a unit is
-staged.
+holds (its agent class, inbox, running attempt, waiters, its journal). The run's life-cycle
+state is its ``life`` and nothing else: the run row the store keeps is derived from it whenever a
+unit is staged (a durable wait included: ``wait``, ``wake_at``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ._core import Transition
 from ._core._journal import Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
 from ._core._session import LiveRun
+from ._journal_events import History
 from ._messages import Reply
 from ._tracing import RunSpans
 from ._uow import RunRow, UnitOfWork
@@ -57,21 +58,30 @@ class Run(LiveRun):
     child: trio.CancelScope | None = None
     """The running attempt's (or the slot wait's) cancel scope."""
     waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
-    question: Reply[JSON] | None = None
-    """The running attempt's ``ctx.ask``, waiting for the next input."""
     journal: Journal = attrs.field(factory=Journal)
-    """The last committed outcome of each journaled step of any attempt (what a restarted
-    attempt may replay instead of doing again): built from the checkpoints that committed."""
+    """Everything the run's attempts committed, in order (what a new attempt replays): kept
+    from the units that committed, or rebuilt from the store (``_journal_events.py``)."""
+    wake_wall: float | None = None
+    """When its timer or scheduled start is due, in seconds since the epoch (the row's)."""
+    question: Reply[JSON] | None = None
+    """The running attempt's ``ctx.ask`` asked while a message streams: it waits in memory."""
     spans: RunSpans | None = None
     """Its open OpenTelemetry spans (tracing on only)."""
 
     @classmethod
     def from_store(
-        cls, info: RunInfo, agent_cls: type[AgentBase], life: RunLife, *, mailbox: int
+        cls,
+        info: RunInfo,
+        agent_cls: type[AgentBase],
+        life: RunLife,
+        *,
+        mailbox: int,
+        history: History | None = None,
     ) -> Run:
-        """A run read back from the store (to recover it on activation)."""
+        """A run read back from the store (to recover it on activation), with what its
+        committed events say (its journal, its inputs)."""
         inbox_tx, inbox_rx = trio.open_memory_channel[JSON](mailbox)
-        return cls(
+        run = cls(
             run_id=info.run_id,
             agent=info.agent,
             agent_cls=agent_cls,
@@ -84,7 +94,12 @@ class Run(LiveRun):
             thread=info.thread,
             start_seq=info.start_seq,
             history_seq=info.history_seq,
+            wake_wall=info.wake_at,
         )
+        if history is not None:
+            run.journal = history.journal
+            run.inputs = list(history.inputs)
+        return run
 
     def row(self, user_id: str, life: RunLife, result_json: str | None) -> RunRow:
         """The run's row as it is once ``life`` is committed."""
@@ -96,12 +111,14 @@ class Run(LiveRun):
             attempt=life.attempt,
             input_json=self.input_json,
             result_json=result_json,
-            reason=life.reason or ("queued" if life.wait is Wait.QUEUE else None),
+            reason=life.reason or _WAIT_REASONS.get(life.wait),
             created_at=self.created_at,
             updated_at=time.time(),
             thread=self.thread,
             start_seq=self.start_seq,
             history_seq=self.history_seq,
+            wait=life.wait.value if life.wait.durable else None,
+            wake_at=self.wake_wall if life.wait in (Wait.TIMER, Wait.SCHEDULED) else None,
         )
 
     def info(self, user_id: str) -> RunInfo:
@@ -115,13 +132,19 @@ class Run(LiveRun):
             attempt=life.attempt,
             created_at=self.created_at,
             updated_at=time.time(),
-            reason=life.reason,
+            reason=life.reason or _WAIT_REASONS.get(life.wait),
             input=None if self.input_json is None else loads(self.input_json),
             result=None if self.result_json is None else loads(self.result_json),
             thread=self.thread,
             start_seq=self.start_seq,
             history_seq=self.history_seq,
+            wait=life.wait.value if life.wait.durable else None,
+            wake_at=self.wake_wall if life.wait in (Wait.TIMER, Wait.SCHEDULED) else None,
         )
+
+
+_WAIT_REASONS = {Wait.QUEUE: "queued", Wait.SCHEDULED: "scheduled"}
+"""The ``reason`` a live run's row gives while it waits so (before it started)."""
 
 
 def stage_plan(

@@ -10,7 +10,10 @@ runtime's shared parts (``SupervisorDeps``) together.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +49,7 @@ from ._messages import (
     Subscribe,
     WaitRun,
 )
+from ._recovery_scan import scan
 from ._registry import Registry
 from ._resilience import Resilience
 from ._retention import Retention
@@ -68,6 +72,23 @@ def check_user_id(user_id: str) -> None:
     """Raise :class:`CommandError` unless ``user_id`` is a usable user id."""
     if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
         raise CommandError(f"user ids are non-empty strings of at most {MAX_USER_ID} characters")
+
+
+MAX_START_AHEAD = 366 * 86400.0
+"""``start_at`` is at most a year ahead."""
+
+
+def check_start_at(start_at: float | None) -> float | None:
+    """``start_at`` checked: None to start now (also for a time that has passed), else the time
+    (seconds since the epoch); :class:`CommandError` unless a number at most a year ahead."""
+    if start_at is None:
+        return None
+    if isinstance(start_at, bool) or not isinstance(start_at, int | float):
+        raise CommandError("start_at must be a number (seconds since the epoch)")
+    now = time.time()
+    if not math.isfinite(start_at) or start_at > now + MAX_START_AHEAD:
+        raise CommandError("start_at must be at most a year ahead")
+    return float(start_at) if start_at > now else None
 
 
 class Runtime:
@@ -121,6 +142,16 @@ class Runtime:
         if config.retention_days is not None:
             self.retention = Retention(config, store, self._request)
             nursery.start_soon(self.retention.run)
+        nursery.start_soon(
+            functools.partial(
+                scan,
+                store,
+                self._registry.wake,
+                interval=config.recovery_scan,
+                batch=config.recovery_batch,
+                stopped=lambda: self._registry.draining,
+            )
+        )
 
     def _member(self, user_id: str) -> UserSupervisor | UserFollower | None:
         return self._registry.member(user_id)
@@ -140,6 +171,7 @@ class Runtime:
         if_busy: str | None = None,
         trace_context: Mapping[str, str] | None = None,
         thread: str | None = None,
+        start_at: float | None = None,
     ) -> str:
         """Start a run of ``agent`` (the default agent if None) with ``input``. Returns its id.
 
@@ -150,10 +182,14 @@ class Runtime:
         first); None takes ``RuntimeConfig.if_busy``. ``trace_context``: the caller's W3C trace
         context (``{"traceparent": …}``), the parent of the run's span when tracing is on.
         ``thread``: the thread the run belongs to (1-128 characters of ``A-Z a-z 0-9 . _ : -``;
-        None: ``main``).
+        None: ``main``). ``start_at`` (seconds since the epoch, at most a year ahead) schedules
+        the run: it is committed ``pending`` (reason ``scheduled``) and starts at that time
+        (± 1 s), on whichever node owns the user then; ``cancel_run`` cancels it. A time that
+        has passed starts it now.
         """
         carrier = dict(trace_context) if trace_context else None
         thread = check_thread(thread)
+        when = check_start_at(start_at)
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(
@@ -164,6 +200,7 @@ class Runtime:
                 if_busy=if_busy,
                 trace_context=carrier,
                 thread=thread,
+                start_at=when,
             ),
         )
         return run_id
@@ -181,13 +218,14 @@ class Runtime:
         message_id: str | None = None,
         earlier: Sequence[tuple[str, str]] = (),
         input: JSON = None,
+        start_at: float | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
-        ``if_busy``: see :meth:`start_run` (the message is committed whatever the policy, except
-        when ``reject`` refuses the command). ``message_meta``: further fields of the committed
-        ``message`` event's ``data`` (``role``, ``text`` and ``message_id`` are the runtime's).
-        ``trace_context``: see :meth:`start_run`.
+        ``if_busy`` and ``start_at``: see :meth:`start_run` (the message is committed whatever
+        the policy, except when ``reject`` refuses the command). ``message_meta``: further
+        fields of the committed ``message`` event's ``data`` (``role``, ``text`` and
+        ``message_id`` are the runtime's). ``trace_context``: see :meth:`start_run`.
         ``thread``: the run's thread (None: ``main``). ``message_id``: the message's id, chosen
         by the client (the AG-UI message id), unique per user — a repeat raises
         :class:`CommandError` and commits nothing; None: the runtime makes one. ``earlier``:
@@ -203,6 +241,7 @@ class Runtime:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], str)):
                 raise CommandError("earlier must hold (message_id, text) pairs")
             check_message_id(pair[0])
+        when = check_start_at(start_at)
         meta = dict(message_meta) if message_meta else None
         run_id: str = await self._request(
             user_id,
@@ -217,6 +256,7 @@ class Runtime:
                 thread=thread,
                 message_id=message_id,
                 earlier=pairs,
+                start_at=when,
             ),
         )
         return run_id
@@ -388,9 +428,11 @@ class Runtime:
         await self.store.check()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
-        """A planned shutdown of this node (a rolling deploy): take no new users, let live runs
-        finish for up to ``timeout`` seconds, end the ones still live ``dead`` (one rollback
-        each), and release every lease, so that other nodes take the users over at once."""
+        """A planned shutdown of this node (a rolling deploy) hands its users over: take no new
+        users, let each running attempt reach its next commit for up to ``timeout`` seconds,
+        then stop the rest without committing their open unit, and release every lease. No
+        run ends: the next owner (another node's recovery scan, or this server restarted)
+        resumes each one as a new attempt that replays what was committed."""
         await self._registry.drain(timeout)
         release_all = getattr(self.store, "release_all", None)
         if release_all is not None:
@@ -402,7 +444,8 @@ class Runtime:
         return self._registry.is_active(user_id)
 
     async def aclose(self) -> None:
-        """Stop every supervisor and its agents. Runs still live end ``dead`` on next start."""
+        """Stop every supervisor and its agents at once. Runs still live are resumed by their
+        next owner (``lost``, then a new attempt that replays)."""
         self._close()
 
     def _close(self) -> None:
@@ -469,8 +512,8 @@ async def _open(
             finally:
                 runtime._close()
     finally:
-        # Every supervisor has stopped: hand this node's users back (runs left live end dead
-        # on their next activation, on whichever node, without waiting for the leases to expire).
+        # Every supervisor has stopped: hand this node's users back (runs left live are resumed
+        # by their next owner, on whichever node, without waiting for the leases to expire).
         release_all = getattr(the_store, "release_all", None)
         if release_all is not None:
             with trio.CancelScope(shield=True), contextlib.suppress(StoreError):

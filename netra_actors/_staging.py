@@ -7,6 +7,11 @@ exactly as a rollback of the unit would.
 
 Every event is checked (its name, its size: ``RuntimeConfig.max_event_bytes``) and encoded to JSON
 once, here; that text is what the store keeps and every socket receives (see :mod:`._values`).
+
+While the attempt replays its run's journal (a :class:`~._core._journal.JournalCursor`), an event
+that matches the next journaled one is not staged (it was committed by an earlier attempt), nor
+is a row (it was committed with the work before it); a divergence is staged once, first in the
+unit that follows it.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._core._journal import JournalCursor
 from ._exceptions import AgentError, ReservedEventError
 from ._ids import new_message_id
+from ._journal_events import divergence_event, event_key, message_key
 from ._uow import check_stageable
 from ._values import JSON, RESERVED_EVENTS, StagedEvent, dumps
 
@@ -98,10 +105,20 @@ class Staging:
     the checkpoint that commits it) and starts a new one.
     """
 
-    __slots__ = ("events", "limit", "max_bytes", "rows", "run_id")
+    __slots__ = ("attempt", "cursor", "events", "limit", "max_bytes", "rows", "run_id")
 
-    def __init__(self, run_id: str, limit: int, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        limit: int,
+        max_bytes: int | None = None,
+        cursor: JournalCursor | None = None,
+        attempt: int = 1,
+    ) -> None:
         self.run_id = run_id
+        self.cursor = cursor
+        """The attempt's walk through its run's journal (None: nothing to replay)."""
+        self.attempt = attempt
         self.limit = limit
         """At most this many events and rows between two checkpoints."""
         self.max_bytes = max_bytes
@@ -128,9 +145,16 @@ class Staging:
             self._room()
         self.events.append(staged)
 
+    def replayed(self, key: str) -> bool:
+        """True if the attempt replays an event with this key (it is not staged again)."""
+        cursor = self.cursor
+        return cursor is not None and not cursor.stopped and cursor.event(key)
+
     def emit(self, event: str, data: Mapping[str, JSON] | None) -> None:
         """Stage an agent's custom event."""
         staged = stage_event(self.run_id, event, data, self.max_bytes)
+        if self.cursor is not None and self.replayed(event_key(event, staged.data_json)):
+            return
         if len(self.events) >= self.limit - len(self.rows):
             self._room()
         self.events.append(staged)
@@ -138,22 +162,37 @@ class Staging:
     def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
         staged = text_event(self.run_id, "agent_thinking", "", text, self.max_bytes)
+        if self.cursor is not None and self.replayed(event_key("agent_thinking", staged.data_json)):
+            return
         if len(self.events) >= self.limit - len(self.rows):
             self._room()
         self.events.append(staged)
 
     def say(self, text: str, message_id: str | None = None) -> None:
         """Stage an assistant ``message`` (with ``message_id``: a new one unless given)."""
+        if self.cursor is not None and self.replayed(message_key(text)):
+            return
         self.add_event(assistant_message(self.run_id, text, self.max_bytes, message_id=message_id))
 
     def add_row(self, row: Any, params: Any) -> None:
         """Stage a developer's ORM instance or Core statement (with ``params``)."""
         check_stageable(row)
+        if self.cursor is not None and not self.cursor.stopped:
+            return  # committed with the replayed work it came with
         self._room()
         self.rows.append((row, params))
 
     def take(self) -> tuple[list[StagedEvent], list[tuple[Any, Any]]]:
         """The staged events and rows, handed over; nothing is staged afterwards."""
+        cursor = self.cursor
+        if cursor is not None and cursor.divergence is not None:
+            self.events.insert(0, self._divergence())
         events, rows = self.events, self.rows
         self.events, self.rows = [], []
         return events, rows
+
+    def _divergence(self) -> StagedEvent:
+        assert self.cursor is not None
+        divergence = self.cursor.take_divergence()
+        assert divergence is not None
+        return divergence_event(self.run_id, self.attempt, divergence)

@@ -56,6 +56,8 @@ class RuntimeStatistics:
     """Units this node could not commit: another node had taken the user over."""
     follow_lag: HistogramSnapshot | None = None
     """From an event's commit (on another node) to its hand-off to this node's sockets."""
+    attempts: int = 0
+    """Attempts running now: a run waiting for an answer, a timer or its start holds none."""
 
 
 def runtime_statistics(users: Sequence[ActiveUser], deps: SupervisorDeps) -> RuntimeStatistics:
@@ -82,4 +84,9 @@ def runtime_statistics(users: Sequence[ActiveUser], deps: SupervisorDeps) -> Run
         forwarded_pending=deps.cluster.pending,
         fenced_units=c.fenced,
         follow_lag=c.follow_lag.snapshot(),
+        attempts=sum(
+            u.supervisor.session.attempts()
+            for u in users
+            if isinstance(u.supervisor, UserSupervisor)
+        ),
     )

@@ -1,12 +1,14 @@
 """The per-user supervisor: the owner role of a user's session, from activation to its end.
 
 One trio task per active user. Activation loads the user and recovers the runs a stopped
-process left live (the core decides how: ``_core/_recovery.py``); then the shared mailbox loop
+process left live (the core decides how: ``_core/_recovery.py``; a run that goes on gets its
+journal back from the store, ``_journal_events.rebuild``); then the shared mailbox loop
 (``_mailbox.py``) hands it one message at a time, and every change to the user's session happens
 in that order (invariant 1). It dispatches each message to its handler (``_commands.py`` for the
 user's commands, ``_agent_reports.py`` for its agents), acts on the runs that are due when its one
 deadline passes, and lets queued runs start when their turn came. It ends when idle (the runtime
-removed it), drained, or fenced (another node took the user over: this node follows now).
+removed it; its runs may still wait as rows), drained (no attempt runs any more), or fenced
+(another node took the user over: this node follows now).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +27,12 @@ from . import _commands as commands
 from . import _erasure as erasure
 from ._agent import Agent
 from ._commit import Lost
+from ._core._lifecycle import Wait
 from ._core._recovery import StoredRun, recover
 from ._deps import SupervisorDeps
 from ._exceptions import RuntimeClosedError, StoreError
 from ._feed import Feed
+from ._journal_events import History, rebuild
 from ._mailbox import serve
 from ._messages import (
     AgentExited,
@@ -44,6 +49,7 @@ from ._messages import (
     Poke,
     SendInput,
     SendToRun,
+    Sleep,
     SlotReady,
     StartRun,
     Subscribe,
@@ -58,6 +64,8 @@ from ._uow import UnitOfWork
 from ._values import RunInfo
 
 log = logging.getLogger("netra_actors.supervisor")
+
+_DURABLE = frozenset(w.value for w in Wait if w.durable)
 
 
 class UserSupervisor(Owner):
@@ -130,6 +138,8 @@ class UserSupervisor(Owner):
         for run in self.session.runs.values():
             for reply in run.waiters:
                 reply.fail(error)
+            if run.question is not None:
+                run.question.fail(error)
             run.waiters.clear()
         self.feed.close(reason)
 
@@ -162,9 +172,16 @@ class UserSupervisor(Owner):
             return
         config = self._config
         classes = {info.run_id: self._deps.agents.get(info.agent) for info in live}
+        histories: dict[str, History] = {}
+        for info in live:
+            if info.attempt > 0:  # it ran: what it committed is replayed, its restarts count
+                histories[info.run_id] = await self._history(info.run_id)
+        now, wall = trio.current_time(), time.time()
         stored = []
         for info in live:
             cls = classes[info.run_id] or Agent  # unknown here: the run cannot go on, it ends
+            history = histories.get(info.run_id)
+            restarts = () if history is None else tuple(now - (wall - t) for t in history.restarts)
             stored.append(
                 StoredRun(
                     run_id=info.run_id,
@@ -175,25 +192,37 @@ class UserSupervisor(Owner):
                     threaded=cls.threaded,
                     restart=cls.restart_policy or config.restart,
                     liveness=cls.liveness or config.liveness,
+                    wait=Wait(info.wait) if info.wait in _DURABLE else Wait.NONE,
+                    wake_at=None if info.wake_at is None else now + (info.wake_at - wall),
+                    restarts=restarts,
                 )
             )
-        recoveries = recover(stored, now=trio.current_time())
+        recoveries = recover(stored, now=now)
         unit = UnitOfWork(self.user_id)
         runs = []
         for info, rec in zip(live, recoveries, strict=True):
             cls = classes[info.run_id] or Agent
-            run = Run.from_store(info, cls, rec.life, mailbox=config.agent_mailbox_size)
+            run = Run.from_store(
+                info,
+                cls,
+                rec.life,
+                mailbox=config.agent_mailbox_size,
+                history=histories.get(info.run_id),
+            )
             self.session.add(run, rec.blockers)
             stage_plan(unit, self.user_id, run, rec.plan, run.result_json)
             runs.append(run)
-        log.info(
-            "user %r: recovered %d run(s) left live by a stopped process", self.user_id, len(live)
-        )
+        log.info("user %r: took over %d live run(s)", self.user_id, len(live))
         if unit:
             await self.committer.commit_owned(unit)
         for run, rec in zip(runs, recoveries, strict=True):
             self.applied(run, rec.plan)
         self.session.turns_due = True
+
+    async def _history(self, run_id: str) -> History:
+        """What the run's committed events (and model calls) say, read from the store."""
+        events, calls = await self._store.run_history(self.user_id, run_id)
+        return rebuild(events, calls)
 
     # -- the mailbox loop's role -----------------------------------------------------------
 
@@ -220,6 +249,8 @@ class UserSupervisor(Owner):
                 agents.write(self, msg)
             case Ask():
                 await agents.ask(self, msg)
+            case Sleep():
+                await agents.sleep(self, msg)
             case Heartbeat():
                 agents.heartbeat(self, msg)
             case StartRun():
@@ -247,9 +278,11 @@ class UserSupervisor(Owner):
             case InboxCommand():
                 await commands.on_inbox(self, msg.item)
             case Drain():
-                await commands.answer(msg.reply, commands.drain(self))
+                await commands.answer(msg.reply, commands.drain(self, msg.final))
             case Poke() | TookLease() | TryLease():
                 pass  # the loop looks at the state again
+        if self.drained():
+            self.stopping = True
         if self.stopping:
             return True
         if self.session.turns_due:

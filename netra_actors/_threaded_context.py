@@ -21,12 +21,11 @@ from typing import Any, ParamSpec, TypeVar
 from ._bridge import Bridge
 from ._context import AgentContext
 from ._conversation import ConversationMessage
-from ._core._journal import JournalEntry
 from ._exceptions import RunFencedError, RuntimeClosedError
 from ._idempotency import keyed_call_sync
 from ._message_stream import ThreadedMessageStream
+from ._messages import Reply, Sleep
 from ._process import run_in_process
-from ._staging import Staging
 from ._values import JSON, loads
 
 P = ParamSpec("P")
@@ -53,8 +52,17 @@ class ThreadedContext:
         """1 for the first attempt; each supervised restart adds one."""
         self.thread = actx.thread
         """The thread the run belongs to."""
-        self._staging = Staging(actx.run_id, actx.max_staged, actx.max_event_bytes)
+        self._staging = actx.new_staging()
         self._last_beat = time.monotonic()
+
+    @property
+    def streaming(self) -> int:
+        """Messages this attempt is streaming now (the attempt's count)."""
+        return self._actx.streaming
+
+    @streaming.setter
+    def streaming(self, value: int) -> None:
+        self._actx.streaming = value
 
     @property
     def cancelled(self) -> bool:
@@ -124,18 +132,39 @@ class ThreadedContext:
 
     def ask(self, prompt: str, *, schema: JSON = None) -> JSON:
         """Commit what is staged, ask the user and block until the answer (see
-        :meth:`AgentContext.ask`)."""
+        :meth:`AgentContext.ask`: the attempt stops while the run waits, and a new one replays
+        up to here)."""
         self._check()
-        events, rows = self._staging.take()
-        return self._call(self._actx._ask, prompt, schema, events, rows)
+        return self._call(self._actx._ask, prompt, schema, self._staging)
 
     def client_tool(self, name: str, args: Mapping[str, JSON] | None = None) -> JSON:
         """Call a tool of the client and block until its result (see
         :meth:`AgentContext.client_tool`)."""
         self._check()
-        events, rows = self._staging.take()
         prompt = f"the client's tool {name}"
-        return self._call(self._actx._ask, prompt, None, events, rows, name, args)
+        return self._call(self._actx._ask, prompt, None, self._staging, name, args)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably (see :meth:`AgentContext.sleep`)."""
+        seconds = float(seconds)
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise ValueError(f"seconds must be a finite number, got {seconds!r}")
+        self._check()
+        if seconds <= 0:
+            return
+        events, rows, until = self._actx._sleep_staged(self._staging, seconds)
+        if until is not None:
+            self._call(self._sleep, until, events, rows)
+
+    async def _sleep(self, until: float, events: Any, rows: Any) -> None:
+        actx = self._actx
+        reply: Reply[None] = Reply()
+        await actx._send(Sleep(actx.run_id, actx.attempt, until, events, rows, reply))
+        await actx._wait_beating(reply.wait)
+
+    def _flush(self) -> None:
+        if self._staging or self._actx._cursor.divergence is not None:
+            self.checkpoint()
 
     def message(self) -> ThreadedMessageStream:
         """Stream an assistant message (see :meth:`AgentContext.message`)::
@@ -145,7 +174,8 @@ class ThreadedContext:
                 m.write(token)
         """
         self._check()
-        return ThreadedMessageStream(self, self._actx.max_message_chars)
+        replaying = self._actx._cursor.next_is_event()
+        return ThreadedMessageStream(self, self._actx.max_message_chars, replaying)
 
     def _write(self, message_id: str, text: str) -> None:
         self._call(self._actx._write, message_id, text)
@@ -153,6 +183,8 @@ class ThreadedContext:
     def _commit_message(self, message_id: str, text: str) -> int:
         self._check()
         self._staging.say(text, message_id)
+        if not self._staging and self._actx._cursor.divergence is None:
+            return -1  # replayed: committed by an earlier attempt
         events, rows = self._staging.take()
         return self._call(self._actx._commit_staged, events, rows, closes=(message_id,))
 
@@ -171,7 +203,8 @@ class ThreadedContext:
                 self._maybe_beat()
             return call.replay_result()
         try:
-            self._commit_tool(call.executing())
+            call.executing()
+            self._flush()
             try:
                 result_json, attempts = self._actx._resilience.call_sync(
                     name, keyed_call_sync(fn, call.key, args), args, check=self._check
@@ -180,19 +213,15 @@ class ThreadedContext:
                 raise
             except Exception as exc:
                 self._check()
-                journal, error = call.failed(exc)
-                self._commit_tool(journal)
+                error = call.failed(exc)
+                self._flush()
                 raise error from exc
             self._check()
-            self._commit_tool(call.completed(result_json, attempts))
+            call.completed(result_json, attempts)
+            self._flush()
             return loads(result_json)
         finally:
             call.end()
-
-    def _commit_tool(self, journal: JournalEntry | None) -> None:
-        """Commit what a step of a tool call staged, with its journal entry."""
-        events, rows = self._staging.take()
-        self._call(self._actx._commit_staged, events, rows, journal=journal)
 
     def _finish(self, result: JSON) -> None:
         self._check()

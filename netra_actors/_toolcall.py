@@ -8,14 +8,16 @@ does only the I/O between the steps (two commits and the call itself), in this o
    journal cursor (:mod:`._core._journal`) what the call is. A **replayed** call
    (:attr:`ToolCall.replayed`) records nothing and calls nothing: the driver commits what was
    staged before it (or heartbeats) and returns :meth:`ToolCall.replay_result`.
-2. :meth:`ToolCall.executing` stages ``tool_replay_diverged`` (when the journal expected another
-   call at this step: the journal stops there) and ``tool_executing``; the driver commits them
-   with the journal entry it returns (``started``).
+2. :meth:`ToolCall.executing` stages ``tool_executing`` (not for a call an earlier attempt
+   began and did not finish: it keeps that call's ``call_id``, its start is committed); the
+   driver commits it. A divergence (another call than the journal's at this step) is staged
+   first by the staging itself.
 3. The driver runs the function under :attr:`ToolCall.key` (:mod:`._idempotency`) and the retry
    and breaker policy of the dependency named like the tool (:mod:`._resilience`).
 4. :meth:`ToolCall.completed` (a result) or :meth:`ToolCall.failed` (an error) stages
-   ``tool_completed``; the driver commits it with the journal entry returned (``ok`` or
-   ``error``), then returns the result or raises the :class:`~netra_actors.ToolError`.
+   ``tool_completed``; the driver commits it, then returns the result or raises the
+   :class:`~netra_actors.ToolError`. What the events commit is the run's journal
+   (``_journal_events.py`` reads them back).
 5. :meth:`ToolCall.end`, however the call ended (the cursor counts the calls in flight).
 
 A cancelled or fenced attempt skips steps 4 and 5's commit: its exception passes through.
@@ -25,18 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
-
-from ._core._journal import JournalCursor, JournalEntry, Outcome, Step
+from ._core._journal import JournalCursor, Outcome, Step
 from ._exceptions import CircuitOpenError, DependencyFailedError, ToolError
+from ._journal_events import canonical_json
 from ._staging import Staging, encoded_event
 from ._tracing import AttemptTrace, ToolSpan
 from ._values import JSON, StagedEvent, dumps, loads
 
-
-def canonical_json(value: JSON) -> str:
-    """``value`` as canonical JSON text (sorted keys): equal values, equal text."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+__all__ = ["ToolCall", "ToolCalls", "canonical_json", "tool_args_json"]
 
 
 def tool_args_json(name: str, args: Mapping[str, JSON], replay: object) -> str:
@@ -91,9 +89,11 @@ class ToolCalls:
     ) -> ToolCall:
         """Step 1: what the call ``name(**args)`` is (it stages into ``staging``)."""
         args_json = tool_args_json(name, args, replay)
-        step = self.cursor.begin(name, args_json, replay=replay)
+        step = self.cursor.step(name, args_json, replay=replay)
         if step.replay_json is not None:
             call = ToolCall(self, staging, name, args_json, step, "")
+        elif step.again is not None and step.again.outcome is Outcome.STARTED:
+            call = ToolCall(self, staging, name, args_json, step, step.again.call_id)
         else:
             self.made += 1
             call_id = tool_call_id(self.run_id, self.attempt, self.made)
@@ -144,41 +144,41 @@ class ToolCall:
         """The idempotency key the function runs under: its step's, or else its ``call_id``."""
         return self.step.key or self.call_id
 
-    def executing(self) -> JournalEntry | None:
-        """Step 2: stage the call's start; the journal entry its commit carries."""
-        staging, step = self._staging, self.step
-        if step.diverged_from is not None:
-            staging.add_event(self._diverged(step.diverged_from))
+    def executing(self) -> None:
+        """Step 2: stage the call's start (``replaces``: the failed call it runs again)."""
+        again = self.step.again
+        if again is not None and again.outcome is Outcome.STARTED:
+            return  # begun by an earlier attempt: its ``tool_executing`` is committed
+        if self.step.step is None:
+            extra = ',"replay":false'  # not journaled: every attempt makes it again
+        elif again is not None:
+            extra = f',"replaces":{dumps(again.call_id)}'
+        else:
+            extra = ""
         body = (
-            f'{{"tool":{dumps(self.name)},"args":{self.args_json},"call_id":{dumps(self.call_id)}}}'
+            f'{{"tool":{dumps(self.name)},"args":{self.args_json},'
+            f'"call_id":{dumps(self.call_id)}{extra}}}'
         )
-        staging.add_event(self._event("tool_executing", body))
-        return self._entry(Outcome.STARTED)
+        self._staging.add_event(self._event("tool_executing", body))
 
-    def completed(self, result_json: str, attempts: int) -> JournalEntry | None:
+    def completed(self, result_json: str, attempts: int) -> None:
         """Step 4, the function returned ``result_json``: stage ``tool_completed``."""
         self._staging.add_event(self._completed(f'"result":{result_json}', attempts))
-        return self._entry(Outcome.OK, result_json)
 
-    def failed(self, exc: Exception) -> tuple[JournalEntry | None, ToolError]:
+    def failed(self, exc: Exception) -> ToolError:
         """Step 4, the call failed with ``exc``: stage ``tool_completed`` with its error; the
-        journal entry and the error to raise (from ``exc``) once it is committed."""
+        error to raise (from ``exc``) once it is committed."""
         error, attempts = tool_failure(exc)
         if self.span is not None:
             self.span.failed(error)
         self._staging.add_event(self._completed(f'"error":{dumps(error)}', attempts))
-        return self._entry(Outcome.ERROR, error), ToolError(self.name, self.call_id, error)
+        return ToolError(self.name, self.call_id, error)
 
     def end(self) -> None:
         """Step 5: the call is no longer in flight."""
         self._calls.cursor.end()
         if self.span is not None:
             self.span.end()
-
-    def _entry(self, outcome: Outcome, value: str = "") -> JournalEntry | None:
-        """The journal entry of ``outcome`` (``None``: the call is not journaled)."""
-        step = self.step
-        return None if step.step is None else step.entry(self.name, self.args_json, outcome, value)
 
     def _event(self, event: str, body: str) -> StagedEvent:
         return encoded_event(self._calls.run_id, event, body, self._staging.max_bytes)
@@ -190,12 +190,3 @@ class ToolCall:
             f'"attempts":{attempts}}}'
         )
         return self._event("tool_completed", body)
-
-    def _diverged(self, expected: JournalEntry) -> StagedEvent:
-        """``tool_replay_diverged`` {step, expected: {tool, args}, actual: {tool, args}, attempt}."""
-        body = (
-            f'{{"step":{self.step.step},"expected":{{"tool":{dumps(expected.name)},'
-            f'"args":{expected.args_json}}},"actual":{{"tool":{dumps(self.name)},'
-            f'"args":{self.args_json}}},"attempt":{self._calls.attempt}}}'
-        )
-        return self._event("tool_replay_diverged", body)

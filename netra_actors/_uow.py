@@ -37,6 +37,10 @@ class RunRow:
     thread: str = "main"
     start_seq: int | None = None
     history_seq: int | None = None
+    wait: str | None = None
+    """What the run waits for as a row (``input``, ``timer``, ``scheduled``), if anything."""
+    wake_at: float | None = None
+    """When its timer or scheduled start is due (seconds since the epoch)."""
 
 
 @attrs.frozen(kw_only=True)

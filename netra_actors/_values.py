@@ -169,6 +169,11 @@ class RunInfo:
     """The ``seq`` of the run's first event (None for runs stored before threads existed)."""
     history_seq: int | None = None
     """The last ``seq`` of its thread the run's conversation includes (None: not fixed yet)."""
+    wait: str | None = None
+    """What a live run waits for as a row: ``input`` (an answer), ``timer`` (a durable sleep),
+    ``scheduled`` (its start time); None otherwise."""
+    wake_at: float | None = None
+    """When its timer or scheduled start is due (seconds since the epoch)."""
 
     @classmethod
     def from_row(cls, row: Any) -> RunInfo:
@@ -187,6 +192,8 @@ class RunInfo:
             thread=row.thread,
             start_seq=row.start_seq,
             history_seq=row.history_seq,
+            wait=getattr(row, "wait", None),
+            wake_at=getattr(row, "wake_at", None),
         )
 
     def to_wire(self) -> dict[str, JSON]:

@@ -136,7 +136,7 @@ def test_drain_lets_live_runs_finish_and_takes_no_new_users(tmp_path: Path) -> N
     assert took < 5  # drain returned when the last run ended, not at its timeout
 
 
-def test_drain_ends_runs_still_live_at_its_timeout_dead(tmp_path: Path) -> None:
+def test_drain_hands_runs_still_live_at_its_timeout_over(tmp_path: Path) -> None:
     config = na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "embed.db"))
 
     async def host() -> na.RunInfo | None:
@@ -148,4 +148,6 @@ def test_drain_ends_runs_still_live_at_its_timeout_dead(tmp_path: Path) -> None:
 
     info = asyncio.run(host())
     assert info is not None
-    assert info.state is na.RunState.DEAD
+    # durable runs: no run ends because its node drains; the next owner resumes it
+    assert info.state is na.RunState.RUNNING, info
+    assert info.reason is None

@@ -712,3 +712,51 @@ async def test_an_over_budget_conversation_drops_the_oldest_turns(
 def test_max_history_chars_is_validated() -> None:
     with pytest.raises(na.exceptions.ConfigError, match="max_history_chars"):
         LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", max_history_chars=0)
+
+
+@guest_test()
+async def test_a_run_of_a_lost_process_resumes_without_paying_for_its_answers(
+    tmp_path: Path, stub: Stub
+) -> None:
+    """Issue 18: the next process rebuilds the run's journal from the store (its events and
+    ``netra_model_calls``): the model's first answer is not paid for again, the tool that was
+    in flight runs again under its call_id, and the run completes."""
+    stub.replies = [sse(TOOL_CALLS), sse(ANSWER)]
+    first_process = trio.Event()  # set while the first runtime runs
+    first_process.set()
+
+    async def get_weather(city: str) -> dict[str, Any]:
+        if first_process.is_set():
+            await trio.sleep_forever()  # in flight when the process goes
+        return {"city": city, "celsius": 21}
+
+    def get_time(tz: str) -> str:
+        return "14:05"
+
+    agent = make_llm_agent(
+        llm_config(stub), tools={"get_weather": get_weather, "get_time": get_time}
+    )
+    config = runtime_config(tmp_path)
+    async with na.open_runtime(config, agents=[agent]) as rt:
+        sub = await rt.subscribe("alice")
+        run_id = await rt.start_run("alice", agent.name, "weather?")
+        with trio.fail_after(10):
+            while not any(e.event == "tool_executing" for e in await sub.receive_batch()):
+                pass
+        head = (await rt.get_runs("alice")).head_seq
+    first_process = trio.Event()  # the next process: the tool answers
+    assert len(stub.requests) == 1
+    async with na.open_runtime(config, agents=[agent]) as rt:
+        sub = await rt.subscribe("alice", resume_from=head, deltas=True)
+        items = await read_until_ended(sub, run_id)
+        info = await rt.wait_run("alice", run_id)
+
+    assert info.state is na.RunState.COMPLETED, info
+    assert len(stub.requests) == 2  # the first answer was replayed from the store
+    assert [r.data["reason"] for r in events(items, "run_rolled_back")] == ["lost"]
+    executing = [e.data["tool"] for e in events(items, "tool_executing")]
+    assert executing == ["get_time"]  # get_weather was begun already: not again
+    completed = {e.data["tool"]: e.data for e in events(items, "tool_completed")}
+    assert completed["get_weather"]["call_id"].endswith(".1.1")  # the call of attempt 1
+    [message] = assistant_messages(items)
+    assert message.data["text"] == ANSWER_TEXT

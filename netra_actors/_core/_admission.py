@@ -5,7 +5,8 @@ busy policy is unknown, or the user has ``max_live_runs`` live runs already. Whi
 live runs, ``if_busy`` decides: ``parallel`` starts it alongside, ``reject`` refuses it
 (:class:`BusyError`), ``enqueue`` makes it a ``pending`` run queued behind every live run (its
 turn: ``Session.next_turn``), and ``interrupt`` cancels the live runs first (``interrupted``),
-leaving a ``completing`` one to finish. The checks run in this order, so the first that fails
+leaving a ``completing`` one to finish. A run scheduled for later (``start_at``) does not make
+the user busy until it starts; a scheduled run itself is admitted as ``parallel``. The checks run in this order, so the first that fails
 names the error.
 """
 
@@ -60,6 +61,7 @@ def admit(
     known: bool,
     input_json: str | None,
     policy: str | None,
+    scheduled: bool = False,
 ) -> Admission:
     """Admit a new run of ``agent`` (``known``: this process has it) beside the ``live`` runs,
     or raise why not."""
@@ -72,7 +74,8 @@ def admit(
     runs = list(live)
     if len(runs) >= rules.max_live_runs:
         raise MailboxFullError(f"this user already has {len(runs)} live runs; wait for one to end")
-    if not runs or policy == "parallel":
+    runs = [run for run in runs if run.life.wait is not lc.Wait.SCHEDULED]  # not busy yet
+    if not runs or policy == "parallel" or scheduled:
         return Admission()
     if policy == "reject":
         raise BusyError(f"this user has {len(runs)} live run(s) (if_busy is reject)")
@@ -94,12 +97,15 @@ def begin(
     threaded: bool,
     restart: RestartPolicy,
     liveness: LivenessPolicy,
+    start_at: float | None = None,
 ) -> Plan:
-    """The plan of an admitted run, once its interrupts were carried out."""
+    """The plan of an admitted run, once its interrupts were carried out (``start_at``: when a
+    scheduled run starts, on the caller's clock)."""
     return lc.begin(
         now=now,
         threaded=threaded,
         restart=restart,
         liveness=liveness,
         queued=admission.blockers is not None,
+        start_at=start_at,
     )

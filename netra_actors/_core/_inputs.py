@@ -1,18 +1,20 @@
 """Questions and inputs of a live run (pure).
 
 An attempt asks (``ctx.ask``) for the run's next input. The run keeps every committed
-``run_input`` in order, and each attempt takes them from the first again (a restarted attempt
-replays its questions without asking the user twice); only when it has taken them all is a new
-question committed (``input_requested``), and the attempt waits until ``send_input`` commits
-the next one. ``send_input`` is taken while the run is ``pending``, ``starting`` or ``running``,
-up to ``max_inputs`` per run.
+``run_input`` in order, and each attempt takes them from the first again (a new attempt replays
+its questions without asking the user twice); only when it has taken them all is a new question
+committed (``input_requested``, unless the journal has it already), and the run waits for the
+answer as a row (``Wait.INPUT``: the attempt stops) until ``send_input`` commits the next one,
+which starts a new attempt. ``send_input`` is taken while the run is ``pending``, ``starting`` or
+``running``, up to ``max_inputs`` per run.
 """
 
 from __future__ import annotations
 
-from .._exceptions import AgentError, IllegalStateError, MailboxFullError
+from .._exceptions import IllegalStateError, MailboxFullError
 from ._admission import check_input
 from ._execution import RunState
+from ._lifecycle import Wait
 from ._session import LiveRun, SessionRules
 
 #: The states in which a run takes ``send_input``.
@@ -20,19 +22,12 @@ TAKES_INPUT = frozenset({RunState.PENDING, RunState.STARTING, RunState.RUNNING})
 
 
 def ask(run: LiveRun) -> str | None:
-    """The running attempt asks: the input to answer with (recorded already), or None: commit
-    the question, then :func:`asked`. Raises :class:`AgentError` if it waits already."""
+    """The running attempt asks: the input to answer with (recorded already), or None: the
+    run waits for the answer (``Wait.INPUT``)."""
     if run.consumed < len(run.inputs):
         run.consumed += 1
         return run.inputs[run.consumed - 1]
-    if run.asking:
-        raise AgentError("this attempt is already waiting for an input")
     return None
-
-
-def asked(run: LiveRun) -> None:
-    """The question is committed: the attempt waits for the next input."""
-    run.asking = True
 
 
 def accept_input(run: LiveRun, input_json: str | None, rules: SessionRules) -> str:
@@ -46,11 +41,12 @@ def accept_input(run: LiveRun, input_json: str | None, rules: SessionRules) -> s
     return checked
 
 
-def input_committed(run: LiveRun, input_json: str) -> bool:
-    """The input is committed; True if the attempt's waiting question takes it now."""
+def input_committed(run: LiveRun, input_json: str) -> None:
+    """The input is committed: every attempt of the run may take it."""
     run.inputs.append(input_json)
-    if not run.asking:
-        return False
-    run.asking = False
-    run.consumed += 1
-    return True
+
+
+def answers(run: LiveRun) -> bool:
+    """True if an input for ``run`` answers its question: the run waits for it as a row, and
+    the commit of the input starts its next attempt (``_lifecycle.on_wake``)."""
+    return run.life.wait is Wait.INPUT

@@ -2,7 +2,9 @@
 
 A run's state has one owner: the :class:`RunLife` value its supervisor keeps. Every cause the
 supervisor sees — the run begins, a thread slot is granted, the agent finished, crashed, failed
-on purpose or lost its commit, the user cancels, a deadline passes — goes through one function
+on purpose or lost its commit, the user cancels, a deadline passes, the attempt waits durably
+(an answer, a timer) or what it waits for comes, the owner takes the run over after a lost
+process — goes through one function
 here, which returns a :class:`Plan`: the steps to record in one unit of work (rollback notice,
 state transitions, ``agent_started``), what to do with the running attempt, and the
 :class:`RunLife` the run has once that unit committed. The supervisor executes plans; it decides
@@ -18,6 +20,8 @@ randomness (backoff jitter is an argument). Tested like h11 tests its states:
                                             ▲            │
                               restart due ──┘◄─backoff───┤ crash / store_error (restartable)
                                                          └─► failed | timeout | dead | cancelled
+    running ──wait (ask, sleep)──► running, no attempt ──wake (answer, due)──► next attempt
+    running ──owner lost (recover)──► rolled back ``lost`` ─► starting (``recovered``) | failed
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Rollback:
     """Step: the attempt's uncommitted work is discarded; one ``run_rolled_back`` records it."""
 
     reason: str
-    """``crash``, ``error``, ``store_error``, ``cancelled``, ``timeout`` or ``dead``."""
+    """``crash``, ``error``, ``store_error``, ``cancelled``, ``timeout``, ``dead`` or ``lost``."""
     error: str
     attempt: int
     will_restart: bool
@@ -76,6 +80,24 @@ class Wait(enum.StrEnum):
     """A crashed run waits until its restart is due (``RunLife.restart_at``)."""
     QUEUE = "queue"
     """A queued run (``if_busy="enqueue"``) waits for the runs live before it to end."""
+    INPUT = "input"
+    """A ``running`` run whose question is not answered yet: no attempt runs until it is."""
+    TIMER = "timer"
+    """A ``running`` run in a durable sleep: no attempt runs until ``RunLife.wake_at``."""
+    SCHEDULED = "scheduled"
+    """A ``pending`` run that starts at ``RunLife.wake_at`` (``start_at``)."""
+    HANDOVER = "handover"
+    """This node drains: the run's attempt stopped at a commit (or was stopped without one);
+    nothing more happens here, and the next owner resumes the run."""
+
+    @property
+    def durable(self) -> bool:
+        """A wait that holds no attempt and that the run row records (it survives the process):
+        the session may passivate, and liveness does not apply."""
+        return self in _DURABLE
+
+
+_DURABLE = frozenset({Wait.INPUT, Wait.TIMER, Wait.SCHEDULED})
 
 
 @attrs.frozen(kw_only=True)
@@ -92,23 +114,27 @@ class RunLife:
     wait: Wait = Wait.NONE
     restart_at: float | None = None
     """When the next attempt is due (``Wait.BACKOFF``)."""
+    wake_at: float | None = None
+    """When a ``Wait.TIMER`` or ``Wait.SCHEDULED`` run is due."""
     reason: str | None = None
     """Why the run ended (terminal states), as recorded in its last ``run_state``."""
 
     @property
     def running_attempt(self) -> int | None:
         """The attempt whose agent code may act right now (its operations are accepted)."""
-        return self.attempt if self.state is _S.RUNNING else None
+        return self.attempt if self.state is _S.RUNNING and self.wait is Wait.NONE else None
 
     def next_deadline(self) -> float | None:
         """The earliest ``now`` at which :func:`on_tick` may return a plan, or None."""
-        if self.state.is_terminal or self.state is _S.COMPLETING:
+        if self.state.is_terminal or self.state is _S.COMPLETING or self.wait is Wait.HANDOVER:
             return None  # on_tick never acts on these
+        if self.wait.durable:
+            return self.wake_at  # liveness does not apply while the run waits durably
         times: list[float] = []
         deadline = self.liveness.deadline
         if deadline is not None:
             times.append(deadline)
-        if self.state is _S.RUNNING:
+        if self.running_attempt is not None:
             beat = self.liveness.heartbeat_deadline
             if beat is not None:
                 times.append(beat)
@@ -162,9 +188,11 @@ def begin(
     restart: RestartPolicy,
     liveness: LivenessPolicy,
     queued: bool = False,
+    start_at: float | None = None,
 ) -> Plan:
     """A new run: ``pending``; then an async agent starts at once, a threaded one waits for a
-    slot, and a ``queued`` one waits for its turn (:func:`on_dequeue`)."""
+    slot, a ``queued`` one waits for its turn (:func:`on_dequeue`) and a scheduled one for
+    ``start_at`` (``pending``, reason ``scheduled``; :func:`on_tick` starts it)."""
     life = RunLife(
         state=_S.PENDING,
         attempt=0,
@@ -172,6 +200,10 @@ def begin(
         tracker=RestartTracker(policy=restart),
         liveness=Liveness.start(liveness, now),
     )
+    if start_at is not None:
+        scheduled = Transition(previous=None, state=_S.PENDING, reason="scheduled")
+        life = attrs.evolve(life, wait=Wait.SCHEDULED, wake_at=start_at)
+        return Plan(life=life, steps=(scheduled,))
     first: tuple[Step, ...] = (Transition(previous=None, state=_S.PENDING),)
     if queued:
         return Plan(life=attrs.evolve(life, wait=Wait.QUEUE), steps=first)
@@ -196,12 +228,15 @@ def on_dequeue(life: RunLife, *, now: float) -> Plan | None:
 
 
 def _start(life: RunLife, steps: _Steps, now: float) -> Plan:
-    """Steps of the next attempt: [``starting``,] ``agent_started``, ``running``; then spawn."""
+    """Steps of the next attempt: [``starting``,] ``agent_started``[, ``running``]; then spawn.
+
+    A ``running`` run that waited (an answer, a timer) resumes with ``agent_started`` alone."""
     if steps.state is _S.PENDING:
         steps.go(_S.STARTING)
     attempt = life.attempt + 1
     steps.add(AgentStarted(attempt=attempt))
-    steps.go(_S.RUNNING)
+    if steps.state is not _S.RUNNING:
+        steps.go(_S.RUNNING)
     return Plan(
         life=attrs.evolve(
             life,
@@ -209,6 +244,7 @@ def _start(life: RunLife, steps: _Steps, now: float) -> Plan:
             attempt=attempt,
             wait=Wait.NONE,
             restart_at=None,
+            wake_at=None,
             liveness=life.liveness.restarted(now),
         ),
         steps=tuple(steps.steps),
@@ -218,7 +254,7 @@ def _start(life: RunLife, steps: _Steps, now: float) -> Plan:
 
 def on_slot(life: RunLife, *, now: float) -> Plan | None:
     """A threaded run was granted a thread: its next attempt starts. None if it no longer waits."""
-    if life.wait is not Wait.SLOT or life.state not in (_S.PENDING, _S.STARTING):
+    if life.wait is not Wait.SLOT or life.state is _S.COMPLETING or life.state.is_terminal:
         return None
     return _start(life, _Steps(life.state), now)
 
@@ -246,17 +282,26 @@ def on_crash(
     """
     if life.running_attempt != attempt:
         return None
-    if cause is Crash.ERROR:
+    return _roll_back(life, cause.value, error, now=now, jitter=jitter, restart="restart")
+
+
+def _roll_back(
+    life: RunLife, reason: str, error: str, *, now: float, jitter: float, restart: str
+) -> Plan:
+    """The attempt ended abnormally (``reason``): one rollback, then the restart policy's
+    decision — ``starting`` (``restart`` says why) and the next attempt after its backoff, or
+    ``failed``. (A failure on purpose, ``error``, never restarts.)"""
+    if reason == Crash.ERROR.value:
         decision: Restart | Escalate = Escalate(reason="the agent failed the run")
         tracker = life.tracker
     else:
         d, tracker = life.tracker.decide(now=now, crashed=True, jitter=jitter)
         decision = d if isinstance(d, Restart) else Escalate(reason=_why(d))
     steps = _Steps(life.state)
-    restart = isinstance(decision, Restart)
-    steps.add(Rollback(reason=cause.value, error=error, attempt=life.attempt, will_restart=restart))
+    will_restart = isinstance(decision, Restart)
+    steps.add(Rollback(reason=reason, error=error, attempt=life.attempt, will_restart=will_restart))
     if isinstance(decision, Restart):
-        steps.go(_S.STARTING, "restart")
+        steps.go(_S.STARTING, restart)
         if decision.delay <= 0:
             wait, at = (Wait.SLOT, None) if life.threaded else (Wait.BACKOFF, now)
         else:
@@ -268,10 +313,10 @@ def on_crash(
             stop_attempt=True,
             await_slot=wait is Wait.SLOT,
         )
-    reason = f"{cause.value}: {decision.reason}"
-    steps.go(_S.FAILED, reason)
+    why = f"{reason}: {decision.reason}"
+    steps.go(_S.FAILED, why)
     return Plan(
-        life=_ended(life, _S.FAILED, reason, tracker),
+        life=_ended(life, _S.FAILED, why, tracker),
         steps=tuple(steps.steps),
         stop_attempt=True,
     )
@@ -291,14 +336,22 @@ def on_cancel(life: RunLife, *, error: str = "cancelled by the user") -> Plan:
 
 
 def on_tick(life: RunLife, *, now: float) -> Plan | None:
-    """Time passed: the deadline, a missing heartbeat, or a restart that is due. None if none."""
-    if life.state.is_terminal or life.state is _S.COMPLETING:
+    """Time passed: the deadline, a missing heartbeat, a restart, a timer or a scheduled start
+    that is due. None if none."""
+    if life.state.is_terminal or life.state is _S.COMPLETING or life.wait is Wait.HANDOVER:
         return None
+    if life.wait.durable:
+        if life.wake_at is None or now < life.wake_at:
+            return None
+        if life.wait is Wait.TIMER:
+            return on_wake(life, now=now)
+        fresh = Liveness.start(life.liveness.policy, now)  # its deadline counts from its start
+        return _go_pending(attrs.evolve(life, wait=Wait.NONE, wake_at=None, liveness=fresh), now)
     deadline = life.liveness.deadline
     if deadline is not None and now >= deadline:
         limit = life.liveness.policy.run_timeout
         return _abort(life, _S.TIMEOUT, "timeout", f"the run exceeded its deadline of {limit:g}s")
-    if life.state is _S.RUNNING:
+    if life.running_attempt is not None:
         beat = life.liveness.heartbeat_deadline
         if beat is not None and now >= beat:
             limit = life.liveness.policy.heartbeat_timeout
@@ -310,33 +363,73 @@ def on_tick(life: RunLife, *, now: float) -> Plan | None:
     return None
 
 
-def on_shutdown(life: RunLife) -> Plan | None:
-    """This node stops (a planned shutdown) while the run is live: it ends ``dead`` with one
-    rollback, so that the next owner does not have to. None for a run that is finishing."""
-    if life.state.is_terminal or life.state is _S.COMPLETING:
+def on_wait(
+    life: RunLife, *, attempt: int, wait: Wait, wake_at: float | None = None
+) -> Plan | None:
+    """The running attempt waits durably (``Wait.INPUT``, or ``Wait.TIMER`` until ``wake_at``):
+    it stops (its work up to the wait is committed), and the run holds no attempt until
+    :func:`on_wake`. None when ``attempt`` is not the running attempt."""
+    if life.running_attempt != attempt or wait not in (Wait.INPUT, Wait.TIMER):
         return None
-    return _abort(life, _S.DEAD, "dead", "the server shut down before the run ended")
+    return Plan(life=attrs.evolve(life, wait=wait, wake_at=wake_at), stop_attempt=True)
 
 
-def on_recover(life: RunLife, *, now: float, runnable: bool = True) -> Plan:
-    """Activation found the run live, left so by a process that stopped (or by a lost owner).
+def on_handover(life: RunLife) -> Plan | None:
+    """This node drains (a planned stop): the run's attempt, or its wait for a thread, stops
+    without committing anything more, and the run is left to the next owner, which resumes it
+    (its row still says it was running: ``lost``, then a new attempt that replays). None for a
+    run that needs nothing here: it waits durably, is queued or is over."""
+    if life.state.is_terminal or life.wait.durable or life.wait in (Wait.QUEUE, Wait.HANDOVER):
+        return None
+    return Plan(life=attrs.evolve(life, wait=Wait.HANDOVER, restart_at=None), stop_attempt=True)
 
-    ``completing`` finishes ``completed`` (its result was committed); a ``pending`` run never
-    started, so it goes on (queued runs stay queued; ``runnable`` is False when this process
-    cannot run its agent: it then ends ``dead``); anything that had started ends ``dead`` with
-    one rollback.
+
+def on_wake(life: RunLife, *, now: float) -> Plan | None:
+    """What a waiting run waited for came (its answer, or its time): its next attempt starts
+    (``agent_started``; the run stays ``running``) and replays the journal. None if it does
+    not wait for an answer or a timer."""
+    if life.state is not _S.RUNNING or life.wait not in (Wait.INPUT, Wait.TIMER):
+        return None
+    # The run's deadline counts its active time: the wait stopped its clock.
+    life = attrs.evolve(life, liveness=Liveness.start(life.liveness.policy, now))
+    if life.threaded:
+        return Plan(life=attrs.evolve(life, wait=Wait.SLOT, wake_at=None), await_slot=True)
+    return _start(life, _Steps(life.state), now)
+
+
+LOST = "the process running the attempt stopped"
+"""The ``error`` of a ``lost`` rollback."""
+
+
+def on_recover(life: RunLife, *, now: float, runnable: bool = True, jitter: float = 1.0) -> Plan:
+    """The owner took the user and found the run live, left so by a process that stopped (or
+    by an owner that lost the user).
+
+    ``completing`` finishes ``completed`` (its result was committed); a run that waits durably
+    keeps waiting; a ``pending`` run goes on (queued runs stay queued); a ``starting`` run (its
+    restart was due) starts its next attempt. A ``running`` run lost its attempt: one rollback
+    (reason ``lost``), then — as the restart policy decides, so that a run that takes its process
+    down every time ends — ``starting`` (reason ``recovered``) and a new attempt that replays
+    the journal, or ``failed``. ``runnable`` is False when this process does not have the run's
+    agent: the run then ends ``failed``.
     """
     if life.state is _S.COMPLETING:
         steps = _Steps(life.state)
         steps.go(_S.COMPLETED)
         return Plan(life=attrs.evolve(life, state=_S.COMPLETED), steps=tuple(steps.steps))
     if life.state.is_terminal:
-        raise IllegalTransitionError(life.state.value, _S.DEAD.value)
-    if life.state is _S.PENDING and runnable:
-        if life.wait is Wait.QUEUE:
-            return Plan(life=life)
+        raise IllegalTransitionError(life.state.value, _S.FAILED.value)
+    if not runnable:
+        return _abort(life, _S.FAILED, "lost", "this server does not have the run's agent")
+    if life.wait.durable or life.wait is Wait.QUEUE:
+        return Plan(life=life)
+    if life.state is _S.PENDING:
         return _go_pending(life, now)
-    return _abort(life, _S.DEAD, "dead", "the process stopped while the run was live")
+    if life.state is _S.STARTING:
+        if life.threaded:
+            return Plan(life=attrs.evolve(life, wait=Wait.SLOT, restart_at=None), await_slot=True)
+        return _start(life, _Steps(_S.STARTING), now)
+    return _roll_back(life, "lost", LOST, now=now, jitter=jitter, restart="recovered")
 
 
 def recovered(
@@ -348,15 +441,26 @@ def recovered(
     restart: RestartPolicy,
     liveness: LivenessPolicy,
     now: float,
+    wait: Wait = Wait.NONE,
+    wake_at: float | None = None,
+    restarts: tuple[float, ...] = (),
 ) -> RunLife:
-    """The life of a run read back from the store (to plan its recovery)."""
+    """The life of a run read back from the store (to plan its recovery).
+
+    ``wait``: the durable wait its row records (``wake_at`` on this clock); ``restarts``: when
+    its earlier restarts were granted (this clock), so that they count against the policy."""
+    if queued and state is _S.PENDING and wait is Wait.NONE:
+        wait = Wait.QUEUE
+    if not wait.durable and wait is not Wait.QUEUE:
+        wait, wake_at = Wait.NONE, None
     return RunLife(
         state=state,
         attempt=attempt,
         threaded=threaded,
-        tracker=RestartTracker(policy=restart),
+        tracker=RestartTracker(policy=restart, restarts=restarts),
         liveness=Liveness.start(liveness, now),
-        wait=Wait.QUEUE if queued and state is _S.PENDING else Wait.NONE,
+        wait=wait,
+        wake_at=wake_at if wait in (Wait.TIMER, Wait.SCHEDULED) else None,
     )
 
 
@@ -374,5 +478,11 @@ def _abort(life: RunLife, target: RunState, reason: str, error: str) -> Plan:
 
 def _ended(life: RunLife, state: RunState, reason: str, tracker: RestartTracker) -> RunLife:
     return attrs.evolve(
-        life, state=state, reason=reason, tracker=tracker, wait=Wait.NONE, restart_at=None
+        life,
+        state=state,
+        reason=reason,
+        tracker=tracker,
+        wait=Wait.NONE,
+        restart_at=None,
+        wake_at=None,
     )

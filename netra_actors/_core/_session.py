@@ -6,8 +6,9 @@ What decides what a user's session does lives in ``_core`` and nowhere else:
 * **the queue** of waiting runs: a queued run's turn comes once every run it waits for ended
   (:meth:`Session.ended`, :meth:`Session.next_turn`, in the order the runs were admitted);
 * **questions and inputs**: ``_inputs.py``;
-* **time**: the session's one deadline (the earliest of its runs' and, when idle, its
-  passivation: :meth:`Session.next_deadline`), the runs due at a tick, and when it may stop;
+* **time**: the session's one deadline (the earliest of its runs' — due timers and scheduled
+  starts included — and, when idle, its passivation: :meth:`Session.next_deadline`), the runs
+  due at a tick, and when it may stop (its runs may wait durably: they are rows);
 * **commit retry**: after a failed commit of a unit the runtime owns, retry after a backoff or
   give up (:func:`retry_delay`: the session fails and is rebuilt from the store);
 * **recovery** of the runs a stopped process left live: ``_recovery.py``;
@@ -56,13 +57,10 @@ class LiveRun:
     """The run's committed ``run_input`` values (JSON), in order: every attempt may take them."""
     consumed: int = 0
     """How many of ``inputs`` the running attempt has taken (``ctx.ask``)."""
-    asking: bool = False
-    """The running attempt waits in ``ctx.ask`` for the next input."""
 
     def new_attempt(self) -> None:
-        """A new attempt takes the run's inputs from the first again; it asks nothing yet."""
+        """A new attempt takes the run's inputs from the first again."""
         self.consumed = 0
-        self.asking = False
 
 
 R = TypeVar("R", bound=LiveRun)
@@ -160,7 +158,7 @@ class Session(Generic[R]):
             t = run.life.next_deadline()
             if t is not None and (due is None or t < due):
                 due = t
-        if self.runs or not shell.quiet():
+        if not self.only_waiting() or not shell.quiet():
             self.idle_since = None
             return due
         if self.idle_since is None:
@@ -182,15 +180,15 @@ class Session(Generic[R]):
         return (
             self.idle_since is not None
             and now >= self.idle_since + self.rules.idle_timeout
-            and not self.runs
+            and self.only_waiting()
             and shell.quiet()
         )
 
-    def shutdown(self) -> list[tuple[R, Plan]]:
-        """A planned shutdown: the plans that end every live run (one unit for all)."""
-        plans = []
-        for run in list(self.runs.values()):
-            plan = lc.on_shutdown(run.life)
-            if plan is not None:
-                plans.append((run, plan))
-        return plans
+    def only_waiting(self) -> bool:
+        """Every live run waits durably (for an answer, a timer or its start time): they are
+        rows in the store, and the session may stop (it is rebuilt from the store)."""
+        return all(run.life.wait.durable for run in self.runs.values())
+
+    def attempts(self) -> int:
+        """How many runs have an attempt running now."""
+        return sum(run.life.running_attempt is not None for run in self.runs.values())

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import attrs
 
 from .._histogram import HistogramSnapshot
 from .._uow import UnitOfWork
 from .._values import JSON, Event, RunInfo
+
+
+class ModelCall(NamedTuple):
+    """A stored model call of a run (``netra_model_calls``), as recovery reads it back."""
+
+    after_seq: int
+    """The user's event it committed after: where it goes in the run's journal."""
+    attempt: int
+    step: int
+    name: str
+    request_sha256: str
+    response: str
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +201,16 @@ class Store(Protocol):
         """Those of the client-chosen message ``ids`` the user has already, with their thread."""
         ...
 
+    async def run_history(self, user_id: str, run_id: str) -> tuple[list[Event], list[ModelCall]]:
+        """The run's committed events in ``seq`` order, and its model calls (its journal)."""
+        ...
+
+    async def orphans(self, limit: int, lookahead: float) -> list[str]:
+        """Up to ``limit`` users whose runs need an owner and have none: a live run that is not
+        waiting as a row, or a timer or scheduled start due within ``lookahead`` seconds, while
+        no node holds the user's lease (it expired, was released or never taken)."""
+        ...
+
     async def check(self) -> None:
         """Raise :class:`~netra_actors.exceptions.StoreError` unless the store answers."""
         ...
@@ -243,6 +265,13 @@ class ClusterStore(Store, Protocol):
 
     async def release_all(self) -> None:
         """Give up every lease of this node (a draining server)."""
+        ...
+
+    async def reap(self) -> list[str]:
+        """Release the leases of every node that is proven gone, at once (not when they
+        expire): the nodes whose incarnation lock this store can take (an ``flock`` beside the
+        SQLite file, a PostgreSQL session advisory lock). A paused process still holds its lock:
+        only a process that is gone can be proven so. Returns the nodes reaped."""
         ...
 
     def lease_deadline(self) -> float:

@@ -42,6 +42,15 @@ class Transaction(Protocol):
     async def release_all(self, node: str) -> None:
         """Release every lease of ``node``."""
 
+    async def live_nodes(self, node: str) -> list[str]:
+        """The nodes other than ``node`` that hold an unexpired lease."""
+        ...
+
+    async def dead_nodes(self, nodes: list[str]) -> list[str]:
+        """Those of ``nodes`` proven gone: their incarnation lock could be taken
+        (``_incarnation.py``)."""
+        ...
+
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         """Append ``(user_id, request_id, kind, payload, created_at)`` rows to the inbox."""
 

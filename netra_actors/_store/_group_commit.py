@@ -167,6 +167,13 @@ class GroupCommit:
             await tx.release([(op.args[0], op.args[1]) for op in by_kind["release"]], node)
         if "release_all" in by_kind:
             await tx.release_all(node)
+        if "reap" in by_kind:  # nodes proven gone: their leases may be taken over at once
+            holders = await tx.live_nodes(node)
+            dead = await tx.dead_nodes(holders) if holders else []
+            for other in dead:
+                await tx.release_all(other)
+            for op in by_kind["reap"]:
+                pre.results[id(op)] = dead
         if "post" in by_kind:
             await tx.post([op.args for op in by_kind["post"]])
         for op in by_kind.get("take_replies", ()):

@@ -14,7 +14,7 @@ import outcome
 from .._bridge import Bridge
 from .._exceptions import StoreError
 from .._values import Event, RunInfo
-from ._base import HistoryPage, InboxItem, ThreadsPage
+from ._base import HistoryPage, InboxItem, ModelCall, ThreadsPage
 from ._history import (
     dollar,
     history_page,
@@ -27,13 +27,17 @@ from ._rows import (
     EVENT_SELECT,
     INBOX_SELECT,
     LIVE_STATE_VALUES,
+    MODEL_CALL_SELECT,
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    orphan_queries,
     run_info,
     snapshot,
 )
 from ._waiting import Read, as_store_error, short
+
+ORPHANS_LIVE, ORPHANS_DUE = orphan_queries(NOW, "${}")
 
 
 class PgReader:
@@ -217,6 +221,30 @@ class PgReader:
             limit,
         )
         return [run_info(tuple(row)) for row in rows]
+
+    async def _run_history(
+        self, conn: Any, user_id: str, run_id: str
+    ) -> tuple[list[Event], list[ModelCall]]:
+        events = await self._fetch(
+            conn,
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE run_id = $1 AND user_id = $2 "
+            "ORDER BY seq",
+            run_id,
+            user_id,
+        )
+        calls = await self._fetch(
+            conn,
+            f"SELECT {MODEL_CALL_SELECT} FROM netra_model_calls WHERE user_id = $1 "
+            "AND run_id = $2 AND after_seq IS NOT NULL",
+            user_id,
+            run_id,
+        )
+        return [Event(*row) for row in events], [ModelCall(*row) for row in calls]
+
+    async def _orphans(self, conn: Any, limit: int, lookahead: float) -> list[str]:
+        users = [r[0] for r in await self._fetch(conn, ORPHANS_LIVE, *LIVE_STATE_VALUES, limit)]
+        users += [r[0] for r in await self._fetch(conn, ORPHANS_DUE, lookahead, limit)]
+        return list(dict.fromkeys(users))[:limit]
 
     async def _heads(self, conn: Any, user_ids: Sequence[str]) -> dict[str, int]:
         heads = dict.fromkeys(user_ids, 0)

@@ -23,6 +23,7 @@ from .._bridge import Bridge
 from .._config import RuntimeConfig
 from .._exceptions import StoreError
 from ._group_commit import GroupCommit
+from ._incarnation import PG_HOLD
 from ._leases import Leases
 from ._postgres import PgDialect, asyncpg
 from ._rows import HookOwner, log
@@ -110,7 +111,7 @@ class PgWriter(Server):
                 self.schema_versions = await conn.run_sync(migrate)
                 for md in self._extra:
                     await conn.run_sync(md.create_all)
-            self._conn = await asyncpg.connect(self._dsn)
+            self._conn = await self._hold(await asyncpg.connect(self._dsn))
         except StoreError:
             raise
         except Exception as exc:
@@ -177,5 +178,12 @@ class PgWriter(Server):
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, timeout=10)
+            self._conn = await self._hold(await asyncpg.connect(self._dsn, timeout=10))
         return self._conn
+
+    async def _hold(self, conn: Any) -> Any:
+        """Take this node's incarnation lock on its writer connection (``_incarnation.py``):
+        it lives exactly as long as the session this node commits through."""
+        if not await conn.fetchval(PG_HOLD, self._leases.node):
+            log.warning("the node's incarnation lock is still held by its previous session")
+        return conn

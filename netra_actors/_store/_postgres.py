@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._exceptions import StoreError
 from ._erase import erase_statements, erased_users, numbered
+from ._incarnation import PG_DEAD, PG_UNLOCK
 from ._rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -51,7 +52,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the dev extra installs 
 COPY_EVENTS = f"COPY netra_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _RUN_TYPES = (
     *("text", "text", "text", "text", "int4", "text", "text", "text", "float8", "float8"),
-    *("text", "int4", "int4"),
+    *("text", "int4", "int4", "text", "float8"),
 )
 UPSERT_RUNS = (
     f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) SELECT * FROM unnest("
@@ -97,6 +98,8 @@ RELEASE = (
     "WHERE l.user_id = r.user_id AND l.epoch = r.epoch AND l.node = $3"
 )
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = $1 AND expires_at > 0"
+#: The other nodes that hold a lease now (each may be proven gone: ``_incarnation.py``).
+LIVE_NODES = f"SELECT DISTINCT node FROM netra_leases WHERE expires_at > {NOW} AND node <> $1"
 #: ``FOR SHARE``: a takeover's upsert of these rows waits until this transaction ends.
 FENCE = (
     "SELECT user_id, epoch FROM netra_leases WHERE user_id = ANY($1::text[]) AND node = $2 "
@@ -200,6 +203,15 @@ class PgTransaction:
 
     async def release_all(self, node: str) -> None:
         await self._exec(RELEASE_ALL, node)
+
+    async def live_nodes(self, node: str) -> list[str]:
+        return [row[0] for row in await self._fetch(LIVE_NODES, node)]
+
+    async def dead_nodes(self, nodes: list[str]) -> list[str]:
+        dead = [row[0] for row in await self._fetch(PG_DEAD, nodes)]
+        if dead:  # taken only to prove it: give them back at once
+            await self._fetch(PG_UNLOCK, dead)
+        return dead
 
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         await self._exec(POST, *_columns(commands))

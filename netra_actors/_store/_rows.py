@@ -45,12 +45,46 @@ RUN_COLUMNS = (
     "thread",
     "start_seq",
     "history_seq",
+    "wait",
+    "wake_at",
 )
-RUN_MUTABLE = ("state", "attempt", "result", "reason", "updated_at", "history_seq")
+RUN_MUTABLE = (
+    "state",
+    "attempt",
+    "result",
+    "reason",
+    "updated_at",
+    "history_seq",
+    "wait",
+    "wake_at",
+)
 RUN_SELECT = ", ".join(RUN_COLUMNS)
 EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 UPSERT_SET = ", ".join(f"{c} = excluded.{c}" for c in RUN_MUTABLE)
 INBOX_SELECT = "id, user_id, request_id, kind, payload"
+MODEL_CALL_SELECT = "after_seq, attempt, step, name, request_sha256, response"
+
+
+def orphan_queries(now: str, mark: str) -> tuple[str, str]:
+    """The recovery scan's two reads in a dialect (``now``: its clock, ``mark``: a parameter
+    placeholder, ``{}`` for its number): users with a live run that is not waiting as a row,
+    and users with a timer or a scheduled start due within ``lookahead`` seconds — each while
+    no node holds the user's lease. Parameters: (live states…, limit); (lookahead, limit)."""
+    free = (
+        "NOT EXISTS (SELECT 1 FROM netra_leases AS l WHERE l.user_id = r.user_id "
+        f"AND l.expires_at > {now})"
+    )
+    states = ", ".join(mark.format(i + 1) for i in range(len(LIVE_STATE_VALUES)))
+    n = len(LIVE_STATE_VALUES)
+    live = (
+        f"SELECT DISTINCT r.user_id FROM netra_runs AS r WHERE r.state IN ({states}) "
+        f"AND r.wait IS NULL AND {free} LIMIT {mark.format(n + 1)}"
+    )
+    due = (
+        f"SELECT DISTINCT r.user_id FROM netra_runs AS r WHERE r.wake_at <= {now} + "
+        f"{mark.format(1)} AND {free} LIMIT {mark.format(2)}"
+    )
+    return live, due
 
 
 # -- read rows -------------------------------------------------------------------------------
@@ -72,6 +106,8 @@ class RunRecord(NamedTuple):
     thread: str
     start_seq: int | None
     history_seq: int | None
+    wait: str | None = None
+    wake_at: float | None = None
 
 
 def run_info(row: Sequence[Any]) -> RunInfo:
@@ -112,6 +148,8 @@ def run_rows(batch: Sequence[Pending]) -> list[tuple[Any, ...]]:
             r.thread,
             r.start_seq,
             r.history_seq,
+            r.wait,
+            r.wake_at,
         )
         for p in batch
         for r in p.unit.runs.values()

@@ -50,6 +50,7 @@ events = Table(
     Column("data", Text, nullable=False),
     Column("thread", String(128), nullable=True),
     Index("netra_events_user_thread", "user_id", "thread", "seq"),
+    Index("netra_events_run", "run_id"),
 )
 """``thread`` is the event's thread (its run's); NULL only for an event that belongs to no
 thread (none is written today: every event the runtime commits belongs to a run or a thread)."""
@@ -70,9 +71,17 @@ runs = Table(
     Column("thread", String(128), nullable=False, server_default="main"),
     Column("start_seq", Integer, nullable=True),
     Column("history_seq", Integer, nullable=True),
+    Column("wait", String(16), nullable=True),
+    Column("wake_at", Float, nullable=True),
     Index("netra_runs_user_state", "user_id", "state"),
     Index("netra_runs_user_created", "user_id", "created_at"),
+    Index("netra_runs_state", "state"),
+    Index("netra_runs_wake_at", "wake_at"),
 )
+"""``wait``: what a live run waits for as a row (``input``, ``timer``, ``scheduled``; NULL: it
+runs, or waits for something in memory); ``wake_at``: when a timer or a scheduled start is due
+(seconds since the epoch). Both indexed for the recovery scan (``state``: live runs whose owner
+is gone; ``wake_at``: due timers)."""
 
 threads = Table(
     "netra_threads",
@@ -143,11 +152,13 @@ model_calls = Table(
     Column("request_sha256", String(64), nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("after_seq", BigInteger, nullable=True),
 )
 """The journal of model calls: each completed model response, beside the events (not in the
-user's stream: prompts and raw responses are not the user's events, and can be large)."""
+user's stream: prompts and raw responses are not the user's events, and can be large).
+``after_seq``: the user's event it committed after (where it goes in the run's journal)."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -300,12 +311,28 @@ def _v3_to_v4(conn: Connection) -> None:
         )
 
 
+def _v4_to_v5(conn: Connection) -> None:
+    # Durable runs (issue 18), frozen: a run's durable wait on its row, the indexes of the
+    # recovery scan, a run's events by run (its journal), a model call's place in the journal.
+    # Only new nullable columns and indexes: every earlier row stays valid as it is.
+    for statement in (
+        "ALTER TABLE netra_runs ADD COLUMN wait VARCHAR(16)",
+        "ALTER TABLE netra_runs ADD COLUMN wake_at FLOAT",
+        "ALTER TABLE netra_model_calls ADD COLUMN after_seq BIGINT",
+        "CREATE INDEX netra_runs_state ON netra_runs (state)",
+        "CREATE INDEX netra_runs_wake_at ON netra_runs (wake_at)",
+        "CREATE INDEX netra_events_run ON netra_events (run_id)",
+    ):
+        conn.execute(text(statement))
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 

@@ -46,6 +46,7 @@ from ._base import (
     EventHint,
     HistoryPage,
     InboxItem,
+    ModelCall,
     NameHint,
     StoreStatistics,
     ThreadsPage,
@@ -227,6 +228,11 @@ class SqlStore:
         """See :meth:`ClusterStore.release_all`."""
         await self._op("release_all")
 
+    async def reap(self) -> list[str]:
+        """See :meth:`ClusterStore.reap`. Rides the writer's next group transaction."""
+        reaped: list[str] = await self._op("reap")
+        return reaped
+
     @property
     def lease_ttl(self) -> float:
         """Seconds a lease lasts after its last renewal, on the database's clock."""
@@ -396,6 +402,18 @@ class SqlStore:
     async def list_runs(self, user_id: str, limit: int) -> list[RunInfo]:
         """See :meth:`Store.list_runs`."""
         result: list[RunInfo] = await self._read("list_runs", user_id, limit)
+        return result
+
+    async def run_history(self, user_id: str, run_id: str) -> tuple[list[Event], list[ModelCall]]:
+        """See :meth:`Store.run_history`."""
+        result: tuple[list[Event], list[ModelCall]] = await self._read(
+            "run_history", user_id, run_id
+        )
+        return result
+
+    async def orphans(self, limit: int, lookahead: float) -> list[str]:
+        """See :meth:`Store.orphans` (two indexed reads, on the database's clock)."""
+        result: list[str] = await self._read("orphans", limit, lookahead)
         return result
 
     # -- the inspector's reads (across users; docs/inspector.md) ----------------------------

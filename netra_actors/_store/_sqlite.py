@@ -24,6 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from .._config import RuntimeConfig
 from ._erase import erase_statements
+from ._incarnation import FileIncarnation
 from ._rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -81,6 +82,8 @@ ACQUIRE = (
 )
 RELEASE = "UPDATE netra_leases SET expires_at = 0 WHERE user_id = ? AND node = ? AND epoch = ?"
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = ? AND expires_at > 0"
+#: The other nodes that hold a lease now (each may be proven gone: ``_incarnation.py``).
+LIVE_NODES = f"SELECT DISTINCT node FROM netra_leases WHERE expires_at > {NOW} AND node <> ?"
 #: The lease check of a batch's fenced units, one statement (inside BEGIN IMMEDIATE, which holds
 #: the write lock: no other node changes a lease row before this transaction ends).
 FENCE = (
@@ -120,9 +123,11 @@ class SqliteFile:
             # One private in-memory database shared by the writer, the reader and the engine.
             self.target = f"file:netra_mem_{id(self):x}?mode=memory&cache=shared"
             self.uri = True
+            self.in_memory = True
         else:
             self.target = path
             self.uri = path.startswith("file:")
+            self.in_memory = self.uri and "mode=memory" in path
             if not self.uri:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.synchronous = config.sqlite_synchronous
@@ -167,10 +172,13 @@ class SqliteDialect:
     """In key order, the rows land in the primary-key B-tree as one sweep instead of at random
     pages (units arrive in trio's scheduling order)."""
 
-    def __init__(self, conn: Connection, owner: HookOwner) -> None:
+    def __init__(
+        self, conn: Connection, owner: HookOwner, incarnation: FileIncarnation | None = None
+    ) -> None:
         self._conn = conn
         self._raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         self._owner = owner
+        self._incarnation = incarnation
 
     def transaction(
         self, *, with_statements: bool, isolated: bool
@@ -239,6 +247,12 @@ class SqliteDialect:
 
     async def release_all(self, node: str) -> None:
         self._exec(RELEASE_ALL, [(node,)])
+
+    async def live_nodes(self, node: str) -> list[str]:
+        return [row[0] for row in self._query(LIVE_NODES, (node,))]
+
+    async def dead_nodes(self, nodes: list[str]) -> list[str]:
+        return [] if self._incarnation is None else self._incarnation.dead(nodes)
 
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         self._exec(POST, commands)

@@ -15,7 +15,7 @@ import outcome
 from .._bridge import Bridge
 from .._exceptions import StoreError
 from .._values import Event, RunInfo
-from ._base import HistoryPage, InboxItem, ThreadsPage
+from ._base import HistoryPage, InboxItem, ModelCall, ThreadsPage
 from ._db_thread import DbThread
 from ._history import (
     history_page,
@@ -28,9 +28,11 @@ from ._rows import (
     EVENT_SELECT,
     INBOX_SELECT,
     LIVE_STATE_VALUES,
+    MODEL_CALL_SELECT,
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    orphan_queries,
     run_info,
     snapshot,
 )
@@ -38,6 +40,7 @@ from ._sqlite import NOW, SqliteFile, chunks
 from ._waiting import Read, Waiter, as_store_error, short
 
 HEADS = "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id IN ({}) GROUP BY user_id"
+ORPHANS_LIVE, ORPHANS_DUE = orphan_queries(NOW, "?")
 
 
 class SqliteReader(DbThread):
@@ -189,6 +192,24 @@ class SqliteReader(DbThread):
             (user_id, limit),
         )
         return [run_info(row) for row in rows]
+
+    def _run_history(self, user_id: str, run_id: str) -> tuple[list[Event], list[ModelCall]]:
+        events = self._query(
+            f"SELECT {EVENT_SELECT} FROM netra_events WHERE run_id = ? AND user_id = ? "
+            "ORDER BY seq",
+            (run_id, user_id),
+        )
+        calls = self._query(
+            f"SELECT {MODEL_CALL_SELECT} FROM netra_model_calls WHERE user_id = ? "
+            "AND run_id = ? AND after_seq IS NOT NULL",
+            (user_id, run_id),
+        )
+        return [Event(*row) for row in events], [ModelCall(*row) for row in calls]
+
+    def _orphans(self, limit: int, lookahead: float) -> list[str]:
+        users = [u for (u,) in self._query(ORPHANS_LIVE, (*LIVE_STATE_VALUES, limit))]
+        users += [u for (u,) in self._query(ORPHANS_DUE, (lookahead, limit))]
+        return list(dict.fromkeys(users))[:limit]
 
     def _heads(self, user_ids: Sequence[str]) -> dict[str, int]:
         users = list(dict.fromkeys(user_ids))

@@ -33,6 +33,7 @@ from .._exceptions import StoreError
 from .._logs import STORE_FAILURES, log_limited
 from ._db_thread import DbThread
 from ._group_commit import GroupCommit
+from ._incarnation import FileIncarnation
 from ._leases import Leases
 from ._rows import HookOwner, log
 from ._schema import migrate
@@ -73,6 +74,8 @@ class SqliteWriter(DbThread):
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._group: GroupCommit | None = None
+        self._incarnation: FileIncarnation | None = None
+        """This process's lock beside the database file (``_incarnation.py``)."""
         self.schema_versions = (0, 0)
         self._unchecked = False
         """Written since the last complete checkpoint."""
@@ -103,9 +106,17 @@ class SqliteWriter(DbThread):
             raise
         except Exception as exc:
             raise StoreError(f"cannot open the database: {short(exc)}") from exc
-        self._group = GroupCommit(SqliteDialect(conn, self._owner), self._stats, self._leases)
+        self._incarnation = None
+        if not file.in_memory:
+            self._incarnation = FileIncarnation(file.target, self._leases.node)
+            self._incarnation.hold()
+        dialect = SqliteDialect(conn, self._owner, self._incarnation)
+        self._group = GroupCommit(dialect, self._stats, self._leases)
 
     def cleanup(self) -> None:
+        if self._incarnation is not None:
+            self._incarnation.release()
+            self._incarnation = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None

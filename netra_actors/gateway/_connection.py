@@ -343,6 +343,7 @@ class Connection:
                             command.text,
                             agent=command.agent,
                             if_busy=command.if_busy,
+                            start_at=command.start_at,
                             thread=command.thread,
                         )
                         return ack_frame(command.id, run_id)
@@ -352,6 +353,7 @@ class Connection:
                             command.agent,
                             command.input,
                             if_busy=command.if_busy,
+                            start_at=command.start_at,
                             thread=command.thread,
                         )
                         return ack_frame(command.id, run_id)

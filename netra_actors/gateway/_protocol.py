@@ -104,6 +104,8 @@ class Say:
     """One of :data:`IF_BUSY`, or None for the server's default."""
     thread: str | None = None
     """The run's thread (None: ``main``)."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch); None: now."""
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +119,8 @@ class StartRun:
     """One of :data:`IF_BUSY`, or None for the server's default."""
     thread: str | None = None
     """The run's thread (None: ``main``)."""
+    start_at: float | None = None
+    """Start the run then (seconds since the epoch); None: now."""
 
 
 @attrs.frozen(kw_only=True)
@@ -245,6 +249,17 @@ def _int(
     return value
 
 
+def _start_at(obj: Mapping[str, JSONValue], id: str | None) -> float | None:
+    """``start_at``: a number (seconds since the epoch), or absent (the runtime checks the
+    range: at most a year ahead)."""
+    value = obj.get("start_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FrameError("bad_request", "start_at must be a number (seconds since the epoch)", id)
+    return float(value)
+
+
 def decode_object(text: str | bytes) -> dict[str, JSONValue]:
     """Decode a frame's JSON text into an object, or raise ``FrameError(bad_request)``."""
     try:
@@ -290,6 +305,7 @@ def parse_frame(text: str | bytes) -> ClientFrame:
                 text=text_value,
                 agent=agent,
                 if_busy=_if_busy(obj, id),
+                start_at=_start_at(obj, id),
                 thread=_thread(obj, id),
             )
         case "start_run":
@@ -300,6 +316,7 @@ def parse_frame(text: str | bytes) -> ClientFrame:
                 agent=agent,
                 input=obj.get("input"),
                 if_busy=_if_busy(obj, id),
+                start_at=_start_at(obj, id),
                 thread=_thread(obj, id),
             )
         case "cancel_run":

@@ -5,17 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import outcome
 import trio
-from sqlalchemy import insert
 
 from .._agent import Agent
 from .._context import AgentContext
-from .._core._journal import Outcome, Step
+from .._core._journal import Step
 from .._core._resilience import Dependency
 from .._exceptions import (
     CircuitOpenError,
@@ -25,10 +23,9 @@ from .._exceptions import (
     RunFencedError,
     ToolError,
 )
+from .._journal_events import ModelStep, canonical_json
 from .._message_stream import MessageStream
 from .._resilience import Resilience
-from .._store._schema import model_calls
-from .._toolcall import canonical_json
 from .._tracing import model_span
 from .._values import JSON, dumps
 from ._config import LLMConfig, LLMStreamInterrupted, Tool, _httpx, _retryable, _tools
@@ -133,14 +130,15 @@ class OpenAIChatAgent(Agent):
     async def _journaled_answer(
         self, ctx: AgentContext, client: httpx.AsyncClient, body: dict[str, JSON]
     ) -> ModelResponse:
-        """One model response, journaled: a restarted attempt that asks the same thing at the
-        same step gets the recorded response (its text committed again as this attempt's own
-        message) instead of paying for the call again. The response is kept beside the events
-        (``netra_model_calls``), not in the user's stream."""
+        """One model response, journaled: an attempt that asks the same thing at the same point
+        of the run gets the recorded response (and its message, committed once already, is
+        neither streamed nor committed again) instead of paying for the call again. The
+        response is kept beside the events (``netra_model_calls``), not in the user's stream,
+        and commits with its streamed text (one unit)."""
         name = f"model:{self.dependency}"
         request_sha256 = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         args_json = canonical_json({"request_sha256": request_sha256})
-        step = ctx._cursor.begin(name, args_json)
+        step = ctx._cursor.step(name, args_json)
         with model_span(ctx._tools.trace, self.config.model, replayed=step.replayed) as span:
             response = await self._journaled_step(
                 ctx, client, body, step, request_sha256, args_json
@@ -161,38 +159,26 @@ class OpenAIChatAgent(Agent):
         """The model call of ``step``: replayed, or made and then recorded."""
         name = f"model:{self.dependency}"
         cursor = ctx._cursor
-        if step.replayed:
-            assert step.replay_json is not None
+        if step.replay_json is not None:
             response = ModelResponse.from_json(json.loads(step.replay_json))
             if response.text:
-                async with ctx.message() as replayed:
+                async with ctx.message() as replayed:  # the journal's message: not again
                     await replayed.write(response.text)
             return response
         try:
             async with contextlib.AsyncExitStack() as stack:
                 response = await self._answer(ctx, client, body, stack)
+                if step.step is not None:  # rides the commit of its streamed text
+                    response_json = dumps(response.to_json())
+                    ctx._model = ModelStep(
+                        step.step, name, args_json, request_sha256, response_json
+                    )
             # (leaving the stack committed the streamed text as one message)
         finally:
             cursor.end()
-        if step.step is None:
-            return response  # not journaled (a call made while another one was in flight)
-        response_json = dumps(response.to_json())
-        await ctx.stage(
-            insert(model_calls).values(
-                user_id=ctx.user_id,
-                run_id=ctx.run_id,
-                attempt=ctx.attempt,
-                step=step.step,
-                name=name,
-                request_sha256=request_sha256,
-                response=response_json,
-                created_at=time.time(),
-            )
-        )
-        events, rows = ctx._staging.take()
-        await ctx._commit_staged(
-            events, rows, journal=step.entry(name, args_json, Outcome.OK, response_json)
-        )
+        if ctx._model is not None:  # no text was streamed: the model call commits alone
+            events, rows = ctx._staging.take()
+            await ctx._commit_staged(events, rows)
         return response
 
     async def _answer(

@@ -8,13 +8,16 @@ from typing import Any
 
 import attrs
 import trio
+from sqlalchemy import Insert
 
 from .._core import LIVE_STATES, RunState
 from .._core._threads import title_of
 from .._exceptions import StoreError
 from .._histogram import Histogram
 from .._store import HistoryPage, StoreStatistics, ThreadInfo, ThreadsPage, UserSnapshot
+from .._store._base import ModelCall
 from .._store._inspect import ClusterView, UserSummary
+from .._store._schema import model_calls
 from .._subscription import Subscription
 from .._uow import Erasure, RunRow, UnitOfWork
 from .._values import Event, RunInfo, loads
@@ -216,6 +219,30 @@ class MemoryStore:
         rows = self.message_id_rows
         return {m: rows[(user_id, m)] for m in ids if (user_id, m) in rows}
 
+    async def run_history(self, user_id: str, run_id: str) -> tuple[list[Event], list[ModelCall]]:
+        await trio.lowlevel.checkpoint()
+        events = [e for e in self.events.get(user_id, []) if e.run_id == run_id]
+        calls = []
+        for uid, target, _params in self.rows:
+            if uid == user_id and isinstance(target, Insert) and target.table is model_calls:
+                values = target.compile().params
+                if values["run_id"] == run_id and values["after_seq"] is not None:
+                    calls.append(ModelCall(*(values[c] for c in ModelCall._fields)))
+        return events, calls
+
+    async def orphans(self, limit: int, lookahead: float) -> list[str]:
+        """No leases in memory: every user whose runs need an owner (the runtime skips the
+        active ones)."""
+        await trio.lowlevel.checkpoint()
+        due = time.time() + lookahead
+        users = [
+            uid
+            for (uid, _), row in self.runs.items()
+            if (row.wait is None and RunState(row.state) in LIVE_STATES)
+            or (row.wake_at is not None and row.wake_at <= due)
+        ]
+        return list(dict.fromkeys(users))[:limit]
+
     async def check(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -279,6 +306,8 @@ def _info(row: RunRow) -> RunInfo:
         thread=row.thread,
         start_seq=row.start_seq,
         history_seq=row.history_seq,
+        wait=row.wait,
+        wake_at=row.wake_at,
     )
 
 

@@ -1,11 +1,14 @@
 """Issue 10: the owner of a user dies (kill -9) or stops answering (SIGSTOP past the lease TTL).
 
-* kill -9 during live ``slow`` runs: the other server takes over on next use (a ``say`` through
-  it) within TTL + a few seconds; each run that was live on the killed node ends ``dead`` with
-  exactly one ``run_rolled_back``; the events table keeps everything committed before the kill
-  (nothing lost or repeated) and equals, event for event, what the sockets received.
-* SIGSTOP of the owner past the TTL, takeover through the other server, then SIGCONT: the woken
-  node's ``slow`` agent keeps ticking, and none of it is committed or delivered (fenced); the
+* kill -9 during live ``slow`` runs: the other server takes over (by its recovery scan, or on
+  next use: a ``say`` through it) within TTL + a few seconds; each run that was live on the
+  killed node is resumed there (issue 18): exactly one ``run_rolled_back`` reason ``lost``, then
+  ``starting`` reason ``recovered`` and a new attempt (cancelled here, to end it); the events
+  table keeps everything committed before the kill (nothing lost or repeated) and equals, event
+  for event, what the sockets received.
+* SIGSTOP of the owner past the TTL, takeover through the other server (the paused node still
+  holds its incarnation lock: it is not taken for dead, its lease expires), then SIGCONT: the
+  woken node's ``slow`` agent keeps ticking, and none of it is committed or delivered (fenced); the
   woken node's socket then receives the new owner's events as a follower, and a command through
   the woken node is carried out by the new owner.
 """
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 from pathlib import Path
@@ -31,6 +35,21 @@ from clusterkit import (
 )
 
 TTL = 2.0
+
+
+def recovered(sock: Sock, run_ids: list[str]) -> bool:
+    """Every run of ``run_ids`` was resumed (``run_state`` reason ``recovered``) on ``sock``."""
+    return all(
+        any(
+            e["run_id"] == run_id
+            and e["event"] == "run_state"
+            and e["data"].get("reason") == "recovered"
+            for e in sock.events
+        )
+        for run_id in run_ids
+    )
+
+
 INBOX_PAUSE = 0.15
 """Between two commands forwarded through a follower on SQLite: more than two of the owner's
 inbox polls (50 ms), so that a reused ``netra_inbox`` id is not skipped (test_cluster_inbox.py
@@ -69,7 +88,12 @@ def test_cluster_kill9_of_the_owner_during_live_runs(kind: str, tmp_path: Path) 
                 )
                 takeover = time.monotonic() - t0
                 for u, run_id in zip(users, after, strict=True):
-                    await on_b[u].wait_ended([*live[u], run_id], within=15)
+                    sock = on_b[u]
+                    await sock.wait_until(functools.partial(recovered, sock, live[u]), within=15)
+                    for live_run in live[u]:  # resumed: end them
+                        answer = await sock.command({"type": "cancel_run", "run_id": live_run})
+                        assert answer["type"] == "ack", answer
+                    await sock.wait_ended([*live[u], run_id], within=15)
 
                 stored = await db.events()
                 assert not await db.problems()
@@ -79,11 +103,12 @@ def test_cluster_kill9_of_the_owner_during_live_runs(kind: str, tmp_path: Path) 
                     events = stored[u]
                     assert events[: len(before[u])] == before[u], f"{u}: committed events changed"
                     for live_run in live[u]:
-                        assert final_state(events, live_run) == "dead", (u, live_run)
-                        [rb] = rollbacks(events, live_run)  # exactly one rollback
-                        assert rb["data"]["reason"] == "dead", rb
-                        assert rb["data"]["will_restart"] is False, rb
+                        assert final_state(events, live_run) == "cancelled", (u, live_run)
+                        rb, cancelled = rollbacks(events, live_run)  # one for the loss
+                        assert rb["data"]["reason"] == "lost", rb
+                        assert rb["data"]["will_restart"] is True, rb
                         assert rb["seq"] > len(before[u])
+                        assert cancelled["data"]["reason"] == "cancelled", cancelled
                     assert final_state(events, run_id) == "completed"
                     assert b.owns(leases[u]), leases[u]
                     sock_b = on_b[u]
@@ -141,23 +166,26 @@ def test_cluster_sigstop_past_the_ttl_then_sigcont_is_fenced(kind: str, tmp_path
                     t0 = time.monotonic()
                     taken = await sb.say("taking over", within=10)
                     takeover = time.monotonic() - t0
+                    await sb.wait_until(lambda: recovered(sb, [slow]), within=10)
+                    answer = await sb.command({"type": "cancel_run", "run_id": slow})
+                    assert answer["type"] == "ack", answer
                     await sb.wait_ended([slow, taken])
                 finally:
                     a.signal(signal.SIGCONT)
                 at_takeover = (await db.events())[user]
                 assert b.owns((await db.leases())[user])
-                [rb] = rollbacks(at_takeover, slow)
-                assert rb["data"]["reason"] == "dead", rb
+                rb, _cancelled = rollbacks(at_takeover, slow)
+                assert rb["data"]["reason"] == "lost", rb
 
                 await asyncio.sleep(3.5)  # the woken node's slow agent ticks about every second
                 stored = (await db.events())[user]
                 assert stored[: len(at_takeover)] == at_takeover
-                dead_at = next(
+                dead_at = next(  # the run ended (cancelled) on the new owner
                     e["seq"]
                     for e in stored
                     if e["run_id"] == slow
                     and e["event"] == "run_state"
-                    and e["data"]["state"] == "dead"
+                    and e["data"]["state"] == "cancelled"
                 )
                 late_of_slow = [e for e in stored if e["run_id"] == slow and e["seq"] > dead_at]
                 assert late_of_slow == [], f"fenced output committed: {late_of_slow}"

@@ -1,25 +1,28 @@
-"""The pure journal (``_core/_journal.py``): step keys, the cursor's decisions, recording.
+"""The pure journal (``_core/_journal.py``): step keys, the cursor's decisions, the journal's
+operations.
 
-A restarted attempt replays step k only if step k succeeded with the same call; a started or
-failed step runs again; a different call is a divergence that stops the journal for the attempt
-and, once recorded, drops what came after it. A property test plays whole runs (attempts that
-call, fail, crash) against the cursor and the journal alone.
+A new attempt replays what the journal has, in order: an event that matches the next item is
+not committed again, a step that succeeded returns its result, one begun or failed runs again,
+a question the journal has is not asked again, a sleep keeps its wake-up time. Anything else is
+a divergence, recorded once, after which the attempt runs live; recording it cuts the journal
+there. A property test plays whole runs (attempts that act, crash and change course) against the
+cursor and the journal alone, and checks them against a plain model of "what was committed".
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netra_actors._core._journal import (
+    Item,
     Journal,
     JournalCursor,
-    JournalEntry,
+    Kind,
     Outcome,
-    Step,
+    step_item_key,
     step_key,
 )
 
@@ -28,16 +31,12 @@ A = '{"x":1}'
 B = '{"x":2}'
 
 
-def ok(step: int, name: str = "t", args: str = A, value: str = "1") -> JournalEntry:
-    return JournalEntry(step, name, args, Outcome.OK, value)
+def ev(key: str) -> Item:
+    return Item(Kind.EVENT, key)
 
 
-def started(step: int, name: str = "t", args: str = A) -> JournalEntry:
-    return JournalEntry(step, name, args, Outcome.STARTED)
-
-
-def failed(step: int, name: str = "t", args: str = A) -> JournalEntry:
-    return JournalEntry(step, name, args, Outcome.ERROR, "ValueError: no")
+def ok(name: str = "t", args: str = A, value: str = "1", call_id: str = "c") -> Item:
+    return Item(Kind.STEP, step_item_key(name, args), Outcome.OK, value, call_id)
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -59,206 +58,161 @@ def test_step_key_names_the_run_the_step_and_the_call() -> None:
 # -- the cursor -------------------------------------------------------------------------------
 
 
-def test_an_empty_journal_journals_every_call_fresh() -> None:
+def test_an_empty_journal_replays_nothing() -> None:
     cursor = JournalCursor(RUN)
     assert cursor.stopped
-    for k in (1, 2, 3):
-        step = cursor.begin("t", A)
-        assert step == Step(k, step_key(RUN, k, "t", A))
-        assert not step.replayed
-        assert step.diverged_from is None
-        cursor.end()
-    assert cursor.next_step == 4
+    assert not cursor.event("e")
+    assert cursor.divergence is None  # past the end is no divergence
+    step = cursor.step("t", A)
+    assert (step.step, step.key, step.replayed) == (1, step_key(RUN, 1, "t", A), False)
+    cursor.end()
     assert cursor.in_flight == 0
 
 
-def test_a_succeeded_step_with_the_same_call_is_replayed() -> None:
-    cursor = JournalCursor(RUN, (ok(1, value='{"r":[1,2]}'), ok(2, "u", B, "null")))
-    first = cursor.begin("t", A)
-    assert first.replayed
-    assert first.replay_json == '{"r":[1,2]}'
-    assert first.step == 1
-    assert first.key == step_key(RUN, 1, "t", A)
-    assert cursor.in_flight == 0  # a replayed call is not in flight: no end()
-    second = cursor.begin("u", B)
-    assert second.replay_json == "null"  # a null result is still a replay
-    assert cursor.stopped  # the snapshot is used up
-    third = cursor.begin("t", A)
-    assert third == Step(3, step_key(RUN, 3, "t", A))
-    assert cursor.in_flight == 1
+def test_matching_actions_replay_in_order() -> None:
+    items = (
+        ev("think\x00a"),
+        ok(value='{"r":[1,2]}'),
+        Item(Kind.ASK, "q"),
+        Item(Kind.SLEEP, "5.0", value="123.5"),
+        ev("message\x00hi"),
+    )
+    cursor = JournalCursor(RUN, items)
+    assert cursor.event("think\x00a")
+    step = cursor.step("t", A)
+    assert (step.step, step.replay_json) == (1, '{"r":[1,2]}')
+    assert cursor.in_flight == 0  # a replayed call is not in flight
+    assert cursor.ask("q")
+    assert cursor.sleep("5.0") == "123.5"
+    assert cursor.next_is_event()
+    assert cursor.event("message\x00hi")
+    assert cursor.stopped is True  # past the end: live from here
+    assert cursor.position == 5
+    assert cursor.divergence is None
 
 
-@pytest.mark.parametrize("entry", [started(1), failed(1)], ids=["started", "error"])
-def test_a_started_or_failed_step_runs_again_under_the_same_key(entry: JournalEntry) -> None:
-    cursor = JournalCursor(RUN, (entry, ok(2)))
-    step = cursor.begin("t", A)
+def test_a_begun_or_failed_step_runs_again_under_the_same_key() -> None:
+    for outcome in (Outcome.STARTED, Outcome.ERROR):
+        begun = Item(Kind.STEP, step_item_key("t", A), outcome, "", "r.1.1")
+        cursor = JournalCursor(RUN, (begun, ok("u", B)))
+        step = cursor.step("t", A)
+        assert (step.replayed, step.again, step.key) == (False, begun, step_key(RUN, 1, "t", A))
+        cursor.end()
+        assert cursor.step("u", B).replayed  # and the journal goes on after it
+
+
+def test_a_different_action_diverges_once_and_stops_the_journal() -> None:
+    cursor = JournalCursor(RUN, (ev("e\x001"), ok(), ev("e\x002")))
+    assert cursor.event("e\x001")
+    step = cursor.step("t", B)  # other arguments
     assert not step.replayed
-    assert step.diverged_from is None
-    assert step.key == step_key(RUN, 1, "t", A)  # what the crashed attempt's call had
-    cursor.end()
-    assert not cursor.stopped
-    assert cursor.begin("t", A).replayed  # later steps are still replayed
-
-
-@pytest.mark.parametrize(("name", "args"), [("other", A), ("t", B)], ids=["name", "args"])
-def test_a_different_call_diverges_and_stops_the_journal(name: str, args: str) -> None:
-    cursor = JournalCursor(RUN, (ok(1), ok(2), ok(3)))
-    assert cursor.begin("t", A).replayed
-    step = cursor.begin(name, args)
-    assert step.step == 2
-    assert not step.replayed
-    assert step.diverged_from == ok(2)
-    assert step.key == step_key(RUN, 2, name, args)
+    assert step.again is None
+    divergence = cursor.take_divergence()
+    assert divergence is not None
+    assert (divergence.position, divergence.step, divergence.expected) == (1, 1, ok())
+    assert (divergence.actual_kind, divergence.actual_key) == (Kind.STEP, step_item_key("t", B))
+    assert cursor.take_divergence() is None  # recorded once
     cursor.end()
     assert cursor.stopped
-    later = cursor.begin("t", A)  # the journal's step 3 is the same call, but not replayed
-    assert later == Step(3, step_key(RUN, 3, "t", A))  # and it is no second divergence
+    assert not cursor.event("e\x002")  # live from here, though it would have matched
+    assert cursor.divergence is None
 
 
-def test_replay_false_takes_no_step_and_is_never_replayed() -> None:
-    cursor = JournalCursor(RUN, (ok(1), ok(2, "u")))
-    live = cursor.begin("t", A, replay=False)
-    assert live == Step(None, None)
-    assert cursor.in_flight == 1
+def test_a_question_answered_without_asking_is_no_divergence() -> None:
+    cursor = JournalCursor(RUN, (ev("e"),))
+    assert not cursor.ask("q")  # answered by an input the run had: nothing was committed
+    assert cursor.divergence is None
+    assert cursor.ask_at() == 0  # if it must be asked after all, the journal is cut here
+    assert cursor.event("e")
+    assert cursor.ask_at() is None
+
+
+def test_unjournaled_and_concurrent_calls_take_no_step() -> None:
+    cursor = JournalCursor(RUN, (ok(),))
+    assert cursor.step("clock", "{}", replay=False).step is None
     cursor.end()
-    assert cursor.next_step == 1  # the steps around it keep their positions
-    assert cursor.begin("t", A).replayed
-    assert cursor.begin("t", A, replay=False).step is None
-    cursor.end()
-    assert cursor.begin("u", A).replayed
-
-
-def test_a_call_while_another_is_in_flight_is_not_journaled() -> None:
-    cursor = JournalCursor(RUN, (ok(1), ok(2)))
-    outer = cursor.begin("t", B)  # diverges at 1: a real call, in flight
-    assert outer.step == 1
-    inner = cursor.begin("t", A)
-    assert inner == Step(None, None)
+    first = cursor.step("t", A)
+    assert first.replayed
+    live = cursor.step("x", "{}")
+    inner = cursor.step("y", "{}")  # while ``live`` is in flight
+    assert (live.step, inner.step, inner.key) == (2, None, None)
     assert cursor.in_flight == 2
-    cursor.end()
-    cursor.end()
-    assert cursor.begin("t", A).step == 2
 
 
-def test_step_entries() -> None:
-    step = Step(2, "k")
-    assert step.entry("t", A, Outcome.OK, "5") == JournalEntry(2, "t", A, Outcome.OK, "5")
-    with pytest.raises(AssertionError):
-        Step(None, None).entry("t", A, Outcome.OK)
-    assert ok(1).same_call("t", A)
-    assert not ok(1).same_call("t", B)
+# -- the journal ------------------------------------------------------------------------------
 
 
-# -- the run's journal ------------------------------------------------------------------------
-
-
-def test_record_appends_and_replaces() -> None:
+def test_tool_calls_are_begun_completed_and_replaced_in_place() -> None:
     journal = Journal()
-    assert journal.record(started(1))
-    assert journal.record(ok(1))  # the same call completes: replaced
-    assert journal.record(started(2, "u"))
-    assert journal.snapshot() == (ok(1), started(2, "u"))
-    assert len(journal) == 2
-    assert journal[2] == started(2, "u")
-    with pytest.raises(IndexError):
-        journal[0]
+    key = step_item_key("t", A)
+    journal.append(ev("e"))
+    journal.tool_started(key, "r.1.1")
+    journal.append(ev("after"))
+    journal.tool_ended("r.1.1", Outcome.ERROR, "ValueError: no")
+    assert journal.items[1] == Item(Kind.STEP, key, Outcome.ERROR, "ValueError: no", "r.1.1")
+    journal.tool_started(key, "r.2.1", replaces="r.1.1")  # run again: in its place
+    journal.tool_ended("r.2.1", Outcome.OK, "5")
+    assert journal.items == [ev("e"), Item(Kind.STEP, key, Outcome.OK, "5", "r.2.1"), ev("after")]
+    journal.tool_ended("unknown", Outcome.OK, "1")  # not journaled: nothing to update
+    assert len(journal) == 3
 
 
-def test_rerunning_a_step_keeps_the_later_ones() -> None:
-    journal = Journal([failed(1), ok(2, "u"), ok(3, "v")])
-    assert journal.record(started(1))
-    assert journal.record(ok(1))
-    assert journal.snapshot() == (ok(1), ok(2, "u"), ok(3, "v"))
+def test_a_cut_drops_what_came_after_and_a_snapshot_does_not_change() -> None:
+    journal = Journal([ev("a"), ev("b"), ev("c")])
+    snapshot = journal.snapshot()
+    journal.cut(1)
+    assert journal.items == [ev("a")]
+    journal.cut(5)  # past the end: nothing
+    assert snapshot == (ev("a"), ev("b"), ev("c"))
 
 
-def test_a_divergent_step_drops_the_later_ones() -> None:
-    journal = Journal([ok(1), ok(2, "u"), ok(3, "v")])
-    assert journal.record(started(2, "u", B))
-    assert journal.snapshot() == (ok(1), started(2, "u", B))
-    assert journal.record(ok(3, "w"))
-    assert journal.snapshot() == (ok(1), started(2, "u", B), ok(3, "w"))
+# -- the property: whole runs --------------------------------------------------------------
+
+ACTIONS = st.lists(st.sampled_from(["e1", "e2", "t1", "t2", "q"]), max_size=8)
 
 
-def test_an_entry_that_would_leave_a_gap_is_not_kept() -> None:
-    journal = Journal([ok(1)])
-    assert not journal.record(ok(3))
-    assert not journal.record(ok(0))
-    assert journal.snapshot() == (ok(1),)
-
-
-def test_a_snapshot_does_not_change_with_the_journal() -> None:
-    journal = Journal()
-    journal.record(ok(1))
-    snap = journal.snapshot()
-    journal.record(ok(1, "other"))
-    assert snap == (ok(1),)
-
-
-# -- whole runs, against the pure parts alone -------------------------------------------------
-
-# A script: calls (name index, arg, fails in the first attempt only, replay flag); the crash
-# points: how many calls each attempt makes before it crashes (after the call, or inside it).
-CALL = st.tuples(st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans())
-
-
-@settings(max_examples=300, derandomize=True, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    script=st.lists(CALL, min_size=1, max_size=8),
-    crashes=st.lists(st.tuples(st.integers(0, 8), st.booleans()), max_size=4),
-    diverge=st.one_of(st.none(), st.tuples(st.integers(1, 4), st.integers(0, 8))),
+    courses=st.lists(st.tuples(ACTIONS, st.integers(0, 8)), min_size=1, max_size=4),
 )
-def test_every_succeeded_step_runs_once_unless_after_a_divergence(
-    script: list[tuple[int, int, bool, bool]],
-    crashes: list[tuple[int, bool]],
-    diverge: tuple[int, int] | None,
+def test_attempts_commit_each_action_of_the_run_once(
+    courses: list[tuple[list[str], int]],
 ) -> None:
+    """Each attempt runs a course of actions and crashes after ``stop`` of them. What it
+    commits is folded into the journal as the shell does. Whatever the courses, the journal is
+    always what the last course committed up to where it got (earlier courses' actions where
+    they agreed with it); an attempt commits only actions past the point where it agreed with
+    the journal, and records a divergence only where it disagreed."""
     journal = Journal()
-    ran: dict[tuple[int, str, str], int] = {}  # (position in the script, name, args) -> calls
-    keys: dict[int, set[str]] = {}
-    diverged_positions: set[int] = set()
-    attempts = [*crashes, (len(script), False)]  # the last attempt completes
-    for attempt, (stop_at, inside) in enumerate(attempts, start=1):
+    committed: list[str] = []  # the model: the run's course as the store has it
+    for actions, stop in courses:
         cursor = JournalCursor(RUN, journal.snapshot())
-        seen_divergence = False
-        for i, (n, arg, fails_first, replay) in enumerate(script):
-            name, args = f"t{n}", f'{{"a":{arg}}}'
-            if diverge is not None and attempt == diverge[0] and i == diverge[1]:
-                args = '{"a":"changed"}'
-            step = cursor.begin(name, args, replay=replay)
-            if step.diverged_from is not None:
-                seen_divergence = True
-            if seen_divergence or not replay:
-                diverged_positions.add(i)
-            if step.replayed:
-                assert replay
-                assert step.replay_json == f"{i}"
-                continue
-            if step.step is not None:
-                journal.record(step.entry(name, args, Outcome.STARTED))
-            if i == stop_at and inside:  # the attempt crashes inside the call: it ran
-                ran[(i, name, args)] = ran.get((i, name, args), 0) + 1
-                if step.key is not None:
-                    keys.setdefault(i, set()).add(step.key)
-                cursor.end()
-                break
-            ran[(i, name, args)] = ran.get((i, name, args), 0) + 1
-            if step.key is not None:
-                keys.setdefault(i, set()).add(step.key)
-            outcome = Outcome.ERROR if fails_first and attempt == 1 else Outcome.OK
-            if step.step is not None:
-                value = f"{i}" if outcome is Outcome.OK else "boom"
-                journal.record(step.entry(name, args, outcome, value))
-            cursor.end()
-            if i == stop_at:  # the attempt crashes after the call
-                break
-        assert cursor.in_flight == 0
-    for (i, _name, _args), count in ran.items():
-        if i in diverged_positions:
-            continue
-        n, arg, fails_first, _replay = script[i]
-        crashed_inside = any(stop == i and inside for stop, inside in attempts)
-        if not fails_first and not crashed_inside:
-            assert count == 1, (i, count)  # succeeded the first time: never again
-    for i, seen in keys.items():  # one key per position and call, in every attempt
-        if i not in diverged_positions:
-            assert len(seen) == 1, (i, seen)
+        done = actions[:stop]
+        agreed = 0
+        while agreed < min(len(done), len(committed)) and done[agreed] == committed[agreed]:
+            agreed += 1
+        for i, action in enumerate(done):
+            if action.startswith("t"):
+                step = cursor.step(action, "{}")
+                replayed = step.replayed
+                if not replayed:
+                    cursor.end()
+            else:
+                replayed = cursor.event(action)
+            assert replayed == (i < agreed), (i, agreed)
+            divergence = cursor.take_divergence()
+            if i == agreed and agreed < len(committed):
+                assert divergence is not None
+                assert divergence.position == agreed
+                journal.cut(divergence.position)
+            else:
+                assert divergence is None
+            if not replayed:
+                if action.startswith("t"):
+                    journal.tool_started(step_item_key(action, "{}"), f"{len(journal)}")
+                    journal.tool_ended(f"{len(journal) - 1}", Outcome.OK, "1")
+                else:
+                    journal.append(ev(action))
+        if len(done) > agreed:  # it went past the journal (or off it): its course now
+            committed = done
+        assert [item.key.partition("\x00")[0] for item in journal.items] == committed

@@ -8,11 +8,16 @@ The model's contract, from the modules' documentation:
   policy, too many live runs; then with live runs ``parallel`` starts, ``reject`` refuses,
   ``enqueue`` queues behind every live run, ``interrupt`` cancels every live run that is not
   ``completing``;
+* a run scheduled for later (``start_at``) does not make the user busy (it is neither refused,
+  waited for nor interrupted by a new run), and is itself admitted as ``parallel``;
 * a queued run's turn comes once every run it waited for ended, in admission order;
-* an attempt takes the run's recorded inputs first, then asks (once); ``send_input`` is taken in
-  ``pending``/``starting``/``running`` up to ``max_inputs``, and a waiting question takes it;
-* the session is idle when it has no run and its shell is quiet; it may stop ``idle_timeout``
-  after it became idle.
+* an attempt takes the run's recorded inputs first; with none left the run waits for its answer
+  as a row (no attempt runs); ``send_input`` is taken in ``pending``/``starting``/``running`` up
+  to ``max_inputs``, and the input that answers a waiting run starts its next attempt, which
+  takes the inputs from the first again;
+* the session is idle when every live run waits as a row (for an answer, a timer, its start)
+  and its shell is quiet; it may stop ``idle_timeout`` after it became idle; its next deadline
+  is the earliest of its runs' wake-ups and, when idle, of the idle timeout.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from netra_actors._core import _lifecycle as lc
 from netra_actors._core._recovery import StoredRun, recover
 from netra_actors._core._session import LiveRun, Session, SessionRules, retry_delay
 from netra_actors._exceptions import (
-    AgentError,
     BusyError,
     CommandError,
     IllegalStateError,
@@ -100,9 +104,17 @@ class Model:
         self.live: dict[str, set[str] | None] = {}  # run id -> queued behind (None: started)
         self.inputs: dict[str, int] = {}
         self.consumed: dict[str, int] = {}
-        self.asking: dict[str, bool] = {}
+        self.waiting: dict[str, bool] = {}
+        """The run waits for its answer as a row."""
+        self.scheduled: dict[str, float] = {}
+        """Runs that start later: when."""
 
-    def admit(self, policy: str, known: bool, size: int | None) -> str | set[str]:
+    def busy(self) -> list[str]:
+        return [r for r in self.live if r not in self.scheduled]
+
+    def admit(
+        self, policy: str, known: bool, size: int | None, scheduled: bool = False
+    ) -> str | set[str]:
         """The error's name, or the runs to interrupt."""
         if not known:
             return "unknown"
@@ -114,18 +126,27 @@ class Model:
             return "policy"
         if len(self.live) >= RULES.max_live_runs:
             return "full"
-        if self.live and policy == "reject":
+        if scheduled:
+            return set()
+        if self.busy() and policy == "reject":
             return "busy"
-        return set(self.live) if policy == "interrupt" else set()
+        return set(self.busy()) if policy == "interrupt" else set()
 
-    def add(self, run_id: str, policy: str) -> None:
-        queued = bool(self.live) and policy == "enqueue"
-        self.live[run_id] = set(self.live) if queued else None
+    def add(self, run_id: str, policy: str, start_at: float | None = None) -> None:
+        queued = bool(self.busy()) and policy == "enqueue" and start_at is None
+        self.live[run_id] = set(self.busy()) if queued else None
         self.inputs[run_id] = self.consumed[run_id] = 0
-        self.asking[run_id] = False
+        self.waiting[run_id] = False
+        if start_at is not None:
+            self.scheduled[run_id] = start_at
+
+    def idle(self) -> bool:
+        """Every live run waits as a row."""
+        return all(self.waiting[r] or r in self.scheduled for r in self.live)
 
     def end(self, run_id: str) -> None:
         del self.live[run_id]
+        self.scheduled.pop(run_id, None)
         for blockers in self.live.values():
             if blockers is not None:
                 blockers.discard(run_id)
@@ -158,9 +179,15 @@ class SessionVsModel(RuleBasedStateMachine):
         run_id = data.draw(st.sampled_from(sorted(self.session.runs)))
         return self.session.runs[run_id]
 
-    @rule(policy=POLICIES, known=st.sampled_from([True] * 6 + [False]), size=SIZES)
-    def start(self, policy: str, known: bool, size: int | None) -> None:
-        expected = self.model.admit(policy, known, size)
+    @rule(
+        policy=POLICIES,
+        known=st.sampled_from([True] * 6 + [False]),
+        size=SIZES,
+        later=st.sampled_from([None] * 5 + [100.0, 1000.0]),
+    )
+    def start(self, policy: str, known: bool, size: int | None, later: float | None) -> None:
+        start_at = None if later is None else self.now + later
+        expected = self.model.admit(policy, known, size, scheduled=start_at is not None)
         errors = {
             "unknown": UnknownAgentError,
             "not json": CommandError,
@@ -179,6 +206,7 @@ class SessionVsModel(RuleBasedStateMachine):
                 known=known,
                 input_json=input_json,
                 policy=policy,
+                scheduled=start_at is not None,
             )
 
         if isinstance(expected, str):
@@ -199,17 +227,31 @@ class SessionVsModel(RuleBasedStateMachine):
         self.count += 1
         run_id = f"r{self.count}"
         plan = admission.begin(
-            admitted, now=self.now, threaded=False, restart=RestartPolicy(), liveness=NO_LIMITS
+            admitted,
+            now=self.now,
+            threaded=False,
+            restart=RestartPolicy(),
+            liveness=NO_LIMITS,
+            start_at=start_at,
         )
         self.session.add(LiveRun(run_id=run_id, life=plan.life), admitted.blockers)
-        self.model.add(run_id, policy)
+        self.model.add(run_id, policy, start_at)
         assert (plan.life.wait is lc.Wait.QUEUE) == (self.model.live[run_id] is not None)
+        assert (plan.life.wait is lc.Wait.SCHEDULED) == (start_at is not None)
+        if start_at is not None:
+            COVERAGE["admitted scheduled"] += 1
+            if len(self.model.live) > 1:
+                COVERAGE["scheduled beside live runs"] += 1
+            return
+        busy = len(self.model.busy()) > 1
+        if len(self.model.live) > len(self.model.busy()) and not busy and policy != "parallel":
+            COVERAGE["not busy beside a scheduled run"] += 1
         COVERAGE[f"admitted {policy}{' queued' if self.model.live[run_id] else ''}"] += 1
 
     @rule(data=st.data())
     def finish(self, data: st.DataObject) -> None:
         run = self._pick(data)
-        if run is None or run.life.state is not S.RUNNING:
+        if run is None or run.life.running_attempt is None:
             return
         plan = lc.on_finish(run.life, attempt=run.life.attempt)
         assert plan is not None
@@ -242,7 +284,7 @@ class SessionVsModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def ask(self, data: st.DataObject) -> None:
         run = self._pick(data)
-        if run is None or run.life.state is not S.RUNNING:
+        if run is None or run.life.running_attempt is None:
             return
         m = self.model
         rid = run.run_id
@@ -252,15 +294,14 @@ class SessionVsModel(RuleBasedStateMachine):
             COVERAGE["answered from inputs"] += 1
             if m.consumed[rid] < m.inputs[rid]:
                 COVERAGE["answered with a later input recorded"] += 1
-        elif m.asking[rid]:
-            with pytest.raises(AgentError):
-                inputs.ask(run)
-            COVERAGE["asked twice"] += 1
         else:
             assert inputs.ask(run) is None
-            inputs.asked(run)
-            m.asking[rid] = True
-            COVERAGE["asked"] += 1
+            plan = lc.on_wait(run.life, attempt=run.life.attempt, wait=lc.Wait.INPUT)
+            assert plan is not None
+            assert plan.stop_attempt
+            run.life = plan.life  # as the shell does once the question committed
+            m.waiting[rid] = True
+            COVERAGE["waits for its answer"] += 1
 
     @rule(data=st.data())
     def send_input(self, data: st.DataObject) -> None:
@@ -277,21 +318,26 @@ class SessionVsModel(RuleBasedStateMachine):
             return
         assert inputs.accept_input(run, value, RULES) == value
         m.inputs[rid] += 1
-        took = inputs.input_committed(run, value)
-        assert took == m.asking[rid]
-        if took:
-            m.asking[rid] = False
-            m.consumed[rid] += 1
-            COVERAGE["input to a waiting question"] += 1
+        answers = inputs.answers(run)
+        assert answers == m.waiting[rid]
+        inputs.input_committed(run, value)
+        if answers:  # its next attempt starts (as the shell does: a new attempt)
+            plan = lc.on_wake(run.life, now=self.now)
+            assert plan is not None
+            assert plan.spawn
+            run.life = plan.life
+            run.new_attempt()
+            m.waiting[rid] = False
+            m.consumed[rid] = 0
+            COVERAGE["input to a waiting run"] += 1
 
     @rule(data=st.data())
     def restart(self, data: st.DataObject) -> None:
         run = self._pick(data)
-        if run is None:
+        if run is None or run.life.running_attempt is None:
             return
         run.new_attempt()
         self.model.consumed[run.run_id] = 0
-        self.model.asking[run.run_id] = False
 
     @rule(dt=st.sampled_from([0.0, 1.0, 4.0, 5.0, 10.0]), quiet=st.booleans())
     def time_passes(self, dt: float, quiet: bool) -> None:
@@ -299,18 +345,22 @@ class SessionVsModel(RuleBasedStateMachine):
         self.now += dt
         shell = Shell(quiet)
         due = self.session.next_deadline(self.now, shell)
-        idle = not self.session.runs and quiet
+        starts = min(self.model.scheduled.values(), default=None)  # no other run has a deadline
+        idle = self.model.idle() and quiet
         if not idle:
             assert self.session.idle_since is None
-            assert due is None  # no run here has a deadline (no limits)
+            assert due == starts
             assert not self.session.may_passivate(self.now, shell)
             return
         since = self.now if before is None else before
         assert self.session.idle_since == since
-        assert due == since + RULES.idle_timeout
-        assert self.session.may_passivate(self.now, shell) == (self.now >= due)
-        if self.now >= due:
+        idle_at = since + RULES.idle_timeout
+        assert due == (idle_at if starts is None else min(idle_at, starts))
+        assert self.session.may_passivate(self.now, shell) == (self.now >= idle_at)
+        if self.now >= idle_at:
             COVERAGE["may passivate"] += 1
+            if self.model.live:
+                COVERAGE["may passivate with runs waiting as rows"] += 1
 
     @invariant()
     def matches_model(self) -> None:
@@ -326,7 +376,8 @@ class SessionVsModel(RuleBasedStateMachine):
             ) or run.blockers is None
             assert len(run.inputs) == model.inputs[run_id]
             assert run.consumed == model.consumed[run_id]
-            assert run.asking == model.asking[run_id]
+            assert (run.life.wait is lc.Wait.INPUT) == model.waiting[run_id]
+            assert (run.life.wait is lc.Wait.SCHEDULED) == (run_id in model.scheduled)
 
 
 def test_session_vs_model() -> None:
@@ -358,11 +409,14 @@ def test_session_vs_model() -> None:
         "answered from inputs",
         "answered with a later input recorded",
         "admitted at the size limit",
-        "asked twice",
-        "asked",
+        "waits for its answer",
         "too many inputs",
-        "input to a waiting question",
+        "input to a waiting run",
         "may passivate",
+        "may passivate with runs waiting as rows",
+        "admitted scheduled",
+        "scheduled beside live runs",
+        "not busy beside a scheduled run",
     ]:
         assert needed in COVERAGE, (needed, sorted(COVERAGE))
 
@@ -434,7 +488,6 @@ def test_a_new_attempt_takes_the_inputs_from_the_first_again() -> None:
     inputs.input_committed(run, "1")
     inputs.input_committed(run, "2")
     assert [inputs.ask(run), inputs.ask(run), inputs.ask(run)] == ["1", "2", None]
-    inputs.asked(run)
     run.new_attempt()
     assert [inputs.ask(run), inputs.ask(run)] == ["1", "2"]
 
@@ -465,17 +518,14 @@ def test_commit_retry_backs_off_then_gives_up() -> None:
     assert retry_delay(1, retries=1) is None
 
 
-def test_shutdown_ends_every_live_run_but_a_completing_one() -> None:
-    session = new_session()
-    start(session, "a")
-    start(session, "b", "enqueue")
-    plans = session.shutdown()
-    assert [(r.run_id, p.life.state) for r, p in plans] == [("a", S.DEAD), ("b", S.DEAD)]
-
-
-def test_recovery_keeps_queued_runs_in_order_and_ends_started_runs_dead() -> None:
+def test_recovery_keeps_waiting_and_queued_runs_and_resumes_started_runs() -> None:
     def stored(
-        run_id: str, state: RunState, queued: bool = False, runnable: bool = True
+        run_id: str,
+        state: RunState,
+        queued: bool = False,
+        runnable: bool = True,
+        wait: lc.Wait = lc.Wait.NONE,
+        wake_at: float | None = None,
     ) -> StoredRun:
         return StoredRun(
             run_id=run_id,
@@ -486,6 +536,8 @@ def test_recovery_keeps_queued_runs_in_order_and_ends_started_runs_dead() -> Non
             threaded=False,
             restart=RestartPolicy(),
             liveness=NO_LIMITS,
+            wait=wait,
+            wake_at=wake_at,
         )
 
     done = recover(
@@ -494,9 +546,47 @@ def test_recovery_keeps_queued_runs_in_order_and_ends_started_runs_dead() -> Non
             stored("b", S.PENDING),
             stored("c", S.PENDING, queued=True),
             stored("d", S.PENDING, queued=True, runnable=False),
+            stored("w", S.RUNNING, wait=lc.Wait.INPUT),
+            stored("s", S.PENDING, wait=lc.Wait.SCHEDULED, wake_at=50.0),
             stored("e", S.PENDING, queued=True),
         ],
         now=0.0,
     )
-    assert [r.plan.life.state for r in done] == [S.DEAD, S.RUNNING, S.PENDING, S.DEAD, S.PENDING]
-    assert [r.blockers for r in done] == [None, None, {"b"}, None, {"b", "c"}]
+    assert [r.plan.life.state for r in done] == [
+        *(S.STARTING, S.RUNNING, S.PENDING, S.FAILED),
+        *(S.RUNNING, S.PENDING, S.PENDING),
+    ]
+    assert done[0].plan.steps[0].reason == "lost"  # type: ignore[union-attr]
+    assert [r.plan.life.wait for r in done][4:6] == [lc.Wait.INPUT, lc.Wait.SCHEDULED]
+    assert [r.plan.steps for r in done][4:6] == [(), ()]  # they keep waiting: nothing commits
+    # a queued run waits for the runs before it that stay live (not for one that starts later)
+    assert [r.blockers for r in done] == [
+        None,
+        None,
+        {"a", "b"},
+        None,
+        None,
+        None,
+        {"a", "b", "c", "w"},
+    ]
+
+
+def test_a_scheduled_run_neither_makes_the_user_busy_nor_waits() -> None:
+    session = new_session()
+    later = admission.begin(
+        admission.admit([], RULES, agent="a", known=True, input_json="1", policy="reject"),
+        now=0.0,
+        threaded=False,
+        restart=RestartPolicy(),
+        liveness=NO_LIMITS,
+        start_at=100.0,
+    )
+    session.add(LiveRun(run_id="later", life=later.life))
+    assert session.only_waiting()
+    now = admission.admit(
+        session.runs.values(), RULES, agent="a", known=True, input_json="1", policy="reject"
+    )
+    assert now == admission.Admission()  # not refused, not queued behind it
+    start(session, "b", "enqueue")
+    assert session.runs["b"].blockers is None
+    assert [r.run_id for r, _ in session.ticks(100.0)] == ["later"]

@@ -401,7 +401,8 @@ def test_resume_across_a_restart_on_the_same_database(
         run = await ws.start("slow", {"seconds": 1.5})
         await live.until(lambda f: f.run == run and f.type == "REASONING_MESSAGE_CONTENT")
         await ws.close()
-        await asyncio.to_thread(first.terminate)  # SIGTERM: drains (the run completes), exits
+        # SIGTERM: drains (the run is handed over at its next commit), exits
+        await asyncio.to_thread(first.terminate)
         await asyncio.wait_for(live._reader, 10)  # the server ended the stream
         frames = list(live.checker.frames)
         await live.close()
@@ -415,7 +416,14 @@ def test_resume_across_a_restart_on_the_same_database(
         async def after() -> None:
             last = next(f.id for f in reversed(received) if f.id is not None)
             assert last is not None
-            history = await committed(second, user)
+            async with asyncio.timeout(15):  # the new server resumes the run and completes it
+                while True:
+                    history = await committed(second, user)
+                    if history[-1]["run_id"] == run and history[-1]["data"].get("state") == (
+                        "completed"
+                    ):
+                        break
+                    await asyncio.sleep(0.1)
             head = history[-1]["seq"]
             assert history[-1]["run_id"] == run
             assert history[-1]["data"]["state"] == "completed"

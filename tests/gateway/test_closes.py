@@ -220,14 +220,23 @@ def test_sigterm_closes_sockets_with_1001_and_exits(
         code = await asyncio.to_thread(srv.proc.wait, 15)
         assert code == 0
         assert time.monotonic() - start < 10
-        # after a restart, the interrupted run ended dead with its rollback, and resume is exact
+        # after a restart, the handed-over run goes on (rolled back lost, recovered), and resume
+        # is exact
         last = clients[0].events[-1]["seq"]
         await asyncio.to_thread(srv.start)
         client = await Client.open(srv, user, resume_from=last)
-        assert await client.wait_run_end(run_id) == "dead"
+        await client.wait_for(
+            lambda e: (
+                e["run_id"] == run_id
+                and e["event"] == "run_state"
+                and e["data"].get("reason") == "recovered"
+            )
+        )
         rollback = next(e for e in client.events if e["event"] == "run_rolled_back")
-        assert rollback["data"]["reason"] == "dead"
-        assert rollback["data"]["will_restart"] is False
+        assert rollback["data"]["reason"] == "lost"
+        assert rollback["data"]["will_restart"] is True
+        await client.command({"type": "cancel_run", "run_id": run_id, "id": "c"})
+        assert await client.wait_run_end(run_id) == "cancelled"
         assert_gapless(clients[0].events + client.events)
 
     scenario()

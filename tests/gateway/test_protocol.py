@@ -124,10 +124,21 @@ def test_malformed_frames() -> None:
         ('{"type": "say", "text": "hi", "if_busy": "REJECT"}', "bad_request"),
         ('{"type": "start_run", "agent": "demo", "if_busy": ["reject"]}', "bad_request"),
         ('{"type": "start_run", "agent": "demo", "if_busy": ""}', "bad_request"),
+        ('{"type": "say", "text": "hi", "start_at": "tomorrow"}', "bad_request"),
+        ('{"type": "start_run", "agent": "demo", "start_at": true}', "bad_request"),
     ]:
         with pytest.raises(FrameError) as info:
             parse_frame(text)
         assert info.value.code == code, text
+
+
+def test_start_at_is_carried_by_say_and_start_run() -> None:
+    say = parse_frame('{"type": "say", "text": "hi", "start_at": 1700000000}')
+    assert isinstance(say, Say)
+    assert say.start_at == 1700000000.0
+    run = parse_frame('{"type": "start_run", "agent": "demo", "start_at": 1.5}')
+    assert getattr(run, "start_at", None) == 1.5
+    assert parse_frame('{"type": "say", "text": "hi"}').start_at is None  # type: ignore[union-attr]
 
 
 @given(n=st.integers(0, 3 * MAX_TEXT_BYTES), char=st.sampled_from(["a", "é", "€", "😀"]))

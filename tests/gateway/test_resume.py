@@ -4,7 +4,9 @@ across ``kill -9`` of the server process followed by a restart on the same SQLit
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
+from typing import Any
 
 from gwkit import Client, Server, assert_gapless, event_is, run_async, seq_is
 
@@ -53,8 +55,8 @@ async def test_resume_from_head_sends_only_new_events(server: Server, user: str)
 def test_kill_9_restart_and_resume_lose_nothing(
     make_server: Callable[..., Server], user: str
 ) -> None:
-    # The restarted server is a new node: it takes the user over once the killed one's lease
-    # expired (a short TTL keeps the test quick; the default is 10 s).
+    # The restarted server is a new node: it proves the killed one gone (its lock beside the
+    # file) and takes the user over at once, resuming the runs that were live (issue 18).
     srv = make_server("--lease-ttl", "2")
 
     @run_async
@@ -76,11 +78,12 @@ def test_kill_9_restart_and_resume_lose_nothing(
         await asyncio.to_thread(srv.start)
         resumed = await Client.open(srv, user, resume_from=last)
         for run_id in (slow_1, slow_2):
-            assert await resumed.wait_run_end(run_id) == "dead"
+            await resumed.wait_for(functools.partial(_recovered, run_id))
+            await resumed.command({"type": "cancel_run", "run_id": run_id, "id": "c" + run_id})
+            assert await resumed.wait_run_end(run_id) == "cancelled"
             rollbacks = [e for e in resumed.run_events(run_id) if e["event"] == "run_rolled_back"]
-            assert len(rollbacks) == 1
-            assert rollbacks[0]["data"]["reason"] == "dead"
-            assert rollbacks[0]["data"]["will_restart"] is False
+            assert [r["data"]["reason"] for r in rollbacks] == ["lost", "cancelled"]
+            assert rollbacks[0]["data"]["will_restart"] is True
         assert_gapless(client.events + resumed.events)
         # a full replay equals what the two sockets saw together
         replay = await Client.open(srv, user, resume_from=0)
@@ -89,9 +92,17 @@ def test_kill_9_restart_and_resume_lose_nothing(
         assert replay.events == client.events + resumed.events
         runs = await replay.command({"type": "get_runs", "id": "g"})
         states = {r["run_id"]: r["state"] for r in runs["runs"]}
-        assert states == {done: "completed", slow_1: "dead", slow_2: "dead"}
+        assert states == {done: "completed", slow_1: "cancelled", slow_2: "cancelled"}
         # and the server works on: a new run completes
         new = await resumed.say("after the crash")
         assert await resumed.wait_run_end(new) == "completed"
 
     scenario()
+
+
+def _recovered(run_id: str, e: dict[str, Any]) -> bool:
+    return bool(
+        e["run_id"] == run_id
+        and e["event"] == "run_state"
+        and e["data"].get("reason") == "recovered"
+    )

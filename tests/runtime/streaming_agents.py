@@ -112,13 +112,19 @@ class TooLong(na.Agent):
         return m.text
 
 
+CRASHED: set[str] = set()
+"""Runs whose ``Asker`` crashed already (``crash_after``: once per run)."""
+
+
 class Asker(na.Agent):
     """Asks each of ``prompts`` in turn; emits and checkpoints ``answered`` after each answer.
 
     ``schema``: passed with every question. ``gate``: wait for one inbox message before the first
-    question (every attempt); ``gate_restart``: the same, in restarted attempts only.
-    ``crash_after``: attempt 1 raises after committing that many answers. ``think``: stage a
+    question (every attempt: inbox messages are not journaled). ``crash_after``: the first
+    attempt that has committed that many answers raises (once per run). ``think``: stage a
     thought before each question (``ask`` commits it first). Returns the answers.
+    Deterministic (what it commits does not depend on the attempt), so that every attempt
+    replays what the earlier ones committed.
     """
 
     name = "asker"
@@ -128,7 +134,7 @@ class Asker(na.Agent):
         opts = _opts(input)
         schema: na.JSON = opts.get("schema")
         crash_after = int(opts.get("crash_after", 0))
-        if opts.get("gate") or (opts.get("gate_restart") and ctx.attempt > 1):
+        if opts.get("gate"):
             await ctx.receive()
         answers: list[na.JSON] = []
         for i, prompt in enumerate(_ask_prompts(opts)):
@@ -136,9 +142,10 @@ class Asker(na.Agent):
                 await ctx.think(f"about to ask {prompt}")
             answer = await ctx.ask(prompt, schema=schema)
             answers.append(answer)
-            await ctx.emit("answered", {"i": i, "input": answer, "attempt": ctx.attempt})
+            await ctx.emit("answered", {"i": i, "input": answer})
             await ctx.checkpoint()
-            if ctx.attempt == 1 and i + 1 == crash_after:
+            if i + 1 == crash_after and ctx.run_id not in CRASHED:
+                CRASHED.add(ctx.run_id)
                 raise RuntimeError("crash after an answer")
         return answers
 
@@ -236,7 +243,7 @@ class ThreadedAsker(na.ThreadedAgent):
         opts = _opts(input)
         schema: na.JSON = opts.get("schema")
         crash_after = int(opts.get("crash_after", 0))
-        if opts.get("gate") or (opts.get("gate_restart") and ctx.attempt > 1):
+        if opts.get("gate"):
             ctx.receive()
         answers: list[na.JSON] = []
         for i, prompt in enumerate(_ask_prompts(opts)):
@@ -244,9 +251,10 @@ class ThreadedAsker(na.ThreadedAgent):
                 ctx.think(f"about to ask {prompt}")
             answer = ctx.ask(prompt, schema=schema)
             answers.append(answer)
-            ctx.emit("answered", {"i": i, "input": answer, "attempt": ctx.attempt})
+            ctx.emit("answered", {"i": i, "input": answer})
             ctx.checkpoint()
-            if ctx.attempt == 1 and i + 1 == crash_after:
+            if i + 1 == crash_after and ctx.run_id not in CRASHED:
+                CRASHED.add(ctx.run_id)
                 raise RuntimeError("crash after an answer")
         return answers
 

@@ -271,24 +271,31 @@ async def test_queued_runs_survive_a_restart_of_the_process_and_start_in_order(
 
     async with open_rt(config, kind) as rt:
         w = Watch(await rt.subscribe("alice", resume_from=head))
+        await w.until(
+            lambda evs: any(e.run_id == running and e.event == "agent_started" for e in evs),
+            limit=20,
+        )
+        await rt.send_to_run("alice", running, "go")  # the resumed attempt waits for it again
         await w.ended(running, *queued)
         infos = [await rt.wait_run("alice", q) for q in queued]
 
-    dead = [(e.event, e.data) for e in run_events(w.events, running)]
-    assert dead == [
+    resumed = [(e.event, e.data) for e in run_events(w.events, running)]
+    assert resumed[:4] == [
         (
             "run_rolled_back",
             {
-                "reason": "dead",
-                "error": "the process stopped while the run was live",
+                "reason": "lost",
+                "error": "the process running the attempt stopped",
                 "attempt": 1,
-                "will_restart": False,
+                "will_restart": True,
             },
         ),
-        ("run_state", {"state": "dead", "previous": "running", "reason": "dead"}),
+        ("run_state", {"state": "starting", "previous": "running", "reason": "recovered"}),
+        ("agent_started", {"agent": "hold", "attempt": 2}),
+        ("run_state", {"state": "running", "previous": "starting"}),
     ]
     assert [i.state for i in infos] == [na.RunState.COMPLETED] * 3  # never dead
-    previous_end = w.seq_of(running, "run_state", "dead")
+    previous_end = w.seq_of(running, "run_state", "completed")
     for q in queued:  # in order, one at a time
         assert w.seq_of(q, "run_state", "starting") > previous_end
         previous_end = w.seq_of(q, "run_state", "completed")

@@ -74,9 +74,11 @@ class Scripted(na.Agent):
                 ledger.staged.add(token)
                 pending.append(token)
             elif op == "row":
+                replayed = ctx.replaying  # a row staged while replaying was committed before
                 await ctx.stage(insert(token_rows).values(token=token))
-                ledger.staged.add(token)
-                pending.append(token)
+                if not replayed:
+                    ledger.staged.add(token)
+                    pending.append(token)
             elif op == "checkpoint":
                 await ctx.checkpoint()
                 ledger.confirmed.update(pending)

@@ -456,7 +456,7 @@ async def test_passivation_and_reactivation_continue_the_sequence(
 
 @KINDS
 @guest_test()
-async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(
+async def test_runs_left_live_by_a_stopped_process_are_resumed_on_activation(
     tmp_path: Path, kind: str
 ) -> None:
     config = make_config(tmp_path)
@@ -473,13 +473,31 @@ async def test_runs_left_live_by_a_stopped_process_end_dead_on_activation(
     assert stored_events(config, "alice")[-1][3].get("text") == "committed before sleeping"
     async with open_rt(config, kind) as rt:
         sub = await rt.subscribe("alice", resume_from=head)
-        events = await read_until_ended(sub, [run_id])
+        events: list[na.Event] = []
+        with trio.fail_after(10):
+            while not any(e.event == "agent_started" for e in events):
+                events += await sub.receive_batch()
+        await trio.sleep(0.2)  # the new attempt replays its committed thought: not again
+        await rt.cancel_run("alice", run_id)
+        events += await read_until_ended(sub, [run_id])
         info = await rt.wait_run("alice", run_id)
-    assert info.state is na.RunState.DEAD
-    assert [e.event for e in events] == ["run_rolled_back", "run_state"]
-    assert events[0].data["reason"] == "dead"
-    assert events[0].data["will_restart"] is False
-    assert events[1].data == {"state": "dead", "previous": "running", "reason": "dead"}
+    assert info.state is na.RunState.CANCELLED
+    assert [(e.event, e.data.get("state")) for e in events] == [
+        ("run_rolled_back", None),
+        ("run_state", "starting"),
+        ("agent_started", None),
+        ("run_state", "running"),
+        ("run_rolled_back", None),
+        ("run_state", "cancelled"),
+    ]
+    assert events[0].data == {
+        "reason": "lost",
+        "error": "the process running the attempt stopped",
+        "attempt": 1,
+        "will_restart": True,
+    }
+    assert events[1].data == {"state": "starting", "previous": "running", "reason": "recovered"}
+    assert events[2].data == {"agent": "sleeper", "attempt": 2}
     assert_legal_runs(stored_events(config, "alice"))
 
 

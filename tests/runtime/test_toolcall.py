@@ -1,9 +1,9 @@
 """The tool-call protocol (``netra_actors._toolcall``) on its own, without a runtime.
 
 A small driver here plays the part of a context and its supervisor: it takes the protocol's steps
-in the documented order, "commits" what they staged by recording the journal entry in a
-:class:`Journal` (as the supervisor does) and keeping the events, and calls the tool's function
-itself. Attempts are played one after the other against the journal the earlier ones left.
+in the documented order, "commits" what they staged by folding the events into a :class:`Journal`
+(as the supervisor does) and keeping them, and calls the tool's function itself. Attempts are
+played one after the other against the journal the earlier ones left.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netra_actors._core._journal import Journal, JournalCursor, Outcome, step_key
+from netra_actors._core._journal import Journal, JournalCursor, Outcome, step_item_key, step_key
 from netra_actors._exceptions import (
     CircuitOpenError,
     DependencyFailedError,
     ReservedEventError,
     ToolError,
 )
+from netra_actors._journal_events import fold
 from netra_actors._staging import Staging
 from netra_actors._toolcall import ToolCalls, canonical_json
 from netra_actors._values import dumps, loads
@@ -37,17 +38,18 @@ class Attempt:
 
     def __init__(self, journal: Journal, attempt: int, *, limit: int = 1000) -> None:
         self.journal = journal
-        self.staging = Staging(RUN, limit)
-        self.tools = ToolCalls(RUN, attempt, JournalCursor(RUN, journal.snapshot()))
+        cursor = JournalCursor(RUN, journal.snapshot())
+        self.staging = Staging(RUN, limit, cursor=cursor, attempt=attempt)
+        self.tools = ToolCalls(RUN, attempt, cursor)
         self.committed: list[tuple[str, dict[str, Any]]] = []
         self.called: list[int] = []
         """The script positions whose function really ran."""
 
-    def commit(self, entry: Any = None) -> None:
+    def commit(self) -> None:
         events, _rows = self.staging.take()
         self.committed += [(e.event, loads(e.data_json)) for e in events]
-        if entry is not None:
-            assert self.journal.record(entry)
+        for e in events:
+            fold(self.journal, e.event, e.data_json)
 
     def tool(self, position: int, call: Call, fn: Callable[[], Any], *, replay: bool = True) -> Any:
         name, n = call
@@ -57,15 +59,17 @@ class Attempt:
                 self.commit()
             return tool_call.replay_result()
         try:
-            self.commit(tool_call.executing())
+            tool_call.executing()
+            self.commit()
             self.called.append(position)
             try:
                 result = fn()
             except Exception as exc:
-                entry, error = tool_call.failed(exc)
-                self.commit(entry)
+                error = tool_call.failed(exc)
+                self.commit()
                 raise error from exc
-            self.commit(tool_call.completed(dumps(result), 1))
+            tool_call.completed(dumps(result), 1)
+            self.commit()
             return loads(dumps(result))
         finally:
             tool_call.end()
@@ -116,10 +120,11 @@ def test_a_restart_replays_what_matched_and_detects_a_divergence_once(
 
     # what the rules say, written plainly: a call is replayed when its step was recorded ok
     # with the same call and no earlier step of this attempt differed from the journal
+    def key(call: Call) -> str:
+        return step_item_key(call[0], canonical_json({"n": call[1]}))
+
     matched = 0
-    while matched < min(len(again), len(recorded)) and recorded[matched].same_call(
-        again[matched][0], canonical_json({"n": again[matched][1]})
-    ):
+    while matched < min(len(again), len(recorded)) and recorded[matched].key == key(again[matched]):
         matched += 1
     replayed = [k for k in range(matched) if recorded[k].outcome is Outcome.OK]
     assert [k for k in range(len(again)) if k not in second.called] == replayed
@@ -131,10 +136,12 @@ def test_a_restart_replays_what_matched_and_detects_a_divergence_once(
     diverged = second.events("tool_replay_diverged")
     if matched < min(len(again), len(recorded)):
         k = matched
+        name, _, args = recorded[k].key.partition("\x00")
         assert diverged == [
             {
+                "position": k,
                 "step": k + 1,
-                "expected": {"tool": recorded[k].name, "args": loads(recorded[k].args_json)},
+                "expected": {"tool": name, "args": loads(args)},
                 "actual": {"tool": again[k][0], "args": {"n": again[k][1]}},
                 "attempt": 2,
             }
@@ -164,7 +171,7 @@ def test_every_real_call_is_a_committed_pair_with_a_journal_entry(
     assert [(e["tool"], e["args"]) for e in executing] == [(t, {"n": n}) for t, n in script]
     for k, (done, result) in enumerate(zip(completed, results, strict=True)):
         assert done["attempts"] == 1
-        entry = journal[k + 1]
+        entry = journal.items[k]
         if k in fails:
             assert done["error"] == result["error"] == f"ValueError: call {k} fails"
             assert entry.outcome is Outcome.ERROR
@@ -181,7 +188,11 @@ def test_the_key_is_the_steps_and_an_unjournaled_call_uses_its_call_id() -> None
     assert journaled.key == step_key(RUN, 1, "pay", '{"n":1}')
     inner = attempt.tools.begin(attempt.staging, "pay", {"n": 1}, True)  # while one is in flight
     assert (inner.step.step, inner.key, inner.call_id) == (None, "r1.1.2", "r1.1.2")
-    assert inner.executing() is None  # not journaled: its commits carry no entry
+    inner.executing()  # not journaled: its start says so, and no journal item comes of it
+    [(event, data)] = [(e.event, loads(e.data_json)) for e in attempt.staging.events]
+    assert (event, data["replay"]) == ("tool_executing", False)
+    attempt.commit()
+    assert len(attempt.journal) == 0
     inner.end()
     journaled.end()
     live = attempt.tools.begin(attempt.staging, "pay", {"n": 1}, False)
@@ -190,13 +201,24 @@ def test_the_key_is_the_steps_and_an_unjournaled_call_uses_its_call_id() -> None
     assert attempt.tools.cursor.in_flight == 0
 
 
-def test_a_replayed_call_commits_only_what_was_staged_before_it() -> None:
+def test_a_replayed_call_and_the_events_before_it_commit_nothing() -> None:
     journal = Journal()
-    Attempt(journal, 1).play([("a", 1)])
+    first = Attempt(journal, 1)
+    first.staging.emit("note", {"x": 1})
+    first.play([("a", 1)])
     second = Attempt(journal, 2)
-    second.staging.emit("note", {"x": 1})
+    second.staging.emit("note", {"x": 1})  # the journal has it: not staged again
     assert second.play([("a", 1)]) == [{"call": ["a", 1], "attempt": 1}]
-    assert second.committed == [("note", {"x": 1})]
+    assert second.committed == []
+    third = Attempt(journal, 3)
+    third.staging.emit("note", {"x": 2})  # another event: a divergence, then all live
+    assert third.play([("a", 1)]) == [{"call": ["a", 1], "attempt": 3}]
+    assert [event for event, _ in third.committed] == [
+        "replay_diverged",
+        "note",
+        "tool_executing",
+        "tool_completed",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -212,14 +234,15 @@ def test_a_failure_records_its_error_and_attempts(
 ) -> None:
     attempt = Attempt(Journal(), 1)
     call = attempt.tools.begin(attempt.staging, "t", {"n": 0}, True)
-    attempt.commit(call.executing())
-    entry, raised = call.failed(error)
-    attempt.commit(entry)
+    call.executing()
+    attempt.commit()
+    raised = call.failed(error)
+    attempt.commit()
     call.end()
     [done] = attempt.events("tool_completed")
     assert done["attempts"] == attempts
     assert done["error"] == raised.error == (text if text is not None else str(error))
-    assert entry is not None
+    [entry] = attempt.journal.items
     assert (entry.outcome, entry.value) == (Outcome.ERROR, done["error"])
 
 
@@ -229,7 +252,7 @@ def test_arguments_and_events_are_checked_before_anything_is_staged() -> None:
         attempt.tools.begin(attempt.staging, "t", {}, "yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not JSON-encodable"):
         attempt.tools.begin(attempt.staging, "t", {"x": object()}, True)
-    assert attempt.tools.cursor.next_step == 1
+    assert attempt.tools.cursor.steps == 0
     small = Attempt(Journal(), 1)
     small.staging.max_bytes = 40
     call = small.tools.begin(small.staging, "t", {"n": 0}, True)

@@ -74,6 +74,12 @@ class FakeTransaction:
     async def release_all(self, node: str) -> None:
         raise AssertionError("not used here")
 
+    async def live_nodes(self, node: str) -> list[str]:
+        return []
+
+    async def dead_nodes(self, nodes: list[str]) -> list[str]:
+        return []
+
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         raise AssertionError("not used here")
 

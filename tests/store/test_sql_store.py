@@ -398,8 +398,43 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
             assert indexes >= {i.name for i in table.indexes}, table.name
     # A new version: add its frozen migration and test the path from the previous version
     # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
-    # tests/store/test_threads_store.py tests version 3 -> 4, threads).
-    assert version == 4
+    # tests/store/test_threads_store.py tests version 3 -> 4, threads; version 5, durable runs,
+    # adds the runs' waits and the model calls' places: the test below).
+    assert version == 5
+
+
+def test_a_version_4_database_migrates_to_durable_runs() -> None:
+    """The durable-runs migration adds nullable columns and indexes: earlier rows stay valid."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from netra_actors._store._schema import MIGRATIONS, meta, migrate
+
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        meta.create(conn)
+        for n in (0, 1, 2, 3):
+            MIGRATIONS[n](conn)
+        conn.execute(meta.insert().values(key="schema_version", value="4"))
+        conn.execute(
+            text(
+                "INSERT INTO netra_runs (user_id, run_id, agent, state, attempt, created_at, "
+                "updated_at, thread, start_seq) VALUES ('u', 'r', 'a', 'running', 1, 0, 0, "
+                "'trip', 7)"
+            )
+        )
+        assert migrate(conn) == (4, 5)
+        row = conn.execute(
+            text("SELECT state, thread, start_seq, wait, wake_at FROM netra_runs")
+        ).one()
+        assert tuple(row) == ("running", "trip", 7, None, None)
+        found = inspect(conn)
+        assert "after_seq" in {c["name"] for c in found.get_columns("netra_model_calls")}
+        assert {"netra_runs_state", "netra_runs_wake_at"} <= {
+            i["name"] for i in found.get_indexes("netra_runs")
+        }
+        assert {"netra_events_run", "netra_events_user_thread"} <= {
+            i["name"] for i in found.get_indexes("netra_events")
+        }
 
 
 # -- the writer and the reader: one hand-off per batch, failure, batched reads ----------------
