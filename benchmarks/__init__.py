@@ -19,6 +19,8 @@ Scenarios (one module each, which holds only its scenario; what they share is in
 * ``stream``: provisional token deltas over real WebSockets (100 users x 50 tokens/s, and
   1,000 users x 20 tokens/s sustained);
 * ``cluster``: 1 / 2 / 3 ``netra-actors serve`` processes on one PostgreSQL database;
+* ``chaos``: 3 servers on one database killed, paused and restarted while 200 durable runs and
+  questions are live, checked for exactly-once (PostgreSQL, and shorter on SQLite);
 * ``all``: every scenario in turn.
 
 Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
@@ -52,6 +54,7 @@ SCENARIOS: tuple[str, ...] = (
     "replay",
     "stream",
     "cluster",
+    "chaos",
 )
 
 
@@ -152,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         "websockets-sansio, what auto picks when websockets is installed)",
     )
 
+    common.add_argument(
+        "--seconds", type=_positive_int, metavar="S", help="chaos: seconds of faults"
+    )
+    common.add_argument(
+        "--runs", type=_positive_int, metavar="N", help="chaos: durable_steps runs (asks: N/5)"
+    )
+    common.add_argument("--seed", type=int, metavar="N", help="chaos: the fault schedule's seed")
+
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmarks of netra_actors; see docs/benchmarks.md.",
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replay": "a restarted attempt replaying a 100-step journal vs first-attempt bookkeeping",
         "stream": "token deltas over real WebSockets: 100 users x 50 tokens/s, 1,000 x 20 sustained",
         "cluster": "1/2/3 serve processes on PostgreSQL: cross-node lag, takeover, activation",
+        "chaos": "servers killed/paused/restarted under durable runs: exactly-once, checked",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():
@@ -185,6 +197,9 @@ def _options(ns: argparse.Namespace, argv: Sequence[str], scenario: str) -> Opti
         "server": ns.server,
         "loop": ns.loop,
         "ws": ns.ws,
+        "seconds": ns.seconds,
+        "runs": ns.runs,
+        "seed": ns.seed,
     }
     return Options(
         scenario=scenario,
@@ -216,8 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
-    if ns.db and ns.scenario not in ("store", "cluster", "all"):
-        parser.error("--db applies to the store and cluster scenarios only")
+    if ns.db and ns.scenario not in ("store", "cluster", "chaos", "all"):
+        parser.error("--db applies to the store, cluster and chaos scenarios only")
+    if (ns.seconds or ns.runs or ns.seed is not None) and ns.scenario not in ("chaos", "all"):
+        parser.error("--seconds, --runs and --seed apply to the chaos scenario only")
     if (ns.server or ns.loop or ns.ws) and ns.scenario not in ("e2e", "all"):
         parser.error("--server, --loop and --ws apply to the e2e scenario only")
     if (ns.loop or ns.ws) and ns.server not in ("asgi", "both"):
