@@ -71,6 +71,7 @@ def test_every_scenario_is_tested() -> None:
         "replay",
         "stream",
         "cluster",
+        "chaos",
     }
 
 
@@ -289,6 +290,21 @@ def test_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["rows"][2]["takeover_max_s"] > 0
     assert result["rows"][3]["users_per_s"] > 0
     assert [g["target"] for g in result["goals"]] == [5, 50, 3, 20_000, 0, 0.001]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos(capsys: pytest.CaptureFixture[str]) -> None:
+    # The harness and its report only (tests/reliability/test_rel_chaos.py asserts the promises):
+    # a few faults, a few runs, on SQLite and (when reachable) PostgreSQL.
+    result = run_bench(capsys, "chaos", "--seconds", "8", "--runs", "5")
+    check_common(result, "chaos")
+    assert {r["store"] for r in result["rows"]} <= {"postgres", "sqlite"}
+    for row in result["rows"]:
+        assert row["requested"] == 6
+        assert row["committed"] > 0
+        assert row["delivered"] >= row["committed"]  # two sockets per user
+    assert all(g["target"] == 0 for g in result["goals"])
 
 
 def test_bad_arguments_exit_with_usage() -> None:
