@@ -22,6 +22,8 @@ Scenarios (one module each, which holds only its scenario; what they share is in
 * ``history``: ``history`` and ``threads`` pages of one user in a store of 1,000,000 events
   (``--db postgresql+asyncpg://…``: on PostgreSQL), through the API, the store and the SQL alone;
 * ``retention``: 1,000 users chatting while retention erases 1,000,000 old events, vs without;
+* ``chaos``: 3 servers on one database killed, paused and restarted while 200 durable runs and
+  questions are live, checked for exactly-once (PostgreSQL, and shorter on SQLite);
 * ``all``: every scenario in turn.
 
 Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
@@ -57,6 +59,7 @@ SCENARIOS: tuple[str, ...] = (
     "cluster",
     "history",
     "retention",
+    "chaos",
 )
 
 
@@ -157,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         "websockets-sansio, what auto picks when websockets is installed)",
     )
 
+    common.add_argument(
+        "--seconds", type=_positive_int, metavar="S", help="chaos: seconds of faults"
+    )
+    common.add_argument(
+        "--runs", type=_positive_int, metavar="N", help="chaos: durable_steps runs (asks: N/5)"
+    )
+    common.add_argument("--seed", type=int, metavar="N", help="chaos: the fault schedule's seed")
+
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmarks of netra_actors; see docs/benchmarks.md.",
@@ -174,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster": "1/2/3 serve processes on PostgreSQL: cross-node lag, takeover, activation",
         "history": "history and threads pages of one user in a store of 1,000,000 events",
         "retention": "live chat commits while retention erases 1,000,000 old events",
+        "chaos": "servers killed/paused/restarted under durable runs: exactly-once, checked",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():
@@ -192,6 +204,9 @@ def _options(ns: argparse.Namespace, argv: Sequence[str], scenario: str) -> Opti
         "server": ns.server,
         "loop": ns.loop,
         "ws": ns.ws,
+        "seconds": ns.seconds,
+        "runs": ns.runs,
+        "seed": ns.seed,
     }
     return Options(
         scenario=scenario,
@@ -223,8 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
-    if ns.db and ns.scenario not in ("store", "cluster", "history", "all"):
-        parser.error("--db applies to the store, cluster and history scenarios only")
+    if ns.db and ns.scenario not in ("store", "cluster", "history", "chaos", "all"):
+        parser.error("--db applies to the store, cluster, history and chaos scenarios only")
+    if (ns.seconds or ns.runs or ns.seed is not None) and ns.scenario not in ("chaos", "all"):
+        parser.error("--seconds, --runs and --seed apply to the chaos scenario only")
     if (ns.server or ns.loop or ns.ws) and ns.scenario not in ("e2e", "all"):
         parser.error("--server, --loop and --ws apply to the e2e scenario only")
     if (ns.loop or ns.ws) and ns.server not in ("asgi", "both"):

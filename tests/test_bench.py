@@ -73,6 +73,7 @@ def test_every_scenario_is_tested() -> None:
         "cluster",
         "history",
         "retention",
+        "chaos",
     }
 
 
@@ -362,6 +363,21 @@ def test_retention(capsys: pytest.CaptureFixture[str]) -> None:
         assert list(rows) == ["without retention"]
         assert [g["measured"] for g in goals] == [None, None]
         assert any(missing in n for n in result["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos(capsys: pytest.CaptureFixture[str]) -> None:
+    # The harness and its report only (tests/reliability/test_rel_chaos.py asserts the promises):
+    # a few faults, a few runs, on SQLite and (when reachable) PostgreSQL.
+    result = run_bench(capsys, "chaos", "--seconds", "8", "--runs", "5")
+    check_common(result, "chaos")
+    assert {r["store"] for r in result["rows"]} <= {"postgres", "sqlite"}
+    for row in result["rows"]:
+        assert row["requested"] == 6
+        assert row["committed"] > 0
+        assert row["delivered"] >= row["committed"]  # two sockets per user
+    assert all(g["target"] == 0 for g in result["goals"])
 
 
 def test_bad_arguments_exit_with_usage() -> None:
