@@ -24,6 +24,8 @@ Scenarios (one module each, which holds only its scenario; what they share is in
 * ``retention``: 1,000 users chatting while retention erases 1,000,000 old events, vs without;
 * ``chaos``: 3 servers on one database killed, paused and restarted while 200 durable runs and
   questions are live, checked for exactly-once (PostgreSQL, and shorter on SQLite);
+* ``recovery``: a lone server and a cluster recovering live runs after ``kill -9``, 10,000
+  durable timers due in the same second, 100,000 runs waiting for an answer;
 * ``all``: every scenario in turn.
 
 Every scenario prints a table (``--json``: one JSON document) naming the command, the machine and
@@ -60,6 +62,7 @@ SCENARIOS: tuple[str, ...] = (
     "history",
     "retention",
     "chaos",
+    "recovery",
 )
 
 
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "history": "history and threads pages of one user in a store of 1,000,000 events",
         "retention": "live chat commits while retention erases 1,000,000 old events",
         "chaos": "servers killed/paused/restarted under durable runs: exactly-once, checked",
+        "recovery": "kill -9 recovery (lone, cluster), 10,000 durable timers, 100,000 waiting runs",
         "all": "every scenario in turn",
     }
     for name, text in helps.items():
