@@ -233,6 +233,7 @@ def run(options: Options, progress: Progress) -> Report:
         progress.step(f"waiting: {waiting} runs waiting for an answer")
         watch = 2.0 if options.quick else 10.0
         rows.append(run_trio(_waiting, waiting, os.path.join(tmp, "waiting.db"), watch))
+    rows = [{c.key: None for c in COLUMNS} | row for row in rows]  # every column in every row
     report = Report.of(TITLE, options, COLUMNS, [rows], key="case")
     timers = _find(rows, "timers", "max_ms")
     report.goals = [

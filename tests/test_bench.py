@@ -74,6 +74,7 @@ def test_every_scenario_is_tested() -> None:
         "history",
         "retention",
         "chaos",
+        "recovery",
     }
 
 
@@ -378,6 +379,23 @@ def test_chaos(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["committed"] > 0
         assert row["delivered"] >= row["committed"]  # two sockets per user
     assert all(g["target"] == 0 for g in result["goals"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_recovery(capsys: pytest.CaptureFixture[str]) -> None:
+    # The harness and its report: a lone server and a pair killed -9 with live runs, 1,000 timers
+    # and 1,000 waiting runs; the figures themselves are for docs/benchmarks.md, not asserted.
+    result = run_bench(capsys, "recovery")
+    check_common(result, "recovery")
+    rows = {r["case"]: r for r in result["rows"]}
+    assert set(rows) == {"lone server, 100 runs", "cluster takeover", "timers", "waiting runs"}
+    assert rows["lone server, 100 runs"]["seconds"] >= 0
+    assert 0 < rows["cluster takeover"]["seconds"] < 60
+    assert rows["timers"]["runs"] == 1000
+    assert rows["waiting runs"]["kib_per_run"] is not None
+    measured = [g for g in result["goals"] if g["measured"] is not None]
+    assert len(measured) == len(result["goals"]) - 1  # 1,000 live runs: full size only
 
 
 def test_bad_arguments_exit_with_usage() -> None:
