@@ -2,7 +2,9 @@
 
 * :func:`lone_restart`: one server on a SQLite file with ``runs`` live ``durable_steps`` runs is
   killed (``kill -9``) and started again; the seconds from the new process's first healthy
-  ``/healthz`` (it is listening) until every run committed its ``run_state`` ``recovered``.
+  ``/healthz`` (it is listening; polled every 50 ms) until the last of the runs' ``run_state``
+  ``recovered`` was committed (its ``ts``, the server's clock: negative when every run was
+  recovered before the server listened).
 * :func:`cluster_takeover`: two servers on one SQLite file; the owner of a user with a live run is
   killed while a socket on the other server follows the user; the seconds from the kill until
   that socket receives the run's ``run_state`` ``recovered``.
@@ -94,13 +96,16 @@ async def lone_restart(
             await _start_runs(node, f"u{u}", runs // users + (1 if u < runs % users else 0))
         await _until_count(store, "running", runs, within=120)
         await asyncio.to_thread(node.kill)
-        spawned = time.monotonic()
+        spawned = time.time()
         await asyncio.to_thread(node.start)
-        listening = time.monotonic()
-        done = await _until_count(store, "recovered", runs, within=ttl + 120)
+        listening = time.time()
+        await _until_count(store, "recovered", runs, within=ttl + 120)
+        ((last,),) = await store.fetch(
+            COUNT_STATE.replace("count(DISTINCT run_id)", "max(ts)").format("recovered")
+        )
     finally:
         await asyncio.to_thread(node.stop)
-    return {"seconds": done - listening, "startup_s": listening - spawned}
+    return {"seconds": float(last) - listening, "startup_s": listening - spawned}
 
 
 async def cluster_takeover(directory: Path, store: StoreReader, ttl: float) -> dict[str, Any]:
