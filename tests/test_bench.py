@@ -389,7 +389,13 @@ def test_recovery(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_bench(capsys, "recovery")
     check_common(result, "recovery")
     rows = {r["case"]: r for r in result["rows"]}
-    assert set(rows) == {"lone server, 100 runs", "cluster takeover", "timers", "waiting runs"}
+    assert set(rows) == {
+        "lone server, 100 runs",
+        "cluster takeover",
+        "timers",
+        "waiting runs",
+        "waiting runs, idle_timeout 2 s",
+    }
     assert -60 < rows["lone server, 100 runs"]["seconds"] < 60  # < 0: recovered before listening
     assert 0 < rows["cluster takeover"]["seconds"] < 60
     assert rows["timers"]["runs"] == 1000
