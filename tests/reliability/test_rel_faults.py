@@ -378,11 +378,15 @@ def test_database_locked_past_the_retries_fails_the_session_only(tmp_path: Path)
             figures["bystander_ping_while_down_s"] = round(await bystander.ping(), 4)
             figures["lock_held_s"] = round(await asyncio.to_thread(lock.release), 2)
             assert code == 1011
-            # the next activation ends the run dead, with its one rollback; resume is exact
+            # the next activation resumes the run (durable runs: one rollback, `lost`, then a new
+            # attempt); resume is exact. It is cancelled so that the test need not wait it out.
             await peer.connect()
+            await peer.wait_until(lambda: peer.runs.get(run_id) == "running", within=30)
+            answer = await peer.command({"type": "cancel_run", "id": "c", "run_id": run_id})
+            assert answer["type"] == "ack", answer
             await peer.wait_runs_ended([run_id])
             figures["run_final_state"] = peer.runs[run_id]
-            assert peer.runs[run_id] == "dead"
+            assert peer.runs[run_id] == "cancelled"
             await settle(peer)
             try:
                 assert await bystander.ping() < 5
@@ -402,4 +406,7 @@ def test_database_locked_past_the_retries_fails_the_session_only(tmp_path: Path)
     record_figures(tmp_path, "faults_store_down", figures)
     assert not problems, "\n".join(problems[:40])
     (only,) = report.rollbacks.values()
-    assert [(d["reason"], d["will_restart"]) for d in only] == [("dead", False)]
+    assert [(d["reason"], d["will_restart"]) for d in only] == [
+        ("lost", True),
+        ("cancelled", False),
+    ]
