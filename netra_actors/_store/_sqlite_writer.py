@@ -39,7 +39,7 @@ from ._rows import HookOwner, log
 from ._schema import migrate
 from ._sqlite import SqliteDialect, SqliteFile, drive
 from ._statistics import Stats
-from ._waiting import Waiter, short
+from ._waiting import Pending, Waiter, short
 
 IDLE_CHECKPOINT = 5.0
 """Seconds without a write after which the WAL is checkpointed and truncated."""
@@ -138,7 +138,9 @@ class SqliteWriter(DbThread):
         assert group is not None
         drive(group.commit(batch))
         now = time.monotonic()
-        if batch:
+        # Units are the writes that grow the WAL; the cluster's small periodic ops (the recovery
+        # scan's reaping, lease renewals) must not keep an idle database from its checkpoint.
+        if any(isinstance(w, Pending) for w in batch):
             self._unchecked, self._last_write = True, now
         if self._stats.commits_failing:
             if now - self._last_checkpoint >= FAILED_CHECKPOINT_EVERY:

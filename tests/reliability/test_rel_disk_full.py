@@ -182,6 +182,10 @@ def test_a_full_disk_is_reported_as_a_store_failure_and_recovers(
             figures["recovered_after_s"] = round(time.monotonic() - freed_at, 2)
             if writer.closed:
                 await writer.connect()  # resumes exactly where it stopped
+            # durable runs: the busy run was resumed (not ended dead), and would fill the disk
+            # again with its 100,000 steps: cancel it (if it is still live) and see it end
+            if writer.runs.get(busy) not in FINAL_STATES:
+                await writer.command({"type": "cancel_run", "id": "stop", "run_id": busy})
             await writer.wait_runs_ended([busy], within=60)
             figures["busy_run_final_state"] = writer.runs[busy]
             run = await writer.say("the disk has room again")
