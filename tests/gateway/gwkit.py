@@ -57,6 +57,12 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]], *, timeout: float = 60.0)
 _OPEN: list[ClientConnection] = []
 
 
+def track(ws: ClientConnection) -> ClientConnection:
+    """Have :func:`close_all` (the end of every :func:`run_async` scenario) close ``ws``."""
+    _OPEN.append(ws)
+    return ws
+
+
 async def close_all() -> None:
     """Close every client socket a scenario opened (no transport outlives its event loop)."""
     while _OPEN:
@@ -240,8 +246,7 @@ class Client:
         hello: bool = True,
         **kwargs: Any,
     ) -> Client:
-        ws = await connect(server.ws_url, open_timeout=10, close_timeout=2, **kwargs)
-        _OPEN.append(ws)
+        ws = track(await connect(server.ws_url, open_timeout=10, close_timeout=2, **kwargs))
         client = cls(ws)
         if hello:
             assert user is not None or tok is not None

@@ -49,6 +49,7 @@ from gwkit import (
     free_port,
     run_async,
     token,
+    track,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -337,6 +338,7 @@ class Peer:
             max_queue=self.max_queue,
             ping_interval=self.ping_interval,
         )
+        track(ws)  # closed when the scenario ends, even if the test forgets to
         try:
             hello: dict[str, Any] = {"type": "hello", "protocol": 1}
             hello["token"] = tok if tok is not None else token(self.user)

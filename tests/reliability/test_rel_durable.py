@@ -51,6 +51,7 @@ def test_a_question_survives_a_restart_of_its_server(tmp_path: Path, stop: str) 
         assert answer["type"] == "ack", answer
         answered_after = time.monotonic() - restarted
         await peer.wait_runs_ended([run_id])
+        await peer.close()  # a socket left open leaks into a later test's garbage collection
         return peer, run_id, answered_after
 
     try:

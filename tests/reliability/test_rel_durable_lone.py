@@ -129,12 +129,14 @@ async def _lone(store: Any, how: str, tmp_path: Path) -> None:
         await _until(user.all_ended, 40, "every run ended")
         woke = [e for e in _run_events(sock, sleep) if e["event"] == "agent_completed"]
         assert woke, _run_events(sock, sleep)
-        # due SLEEP s after the call, which follows the first attempt's agent_started closely
+        # due SLEEP s after the call, which follows the first attempt's agent_started closely;
+        # a server that was still down then (a slow restart on a loaded machine) wakes it at once
         started = next(e for e in _run_events(sock, sleep) if e["event"] == "agent_started")["ts"]
+        due = started + SLEEP
         woke_at = woke[0]["data"]["result"]["woke"]
-        assert started + SLEEP - 1.0 <= woke_at <= started + SLEEP + 1.5, (started, woke_at)
+        assert due - 1.0 <= woke_at <= max(due, up_at) + 1.5, (started, up_at, woke_at)
         print(f"[figures] lone {store.kind} {how}: recovered {recovery:.2f} s after start-up, "
-              f"sleep woke {woke_at - (started + SLEEP):+.2f} s from due")  # fmt: skip
+              f"sleep woke {woke_at - max(due, up_at):+.2f} s from due")  # fmt: skip
     finally:
         stop.set()
         reader.cancel()
