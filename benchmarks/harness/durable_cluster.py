@@ -39,13 +39,16 @@ PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 class StoreReader:
     """One database, read directly: ``arg`` is what ``serve --db`` takes."""
 
-    def __init__(self, kind: str, arg: str, *, path: str | None = None, dsn: str | None = None):
+    def __init__(
+        self, kind: str, arg: str, *, path: str | Path | None = None, dsn: str | None = None
+    ) -> None:
         self.kind = kind
         self.arg = arg
         self.path = path
         self.dsn = dsn
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of one parameterless query."""
         if self.kind == "sqlite":
             return await asyncio.to_thread(self._sqlite, sql)
         import asyncpg
@@ -82,6 +85,19 @@ class StoreReader:
     async def heads(self) -> dict[str, int]:
         rows = await self.fetch("SELECT user_id, max(seq) FROM netra_events GROUP BY user_id")
         return {u: int(s) for u, s in rows}
+
+    async def leases(self) -> dict[str, tuple[str, int, float]]:
+        """user → (node, epoch, expires_at)."""
+        rows = await self.fetch("SELECT user_id, node, epoch, expires_at FROM netra_leases")
+        return {u: (n, int(e), float(x)) for u, n, e, x in rows}
+
+    async def now(self) -> float:
+        """The database's clock (the one leases are counted on)."""
+        if self.kind == "sqlite":
+            sql = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+        else:
+            sql = "SELECT extract(epoch from clock_timestamp())::float8"
+        return float((await self.fetch(sql))[0][0])
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ own, and mypy cannot resolve the gateway kit's top-level module name from here.
 
 * :func:`fresh_database` — a new SQLite file, or a new PostgreSQL database ``netra_c_<hex>``
   created on the maintenance database (``postgres``) and dropped ``WITH (FORCE)`` afterwards.
-* :class:`Db` reads that database directly (``sqlite3`` / ``asyncpg``), never through our code.
+* :class:`Db` reads that database directly (``sqlite3`` / ``asyncpg``), never through our code
+  (the benchmarks' :class:`~benchmarks.harness.durable_cluster.StoreReader`, with a name).
 * :class:`Node` is one server process (``python -m netra_actors._cli serve --db … --lease-ttl …
   --node-id …``) with kill -9 / SIGSTOP / SIGCONT / SIGTERM and ``/healthz``.
 * :class:`Sock` is one user's socket over the independent ``websockets`` library, with a
@@ -25,7 +26,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -42,6 +42,7 @@ from sqlalchemy import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.harness.durable_cluster import StoreReader
 from netra_actors._core import TRANSITIONS, RunState
 from netra_actors.gateway import mint_token
 
@@ -134,64 +135,12 @@ def _maintenance_dsn() -> str:
     return url.render_as_string(hide_password=False)
 
 
-class Db:
+class Db(StoreReader):
     """One test database: its ``--db`` argument, read with ``sqlite3`` or ``asyncpg``."""
 
     def __init__(self, kind: str, arg: str, *, path: Path | None = None, dsn: str | None = None):
-        self.kind = kind
-        self.arg = arg
-        self.path = path
-        self.dsn = dsn
+        super().__init__(kind, arg, path=path, dsn=dsn)
         self.name = path.name if path is not None else (dsn or "").rsplit("/", 1)[-1]
-
-    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        """Rows of one parameterless query."""
-        if self.kind == "sqlite":
-            assert self.path is not None
-            return await asyncio.to_thread(self._sqlite_fetch, sql)
-        conn = await asyncpg.connect(self.dsn, timeout=10)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    def _sqlite_fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(str(self.path), timeout=30)
-        try:
-            return [tuple(r) for r in conn.execute(sql).fetchall()]
-        finally:
-            conn.close()
-
-    async def events(self) -> dict[str, list[dict[str, Any]]]:
-        """Every stored event, per user, in the wire shape."""
-        rows = await self.fetch(
-            "SELECT user_id, seq, run_id, event, ts, data FROM netra_events ORDER BY user_id, seq"
-        )
-        out: dict[str, list[dict[str, Any]]] = {}
-        for user, seq, run_id, name, ts, data in rows:
-            out.setdefault(user, []).append(
-                {"seq": seq, "run_id": run_id, "event": name, "ts": ts, "data": json.loads(data)}
-            )
-        return out
-
-    async def runs(self) -> dict[tuple[str, str], dict[str, Any]]:
-        rows = await self.fetch("SELECT user_id, run_id, agent, state, attempt FROM netra_runs")
-        return {
-            (u, r): {"agent": a, "state": s, "attempt": n} for u, r, a, s, n in rows
-        }  # fmt: skip
-
-    async def leases(self) -> dict[str, tuple[str, int, float]]:
-        """user → (node, epoch, expires_at)."""
-        rows = await self.fetch("SELECT user_id, node, epoch, expires_at FROM netra_leases")
-        return {u: (n, int(e), float(x)) for u, n, e, x in rows}
-
-    async def now(self) -> float:
-        """The database's clock (the one leases are counted on)."""
-        if self.kind == "sqlite":
-            sql = "SELECT (julianday('now') - 2440587.5) * 86400.0"
-        else:
-            sql = "SELECT extract(epoch from clock_timestamp())::float8"
-        return float((await self.fetch(sql))[0][0])
 
     async def problems(self, *, allow_live: bool = False) -> list[str]:
         """The invariants of every user's stored stream (see :func:`store_problems`)."""
