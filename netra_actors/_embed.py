@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 from sqlalchemy import MetaData
@@ -24,14 +25,11 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
-from ._core._threads import DEFAULT_HISTORY_LIMIT, DEFAULT_THREADS_LIMIT
 from ._exceptions import RuntimeClosedError, SubscriptionClosedError
-from ._runs import RunsSnapshot
 from ._runtime import Runtime, open_runtime
 from ._statistics import RuntimeStatistics
-from ._store import HistoryPage, ThreadsPage
 from ._subscription import Subscription
-from ._values import JSON, Delta, Event, RunInfo
+from ._values import Delta, Event
 
 
 class EmbeddedSubscription:
@@ -82,6 +80,24 @@ class EmbeddedSubscription:
             self._host._bridge.to_trio(self._sub.close)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _forwarded(
+    method: Callable[Concatenate[Runtime, P], Awaitable[T]],
+) -> Callable[Concatenate[EmbeddedRuntime, P], Coroutine[Any, Any, T]]:
+    """``method`` of :class:`Runtime` as an asyncio coroutine of :class:`EmbeddedRuntime`: the
+    same parameters, result and documentation; the call runs in trio (see ``_call``)."""
+
+    async def forward(self: EmbeddedRuntime, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = await self._call(lambda: method(self._runtime, *args, **kwargs))
+        return result
+
+    functools.update_wrapper(forward, method)
+    return forward
+
+
 class EmbeddedRuntime:
     """The runtime seen from asyncio. Every method mirrors :class:`Runtime`'s.
 
@@ -100,133 +116,30 @@ class EmbeddedRuntime:
             raise RuntimeClosedError("the runtime has stopped")
         return await self._bridge.call_in_trio(self._nursery, fn, *args)
 
-    async def start_run(
-        self,
-        user_id: str,
-        agent: str | None,
-        input: JSON = None,
-        *,
-        if_busy: str | None = None,
-        trace_context: Mapping[str, str] | None = None,
-        thread: str | None = None,
-        start_at: float | None = None,
-    ) -> str:
-        """See :meth:`Runtime.start_run`."""
-        result: str = await self._call(
-            lambda: self._runtime.start_run(
-                user_id,
-                agent,
-                input,
-                if_busy=if_busy,
-                trace_context=trace_context,
-                thread=thread,
-                start_at=start_at,
-            )
-        )
-        return result
+    # -- the calls that only cross over to trio: Runtime's own signature and documentation ------
 
-    async def say(
-        self,
-        user_id: str,
-        text: str,
-        *,
-        agent: str | None = None,
-        if_busy: str | None = None,
-        message_meta: Mapping[str, JSON] | None = None,
-        trace_context: Mapping[str, str] | None = None,
-        thread: str | None = None,
-        message_id: str | None = None,
-        earlier: Sequence[tuple[str, str]] = (),
-        start_at: float | None = None,
-    ) -> str:
-        """See :meth:`Runtime.say`."""
-        result: str = await self._call(
-            lambda: self._runtime.say(
-                user_id,
-                text,
-                agent=agent,
-                if_busy=if_busy,
-                message_meta=message_meta,
-                trace_context=trace_context,
-                thread=thread,
-                message_id=message_id,
-                earlier=earlier,
-                start_at=start_at,
-            )
-        )
-        return result
+    start_run = _forwarded(Runtime.start_run)
+    say = _forwarded(Runtime.say)
+    send_input = _forwarded(Runtime.send_input)
+    cancel_run = _forwarded(Runtime.cancel_run)
+    send_to_run = _forwarded(Runtime.send_to_run)
+    get_runs = _forwarded(Runtime.get_runs)
+    get_run = _forwarded(Runtime.get_run)
+    wait_run = _forwarded(Runtime.wait_run)
+    message_ids = _forwarded(Runtime.message_ids)
+    threads = _forwarded(Runtime.threads)
+    history = _forwarded(Runtime.history)
+    delete_thread = _forwarded(Runtime.delete_thread)
+    erase_user = _forwarded(Runtime.erase_user)
+    check = _forwarded(Runtime.check)
+    drain = _forwarded(Runtime.drain)
 
-    async def message_ids(self, user_id: str, ids: Sequence[str]) -> dict[str, str]:
-        """See :meth:`Runtime.message_ids`."""
-        result: dict[str, str] = await self._call(self._runtime.message_ids, user_id, ids)
-        return result
-
-    async def threads(
-        self, user_id: str, *, before: int | None = None, limit: int = DEFAULT_THREADS_LIMIT
-    ) -> ThreadsPage:
-        """See :meth:`Runtime.threads`."""
-        result: ThreadsPage = await self._call(
-            lambda: self._runtime.threads(user_id, before=before, limit=limit)
-        )
-        return result
-
-    async def history(
-        self,
-        user_id: str,
-        *,
-        thread: str | None = None,
-        before_seq: int | None = None,
-        limit: int = DEFAULT_HISTORY_LIMIT,
-    ) -> HistoryPage:
-        """See :meth:`Runtime.history`."""
-        result: HistoryPage = await self._call(
-            lambda: self._runtime.history(
-                user_id, thread=thread, before_seq=before_seq, limit=limit
-            )
-        )
-        return result
-
-    async def delete_thread(self, user_id: str, thread: str) -> None:
-        """See :meth:`Runtime.delete_thread`."""
-        await self._call(self._runtime.delete_thread, user_id, thread)
-
-    async def erase_user(self, user_id: str) -> None:
-        """See :meth:`Runtime.erase_user`."""
-        await self._call(self._runtime.erase_user, user_id)
+    # -- the calls that need more than a crossing ------------------------------------------
 
     async def export_user(self, user_id: str) -> AsyncIterator[Event]:
         """See :meth:`Runtime.export_user` (one hand-off per page)."""
         async for event in self.replay(user_id, 0):
             yield event
-
-    async def send_input(self, user_id: str, run_id: str, input: JSON) -> None:
-        """See :meth:`Runtime.send_input`."""
-        await self._call(self._runtime.send_input, user_id, run_id, input)
-
-    async def cancel_run(self, user_id: str, run_id: str) -> None:
-        """See :meth:`Runtime.cancel_run`."""
-        await self._call(self._runtime.cancel_run, user_id, run_id)
-
-    async def send_to_run(self, user_id: str, run_id: str, message: JSON) -> None:
-        """See :meth:`Runtime.send_to_run`."""
-        await self._call(self._runtime.send_to_run, user_id, run_id, message)
-
-    async def get_runs(self, user_id: str, *, limit: int = 100) -> RunsSnapshot:
-        """See :meth:`Runtime.get_runs`."""
-        result: RunsSnapshot = await self._call(
-            lambda: self._runtime.get_runs(user_id, limit=limit)
-        )
-        return result
-
-    async def get_run(self, user_id: str, run_id: str) -> RunInfo | None:
-        """See :meth:`Runtime.get_run`."""
-        result: RunInfo | None = await self._call(self._runtime.get_run, user_id, run_id)
-        return result
-
-    async def wait_run(self, user_id: str, run_id: str) -> RunInfo:
-        """See :meth:`Runtime.wait_run`."""
-        result: RunInfo = await self._call(self._runtime.wait_run, user_id, run_id)
-        return result
 
     async def subscribe(
         self,
@@ -256,17 +169,6 @@ class EmbeddedRuntime:
             if len(events) < page:
                 return
             after_seq = events[-1].seq
-
-    async def check(self) -> None:
-        """See :meth:`Runtime.check`."""
-        await self._call(self._runtime.check)
-
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a budget, not a deadline)
-        """See :meth:`Runtime.drain`: before leaving :func:`embed` on a planned shutdown, take no
-        new users and let the live runs finish for up to ``timeout`` seconds (the rest end
-        ``dead``, one rollback each); then release the leases. Leaving ``embed`` without it
-        cancels the live runs at once."""
-        await self._call(self._runtime.drain, timeout)
 
     async def statistics(self) -> RuntimeStatistics:
         """See :meth:`Runtime.statistics`."""
