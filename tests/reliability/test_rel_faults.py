@@ -9,8 +9,8 @@ test_fault_injection.py``): faults injected into a real server process over real
   separate ``sqlite3`` connection): a command gets ``internal`` and nothing of it is applied; a
   run's checkpoint is rolled back with reason ``store_error`` and the run restarts; the server
   serves throughout and after the lock is released;
-* the database locked past the runtime's retries: the user's session fails (sockets 1011), its
-  run ends ``dead`` with its rollback at the next activation, other users are untouched.
+* the database locked past the runtime's retries: the user's session fails (sockets 1011), the
+  next activation resumes its run (one rollback, ``lost``), other users are untouched.
 """
 
 from __future__ import annotations
