@@ -136,7 +136,7 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
             unit.emit(run.run_id, "message", message)
     unit.message_ids.extend((message_id, thread) for message_id in client_ids)
     run.start_seq = owner.head + 1  # the unit's first event (one unit in flight per user)
-    if admitted.blockers is None:  # a queued run's bound is set when its turn comes
+    if admitted.blockers is None and start_at is None:  # else set when it starts (execute)
         run.history_seq = owner.head + max(1, len(unit.events))
     stage_plan(unit, owner.user_id, run, plan, None)
     session.add(run, admitted.blockers)

@@ -9,10 +9,11 @@ run row, and gets the same tuple again.
 
 The bounds (both on the run row): every message of the thread with ``seq ≤ history_seq`` (the
 last event of the unit that admitted the run: its own user messages for a ``say``; for a queued
-run, the head when its turn came, so it sees the answers of the runs it waited for), except the
-user messages of other runs with ``seq > start_seq`` (runs admitted after it: a run's user
-messages are the first events of the unit that admits it). A run stored before threads existed
-has no ``start_seq``: its first event's seq is read instead.
+or scheduled run, the head when its turn or its start time came, so it sees the answers of the
+runs before it), except the runs admitted after it: other runs whose user message has
+``seq > start_seq`` (a run's user messages are the first events of the unit that admits it),
+with their answers and tool calls. A run stored before threads existed has no ``start_seq``:
+its first event's seq is read instead.
 At most :data:`MAX_CONVERSATION_EVENTS` of the thread's most recent message and tool events are
 read.
 """
@@ -71,22 +72,29 @@ def conversation_of(
     events: Iterable[Event], *, run_id: str | None = None, start_seq: int | None = None
 ) -> tuple[ConversationMessage, ...]:
     """The conversation made of committed ``events`` (in ``seq`` order): messages in order, each
-    tool call where it began, with its result. The user messages of other runs than ``run_id``
-    with ``seq > start_seq`` (runs admitted after it) are left out."""
+    tool call where it began, with its result. The runs admitted after it — other runs than
+    ``run_id`` whose user message has ``seq > start_seq`` — are left out, their answers too: a
+    queued or scheduled run sees the turns before its own, and the answers those got by the time
+    it started, never half of a later exchange."""
+    events = list(events)
+    later = {
+        e.run_id
+        for e in events
+        if start_seq is not None
+        and e.seq > start_seq
+        and e.run_id != run_id
+        and e.event == "message"
+        and e.data.get("role") == "user"
+    }
     out: list[ConversationMessage] = []
     calls: dict[str, int] = {}
     for event in events:
+        if later and event.run_id in later:
+            continue
         data = event.data
         if event.event == "message":
             role = data.get("role")
             if role not in ("user", "assistant"):
-                continue
-            if (
-                role == "user"
-                and start_seq is not None
-                and event.seq > start_seq
-                and event.run_id != run_id
-            ):
                 continue
             text = data.get("text")
             message_id = data.get("message_id")

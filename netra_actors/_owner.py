@@ -104,6 +104,9 @@ class Owner:
         """Carry out a plan whose unit the runtime owns (retried; see ``Committer``)."""
         if plan.stop_attempt:
             self.stop_attempt(run)
+        if run.history_seq is None and (plan.spawn or plan.await_slot):
+            # the conversation it reads: its thread as its turn (or its start time) came
+            run.history_seq = self.head
         unit = UnitOfWork(self.user_id)
         stage_plan(unit, self.user_id, run, plan, run.result_json)
         await self.committer.commit_owned(unit)
@@ -190,6 +193,4 @@ class Owner:
             return
         while (turn := session.next_turn(trio.current_time())) is not None:
             run, plan = turn
-            if run.history_seq is None:  # its conversation: the thread as its turn came
-                run.history_seq = self.head
             await self.execute(run, plan)

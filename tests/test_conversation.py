@@ -61,6 +61,19 @@ def test_user_messages_of_later_runs_are_left_out() -> None:
     assert [m.text for m in conversation_of(EVENTS, run_id="r2", start_seq=9)][-1] == "thanks"
 
 
+def test_later_runs_are_left_out_with_their_answers_and_tool_calls() -> None:
+    later = [
+        ev(10, "r3", "message", role="user", text="meanwhile?", message_id="m4"),
+        ev(11, "r3", "tool_executing", tool="look", args={}, call_id="c4"),
+        ev(12, "r3", "tool_completed", tool="look", call_id="c4", result=1),
+        ev(13, "r3", "message", role="assistant", text="found", message_id="m5"),
+        ev(14, "r1", "message", role="assistant", text="and more", message_id="m6"),
+    ]
+    conv = conversation_of([*EVENTS, *later], run_id="r2", start_seq=9)
+    assert "r3" not in {m.run_id for m in conv}  # admitted after r2: the whole exchange
+    assert [m.text for m in conv][-2:] == ["thanks", "and more"]  # an earlier run's answer stays
+
+
 def test_chat_messages_answer_every_tool_call_they_show() -> None:
     turns = chat_turns(conversation_of(EVENTS))
     assert len(turns) == 2

@@ -4,6 +4,7 @@ same in every attempt of a run, for both agent kinds, on a SQLite file and on ``
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,14 @@ class ThreadedEcho(na.ThreadedAgent):
 
 
 class Waits(na.Agent):
-    """Waits for a message sent to the run (a live run until then)."""
+    """Waits for a message sent to the run (a live run until then), then answers with it."""
 
     name = "waits"
 
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
-        return await ctx.receive()
+        got = await ctx.receive()
+        await ctx.say(f"got: {got}")
+        return got
 
 
 AGENTS = [Echo, ThreadedEcho, Waits]
@@ -179,14 +182,39 @@ async def test_a_queued_run_sees_the_answers_of_the_runs_it_waited_for(tmp_path:
         with trio.fail_after(10):
             await rt.wait_run("alice", later)
     ((_, conversation),) = SEEN[queued]
-    # its own message, and what committed before its turn came — not the later run's message
-    assert [(m.role, m.text) for m in conversation] == [("user", "wait"), ("user", "after")]
-    ((_, last),) = SEEN[later]  # in seq order: its own message was committed before the answer
+    # its own message, and what committed before its turn came (the answer it waited for) —
+    # not the later run's message
+    assert [(m.role, m.text) for m in conversation] == [
+        ("user", "wait"),
+        ("user", "after"),
+        ("assistant", "got: done"),
+    ]
+    ((_, last),) = SEEN[later]  # in seq order: its own message was committed before the answers
     assert [(m.role, m.text) for m in last if m.role != "tool"] == [
         ("user", "wait"),
         ("user", "after"),
         ("user", "later still"),
+        ("assistant", "got: done"),
         ("assistant", "echo: after"),
+    ]
+
+
+@guest_test()
+async def test_a_scheduled_run_sees_what_was_said_before_it_started(tmp_path: Path) -> None:
+    async with na.open_runtime(make_config(tmp_path), agents=AGENTS) as rt:
+        before = await rt.say("alice", "before", agent="waits")  # live when the next is said
+        scheduled = await rt.say("alice", "later", agent="echo", start_at=time.time() + 1.0)
+        await rt.send_to_run("alice", before, "done")
+        await said(rt, "meanwhile", agent="echo")
+        with trio.fail_after(10):
+            await rt.wait_run("alice", scheduled)
+    ((_, conversation),) = SEEN[scheduled]
+    # the turns before its own, with the answers they had when it started; not the exchange
+    # that came after it was said (neither the question nor its answer)
+    assert [(m.role, m.text) for m in conversation if m.role != "tool"] == [
+        ("user", "before"),
+        ("user", "later"),
+        ("assistant", "got: done"),
     ]
 
 
