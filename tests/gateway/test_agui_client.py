@@ -189,6 +189,43 @@ def test_crash_and_restart_with_streamed_text(node: str, server: Server, user: s
     same(messages, replay(node, server, user, thread))
 
 
+def test_resume_inside_a_rollback_group_retracts_the_text(
+    node: str, server: Server, user: str
+) -> None:
+    """A page that got the rollback's first frame (the END of the text it retracts) and not
+    the snapshot resumes with ``Last-Event-ID: k.1``: it ends up showing what a replay shows."""
+    thread = thread_id()
+    props = {"agent": "crashy", "input": {"crash_times": 1, "stream": True}}
+    said = user_message("go")
+    (out,) = drive(node, server, user, thread, [run_step(said, forwardedProps=props)])
+    frames = out["frames"]
+    rollback = next(
+        f
+        for f in frames
+        if f.type == "CUSTOM" and f.event["name"] == "netra.run_rolled_back" and f.id
+    )
+    k = rollback.seq
+    first = next(f for f in frames if f.id == f"{k}.1")
+    assert first.type == "TEXT_MESSAGE_END"
+    retracted = first.event["messageId"]
+    text = "".join(
+        f.event["delta"]
+        for f in frames
+        if f.type == "TEXT_MESSAGE_CONTENT" and f.event["messageId"] == retracted
+    )
+    assert text
+    held = [said, {"id": retracted, "role": "assistant", "content": text}]
+    head = str(head_of(server, user))
+    step = {"kind": "follow", "lastEventId": f"{k}.1", "untilId": head, "add": held}
+    (resumed,) = drive(node, server, user, thread, [step])
+    assert resumed["error"] is None, resumed["error"]
+    kinds = [(f.type, f.id) for f in resumed["frames"]][:2]
+    assert kinds == [("RUN_STARTED", None), ("MESSAGES_SNAPSHOT", f"{k}.2")]
+    shown_now = shown(resumed["messages"])
+    assert retracted not in [m["id"] for m in shown_now]
+    same(shown_now, replay(node, server, user, thread))
+
+
 def test_cancel_by_closing_the_stream(node: str, server: Server, user: str) -> None:
     thread = thread_id()
     props = {"agent": "slow", "onDisconnect": "cancel"}
