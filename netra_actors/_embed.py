@@ -24,6 +24,7 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase
 from ._bridge import Bridge, start_guest
 from ._config import RuntimeConfig
+from ._conversation import ClientTool
 from ._core._threads import DEFAULT_HISTORY_LIMIT, DEFAULT_THREADS_LIMIT
 from ._exceptions import RuntimeClosedError, SubscriptionClosedError
 from ._runs import RunsSnapshot
@@ -138,6 +139,8 @@ class EmbeddedRuntime:
         message_id: str | None = None,
         earlier: Sequence[tuple[str, str]] = (),
         start_at: float | None = None,
+        input: JSON = None,
+        client_tools: Sequence[ClientTool | Mapping[str, JSON]] | None = None,
     ) -> str:
         """See :meth:`Runtime.say`."""
         result: str = await self._call(
@@ -152,6 +155,8 @@ class EmbeddedRuntime:
                 message_id=message_id,
                 earlier=earlier,
                 start_at=start_at,
+                input=input,
+                client_tools=client_tools,
             )
         )
         return result

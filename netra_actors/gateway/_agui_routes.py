@@ -169,6 +169,7 @@ class AguiRoutes:
                     earlier=new[:-1],
                     input=run_input.input,
                     trace_context=trace_context,
+                    client_tools=list(run_input.tools) or None,
                 )
         except BaseException as exc:
             if subscription is not None:

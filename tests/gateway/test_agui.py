@@ -482,6 +482,9 @@ async def test_http_answers(server: Server, user: str) -> None:
         {**good, "messages": [{"role": "assistant", "content": "x"}]},
         {**good, "messages": [{"id": "1", "role": "user", "content": 5}]},
         {**good, "tools": {}},
+        {**good, "tools": [{"description": "a tool with no name"}]},
+        {**good, "tools": [{"name": "t", "description": 1}]},
+        {**good, "tools": [{"name": "t" * 200}]},
         {**good, "forwardedProps": {"agent": 1}},
         {**good, "forwardedProps": {"if_busy": "never"}},
         {**good, "forwardedProps": {"agent": "nobody"}},
@@ -490,7 +493,7 @@ async def test_http_answers(server: Server, user: str) -> None:
     for bad in bad_bodies:
         answer = await request(server, "POST", "/agui", headers=auth(user), body=bad)
         assert answer.status == 400, (bad, answer)
-        assert answer.json()["error"] in ("bad_request", "unknown_agent")
+        assert answer.json()["error"] in ("bad_request", "unknown_agent"), bad
     # a user message as content parts is a RunAgentInput too
     parts = {
         **good,

@@ -305,9 +305,12 @@ def test_interrupts_resolved_and_cancelled(node: str, server: Server, user: str)
 
 def test_frontend_tools(node: str, server: Server, user: str) -> None:
     thread = thread_id()
-    tools = [{"name": "get_time", "description": "The time in the browser", "parameters": {}}]
-    props = {"agent": "browser", "input": {"tool": "get_time"}}  # forwardedProps.input
-    call = run_step(user_message("what time is it?"), tools=tools, forwardedProps=props)
+    tools = [
+        {"name": "get_weather", "description": "The weather here", "parameters": {}},
+        {"name": "get_time", "description": "The time in the browser", "parameters": {}},
+    ]
+    props = {"agent": "browser"}  # the agent picks the offered tool the message names
+    call = run_step(user_message("get_time, please"), tools=tools, forwardedProps=props)
     (called,) = drive(node, server, user, thread, [call])
     assert called["error"] is None
     assert called["frames"][-1].event["outcome"] == {"type": "success"}
