@@ -172,7 +172,7 @@ async def test_an_agent_sees_the_client_tools_of_its_message(agent: str, tmp_pat
             [{"name": "x", "description": 1}],
         ):
             with pytest.raises(na.CommandError):
-                await rt.say("alice", "bad", agent=agent, client_tools=bad)  # type: ignore[arg-type]
+                await rt.say("alice", "bad", agent=agent, client_tools=bad)
 
 
 @pytest.mark.parametrize("agent", ["echo", "techo"])
