@@ -4,7 +4,7 @@ validate against the ``ag-ui-protocol`` models and keep the AG-UI ordering rules
 rules, live, replayed, resumed at every id, and joined in the middle. No I/O.
 
 The glue between the mapper and the store (:func:`stream`) does what
-``_agui_routes.SseStream`` does: learn a run met after its start from its earlier events when the
+``_agui_stream.SseStream`` does: learn a run met after its start from its earlier events when the
 mapper asks, and drop what a ``Last-Event-ID: k.i`` client already has.
 """
 
