@@ -19,6 +19,7 @@ import trio
 from . import _erasure as erasure
 from ._cluster_codec import error_payload, message_of
 from ._commit import Lost, SessionFailed
+from ._conversation import CLIENT_TOOLS
 from ._core import _admission as admission
 from ._core import _inputs as inputs
 from ._core import _threads as threads
@@ -130,8 +131,10 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
     unit = UnitOfWork(owner.user_id)
     if msg.user_text is not None:
         texts = [*msg.earlier, (msg.message_id or new_message_id(), msg.user_text)]
-        for message_id, text in texts:  # each with the meta (a POST /agui's ids)
+        for n, (message_id, text) in enumerate(texts, 1):  # each with the meta (AG-UI ids)
             message: dict[str, JSON] = dict(msg.message_meta or {})
+            if n < len(texts):  # the client's tools go with the run's own message only
+                message.pop(CLIENT_TOOLS, None)
             message.update(role="user", text=text, message_id=message_id)
             unit.emit(run.run_id, "message", message)
     unit.message_ids.extend((message_id, thread) for message_id in client_ids)

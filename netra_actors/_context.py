@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._conversation import ConversationMessage
+from ._conversation import ClientTool, ConversationMessage, run_client_tools
 from ._core._journal import Item, JournalCursor
 from ._exceptions import RunFencedError
 from ._idempotency import keyed_call
@@ -161,6 +161,13 @@ class AgentContext:
         if self._conversation is None:
             return ()
         return await self._conversation()
+
+    async def client_tools(self) -> tuple[ClientTool, ...]:
+        """The tools the run's client offered (an AG-UI request's ``RunAgentInput.tools``,
+        ``say(client_tools=…)``): those of the run's own user message, the same in every
+        attempt (read with :meth:`conversation`). Empty when it offered none. Call one with
+        :meth:`client_tool`."""
+        return run_client_tools(await self.conversation(), self.run_id)
 
     async def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event. It is delivered after the next checkpoint commits."""

@@ -20,12 +20,13 @@ read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from ._values import JSON, Event
+from ._exceptions import CommandError
+from ._values import JSON, Event, dumps
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -51,6 +52,78 @@ class ToolCallRecord:
     """False while (or if) no ``tool_completed`` was committed for it."""
 
 
+CLIENT_TOOLS = "client_tools"
+"""The field of a user ``message`` that lists the tools its client offered (``say``)."""
+
+
+@attrs.frozen(kw_only=True)
+class ClientTool:
+    """A tool of the client (an AG-UI frontend tool, ``RunAgentInput.tools``), offered with a
+    user's message: call it with ``ctx.client_tool(name, args)``."""
+
+    name: str
+    description: str = ""
+    parameters: JSON = None
+    """Its arguments' JSON Schema, as the client gave it (None: none given)."""
+
+    def as_json(self) -> dict[str, JSON]:
+        """The tool as ``say(client_tools=…)`` takes it (and the ``message`` event keeps it)."""
+        out: dict[str, JSON] = {"name": self.name, "description": self.description}
+        if self.parameters is not None:
+            out["parameters"] = self.parameters
+        return out
+
+
+MAX_CLIENT_TOOLS = 128
+MAX_CLIENT_TOOLS_BYTES = 64 * 1024
+"""At most this many tools, this long as JSON, with one message."""
+
+
+def check_client_tools(tools: Iterable[ClientTool | Mapping[str, JSON]]) -> list[JSON]:
+    """``say(client_tools=…)`` checked, as the ``message`` keeps them; CommandError if not
+    well formed (a name of 1-128 characters, a string description, JSON parameters)."""
+    out: list[JSON] = []
+    for tool in tools:
+        entry = tool.as_json() if isinstance(tool, ClientTool) else dict(tool)
+        name, description = entry.get("name"), entry.get("description", "")
+        if not isinstance(name, str) or not 1 <= len(name) <= 128:
+            raise CommandError("a client tool needs a name of 1-128 characters")
+        if not isinstance(description, str):
+            raise CommandError(f"client tool {name!r}: description must be a string")
+        kept: dict[str, JSON] = {"name": name, "description": description}
+        if entry.get("parameters") is not None:
+            kept["parameters"] = entry["parameters"]
+        out.append(kept)
+    if len(out) > MAX_CLIENT_TOOLS:
+        raise CommandError(f"at most {MAX_CLIENT_TOOLS} client tools")
+    try:
+        size = len(dumps(out).encode())
+    except (TypeError, ValueError):
+        raise CommandError("client tools must be JSON") from None
+    if size > MAX_CLIENT_TOOLS_BYTES:
+        raise CommandError(f"the client tools are longer than {MAX_CLIENT_TOOLS_BYTES} bytes")
+    return out
+
+
+def client_tools_of(value: JSON) -> tuple[ClientTool, ...]:
+    """The tools a committed ``message`` lists (``data.client_tools``); malformed entries are
+    skipped."""
+    if not isinstance(value, list):
+        return ()
+    tools = []
+    for entry in value:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            description = entry.get("description")
+            tools.append(
+                ClientTool(
+                    name=entry["name"],
+                    description=description if isinstance(description, str) else "",
+                    parameters=entry.get("parameters"),
+                )
+            )
+    return tuple(tools)
+
+
 @attrs.frozen(kw_only=True)
 class ConversationMessage:
     """One entry of a conversation: a user or assistant message, or a tool call.
@@ -66,6 +139,9 @@ class ConversationMessage:
     run_id: str | None
     message_id: str | None = None
     tool: ToolCallRecord | None = None
+    client_tools: tuple[ClientTool, ...] = ()
+    """For a user message: the tools its client offered with it (an AG-UI request's
+    ``tools``), which the agent may call with ``ctx.client_tool``."""
 
 
 def conversation_of(
@@ -105,6 +181,7 @@ def conversation_of(
                     seq=event.seq,
                     run_id=event.run_id,
                     message_id=message_id if isinstance(message_id, str) else None,
+                    client_tools=client_tools_of(data.get(CLIENT_TOOLS)),
                 )
             )
         elif event.event == "tool_executing":
@@ -133,6 +210,14 @@ def conversation_of(
             )
             out[at] = attrs.evolve(entry, tool=tool)
     return tuple(out)
+
+
+def run_client_tools(
+    conversation: Iterable[ConversationMessage], run_id: str
+) -> tuple[ClientTool, ...]:
+    """The client tools of the run's own (last) user message in its ``conversation``."""
+    own = [m for m in conversation if m.role == "user" and m.run_id == run_id]
+    return own[-1].client_tools if own else ()
 
 
 class ConversationRun(Protocol):

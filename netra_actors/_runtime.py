@@ -23,6 +23,7 @@ from sqlalchemy import MetaData
 from ._agent import AgentBase, AgentRegistry
 from ._cluster import Cluster
 from ._config import RuntimeConfig
+from ._conversation import CLIENT_TOOLS, ClientTool, check_client_tools
 from ._core._threads import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_THREADS_LIMIT,
@@ -219,6 +220,7 @@ class Runtime:
         earlier: Sequence[tuple[str, str]] = (),
         input: JSON = None,
         start_at: float | None = None,
+        client_tools: Sequence[ClientTool | Mapping[str, JSON]] | None = None,
     ) -> str:
         """Commit the user's chat message and start a run with it as input. Returns the run id.
 
@@ -231,6 +233,11 @@ class Runtime:
         :class:`CommandError` and commits nothing; None: the runtime makes one. ``earlier``:
         ``(message_id, text)`` of further user messages to commit first, in the same unit (ids
         as for ``message_id``). ``input``: the run's input instead of ``text`` (None: ``text``).
+        ``client_tools``: the tools the client offers the run (an AG-UI request's ``tools``:
+        :class:`~netra_actors.types.ClientTool` values or ``{"name", "description",
+        "parameters"}`` mappings), kept with the message (``data.client_tools``; not with the
+        ``earlier`` ones); the agent lists them with ``ctx.client_tools()`` and calls one with
+        ``ctx.client_tool``.
         """
         if not isinstance(text, str):
             raise CommandError("text must be a string")
@@ -243,6 +250,8 @@ class Runtime:
             check_message_id(pair[0])
         when = check_start_at(start_at)
         meta = dict(message_meta) if message_meta else None
+        if client_tools:
+            meta = {**(meta or {}), CLIENT_TOOLS: check_client_tools(client_tools)}
         run_id: str = await self._request(
             user_id,
             lambda: StartRun(

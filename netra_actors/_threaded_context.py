@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._bridge import Bridge
 from ._context import AgentContext
-from ._conversation import ConversationMessage
+from ._conversation import ClientTool, ConversationMessage
 from ._exceptions import RunFencedError, RuntimeClosedError
 from ._idempotency import keyed_call_sync
 from ._message_stream import ThreadedMessageStream
@@ -89,6 +89,10 @@ class ThreadedContext:
         """The committed conversation of the run's thread (see
         :meth:`AgentContext.conversation`), the same in every attempt."""
         return self._call(self._actx.conversation)
+
+    def client_tools(self) -> tuple[ClientTool, ...]:
+        """The tools the run's client offered (see :meth:`AgentContext.client_tools`)."""
+        return self._call(self._actx.client_tools)
 
     def emit(self, event: str, data: Mapping[str, JSON] | None = None) -> None:
         """Stage a custom event (see :meth:`AgentContext.emit`). Stays in this thread until

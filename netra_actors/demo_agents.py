@@ -233,8 +233,9 @@ class BrowserToolAgent(Agent):
     """Calls a tool of the client (an AG-UI frontend tool, ``ctx.client_tool``), waits for its
     result, answers with it.
 
-    ``input``: the tool's name (a string) or ``{"tool": name, "args": {…}}``; ``get_time``
-    otherwise.
+    ``input``: ``{"tool": name, "args": {…}}``; else one of the tools the client offered
+    (``ctx.client_tools()``, an AG-UI request's ``tools``): the one the message names, or the
+    first; else the tool named by the message; ``get_time`` otherwise.
     """
 
     name = "browser"
@@ -244,11 +245,15 @@ class BrowserToolAgent(Agent):
     async def run(self, ctx: AgentContext, input: JSON) -> JSON:
         tool: str = "get_time"
         args: dict[str, JSON] = {}
-        if isinstance(input, str) and input.strip():
-            tool = input.strip()
-        elif isinstance(input, dict):
+        offered = [t.name for t in await ctx.client_tools()]
+        if isinstance(input, dict):
             tool = str(input.get("tool") or tool)
             args = input["args"] if isinstance(input.get("args"), dict) else {}
+        elif offered:
+            named = [name for name in offered if isinstance(input, str) and name in input]
+            tool = (named or offered)[0]
+        elif isinstance(input, str) and input.strip():
+            tool = input.strip()
         result = input_text(await ctx.client_tool(tool, args))
         text = f"Your {tool} says: {result[:MAX_ANSWER_CHARS]}"
         await stream_message(ctx, text)

@@ -18,9 +18,12 @@ You rarely build these yourself; you get them from a call and name them in type 
     one entry of ``ctx.conversation()``: a user or assistant message, or a tool call.
 ``ToolCallRecord``
     a tool call in a ``ConversationMessage`` (``ctx.conversation()``).
+``ClientTool``
+    a tool of the client (an AG-UI frontend tool), as ``ctx.client_tools()`` lists it.
 """
 
 from ._agent import AgentBase as AgentBase
+from ._conversation import ClientTool as ClientTool
 from ._conversation import ConversationMessage as ConversationMessage
 from ._conversation import ToolCallRecord as ToolCallRecord
 from ._embed import EmbeddedSubscription as EmbeddedSubscription
@@ -36,6 +39,7 @@ from ._subscription import Subscription as Subscription
 __all__ = [
     "SCHEMA_VERSION",
     "AgentBase",
+    "ClientTool",
     "ConversationMessage",
     "EmbeddedSubscription",
     "HistoryPage",

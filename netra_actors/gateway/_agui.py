@@ -143,6 +143,24 @@ class _Open:
     broken: bool = False
     """A gap in its deltas: no more of its deltas are sent (the committed message sends the rest
     of its text and ends it)."""
+    place: int = 0
+    """Where the client shows it: the stream's count of messages created when it began."""
+
+
+@attrs.define
+class SnapshotFill:
+    """A ``MESSAGES_SNAPSHOT`` the mapper made, for the caller to fill: the thread's committed
+    conversation up to seq ``upto`` (as :func:`~._agui_messages.thread_messages` folds it),
+    without the message ``without``, then ``tail`` (the messages this stream has open)."""
+
+    event: dict[str, Any]
+    upto: int
+    without: str | None = None
+    tail: list[dict[str, Any]] = attrs.Factory(list)
+
+    def fill(self, committed: list[dict[str, Any]]) -> None:
+        kept = [m for m in committed if m["id"] != self.without]
+        self.event["messages"] = [*kept, *self.tail]
 
 
 class AguiMapper:
@@ -163,6 +181,12 @@ class AguiMapper:
         self.next_ids: dict[str, AguiIds] = {}
         self._runs: dict[str, _Run] = {}
         self._open: dict[str, _Open] = {}
+        self._fills: list[SnapshotFill] = []
+        self._created = 0
+        """How many messages this stream made the client create (their places, in order)."""
+        self._high = 0
+        """The place of the last committed message the client shows: a streamed message that
+        began before it (a smaller place) shows too early, until a snapshot moves it."""
 
     # -- what the caller resolves -----------------------------------------------------------
 
@@ -196,7 +220,35 @@ class AguiMapper:
         """Whether this stream has met or learned the run (so :meth:`thread_of` is sure)."""
         return run_id in self._runs
 
+    def take_fills(self) -> list[SnapshotFill]:
+        """The snapshots the last mapped items made, to be filled before they are sent."""
+        fills, self._fills = self._fills, []
+        return fills
+
     # -- mapping ----------------------------------------------------------------------------
+
+    def resumed(self, event: Event, part: int) -> list[Frame]:
+        """The frames of ``event`` (seq k) for a stream resumed with ``Last-Event-ID: k.part``:
+        the client holds the first ``part`` frames of k's group as an earlier stream sent them.
+
+        A thread-scoped stream sends, after the ``RUN_STARTED`` it opens with, a
+        ``MESSAGES_SNAPSHOT`` of the thread through k (what the client shows then equals what
+        a replay shows, whatever of the group it got: text a rollback retracted, a message
+        begun) and the rest of the group's run events (``RUN_FINISHED``, ``CUSTOM`` …), ids
+        ``k.(part+1)`` … ``k``. Other streams send what remains of the group (:func:`after`).
+        """
+        frames = self.event(event)
+        if not self.snapshots:
+            return list(after(frames, part))
+        self._fills.clear()  # (none: a stream resumes before it has anything open)
+        durable = [f for f in frames if f.id is not None]
+        prefix = [f for f in frames if f.id is None]
+        prefix += [_provisional(f) for f in durable[:part] if f.event["type"] == "RUN_STARTED"]
+        left = durable[part:] or durable[-1:]  # (the bare k stays, as in :func:`after`)
+        rest = [f.event for f in left if f.event["type"] not in MESSAGE_PARTS]
+        snapshot: dict[str, Any] = {"type": "MESSAGES_SNAPSHOT", "messages": []}
+        self._fills.append(SnapshotFill(snapshot, event.seq))
+        return prefix + self._group(event, [snapshot, *rest], first=part + 1)
 
     def event(self, event: Event) -> list[Frame]:
         """The frames of committed event ``event``: its group (ids ``k.1`` … ``k``), after the
@@ -238,18 +290,38 @@ class AguiMapper:
                 "messages": [message],
             }
         items.extend(mapped)
+        if any(_creates(item) for item in items):  # committed messages show in seq order
+            self._created += 1
+            self._high = self._created
         return prefix + self._group(event, items)
 
-    def _group(self, event: Event, items: list[dict[str, Any]]) -> list[Frame]:
+    def _group(self, event: Event, items: list[dict[str, Any]], first: int = 1) -> list[Frame]:
+        """``items`` as the group of ``event``: ids ``k.first`` …, the last ``k``."""
         meta = {"netra": {"seq": event.seq, "run_id": event.run_id}}
         ts = _ms(event.ts)
         n = len(items)
         frames = []
-        for i, item in enumerate(items, 1):
+        for i, item in enumerate(items, first):
             item.setdefault("timestamp", ts)
             item.setdefault("metadata", meta)
-            frames.append(Frame(str(event.seq) if i == n else f"{event.seq}.{i}", item))
+            last = i == first + n - 1
+            frames.append(Frame(str(event.seq) if last else f"{event.seq}.{i}", item))
         return frames
+
+    def _snapshot(self, seq: int, without: str | None = None) -> dict[str, Any]:
+        """A ``MESSAGES_SNAPSHOT`` of the thread through ``seq`` (to fill), then the messages
+        this stream has open: the client shows the committed conversation in ``seq`` order,
+        then those, in the order they began."""
+        snapshot: dict[str, Any] = {"type": "MESSAGES_SNAPSHOT", "messages": []}
+        tail = []
+        self._created += 1
+        self._high = self._created
+        for mid, opened in sorted(self._open.items(), key=lambda kv: kv[1].place):
+            self._created += 1
+            opened.place = self._created
+            tail.append({"id": mid, "role": "assistant", "content": "".join(opened.text)})
+        self._fills.append(SnapshotFill(snapshot, seq, without, tail))
+        return snapshot
 
     def _started(self, run: _Run) -> dict[str, Any]:
         run.announced = True
@@ -275,7 +347,7 @@ class AguiMapper:
         if name == "message":
             if data.get("role") == "user" and data.get("message_id") in self.echo:
                 return []  # the client sent it: it shows it already
-            return self._message(data)
+            return self._message(event)
         if name == "agent_thinking":
             return _reasoning(f"{run_id}.t{event.seq}", data.get("text"))
         if name == "tool_executing":
@@ -294,8 +366,9 @@ class AguiMapper:
         elif name == "run_rolled_back":
             attempt = data.get("attempt")
             closes = self._close(lambda o: o.run_id == run_id and o.attempt == attempt)
-            snapshot = [{"type": "MESSAGES_SNAPSHOT", "messages": []}]
-            return [*closes, *(snapshot if closes and self.snapshots else []), _custom(name, data)]
+            if closes and self.snapshots:  # the client drops the retracted text
+                closes.append(self._snapshot(event.seq))
+            return [*closes, _custom(name, data)]
         elif name == "run_state" and data.get("state") in TERMINAL_STATES:
             closes = self._close(lambda o: o.run_id == run_id)
             run.state = _State.FINISHED
@@ -338,7 +411,8 @@ class AguiMapper:
                 items.append(_tool_result(message_id, call, content))
         return [*items, _custom(event.event, data)]
 
-    def _message(self, data: dict[str, JSON]) -> list[dict[str, Any]]:
+    def _message(self, event: Event) -> list[dict[str, Any]]:
+        data = event.data
         message_id = str(data.get("message_id"))
         text = data.get("text")
         text = text if isinstance(text, str) else ""
@@ -352,6 +426,13 @@ class AguiMapper:
                 rest = text[len(streamed) :]
                 out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": rest})
             out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
+            if self._high > opened.place and self.snapshots:
+                # it began before messages committed ahead of it (thinking of its unit …):
+                # the client moves it after them, to its committed place, as a replay shows it
+                # (a snapshot keeps the client's order: drop it, then add it at the end)
+                out.append(self._snapshot(event.seq, without=message_id))
+                out.append(self._snapshot(event.seq))
+            self._high = max(self._high, opened.place)
             return out
         return _text_message(message_id, role, text)
 
@@ -392,7 +473,9 @@ class AguiMapper:
             out.append(self._started(run))
         opened = self._open.get(delta.message_id)
         if opened is None and delta.offset == 0:
-            opened = self._open[delta.message_id] = _Open(run_id, delta.attempt)
+            self._created += 1
+            opened = _Open(run_id, delta.attempt, place=self._created)
+            self._open[delta.message_id] = opened
             out.append(
                 {"type": "TEXT_MESSAGE_START", "messageId": delta.message_id, "role": "assistant"}
             )
@@ -420,7 +503,9 @@ def after(frames: list[Frame], part: int) -> Iterator[Frame]:
     """The frames of one event's mapping that follow part ``part`` (``Last-Event-ID:
     k.part``): the id-less frames before the group, then the group's parts after ``part``.
 
-    The bare-``k`` frame always remains, even when the group is now shorter than ``part``.
+    The bare-``k`` frame always remains, even when the group is now shorter than ``part``; a
+    ``RUN_STARTED`` among the parts left out is sent without its id (the resumed stream opens
+    with it).
     """
     durable = [f for f in frames if f.id is not None]
     n = len(durable)
@@ -432,6 +517,43 @@ def after(frames: list[Frame], part: int) -> Iterator[Frame]:
         i += 1
         if i > part or i == n:
             yield frame
+        elif frame.event.get("type") == "RUN_STARTED":
+            yield _provisional(frame)
+
+
+MESSAGE_PARTS = frozenset(
+    {
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "REASONING_START",
+        "REASONING_MESSAGE_START",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TOOL_CALL_RESULT",
+        "MESSAGES_SNAPSHOT",
+    }
+)
+"""The events that make or change the client's messages (a snapshot stands for them)."""
+
+
+def _provisional(frame: Frame) -> Frame:
+    """A durable frame sent again without its id (and without its seq)."""
+    event = dict(frame.event)
+    event["metadata"] = {"netra": {"run_id": event["metadata"]["netra"]["run_id"]}}
+    return Frame(None, event)
+
+
+def _creates(item: dict[str, Any]) -> bool:
+    """Whether an event makes the client add a message."""
+    kind = item["type"]
+    if kind == "RUN_STARTED":
+        return "input" in item
+    return kind in ("TEXT_MESSAGE_START", "REASONING_MESSAGE_START", "TOOL_CALL_RESULT")
 
 
 def _is_first(event: Event) -> bool:

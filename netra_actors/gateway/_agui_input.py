@@ -56,6 +56,9 @@ class RunInput:
     cancel_on_disconnect: bool | None = None
     """``forwardedProps.onDisconnect``: ``"cancel"`` True, ``"continue"`` False, absent None
     (the server's default, ``GatewayConfig.agui_on_disconnect``)."""
+    tools: tuple[dict[str, JSON], ...] = ()
+    """``tools``: the client's (frontend) tools, ``{"name", "description", "parameters"}``,
+    offered to the run it starts (``ctx.client_tools()``)."""
 
 
 def parse_run_input(body: bytes) -> RunInput:
@@ -79,6 +82,7 @@ def parse_run_input(body: bytes) -> RunInput:
     for key in ("tools", "context"):
         if key in doc and doc[key] is not None and not isinstance(doc[key], list):
             raise ValueError(f"{key} must be a list")
+    tools = _tools(doc.get("tools"))
     users = _users(messages)
     tool_result = _tool_result(messages[-1]) if messages else None
     resume = _resume(doc.get("resume"))
@@ -105,7 +109,26 @@ def parse_run_input(body: bytes) -> RunInput:
         if_busy=if_busy,
         input=props.get("input"),
         cancel_on_disconnect=None if disconnect is None else disconnect == "cancel",
+        tools=tools,
     )
+
+
+def _tools(tools: object) -> tuple[dict[str, JSON], ...]:
+    if not tools:
+        return ()
+    assert isinstance(tools, list)
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise ValueError("every tool needs a name")  # noqa: TRY004
+        description = tool.get("description", "")
+        if not isinstance(description, str):
+            raise ValueError("a tool's description must be a string")  # noqa: TRY004
+        entry: dict[str, JSON] = {"name": tool["name"], "description": description}
+        if tool.get("parameters") is not None:
+            entry["parameters"] = tool["parameters"]
+        out.append(entry)
+    return tuple(out)
 
 
 def _users(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:

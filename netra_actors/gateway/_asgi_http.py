@@ -22,7 +22,7 @@ import trio
 
 from .._embed import EmbeddedRuntime
 from .._exceptions import RuntimeClosedError
-from ._agui_routes import SSE_CONTENT_TYPE
+from ._agui_stream import SSE_CONTENT_TYPE
 from ._http import MAX_BODY_BYTES, HttpRequest, HttpResponse
 from ._state import ServerState
 

@@ -18,7 +18,8 @@ import orjson
 import trio
 
 from .._runtime import Runtime
-from ._agui_routes import AGUI_EVENTS_PATH, AGUI_PATH, AguiRoutes, SseStream
+from ._agui_routes import AGUI_EVENTS_PATH, AGUI_PATH, AguiRoutes
+from ._agui_stream import SseStream
 from ._config import GatewayConfig
 from ._http import HttpRequest, HttpResponse, json_response
 from ._inspector import INSPECTOR_PATH, inspector_http, is_inspector_path

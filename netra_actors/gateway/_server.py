@@ -23,7 +23,7 @@ import trio
 
 from .._logs import RateLimiter, log_limited
 from .._runtime import Runtime
-from ._agui_routes import SSE_CONTENT_TYPE, SseStream
+from ._agui_stream import SSE_CONTENT_TYPE, SseStream
 from ._config import GatewayConfig
 from ._connection import Connection
 from ._echo import EchoConnection

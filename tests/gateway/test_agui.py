@@ -36,7 +36,7 @@ from gwkit import SECRET, Client, Server, UvicornServer, event_is, run_async, se
 from netra_actors import Delta, Event
 from netra_actors.gateway import mint_token
 from netra_actors.gateway._agui import AguiMapper
-from netra_actors.gateway._agui_routes import KEEPALIVE, SseStream
+from netra_actors.gateway._agui_stream import KEEPALIVE, SseStream
 from netra_actors.gateway._tokens import TokenClaims
 
 
@@ -118,7 +118,16 @@ async def test_post_streams_the_run_as_agui_events(server: Server, user: str) ->
     assert [f.type for f in provisional][:2] == ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]
     assert len(of_type(provisional, "TEXT_MESSAGE_CONTENT")) >= 2
     assert all("seq" not in f.event["metadata"]["netra"] for f in provisional)
-    assert bare(frames, answer["seq"]).event["type"] == "TEXT_MESSAGE_END"
+    # committed with the thinking staged before it: the thinking showed after the streamed
+    # text, so two snapshots move the message after it, to its committed place (as a replay)
+    ended = [f.type for f in group(frames, answer["seq"])]
+    assert ended[-3:] == ["TEXT_MESSAGE_END", "MESSAGES_SNAPSHOT", "MESSAGES_SNAPSHOT"]
+    drop, add = group(frames, answer["seq"])[-2:]
+    added = [m["id"] for m in add.event["messages"]]
+    assert added[-1] == mid
+    assert [m["id"] for m in drop.event["messages"]] == added[:-1]
+    thought = add.event["messages"][-2]
+    assert thought["role"] == "reasoning"
     # the tool call
     (executing,) = [e for e in history if e["event"] == "tool_executing"]
     (completed,) = [e for e in history if e["event"] == "tool_completed"]
@@ -473,6 +482,9 @@ async def test_http_answers(server: Server, user: str) -> None:
         {**good, "messages": [{"role": "assistant", "content": "x"}]},
         {**good, "messages": [{"id": "1", "role": "user", "content": 5}]},
         {**good, "tools": {}},
+        {**good, "tools": [{"description": "a tool with no name"}]},
+        {**good, "tools": [{"name": "t", "description": 1}]},
+        {**good, "tools": [{"name": "t" * 200}]},
         {**good, "forwardedProps": {"agent": 1}},
         {**good, "forwardedProps": {"if_busy": "never"}},
         {**good, "forwardedProps": {"agent": "nobody"}},
@@ -481,7 +493,7 @@ async def test_http_answers(server: Server, user: str) -> None:
     for bad in bad_bodies:
         answer = await request(server, "POST", "/agui", headers=auth(user), body=bad)
         assert answer.status == 400, (bad, answer)
-        assert answer.json()["error"] in ("bad_request", "unknown_agent")
+        assert answer.json()["error"] in ("bad_request", "unknown_agent"), bad
     # a user message as content parts is a RunAgentInput too
     parts = {
         **good,
@@ -597,12 +609,14 @@ class _Deps:
     def __init__(self) -> None:
         self.config = type("Config", (), {"ping_interval": 0.001, "command_timeout": 5.0})()
         self.limits = self
+        self.runtime = self
+        self.store = None  # no per-run reads: a run's first event tells its AG-UI ids
 
     def close_socket(self, user: str, now: float | None = None) -> None:
         pass
 
-    async def run_events(self, user: str, run_id: str, before: int | None) -> list[Event]:
-        return []
+    async def first_event(self, user: str, run_id: str) -> Event | None:
+        return None
 
 
 class _Subscription:
@@ -621,11 +635,9 @@ class _Subscription:
 async def test_keepalive_and_frames_never_send_at_once() -> None:
     """The keepalive task and the pump share the transport's ``send``: never concurrently
     (``trio.SocketStream.send_all`` refuses a second sender)."""
-    deps = _Deps()
-    routes = type("Routes", (), {"deps": deps, "run_events": deps.run_events})()
     claims = TokenClaims(user="alice", expires_at=1e12)
     stream = SseStream(
-        cast(Any, routes),
+        cast(Any, _Deps()),
         claims,
         cast(Any, _Subscription()),
         AguiMapper(),

@@ -119,18 +119,10 @@ def shown(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def same(live: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> None:
-    """The client shows after a live run what it shows after a replay: the same messages, in
-    the same order — but reasoning, whose place may differ: thinking an agent commits with a
-    message it streamed shows after that message live (the text came first), before it in a
-    replay (``seq`` order)."""
-    assert [m for m in live if m["role"] != "reasoning"] == [
-        m for m in replayed if m["role"] != "reasoning"
-    ]
-
-    def key(message: dict[str, Any]) -> str:
-        return json.dumps(message, sort_keys=True)
-
-    assert sorted(map(key, live)) == sorted(map(key, replayed))
+    """The client shows after a live run exactly what it shows after a replay: the same
+    messages, in the same order (thinking committed with a streamed message included: it
+    shows before the message, where the agent committed it)."""
+    assert live == replayed
 
 
 def head_of(server: Server, user: str) -> int:
@@ -195,6 +187,43 @@ def test_crash_and_restart_with_streamed_text(node: str, server: Server, user: s
     assert not any("crash" in str(m.get("content")) for m in messages if m["role"] == "assistant")
     assert "Succeeded on attempt 2." in [m.get("content") for m in messages]
     same(messages, replay(node, server, user, thread))
+
+
+def test_resume_inside_a_rollback_group_retracts_the_text(
+    node: str, server: Server, user: str
+) -> None:
+    """A page that got the rollback's first frame (the END of the text it retracts) and not
+    the snapshot resumes with ``Last-Event-ID: k.1``: it ends up showing what a replay shows."""
+    thread = thread_id()
+    props = {"agent": "crashy", "input": {"crash_times": 1, "stream": True}}
+    said = user_message("go")
+    (out,) = drive(node, server, user, thread, [run_step(said, forwardedProps=props)])
+    frames = out["frames"]
+    rollback = next(
+        f
+        for f in frames
+        if f.type == "CUSTOM" and f.event["name"] == "netra.run_rolled_back" and f.id
+    )
+    k = rollback.seq
+    first = next(f for f in frames if f.id == f"{k}.1")
+    assert first.type == "TEXT_MESSAGE_END"
+    retracted = first.event["messageId"]
+    text = "".join(
+        f.event["delta"]
+        for f in frames
+        if f.type == "TEXT_MESSAGE_CONTENT" and f.event["messageId"] == retracted
+    )
+    assert text
+    held = [said, {"id": retracted, "role": "assistant", "content": text}]
+    head = str(head_of(server, user))
+    step = {"kind": "follow", "lastEventId": f"{k}.1", "untilId": head, "add": held}
+    (resumed,) = drive(node, server, user, thread, [step])
+    assert resumed["error"] is None, resumed["error"]
+    kinds = [(f.type, f.id) for f in resumed["frames"]][:2]
+    assert kinds == [("RUN_STARTED", None), ("MESSAGES_SNAPSHOT", f"{k}.2")]
+    shown_now = shown(resumed["messages"])
+    assert retracted not in [m["id"] for m in shown_now]
+    same(shown_now, replay(node, server, user, thread))
 
 
 def test_cancel_by_closing_the_stream(node: str, server: Server, user: str) -> None:
@@ -276,9 +305,12 @@ def test_interrupts_resolved_and_cancelled(node: str, server: Server, user: str)
 
 def test_frontend_tools(node: str, server: Server, user: str) -> None:
     thread = thread_id()
-    tools = [{"name": "get_time", "description": "The time in the browser", "parameters": {}}]
-    props = {"agent": "browser", "input": {"tool": "get_time"}}  # forwardedProps.input
-    call = run_step(user_message("what time is it?"), tools=tools, forwardedProps=props)
+    tools = [
+        {"name": "get_weather", "description": "The weather here", "parameters": {}},
+        {"name": "get_time", "description": "The time in the browser", "parameters": {}},
+    ]
+    props = {"agent": "browser"}  # the agent picks the offered tool the message names
+    call = run_step(user_message("get_time, please"), tools=tools, forwardedProps=props)
     (called,) = drive(node, server, user, thread, [call])
     assert called["error"] is None
     assert called["frames"][-1].event["outcome"] == {"type": "success"}

@@ -4,7 +4,7 @@ validate against the ``ag-ui-protocol`` models and keep the AG-UI ordering rules
 rules, live, replayed, resumed at every id, and joined in the middle. No I/O.
 
 The glue between the mapper and the store (:func:`stream`) does what
-``_agui_routes.SseStream`` does: learn a run met after its start from its earlier events when the
+``_agui_stream.SseStream`` does: learn a run met after its start from its earlier events when the
 mapper asks, and drop what a ``Last-Event-ID: k.i`` client already has.
 """
 
@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netra_actors import Delta, Event
-from netra_actors.gateway._agui import AguiMapper, EventId, Frame, after
+from netra_actors.gateway._agui import AguiMapper, EventId, Frame, SnapshotFill, after
+from netra_actors.gateway._agui_messages import thread_messages
 
 USER = "alice"
 MAX = 2**63
@@ -421,7 +422,7 @@ def test_replay_and_resume_points_are_exact(scenario: Scenario, data: st.DataObj
             continue
         k, part = EventId.parse(frame.id)
         assert part is not None
-        expected = list(after(_frames(replay_groups[k]), part))
+        expected = [f for f in after(_frames(replay_groups[k]), part) if f.id is not None]
         rest = [f for f in replayed if f.id is not None and id_key(f.id)[0] > k]
         got = durable(resume(scenario, frame.id))
         assert got == [SseFrame(f.id, f.event) for f in expected] + rest
@@ -721,3 +722,100 @@ def test_after_keeps_the_bare_k_even_for_a_shorter_group(n: int, part: int) -> N
     rest = list(after(frames, part))
     assert rest[-1] == frames[-1]
     assert rest == (frames[part:] if part < n else [frames[-1]])
+
+
+# -- thread-scoped streams: snapshots ---------------------------------------------------------
+
+
+def _fill(fills: Sequence[SnapshotFill], events: Sequence[Event]) -> None:
+    """Fill the mapper's snapshots as the stream does: the thread's committed conversation."""
+    for fill in fills:
+        fill.fill(thread_messages([e for e in events if e.seq <= fill.upto]))
+
+
+def test_thinking_committed_with_a_streamed_message_moves_it_after_the_thinking() -> None:
+    """Live equals replay: the client showed the streamed text before the thinking its unit
+    committed first; two snapshots (without it, then with it) move it to its committed place."""
+    events = [
+        _event(1, "r", "message", role="user", text="hi", message_id="u", agui={"threadId": "main", "runId": "R"}),
+        _event(2, "r", "agent_thinking", text="hmm"),
+        _event(3, "r", "message", role="assistant", text="Hello", message_id="m"),
+    ]  # fmt: skip
+    mapper = AguiMapper(snapshots=True)
+    frames = [*mapper.event(events[0]), *mapper.delta(Delta("r", 1, "m", 0, "Hel"), NOW)]
+    assert mapper.take_fills() == []
+    frames += mapper.event(events[1])
+    assert mapper.take_fills() == []  # the thinking alone: no snapshot yet
+    frames += mapper.event(events[2])
+    fills = mapper.take_fills()
+    assert [(f.upto, f.without) for f in fills] == [(3, "m"), (3, None)]
+    _fill(fills, events)
+    group = [(f.id, f.event["type"]) for f in frames if f.id and f.id.startswith("3")]
+    assert group == [
+        ("3.1", "TEXT_MESSAGE_CONTENT"),
+        ("3.2", "TEXT_MESSAGE_END"),
+        ("3.3", "MESSAGES_SNAPSHOT"),
+        ("3", "MESSAGES_SNAPSHOT"),
+    ]
+    drop, add = frames[-2].event["messages"], frames[-1].event["messages"]
+    assert [m["id"] for m in drop] == ["u", "r.t2"]
+    assert [m["id"] for m in add] == ["u", "r.t2", "m"]
+    check([SseFrame(f.id, f.event) for f in frames], clock=False)
+    # a stream of no thread cannot move messages: it keeps the first set's frames
+    plain = AguiMapper()
+    plain.event(events[0])
+    plain.delta(Delta("r", 1, "m", 0, "Hel"), NOW)
+    plain.event(events[1])
+    assert [f.event["type"] for f in plain.event(events[2])] == [
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+    ]
+    assert plain.take_fills() == []
+
+
+def test_a_streamed_message_committed_in_place_needs_no_snapshot() -> None:
+    events = [
+        _event(1, "r", "agent_thinking", text="first"),
+        _event(2, "r", "message", role="assistant", text="Hello", message_id="m"),
+    ]
+    mapper = AguiMapper(snapshots=True)
+    mapper.learn("r", [])
+    mapper.event(events[0])
+    mapper.delta(Delta("r", 1, "m", 0, "Hello"), NOW)
+    assert [f.event["type"] for f in mapper.event(events[1])] == ["TEXT_MESSAGE_END"]
+    assert mapper.take_fills() == []
+
+
+def test_a_thread_stream_resumed_inside_a_group_gets_a_snapshot() -> None:
+    """``Last-Event-ID: k.i`` inside a rollback's group (the client got the END of the
+    retracted text, not the snapshot) or a message's group (begun, not ended): the resumed
+    stream opens with the run's RUN_STARTED, then a snapshot of the thread through k stands
+    for the rest of the group's message events; its run events follow; the bare k ends it."""
+    agui = {"threadId": "main", "runId": "R"}
+    events = [
+        _event(1, "r", "message", role="user", text="hi", message_id="u", agui=agui),
+        _event(2, "r", "run_rolled_back", reason="crash", error="e", attempt=1, will_restart=True),
+        _event(3, "r", "message", role="assistant", text="Hello", message_id="m"),
+        _event(4, "r", "run_state", state="completed", previous="completing"),
+    ]
+    for seq, part in ((2, 1), (2, 2), (3, 1), (3, 2), (1, 1), (1, 3)):
+        mapper = AguiMapper(snapshots=True)
+        mapper.learn("r", [e for e in events if e.seq < seq])
+        frames = mapper.resumed(events[seq - 1], part)
+        _fill(mapper.take_fills(), events)
+        summary = [(f.id, f.event["type"]) for f in frames]
+        rest = [("2", "CUSTOM")] if seq == 2 else []
+        if len(rest):
+            expected = [(f"{seq}.{part + 1}", "MESSAGES_SNAPSHOT"), *rest]
+        else:
+            expected = [(str(seq), "MESSAGES_SNAPSHOT")]
+        assert summary == [(None, "RUN_STARTED"), *expected], (seq, part)
+        snapshot = next(f for f in frames if f.event["type"] == "MESSAGES_SNAPSHOT")
+        ids = [m["id"] for m in snapshot.event["messages"]]
+        assert ids == (["u", "m"] if seq >= 3 else ["u"])
+        later = [f for e in events[seq:] for f in mapper.event(e)]
+        check(
+            [SseFrame(f.id, f.event) for f in [*frames, *later]],
+            clock=False,
+            resumed=f"{seq}.{part}",
+        )

@@ -18,6 +18,8 @@ from netra_actors.testing import MemoryStore, guest_test
 
 SEEN: dict[str, list[tuple[int, tuple[na.types.ConversationMessage, ...]]]] = {}
 """run_id -> (attempt, conversation) of every attempt of the recording agents."""
+TOOLS: dict[str, list[tuple[int, tuple[na.types.ClientTool, ...]]]] = {}
+"""run_id -> (attempt, ctx.client_tools()) of every attempt of the recording agents."""
 
 
 class Echo(na.Agent):
@@ -30,6 +32,7 @@ class Echo(na.Agent):
     async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
         conversation = await ctx.conversation()
         SEEN.setdefault(ctx.run_id, []).append((ctx.attempt, conversation))
+        TOOLS.setdefault(ctx.run_id, []).append((ctx.attempt, await ctx.client_tools()))
         await ctx.tool("length", lambda text: len(text), text=str(input))
         await ctx.say(f"echo: {input}")
         if "crash" in str(input) and ctx.attempt == 1:
@@ -44,6 +47,7 @@ class ThreadedEcho(na.ThreadedAgent):
     def run(self, ctx: na.ThreadedContext, input: na.JSON) -> na.JSON:
         conversation = ctx.conversation()
         SEEN.setdefault(ctx.run_id, []).append((ctx.attempt, conversation))
+        TOOLS.setdefault(ctx.run_id, []).append((ctx.attempt, ctx.client_tools()))
         ctx.say(f"echo: {input}")
         ctx.checkpoint()
         if "crash" in str(input) and ctx.attempt == 1:
@@ -132,6 +136,46 @@ async def test_threads_most_recent_first_with_their_live_runs(kind: str, tmp_pat
         with trio.fail_after(10):
             await rt.wait_run("alice", waiting)
         assert [t.live_runs for t in (await rt.threads("alice")).threads] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("agent", ["echo", "techo"])
+@guest_test()
+async def test_an_agent_sees_the_client_tools_of_its_message(agent: str, tmp_path: Path) -> None:
+    """``say(client_tools=…)`` (an AG-UI request's ``tools``): ``ctx.client_tools()`` lists
+    them in every attempt; they are kept with the run's own message only; a later run of the
+    thread that offers none sees none."""
+    weather = na.types.ClientTool(
+        name="get_weather", description="The weather here", parameters={"type": "object"}
+    )
+    offered = [weather, {"name": "get_time"}]
+    async with na.open_runtime(make_config(tmp_path), agents=AGENTS) as rt:
+        info = await said(
+            rt,
+            "use them, crash",
+            agent=agent,
+            client_tools=offered,
+            message_id="m-own",
+            earlier=[("m-before", "before")],
+        )
+        assert info.state.value == "completed"
+        expected = (weather, na.types.ClientTool(name="get_time"))
+        assert TOOLS[info.run_id] == [(1, expected), (2, expected)]  # the same in each attempt
+        page = await rt.history("alice", limit=50)
+        users = {e.data["message_id"]: e.data for e in page.events if e.event == "message"}
+        assert "client_tools" not in users["m-before"]
+        assert users["m-own"]["client_tools"] == [
+            {"name": "get_weather", "description": "The weather here", "parameters": {"type": "object"}},
+            {"name": "get_time", "description": ""},
+        ]  # fmt: skip
+        later = await said(rt, "again", agent=agent)
+        assert TOOLS[later.run_id] == [(1, ())]
+        for bad in (
+            [{"name": ""}],
+            [{"description": "no name"}],
+            [{"name": "x", "description": 1}],
+        ):
+            with pytest.raises(na.CommandError):
+                await rt.say("alice", "bad", agent=agent, client_tools=bad)
 
 
 @pytest.mark.parametrize("agent", ["echo", "techo"])
