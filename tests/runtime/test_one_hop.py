@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ async def test_commands_during_an_in_task_commit_wait_for_it_and_keep_their_orde
             late.append(await rt.subscribe("alice", resume_from=0))
             answers["subscribed"] = late[0].head_seq
 
+        commands: list[Callable[[], Awaitable[None]]]
         commands = [get_runs, functools.partial(answer, 1), send, subscribe]
         commands.append(functools.partial(answer, 2))
         async with trio.open_nursery() as n:
