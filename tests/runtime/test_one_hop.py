@@ -311,8 +311,9 @@ async def test_a_lost_lease_during_an_in_task_commit_commits_nothing_and_unwinds
 async def test_parallel_runs_of_one_user_interleave_gaplessly_through_the_hold(
     autojump_clock: trio.testing.MockClock, runs: int
 ) -> None:
-    """Several agents of one user checkpoint at once: one takes the hold, the others go
-    through the mailbox; every unit commits once, in one gapless order."""
+    """Several agents of one user checkpoint at once: whichever finds the supervisor parked
+    takes the hold, the others go through the mailbox; every unit commits once, in one
+    gapless order (which path each takes depends on the schedule: not asserted)."""
     store = HopStore()
     async with na.open_runtime(na.RuntimeConfig(), agents=[HopTwice], store=store) as rt:
         sub = await rt.subscribe("alice", resume_from=0)
@@ -324,4 +325,3 @@ async def test_parallel_runs_of_one_user_interleave_gaplessly_through_the_hold(
     assert [i.result for i in infos] == run_ids
     assert sorted(thoughts(events)) == sorted(["a", "b"] * runs)
     assert_gapless(events)
-    assert any(in_agent_task(t) for t in store.thought_tasks)
