@@ -17,22 +17,17 @@ from typing import Any
 
 import trio
 
+from . import _checkpoint
 from ._core import _inputs as inputs
-from ._core._lifecycle import Crash, Plan, Wait, on_crash, on_finish, on_slot, on_wait
+from ._core._lifecycle import Crash, Wait, on_crash, on_slot, on_wait
 from ._exceptions import RunFencedError, StoreError
-from ._journal_events import (
-    fold,
-    fold_unit,
-    model_after,
-    model_call_statement,
-    question_diverged,
-)
+from ._journal_events import fold, fold_unit, question_diverged
 from ._logs import log_crash
 from ._messages import AgentExited, Ask, Checkpoint, Heartbeat, Sleep, SlotReady, Write
 from ._owner import Owner
 from ._runs import Run, stage_plan
 from ._uow import UnitOfWork
-from ._values import dumps, loads
+from ._values import loads
 
 _OVER = "this attempt of the run is over"
 
@@ -40,46 +35,28 @@ log = logging.getLogger("netra_actors.supervisor")
 
 
 async def checkpoint(owner: Owner, msg: Checkpoint) -> None:
+    """The checkpoint as a message (the supervisor was busy: ``_checkpoint.py``)."""
     run = owner.session.running(msg.run_id, msg.attempt)
     if run is None:
-        msg.reply.fail(RunFencedError("this attempt of the run is over"))
+        msg.reply.fail(RunFencedError(_OVER))
         return
     if msg.beat:
         run.life = run.life.beat(trio.current_time())
-    unit = UnitOfWork(owner.user_id, msg.events)
-    for row, params in msg.rows:
-        unit.stage(row, params)
-    model = msg.model
-    if model is not None:  # kept beside the events, placed in the journal where it committed
-        after = model_after(owner.feed.head, msg.events)
-        unit.stage(model_call_statement(owner.user_id, run.run_id, msg.attempt, model, after))
-    plan: Plan | None = None
-    result_json = None
-    if msg.is_final:
-        plan = on_finish(run.life, attempt=msg.attempt)
-        assert plan is not None  # the attempt is the running one: checked above
-        result_json = dumps(msg.final_result)
-        unit.emit_encoded(run.run_id, "agent_completed", f'{{"result":{result_json}}}')
-        stage_plan(unit, owner.user_id, run, plan, result_json)
+    events, model = msg.events, msg.model
+    unit, plan, result_json = _checkpoint.stage(
+        owner, run, msg.attempt, events, msg.rows, model, msg.final_result, msg.is_final
+    )
     if not unit:
         msg.reply.set(owner.feed.head)
         return
-    try:  # inline, not shared with ``ask``: no extra coroutine per checkpoint (the hot path)
+    try:
         await owner.committer.commit(unit)
     except StoreError as exc:
         msg.reply.fail(exc)
         await owner.crashed(run, msg.attempt, Crash.STORE_ERROR, str(exc))
         return
-    # committed: a new attempt replays it
-    fold_unit(run.journal, msg.events, None if model is None else model.item())
     msg.reply.set(owner.feed.head)
-    owner.streams.committed(msg.closes)  # the committed message supersedes its deltas
-    if plan is not None:
-        run.result_json = result_json
-        run.child = None  # the attempt finished: its task is returning, let it
-        owner.applied(run, plan)
-    elif owner.draining:
-        owner.hand_over(run)  # it reached a commit: the next owner goes on from here
+    _checkpoint.committed(owner, run, events, model, msg.closes, plan, result_json)
 
 
 def write(owner: Owner, msg: Write) -> None:

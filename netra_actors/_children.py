@@ -24,6 +24,7 @@ from ._threaded import run_threaded_attempt
 from ._values import JSON, loads
 
 if TYPE_CHECKING:
+    from ._checkpoint import InTask
     from ._deps import SupervisorDeps, ThreadCounters
     from ._runs import Run
 
@@ -37,8 +38,11 @@ def start_attempt(
     run: Run,
     deps: SupervisorDeps,
     release_slot: Callable[[], None] | None,
+    in_task: InTask | None = None,
 ) -> None:
-    """Start attempt ``run.life.attempt``: a trio task, or a pykka actor when threaded."""
+    """Start attempt ``run.life.attempt``: a trio task, or a pykka actor when threaded (an async
+    agent takes its checkpoints through ``in_task`` when it can: ``_checkpoint.py``)."""
+    threaded = issubclass(run.agent_cls, ThreadedAgent)
     config = deps.config
     hb = run.life.liveness.policy.heartbeat_timeout
     ctx = AgentContext(
@@ -56,6 +60,7 @@ def start_attempt(
         journal=run.journal.snapshot(),
         thread=run.thread,
         conversation=functools.partial(run_conversation, deps.store, user_id, run),
+        in_task=None if threaded else in_task,
     )
     if deps.tracing is not None:
         ctx._tools.trace = deps.tracing.attempt(run)
@@ -63,7 +68,7 @@ def start_attempt(
     run.question = None
     run.child = scope = trio.CancelScope()
     input_value = None if run.input_json is None else loads(run.input_json)
-    if issubclass(run.agent_cls, ThreadedAgent):
+    if threaded:
         assert release_slot is not None
         nursery.start_soon(
             functools.partial(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -41,6 +41,9 @@ from ._resilience import Resilience
 from ._staging import Staging, encoded_event
 from ._toolcall import ToolCalls
 from ._values import JSON, StagedEvent, dumps, loads
+
+if TYPE_CHECKING:
+    from ._checkpoint import InTask
 
 T = TypeVar("T")
 
@@ -65,6 +68,7 @@ class AgentContext:
         journal: tuple[Item, ...] = (),
         thread: str = "main",
         conversation: Callable[[], Awaitable[tuple[ConversationMessage, ...]]] | None = None,
+        in_task: InTask | None = None,
     ) -> None:
         self.user_id = user_id
         """The user this run belongs to."""
@@ -78,6 +82,9 @@ class AgentContext:
         """The thread the run belongs to."""
         self._conversation = conversation
         self._sup = supervisor
+        self._in_task = in_task
+        """The session's way to take a checkpoint in this task when the supervisor is parked
+        (``_checkpoint.py``; None for a threaded agent's operations)."""
         self._inbox = inbox
         self.max_staged = max_staged
         self.max_event_bytes = max_event_bytes
@@ -350,7 +357,15 @@ class AgentContext:
         ``beat_every`` seconds old (at most a second, and a quarter of the heartbeat timeout), and
         so do checkpoints and waiting in :meth:`receive`.
         """
-        self._last_beat = self._now()
+        now = self._last_beat = self._now()
+        in_task = self._in_task
+        if (
+            in_task is not None
+            and not self._fenced
+            and in_task.beat(self.run_id, self.attempt, now)
+        ):
+            await trio.lowlevel.checkpoint()
+            return
         await self._send(Heartbeat(self.run_id, self.attempt))
 
     async def checkpoint(self) -> int:
@@ -371,12 +386,21 @@ class AgentContext:
         is_final: bool = False,
         closes: tuple[str, ...] = (),
     ) -> int:
-        reply: Reply[int] = Reply()
         model, self._model = self._model, None
         now = self._now()
         beat = now - self._last_beat >= self.beat_every  # a checkpoint is a sign of life too
         if beat:
             self._last_beat = now
+        in_task = self._in_task
+        if in_task is not None:  # one hop: the supervisor's work, here, if it is parked
+            self._check()
+            await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled attempt commits nothing
+            head = await in_task.checkpoint(
+                self.run_id, self.attempt, beat, events, rows, model, final, is_final, closes
+            )
+            if head is not None:
+                return head
+        reply: Reply[int] = Reply()
         await self._send(
             Checkpoint(
                 self.run_id,

@@ -13,12 +13,14 @@ the supervisor (``_supervisor.py``) build on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from . import _checkpoint
 from ._children import slot_waiter, start_attempt
 from ._commit import Committer
 from ._core._lifecycle import Crash, Plan, Rollback, on_crash, on_handover
@@ -26,7 +28,7 @@ from ._core._session import Session
 from ._deps import SupervisorDeps
 from ._feed import Feed
 from ._logs import log_store_error
-from ._messages import Message
+from ._messages import Message, Poke
 from ._runs import Run, stage_plan
 from ._streams import OpenMessages
 from ._uow import UnitOfWork
@@ -64,6 +66,10 @@ class Owner:
         """Drained: stop after this message (and release the lease)."""
         self.draining = False
         """The node drains: hand every run over at its next commit, start no attempt."""
+        self.hold = _checkpoint.Hold()
+        """An agent task that does the supervisor's work while it is parked (a checkpoint)."""
+        self.in_task = _checkpoint.InTask(self)
+        """What an async agent's context calls to take a checkpoint or a beat in its own task."""
 
     def _new_streams(self) -> OpenMessages:
         config = self._config
@@ -93,6 +99,15 @@ class Owner:
             and self._rx.statistics().current_buffer_used == 0
             and not any(run.waiters for run in self.session.runs.values())
         )
+
+    def wake(self) -> None:
+        """Wake the loop (a subscription closed, the deadline passed, or an agent left it work).
+        Never blocks."""
+        # Full: the loop is busy and looks again anyway. Closed: nobody is left to tell.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            self._tx.send_nowait(Poke())
 
     def trace(self, what: str, detail: Any = None) -> None:
         if self._deps.tracer is not None:
@@ -145,7 +160,9 @@ class Owner:
             self._finalize(run)
         elif plan.spawn:
             assert self.nursery is not None
-            start_attempt(self.nursery, self._tx, self.user_id, run, self._deps, release_slot)
+            start_attempt(
+                self.nursery, self._tx, self.user_id, run, self._deps, release_slot, self.in_task
+            )
         elif plan.await_slot:
             assert self.nursery is not None
             run.child = trio.CancelScope()

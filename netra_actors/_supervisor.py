@@ -26,7 +26,7 @@ from . import _agent_reports as agents
 from . import _commands as commands
 from . import _erasure as erasure
 from ._agent import Agent
-from ._commit import Lost
+from ._commit import Lost, SessionFailed
 from ._core._lifecycle import Wait
 from ._core._recovery import StoredRun, recover
 from ._deps import SupervisorDeps
@@ -57,6 +57,7 @@ from ._messages import (
     TryLease,
     WaitRun,
     Write,
+    fail_message,
 )
 from ._owner import Owner
 from ._runs import Run, stage_plan
@@ -66,6 +67,15 @@ from ._values import RunInfo
 log = logging.getLogger("netra_actors.supervisor")
 
 _DURABLE = frozenset(w.value for w in Wait if w.durable)
+
+
+def _stopped(exc: BaseException) -> BaseException:
+    """What the sender of a message the session will never handle is told, ``exc`` ending it."""
+    if isinstance(exc, SessionFailed):
+        return exc.error
+    if isinstance(exc, Lost):
+        return RuntimeClosedError("the user's session moved to another node; try again")
+    return RuntimeClosedError("the user's session stopped; try again")
 
 
 class UserSupervisor(Owner):
@@ -231,6 +241,9 @@ class UserSupervisor(Owner):
 
     async def on_time(self) -> bool:
         """The deadline passed: act on every run that is due. True if idle long enough."""
+        hold = self.hold
+        if hold.held or hold.deferred is not None:
+            await hold.settle()
         now = trio.current_time()
         for run, plan in self.session.ticks(now):
             await self.execute(run, plan)
@@ -242,6 +255,13 @@ class UserSupervisor(Owner):
 
     async def handle(self, msg: Message) -> bool:
         """Dispatch one message to its handler. True if the supervisor stops now (drained)."""
+        hold = self.hold
+        if hold.held or hold.deferred is not None:  # an agent did our work: it comes first
+            try:
+                await hold.settle()
+            except BaseException as exc:  # the session ends there: ``msg`` is never handled
+                fail_message(msg, _stopped(exc))
+                raise
         match msg:
             case Checkpoint():
                 await agents.checkpoint(self, msg)
@@ -304,11 +324,3 @@ class UserSupervisor(Owner):
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False  # busy or gone: the item stays in the inbox, offered again later
         return True
-
-    def wake(self) -> None:
-        """Wake the loop (a subscription closed, or the deadline passed). Never blocks."""
-        # Full: the loop is busy and looks again anyway. Closed: nobody is left to tell.
-        with contextlib.suppress(
-            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
-            self._tx.send_nowait(Poke())
