@@ -96,6 +96,8 @@ def write(owner: Owner, msg: Write) -> None:
     delta = owner.streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
     if delta is not None:
         owner.feed.deliver_delta(delta)
+        if owner.committer.epoch is not None:  # a cluster: to the sockets on other nodes too
+            owner._deps.cluster.publish(owner.user_id, delta)
 
 
 def heartbeat(owner: Owner, msg: Heartbeat) -> None:
