@@ -368,6 +368,16 @@ def _verify(
     return store, lost, duplicated
 
 
+def _mean_ms(
+    before: list[dict[str, float]], after: list[dict[str, float]], name: str
+) -> float | None:
+    """The mean of histogram ``name`` over a phase, summed over servers, in ms (None: empty)."""
+    pairs = list(zip(before, after, strict=True))
+    total = sum(a.get(name + "_sum", 0.0) - b.get(name + "_sum", 0.0) for b, a in pairs)
+    count = sum(a.get(name + "_count", 0.0) - b.get(name + "_count", 0.0) for b, a in pairs)
+    return total / count * 1000 if count > 0 else None
+
+
 def load_phase(
     cluster: Cluster,
     dsn: str,
@@ -380,10 +390,12 @@ def load_phase(
     names = [f"{prefix}{i:05d}" for i in range(users)]
     with cluster.clients(names, run_input, clients, tolerate=False) as fleet:
         cpu0 = [s.cpu() for s in cluster.servers]
+        m0 = [s.metrics() for s in cluster.servers]
         t0 = fleet.go()
         results = fleet.results(900)
         wall = time.time() - t0
         cpu = [s.cpu() - c for s, c in zip(cluster.servers, cpu0, strict=True)]
+        m1 = [s.metrics() for s in cluster.servers]
     sockets = [s for r in results for s in r["sockets"]]
     store, lost, duplicated = _verify(dsn, prefix, sockets, skip_closed=False)
     committed = sum(c for c, _d, _s in store.values())
@@ -402,7 +414,12 @@ def load_phase(
     def ms(values: list[float], q: float) -> float | None:
         return percentile(values, q) * 1000 if values else None
 
+    owner_m, others_m = (m0[:1], m1[:1]), (m0[1:], m1[1:])
     return {
+        # where the lag comes from (means over the phase, from the servers' /metrics)
+        "owner_commit_mean_ms": _mean_ms(*owner_m, "netra_store_commit_seconds"),
+        "owner_to_mailbox_mean_ms": _mean_ms(*owner_m, "netra_commit_to_mailbox_seconds"),
+        "follower_handoff_mean_ms": _mean_ms(*others_m, "netra_cross_node_delivery_seconds"),
         "delta_p50_ms": ms(cross_d, 50) if streamed else None,
         "delta_p99_ms": ms(cross_d, 99) if streamed else None,
         "owner_delta_p50_ms": ms(owner_d, 50) if streamed else None,
@@ -761,6 +778,11 @@ def run(options: Options, progress: Progress) -> Report:
         "cross-node lag = receive on a non-owner node's socket - the event's ts (owner's clock "
         "when the unit went to the group commit; same machine): includes the commit, NOTIFY, "
         "the follower's read of the store and the gateway; owner p99 = the same on node 1",
+        "where the lag comes from (means over each phase, from the servers' /metrics, in the "
+        "JSON): owner_commit_mean_ms = one group-commit transaction on node 1; "
+        "owner_to_mailbox_mean_ms = ts -> the owner's hand-off to its socket mailboxes (queue + "
+        "commit); follower_handoff_mean_ms = ts -> a follower's hand-off (+ NOTIFY, listener, "
+        "the follower's read); the rest of a socket's lag is the gateway and the client",
         f"deltas (half of max load): each run streams one message, {STREAM_TOKENS} tokens per "
         "unit, each token its write time; delta lag = receive on a non-owner node's socket - "
         "that time (the owner's relay: NOTIFY netra_deltas, the listener, the follower, the "
