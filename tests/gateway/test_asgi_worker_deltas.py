@@ -23,7 +23,9 @@ from gwkit import Client, UvicornServer, run_async, token
 async def _socket(srv: UvicornServer, user: str) -> Client:
     """A socket that takes deltas (``features: ["deltas"]``)."""
     client = await Client.open(srv, hello=False)
-    await client.send({"type": "hello", "protocol": 1, "token": token(user), "features": ["deltas"]})
+    await client.send(
+        {"type": "hello", "protocol": 1, "token": token(user), "features": ["deltas"]}
+    )
     client.welcome = await client.next_frame()
     assert client.welcome["type"] == "welcome", client.welcome
     return client
@@ -100,9 +102,7 @@ def test_two_workers_stream_deltas_to_sockets_on_either(tmp_path: Path) -> None:
                 assert text == answer["data"]["text"]
                 last_delta = max(i for i, f in enumerate(client.frames) if f["type"] == "delta")
                 committed = next(
-                    i
-                    for i, f in enumerate(client.frames)
-                    if answer in [f] + list(f.get("events", []))
+                    i for i, f in enumerate(client.frames) if answer in [f, *f.get("events", [])]
                 )
                 assert last_delta < committed
             await asyncio.gather(*(c.ws.close() for c in clients))
