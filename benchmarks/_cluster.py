@@ -96,6 +96,8 @@ class _Deltas:
 
     def __init__(self) -> None:
         self.texts: dict[str, str] = {}
+        self.attempts: dict[str, tuple[str, int]] = {}
+        """message id -> (run id, attempt) of its deltas."""
         self.closed: set[str] = set()
         self.count = 0
         self.tokens = 0
@@ -111,15 +113,25 @@ class _Deltas:
             errors.append(f"delta of {mid} at {msg['offset']}, the socket has {len(have)}")
             return
         self.texts[mid] = have + text
+        self.attempts[mid] = (msg["run_id"], msg["attempt"])
         for token in text.split(";")[:-1]:
             self.tokens += 1
             self.lags.append(now - float(token))
+
+    def rolled_back(self, run_id: str, data: dict[str, Any]) -> None:
+        """The attempt's rollback retracts its open messages: no delta of them may follow."""
+        for mid, attempt in list(self.attempts.items()):
+            if attempt == (run_id, data.get("attempt")):
+                self.closed.add(mid)
+                self.texts.pop(mid, None)
+                del self.attempts[mid]
 
     def committed(self, data: dict[str, Any], errors: list[str]) -> None:
         mid = data.get("message_id")
         if not isinstance(mid, str):
             return
         self.closed.add(mid)
+        self.attempts.pop(mid, None)
         if not str(data.get("text", "")).startswith(self.texts.pop(mid, "")):
             self.bad += 1
             errors.append(f"the deltas of {mid} are not its committed text")
@@ -158,6 +170,8 @@ async def _events(
                     lags.append(now - ev["ts"])
                 elif name == "message":
                     deltas.committed(ev["data"], errors)
+                elif name == "run_rolled_back":
+                    deltas.rolled_back(ev["run_id"], ev["data"])
                 elif name == "run_rolled_back" or name == "run_state":
                     marks.append([seq, name, now, ev["data"].get("state")])
                     if name == "run_state" and ev["data"]["state"] in wsclient.TERMINAL:

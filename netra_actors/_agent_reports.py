@@ -91,8 +91,9 @@ def write(owner: Owner, msg: Write) -> None:
         owner.committer.epoch is not None
         and leases
         and time.monotonic() > leases.lease_valid_until(owner.user_id)
-    ):
-        return  # past our own lease deadline: another node may own the user by now
+    ):  # past our own lease deadline: another node may own the user by now. The message
+        owner.streams.stop(msg.run_id, msg.message_id)  # stops: its next pieces would skip this
+        return
     delta = owner.streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
     if delta is not None:
         owner.feed.deliver_delta(delta)

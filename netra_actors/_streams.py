@@ -61,6 +61,12 @@ class OpenMessages:
         msg.length += len(text)
         return delta
 
+    def stop(self, run_id: str, message_id: str) -> None:
+        """This message streams no more (a piece of it was not sent: the ones after it would
+        not add up to its text); its committed message still comes."""
+        self._open.pop(message_id, None)
+        self._muted[message_id] = run_id
+
     def committed(self, message_ids: Iterable[str]) -> None:
         """These messages are committed: their provisional text ends."""
         for mid in message_ids:
