@@ -170,9 +170,9 @@ async def _events(
                     lags.append(now - ev["ts"])
                 elif name == "message":
                     deltas.committed(ev["data"], errors)
-                elif name == "run_rolled_back":
-                    deltas.rolled_back(ev["run_id"], ev["data"])
                 elif name == "run_rolled_back" or name == "run_state":
+                    if name == "run_rolled_back":
+                        deltas.rolled_back(ev["run_id"], ev["data"])
                     marks.append([seq, name, now, ev["data"].get("state")])
                     if name == "run_state" and ev["data"]["state"] in wsclient.TERMINAL:
                         done = True
