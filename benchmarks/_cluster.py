@@ -75,15 +75,66 @@ if TYPE_CHECKING:  # websockets is a dev-only package: imported where a socket i
 TITLE = "1 / 2 / 3 serve processes on one PostgreSQL database: delivery, takeover, activation"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LEASE_TTL = 2.0
+STREAM_TOKENS = 2
+"""Provisional tokens each run streams per unit of work at half of max load."""
 
 
 # -- the client --------------------------------------------------------------------------------
 
 
 async def _open(spec: dict[str, Any]) -> ClientConnection:
-    hello = {"token": spec["token"], "resume_from": 0}
+    hello = {"token": spec["token"], "resume_from": 0, "features": ["deltas"]}
     ws, _welcome = await wsclient.say_hello(spec["url"], hello, open_timeout=120)
     return ws
+
+
+class _Deltas:
+    """One socket's provisional text, checked against the contract as it arrives: each delta at
+    the offset where the socket's text of that message ends (in order, never past it), none
+    after its committed ``message``, and the text a prefix of the committed one. The tokens
+    carry the time they were written (``bench_e2e`` with ``stream``): their lag is measured."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+        self.attempts: dict[str, tuple[str, int]] = {}
+        """message id -> (run id, attempt) of its deltas."""
+        self.closed: set[str] = set()
+        self.count = 0
+        self.tokens = 0
+        self.bad = 0
+        self.lags: list[float] = []
+
+    def delta(self, now: float, msg: dict[str, Any], errors: list[str]) -> None:
+        mid, text = msg["message_id"], msg["text"]
+        have = self.texts.get(mid, "")
+        self.count += 1
+        if mid in self.closed or msg["offset"] != len(have):
+            self.bad += 1
+            errors.append(f"delta of {mid} at {msg['offset']}, the socket has {len(have)}")
+            return
+        self.texts[mid] = have + text
+        self.attempts[mid] = (msg["run_id"], msg["attempt"])
+        for token in text.split(";")[:-1]:
+            self.tokens += 1
+            self.lags.append(now - float(token))
+
+    def rolled_back(self, run_id: str, data: dict[str, Any]) -> None:
+        """The attempt's rollback retracts its open messages: no delta of them may follow."""
+        for mid, attempt in list(self.attempts.items()):
+            if attempt == (run_id, data.get("attempt")):
+                self.closed.add(mid)
+                self.texts.pop(mid, None)
+                del self.attempts[mid]
+
+    def committed(self, data: dict[str, Any], errors: list[str]) -> None:
+        mid = data.get("message_id")
+        if not isinstance(mid, str):
+            return
+        self.closed.add(mid)
+        self.attempts.pop(mid, None)
+        if not str(data.get("text", "")).startswith(self.texts.pop(mid, "")):
+            self.bad += 1
+            errors.append(f"the deltas of {mid} are not its committed text")
 
 
 async def _events(
@@ -93,12 +144,16 @@ async def _events(
     marks: list[list[Any]],
     digest: Any,
     counts: list[int],
+    deltas: _Deltas,
 ) -> bool:
     """Read events until the user's run ended (True) or the socket closed (False)."""
     expect = 1
     try:
-        async for now, _msg, events in wsclient.frames(ws):
+        async for now, msg, events in wsclient.frames(ws):
             done = False
+            if msg["type"] == "delta":
+                deltas.delta(now, msg, errors)
+                continue
             for ev in events:
                 seq = ev["seq"]
                 counts[0] += 1
@@ -113,7 +168,11 @@ async def _events(
                 digest.update(f"{seq}:{name};".encode())
                 if name == "bench_tick":
                     lags.append(now - ev["ts"])
+                elif name == "message":
+                    deltas.committed(ev["data"], errors)
                 elif name == "run_rolled_back" or name == "run_state":
+                    if name == "run_rolled_back":
+                        deltas.rolled_back(ev["run_id"], ev["data"])
                     marks.append([seq, name, now, ev["data"].get("state")])
                     if name == "run_state" and ev["data"]["state"] in wsclient.TERMINAL:
                         done = True
@@ -136,8 +195,9 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
     lags: list[float] = []
     marks: list[list[Any]] = []  # (seq, event, receive time) of rollbacks and end states
     closed = False
+    deltas = _Deltas()
     try:
-        done = await _events(ws, errors, lags, marks, digest, counts)
+        done = await _events(ws, errors, lags, marks, digest, counts, deltas)
     except ConnectionClosed:
         done = False
     if done:
@@ -147,8 +207,13 @@ async def _read(ws: ClientConnection, spec: dict[str, Any], job: dict[str, Any])
         if not job.get("tolerate_close"):
             errors.append(f"socket closed early: {ws.close_code} {ws.close_reason}")
     count, distinct = counts
-    lags = thin(lags, max(1, wsclient.MAX_SAMPLES // max(1, job["sockets_total"])))
+    keep = max(1, wsclient.MAX_SAMPLES // max(1, job["sockets_total"]))
+    lags = thin(lags, keep)
     return {
+        "deltas": deltas.count,
+        "tokens": deltas.tokens,
+        "bad_deltas": deltas.bad,
+        "delta_lags": thin(deltas.lags, keep),
         "user": spec["user"],
         "node": spec["node"],
         "count": count,
@@ -317,6 +382,16 @@ def _verify(
     return store, lost, duplicated
 
 
+def _mean_ms(
+    before: list[dict[str, float]], after: list[dict[str, float]], name: str
+) -> float | None:
+    """The mean of histogram ``name`` over a phase, summed over servers, in ms (None: empty)."""
+    pairs = list(zip(before, after, strict=True))
+    total = sum(a.get(name + "_sum", 0.0) - b.get(name + "_sum", 0.0) for b, a in pairs)
+    count = sum(a.get(name + "_count", 0.0) - b.get(name + "_count", 0.0) for b, a in pairs)
+    return total / count * 1000 if count > 0 else None
+
+
 def load_phase(
     cluster: Cluster,
     dsn: str,
@@ -329,10 +404,12 @@ def load_phase(
     names = [f"{prefix}{i:05d}" for i in range(users)]
     with cluster.clients(names, run_input, clients, tolerate=False) as fleet:
         cpu0 = [s.cpu() for s in cluster.servers]
+        m0 = [s.metrics() for s in cluster.servers]
         t0 = fleet.go()
         results = fleet.results(900)
         wall = time.time() - t0
         cpu = [s.cpu() - c for s, c in zip(cluster.servers, cpu0, strict=True)]
+        m1 = [s.metrics() for s in cluster.servers]
     sockets = [s for r in results for s in r["sockets"]]
     store, lost, duplicated = _verify(dsn, prefix, sockets, skip_closed=False)
     committed = sum(c for c, _d, _s in store.values())
@@ -344,7 +421,26 @@ def load_phase(
     seconds = end - start
     cross = [x for s in sockets if s["node"] != 0 for x in s["lags"]]
     owner = [x for s in sockets if s["node"] == 0 for x in s["lags"]]
+    cross_d = [x for s in sockets if s["node"] != 0 for x in s["delta_lags"]]
+    owner_d = [x for s in sockets if s["node"] == 0 for x in s["delta_lags"]]
+    streamed = "stream" in run_input
+
+    def ms(values: list[float], q: float) -> float | None:
+        return percentile(values, q) * 1000 if values else None
+
+    owner_m, others_m = (m0[:1], m1[:1]), (m0[1:], m1[1:])
     return {
+        # where the lag comes from (means over the phase, from the servers' /metrics)
+        "owner_commit_mean_ms": _mean_ms(*owner_m, "netra_store_commit_seconds"),
+        "owner_to_mailbox_mean_ms": _mean_ms(*owner_m, "netra_commit_to_mailbox_seconds"),
+        "follower_handoff_mean_ms": _mean_ms(*others_m, "netra_cross_node_delivery_seconds"),
+        "delta_p50_ms": ms(cross_d, 50) if streamed else None,
+        "delta_p99_ms": ms(cross_d, 99) if streamed else None,
+        "owner_delta_p50_ms": ms(owner_d, 50) if streamed else None,
+        "owner_delta_p99_ms": ms(owner_d, 99) if streamed else None,
+        "tokens_cross": sum(s["tokens"] for s in sockets if s["node"] != 0) if streamed else None,
+        "tokens_owner": sum(s["tokens"] for s in sockets if s["node"] == 0) if streamed else None,
+        "bad_deltas": sum(s["bad_deltas"] for s in sockets) if streamed else None,
         "nodes": len(cluster.servers),
         "users": users,
         "sockets": len(sockets),
@@ -545,7 +641,9 @@ def run_once(
                 row.update(case=f"max load, {n} node(s)", phase="max load")
                 rows.append(row)
                 target = row["events_per_s"] / 2
-                paced = paced_input(target, users, every, sizes["half_seconds"], TEXT)
+                paced = paced_input(
+                    target, users, every, sizes["half_seconds"], TEXT, stream=STREAM_TOKENS
+                )
                 progress.step(f"cluster: {n} node(s), half of max load ({target:,.0f} ev/s)")
                 row = load_phase(cluster, dsn, f"r{repeat}n{n}half-", users, paced, clients)
                 row.update(
@@ -587,6 +685,10 @@ COLUMNS = [
     Column(key="lag_p50_ms", title="cross-node p50 ms", fmt="{:,.2f}"),
     Column(key="lag_p99_ms", title="p99 ms", fmt="{:,.2f}"),
     Column(key="owner_p99_ms", title="owner p99 ms", fmt="{:,.2f}"),
+    Column(key="delta_p50_ms", title="delta p50 ms", fmt="{:,.2f}"),
+    Column(key="delta_p99_ms", title="delta p99 ms", fmt="{:,.2f}"),
+    Column(key="tokens_cross", title="tokens (non-owner)"),
+    Column(key="bad_deltas", title="bad deltas"),
     Column(key="takeover_max_s", title="takeover s", fmt="{:,.2f}"),
     Column(key="users_per_s", title="users/s"),
     Column(key="statements_per_s", title="idle stmts/s", fmt="{:,.1f}"),
@@ -617,6 +719,18 @@ def _goals(rows: list[Row]) -> list[Goal]:
             top["lag_p99_ms"] if top else None,
             50,
             " ms",
+        ),
+        Goal.at_most(
+            f"deltas on a non-owner p99 <= 20 ms at half of max load{at}",
+            top["delta_p99_ms"] if top else None,
+            20,
+            " ms",
+        ),
+        Goal.at_most(
+            "0 deltas out of order, past the text or not the committed text (every socket); "
+            "count <= 0",
+            None if not half else sum(r["bad_deltas"] or 0 for r in half) + 0.0,
+            0,
         ),
         Goal.at_most(
             f"takeover after kill -9 <= TTL + 1 s (TTL {LEASE_TTL:g} s; slowest user)",
@@ -678,6 +792,16 @@ def run(options: Options, progress: Progress) -> Report:
         "cross-node lag = receive on a non-owner node's socket - the event's ts (owner's clock "
         "when the unit went to the group commit; same machine): includes the commit, NOTIFY, "
         "the follower's read of the store and the gateway; owner p99 = the same on node 1",
+        "where the lag comes from (means over each phase, from the servers' /metrics, in the "
+        "JSON): owner_commit_mean_ms = one group-commit transaction on node 1; "
+        "owner_to_mailbox_mean_ms = ts -> the owner's hand-off to its socket mailboxes (queue + "
+        "commit); follower_handoff_mean_ms = ts -> a follower's hand-off (+ NOTIFY, listener, "
+        "the follower's read); the rest of a socket's lag is the gateway and the client",
+        f"deltas (half of max load): each run streams one message, {STREAM_TOKENS} tokens per "
+        "unit, each token its write time; delta lag = receive on a non-owner node's socket - "
+        "that time (the owner's relay: NOTIFY netra_deltas, the listener, the follower, the "
+        "gateway); every socket checks each delta's offset against the text it has and the "
+        "committed message against its deltas (bad deltas)",
         "takeover = kill -9 of node 1 -> first run_rolled_back of the new owner on a surviving "
         "socket, slowest of the users (median in the JSON); the lease expires 2/3 TTL .. TTL "
         "after the kill (renewed every TTL/3), followers check expired leases every 0.5 s",

@@ -68,11 +68,14 @@ def write(owner: Owner, msg: Write) -> None:
         owner.committer.epoch is not None
         and leases
         and time.monotonic() > leases.lease_valid_until(owner.user_id)
-    ):
-        return  # past our own lease deadline: another node may own the user by now
+    ):  # past our own lease deadline: another node may own the user by now. The message
+        owner.streams.stop(msg.run_id, msg.message_id)  # stops: its next pieces would skip this
+        return
     delta = owner.streams.write(msg.run_id, msg.attempt, msg.message_id, msg.text)
     if delta is not None:
         owner.feed.deliver_delta(delta)
+        if owner.committer.epoch is not None:  # a cluster: to the sockets on other nodes too
+            owner._deps.cluster.publish(owner.user_id, delta)
 
 
 def heartbeat(owner: Owner, msg: Heartbeat) -> None:

@@ -9,7 +9,10 @@ Several processes on one database form a cluster with no other channel than the 
 * **inbox** — commands posted for users this node owns are handed to their supervisors, in order;
 * **following** — followers learn of new commits: PostgreSQL notifies (a hint, never the data)
   and every follower also polls at a low rate; SQLite has no notifications, so followers poll
-  every ``poll_interval`` (50 ms).
+  every ``poll_interval`` (50 ms);
+* **relay** — the provisional text this node's owners stream goes to the other nodes, batched
+  per message (``_relay_codec.py``) over PostgreSQL ``NOTIFY`` or local datagrams on SQLite
+  (``_relay.py``); what other nodes relay goes to this node's followers of those users.
 
 Every loop reads the store in bulk (one query per tick for every user concerned), never per user.
 """
@@ -27,7 +30,9 @@ from ._cluster_codec import raise_reply
 from ._exceptions import RuntimeClosedError, StoreError
 from ._ids import ulid
 from ._messages import Reply
-from ._values import JSON, dumps
+from ._relay import LocalRelay, PgRelay, Transport
+from ._relay_codec import decode, encode
+from ._values import JSON, Delta, dumps
 
 if TYPE_CHECKING:
     from ._store import ClusterStore
@@ -66,6 +71,18 @@ class Member(Protocol):
         """The store's head is below ours: the user's data was erased (never blocks)."""
         ...
 
+    def relayed(self, deltas: list[Delta]) -> None:
+        """Provisional text another node relayed for the user (never blocks)."""
+        ...
+
+    def relay_unsure(self) -> None:
+        """Relayed text may have been lost or garbled: stop streaming what is open."""
+        ...
+
+
+RELAY_BACKLOG = 4096
+"""Deltas waiting for the relay at most; past it they are dropped (the followers see a gap)."""
+
 
 class Cluster:
     """The cluster loops of one runtime. Run :meth:`run` in the runtime's nursery."""
@@ -96,6 +113,20 @@ class Cluster:
         self.hinted = getattr(store, "notifies", False)
         """True when the store pushes hints (PostgreSQL): the loops then poll only slowly."""
         self._nursery: trio.Nursery | None = None
+        self.node: str = getattr(store, "node", "")
+        self._outgoing: list[tuple[str, Delta]] = []
+        self._wake_relay = trio.Event()
+        self.relay: Transport | None = None
+        """How provisional text reaches the other nodes (None: it does not)."""
+        self.relay_dropped = 0
+        """Deltas dropped before the relay sent them (backlog full, or the send failed)."""
+        self.relay_refused = 0
+        """Relayed payloads this node refused (garbled)."""
+        directory = getattr(store, "relay_directory", None)
+        if self.hinted and hasattr(store, "publish_deltas"):
+            self.relay = PgRelay(store)
+        elif isinstance(directory, str):
+            self.relay = LocalRelay(directory, self.node)
 
     # -- followers ---------------------------------------------------------------------------
 
@@ -119,8 +150,9 @@ class Cluster:
 
     def on_event(self, user_id: str | None, seq: int) -> None:
         """A hint from the store: ``user_id`` committed up to ``seq`` (None: catch up all)."""
-        if user_id is None:
+        if user_id is None:  # the listener (re)connected: relayed text may have been lost too
             for member in self._followers.values():
+                member.relay_unsure()
                 member.wake()
             self._wake_inbox.set()
             self._wake_replies.set()
@@ -130,6 +162,51 @@ class Cluster:
             follower.wake()
         elif follower is not None and seq == 0 < follower.head:  # the user was erased
             follower.went_back(0)
+
+    # -- the relay of provisional text -------------------------------------------------------
+
+    def publish(self, user_id: str, delta: Delta) -> None:
+        """A delta this node's owner of ``user_id`` streamed: relay it to the other nodes."""
+        if self.relay is None:
+            return
+        if len(self._outgoing) >= RELAY_BACKLOG:  # the relay is stuck: its receivers see a gap
+            self.relay_dropped += len(self._outgoing)
+            self._outgoing.clear()
+        self._outgoing.append((user_id, delta))
+        self._wake_relay.set()
+
+    def on_deltas(self, payload: str) -> None:
+        """A payload another node relayed: its deltas to this node's followers of its users."""
+        try:
+            node, items = decode(payload)
+        except ValueError as exc:
+            self.relay_refused += 1
+            log.warning("cluster: a relayed delta payload was refused (%s)", exc)
+            for member in self._followers.values():  # whose was it? unsure for every user
+                member.relay_unsure()
+            return
+        if node == self.node:
+            return
+        by_user: dict[str, list[Delta]] = {}
+        for user_id, delta in items:
+            if user_id in self._followers:
+                by_user.setdefault(user_id, []).append(delta)
+        for user_id, deltas in by_user.items():
+            self._followers[user_id].relayed(deltas)
+
+    async def _relay_loop(self) -> None:
+        """Send what the owners streamed: one batch per turn, the next one gathered meanwhile."""
+        relay = self.relay
+        assert relay is not None
+        while True:
+            await self._wake_relay.wait()
+            self._wake_relay = trio.Event()
+            items, self._outgoing = self._outgoing, []
+            try:
+                await relay.send(encode(self.node, items))
+            except (OSError, StoreError, ValueError) as exc:
+                self.relay_dropped += len(items)
+                log.warning("cluster: relaying %d delta(s) failed: %s", len(items), exc)
 
     def on_inbox(self, user_id: str) -> None:
         self._wake_inbox.set()
@@ -191,7 +268,15 @@ class Cluster:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if listen is not None:
-                await listen(self.on_event, on_inbox=self.on_inbox, on_reply=self.on_reply)
+                await listen(
+                    self.on_event,
+                    on_inbox=self.on_inbox,
+                    on_reply=self.on_reply,
+                    on_deltas=self.on_deltas,
+                )
+            if self.relay is not None:
+                nursery.start_soon(self.relay.run, self.on_deltas)
+                nursery.start_soon(self._relay_loop)
             nursery.start_soon(self._replies_loop)
             nursery.start_soon(self._inbox_loop)
             nursery.start_soon(self._follow_loop)

@@ -100,8 +100,17 @@ class Feed:
             self.subs = [s for s in self.subs if s._offer(events)]
             after = events[-1].seq
 
-    async def follow(self, store: Store, user_id: str, *, page: int, counters: Counters) -> None:
-        """Hand over every event another node committed after ``head``, in order."""
+    async def follow(
+        self,
+        store: Store,
+        user_id: str,
+        *,
+        page: int,
+        counters: Counters,
+        on_events: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        """Hand over every event another node committed after ``head``, in order
+        (``on_events`` sees them as they are handed over)."""
         while True:
             try:
                 events = await store.replay(user_id, self.head, page)
@@ -112,6 +121,8 @@ class Feed:
                 return
             self.head = events[-1].seq
             self.subs = [s for s in self.subs if s._offer(events)]
+            if on_events is not None:
+                on_events(events)
             counters.follow_lag.observe(max(0.0, time.time() - events[-1].ts))
             if len(events) < page:
                 return

@@ -13,6 +13,10 @@ and the head ``seq`` they have been given — and nothing else: no runs, no unit
   tries to take the lease: if the owner is gone (its lease expired), this node becomes the owner
   and handles the command itself.
 * Reads (``get_runs``, ``wait_run``) are answered from the store.
+* Provisional text: the deltas the owner's node relays (``_cluster.py``, ``_relay.py``) go to
+  the subscriptions that take deltas, while this node is sure of the message's text from
+  offset 0 (:class:`~netra_actors._streams.FollowedMessages`); a socket that subscribes
+  mid-answer gets the text so far at offset 0, as on the owner.
 
 It ends when it is idle (no socket, nothing pending) or when this node took the lease; the
 session then runs an owner (:class:`~netra_actors._supervisor.UserSupervisor`) with the same
@@ -52,6 +56,7 @@ from ._messages import (
     Heartbeat,
     Message,
     Poke,
+    Relayed,
     Reply,
     SendInput,
     SendToRun,
@@ -65,7 +70,8 @@ from ._messages import (
     Write,
 )
 from ._runs import RunsSnapshot
-from ._values import loads
+from ._streams import FollowedMessages
+from ._values import Delta, loads
 
 if TYPE_CHECKING:
     from ._deps import SupervisorDeps
@@ -113,6 +119,13 @@ class UserFollower:
         self.wake_at = math.inf
         self.behind: int | None = None
         """The store's head when the cluster loop saw it below ours: the user was erased."""
+        config = deps.config
+        self.followed = FollowedMessages(
+            max_open=config.max_open_messages, max_chars=config.max_message_chars
+        )
+        """The messages the owner's node is streaming, as relayed."""
+        self._unsure = False
+        """Relayed text may have been lost (set by the cluster loop, acted on in the loop)."""
 
     @property
     def runs(self) -> dict[str, LiveRun]:
@@ -145,6 +158,20 @@ class UserFollower:
     def went_back(self, head: int) -> None:
         """The cluster loop saw the store's head below ours: the user's data was erased."""
         self.behind = head
+        self.wake()
+
+    def relayed(self, deltas: list[Delta]) -> None:
+        """The cluster loop: provisional text the owner's node relayed (never blocks)."""
+        try:
+            self._tx.send_nowait(Relayed(deltas))
+        except trio.WouldBlock:  # busy: these are lost, so the open messages stop here
+            self.relay_unsure()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def relay_unsure(self) -> None:
+        """The cluster loop: relayed text may have been lost or garbled (never blocks)."""
+        self._unsure = True
         self.wake()
 
     def abandon(self, reason: str) -> None:
@@ -186,7 +213,16 @@ class UserFollower:
 
     async def handle(self, msg: Message) -> bool:
         """Handle one message. True once this node took the lease (``acquired``)."""
+        if self._unsure:  # before anything relayed after the loss
+            self._unsure = False
+            self.followed.unsure()
         match msg:
+            case Relayed():
+                followed, feed = self.followed, self.feed
+                for delta in msg.deltas:
+                    sure = followed.accept(delta)
+                    if sure is not None:
+                        feed.deliver_delta(sure)
             case Poke():
                 if self.behind is not None:
                     self.behind = None
@@ -194,7 +230,7 @@ class UserFollower:
                 await self._catch_up()
             case Subscribe():
                 await self._catch_up()
-                self.feed.subscribe(msg, self.wake)
+                self.feed.subscribe(msg, self.wake, self.followed.snapshot())
             case (
                 StartRun() | CancelRun() | SendInput() | SendToRun() | DeleteThread() | EraseUser()
             ):
@@ -268,7 +304,11 @@ class UserFollower:
         """Hand the subscriptions every event committed after ``head``, in order."""
         deps = self._deps
         await self.feed.follow(
-            self._store, self.user_id, page=deps.config.replay_page, counters=deps.counters
+            self._store,
+            self.user_id,
+            page=deps.config.replay_page,
+            counters=deps.counters,
+            on_events=self.followed.committed,
         )
 
     async def _get_runs(self, limit: int) -> RunsSnapshot:

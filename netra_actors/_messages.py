@@ -15,7 +15,7 @@ import trio
 
 from ._exceptions import RuntimeClosedError
 from ._journal_events import ModelStep
-from ._values import JSON, StagedEvent
+from ._values import JSON, Delta, StagedEvent
 
 if TYPE_CHECKING:
     from ._subscription import Subscription
@@ -191,6 +191,13 @@ class Poke:
     """Something changed outside the mailbox (a subscription closed): look at the state again."""
 
 
+@attrs.define(slots=True)
+class Relayed:
+    """Cluster loop → follower: provisional text the user's owner (another node) relayed."""
+
+    deltas: list[Delta]
+
+
 # -- from agent children -------------------------------------------------------------------
 
 
@@ -304,6 +311,7 @@ Message = (
     | WaitRun
     | Subscribe
     | Poke
+    | Relayed
     | TookLease
     | TryLease
     | InboxCommand

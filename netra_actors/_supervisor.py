@@ -317,6 +317,12 @@ class UserSupervisor(Owner):
     def went_back(self, head: int) -> None:
         """(The cluster loop asks followers only: an owner erases its user itself.)"""
 
+    def relayed(self, deltas: list[Any]) -> None:
+        """(Relayed text goes to followers only: the owner streams its own.)"""
+
+    def relay_unsure(self) -> None:
+        """(Relayed text goes to followers only.)"""
+
     def inbox(self, item: Any) -> bool:
         """The cluster loop: a command another node posted for this user (never blocks)."""
         try:

@@ -293,9 +293,12 @@ class ClusterStore(Store, Protocol):
         *,
         on_inbox: NameHint | None = None,
         on_reply: NameHint | None = None,
+        on_deltas: NameHint | None = None,
     ) -> None:
         """From now on, call these (plain functions, in trio) for every hint of a commit, a
-        posted command, a reply. Returns once the first connection attempt is over.
+        posted command, a reply, and every payload of provisional text another node relayed
+        (``on_deltas``, PostgreSQL's ``netra_deltas``). Returns once the first connection
+        attempt is over.
 
         PostgreSQL: one ``LISTEN`` connection per store, health-checked every 2 s, reconnected
         with backoff; after every (re)connect ``on_event(None, 0)``: catch up on everything.

@@ -1,6 +1,7 @@
 """PostgreSQL's delivery hints: one ``LISTEN`` connection per store, on the asyncio host.
 
-The writer's transactions send ``pg_notify`` on three channels (:mod:`._postgres`); this
+The writer's transactions send ``pg_notify`` on three channels (:mod:`._postgres`), and the
+cluster's relay sends provisional text on a fourth (``netra_deltas``, :mod:`._pg_deltas`); this
 receives them and hands them to trio's callbacks.
 """
 
@@ -16,7 +17,7 @@ from ._postgres import asyncpg
 from ._rows import HookOwner, log
 from ._waiting import short
 
-CHANNELS = ("netra_events", "netra_inbox", "netra_replies")
+CHANNELS = ("netra_events", "netra_inbox", "netra_replies", "netra_deltas")
 
 
 class PgListener:
@@ -37,6 +38,7 @@ class PgListener:
         self._on_event: EventHint | None = None
         self._on_inbox: NameHint | None = None
         self._on_reply: NameHint | None = None
+        self._on_deltas: NameHint | None = None
         self._pending: list[tuple[str | None, str | None]] = []
         self._task: asyncio.Task[None] | None = None
         self._first_attempt: Callable[[], None] | None = None
@@ -46,9 +48,14 @@ class PgListener:
         """The current listener connection (tests terminate it)."""
 
     def set_callbacks(
-        self, on_event: EventHint, on_inbox: NameHint | None, on_reply: NameHint | None
+        self,
+        on_event: EventHint,
+        on_inbox: NameHint | None,
+        on_reply: NameHint | None,
+        on_deltas: NameHint | None = None,
     ) -> None:
         self._on_event, self._on_inbox, self._on_reply = on_event, on_inbox, on_reply
+        self._on_deltas = on_deltas
 
     def start(self, on_first_attempt: Callable[[], None]) -> None:
         """From trio (same thread as the host loop): start the listener task.
@@ -134,6 +141,9 @@ class PgListener:
                     if self._on_event is not None and payload:
                         user_id, _, seq = payload.rpartition(" ")
                         self._on_event(user_id, int(seq))
+                elif channel == "netra_deltas":
+                    if self._on_deltas is not None and payload is not None:
+                        self._on_deltas(payload)
                 elif channel == "netra_inbox":
                     if self._on_inbox is not None and payload is not None:
                         self._on_inbox(payload)

@@ -27,6 +27,7 @@ commit to every store's listener, and commands reach a user's owner through ``ne
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
@@ -88,6 +89,7 @@ class SqlStore:
         self._writer: Any = None
         self._reader: Any = None
         self._listener: Any = None
+        self._deltas: Any = None
         self.node = node_name(config.node_id)
         """This process's node identity (new at every start: a restart never reuses an epoch)."""
         self._leases = Leases(self.node, config.lease_ttl)
@@ -181,6 +183,8 @@ class SqlStore:
         with trio.CancelScope(shield=True):
             if self._listener is not None:
                 await self._listener.stop()
+            if self._deltas is not None:
+                await self._deltas.stop()
             await self._writer.stop()
             await self._reader.stop()
             await self._bridge.run_on_host(self.engine.dispose())
@@ -268,9 +272,11 @@ class SqlStore:
         *,
         on_inbox: NameHint | None = None,
         on_reply: NameHint | None = None,
+        on_deltas: NameHint | None = None,
     ) -> None:
         """See :meth:`ClusterStore.listen`. A second call replaces the callbacks.
 
+        ``on_deltas`` gets the payloads other nodes relay with :meth:`publish_deltas`.
         SQLite has no notifications: the callbacks are never called; poll :meth:`heads`.
         """
         if self._closing:
@@ -281,12 +287,34 @@ class SqlStore:
 
         if self._listener is None:
             self._listener = PgListener(self._bridge, self._dsn, self)
-            self._listener.set_callbacks(on_event, on_inbox, on_reply)
+            self._listener.set_callbacks(on_event, on_inbox, on_reply, on_deltas)
             tried = trio.Event()
             self._listener.start(lambda: self._bridge.to_trio(tried.set))
             await tried.wait()
         else:
-            self._listener.set_callbacks(on_event, on_inbox, on_reply)
+            self._listener.set_callbacks(on_event, on_inbox, on_reply, on_deltas)
+
+    async def publish_deltas(self, payloads: list[str]) -> None:
+        """PostgreSQL: ``NOTIFY netra_deltas`` each payload, in order, on a connection of its
+        own (``_pg_deltas.py``); every store's :meth:`listen` gets them (``on_deltas``)."""
+        if self._closing:
+            raise StoreError("the store is closed")
+        if self._deltas is None:
+            from ._pg_deltas import PgDeltas
+
+            self._deltas = PgDeltas(self._bridge, self._dsn, self)
+        await self._deltas.send(payloads)
+
+    @property
+    def relay_directory(self) -> str | None:
+        """SQLite on a file: the directory beside it where the nodes of a cluster on that file
+        announce their relay's local port (``_relay.py``); None otherwise."""
+        if not self._config.is_sqlite:
+            return None
+        path = make_url(self._config.database_url).database or ""
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return None
+        return os.path.abspath(path) + ".relay"
 
     @property
     def listener_connects(self) -> int:

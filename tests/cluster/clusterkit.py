@@ -343,6 +343,9 @@ class Sock:
         """``time.time()`` when each event arrived."""
         self.violations: list[str] = []
         self.unmatched: list[dict[str, Any]] = []
+        self.deltas: list[tuple[int, dict[str, Any]]] = []
+        """``delta`` frames (``features: ["deltas"]``), each with the number of events received
+        before it."""
         self.last = 0
         self.close_code: int | None = None
         self.ws: ClientConnection | None = None
@@ -352,15 +355,19 @@ class Sock:
         self._ids = 0
 
     @classmethod
-    async def open(cls, node: Node, user: str, *, resume_from: int = 0) -> Sock:
+    async def open(
+        cls, node: Node, user: str, *, resume_from: int = 0, deltas: bool = False
+    ) -> Sock:
         sock = cls(node, user)
-        await sock.connect(resume_from)
+        await sock.connect(resume_from, deltas=deltas)
         return sock
 
-    async def connect(self, resume_from: int) -> None:
+    async def connect(self, resume_from: int, *, deltas: bool = False) -> None:
         ws = await connect(self.node.ws_url, open_timeout=10, close_timeout=2, max_queue=None)
-        hello = {"type": "hello", "protocol": 1, "token": token(self.user)}
+        hello: dict[str, Any] = {"type": "hello", "protocol": 1, "token": token(self.user)}
         hello["resume_from"] = resume_from
+        if deltas:
+            hello["features"] = ["deltas"]
         await ws.send(json.dumps(hello))
         welcome = json.loads(await asyncio.wait_for(ws.recv(), 15))
         if welcome.get("type") != "welcome":
@@ -403,6 +410,10 @@ class Sock:
                         self.last = event["seq"]
                         self.events.append(wire(event))
                         self.received_at.append(now)
+                    self._wake()
+                    continue
+                if kind == "delta":
+                    self.deltas.append((len(self.events), frame))
                     self._wake()
                     continue
                 fut = self._answers.pop(frame.get("id"), None)

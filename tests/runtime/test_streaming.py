@@ -8,6 +8,7 @@ SQLite file read back with an independent ``sqlite3`` connection.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -438,3 +439,36 @@ async def test_streaming_keeps_invariants_2_to_7(tmp_path: Path, kind: str) -> N
         assert {d.run_id for d in deltas_of(items)} <= {e.run_id for e in events}
     assert_gapless(tail, start=4)
     assert as_tuples(tail) == stored_events(config, "u0")[3:]
+
+
+@KINDS
+@guest_test()
+async def test_a_piece_refused_past_the_lease_deadline_stops_its_message(
+    tmp_path: Path, kind: str
+) -> None:
+    """The owner sends no delta past its own lease deadline; the message then stops streaming
+    for good (its next pieces would not add up to its text), and its commit still comes."""
+    config = make_config(tmp_path)
+    async with open_rt(config, kind) as rt:
+        sub = await rt.subscribe("alice", deltas=True)
+        run_id = await rt.start_run(
+            "alice", "stream_text", {"tokens": ["ab", "cd", "ef"], "gate": True}
+        )
+        await rt.send_to_run("alice", run_id, "go")
+        early = await read_items_until(sub, lambda its: bool(deltas_of(its)))
+        store: Any = rt.store
+        real = store.lease_valid_until
+
+        def late_once(user_id: str) -> float:  # one renewal came late: "cd" is past the deadline
+            store.lease_valid_until = real
+            return -math.inf
+
+        store.lease_valid_until = late_once
+        for _ in range(2):
+            await rt.send_to_run("alice", run_id, "go")
+        items = early + await read_items_until_ended(sub, [run_id])
+    assert store.lease_valid_until == real  # the refused piece was asked about
+    texts = check_delta_contract(items)
+    mid = deltas_of(items)[0].message_id
+    assert texts == {mid: "ab"}
+    assert assistant_messages(items)[-1].data["text"] == "abcdef"
