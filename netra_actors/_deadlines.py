@@ -23,6 +23,9 @@ class Wakeable(Protocol):
 
     wake_at: float
     """The earliest time the wheel holds for it (``inf``: none)."""
+    due: bool
+    """Set by the wheel when it pokes it: its deadline passed (the mailbox loop acts on it
+    before its next message, even when messages queue)."""
 
     @property
     def deadline(self) -> float | None:
@@ -75,6 +78,7 @@ class Deadlines:
                 if deadline is None:
                     continue
                 if deadline <= now:
+                    target.due = True
                     target.wake()
                 else:  # moved later meanwhile: file it again
                     self.schedule(target, deadline)
