@@ -3,7 +3,9 @@ queue (a due timer does not wait behind the commits of the runs woken before it)
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from typing import Any
 
 import trio
@@ -97,3 +99,26 @@ async def test_what_is_due_again_after_acting_goes_before_the_next_message_too()
         "Poke",
         "last",
     ]
+
+
+@guest_test()
+async def test_the_wheel_does_not_keep_a_session_that_ended_in_memory() -> None:
+    wheel = Deadlines()
+    log: list[Any] = []
+    role = Role(log, wheel)
+    gone = weakref.ref(role)
+    wheel.schedule(role, trio.current_time() + 0.01)  # e.g. a heartbeat filed while it ran
+    del role  # the session passivated before its entry came due
+    gc.collect()
+    assert gone() is None
+    other = Role(log, wheel)
+    other.deadline = trio.current_time() + 0.02
+    wheel.schedule(other, other.deadline)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wheel.run)
+        with trio.fail_after(5):
+            while not other.due:  # noqa: ASYNC110 (the wheel sets it)
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert log == ["poked"]  # the live one was poked; the dead entry was skipped
+    assert len(wheel) == 0
