@@ -21,8 +21,8 @@ def plan(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> str:
 def test_the_due_timers_read_searches_the_wake_at_index(tmp_path: Path) -> None:
     db = tmp_path / "netra.db"
     engine = create_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        migrate(conn)
+    with engine.begin() as sa:
+        migrate(sa)
     engine.dispose()
     conn = sqlite3.connect(db)
     try:
