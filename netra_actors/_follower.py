@@ -117,6 +117,7 @@ class UserFollower:
         """How it ended: this node took the lease (None: it passivated)."""
         self.deadline: float | None = None
         self.wake_at = math.inf
+        self.due = False
         self.behind: int | None = None
         """The store's head when the cluster loop saw it below ours: the user was erased."""
         config = deps.config

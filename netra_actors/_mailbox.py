@@ -5,6 +5,10 @@ its role. When the mailbox is empty it asks the role for its one deadline (the c
 its runs' deadlines and, when idle, its passivation); it acts at once on a deadline that passed,
 files a future one with the timer wheel (which pokes it then), and waits for its next message.
 With nothing due it waits with no timer at all. Any message but a poke restarts the idle clock.
+A deadline that passes while messages queue (the wheel sets ``role.due``; a plan applied
+mid-burst files its run's deadline at once: ``Owner.due_at``) is acted on before the next
+message: timers due together wake in one unit, and a later one does not wait behind the
+commits of the runs woken before it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Role(Protocol):
 
     deadline: float | None
     wake_at: float
+    due: bool
 
     @property
     def session(self) -> Session[Any]:
@@ -65,8 +70,10 @@ async def serve(
             deadline = role.deadline = role.next_deadline()
             if deadline is not None:
                 if deadline <= trio.current_time():
+                    role.due = False
                     if await role.on_time() and on_idle():
                         return
+                    _refile(role, wheel)  # messages that came meanwhile wait for what is due
                     continue
                 wheel.schedule(role, deadline)  # it pokes us then (see wake)
             msg = await rx.receive()
@@ -75,7 +82,31 @@ async def serve(
             if burst >= BURST:  # stay fair to other tasks under a burst
                 burst = 0
                 await trio.lowlevel.checkpoint()
+            # A deadline passed while messages queue (the wheel says so): it goes first, so
+            # that a due timer does not wait behind the commits of the runs woken before it.
+            # No passivation here (a message is in hand); bounded, then the wheel has it.
+            for _ in range(_DUE_ROUNDS):
+                if not role.due:
+                    break
+                role.due = False
+                await role.on_time()
+                _refile(role, wheel)
         if type(msg) is not Poke:  # activity: the idle clock starts again
             session.idle_since = None
         if await role.handle(msg):
             return
+
+
+_DUE_ROUNDS = 4
+"""How many times in a row the loop acts on what came due before it takes its next message."""
+
+
+def _refile(role: Role, wheel: Deadlines) -> None:
+    """After acting on what was due: the next deadline (a timer due later, …) is due now
+    (``role.due``) or filed with the wheel."""
+    deadline = role.deadline = role.next_deadline()
+    if deadline is not None:
+        if deadline <= trio.current_time():
+            role.due = True
+        else:
+            wheel.schedule(role, deadline)

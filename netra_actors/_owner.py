@@ -127,6 +127,21 @@ class Owner:
         await self.committer.commit_owned(unit)
         self.applied(run, plan)
 
+    async def execute_all(self, plans: list[tuple[Run, Plan]]) -> None:
+        """Carry out plans of distinct runs (due together) as one unit the runtime owns: one
+        commit for all, then each is applied in order (its attempt spawned …)."""
+        if len(plans) == 1:
+            await self.execute(*plans[0])
+            return
+        unit = UnitOfWork(self.user_id)
+        for run, plan in plans:
+            if plan.stop_attempt:
+                self.stop_attempt(run)
+            stage_plan(unit, self.user_id, run, plan, run.result_json)
+        await self.committer.commit_owned(unit)
+        for run, plan in plans:
+            self.applied(run, plan)
+
     async def crashed(self, run: Run, attempt: int, cause: Crash, error: str) -> bool:
         """The attempt crashed (or lost its commit): carry out the core's plan. False if the
         report is late (the attempt is over)."""
@@ -142,6 +157,9 @@ class Owner:
     def applied(self, run: Run, plan: Plan, release_slot: Callable[[], None] | None = None) -> None:
         """The plan's unit committed: the run is now ``plan.life``; act on it."""
         run.life = plan.life
+        due = plan.life.next_deadline()
+        if due is not None:  # a timer, a start time, a backoff …: due even while messages queue
+            self.due_at(due)
         if self._deps.tracing is not None:
             self._deps.tracing.applied(self.user_id, run, plan)
         if self.draining and (plan.spawn or plan.await_slot):
@@ -169,6 +187,9 @@ class Owner:
             self.nursery.start_soon(
                 slot_waiter, self._tx, self._deps.threads, run.run_id, run.child
             )
+
+    def due_at(self, when: float) -> None:
+        """Something is due at ``when`` (the supervisor has the timer wheel poke it then)."""
 
     def hand_over(self, run: Run) -> None:
         """The node drains: stop the run's attempt (committing nothing more); the next owner

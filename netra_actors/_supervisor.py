@@ -102,6 +102,8 @@ class UserSupervisor(Owner):
         """The session's one deadline, as computed when it last waited (see ``_deadlines``)."""
         self.wake_at = math.inf
         """When the timer wheel will poke it (``inf``: never)."""
+        self.due = False
+        """The timer wheel found its deadline passed (see ``_mailbox.serve``)."""
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -245,8 +247,9 @@ class UserSupervisor(Owner):
         if hold.held or hold.deferred is not None:
             await hold.settle()
         now = trio.current_time()
-        for run, plan in self.session.ticks(now):
-            await self.execute(run, plan)
+        plans = self.session.ticks(now)
+        if plans:  # everything due now in one unit: timers due together wake together
+            await self.execute_all(plans)
         idle = self.session.may_passivate(now, self)
         if self.session.turns_due:
             await self.start_turns()
@@ -310,6 +313,14 @@ class UserSupervisor(Owner):
         return False
 
     # -- the cluster loop and the timer wheel (never block) --------------------------------
+
+    def due_at(self, when: float) -> None:
+        """Something is due at ``when``: the timer wheel pokes the loop then, and the loop acts
+        on it before its next message (a run's timer does not wait until the mailbox is empty:
+        the runs woken before it may keep it busy with their commits)."""
+        if self.deadline is None or when < self.deadline:
+            self.deadline = when
+        self._deps.deadlines.schedule(self, when)
 
     def take_over(self) -> None:
         """(The cluster loop asks followers only.)"""

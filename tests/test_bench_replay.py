@@ -30,8 +30,10 @@ def test_replay_scenario(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["ms"] > 0
         if row["attempt"] == "first attempt, replay=False":
             assert row["ratio"] == pytest.approx(1.0)
-    (goal,) = result["goals"]
+    goal, of_first = result["goals"]
     assert goal["target"] == 1.2
     assert goal["higher_is_better"] is False
-    replayed = [r["ratio"] for r in result["rows"] if r["attempt"] == "restarted attempt, replayed"]
-    assert goal["measured"] == pytest.approx(max(replayed))
+    replayed = [r for r in result["rows"] if r["attempt"] == "restarted attempt, replayed"]
+    assert goal["measured"] == pytest.approx(max(r["ratio"] for r in replayed))
+    assert of_first["target"] == 0.05  # issue 18: replay <= 5% of the first attempt's time
+    assert of_first["measured"] == pytest.approx(max(r["of_first"] for r in replayed))

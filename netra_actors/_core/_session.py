@@ -20,7 +20,6 @@ Pure: no I/O, no clock. ``tests/core/test_session_machine.py`` drives it against
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
 import attrs
@@ -166,14 +165,23 @@ class Session(Generic[R]):
         idle = self.idle_since + self.rules.idle_timeout
         return idle if due is None or idle < due else due
 
-    def ticks(self, now: float) -> Iterator[tuple[R, Plan]]:
-        """The plans of the runs that are due at ``now`` (a deadline, a heartbeat, a restart)."""
-        for run in list(self.runs.values()):
+    def ticks(self, now: float) -> list[tuple[R, Plan]]:
+        """The plans of the runs that are due at ``now`` (a deadline, a heartbeat, a restart, a
+        timer, a scheduled start), earliest due first (ties: in the order the runs were
+        admitted). Each plan concerns its own run alone: the shell may carry them all out in
+        one unit (timers due together wake together)."""
+        due_runs: list[tuple[float, int, R]] = []
+        for i, run in enumerate(self.runs.values()):
             due = run.life.next_deadline()
             if due is not None and due <= now:
-                plan = lc.on_tick(run.life, now=now)
-                if plan is not None:
-                    yield run, plan
+                due_runs.append((due, i, run))
+        due_runs.sort(key=lambda d: (d[0], d[1]))
+        plans: list[tuple[R, Plan]] = []
+        for _, _, run in due_runs:
+            plan = lc.on_tick(run.life, now=now)
+            if plan is not None:
+                plans.append((run, plan))
+        return plans
 
     def may_passivate(self, now: float, shell: Quiet) -> bool:
         """Idle for ``idle_timeout``: the session may stop (it is rebuilt from the store)."""

@@ -590,3 +590,20 @@ def test_a_scheduled_run_neither_makes_the_user_busy_nor_waits() -> None:
     start(session, "b", "enqueue")
     assert session.runs["b"].blockers is None
     assert [r.run_id for r, _ in session.ticks(100.0)] == ["later"]
+
+
+def test_runs_due_together_are_planned_earliest_first_each_once() -> None:
+    session = new_session()
+    dues = {"a": 30.0, "b": 10.0, "c": 20.0, "d": 10.0, "e": 99.0}  # admitted in this order
+    for run_id, due in dues.items():
+        begun = lc.begin(now=0.0, threaded=False, restart=RestartPolicy(), liveness=NO_LIMITS)
+        sleeps = lc.on_wait(begun.life, attempt=1, wait=lc.Wait.TIMER, wake_at=due)
+        assert sleeps is not None
+        session.add(LiveRun(run_id=run_id, life=sleeps.life))
+    plans = session.ticks(50.0)
+    # due order; a tie keeps the order the runs were admitted in; "e" is not due yet
+    assert [r.run_id for r, _ in plans] == ["b", "d", "c", "a"]
+    for run, plan in plans:  # each wakes once: its next attempt
+        assert (plan.spawn, plan.life.attempt, plan.life.wait) == (True, 2, lc.Wait.NONE)
+        run.life = plan.life
+    assert session.ticks(50.0) == []

@@ -10,11 +10,14 @@ Through the real store on a SQLite file, for async agents and their threaded twi
   and the answer resumes it; a durable sleep wakes at its time;
 * a drain hands the runs over to another runtime on the same file;
 * a run scheduled with ``start_at`` starts at that time (± 1 s); a waiting run holds no attempt
-  and its session may passivate.
+  and its session may passivate;
+* many timers of one user due together each wake once, in due order (one unit when they are
+  all due as the user is taken).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,14 @@ from typing import Any
 import pytest
 import trio
 from durable_agents import CALLS, DURABLE_AGENTS
-from helpers import assert_legal_runs, make_config, read_until_ended, run_events, stored_events
+from helpers import (
+    assert_legal_runs,
+    db_path,
+    make_config,
+    read_until_ended,
+    run_events,
+    stored_events,
+)
 
 import netra_actors as na
 from netra_actors.testing import guest_test
@@ -286,3 +296,81 @@ async def test_a_sleep_of_a_passivated_session_wakes_by_the_recovery_scan(tmp_pa
                     break
                 await trio.sleep(0.05)
     assert abs(info.result["woke"] - (asked_at + 1.5)) <= 1.0
+
+
+TIMERS = 12
+
+
+def woken_in_order(config: na.RuntimeConfig, ids: list[str]) -> list[tuple[int, float, str]]:
+    """Each run's story, checked: one sleep, attempts 1 and 2 (one wake), completed once, no
+    rollback. Returns (seq, ts, run_id) of each wake's ``agent_started``, in seq order."""
+    rows = stored_events(config, USER)
+    wakes = []
+    for run_id in ids:
+        mine = [(s, e, d) for s, r, e, d in rows if r == run_id]
+        assert [e for _s, e, _d in mine].count("sleeping") == 1
+        assert [d["attempt"] for _s, e, d in mine if e == "agent_started"] == [1, 2]
+        assert [e for _s, e, _d in mine].count("agent_completed") == 1
+        assert "run_rolled_back" not in [e for _s, e, _d in mine]
+        (seq,) = [s for s, e, d in mine if e == "agent_started" and d["attempt"] == 2]
+        wakes.append(seq)
+    with sqlite3.connect(db_path(config)) as conn:
+        ts = dict(
+            conn.execute(
+                "SELECT seq, ts FROM netra_events WHERE user_id = ? AND event = 'agent_started'",
+                (USER,),
+            ).fetchall()
+        )
+    return sorted((seq, ts[seq], run_id) for seq, run_id in zip(wakes, ids, strict=True))
+
+
+def untils(config: na.RuntimeConfig, ids: list[str]) -> dict[str, float]:
+    rows = stored_events(config, USER)
+    return {str(r): float(d["until"]) for _s, r, e, d in rows if e == "sleeping" and r in ids}
+
+
+@guest_test()
+async def test_timers_of_a_user_due_together_wake_once_each_in_due_order_in_one_unit(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    # admitted in one order, due in the reverse one
+    seconds = [1.0 + 0.03 * (TIMERS - i) for i in range(TIMERS)]
+    async with open_rt(config, "async") as rt:
+        sub = await rt.subscribe(USER)
+        ids = [await rt.start_run(USER, "nap", {"seconds": s}) for s in seconds]
+        seen: list[na.Event] = []
+        await read_until(sub, seen, lambda s: names(s).count("sleeping") == TIMERS)
+    # no process holds them now: they are rows, all due by the time the next one takes the user
+    due = untils(config, ids)
+    await trio.sleep(max(0.0, max(due.values()) - time.time()) + 0.1)
+    async with open_rt(config, "async") as rt:  # the recovery scan takes the user
+        infos = [await rt.wait_run(USER, r) for r in ids]
+    assert {i.state for i in infos} == {na.RunState.COMPLETED}
+    wakes = woken_in_order(config, ids)
+    assert [r for _s, _t, r in wakes] == sorted(ids, key=due.__getitem__)  # in due order
+    # one unit: the wakes' events are consecutive and share the unit's commit time
+    assert [s for s, _t, _r in wakes] == list(range(wakes[0][0], wakes[0][0] + TIMERS))
+    assert len({t for _s, t, _r in wakes}) == 1
+    assert_legal_runs(stored_events(config, USER))
+
+
+@pytest.mark.parametrize("spacing", [0.0, 0.02])
+@guest_test()
+async def test_timers_due_while_the_session_is_active_wake_once_each_in_due_order(
+    tmp_path: Path, spacing: float
+) -> None:
+    config = make_config(tmp_path)
+    async with open_rt(config, "async") as rt:
+        # admitted in one order, due in the reverse one (or all within a few milliseconds)
+        at = time.time() + 2.0
+        ids = []
+        for i in range(TIMERS):
+            left = at + spacing * (TIMERS - i) - time.time()
+            ids.append(await rt.start_run(USER, "nap", {"seconds": left}))
+        infos = [await rt.wait_run(USER, r) for r in ids]
+    assert {i.state for i in infos} == {na.RunState.COMPLETED}
+    due = untils(config, ids)
+    wakes = woken_in_order(config, ids)
+    assert [r for _s, _t, r in wakes] == sorted(ids, key=due.__getitem__)
+    assert_legal_runs(stored_events(config, USER))
