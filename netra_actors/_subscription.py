@@ -8,11 +8,18 @@ catches up from the store, so a slow client never holds back its supervisor or a
 Resume is exact: subscribing registers the subscription *and* reads the user's head ``seq`` in one
 step of the supervisor, so events up to that head come from the store (replay) and events after it
 arrive live, with no gap and no duplicate at the seam.
+
+A subscription may also *push* (:meth:`Subscription.push_to`): live items go straight to a
+synchronous sink, in the delivering task, after their commit — no reader task is woken per unit.
+Whatever the sink does not take (and everything while the subscription replays, or while items
+wait in its buffer) takes the bounded buffer and its reader as above, so order, the capacity
+and the overflow rule are the same on both paths.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +31,12 @@ from ._values import Delta, Event
 
 if TYPE_CHECKING:
     from ._store import Store
+
+log = logging.getLogger("netra_actors.supervisor")
+
+Sink = Callable[[list[Any]], bool]
+"""A push subscriber: takes live items (a list of :class:`Event`, or one :class:`Delta`) and
+returns True, or returns False to leave them to the buffer and its reader."""
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +86,7 @@ class Subscription:
         self._delivered = 0
         self._last_seq: int | None = resume_from
         self._on_close: Callable[[], None] | None = None
+        self._sink: Sink | None = None
 
     # -- the supervisor's side (never blocks) -----------------------------------------------
 
@@ -83,9 +97,15 @@ class Subscription:
             self._replay_next = None
 
     def _offer(self, events: Sequence[Event]) -> bool:
-        """Append committed events. False if this subscription is closed (drop it)."""
+        """Append committed events (or push them). False if this subscription is closed (drop
+        it)."""
         if self._closed is not None:
             return False
+        if self._sink is not None and not self._buf and self._replay_next is None:
+            if self._push(events):
+                return True
+            if self.closed:  # the sink failed
+                return False
         if len(self._buf) + len(events) > self._capacity:
             self._close(SlowConsumerError())
             return False
@@ -100,6 +120,11 @@ class Subscription:
         if self._closed is not None:
             return False
         buf = self._buf
+        if self._sink is not None and not buf and self._replay_next is None:
+            if self._push([delta]):
+                return True
+            if self.closed:  # the sink failed
+                return False
         if buf:
             last = buf[-1]
             if (
@@ -116,6 +141,20 @@ class Subscription:
         self._lot.unpark_all()
         return True
 
+    def _push(self, items: Sequence[Any]) -> bool:
+        """Hand live items to the sink; False if it left them to the buffer (or failed: then
+        this subscription is closed)."""
+        assert self._sink is not None
+        try:
+            taken = self._sink(items if type(items) is list else list(items))
+        except Exception:
+            log.exception("user %r: a subscription's sink failed; closing it", self.user_id)
+            self._close(SubscriptionClosedError("session_failed", "the subscription's sink failed"))
+            return False
+        if taken:
+            self._count(items)
+        return taken
+
     def _close(self, error: SubscriptionClosedError) -> None:
         if self._closed is None:
             self._closed = error
@@ -123,6 +162,24 @@ class Subscription:
             self._lot.unpark_all()
 
     # -- the reader's side ------------------------------------------------------------------
+
+    def push_to(self, sink: Sink | None) -> None:
+        """Push live items to ``sink`` instead of waking a reader (None: stop pushing).
+
+        ``sink(items)`` is called in the task that delivers, right after the commit, with the
+        events of one unit (a list of :class:`Event`) or one :class:`Delta`; it must not block
+        and should not raise (a sink that raises closes the subscription). It returns True when
+        it took the items, or False to leave them to the buffer: they are then read as without
+        a sink (:meth:`receive_items`), and so is everything after them until the buffer is
+        empty again. A sink is only called when the buffer is empty and the replay is done, so
+        items reach it in order; a sink whose reader also hands items on must refuse while
+        that reader holds items it has not yet passed on.
+        """
+        self._sink = sink
+
+    def pending(self) -> bool:
+        """True while items wait in the buffer (or in the replay) for the reader."""
+        return bool(self._buf) or self._replay_next is not None
 
     @property
     def closed(self) -> bool:
@@ -178,12 +235,15 @@ class Subscription:
         return self._hand_out([self._buf.popleft() for _ in range(n)])
 
     def _hand_out(self, items: list[Any]) -> list[Event | Delta]:
+        self._count(items)
+        return items
+
+    def _count(self, items: Sequence[Any]) -> None:
         self._delivered += len(items)
         for item in reversed(items):
             if type(item) is Event:
                 self._last_seq = item.seq
                 break
-        return items
 
     async def receive(self) -> Event:
         """The next event (see :meth:`receive_batch`)."""

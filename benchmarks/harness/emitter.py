@@ -3,7 +3,10 @@
 The ``throughput`` scenario reports it; ``peers`` measures it as its ``netra`` design next to the
 same workload built other ways. Every event goes agent → supervisor → unit of work → group commit
 on a real SQLite file (WAL) → the user's socket mailbox → an in-process subscriber that reads
-every event, checks that ``seq`` is gapless, and counts it. :func:`run_emitter` measures one
+every event, checks that ``seq`` is gapless, and counts it. The subscriber is a push sink
+(:meth:`Subscription.push_to`: called in the delivering task, no reader task woken per unit) with
+a reader task behind it for whatever it leaves to the buffer; ``NETRA_BENCH_SUBSCRIBER=reader``
+measures reader tasks alone (``receive_batch``, as before push existed). :func:`run_emitter` measures one
 configuration and checks it against the file: delivered == committed == rows in the file.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import attrs
 import trio
@@ -96,18 +100,39 @@ class Tally:
         self.add(0)
 
 
+PUSH = os.environ.get("NETRA_BENCH_SUBSCRIBER", "push") != "reader"
+"""Whether the subscribers are push sinks (the default) or reader tasks alone."""
+
+
+class Checker:
+    """One user's subscriber: checks that ``seq`` is gapless and counts every event."""
+
+    def __init__(self, sub: na.types.Subscription, tally: Tally) -> None:
+        self.user_id = sub.user_id
+        self.expect = sub.head_seq + 1
+        self.tally = tally
+
+    def __call__(self, events: list[Any]) -> bool:
+        expect = self.expect
+        for ev in events:
+            if ev.seq != expect:
+                self.tally.errors.append(f"{self.user_id}: got seq {ev.seq}, expected {expect}")
+                expect = ev.seq
+            expect += 1
+        self.expect = expect
+        self.tally.add(len(events))
+        return True
+
+
 async def consume(sub: na.types.Subscription, tally: Tally, batch: int) -> None:
-    """Read every event of ``sub``; check that ``seq`` is gapless; count."""
-    expect = sub.head_seq + 1
+    """Read every event of ``sub`` (pushed, or read by this task); check that ``seq`` is
+    gapless; count."""
+    check = Checker(sub, tally)
+    if PUSH:
+        sub.push_to(check)
     try:
         while True:
-            events = await sub.receive_batch(batch)
-            for ev in events:
-                if ev.seq != expect:
-                    tally.errors.append(f"{sub.user_id}: got seq {ev.seq}, expected {expect}")
-                    expect = ev.seq
-                expect += 1
-            tally.add(len(events))
+            check(await sub.receive_batch(batch))
     except na.SubscriptionClosedError as exc:
         if exc.reason not in ("closed", "shutdown"):
             tally.errors.append(f"{sub.user_id}: subscription closed: {exc.reason}")

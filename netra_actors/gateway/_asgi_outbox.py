@@ -64,6 +64,17 @@ class Outbox:
                 return False
         return not self.finished.is_set()
 
+    def offer(self, frames: list[MutableMapping[str, Any]]) -> bool:
+        """Queue frames without waiting: False (nothing queued) if they would fill the outbox
+        to :data:`OUTBOX_HIGH` — where :meth:`put` would wait — or the writer has stopped."""
+        queued = self._frames
+        if self.finished.is_set() or len(queued) + len(frames) >= OUTBOX_HIGH:
+            return False
+        if not queued:
+            self._bridge.call_host(self._wake.set)
+        queued.extend(frames)
+        return True
+
     # asyncio side ----------------------------------------------------------------------------
 
     async def write(self) -> None:

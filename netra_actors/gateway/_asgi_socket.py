@@ -85,6 +85,13 @@ class AsgiSocket:
         self._ended(1006)
         raise SocketClosed(1006)
 
+    def offer(self, messages: list[str]) -> bool:
+        """Queue text frames now, without waiting, if the outbox has room for all of them
+        (False: nothing was queued; :meth:`send` them, which waits for room)."""
+        if self._closed is not None:
+            return False
+        return self._outbox.offer([{"type": "websocket.send", "text": text} for text in messages])
+
     async def keepalive(self, interval: float, pong_timeout: float) -> None:
         """Returns when the socket is closed (the ASGI server pings)."""
         await self._done.wait()

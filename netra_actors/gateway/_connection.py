@@ -137,6 +137,10 @@ class Connection:
         command ran goes out after that command's answer."""
         self.features: frozenset[str] = frozenset()
         """The features this socket's ``hello`` asked for that the server offers."""
+        self._offer: Callable[[list[str]], bool] | None = getattr(socket, "offer", None)
+        """Queue frames without waiting (sockets with an outbox: the ASGI adapter's)."""
+        self._holding = False
+        """True while the pump holds items it has not yet sent."""
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -418,20 +422,61 @@ class Connection:
         await self.socket.send(self._error(id, code, message))
         self._deps.metrics.frames_out += 1
 
+    def _frames(self, items: Sequence[Event | Delta]) -> tuple[list[str], list[Event]]:
+        """The frames of ``items`` (events coalesced into ``batch`` frames, deltas each where
+        it is), and the events among them."""
+        max_bytes = self._config.batch_max_bytes
+        if not self.features or all(type(item) is Event for item in items):
+            events: list[Event] = items  # type: ignore[assignment]
+            texts = [event.wire_json() for event in events]
+            return list(event_frames(texts, max_bytes=max_bytes)), events
+        events = [item for item in items if type(item) is Event]
+        frames = item_frames(
+            [(type(item) is Event, item.wire_json()) for item in items], max_bytes=max_bytes
+        )
+        return list(frames), events
+
+    def _sent(self, frames: int, events: list[Event], *, live: bool) -> None:
+        """Count what went out; the commit-to-socket time of live events."""
+        metrics = self._deps.metrics
+        metrics.frames_out += frames
+        metrics.events_out += len(events)
+        if events:
+            now = time.time()
+            head = -1 if live else self.subscription.head_seq  # type: ignore[union-attr]
+            for event in events:
+                if event.seq > head:  # live, not replayed
+                    metrics.commit_to_socket.observe(max(0.0, now - event.ts))
+
+    def _push(self, items: list[Event | Delta]) -> bool:
+        """The subscription's sink (sockets that queue frames without waiting): committed
+        events and deltas go straight into the socket's outbox, in the delivering task. It
+        refuses — the pump sends them, as without a sink — while a command runs or its answer
+        is sent (answers go out before what was committed meanwhile), while the pump holds
+        items it has not sent, and when the outbox has no room (the pump then waits for room,
+        and the subscription's bound and overflow rule apply as ever)."""
+        if self._holding or self._order.locked() or self._offer is None:
+            return False
+        frames, events = self._frames(items)
+        if not self._offer(frames):
+            return False
+        self._sent(len(frames), events, live=True)
+        return True
+
     async def _pump(self) -> None:
         subscription = self.subscription
         assert subscription is not None
         config = self._config
-        metrics = self._deps.metrics
         deltas = subscription.deltas
         items: Sequence[Event | Delta]
+        if self._offer is not None:
+            subscription.push_to(self._push)
         while True:
             try:
                 if deltas:
                     items = await subscription.receive_items(config.batch_max_events)
-                    events = [item for item in items if type(item) is Event]
                 else:
-                    items = events = await subscription.receive_batch(config.batch_max_events)
+                    items = await subscription.receive_batch(config.batch_max_events)
             except SlowConsumerError:
                 self.request_close(SLOW_CONSUMER, "fell too far behind; resume_from your last seq")
                 return
@@ -444,24 +489,16 @@ class Connection:
                     )  # fmt: skip
                 await self._close_with(close)
                 return
-            if len(events) == len(items):
-                frames = event_frames(
-                    [event.wire_json() for event in events], max_bytes=config.batch_max_bytes
-                )
-            else:  # deltas among them: each where it is, consecutive events still coalesced
-                frames = item_frames(
-                    [(type(item) is Event, item.wire_json()) for item in items],
-                    max_bytes=config.batch_max_bytes,
-                )
-            async with self._order:
-                for text in frames:
-                    await self.socket.send(text)
-                    metrics.frames_out += 1
-            metrics.events_out += len(events)
-            now = time.time()
-            for event in events:
-                if event.seq > subscription.head_seq:  # live, not replayed
-                    metrics.commit_to_socket.observe(max(0.0, now - event.ts))
+            self._holding = True  # no push overtakes these items
+            try:
+                frames, events = self._frames(items)
+                async with self._order:
+                    for text in frames:
+                        await self.socket.send(text)
+                        self._deps.metrics.frames_out += 1
+                self._sent(0, events, live=False)
+            finally:
+                self._holding = False
 
     async def _expiry(self, expires_at: float) -> None:
         while True:
