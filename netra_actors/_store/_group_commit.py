@@ -26,7 +26,7 @@ import outcome
 
 from .._logs import STORE_FAILURES, log_limited
 from ._dialect import Dialect, Transaction
-from ._leases import Leases
+from ._leases import FORGET_AFTER, Leases
 from ._rows import log
 from ._staged import make_orm_transient
 from ._statistics import Stats
@@ -66,7 +66,8 @@ class GroupCommit:
         stats, leases = self._stats, self._leases
         units, ops = split_batch(batch)
         began = time.monotonic()
-        renew = leases.due(began)
+        # An acquisition renews too: the leases it takes last as long as this node's row.
+        renew = leases.due(began) or any(op.kind == "acquire" for op in ops)
         if not (units or ops or renew):
             return
         started = time.perf_counter()
@@ -168,22 +169,20 @@ class GroupCommit:
         if "release_all" in by_kind:
             await tx.release_all(node)
         if "reap" in by_kind:  # nodes proven gone: their leases may be taken over at once
-            holders = await tx.live_nodes(node)
-            dead = await tx.dead_nodes(holders) if holders else []
-            for other in dead:
-                await tx.release_all(other)
+            alive = await tx.live_nodes(node)
+            dead = await tx.dead_nodes(alive) if alive else []
+            await tx.forget_nodes(dead, FORGET_AFTER)
             for op in by_kind["reap"]:
                 pre.results[id(op)] = dead
         if "post" in by_kind:
             await tx.post([op.args for op in by_kind["post"]])
         for op in by_kind.get("take_replies", ()):
             pre.results[id(op)] = await tx.take_replies(list(op.args[0]))
-        fenced = [p for p in units if p.epoch is not None]
-        if fenced:
-            epochs = await tx.fence(sorted({p.user_id for p in fenced}), node)
-            for p in fenced:
-                if epochs.get(p.user_id) != p.epoch:
-                    pre.fenced.add(id(p))
+        pairs = {(p.user_id, p.epoch) for p in units if p.epoch is not None}
+        if pairs:
+            lost = await tx.fence(sorted(pairs), node)
+            if lost:
+                pre.fenced.update(id(p) for p in units if (p.user_id, p.epoch) in lost)
         return pre
 
 

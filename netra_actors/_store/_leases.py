@@ -14,6 +14,10 @@ import time
 
 from .._exceptions import LeaseLostError
 
+FORGET_AFTER = 86400.0
+"""Seconds after which the row of a node that stopped renewing is deleted by the next reap
+(it holds nothing by then: its leases are free since it lapsed)."""
+
 
 def node_name(node_id: str | None) -> str:
     """A new node identity for this process: ``{node_id or hostname}-{pid}-{6 hex}``."""

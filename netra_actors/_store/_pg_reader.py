@@ -31,6 +31,7 @@ from ._rows import (
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    lease_held,
     orphan_queries,
     run_info,
     snapshot,
@@ -262,7 +263,7 @@ class PgReader:
         rows = await self._fetch(
             conn,
             "SELECT user_id FROM netra_leases WHERE user_id = ANY($1::text[]) "
-            f"AND expires_at > {NOW}",
+            f"AND {lease_held('netra_leases', NOW)}",
             users,
         )
         held = {row[0] for row in rows}

@@ -34,6 +34,7 @@ from ._rows import (
     event_rows,
     log,
     message_id_rows,
+    node_live,
     reply_rows,
     run_rows,
     thread_rows,
@@ -63,7 +64,11 @@ INSERT_MESSAGE_IDS = (
 )
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-RENEW = f"UPDATE netra_leases SET expires_at = {NOW} + ? WHERE node = ? AND expires_at > 0"
+#: The bulk renewal: one row, this node's (``netra_nodes``), however many users it owns.
+RENEW = (
+    f"INSERT INTO netra_nodes (node, expires_at) VALUES (?, {NOW} + ?) "
+    "ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
+)
 OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = ? AND expires_at > 0"
 #: The batch's users as a JSON array: one statement for all of them (``WHERE true``: SQLite's
 #: upsert-after-SELECT parsing rule).
@@ -72,23 +77,32 @@ OTHERS_OF = (
     "SELECT user_id FROM netra_leases "
     "WHERE user_id IN (SELECT value FROM json_each(?)) AND node <> ? AND expires_at > 0"
 )
+#: A lease is free when released (``expires_at = 0``) or when its node is no longer alive.
 ACQUIRE = (
     "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
-    f"SELECT value, ?, 1, {NOW} + ? FROM json_each(?) WHERE true "
+    f"SELECT value, ?, 1, {NOW} FROM json_each(?) WHERE true "
     "ON CONFLICT (user_id) DO UPDATE SET node = excluded.node, "
     "epoch = netra_leases.epoch + 1, expires_at = excluded.expires_at "
-    f"WHERE netra_leases.expires_at <= {NOW} OR netra_leases.node = excluded.node "
+    "WHERE netra_leases.expires_at <= 0 OR netra_leases.node = excluded.node "
+    f"OR NOT {node_live('netra_leases.node', NOW)} "
     "RETURNING user_id, epoch"
 )
 RELEASE = "UPDATE netra_leases SET expires_at = 0 WHERE user_id = ? AND node = ? AND epoch = ?"
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = ? AND expires_at > 0"
-#: The other nodes that hold a lease now (each may be proven gone: ``_incarnation.py``).
-LIVE_NODES = f"SELECT DISTINCT node FROM netra_leases WHERE expires_at > {NOW} AND node <> ?"
-#: The lease check of a batch's fenced units, one statement (inside BEGIN IMMEDIATE, which holds
-#: the write lock: no other node changes a lease row before this transaction ends).
+#: The other nodes alive now (each may be proven gone: ``_incarnation.py``).
+LIVE_NODES = f"SELECT node FROM netra_nodes WHERE expires_at > {NOW} AND node <> ?"
+#: A node proven gone: its row goes, and with it every lease that refers to it (one row).
+FORGET_NODE = "DELETE FROM netra_nodes WHERE node = ?"
+#: Rows of nodes that lapsed long ago (:data:`~._leases.FORGET_AFTER`): they hold nothing.
+FORGET_LAPSED = f"DELETE FROM netra_nodes WHERE expires_at < {NOW} - ?"
+#: The lease check of a batch's fenced units, one statement over ``[[user, epoch], …]``
+#: (inside BEGIN IMMEDIATE, which holds the write lock: no other node changes a lease row before
+#: this transaction ends). Each pair is looked up by the primary key (the node's own leases are
+#: never scanned); only the pairs whose lease row does not say (this node, that epoch) come back.
 FENCE = (
-    "SELECT user_id, epoch FROM netra_leases "
-    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node = ?"
+    "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j "
+    "LEFT JOIN netra_leases AS l ON l.user_id = j.value ->> 0 "
+    "WHERE l.node IS NOT ? OR l.epoch IS NOT j.value ->> 1"
 )
 POST = (
     "INSERT INTO netra_inbox (user_id, request_id, kind, payload, created_at) "
@@ -231,7 +245,7 @@ class SqliteDialect:
     # -- the driver calls (see Transaction) --------------------------------------------------
 
     async def renew(self, node: str, ttl: float) -> None:
-        self._exec(RENEW, [(ttl, node)])
+        self._query(RENEW, (node, ttl))
 
     async def ours(self, node: str) -> dict[str, int]:
         return dict(self._query(OURS, (node,)))
@@ -240,7 +254,7 @@ class SqliteDialect:
         return {row[0] for row in self._query(OTHERS_OF, (json.dumps(users), node))}
 
     async def acquire(self, users: list[str], node: str, ttl: float) -> list[tuple[str, int]]:
-        return self._query(ACQUIRE, (node, ttl, json.dumps(users)))
+        return self._query(ACQUIRE, (node, json.dumps(users)))
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         self._exec(RELEASE, [(user_id, node, epoch) for user_id, epoch in leases])
@@ -253,6 +267,11 @@ class SqliteDialect:
 
     async def dead_nodes(self, nodes: list[str]) -> list[str]:
         return [] if self._incarnation is None else self._incarnation.dead(nodes)
+
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        if nodes:
+            self._exec(FORGET_NODE, [(node,) for node in nodes])
+        self._query(FORGET_LAPSED, (lapsed_for,))
 
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         self._exec(POST, commands)
@@ -268,8 +287,8 @@ class SqliteDialect:
                 found[request_id] = (bool(ok), payload)
         return found
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        return dict(self._query(FENCE, (json.dumps(users), node)))
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        return {(u, int(e)) for u, e in self._query(FENCE, (json.dumps(leases), node))}
 
     async def write(self, units: Sequence[Pending]) -> None:
         for sql, params in erase_statements(units):  # first: a unit's own rows come after

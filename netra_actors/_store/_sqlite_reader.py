@@ -32,6 +32,7 @@ from ._rows import (
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    lease_held,
     orphan_queries,
     run_info,
     snapshot,
@@ -227,7 +228,7 @@ class SqliteReader(DbThread):
                 user_id
                 for (user_id,) in self._query(
                     f"SELECT user_id FROM netra_leases WHERE user_id IN ({marks}) "
-                    f"AND expires_at > {NOW}",
+                    f"AND {lease_held('netra_leases', NOW)}",
                     chunk,
                 )
             )

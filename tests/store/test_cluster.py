@@ -276,18 +276,32 @@ async def test_re_taking_a_lease_fences_the_older_epoch(kind: str, tmp_path: Pat
 
 
 def _count_renewals(statements: list[str]) -> int:
-    return sum(1 for s in statements if s.startswith("UPDATE netra_leases SET expires_at = "))
+    return sum(1 for s in statements if s.startswith("INSERT INTO netra_nodes "))
+
+
+async def _rows(store: SqlStore, sql: str) -> list[Any]:
+    """Rows of ``sql`` read through the store's own engine (either database)."""
+
+    async def read() -> list[Any]:
+        async with store.engine.connect() as conn:
+            return list((await conn.exec_driver_sql(sql)).all())
+
+    return await Bridge.current().run_on_host(read())
 
 
 @pytest.mark.parametrize("kind", URLS)
 @guest_test()
-async def test_bulk_renewal_is_one_statement_per_interval(kind: str, tmp_path: Path) -> None:
+async def test_bulk_renewal_is_one_row_per_interval(kind: str, tmp_path: Path) -> None:
     ttl = 0.6  # renewal every 0.2 s
     users = [fresh_user() for _ in range(50)]
     async with database(kind, tmp_path) as url, stores(url, 1, ttl=ttl) as (store,):
         async with trio.open_nursery() as n:
             for u in users:
                 n.start_soon(store.acquire, u)
+        leases_before = await _rows(
+            store, "SELECT user_id, node, epoch, expires_at FROM netra_leases"
+        )
+        (node_before,) = await _rows(store, "SELECT node, expires_at FROM netra_nodes")
         statements: list[str] = []
         store.statement_hook = statements.append
         await trio.sleep(1.0)
@@ -295,10 +309,56 @@ async def test_bulk_renewal_is_one_statement_per_interval(kind: str, tmp_path: P
         renewals = _count_renewals(statements)
         assert 3 <= renewals <= 7, statements
         lease_statements = [s for s in statements if "netra_leases" in s]
-        assert len(lease_statements) == renewals, lease_statements  # nothing per user
+        assert lease_statements == []  # no statement, and no row, per user
         if kind == "sqlite":
             assert SQLITE_RENEW in statements
+        # The user's rows were not rewritten; only the node's one row moved on.
+        after = await _rows(store, "SELECT user_id, node, epoch, expires_at FROM netra_leases")
+        assert sorted(after) == sorted(leases_before)
+        (node_after,) = await _rows(store, "SELECT node, expires_at FROM netra_nodes")
+        assert node_after[0] == node_before[0] == store.node
+        assert node_after[1] > node_before[1]
         assert store.statistics().leases_held == 50
+        assert set(await store.free_leases(users)) == set()
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_version_5_database_keeps_its_leases_across_the_upgrade(
+    kind: str, tmp_path: Path
+) -> None:
+    """Version 6 moves liveness to one row per node: a live lease of version 5 stays held by
+    its node (until that node's latest lease would have expired), a released one stays free."""
+    async with database(kind, tmp_path) as url:
+        engine = create_async_engine(url)
+
+        async def build_v5() -> None:
+            async with engine.begin() as conn:
+                await conn.run_sync(meta.create)
+                for version in range(5):
+                    await conn.run_sync(MIGRATIONS[version])
+                await conn.execute(meta.insert().values(key="schema_version", value="5"))
+                await conn.exec_driver_sql(
+                    "INSERT INTO netra_leases (user_id, node, epoch, expires_at) VALUES "
+                    "('held', 'old-node', 3, 9e12), ('released', 'old-node', 2, 0), "
+                    "('lapsed', 'gone-node', 4, 1.0)"
+                )
+
+        bridge = Bridge.current()
+        await bridge.run_on_host(build_v5())
+        await bridge.run_on_host(engine.dispose())
+        async with stores(url, 1) as (store,):
+            assert store._writer.schema_versions == (5, SCHEMA_VERSION)
+            assert await store.free_leases(["held", "released", "lapsed"]) == [
+                "released",
+                "lapsed",
+            ]
+            assert await store.acquire("held") is None  # its node is alive until 9e12
+            assert await store.acquire("released") == 3
+            assert await store.acquire("lapsed") == 5
+            assert sorted(await _rows(store, "SELECT node FROM netra_nodes")) == sorted(
+                [("old-node",), ("gone-node",), (store.node,)]
+            )
 
 
 @guest_test()

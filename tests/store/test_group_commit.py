@@ -86,8 +86,11 @@ class FakeTransaction:
     async def take_replies(self, request_ids: list[str]) -> dict[str, tuple[bool, str]]:
         raise AssertionError("not used here")
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        return {u: self.leases[u][1] for u in users if self.leases.get(u, ("", 0))[0] == node}
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        raise AssertionError("not used here")
+
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        return {(u, e) for u, e in leases if self.leases.get(u) != (node, e)}
 
     async def write(self, units: Sequence[Pending]) -> None:
         for p in units:

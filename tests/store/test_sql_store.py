@@ -380,6 +380,7 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
         message_ids,
         migrate,
         model_calls,
+        nodes,
         replies,
         runs,
         threads,
@@ -389,7 +390,8 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     with engine.begin() as conn:
         assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs, leases, inbox, replies, model_calls, threads, message_ids):
+        tables = (events, runs, leases, nodes, inbox, replies, model_calls, threads, message_ids)
+        for table in tables:
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
@@ -399,8 +401,9 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     # A new version: add its frozen migration and test the path from the previous version
     # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
     # tests/store/test_threads_store.py tests version 3 -> 4, threads; version 5, durable runs,
-    # adds the runs' waits and the model calls' places: the test below).
-    assert version == 5
+    # adds the runs' waits and the model calls' places: the test below; version 6, node-level
+    # liveness, adds netra_nodes: tests/store/test_cluster.py, the version 5 upgrade).
+    assert version == 6
 
 
 def test_a_version_4_database_migrates_to_durable_runs() -> None:
@@ -422,7 +425,7 @@ def test_a_version_4_database_migrates_to_durable_runs() -> None:
                 "'trip', 7)"
             )
         )
-        assert migrate(conn) == (4, 5)
+        assert migrate(conn) == (4, 6)
         row = conn.execute(
             text("SELECT state, thread, start_seq, wait, wake_at FROM netra_runs")
         ).one()
