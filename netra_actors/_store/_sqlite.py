@@ -44,21 +44,57 @@ from ._waiting import Pending
 
 T = TypeVar("T")
 
-INSERT_EVENTS = (
+
+def _from_json(columns: Sequence[str]) -> str:
+    """``SELECT value ->> 0, value ->> 1, … FROM json_each(?)``: one row per element of a JSON
+    array of arrays, in ``columns`` order."""
+    picks = ", ".join(f"value ->> {i}" for i in range(len(columns)))
+    return f"SELECT {picks} FROM json_each(?)"
+
+
+#: A batch's rows of a kind are handed to SQLite as ONE value (a JSON array of rows) and
+#: inserted by one statement: one ``sqlite3_step``, so the writer thread gives up and re-takes
+#: the GIL once per statement instead of once per row (``executemany``), and the trio thread
+#: runs meanwhile. ``…_MANY``: the same statements per row, for the rare batch whose text holds
+#: a NUL character (SQLite's JSON functions stop a string there).
+INSERT_EVENTS = f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) {_from_json(EVENT_COLUMNS)}"
+INSERT_EVENTS_MANY = (
     f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
+_RUNS_CONFLICT = f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
 UPSERT_RUNS = (
+    f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) {_from_json(RUN_COLUMNS)} WHERE true "
+    + _RUNS_CONFLICT
+)
+UPSERT_RUNS_MANY = (
     f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
-    f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
+    + _RUNS_CONFLICT
 )
 #: The thread summary, one row per (user, thread) of a batch (``_rows.thread_rows``).
-UPSERT_THREADS = (
-    "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, thread) DO UPDATE SET "
+_THREAD_COLUMNS = ("user_id", "thread", "title", "created_ts", "last_seq", "last_ts")
+_THREADS_CONFLICT = (
+    "ON CONFLICT (user_id, thread) DO UPDATE SET "
     "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
     "last_ts = excluded.last_ts"
 )
+UPSERT_THREADS = (
+    f"INSERT INTO netra_threads ({', '.join(_THREAD_COLUMNS)}) {_from_json(_THREAD_COLUMNS)} "
+    f"WHERE true {_THREADS_CONFLICT}"
+)
+UPSERT_THREADS_MANY = (
+    f"INSERT INTO netra_threads ({', '.join(_THREAD_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+    + _THREADS_CONFLICT
+)
+_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+
+
+def as_json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+    """``rows`` as one JSON array for :func:`_from_json` (None if some text holds a NUL)."""
+    payload = _dumps(rows)
+    return None if "\\u0000" in payload else payload
+
+
 INSERT_MESSAGE_IDS = (
     "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) VALUES (?, ?, ?, ?)"
 )
@@ -236,6 +272,18 @@ class SqliteDialect:
         else:
             self._raw.executemany(sql, rows)
 
+    def _bulk(self, sql: str, many: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Every row of ``rows`` by one statement over one JSON value (``many``: per row, if
+        the JSON cannot carry them)."""
+        payload = as_json_rows(rows)
+        if payload is None:
+            self._exec(many, rows)
+            return
+        hook = self._owner.statement_hook
+        if hook is not None:
+            hook(sql)
+        self._raw.execute(sql, (payload,))
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         hook = self._owner.statement_hook
         if hook is not None:
@@ -295,13 +343,13 @@ class SqliteDialect:
             self._exec(sql, [params])
         rows = event_rows(units)
         if rows:
-            self._exec(INSERT_EVENTS, rows)
+            self._bulk(INSERT_EVENTS, INSERT_EVENTS_MANY, rows)
         runs = run_rows(units)
         if runs:
-            self._exec(UPSERT_RUNS, runs)
+            self._bulk(UPSERT_RUNS, UPSERT_RUNS_MANY, runs)
         threads = thread_rows(units)
         if threads:
-            self._exec(UPSERT_THREADS, threads)
+            self._bulk(UPSERT_THREADS, UPSERT_THREADS_MANY, threads)
         ids = message_id_rows(units, time.time())
         if ids:
             self._exec(INSERT_MESSAGE_IDS, ids)

@@ -667,3 +667,58 @@ async def test_the_asyncio_engine_is_there_for_developers(kind: str, tmp_path: P
                 return int(result.scalar_one())
 
         assert await Bridge.current().run_on_host(count()) == 3
+
+
+@pytest.mark.parametrize("nul", [False, True], ids=["json", "nul_fallback"])
+@guest_test()
+async def test_sqlite_writes_a_batch_of_each_kind_in_one_statement_exactly(
+    nul: bool, tmp_path: Path
+) -> None:
+    """A batch's events, runs and thread rows go to SQLite as one JSON value each (one
+    statement, not one ``executemany`` step per row) and come back exactly as committed: odd
+    text, floats, NULLs. Text holding a NUL takes the per-row statements instead (SQLite's JSON
+    functions would cut the string there)."""
+    from netra_actors._store import _sqlite
+
+    odd = 'héllo 😀 \\n "q" \x01 \t ☃' + ("\x00end" if nul else "")
+    users = [f"{fresh_user()}{odd}" for _ in range(20)]
+    async with open_store("sqlite", tmp_path) as store:
+        statements: list[str] = []
+        store.statement_hook = statements.append
+        committed: dict[str, list[Any]] = {}
+
+        async def one(user: str) -> None:
+            unit = unit_with(user, 3, run=f"r{odd}")
+            unit.emit(None, "note", {"text": odd, "f": 0.1 + 0.2, "big": 2**53 + 1})
+            unit.threads = {f"r{odd}": f"t{odd}"}
+            unit.thread = f"t{odd}"
+            committed[user] = await store.commit(user, 0, unit)
+
+        lock = sqlite3.connect(str(tmp_path / "store.db"), isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the units queue up behind it: one batch
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(one, user)
+            await trio.sleep(0.2)
+            lock.execute("COMMIT")
+            lock.close()
+        store.statement_hook = None
+        for user in users:
+            assert await store.replay(user, 0, 10) == committed[user]
+            (run,) = await store.list_runs(user, 10)
+            assert run.run_id == f"r{odd}"
+            (thread,) = (await store.threads(user)).threads
+            assert (thread.thread, thread.last_seq) == (f"t{odd}", 4)
+        json_kinds = (_sqlite.INSERT_EVENTS, _sqlite.UPSERT_RUNS, _sqlite.UPSERT_THREADS)
+        many_kinds = (
+            _sqlite.INSERT_EVENTS_MANY,
+            _sqlite.UPSERT_RUNS_MANY,
+            _sqlite.UPSERT_THREADS_MANY,
+        )
+        used, unused = (many_kinds, json_kinds) if nul else (json_kinds, many_kinds)
+        batches = statements.count("BEGIN IMMEDIATE")
+        assert batches <= 3, statements  # the units were written together
+        for sql in used:
+            assert 1 <= statements.count(sql) <= batches
+        for sql in unused:
+            assert sql not in statements
