@@ -37,6 +37,14 @@ class Transaction(Protocol):
         """Take every lease of ``users`` that expired or is ``node``'s; ``(user, new epoch)``."""
         ...
 
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        """Those of the ``(user_id, head_seq)`` pairs whose user's head is not that seq now."""
+        ...
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        """Move the epoch of each of ``users``' leases that ``node`` holds on by one, released
+        (a claim that found the user changed: its owner's units must fail the fence)."""
+
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         """Release each ``(user_id, epoch)`` that ``node`` still holds at that epoch."""
 

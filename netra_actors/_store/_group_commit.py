@@ -67,7 +67,7 @@ class GroupCommit:
         units, ops = split_batch(batch)
         began = time.monotonic()
         # An acquisition renews too: the leases it takes last as long as this node's row.
-        renew = leases.due(began) or any(op.kind == "acquire" for op in ops)
+        renew = leases.due(began) or any(op.kind in ACQUIRING for op in ops)
         if not (units or ops or renew):
             return
         started = time.perf_counter()
@@ -143,6 +143,25 @@ class GroupCommit:
                     pre.errors[id(p)] = exc
         return pre
 
+    async def _check_claims(self, tx: Transaction, claims: Sequence[Op], pre: Prelude) -> None:
+        """A claim (:meth:`SqlStore.claim`) acted on a read: its owner already runs with the
+        epoch it expected and the snapshot it read. Unless this acquisition gave exactly that
+        epoch and the user's head is still the one read, the lease is spoiled (its epoch moves
+        on, released): every unit of that owner is fenced, and it starts over as a follower."""
+        stale = await tx.stale_heads([(op.args[0], op.args[2]) for op in claims])
+        spoil = sorted(
+            {
+                user_id
+                for user_id, expect, _head in (op.args for op in claims)
+                if pre.acquired[user_id][0] is not None
+                and (pre.acquired[user_id][0] != expect or user_id in stale)
+            }
+        )
+        if spoil:
+            await tx.spoil(spoil, self._leases.node)
+            for user_id in spoil:
+                pre.acquired[user_id] = (None, False)
+
     async def _prelude(
         self, tx: Transaction, ops: Sequence[Op], units: Sequence[Pending], renew: bool
     ) -> Prelude:
@@ -158,12 +177,15 @@ class GroupCommit:
         by_kind: dict[str, list[Op]] = {}
         for op in ops:
             by_kind.setdefault(op.kind, []).append(op)
-        if "acquire" in by_kind:
-            users = sorted({op.args[0] for op in by_kind["acquire"]})
+        claims = by_kind.get("claim", ())
+        if claims or "acquire" in by_kind:
+            users = sorted({op.args[0] for op in (*by_kind.get("acquire", ()), *claims)})
             others = await tx.others_of(users, node)
             pre.acquired = dict.fromkeys(users, (None, False))
             for user_id, epoch in await tx.acquire(users, node, ttl):
                 pre.acquired[user_id] = (int(epoch), user_id in others)
+            if claims:
+                await self._check_claims(tx, claims, pre)
         if "release" in by_kind:
             await tx.release([(op.args[0], op.args[1]) for op in by_kind["release"]], node)
         if "release_all" in by_kind:
@@ -187,6 +209,8 @@ class GroupCommit:
 
 
 _by_user = operator.attrgetter("user_id")
+ACQUIRING = ("acquire", "claim")
+"""The ops that take leases (and so renew this node's row in the same transaction)."""
 
 
 def split_batch(batch: Sequence[Any]) -> tuple[list[Pending], list[Op]]:
@@ -223,7 +247,7 @@ def finish(
         p.result = outcome.Value(p.events) if err is None else outcome.Error(as_store_error(err))
     for op in ops:
         kind = op.kind
-        if kind == "acquire":
+        if kind in ACQUIRING:
             op.result = outcome.Value(pre.acquired[op.args[0]][0])
         elif kind == "release":
             leases.released(op.args[0], op.args[1])

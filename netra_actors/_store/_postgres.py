@@ -99,6 +99,15 @@ ACQUIRE = (
     f"OR NOT {node_live('netra_leases.node', NOW)} "
     "RETURNING user_id, epoch"
 )
+#: A claim's check: the users whose head moved since the claim's read.
+STALE_HEADS = (
+    "SELECT t.u FROM unnest($1::text[], $2::int8[]) AS t(u, h) WHERE coalesce((SELECT max(seq) "
+    "FROM netra_events WHERE user_id = t.u), 0) <> t.h"
+)
+SPOIL = (
+    "UPDATE netra_leases SET epoch = epoch + 1, expires_at = 0 "
+    "WHERE user_id = ANY($1::text[]) AND node = $2"
+)
 RELEASE = (
     "UPDATE netra_leases AS l SET expires_at = 0 "
     "FROM unnest($1::text[], $2::int8[]) AS r(user_id, epoch) "
@@ -213,6 +222,13 @@ class PgTransaction:
 
     async def acquire(self, users: list[str], node: str, ttl: float) -> list[tuple[str, int]]:
         return [(r[0], r[1]) for r in await self._fetch(ACQUIRE, users, node)]
+
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        rows = await self._fetch(STALE_HEADS, [u for u, _ in heads], [h for _, h in heads])
+        return {row[0] for row in rows}
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        await self._exec(SPOIL, users, node)
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         await self._exec(RELEASE, [u for u, _ in leases], [e for _, e in leases], node)

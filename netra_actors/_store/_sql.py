@@ -85,6 +85,8 @@ class SqlStore:
         self._closing = False
         self._closed = False
         self._loads: list[Read] | None = None
+        self._claimed: dict[str, UserSnapshot] = {}
+        """Snapshots read by :meth:`claim`, for the ``load_user`` that follows it."""
         self._writer: Any = None
         self._reader: Any = None
         self._listener: Any = None
@@ -201,6 +203,8 @@ class SqlStore:
         """
         if self._closing:
             raise StoreError("the store is closed")
+        if self._claimed:
+            self._claimed.pop(user_id, None)  # the user changes: that snapshot is history
         pending = Pending(user_id, base_seq, unit, epoch)
         self._writer.submit(pending)
         events: list[Event] = await wait_outcome(pending)
@@ -217,8 +221,31 @@ class SqlStore:
 
     async def acquire(self, user_id: str) -> int | None:
         """See :meth:`ClusterStore.acquire`. Rides the writer's next group transaction."""
+        self._claimed.pop(user_id, None)
         epoch: int | None = await self._op("acquire", user_id)
         return epoch
+
+    async def claim(self, user_id: str) -> int | None:
+        """See :meth:`ClusterStore.claim`: one read (the user's lease row and its
+        ``load_user`` snapshot, shared with the reads that arrive together); the acquisition
+        rides the writer's next group transaction without anyone waiting for it."""
+        if self._closing:
+            raise StoreError("the store is closed")
+        self._claimed.pop(user_id, None)
+        found: tuple[UserSnapshot, Any] = await self._grouped(Read("claim", user_id))
+        snap, lease = found
+        if lease is None:
+            expect = 1
+        else:
+            node, epoch, held = lease
+            if held and node != self.node:
+                return None  # another node owns the user: follow it
+            expect = int(epoch) + 1
+        op = Op("claim", (user_id, expect, snap.head_seq))
+        op.task = None  # nobody waits: its outcome is the lease bookkeeping's (and the fence's)
+        self._writer.submit(op)
+        self._claimed[user_id] = snap
+        return expect
 
     async def release(self, user_id: str, epoch: int) -> None:
         """See :meth:`ClusterStore.release`."""
@@ -336,7 +363,14 @@ class SqlStore:
         """See :meth:`Store.load_user`. Calls that arrive together share one pair of queries."""
         if self._closing:
             raise StoreError("the store is closed")
-        read = Read("load_user", user_id)
+        claimed = self._claimed.pop(user_id, None) if self._claimed else None
+        if claimed is not None:
+            return claimed  # read with the lease this node has just claimed (see claim)
+        snapshot: UserSnapshot = await self._grouped(Read("load_user", user_id))
+        return snapshot
+
+    async def _grouped(self, read: Read) -> Any:
+        """A ``load_user`` or ``claim`` read, in one request with those that arrive together."""
         group = self._loads
         if group is None:
             # The first caller leads: it lets every other runnable task join the group, then
@@ -347,8 +381,7 @@ class SqlStore:
             self._reader.submit(group)
         else:
             group.append(read)
-        snapshot: UserSnapshot = await wait_outcome(read, cancellable=True)
-        return snapshot
+        return await wait_outcome(read, cancellable=True)
 
     @property
     def load_calls(self) -> int:

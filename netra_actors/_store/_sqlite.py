@@ -123,6 +123,15 @@ ACQUIRE = (
     f"OR NOT {node_live('netra_leases.node', NOW)} "
     "RETURNING user_id, epoch"
 )
+#: A claim's check: the users (``[[user, head], …]``) whose head moved since the claim's read.
+STALE_HEADS = (
+    "SELECT j.value ->> 0 FROM json_each(?) AS j WHERE coalesce((SELECT MAX(seq) "
+    "FROM netra_events WHERE user_id = j.value ->> 0), 0) IS NOT j.value ->> 1"
+)
+SPOIL = (
+    "UPDATE netra_leases SET epoch = epoch + 1, expires_at = 0 "
+    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node = ?"
+)
 RELEASE = "UPDATE netra_leases SET expires_at = 0 WHERE user_id = ? AND node = ? AND epoch = ?"
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = ? AND expires_at > 0"
 #: The other nodes alive now (each may be proven gone: ``_incarnation.py``).
@@ -303,6 +312,12 @@ class SqliteDialect:
 
     async def acquire(self, users: list[str], node: str, ttl: float) -> list[tuple[str, int]]:
         return self._query(ACQUIRE, (node, json.dumps(users)))
+
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        return {row[0] for row in self._query(STALE_HEADS, (json.dumps(heads),))}
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        self._query(SPOIL, (json.dumps(users), node))
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         self._exec(RELEASE, [(user_id, node, epoch) for user_id, epoch in leases])

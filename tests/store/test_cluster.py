@@ -673,3 +673,75 @@ async def test_the_database_clock_decides_not_the_nodes_wall_clocks(
         await a.release("skew", 1)
         assert await b.acquire("skew") == 2  # released: free at once, whatever B's clock says
         monkeypatch.undo()
+
+
+# -- claims: activation without waiting for a lease write -------------------------------------
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_claim_reads_once_and_the_acquisition_rides_the_next_commit(
+    kind: str, tmp_path: Path
+) -> None:
+    user, owned = fresh_user(), fresh_user()
+    async with database(kind, tmp_path) as url, stores(url, 2) as (a, b):
+        assert await b.acquire(owned) == 1
+        await b.commit(owned, 0, unit_with(owned, 1), epoch=1)
+        batches = a.statistics().batches
+        assert await a.claim(owned) is None  # another live node holds it: follow, write nothing
+        epoch = await a.claim(user)
+        assert epoch == 1
+        loads = a.load_calls
+        snap = await a.load_user(user)  # the claim's own read: no second one
+        assert (snap.head_seq, a.load_calls) == (0, loads)
+        # The first unit commits under the claimed epoch: the acquisition went first.
+        assert [e.seq for e in await a.commit(user, 0, unit_with(user, 2), epoch=1)] == [1, 2]
+        assert a.held_leases() == {user: 1}
+        assert a.statistics().batches - batches <= 2
+        assert await b.acquire(user) is None  # a holds it now
+        assert (await a.load_user(user)).head_seq == 2  # read again: the snapshot was used once
+        # Passivated and claimed again: the epoch moves on by one, as an acquisition would.
+        await a.release(user, 1)
+        assert await a.claim(user) == 2
+        await a.commit(user, 2, unit_with(user, 1), epoch=2)
+        assert a.held_leases() == {user: 2}
+
+
+@pytest.mark.parametrize("moved", ["head", "epoch"])
+@guest_test()
+async def test_a_claim_overtaken_before_its_acquisition_is_fenced(
+    moved: str, tmp_path: Path
+) -> None:
+    """Between a claim's read and its acquisition another writer moved the user on (a commit:
+    the head; or another node's acquisition: the epoch): the claim's lease is spoiled, so no
+    unit commits under the epoch it returned; a real acquisition afterwards works."""
+    user = fresh_user()
+    url = na.sqlite_url(tmp_path / "claim.db")
+    async with stores(url, 1) as (a,):
+        lock = await _hold_sqlite_writer(url)  # a's writer waits behind this transaction
+        try:
+            assert await a.claim(user) == 1  # read before the other writer's change commits
+            if moved == "head":
+                lock.execute(
+                    "INSERT INTO netra_events (user_id, seq, run_id, event, ts, data, thread) "
+                    "VALUES (?, 1, NULL, 'note', 0.0, '{}', 'main')",
+                    (user,),
+                )
+            else:  # another node took the lease and released it
+                lock.execute(
+                    "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
+                    "VALUES (?, 'another-node', 1, 0)",
+                    (user,),
+                )
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        with pytest.raises(LeaseLostError, match="lease epoch 1"):
+            await a.commit(user, 0, unit_with(user, 1), epoch=1)
+        assert user not in a.held_leases()
+        epoch = await a.acquire(user)
+        assert epoch == (3 if moved == "head" else 4)  # past the spoiled one
+        head = 1 if moved == "head" else 0
+        assert [e.seq for e in await a.commit(user, head, unit_with(user, 1), epoch=epoch)] == [
+            head + 1
+        ]

@@ -68,6 +68,12 @@ class FakeTransaction:
                 taken.append((u, epoch + 1))
         return taken
 
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        raise AssertionError("not used here")
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        raise AssertionError("not used here")
+
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         raise AssertionError("not used here")
 
