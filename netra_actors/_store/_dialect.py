@@ -25,6 +25,10 @@ class Transaction(Protocol):
         """Keep ``node`` alive until ``now + ttl`` (database clock): its one row in
         ``netra_nodes``, which every unreleased lease of ``node`` lasts as long as."""
 
+    async def others_alive(self, node: str) -> bool:
+        """Whether a node other than ``node`` is alive."""
+        ...
+
     async def ours(self, node: str) -> dict[str, int]:
         """``{user_id: epoch}`` of every unreleased lease of ``node``."""
         ...

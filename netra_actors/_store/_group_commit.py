@@ -172,6 +172,7 @@ class GroupCommit:
         node, ttl = leases.node, leases.ttl
         if renew:
             await tx.renew(node, ttl)
+            leases.others = await tx.others_alive(node)
             if leases.late(time.monotonic()):
                 pre.still_ours = await tx.ours(node)
         by_kind: dict[str, list[Op]] = {}

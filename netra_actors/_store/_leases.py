@@ -49,6 +49,9 @@ class Leases:
         self.renewals = 0
         self.failing = 0
         self.fenced = 0
+        self.others: bool | None = None
+        """Whether another node was alive at the last look (each renewal, each claim's read;
+        None: not looked yet). Claims act on a read alone only while this node is alone."""
 
     def due(self, now: float) -> bool:
         return now >= self.next_renewal

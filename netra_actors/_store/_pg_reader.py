@@ -22,7 +22,7 @@ from ._history import (
     threads_page,
     threads_query,
 )
-from ._postgres import NOW, asyncpg
+from ._postgres import NOW, OTHERS_ALIVE, asyncpg
 from ._rows import (
     EVENT_SELECT,
     INBOX_SELECT,
@@ -143,16 +143,20 @@ class PgReader:
             ):
                 live.setdefault(row[0], []).append(tuple(row))
             leases: dict[str, tuple[str, int, bool]] = {}
+            others = True
             if any(r.kind == "claim" for r in loads):
                 for row in await self._fetch(conn, LEASES, users):
                     leases[row[0]] = (row[1], row[2], row[3])
+                others = bool((await self._fetch(conn, OTHERS_ALIVE, self._owner.node))[0][0])
         except Exception as exc:
             for r in loads:
                 r.fail(as_store_error(exc))
             return
         for r in loads:
             snap = snapshot(heads.get(r.args, 0), live.get(r.args, ()))
-            r.result = outcome.Value(snap if r.kind == "load_user" else (snap, leases.get(r.args)))
+            r.result = outcome.Value(
+                snap if r.kind == "load_user" else (snap, leases.get(r.args), others)
+            )
 
     async def _replay(self, conn: Any, user_id: str, after_seq: int, limit: int) -> list[Event]:
         rows = await self._fetch(

@@ -82,6 +82,7 @@ RENEW = (
     "ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
 )
 OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = $1 AND expires_at > 0"
+OTHERS_ALIVE = f"SELECT EXISTS (SELECT 1 FROM netra_nodes WHERE node <> $1 AND expires_at > {NOW})"
 #: Unreleased leases of other nodes among the batch's users: an acquisition of one of these is a
 #: takeover (for the statistics; the decision is the upsert's, on the latest row version).
 OTHERS_OF = (
@@ -213,6 +214,9 @@ class PgTransaction:
 
     async def renew(self, node: str, ttl: float) -> None:
         await self._exec(RENEW, node, ttl)
+
+    async def others_alive(self, node: str) -> bool:
+        return bool((await self._fetch(OTHERS_ALIVE, node))[0][0])
 
     async def ours(self, node: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._fetch(OURS, node)}

@@ -23,9 +23,11 @@ StatementHook = Callable[[str], None]
 
 
 class HookOwner(Protocol):
-    """The store: its ``statement_hook`` (if set) sees the text of every statement it runs."""
+    """The store: its ``statement_hook`` (if set) sees the text of every statement it runs;
+    ``node`` is its node identity."""
 
     statement_hook: StatementHook | None
+    node: str
 
 
 LIVE_STATE_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in LIVE_STATES))

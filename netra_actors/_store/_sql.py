@@ -226,20 +226,29 @@ class SqlStore:
         return epoch
 
     async def claim(self, user_id: str) -> int | None:
-        """See :meth:`ClusterStore.claim`: one read (the user's lease row and its
-        ``load_user`` snapshot, shared with the reads that arrive together); the acquisition
-        rides the writer's next group transaction without anyone waiting for it."""
+        """See :meth:`ClusterStore.claim`. While this node is the only one alive: one read (the
+        user's lease row and its ``load_user`` snapshot, shared with the reads that arrive
+        together), and the acquisition rides the writer's next group transaction without anyone
+        waiting for it. While other nodes are alive it waits for the acquisition, as
+        :meth:`acquire` (two nodes activating the same user at once must not both act as its
+        owner until their first commit)."""
         if self._closing:
             raise StoreError("the store is closed")
         self._claimed.pop(user_id, None)
-        found: tuple[UserSnapshot, Any] = await self._grouped(Read("claim", user_id))
-        snap, lease = found
+        leases = self._leases
+        if leases.others:  # other nodes were alive at the last look (None: not known yet)
+            return await self.acquire(user_id)
+        found: tuple[UserSnapshot, Any, bool] = await self._grouped(Read("claim", user_id))
+        snap, lease, others = found
+        leases.others = others
+        if others:  # another node is alive: an acquisition of our own, waited for
+            return await self.acquire(user_id)
         if lease is None:
             expect = 1
         else:
             node, epoch, held = lease
-            if held and node != self.node:
-                return None  # another node owns the user: follow it
+            if held and node != self.node:  # (a node alive a moment ago): follow it
+                return None
             expect = int(epoch) + 1
         op = Op("claim", (user_id, expect, snap.head_seq))
         op.task = None  # nobody waits: its outcome is the lease bookkeeping's (and the fence's)

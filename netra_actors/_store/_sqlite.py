@@ -106,6 +106,7 @@ RENEW = (
     "ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
 )
 OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = ? AND expires_at > 0"
+OTHERS_ALIVE = f"SELECT EXISTS (SELECT 1 FROM netra_nodes WHERE node <> ? AND expires_at > {NOW})"
 #: The batch's users as a JSON array: one statement for all of them (``WHERE true``: SQLite's
 #: upsert-after-SELECT parsing rule).
 #: Unreleased leases of other nodes among them: acquiring one of these is a takeover.
@@ -303,6 +304,9 @@ class SqliteDialect:
 
     async def renew(self, node: str, ttl: float) -> None:
         self._query(RENEW, (node, ttl))
+
+    async def others_alive(self, node: str) -> bool:
+        return bool(self._query(OTHERS_ALIVE, (node,))[0][0])
 
     async def ours(self, node: str) -> dict[str, int]:
         return dict(self._query(OURS, (node,)))

@@ -37,7 +37,7 @@ from ._rows import (
     run_info,
     snapshot,
 )
-from ._sqlite import NOW, SqliteFile, chunks
+from ._sqlite import NOW, OTHERS_ALIVE, SqliteFile, chunks
 from ._waiting import Read, Waiter, as_store_error, short
 
 HEADS = "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id IN ({}) GROUP BY user_id"
@@ -111,6 +111,7 @@ class SqliteReader(DbThread):
         live: dict[str, list[Any]] = {}
         leases: dict[str, tuple[str, int, int]] = {}
         claims = any(r.kind == "claim" for r in loads)
+        others = True
         states = ", ".join("?" * len(LIVE_STATE_VALUES))
         try:
             self._query("BEGIN")
@@ -127,6 +128,8 @@ class SqliteReader(DbThread):
                     if claims:
                         for row in self._query(LEASES.format(marks), chunk):
                             leases[row[0]] = row[1:]
+                if claims:
+                    others = bool(self._query(OTHERS_ALIVE, (self._owner.node,))[0][0])
             finally:
                 self._query("COMMIT")
         except Exception as exc:
@@ -135,7 +138,9 @@ class SqliteReader(DbThread):
             return
         for r in loads:
             snap = snapshot(heads.get(r.args, 0), live.get(r.args, ()))
-            r.result = outcome.Value(snap if r.kind == "load_user" else (snap, leases.get(r.args)))
+            r.result = outcome.Value(
+                snap if r.kind == "load_user" else (snap, leases.get(r.args), others)
+            )
 
     def _replay(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
         rows = self._query(

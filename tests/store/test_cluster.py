@@ -678,33 +678,50 @@ async def test_the_database_clock_decides_not_the_nodes_wall_clocks(
 # -- claims: activation without waiting for a lease write -------------------------------------
 
 
-@pytest.mark.parametrize("kind", URLS)
 @guest_test()
-async def test_a_claim_reads_once_and_the_acquisition_rides_the_next_commit(
-    kind: str, tmp_path: Path
-) -> None:
-    user, owned = fresh_user(), fresh_user()
-    async with database(kind, tmp_path) as url, stores(url, 2) as (a, b):
-        assert await b.acquire(owned) == 1
-        await b.commit(owned, 0, unit_with(owned, 1), epoch=1)
-        batches = a.statistics().batches
-        assert await a.claim(owned) is None  # another live node holds it: follow, write nothing
-        epoch = await a.claim(user)
-        assert epoch == 1
-        loads = a.load_calls
-        snap = await a.load_user(user)  # the claim's own read: no second one
-        assert (snap.head_seq, a.load_calls) == (0, loads)
+async def test_a_lone_node_claims_without_waiting_for_the_lease_write(tmp_path: Path) -> None:
+    user = fresh_user()
+    url = na.sqlite_url(tmp_path / "claim.db")
+    async with stores(url, 1) as (a,):
+        lock = await _hold_sqlite_writer(url)  # no write can land until it commits
+        try:
+            with trio.fail_after(5):
+                epoch = await a.claim(user)  # one read: it does not wait for the writer
+            assert epoch == 1
+            assert user not in a.held_leases()  # not written yet
+            loads = a.load_calls
+            snap = await a.load_user(user)  # the claim's own read: no second one
+            assert (snap.head_seq, a.load_calls) == (0, loads)
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
         # The first unit commits under the claimed epoch: the acquisition went first.
         assert [e.seq for e in await a.commit(user, 0, unit_with(user, 2), epoch=1)] == [1, 2]
         assert a.held_leases() == {user: 1}
-        assert a.statistics().batches - batches <= 2
-        assert await b.acquire(user) is None  # a holds it now
+        assert await a.free_leases([user]) == []
         assert (await a.load_user(user)).head_seq == 2  # read again: the snapshot was used once
         # Passivated and claimed again: the epoch moves on by one, as an acquisition would.
         await a.release(user, 1)
         assert await a.claim(user) == 2
         await a.commit(user, 2, unit_with(user, 1), epoch=2)
         assert a.held_leases() == {user: 2}
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_with_other_nodes_alive_a_claim_waits_for_its_acquisition(
+    kind: str, tmp_path: Path
+) -> None:
+    """Two nodes activating one user at once must not both act as its owner: while another
+    node is alive a claim is an acquisition, waited for (a held lease: None, nothing written)."""
+    user, owned = fresh_user(), fresh_user()
+    async with database(kind, tmp_path) as url, stores(url, 2) as (a, b):
+        assert await b.acquire(owned) == 1
+        assert await a.claim(owned) is None  # another live node holds it: follow
+        assert await a.claim(user) == 1
+        assert a.held_leases() == {user: 1}  # written before the claim returned
+        assert await b.claim(user) is None
+        assert [e.seq for e in await a.commit(user, 0, unit_with(user, 1), epoch=1)] == [1]
 
 
 @pytest.mark.parametrize("moved", ["head", "epoch"])

@@ -53,6 +53,9 @@ class FakeTransaction:
     async def renew(self, node: str, ttl: float) -> None:
         self.renewed = True
 
+    async def others_alive(self, node: str) -> bool:
+        return False
+
     async def ours(self, node: str) -> dict[str, int]:
         return {u: e for u, (n, e) in self.leases.items() if n == node}
 
