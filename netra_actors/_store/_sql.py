@@ -231,12 +231,15 @@ class SqlStore:
         together), and the acquisition rides the writer's next group transaction without anyone
         waiting for it. While other nodes are alive it waits for the acquisition, as
         :meth:`acquire` (two nodes activating the same user at once must not both act as its
-        owner until their first commit)."""
+        owner until their first commit); so it does while commits fail (a session that cannot
+        write its lease does not start: the caller hears of the store's failure now)."""
         if self._closing:
             raise StoreError("the store is closed")
         self._claimed.pop(user_id, None)
         leases = self._leases
-        if leases.others:  # other nodes were alive at the last look (None: not known yet)
+        if leases.others or self._stats.commits_failing:
+            # Other nodes were alive at the last look (None: not known yet), or the database
+            # refuses writes now: the session must not start on a lease that cannot be written.
             return await self.acquire(user_id)
         found: tuple[UserSnapshot, Any, bool] = await self._grouped(Read("claim", user_id))
         snap, lease, others = found
