@@ -45,54 +45,54 @@ from ._waiting import Pending
 T = TypeVar("T")
 
 
-def _from_json(columns: Sequence[str]) -> str:
-    """``SELECT value ->> 0, value ->> 1, … FROM json_each(?)``: one row per element of a JSON
-    array of arrays, in ``columns`` order."""
-    picks = ", ".join(f"value ->> {i}" for i in range(len(columns)))
-    return f"SELECT {picks} FROM json_each(?)"
-
-
-#: A batch's rows of a kind are handed to SQLite as ONE value (a JSON array of rows) and
-#: inserted by one statement: one ``sqlite3_step``, so the writer thread gives up and re-takes
-#: the GIL once per statement instead of once per row (``executemany``), and the trio thread
-#: runs meanwhile. ``…_MANY``: the same statements per row, for the rare batch whose text holds
-#: a NUL character (SQLite's JSON functions stop a string there).
-INSERT_EVENTS = f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) {_from_json(EVENT_COLUMNS)}"
-INSERT_EVENTS_MANY = (
+#: A batch's rows of a kind go to SQLite as few statements, each a multi-row ``INSERT … VALUES
+#: (…), (…), …`` bound in one call: one ``sqlite3_step`` per statement, so the writer thread
+#: gives up and re-takes the GIL once per statement instead of once per row (``executemany``),
+#: and a busy trio thread no longer stalls it at every row. The rows are cut into blocks of a
+#: power of two (at most :data:`BLOCK_MAX`), so a handful of statement shapes covers every batch
+#: size and each stays in the connection's statement cache: a batch of ``n`` rows is at most
+#: ``log2(n) + n / BLOCK_MAX`` statements. (One JSON value per batch through ``json_each`` was
+#: measured too: SQLite 3.40 parses a row's text again at each ``->>``, which cost more CPU per
+#: event than ``executemany`` saved.)
+INSERT_EVENTS = (
     f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
-_RUNS_CONFLICT = f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
 UPSERT_RUNS = (
-    f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) {_from_json(RUN_COLUMNS)} WHERE true "
-    + _RUNS_CONFLICT
-)
-UPSERT_RUNS_MANY = (
     f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
-    + _RUNS_CONFLICT
+    f"ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
 )
 #: The thread summary, one row per (user, thread) of a batch (``_rows.thread_rows``).
-_THREAD_COLUMNS = ("user_id", "thread", "title", "created_ts", "last_seq", "last_ts")
-_THREADS_CONFLICT = (
-    "ON CONFLICT (user_id, thread) DO UPDATE SET "
+UPSERT_THREADS = (
+    "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, thread) DO UPDATE SET "
     "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
     "last_ts = excluded.last_ts"
 )
-UPSERT_THREADS = (
-    f"INSERT INTO netra_threads ({', '.join(_THREAD_COLUMNS)}) {_from_json(_THREAD_COLUMNS)} "
-    f"WHERE true {_THREADS_CONFLICT}"
-)
-UPSERT_THREADS_MANY = (
-    f"INSERT INTO netra_threads ({', '.join(_THREAD_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-    + _THREADS_CONFLICT
-)
-_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+BLOCK_MAX = 512
+"""Rows per multi-row statement at most (512 x 15 run columns stays far below SQLite's
+32,766 parameters)."""
+_BLOCKS: dict[tuple[str, int], str] = {}
 
 
-def as_json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
-    """``rows`` as one JSON array for :func:`_from_json` (None if some text holds a NUL)."""
-    payload = _dumps(rows)
-    return None if "\\u0000" in payload else payload
+def block_statement(sql: str, rows: int) -> str:
+    """``sql`` (one ``VALUES (…)`` row, perhaps an ``ON CONFLICT`` after it) for ``rows`` rows."""
+    key = (sql, rows)
+    found = _BLOCKS.get(key)
+    if found is None:
+        head, _, tail = sql.partition(" VALUES ")
+        one, _, rest = tail.partition(")")
+        found = _BLOCKS[key] = f"{head} VALUES {', '.join([one + ')'] * rows)}{rest}"
+    return found
+
+
+def blocks(n: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` of the power-of-two blocks that cut ``n`` rows, largest first."""
+    i = 0
+    while i < n:
+        size = 1 << min((n - i).bit_length() - 1, BLOCK_MAX.bit_length() - 1)
+        yield i, size
+        i += size
 
 
 INSERT_MESSAGE_IDS = (
@@ -282,17 +282,15 @@ class SqliteDialect:
         else:
             self._raw.executemany(sql, rows)
 
-    def _bulk(self, sql: str, many: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Every row of ``rows`` by one statement over one JSON value (``many``: per row, if
-        the JSON cannot carry them)."""
-        payload = as_json_rows(rows)
-        if payload is None:
-            self._exec(many, rows)
-            return
+    def _bulk(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Every row of ``rows`` by a few multi-row statements (see :data:`INSERT_EVENTS`)."""
         hook = self._owner.statement_hook
-        if hook is not None:
-            hook(sql)
-        self._raw.execute(sql, (payload,))
+        execute = self._raw.execute
+        for start, size in blocks(len(rows)):
+            statement = block_statement(sql, size)
+            if hook is not None:
+                hook(statement)
+            execute(statement, [v for row in rows[start : start + size] for v in row])
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         hook = self._owner.statement_hook
@@ -362,13 +360,13 @@ class SqliteDialect:
             self._exec(sql, [params])
         rows = event_rows(units)
         if rows:
-            self._bulk(INSERT_EVENTS, INSERT_EVENTS_MANY, rows)
+            self._bulk(INSERT_EVENTS, rows)
         runs = run_rows(units)
         if runs:
-            self._bulk(UPSERT_RUNS, UPSERT_RUNS_MANY, runs)
+            self._bulk(UPSERT_RUNS, runs)
         threads = thread_rows(units)
         if threads:
-            self._bulk(UPSERT_THREADS, UPSERT_THREADS_MANY, threads)
+            self._bulk(UPSERT_THREADS, threads)
         ids = message_id_rows(units, time.time())
         if ids:
             self._exec(INSERT_MESSAGE_IDS, ids)

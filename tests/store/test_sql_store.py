@@ -669,18 +669,20 @@ async def test_the_asyncio_engine_is_there_for_developers(kind: str, tmp_path: P
         assert await Bridge.current().run_on_host(count()) == 3
 
 
-@pytest.mark.parametrize("nul", [False, True], ids=["json", "nul_fallback"])
 @guest_test()
-async def test_sqlite_writes_a_batch_of_each_kind_in_one_statement_exactly(
-    nul: bool, tmp_path: Path
+async def test_sqlite_writes_a_batch_of_each_kind_in_a_few_statements_exactly(
+    tmp_path: Path,
 ) -> None:
-    """A batch's events, runs and thread rows go to SQLite as one JSON value each (one
-    statement, not one ``executemany`` step per row) and come back exactly as committed: odd
-    text, floats, NULLs. Text holding a NUL takes the per-row statements instead (SQLite's JSON
-    functions would cut the string there)."""
+    """A batch's events, runs and thread rows go to SQLite as a few multi-row statements (blocks
+    of a power of two rows, each one ``sqlite3_step``), not one ``executemany`` step per row, and
+    come back exactly as committed: odd text (a NUL too), floats, NULLs."""
     from netra_actors._store import _sqlite
 
-    odd = 'héllo 😀 \\n "q" \x01 \t ☃' + ("\x00end" if nul else "")
+    assert list(_sqlite.blocks(0)) == []
+    assert list(_sqlite.blocks(1)) == [(0, 1)]
+    assert list(_sqlite.blocks(7)) == [(0, 4), (4, 2), (6, 1)]
+    assert list(_sqlite.blocks(1100)) == [(0, 512), (512, 512), (1024, 64), (1088, 8), (1096, 4)]
+    odd = 'héllo 😀 \\n "q" \x01 \t ☃ \x00 end'
     users = [f"{fresh_user()}{odd}" for _ in range(20)]
     async with open_store("sqlite", tmp_path) as store:
         statements: list[str] = []
@@ -709,16 +711,9 @@ async def test_sqlite_writes_a_batch_of_each_kind_in_one_statement_exactly(
             assert run.run_id == f"r{odd}"
             (thread,) = (await store.threads(user)).threads
             assert (thread.thread, thread.last_seq) == (f"t{odd}", 4)
-        json_kinds = (_sqlite.INSERT_EVENTS, _sqlite.UPSERT_RUNS, _sqlite.UPSERT_THREADS)
-        many_kinds = (
-            _sqlite.INSERT_EVENTS_MANY,
-            _sqlite.UPSERT_RUNS_MANY,
-            _sqlite.UPSERT_THREADS_MANY,
-        )
-        used, unused = (many_kinds, json_kinds) if nul else (json_kinds, many_kinds)
-        batches = statements.count("BEGIN IMMEDIATE")
-        assert batches <= 3, statements  # the units were written together
-        for sql in used:
-            assert 1 <= statements.count(sql) <= batches
-        for sql in unused:
-            assert sql not in statements
+        assert statements.count("BEGIN IMMEDIATE") <= 2, statements  # written together
+        for table, rows in (("netra_events", 80), ("netra_runs", 20), ("netra_threads", 20)):
+            written = [st for st in statements if st.startswith(f"INSERT INTO {table} ")]
+            # 80 rows: blocks of 64 and 16; 20 rows: 16 and 4 (if all in the one batch)
+            assert len(written) <= 2 * len(list(_sqlite.blocks(rows))), written
+            assert sum(st.count("), (") + 1 for st in written) == rows
