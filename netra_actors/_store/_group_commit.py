@@ -66,8 +66,11 @@ class GroupCommit:
         stats, leases = self._stats, self._leases
         units, ops = split_batch(batch)
         began = time.monotonic()
-        # An acquisition renews too: the leases it takes last as long as this node's row.
-        renew = leases.due(began) or any(op.kind in ACQUIRING for op in ops)
+        # An acquisition past the node's deadline renews too (the leases it takes last only as
+        # long as this node's row); otherwise the renewal keeps its own pace.
+        renew = leases.due(began) or (
+            began >= leases.deadline() and any(op.kind in ACQUIRING for op in ops)
+        )
         if not (units or ops or renew):
             return
         started = time.perf_counter()
@@ -211,7 +214,7 @@ class GroupCommit:
 
 _by_user = operator.attrgetter("user_id")
 ACQUIRING = ("acquire", "claim")
-"""The ops that take leases (and so renew this node's row in the same transaction)."""
+"""The ops that take leases."""
 
 
 def split_batch(batch: Sequence[Any]) -> tuple[list[Pending], list[Op]]:

@@ -100,7 +100,7 @@ class Leases:
                 self.released(user_id, epoch)
 
     def valid_until(self, user_id: str) -> float:
-        at = self.acquired_at.get(user_id)
-        if at is None:
+        """A held lease lasts as long as this node's row: the node's deadline."""
+        if user_id not in self.acquired_at:
             return -math.inf
-        return max(at, self.renewed_at) + self.ttl - self.margin
+        return self.deadline()

@@ -62,6 +62,11 @@ from ._waiting import Op, Pending, Read, short, wait_outcome
 
 __all__ = ["SqlStore"]
 
+CLAIM_DELAY = 0.005
+"""Seconds a lone node's claim may wait before its acquisition goes to the writer, so that the
+acquisitions of activations that come one after the other share a transaction. Anything the
+node then submits for the store (a unit, a lease or inbox request) takes them along first."""
+
 
 class SqlStore:
     """The durable store. Create with :meth:`open` from a trio task running as a guest."""
@@ -87,6 +92,8 @@ class SqlStore:
         self._loads: list[Read] | None = None
         self._claimed: dict[str, UserSnapshot] = {}
         """Snapshots read by :meth:`claim`, for the ``load_user`` that follows it."""
+        self._deferred: list[Op] = []
+        """Claims' acquisitions not handed to the writer yet (see :data:`CLAIM_DELAY`)."""
         self._writer: Any = None
         self._reader: Any = None
         self._listener: Any = None
@@ -180,6 +187,7 @@ class SqlStore:
         if self._closed:
             return
         self._closed = self._closing = True
+        self._flush_claims()
         with trio.CancelScope(shield=True):
             if self._listener is not None:
                 await self._listener.stop()
@@ -205,6 +213,8 @@ class SqlStore:
             raise StoreError("the store is closed")
         if self._claimed:
             self._claimed.pop(user_id, None)  # the user changes: that snapshot is history
+        if self._deferred:
+            self._flush_claims()  # claims go first: the fence checks the leases they take
         pending = Pending(user_id, base_seq, unit, epoch)
         self._writer.submit(pending)
         events: list[Event] = await wait_outcome(pending)
@@ -213,6 +223,8 @@ class SqlStore:
     async def _op(self, kind: str, *args: Any) -> Any:
         if self._closing:
             raise StoreError("the store is closed")
+        if self._deferred:
+            self._flush_claims()
         op = Op(kind, args)
         self._writer.submit(op)
         return await wait_outcome(op)
@@ -255,9 +267,17 @@ class SqlStore:
             expect = int(epoch) + 1
         op = Op("claim", (user_id, expect, snap.head_seq))
         op.task = None  # nobody waits: its outcome is the lease bookkeeping's (and the fence's)
-        self._writer.submit(op)
+        if not self._deferred:
+            self._bridge.loop.call_later(CLAIM_DELAY, self._flush_claims)
+        self._deferred.append(op)
         self._claimed[user_id] = snap
         return expect
+
+    def _flush_claims(self) -> None:
+        """Hand the deferred claims to the writer (before anything else that follows them)."""
+        deferred, self._deferred = self._deferred, []
+        for op in deferred:
+            self._writer.submit(op)
 
     async def release(self, user_id: str, epoch: int) -> None:
         """See :meth:`ClusterStore.release`."""
