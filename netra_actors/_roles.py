@@ -130,7 +130,7 @@ async def _run_roles(
     user_id = user.user_id
     feed = Feed()  # the user's sockets here: handed from role to role
     first: Message | None = None
-    epoch = await deps.leases.acquire(user_id)
+    epoch = await deps.leases.claim(user_id)  # no lease write to wait for: fencing decides
     while True:
         if epoch is None:
             follower = UserFollower(deps, user_id, receive, user.send, feed=feed)

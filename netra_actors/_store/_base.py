@@ -228,12 +228,14 @@ class ClusterStore(Store, Protocol):
     """A store shared by several processes ("nodes"): per-user leases with fencing epochs,
     delivery hints, and a command inbox. :class:`~netra_actors._store.SqlStore` implements it.
 
-    **Leases.** A row per user (``netra_leases``: node, epoch, expires_at on the database's
-    clock). Epochs only grow; a release sets ``expires_at`` to 0 and keeps the row. The writer
-    renews every lease of this node with one statement every ``lease_ttl / 3`` s (inside a group
-    commit when one runs then). The node keeps its own deadline on ``time.monotonic()``: the
-    start of the last successful renewal (or acquisition) + ``lease_ttl`` - margin
-    (``max(1, ttl / 5)``), always before the database lets another node take over.
+    **Leases.** A row per user (``netra_leases``: node, epoch; ``expires_at`` 0 once
+    released) and a row per node incarnation (``netra_nodes``: ``expires_at`` on the
+    database's clock): a lease is held while it is not released and its node's row has not
+    expired. Epochs only grow; a release keeps the row. The writer renews this node's one row
+    every ``lease_ttl / 3`` s (inside a group commit when one runs then), however many users it
+    owns. The node keeps its own deadline on ``time.monotonic()``: the start of the last
+    successful renewal (or acquisition) + ``lease_ttl`` - margin (``max(1, ttl / 5)``), always
+    before the database lets another node take over.
 
     **Fencing.** ``commit(..., epoch=e)`` commits only if, in the same transaction, the lease
     row still says (this node, ``e``); otherwise that unit alone fails with
@@ -252,11 +254,21 @@ class ClusterStore(Store, Protocol):
     async def acquire(self, user_id: str) -> int | None:
         """Take the user's lease; return its new epoch, or None if another node holds it.
 
-        Inserts the row, takes it over if it expired (``expires_at <= now`` on the database's
-        clock, a release included), or re-takes it if this node holds it; the epoch grows each
+        Inserts the row, takes it over if it is free (released, or its node's row expired on
+        the database's clock), or re-takes it if this node holds it; the epoch grows each
         time. Calls that wait ride the writer's next group transaction. After a takeover the
         previous owner's runs are still live in ``netra_runs``: recovering them is the caller's.
         """
+        ...
+
+    async def claim(self, user_id: str) -> int | None:
+        """Activate the user without waiting for a lease write: read its lease row (and its
+        ``load_user`` snapshot, which the next ``load_user`` of the user returns); None if
+        another live node holds it. Otherwise return the epoch the acquisition will give — the
+        acquisition itself rides the writer's next group transaction, ahead of any unit the
+        caller commits. If it does not give exactly that epoch, or the user's head moved since
+        the read, the lease is spoiled (its epoch moves on): every unit committed under the
+        returned epoch fails with ``LeaseLostError``, so fencing still decides."""
         ...
 
     async def release(self, user_id: str, epoch: int) -> None:

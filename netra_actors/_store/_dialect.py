@@ -22,7 +22,12 @@ class Transaction(Protocol):
     """
 
     async def renew(self, node: str, ttl: float) -> None:
-        """Extend every unreleased lease of ``node`` to ``now + ttl`` (database clock)."""
+        """Keep ``node`` alive until ``now + ttl`` (database clock): its one row in
+        ``netra_nodes``, which every unreleased lease of ``node`` lasts as long as."""
+
+    async def others_alive(self, node: str) -> bool:
+        """Whether a node other than ``node`` is alive."""
+        ...
 
     async def ours(self, node: str) -> dict[str, int]:
         """``{user_id: epoch}`` of every unreleased lease of ``node``."""
@@ -36,6 +41,14 @@ class Transaction(Protocol):
         """Take every lease of ``users`` that expired or is ``node``'s; ``(user, new epoch)``."""
         ...
 
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        """Those of the ``(user_id, head_seq)`` pairs whose user's head is not that seq now."""
+        ...
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        """Move the epoch of each of ``users``' leases that ``node`` holds on by one, released
+        (a claim that found the user changed: its owner's units must fail the fence)."""
+
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         """Release each ``(user_id, epoch)`` that ``node`` still holds at that epoch."""
 
@@ -43,13 +56,17 @@ class Transaction(Protocol):
         """Release every lease of ``node``."""
 
     async def live_nodes(self, node: str) -> list[str]:
-        """The nodes other than ``node`` that hold an unexpired lease."""
+        """The nodes other than ``node`` that are alive (their row has not expired)."""
         ...
 
     async def dead_nodes(self, nodes: list[str]) -> list[str]:
         """Those of ``nodes`` proven gone: their incarnation lock could be taken
         (``_incarnation.py``)."""
         ...
+
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        """Delete the rows of ``nodes`` (proven gone: every lease of theirs is free at once),
+        and of every node that lapsed more than ``lapsed_for`` seconds ago."""
 
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         """Append ``(user_id, request_id, kind, payload, created_at)`` rows to the inbox."""
@@ -58,9 +75,11 @@ class Transaction(Protocol):
         """Delete and return the replies that exist among ``request_ids``."""
         ...
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        """``{user_id: epoch}`` of the leases of ``users`` that ``node`` holds, locked (or under
-        the write lock) until the transaction ends."""
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        """Those of the ``(user_id, epoch)`` pairs whose lease row does not say (``node``, that
+        epoch) — another node took it, or a newer epoch; the leases stay locked (or under the
+        write lock) until the transaction ends. Looked up by key: the cost grows with the
+        batch, not with the leases ``node`` holds."""
         ...
 
     async def write(self, units: Sequence[Pending]) -> None:

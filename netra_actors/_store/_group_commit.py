@@ -26,7 +26,7 @@ import outcome
 
 from .._logs import STORE_FAILURES, log_limited
 from ._dialect import Dialect, Transaction
-from ._leases import Leases
+from ._leases import FORGET_AFTER, Leases
 from ._rows import log
 from ._staged import make_orm_transient
 from ._statistics import Stats
@@ -66,7 +66,11 @@ class GroupCommit:
         stats, leases = self._stats, self._leases
         units, ops = split_batch(batch)
         began = time.monotonic()
-        renew = leases.due(began)
+        # An acquisition past the node's deadline renews too (the leases it takes last only as
+        # long as this node's row); otherwise the renewal keeps its own pace.
+        renew = leases.due(began) or (
+            began >= leases.deadline() and any(op.kind in ACQUIRING for op in ops)
+        )
         if not (units or ops or renew):
             return
         started = time.perf_counter()
@@ -142,6 +146,25 @@ class GroupCommit:
                     pre.errors[id(p)] = exc
         return pre
 
+    async def _check_claims(self, tx: Transaction, claims: Sequence[Op], pre: Prelude) -> None:
+        """A claim (:meth:`SqlStore.claim`) acted on a read: its owner already runs with the
+        epoch it expected and the snapshot it read. Unless this acquisition gave exactly that
+        epoch and the user's head is still the one read, the lease is spoiled (its epoch moves
+        on, released): every unit of that owner is fenced, and it starts over as a follower."""
+        stale = await tx.stale_heads([(op.args[0], op.args[2]) for op in claims])
+        spoil = sorted(
+            {
+                user_id
+                for user_id, expect, _head in (op.args for op in claims)
+                if pre.acquired[user_id][0] is not None
+                and (pre.acquired[user_id][0] != expect or user_id in stale)
+            }
+        )
+        if spoil:
+            await tx.spoil(spoil, self._leases.node)
+            for user_id in spoil:
+                pre.acquired[user_id] = (None, False)
+
     async def _prelude(
         self, tx: Transaction, ops: Sequence[Op], units: Sequence[Pending], renew: bool
     ) -> Prelude:
@@ -152,42 +175,46 @@ class GroupCommit:
         node, ttl = leases.node, leases.ttl
         if renew:
             await tx.renew(node, ttl)
+            leases.others = await tx.others_alive(node)
             if leases.late(time.monotonic()):
                 pre.still_ours = await tx.ours(node)
         by_kind: dict[str, list[Op]] = {}
         for op in ops:
             by_kind.setdefault(op.kind, []).append(op)
-        if "acquire" in by_kind:
-            users = sorted({op.args[0] for op in by_kind["acquire"]})
+        claims = by_kind.get("claim", ())
+        if claims or "acquire" in by_kind:
+            users = sorted({op.args[0] for op in (*by_kind.get("acquire", ()), *claims)})
             others = await tx.others_of(users, node)
             pre.acquired = dict.fromkeys(users, (None, False))
             for user_id, epoch in await tx.acquire(users, node, ttl):
                 pre.acquired[user_id] = (int(epoch), user_id in others)
+            if claims:
+                await self._check_claims(tx, claims, pre)
         if "release" in by_kind:
             await tx.release([(op.args[0], op.args[1]) for op in by_kind["release"]], node)
         if "release_all" in by_kind:
             await tx.release_all(node)
         if "reap" in by_kind:  # nodes proven gone: their leases may be taken over at once
-            holders = await tx.live_nodes(node)
-            dead = await tx.dead_nodes(holders) if holders else []
-            for other in dead:
-                await tx.release_all(other)
+            alive = await tx.live_nodes(node)
+            dead = await tx.dead_nodes(alive) if alive else []
+            await tx.forget_nodes(dead, FORGET_AFTER)
             for op in by_kind["reap"]:
                 pre.results[id(op)] = dead
         if "post" in by_kind:
             await tx.post([op.args for op in by_kind["post"]])
         for op in by_kind.get("take_replies", ()):
             pre.results[id(op)] = await tx.take_replies(list(op.args[0]))
-        fenced = [p for p in units if p.epoch is not None]
-        if fenced:
-            epochs = await tx.fence(sorted({p.user_id for p in fenced}), node)
-            for p in fenced:
-                if epochs.get(p.user_id) != p.epoch:
-                    pre.fenced.add(id(p))
+        pairs = {(p.user_id, p.epoch) for p in units if p.epoch is not None}
+        if pairs:
+            lost = await tx.fence(sorted(pairs), node)
+            if lost:
+                pre.fenced.update(id(p) for p in units if (p.user_id, p.epoch) in lost)
         return pre
 
 
 _by_user = operator.attrgetter("user_id")
+ACQUIRING = ("acquire", "claim")
+"""The ops that take leases."""
 
 
 def split_batch(batch: Sequence[Any]) -> tuple[list[Pending], list[Op]]:
@@ -224,7 +251,7 @@ def finish(
         p.result = outcome.Value(p.events) if err is None else outcome.Error(as_store_error(err))
     for op in ops:
         kind = op.kind
-        if kind == "acquire":
+        if kind in ACQUIRING:
             op.result = outcome.Value(pre.acquired[op.args[0]][0])
         elif kind == "release":
             leases.released(op.args[0], op.args[1])

@@ -18,11 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._values import Event
 from ._rows import LIVE_STATE_VALUES
-from ._schema import events, leases, runs
+from ._schema import events, leases, nodes, runs
 from ._sqlite import NOW as SQLITE_NOW
 
 LAPSED_SECONDS = 300.0
-"""Nodes whose leases all expired less than this long ago are still shown (as lapsed)."""
+"""Nodes that lapsed less than this long ago are still shown (as lapsed)."""
+
+_WITH_NODE = leases.outerjoin(nodes, nodes.c.node == leases.c.node)
+_EXPIRES = case((leases.c.expires_at <= 0, 0.0), else_=func.coalesce(nodes.c.expires_at, 0.0))
+"""When a lease lapses: its node's (a lease lasts as long as its node's row; 0: released, or
+its node is gone)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -52,7 +57,7 @@ class NodeSummary:
     """Users whose lease it holds, unexpired."""
     max_epoch: int
     expires_in: float
-    """Seconds until its latest lease expires (negative: every lease has lapsed)."""
+    """Seconds until it lapses unless it renews (negative: it has lapsed)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +118,7 @@ async def users(engine: AsyncEngine, prefix: str, limit: int) -> list[UserSummar
     live = func.sum(case((runs.c.state.in_(LIVE_STATE_VALUES), 1), else_=0))
     last = func.max(runs.c.updated_at)
     by_runs = select(runs.c.user_id, func.count(), live, last).group_by(runs.c.user_id)
-    owned = select(leases.c.user_id).where(leases.c.expires_at > _now(engine))
+    owned = select(leases.c.user_id).select_from(_WITH_NODE).where(_now(engine) < _EXPIRES)
     if prefix:
         by_runs = by_runs.where(runs.c.user_id.startswith(prefix, autoescape=True))
         owned = owned.where(leases.c.user_id.startswith(prefix, autoescape=True))
@@ -140,7 +145,9 @@ async def users(engine: AsyncEngine, prefix: str, limit: int) -> list[UserSummar
         held = {
             row.user_id: row
             for row in await conn.execute(
-                select(leases).where(leases.c.user_id.in_(ids), leases.c.expires_at > now)
+                select(leases.c.user_id, leases.c.node, leases.c.epoch, _EXPIRES.label("expires"))
+                .select_from(_WITH_NODE)
+                .where(leases.c.user_id.in_(ids), now < _EXPIRES)
             )
         }
     out = []
@@ -155,7 +162,7 @@ async def users(engine: AsyncEngine, prefix: str, limit: int) -> list[UserSummar
                 last_activity=last_at,
                 node=None if lease is None else lease.node,
                 epoch=None if lease is None else int(lease.epoch),
-                expires_in=None if lease is None else _remaining(lease.expires_at, now),
+                expires_in=None if lease is None else _remaining(lease.expires, now),
             )
         )
     return out
@@ -165,15 +172,19 @@ async def cluster(engine: AsyncEngine, limit: int) -> ClusterView:
     """:meth:`AdminReads.admin_cluster` on ``engine`` (three bounded queries)."""
     async with engine.connect() as conn:
         now = float((await conn.execute(select(_now(engine)))).scalar_one())
-        owned = func.sum(case((leases.c.expires_at > now, 1), else_=0))
-        latest = func.max(leases.c.expires_at)
-        nodes = tuple(
-            NodeSummary(node=node, owned=int(n or 0), max_epoch=int(epoch), expires_in=exp - now)
+        held = leases.c.expires_at > 0
+        by_node = nodes.outerjoin(leases, (leases.c.node == nodes.c.node) & held)
+        owned = func.sum(case(((nodes.c.expires_at > now) & held, 1), else_=0))
+        found = tuple(
+            NodeSummary(
+                node=node, owned=int(n or 0), max_epoch=int(epoch or 0), expires_in=exp - now
+            )
             for node, n, epoch, exp in await conn.execute(
-                select(leases.c.node, owned, func.max(leases.c.epoch), latest)
-                .where(leases.c.expires_at > now - LAPSED_SECONDS)
-                .group_by(leases.c.node)
-                .order_by(leases.c.node)
+                select(nodes.c.node, owned, func.max(leases.c.epoch), nodes.c.expires_at)
+                .select_from(by_node)
+                .where(nodes.c.expires_at > now - LAPSED_SECONDS)
+                .group_by(nodes.c.node, nodes.c.expires_at)
+                .order_by(nodes.c.node)
                 .limit(limit)
             )
         )
@@ -182,13 +193,16 @@ async def cluster(engine: AsyncEngine, limit: int) -> ClusterView:
                 user_id=row.user_id,
                 node=row.node,
                 epoch=int(row.epoch),
-                expires_in=_remaining(row.expires_at, now),
+                expires_in=_remaining(row.expires, now),
             )
             for row in await conn.execute(
-                select(leases).order_by(leases.c.expires_at.desc(), leases.c.user_id).limit(limit)
+                select(leases.c.user_id, leases.c.node, leases.c.epoch, _EXPIRES.label("expires"))
+                .select_from(_WITH_NODE)
+                .order_by(_EXPIRES.desc(), leases.c.expires_at.desc(), leases.c.user_id)
+                .limit(limit)
             )
         )
-    return ClusterView(now=now, nodes=nodes, leases=rows)
+    return ClusterView(now=now, nodes=found, leases=rows)
 
 
 async def run_events(engine: AsyncEngine, user_id: str, run_id: str, limit: int) -> list[Event]:

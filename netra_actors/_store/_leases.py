@@ -14,6 +14,10 @@ import time
 
 from .._exceptions import LeaseLostError
 
+FORGET_AFTER = 86400.0
+"""Seconds after which the row of a node that stopped renewing is deleted by the next reap
+(it holds nothing by then: its leases are free since it lapsed)."""
+
 
 def node_name(node_id: str | None) -> str:
     """A new node identity for this process: ``{node_id or hostname}-{pid}-{6 hex}``."""
@@ -45,6 +49,9 @@ class Leases:
         self.renewals = 0
         self.failing = 0
         self.fenced = 0
+        self.others: bool | None = None
+        """Whether another node was alive at the last look (each renewal, each claim's read;
+        None: not looked yet). Claims act on a read alone only while this node is alone."""
 
     def due(self, now: float) -> bool:
         return now >= self.next_renewal
@@ -93,7 +100,7 @@ class Leases:
                 self.released(user_id, epoch)
 
     def valid_until(self, user_id: str) -> float:
-        at = self.acquired_at.get(user_id)
-        if at is None:
+        """A held lease lasts as long as this node's row: the node's deadline."""
+        if user_id not in self.acquired_at:
             return -math.inf
-        return max(at, self.renewed_at) + self.ttl - self.margin
+        return self.deadline()

@@ -22,7 +22,7 @@ from ._history import (
     threads_page,
     threads_query,
 )
-from ._postgres import NOW, asyncpg
+from ._postgres import NOW, OTHERS_ALIVE, asyncpg
 from ._rows import (
     EVENT_SELECT,
     INBOX_SELECT,
@@ -31,6 +31,7 @@ from ._rows import (
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    lease_held,
     orphan_queries,
     run_info,
     snapshot,
@@ -38,6 +39,11 @@ from ._rows import (
 from ._waiting import Read, as_store_error, short
 
 ORPHANS_LIVE, ORPHANS_DUE = orphan_queries(NOW, "${}")
+#: A claim's lease rows: ``(user_id, node, epoch, held)``.
+LEASES = (
+    f"SELECT user_id, node, epoch, {lease_held('netra_leases', NOW)} FROM netra_leases "
+    "WHERE user_id = ANY($1::text[])"
+)
 
 
 class PgReader:
@@ -84,12 +90,12 @@ class PgReader:
 
     async def _serve(self, reads: list[Read]) -> None:
         try:
-            loads = [r for r in reads if r.kind == "load_user"]
+            loads = [r for r in reads if r.kind in ("load_user", "claim")]
             async with self._pool.acquire() as conn:
                 if loads:
                     await self._load_users(conn, loads)
                 for r in reads:
-                    if r.kind != "load_user":
+                    if r.kind not in ("load_user", "claim"):
                         try:
                             r.result = outcome.Value(
                                 await getattr(self, "_" + r.kind)(conn, *r.args)
@@ -136,12 +142,21 @@ class PgReader:
                 list(LIVE_STATE_VALUES),
             ):
                 live.setdefault(row[0], []).append(tuple(row))
+            leases: dict[str, tuple[str, int, bool]] = {}
+            others = True
+            if any(r.kind == "claim" for r in loads):
+                for row in await self._fetch(conn, LEASES, users):
+                    leases[row[0]] = (row[1], row[2], row[3])
+                others = bool((await self._fetch(conn, OTHERS_ALIVE, self._owner.node))[0][0])
         except Exception as exc:
             for r in loads:
                 r.fail(as_store_error(exc))
             return
         for r in loads:
-            r.result = outcome.Value(snapshot(heads.get(r.args, 0), live.get(r.args, ())))
+            snap = snapshot(heads.get(r.args, 0), live.get(r.args, ()))
+            r.result = outcome.Value(
+                snap if r.kind == "load_user" else (snap, leases.get(r.args), others)
+            )
 
     async def _replay(self, conn: Any, user_id: str, after_seq: int, limit: int) -> list[Event]:
         rows = await self._fetch(
@@ -262,7 +277,7 @@ class PgReader:
         rows = await self._fetch(
             conn,
             "SELECT user_id FROM netra_leases WHERE user_id = ANY($1::text[]) "
-            f"AND expires_at > {NOW}",
+            f"AND {lease_held('netra_leases', NOW)}",
             users,
         )
         held = {row[0] for row in rows}

@@ -25,7 +25,7 @@ from .._exceptions import StoreError
 from ._group_commit import GroupCommit
 from ._incarnation import PG_HOLD
 from ._leases import Leases
-from ._postgres import PgDialect, asyncpg
+from ._postgres import FORGET_NODES, PgDialect, asyncpg
 from ._rows import HookOwner, log
 from ._schema import migrate
 from ._statistics import Stats
@@ -166,6 +166,13 @@ class PgWriter(Server):
             error = exc
         if self._timer is not None:
             self._timer.cancel()
+        if error is None and self._conn is not None and not self._conn.is_closed():
+            # Nothing of this node commits from now on: its row goes, and with it every lease
+            # it still held (free at once, not after the TTL).
+            try:
+                await self._conn.execute(FORGET_NODES, [self._leases.node])
+            except Exception as exc:
+                log.warning("forgetting this node's row failed: %s", short(exc))
         try:
             if self._conn is not None:
                 await self._conn.close()

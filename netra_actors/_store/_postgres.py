@@ -34,6 +34,7 @@ from ._rows import (
     event_rows,
     head_rows,
     message_id_rows,
+    node_live,
     reply_rows,
     run_rows,
     thread_rows,
@@ -75,22 +76,38 @@ INSERT_MESSAGE_IDS = (
 
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "extract(epoch from clock_timestamp())::float8"
-RENEW = f"UPDATE netra_leases SET expires_at = {NOW} + $2 WHERE node = $1 AND expires_at > 0"
+#: The bulk renewal: one row, this node's (``netra_nodes``), however many users it owns.
+RENEW = (
+    f"INSERT INTO netra_nodes (node, expires_at) VALUES ($1, {NOW} + $2) "
+    "ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
+)
 OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = $1 AND expires_at > 0"
+OTHERS_ALIVE = f"SELECT EXISTS (SELECT 1 FROM netra_nodes WHERE node <> $1 AND expires_at > {NOW})"
 #: Unreleased leases of other nodes among the batch's users: an acquisition of one of these is a
 #: takeover (for the statistics; the decision is the upsert's, on the latest row version).
 OTHERS_OF = (
     "SELECT user_id FROM netra_leases WHERE user_id = ANY($1::text[]) AND node <> $2 "
     "AND expires_at > 0"
 )
-#: Takes many users' leases in one statement.
+#: Takes many users' leases in one statement. A lease is free when released (``expires_at =
+#: 0``) or when its node is no longer alive.
 ACQUIRE = (
     "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
-    f"SELECT u, $2, 1, {NOW} + $3 FROM unnest($1::text[]) AS t(u) ORDER BY u "
+    f"SELECT u, $2, 1, {NOW} FROM unnest($1::text[]) AS t(u) ORDER BY u "
     "ON CONFLICT (user_id) DO UPDATE SET node = excluded.node, "
     "epoch = netra_leases.epoch + 1, expires_at = excluded.expires_at "
-    f"WHERE netra_leases.expires_at <= {NOW} OR netra_leases.node = excluded.node "
+    "WHERE netra_leases.expires_at <= 0 OR netra_leases.node = excluded.node "
+    f"OR NOT {node_live('netra_leases.node', NOW)} "
     "RETURNING user_id, epoch"
+)
+#: A claim's check: the users whose head moved since the claim's read.
+STALE_HEADS = (
+    "SELECT t.u FROM unnest($1::text[], $2::int8[]) AS t(u, h) WHERE coalesce((SELECT max(seq) "
+    "FROM netra_events WHERE user_id = t.u), 0) <> t.h"
+)
+SPOIL = (
+    "UPDATE netra_leases SET epoch = epoch + 1, expires_at = 0 "
+    "WHERE user_id = ANY($1::text[]) AND node = $2"
 )
 RELEASE = (
     "UPDATE netra_leases AS l SET expires_at = 0 "
@@ -98,12 +115,21 @@ RELEASE = (
     "WHERE l.user_id = r.user_id AND l.epoch = r.epoch AND l.node = $3"
 )
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = $1 AND expires_at > 0"
-#: The other nodes that hold a lease now (each may be proven gone: ``_incarnation.py``).
-LIVE_NODES = f"SELECT DISTINCT node FROM netra_leases WHERE expires_at > {NOW} AND node <> $1"
-#: ``FOR SHARE``: a takeover's upsert of these rows waits until this transaction ends.
+#: The other nodes alive now (each may be proven gone: ``_incarnation.py``).
+LIVE_NODES = f"SELECT node FROM netra_nodes WHERE expires_at > {NOW} AND node <> $1"
+#: Nodes proven gone: their rows go, and with them every lease that refers to them.
+FORGET_NODES = "DELETE FROM netra_nodes WHERE node = ANY($1::text[])"
+#: Rows of nodes that lapsed long ago (:data:`~._leases.FORGET_AFTER`): they hold nothing.
+FORGET_LAPSED = f"DELETE FROM netra_nodes WHERE expires_at < {NOW} - $1"
+#: The lease check over ``(user, epoch)`` arrays: each lease row looked up by key and locked
+#: ``FOR SHARE`` (a takeover's upsert of it waits until this transaction ends); only the pairs
+#: whose lease row does not say (this node, that epoch) come back.
 FENCE = (
-    "SELECT user_id, epoch FROM netra_leases WHERE user_id = ANY($1::text[]) AND node = $2 "
-    "FOR SHARE"
+    "WITH l AS (SELECT user_id, node, epoch FROM netra_leases "
+    "WHERE user_id = ANY($1::text[]) FOR SHARE) "
+    "SELECT t.u, t.e FROM unnest($1::text[], $2::int8[]) AS t(u, e) "
+    "LEFT JOIN l ON l.user_id = t.u "
+    "WHERE l.node IS DISTINCT FROM $3 OR l.epoch IS DISTINCT FROM t.e"
 )
 POST = (
     "INSERT INTO netra_inbox (user_id, request_id, kind, payload, created_at) "
@@ -189,6 +215,9 @@ class PgTransaction:
     async def renew(self, node: str, ttl: float) -> None:
         await self._exec(RENEW, node, ttl)
 
+    async def others_alive(self, node: str) -> bool:
+        return bool((await self._fetch(OTHERS_ALIVE, node))[0][0])
+
     async def ours(self, node: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._fetch(OURS, node)}
 
@@ -196,7 +225,14 @@ class PgTransaction:
         return {row[0] for row in await self._fetch(OTHERS_OF, users, node)}
 
     async def acquire(self, users: list[str], node: str, ttl: float) -> list[tuple[str, int]]:
-        return [(r[0], r[1]) for r in await self._fetch(ACQUIRE, users, node, ttl)]
+        return [(r[0], r[1]) for r in await self._fetch(ACQUIRE, users, node)]
+
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        rows = await self._fetch(STALE_HEADS, [u for u, _ in heads], [h for _, h in heads])
+        return {row[0] for row in rows}
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        await self._exec(SPOIL, users, node)
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         await self._exec(RELEASE, [u for u, _ in leases], [e for _, e in leases], node)
@@ -213,6 +249,11 @@ class PgTransaction:
             await self._fetch(PG_UNLOCK, dead)
         return dead
 
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        if nodes:
+            await self._exec(FORGET_NODES, nodes)
+        await self._exec(FORGET_LAPSED, lapsed_for)
+
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         await self._exec(POST, *_columns(commands))
         await self._exec(NOTIFY_INBOX, list(dict.fromkeys(c[0] for c in commands)))
@@ -221,8 +262,9 @@ class PgTransaction:
         rows = await self._fetch(TAKE_REPLIES, request_ids)
         return {r: (bool(ok), payload) for r, ok, payload in rows}
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        return {row[0]: row[1] for row in await self._fetch(FENCE, users, node)}
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        rows = await self._fetch(FENCE, [u for u, _ in leases], [e for _, e in leases], node)
+        return {(row[0], int(row[1])) for row in rows}
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
         savepoint: AbstractAsyncContextManager[Any] = self._conn.transaction()

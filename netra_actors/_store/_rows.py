@@ -23,9 +23,11 @@ StatementHook = Callable[[str], None]
 
 
 class HookOwner(Protocol):
-    """The store: its ``statement_hook`` (if set) sees the text of every statement it runs."""
+    """The store: its ``statement_hook`` (if set) sees the text of every statement it runs;
+    ``node`` is its node identity."""
 
     statement_hook: StatementHook | None
+    node: str
 
 
 LIVE_STATE_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in LIVE_STATES))
@@ -65,6 +67,18 @@ INBOX_SELECT = "id, user_id, request_id, kind, payload"
 MODEL_CALL_SELECT = "after_seq, attempt, step, name, request_sha256, response"
 
 
+def node_live(node: str, now: str) -> str:
+    """SQL: the node incarnation named by the expression ``node`` is alive (its row in
+    ``netra_nodes`` has not expired on the database's clock ``now``)."""
+    return f"EXISTS (SELECT 1 FROM netra_nodes AS n WHERE n.node = {node} AND n.expires_at > {now})"
+
+
+def lease_held(alias: str, now: str) -> str:
+    """SQL: the lease row ``alias`` of ``netra_leases`` is held — not released, and its node is
+    alive (schema version 6: a lease lasts as long as its node's row)."""
+    return f"{alias}.expires_at > 0 AND {node_live(alias + '.node', now)}"
+
+
 def orphan_queries(now: str, mark: str) -> tuple[str, str]:
     """The recovery scan's two reads in a dialect (``now``: its clock, ``mark``: a parameter
     placeholder, ``{}`` for its number): users with a live run that is not waiting as a row,
@@ -75,7 +89,7 @@ def orphan_queries(now: str, mark: str) -> tuple[str, str]:
     every run of every user (in ``user_id`` order, for the DISTINCT) at each scan."""
     free = (
         "NOT EXISTS (SELECT 1 FROM netra_leases AS l WHERE l.user_id = r.user_id "
-        f"AND l.expires_at > {now})"
+        f"AND {lease_held('l', now)})"
     )
     states = ", ".join(mark.format(i + 1) for i in range(len(LIVE_STATE_VALUES)))
     n = len(LIVE_STATE_VALUES)

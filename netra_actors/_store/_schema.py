@@ -116,6 +116,20 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
     Index("netra_leases_node", "node"),
 )
+"""A user's lease: the node incarnation that holds it and its fencing epoch (only grows).
+``expires_at``: 0 once released; otherwise when it was taken (the database's clock) — since
+schema version 6 a held lease lasts exactly as long as its node's row in :data:`nodes` is live,
+so renewing a node's leases writes one row, however many users it owns."""
+
+nodes = Table(
+    "netra_nodes",
+    metadata,
+    Column("node", Text, primary_key=True),
+    Column("expires_at", Float, nullable=False),
+)
+"""One row per node incarnation (a process: ``_leases.node_name``): it is alive while
+``expires_at`` (the database's clock) is in the future. Renewed in bulk by the node's writer
+every ``lease_ttl / 3``; deleted when the node is proven gone (``_incarnation.py``)."""
 
 inbox = Table(
     "netra_inbox",
@@ -158,7 +172,7 @@ model_calls = Table(
 user's stream: prompts and raw responses are not the user's events, and can be large).
 ``after_seq``: the user's event it committed after (where it goes in the run's journal)."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -326,6 +340,26 @@ def _v4_to_v5(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _v5_to_v6(conn: Connection) -> None:
+    # Node-level liveness (issue 21), frozen: one row per node incarnation; a lease row refers
+    # to its node, whose row alone is renewed. Each node with unreleased leases gets a row that
+    # lives as long as its latest lease did, so no lease changes hands in the upgrade.
+    v6 = MetaData()
+    Table(
+        "netra_nodes",
+        v6,
+        Column("node", Text, primary_key=True),
+        Column("expires_at", Float, nullable=False),
+    )
+    v6.create_all(conn)
+    conn.execute(
+        text(
+            "INSERT INTO netra_nodes (node, expires_at) SELECT node, MAX(expires_at) "
+            "FROM netra_leases WHERE expires_at > 0 GROUP BY node"
+        )
+    )
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _v0_to_v1,
@@ -333,6 +367,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

@@ -63,6 +63,11 @@ from ._waiting import Op, Pending, Read, short, wait_outcome
 
 __all__ = ["SqlStore"]
 
+CLAIM_DELAY = 0.005
+"""Seconds a lone node's claim may wait before its acquisition goes to the writer, so that the
+acquisitions of activations that come one after the other share a transaction. Anything the
+node then submits for the store (a unit, a lease or inbox request) takes them along first."""
+
 
 class SqlStore:
     """The durable store. Create with :meth:`open` from a trio task running as a guest."""
@@ -86,6 +91,10 @@ class SqlStore:
         self._closing = False
         self._closed = False
         self._loads: list[Read] | None = None
+        self._claimed: dict[str, UserSnapshot] = {}
+        """Snapshots read by :meth:`claim`, for the ``load_user`` that follows it."""
+        self._deferred: list[Op] = []
+        """Claims' acquisitions not handed to the writer yet (see :data:`CLAIM_DELAY`)."""
         self._writer: Any = None
         self._reader: Any = None
         self._listener: Any = None
@@ -180,6 +189,7 @@ class SqlStore:
         if self._closed:
             return
         self._closed = self._closing = True
+        self._flush_claims()
         with trio.CancelScope(shield=True):
             if self._listener is not None:
                 await self._listener.stop()
@@ -205,6 +215,10 @@ class SqlStore:
         """
         if self._closing:
             raise StoreError("the store is closed")
+        if self._claimed:
+            self._claimed.pop(user_id, None)  # the user changes: that snapshot is history
+        if self._deferred:
+            self._flush_claims()  # claims go first: the fence checks the leases they take
         pending = Pending(user_id, base_seq, unit, epoch)
         self._writer.submit(pending)
         events: list[Event] = await wait_outcome(pending)
@@ -213,6 +227,8 @@ class SqlStore:
     async def _op(self, kind: str, *args: Any) -> Any:
         if self._closing:
             raise StoreError("the store is closed")
+        if self._deferred:
+            self._flush_claims()
         op = Op(kind, args)
         self._writer.submit(op)
         return await wait_outcome(op)
@@ -221,8 +237,51 @@ class SqlStore:
 
     async def acquire(self, user_id: str) -> int | None:
         """See :meth:`ClusterStore.acquire`. Rides the writer's next group transaction."""
+        self._claimed.pop(user_id, None)
         epoch: int | None = await self._op("acquire", user_id)
         return epoch
+
+    async def claim(self, user_id: str) -> int | None:
+        """See :meth:`ClusterStore.claim`. While this node is the only one alive: one read (the
+        user's lease row and its ``load_user`` snapshot, shared with the reads that arrive
+        together), and the acquisition rides the writer's next group transaction without anyone
+        waiting for it. While other nodes are alive it waits for the acquisition, as
+        :meth:`acquire` (two nodes activating the same user at once must not both act as its
+        owner until their first commit); so it does while commits fail (a session that cannot
+        write its lease does not start: the caller hears of the store's failure now)."""
+        if self._closing:
+            raise StoreError("the store is closed")
+        self._claimed.pop(user_id, None)
+        leases = self._leases
+        if leases.others or self._stats.commits_failing:
+            # Other nodes were alive at the last look (None: not known yet), or the database
+            # refuses writes now: the session must not start on a lease that cannot be written.
+            return await self.acquire(user_id)
+        found: tuple[UserSnapshot, Any, bool] = await self._grouped(Read("claim", user_id))
+        snap, lease, others = found
+        leases.others = others
+        if others:  # another node is alive: an acquisition of our own, waited for
+            return await self.acquire(user_id)
+        if lease is None:
+            expect = 1
+        else:
+            node, epoch, held = lease
+            if held and node != self.node:  # (a node alive a moment ago): follow it
+                return None
+            expect = int(epoch) + 1
+        op = Op("claim", (user_id, expect, snap.head_seq))
+        op.task = None  # nobody waits: its outcome is the lease bookkeeping's (and the fence's)
+        if not self._deferred:
+            self._bridge.loop.call_later(CLAIM_DELAY, self._flush_claims)
+        self._deferred.append(op)
+        self._claimed[user_id] = snap
+        return expect
+
+    def _flush_claims(self) -> None:
+        """Hand the deferred claims to the writer (before anything else that follows them)."""
+        deferred, self._deferred = self._deferred, []
+        for op in deferred:
+            self._writer.submit(op)
 
     async def release(self, user_id: str, epoch: int) -> None:
         """See :meth:`ClusterStore.release`."""
@@ -364,7 +423,14 @@ class SqlStore:
         """See :meth:`Store.load_user`. Calls that arrive together share one pair of queries."""
         if self._closing:
             raise StoreError("the store is closed")
-        read = Read("load_user", user_id)
+        claimed = self._claimed.pop(user_id, None) if self._claimed else None
+        if claimed is not None:
+            return claimed  # read with the lease this node has just claimed (see claim)
+        snapshot: UserSnapshot = await self._grouped(Read("load_user", user_id))
+        return snapshot
+
+    async def _grouped(self, read: Read) -> Any:
+        """A ``load_user`` or ``claim`` read, in one request with those that arrive together."""
         group = self._loads
         if group is None:
             # The first caller leads: it lets every other runnable task join the group, then
@@ -375,8 +441,7 @@ class SqlStore:
             self._reader.submit(group)
         else:
             group.append(read)
-        snapshot: UserSnapshot = await wait_outcome(read, cancellable=True)
-        return snapshot
+        return await wait_outcome(read, cancellable=True)
 
     @property
     def load_calls(self) -> int:

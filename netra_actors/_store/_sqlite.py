@@ -34,6 +34,7 @@ from ._rows import (
     event_rows,
     log,
     message_id_rows,
+    node_live,
     reply_rows,
     run_rows,
     thread_rows,
@@ -43,6 +44,16 @@ from ._waiting import Pending
 
 T = TypeVar("T")
 
+
+#: A batch's rows of a kind go to SQLite as few statements, each a multi-row ``INSERT … VALUES
+#: (…), (…), …`` bound in one call: one ``sqlite3_step`` per statement, so the writer thread
+#: gives up and re-takes the GIL once per statement instead of once per row (``executemany``),
+#: and a busy trio thread no longer stalls it at every row. The rows are cut into blocks of a
+#: power of two (at most :data:`BLOCK_MAX`), so a handful of statement shapes covers every batch
+#: size and each stays in the connection's statement cache: a batch of ``n`` rows is at most
+#: ``log2(n) + n / BLOCK_MAX`` statements. (One JSON value per batch through ``json_each`` was
+#: measured too: SQLite 3.40 parses a row's text again at each ``->>``, which cost more CPU per
+#: event than ``executemany`` saved.)
 INSERT_EVENTS = (
     f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
@@ -58,13 +69,44 @@ UPSERT_THREADS = (
     "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
     "last_ts = excluded.last_ts"
 )
+BLOCK_MAX = 512
+"""Rows per multi-row statement at most (512 x 15 run columns stays far below SQLite's
+32,766 parameters)."""
+_BLOCKS: dict[tuple[str, int], str] = {}
+
+
+def block_statement(sql: str, rows: int) -> str:
+    """``sql`` (one ``VALUES (…)`` row, perhaps an ``ON CONFLICT`` after it) for ``rows`` rows."""
+    key = (sql, rows)
+    found = _BLOCKS.get(key)
+    if found is None:
+        head, _, tail = sql.partition(" VALUES ")
+        one, _, rest = tail.partition(")")
+        found = _BLOCKS[key] = f"{head} VALUES {', '.join([one + ')'] * rows)}{rest}"
+    return found
+
+
+def blocks(n: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` of the power-of-two blocks that cut ``n`` rows, largest first."""
+    i = 0
+    while i < n:
+        size = 1 << min((n - i).bit_length() - 1, BLOCK_MAX.bit_length() - 1)
+        yield i, size
+        i += size
+
+
 INSERT_MESSAGE_IDS = (
     "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) VALUES (?, ?, ?, ?)"
 )
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-RENEW = f"UPDATE netra_leases SET expires_at = {NOW} + ? WHERE node = ? AND expires_at > 0"
+#: The bulk renewal: one row, this node's (``netra_nodes``), however many users it owns.
+RENEW = (
+    f"INSERT INTO netra_nodes (node, expires_at) VALUES (?, {NOW} + ?) "
+    "ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
+)
 OURS = "SELECT user_id, epoch FROM netra_leases WHERE node = ? AND expires_at > 0"
+OTHERS_ALIVE = f"SELECT EXISTS (SELECT 1 FROM netra_nodes WHERE node <> ? AND expires_at > {NOW})"
 #: The batch's users as a JSON array: one statement for all of them (``WHERE true``: SQLite's
 #: upsert-after-SELECT parsing rule).
 #: Unreleased leases of other nodes among them: acquiring one of these is a takeover.
@@ -72,23 +114,41 @@ OTHERS_OF = (
     "SELECT user_id FROM netra_leases "
     "WHERE user_id IN (SELECT value FROM json_each(?)) AND node <> ? AND expires_at > 0"
 )
+#: A lease is free when released (``expires_at = 0``) or when its node is no longer alive.
 ACQUIRE = (
     "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
-    f"SELECT value, ?, 1, {NOW} + ? FROM json_each(?) WHERE true "
+    f"SELECT value, ?, 1, {NOW} FROM json_each(?) WHERE true "
     "ON CONFLICT (user_id) DO UPDATE SET node = excluded.node, "
     "epoch = netra_leases.epoch + 1, expires_at = excluded.expires_at "
-    f"WHERE netra_leases.expires_at <= {NOW} OR netra_leases.node = excluded.node "
+    "WHERE netra_leases.expires_at <= 0 OR netra_leases.node = excluded.node "
+    f"OR NOT {node_live('netra_leases.node', NOW)} "
     "RETURNING user_id, epoch"
+)
+#: A claim's check: the users (``[[user, head], …]``) whose head moved since the claim's read.
+STALE_HEADS = (
+    "SELECT j.value ->> 0 FROM json_each(?) AS j WHERE coalesce((SELECT MAX(seq) "
+    "FROM netra_events WHERE user_id = j.value ->> 0), 0) IS NOT j.value ->> 1"
+)
+SPOIL = (
+    "UPDATE netra_leases SET epoch = epoch + 1, expires_at = 0 "
+    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node = ?"
 )
 RELEASE = "UPDATE netra_leases SET expires_at = 0 WHERE user_id = ? AND node = ? AND epoch = ?"
 RELEASE_ALL = "UPDATE netra_leases SET expires_at = 0 WHERE node = ? AND expires_at > 0"
-#: The other nodes that hold a lease now (each may be proven gone: ``_incarnation.py``).
-LIVE_NODES = f"SELECT DISTINCT node FROM netra_leases WHERE expires_at > {NOW} AND node <> ?"
-#: The lease check of a batch's fenced units, one statement (inside BEGIN IMMEDIATE, which holds
-#: the write lock: no other node changes a lease row before this transaction ends).
+#: The other nodes alive now (each may be proven gone: ``_incarnation.py``).
+LIVE_NODES = f"SELECT node FROM netra_nodes WHERE expires_at > {NOW} AND node <> ?"
+#: A node proven gone: its row goes, and with it every lease that refers to it (one row).
+FORGET_NODE = "DELETE FROM netra_nodes WHERE node = ?"
+#: Rows of nodes that lapsed long ago (:data:`~._leases.FORGET_AFTER`): they hold nothing.
+FORGET_LAPSED = f"DELETE FROM netra_nodes WHERE expires_at < {NOW} - ?"
+#: The lease check of a batch's fenced units, one statement over ``[[user, epoch], …]``
+#: (inside BEGIN IMMEDIATE, which holds the write lock: no other node changes a lease row before
+#: this transaction ends). Each pair is looked up by the primary key (the node's own leases are
+#: never scanned); only the pairs whose lease row does not say (this node, that epoch) come back.
 FENCE = (
-    "SELECT user_id, epoch FROM netra_leases "
-    "WHERE user_id IN (SELECT value FROM json_each(?)) AND node = ?"
+    "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j "
+    "LEFT JOIN netra_leases AS l ON l.user_id = j.value ->> 0 "
+    "WHERE l.node IS NOT ? OR l.epoch IS NOT j.value ->> 1"
 )
 POST = (
     "INSERT INTO netra_inbox (user_id, request_id, kind, payload, created_at) "
@@ -222,6 +282,16 @@ class SqliteDialect:
         else:
             self._raw.executemany(sql, rows)
 
+    def _bulk(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Every row of ``rows`` by a few multi-row statements (see :data:`INSERT_EVENTS`)."""
+        hook = self._owner.statement_hook
+        execute = self._raw.execute
+        for start, size in blocks(len(rows)):
+            statement = block_statement(sql, size)
+            if hook is not None:
+                hook(statement)
+            execute(statement, [v for row in rows[start : start + size] for v in row])
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         hook = self._owner.statement_hook
         if hook is not None:
@@ -231,7 +301,10 @@ class SqliteDialect:
     # -- the driver calls (see Transaction) --------------------------------------------------
 
     async def renew(self, node: str, ttl: float) -> None:
-        self._exec(RENEW, [(ttl, node)])
+        self._query(RENEW, (node, ttl))
+
+    async def others_alive(self, node: str) -> bool:
+        return bool(self._query(OTHERS_ALIVE, (node,))[0][0])
 
     async def ours(self, node: str) -> dict[str, int]:
         return dict(self._query(OURS, (node,)))
@@ -240,7 +313,13 @@ class SqliteDialect:
         return {row[0] for row in self._query(OTHERS_OF, (json.dumps(users), node))}
 
     async def acquire(self, users: list[str], node: str, ttl: float) -> list[tuple[str, int]]:
-        return self._query(ACQUIRE, (node, ttl, json.dumps(users)))
+        return self._query(ACQUIRE, (node, json.dumps(users)))
+
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        return {row[0] for row in self._query(STALE_HEADS, (json.dumps(heads),))}
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        self._query(SPOIL, (json.dumps(users), node))
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         self._exec(RELEASE, [(user_id, node, epoch) for user_id, epoch in leases])
@@ -253,6 +332,11 @@ class SqliteDialect:
 
     async def dead_nodes(self, nodes: list[str]) -> list[str]:
         return [] if self._incarnation is None else self._incarnation.dead(nodes)
+
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        if nodes:
+            self._exec(FORGET_NODE, [(node,) for node in nodes])
+        self._query(FORGET_LAPSED, (lapsed_for,))
 
     async def post(self, commands: list[tuple[Any, ...]]) -> None:
         self._exec(POST, commands)
@@ -268,21 +352,21 @@ class SqliteDialect:
                 found[request_id] = (bool(ok), payload)
         return found
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        return dict(self._query(FENCE, (json.dumps(users), node)))
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        return {(u, int(e)) for u, e in self._query(FENCE, (json.dumps(leases), node))}
 
     async def write(self, units: Sequence[Pending]) -> None:
         for sql, params in erase_statements(units):  # first: a unit's own rows come after
             self._exec(sql, [params])
         rows = event_rows(units)
         if rows:
-            self._exec(INSERT_EVENTS, rows)
+            self._bulk(INSERT_EVENTS, rows)
         runs = run_rows(units)
         if runs:
-            self._exec(UPSERT_RUNS, runs)
+            self._bulk(UPSERT_RUNS, runs)
         threads = thread_rows(units)
         if threads:
-            self._exec(UPSERT_THREADS, threads)
+            self._bulk(UPSERT_THREADS, threads)
         ids = message_id_rows(units, time.time())
         if ids:
             self._exec(INSERT_MESSAGE_IDS, ids)

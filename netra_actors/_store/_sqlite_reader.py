@@ -32,15 +32,23 @@ from ._rows import (
     RUN_SELECT,
     HookOwner,
     inbox_item,
+    lease_held,
     orphan_queries,
     run_info,
     snapshot,
 )
-from ._sqlite import NOW, SqliteFile, chunks
+from ._sqlite import NOW, OTHERS_ALIVE, SqliteFile, chunks
 from ._waiting import Read, Waiter, as_store_error, short
 
 HEADS = "SELECT user_id, MAX(seq) FROM netra_events WHERE user_id IN ({}) GROUP BY user_id"
 ORPHANS_LIVE, ORPHANS_DUE = orphan_queries(NOW, "?")
+#: A claim's lease rows: ``(user_id, node, epoch, held)``.
+LEASES = (
+    f"SELECT user_id, node, epoch, {lease_held('netra_leases', NOW)} FROM netra_leases "
+    "WHERE user_id IN ({})"
+)
+LOADS = ("load_user", "claim")
+"""The reads answered together by one pair of queries (``claim`` adds the lease rows)."""
 
 
 class SqliteReader(DbThread):
@@ -85,11 +93,11 @@ class SqliteReader(DbThread):
                 flat.extend(item)
             else:
                 flat.append(item)
-        loads = [r for r in flat if r.kind == "load_user"]
+        loads = [r for r in flat if r.kind in LOADS]
         if loads:
             self._load_users(loads)
         for r in flat:
-            if r.kind != "load_user":
+            if r.kind not in LOADS:
                 try:
                     r.result = outcome.Value(getattr(self, "_" + r.kind)(*r.args))
                 except Exception as exc:
@@ -101,6 +109,9 @@ class SqliteReader(DbThread):
         users = list(dict.fromkeys(r.args for r in loads))
         heads: dict[str, int] = {}
         live: dict[str, list[Any]] = {}
+        leases: dict[str, tuple[str, int, int]] = {}
+        claims = any(r.kind == "claim" for r in loads)
+        others = True
         states = ", ".join("?" * len(LIVE_STATE_VALUES))
         try:
             self._query("BEGIN")
@@ -114,6 +125,11 @@ class SqliteReader(DbThread):
                         [*chunk, *LIVE_STATE_VALUES],
                     ):
                         live.setdefault(row[0], []).append(row)
+                    if claims:
+                        for row in self._query(LEASES.format(marks), chunk):
+                            leases[row[0]] = row[1:]
+                if claims:
+                    others = bool(self._query(OTHERS_ALIVE, (self._owner.node,))[0][0])
             finally:
                 self._query("COMMIT")
         except Exception as exc:
@@ -121,7 +137,10 @@ class SqliteReader(DbThread):
                 r.fail(as_store_error(exc))
             return
         for r in loads:
-            r.result = outcome.Value(snapshot(heads.get(r.args, 0), live.get(r.args, ())))
+            snap = snapshot(heads.get(r.args, 0), live.get(r.args, ()))
+            r.result = outcome.Value(
+                snap if r.kind == "load_user" else (snap, leases.get(r.args), others)
+            )
 
     def _replay(self, user_id: str, after_seq: int, limit: int) -> list[Event]:
         rows = self._query(
@@ -227,7 +246,7 @@ class SqliteReader(DbThread):
                 user_id
                 for (user_id,) in self._query(
                     f"SELECT user_id FROM netra_leases WHERE user_id IN ({marks}) "
-                    f"AND expires_at > {NOW}",
+                    f"AND {lease_held('netra_leases', NOW)}",
                     chunk,
                 )
             )

@@ -37,7 +37,7 @@ from ._incarnation import FileIncarnation
 from ._leases import Leases
 from ._rows import HookOwner, log
 from ._schema import migrate
-from ._sqlite import SqliteDialect, SqliteFile, drive
+from ._sqlite import FORGET_NODE, SqliteDialect, SqliteFile, drive
 from ._statistics import Stats
 from ._waiting import Pending, Waiter, short
 
@@ -114,6 +114,16 @@ class SqliteWriter(DbThread):
         self._group = GroupCommit(dialect, self._stats, self._leases)
 
     def cleanup(self) -> None:
+        if self._conn is not None and self._group is not None:
+            # Nothing of this node commits from now on: its row goes, and with it every lease
+            # it still held (free at once, not after the TTL).
+            raw: sqlite3.Connection = self._conn.connection.driver_connection  # type: ignore[assignment]
+            try:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raw.execute(FORGET_NODE, (self._leases.node,))
+            except sqlite3.Error as exc:
+                log.warning("forgetting this node's row failed: %s", exc)
         if self._incarnation is not None:
             self._incarnation.release()
             self._incarnation = None

@@ -79,7 +79,8 @@ class Pending(Waiter):
 class Op(Waiter):
     """A request for the writer other than a unit of work; it rides the next group transaction.
 
-    ``kind`` is ``acquire`` (user_id), ``release`` (user_id, epoch), ``release_all`` (),
+    ``kind`` is ``acquire`` (user_id), ``claim`` (user_id, expected epoch, head seq read; nobody
+    waits for it), ``release`` (user_id, epoch), ``release_all`` (),
     ``post`` (user_id, request_id, kind, payload, created_at) or ``take_replies`` (ids).
     """
 

@@ -276,18 +276,32 @@ async def test_re_taking_a_lease_fences_the_older_epoch(kind: str, tmp_path: Pat
 
 
 def _count_renewals(statements: list[str]) -> int:
-    return sum(1 for s in statements if s.startswith("UPDATE netra_leases SET expires_at = "))
+    return sum(1 for s in statements if s.startswith("INSERT INTO netra_nodes "))
+
+
+async def _rows(store: SqlStore, sql: str) -> list[Any]:
+    """Rows of ``sql`` read through the store's own engine (either database)."""
+
+    async def read() -> list[Any]:
+        async with store.engine.connect() as conn:
+            return list((await conn.exec_driver_sql(sql)).all())
+
+    return await Bridge.current().run_on_host(read())
 
 
 @pytest.mark.parametrize("kind", URLS)
 @guest_test()
-async def test_bulk_renewal_is_one_statement_per_interval(kind: str, tmp_path: Path) -> None:
+async def test_bulk_renewal_is_one_row_per_interval(kind: str, tmp_path: Path) -> None:
     ttl = 0.6  # renewal every 0.2 s
     users = [fresh_user() for _ in range(50)]
     async with database(kind, tmp_path) as url, stores(url, 1, ttl=ttl) as (store,):
         async with trio.open_nursery() as n:
             for u in users:
                 n.start_soon(store.acquire, u)
+        leases_before = await _rows(
+            store, "SELECT user_id, node, epoch, expires_at FROM netra_leases"
+        )
+        (node_before,) = await _rows(store, "SELECT node, expires_at FROM netra_nodes")
         statements: list[str] = []
         store.statement_hook = statements.append
         await trio.sleep(1.0)
@@ -295,10 +309,56 @@ async def test_bulk_renewal_is_one_statement_per_interval(kind: str, tmp_path: P
         renewals = _count_renewals(statements)
         assert 3 <= renewals <= 7, statements
         lease_statements = [s for s in statements if "netra_leases" in s]
-        assert len(lease_statements) == renewals, lease_statements  # nothing per user
+        assert lease_statements == []  # no statement, and no row, per user
         if kind == "sqlite":
             assert SQLITE_RENEW in statements
+        # The user's rows were not rewritten; only the node's one row moved on.
+        after = await _rows(store, "SELECT user_id, node, epoch, expires_at FROM netra_leases")
+        assert sorted(after) == sorted(leases_before)
+        (node_after,) = await _rows(store, "SELECT node, expires_at FROM netra_nodes")
+        assert node_after[0] == node_before[0] == store.node
+        assert node_after[1] > node_before[1]
         assert store.statistics().leases_held == 50
+        assert set(await store.free_leases(users)) == set()
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_a_version_5_database_keeps_its_leases_across_the_upgrade(
+    kind: str, tmp_path: Path
+) -> None:
+    """Version 6 moves liveness to one row per node: a live lease of version 5 stays held by
+    its node (until that node's latest lease would have expired), a released one stays free."""
+    async with database(kind, tmp_path) as url:
+        engine = create_async_engine(url)
+
+        async def build_v5() -> None:
+            async with engine.begin() as conn:
+                await conn.run_sync(meta.create)
+                for version in range(5):
+                    await conn.run_sync(MIGRATIONS[version])
+                await conn.execute(meta.insert().values(key="schema_version", value="5"))
+                await conn.exec_driver_sql(
+                    "INSERT INTO netra_leases (user_id, node, epoch, expires_at) VALUES "
+                    "('held', 'old-node', 3, 9e12), ('released', 'old-node', 2, 0), "
+                    "('lapsed', 'gone-node', 4, 1.0)"
+                )
+
+        bridge = Bridge.current()
+        await bridge.run_on_host(build_v5())
+        await bridge.run_on_host(engine.dispose())
+        async with stores(url, 1) as (store,):
+            assert store._writer.schema_versions == (5, SCHEMA_VERSION)
+            assert await store.free_leases(["held", "released", "lapsed"]) == [
+                "released",
+                "lapsed",
+            ]
+            assert await store.acquire("held") is None  # its node is alive until 9e12
+            assert await store.acquire("released") == 3
+            assert await store.acquire("lapsed") == 5
+            assert sorted(await _rows(store, "SELECT node FROM netra_nodes")) == sorted(
+                [("old-node",), ("gone-node",), (store.node,)]
+            )
 
 
 @guest_test()
@@ -613,3 +673,92 @@ async def test_the_database_clock_decides_not_the_nodes_wall_clocks(
         await a.release("skew", 1)
         assert await b.acquire("skew") == 2  # released: free at once, whatever B's clock says
         monkeypatch.undo()
+
+
+# -- claims: activation without waiting for a lease write -------------------------------------
+
+
+@guest_test()
+async def test_a_lone_node_claims_without_waiting_for_the_lease_write(tmp_path: Path) -> None:
+    user = fresh_user()
+    url = na.sqlite_url(tmp_path / "claim.db")
+    async with stores(url, 1) as (a,):
+        lock = await _hold_sqlite_writer(url)  # no write can land until it commits
+        try:
+            with trio.fail_after(5):
+                epoch = await a.claim(user)  # one read: it does not wait for the writer
+            assert epoch == 1
+            assert user not in a.held_leases()  # not written yet
+            loads = a.load_calls
+            snap = await a.load_user(user)  # the claim's own read: no second one
+            assert (snap.head_seq, a.load_calls) == (0, loads)
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        # The first unit commits under the claimed epoch: the acquisition went first.
+        assert [e.seq for e in await a.commit(user, 0, unit_with(user, 2), epoch=1)] == [1, 2]
+        assert a.held_leases() == {user: 1}
+        assert await a.free_leases([user]) == []
+        assert (await a.load_user(user)).head_seq == 2  # read again: the snapshot was used once
+        # Passivated and claimed again: the epoch moves on by one, as an acquisition would.
+        await a.release(user, 1)
+        assert await a.claim(user) == 2
+        await a.commit(user, 2, unit_with(user, 1), epoch=2)
+        assert a.held_leases() == {user: 2}
+
+
+@pytest.mark.parametrize("kind", URLS)
+@guest_test()
+async def test_with_other_nodes_alive_a_claim_waits_for_its_acquisition(
+    kind: str, tmp_path: Path
+) -> None:
+    """Two nodes activating one user at once must not both act as its owner: while another
+    node is alive a claim is an acquisition, waited for (a held lease: None, nothing written)."""
+    user, owned = fresh_user(), fresh_user()
+    async with database(kind, tmp_path) as url, stores(url, 2) as (a, b):
+        assert await b.acquire(owned) == 1
+        assert await a.claim(owned) is None  # another live node holds it: follow
+        assert await a.claim(user) == 1
+        assert a.held_leases() == {user: 1}  # written before the claim returned
+        assert await b.claim(user) is None
+        assert [e.seq for e in await a.commit(user, 0, unit_with(user, 1), epoch=1)] == [1]
+
+
+@pytest.mark.parametrize("moved", ["head", "epoch"])
+@guest_test()
+async def test_a_claim_overtaken_before_its_acquisition_is_fenced(
+    moved: str, tmp_path: Path
+) -> None:
+    """Between a claim's read and its acquisition another writer moved the user on (a commit:
+    the head; or another node's acquisition: the epoch): the claim's lease is spoiled, so no
+    unit commits under the epoch it returned; a real acquisition afterwards works."""
+    user = fresh_user()
+    url = na.sqlite_url(tmp_path / "claim.db")
+    async with stores(url, 1) as (a,):
+        lock = await _hold_sqlite_writer(url)  # a's writer waits behind this transaction
+        try:
+            assert await a.claim(user) == 1  # read before the other writer's change commits
+            if moved == "head":
+                lock.execute(
+                    "INSERT INTO netra_events (user_id, seq, run_id, event, ts, data, thread) "
+                    "VALUES (?, 1, NULL, 'note', 0.0, '{}', 'main')",
+                    (user,),
+                )
+            else:  # another node took the lease and released it
+                lock.execute(
+                    "INSERT INTO netra_leases (user_id, node, epoch, expires_at) "
+                    "VALUES (?, 'another-node', 1, 0)",
+                    (user,),
+                )
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        with pytest.raises(LeaseLostError, match="lease epoch 1"):
+            await a.commit(user, 0, unit_with(user, 1), epoch=1)
+        assert user not in a.held_leases()
+        epoch = await a.acquire(user)
+        assert epoch == (3 if moved == "head" else 4)  # past the spoiled one
+        head = 1 if moved == "head" else 0
+        assert [e.seq for e in await a.commit(user, head, unit_with(user, 1), epoch=epoch)] == [
+            head + 1
+        ]

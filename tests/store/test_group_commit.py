@@ -53,6 +53,9 @@ class FakeTransaction:
     async def renew(self, node: str, ttl: float) -> None:
         self.renewed = True
 
+    async def others_alive(self, node: str) -> bool:
+        return False
+
     async def ours(self, node: str) -> dict[str, int]:
         return {u: e for u, (n, e) in self.leases.items() if n == node}
 
@@ -67,6 +70,12 @@ class FakeTransaction:
                 self.leases[u] = (node, epoch + 1)
                 taken.append((u, epoch + 1))
         return taken
+
+    async def stale_heads(self, heads: list[tuple[str, int]]) -> set[str]:
+        raise AssertionError("not used here")
+
+    async def spoil(self, users: list[str], node: str) -> None:
+        raise AssertionError("not used here")
 
     async def release(self, leases: list[tuple[str, int]], node: str) -> None:
         raise AssertionError("not used here")
@@ -86,8 +95,11 @@ class FakeTransaction:
     async def take_replies(self, request_ids: list[str]) -> dict[str, tuple[bool, str]]:
         raise AssertionError("not used here")
 
-    async def fence(self, users: list[str], node: str) -> dict[str, int]:
-        return {u: self.leases[u][1] for u in users if self.leases.get(u, ("", 0))[0] == node}
+    async def forget_nodes(self, nodes: list[str], lapsed_for: float) -> None:
+        raise AssertionError("not used here")
+
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+        return {(u, e) for u, e in leases if self.leases.get(u) != (node, e)}
 
     async def write(self, units: Sequence[Pending]) -> None:
         for p in units:

@@ -380,6 +380,7 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
         message_ids,
         migrate,
         model_calls,
+        nodes,
         replies,
         runs,
         threads,
@@ -389,7 +390,8 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     with engine.begin() as conn:
         assert migrate(conn) == (0, version)
         found = inspect(conn)
-        for table in (events, runs, leases, inbox, replies, model_calls, threads, message_ids):
+        tables = (events, runs, leases, nodes, inbox, replies, model_calls, threads, message_ids)
+        for table in tables:
             columns = {c["name"]: c for c in found.get_columns(table.name)}
             assert set(columns) == {c.name for c in table.columns}
             for c in table.columns:
@@ -399,8 +401,9 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     # A new version: add its frozen migration and test the path from the previous version
     # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
     # tests/store/test_threads_store.py tests version 3 -> 4, threads; version 5, durable runs,
-    # adds the runs' waits and the model calls' places: the test below).
-    assert version == 5
+    # adds the runs' waits and the model calls' places: the test below; version 6, node-level
+    # liveness, adds netra_nodes: tests/store/test_cluster.py, the version 5 upgrade).
+    assert version == 6
 
 
 def test_a_version_4_database_migrates_to_durable_runs() -> None:
@@ -422,7 +425,7 @@ def test_a_version_4_database_migrates_to_durable_runs() -> None:
                 "'trip', 7)"
             )
         )
-        assert migrate(conn) == (4, 5)
+        assert migrate(conn) == (4, 6)
         row = conn.execute(
             text("SELECT state, thread, start_seq, wait, wake_at FROM netra_runs")
         ).one()
@@ -664,3 +667,53 @@ async def test_the_asyncio_engine_is_there_for_developers(kind: str, tmp_path: P
                 return int(result.scalar_one())
 
         assert await Bridge.current().run_on_host(count()) == 3
+
+
+@guest_test()
+async def test_sqlite_writes_a_batch_of_each_kind_in_a_few_statements_exactly(
+    tmp_path: Path,
+) -> None:
+    """A batch's events, runs and thread rows go to SQLite as a few multi-row statements (blocks
+    of a power of two rows, each one ``sqlite3_step``), not one ``executemany`` step per row, and
+    come back exactly as committed: odd text (a NUL too), floats, NULLs."""
+    from netra_actors._store import _sqlite
+
+    assert list(_sqlite.blocks(0)) == []
+    assert list(_sqlite.blocks(1)) == [(0, 1)]
+    assert list(_sqlite.blocks(7)) == [(0, 4), (4, 2), (6, 1)]
+    assert list(_sqlite.blocks(1100)) == [(0, 512), (512, 512), (1024, 64), (1088, 8), (1096, 4)]
+    odd = 'héllo 😀 \\n "q" \x01 \t ☃ \x00 end'
+    users = [f"{fresh_user()}{odd}" for _ in range(20)]
+    async with open_store("sqlite", tmp_path) as store:
+        statements: list[str] = []
+        store.statement_hook = statements.append
+        committed: dict[str, list[Any]] = {}
+
+        async def one(user: str) -> None:
+            unit = unit_with(user, 3, run=f"r{odd}")
+            unit.emit(None, "note", {"text": odd, "f": 0.1 + 0.2, "big": 2**53 + 1})
+            unit.threads = {f"r{odd}": f"t{odd}"}
+            unit.thread = f"t{odd}"
+            committed[user] = await store.commit(user, 0, unit)
+
+        lock = sqlite3.connect(str(tmp_path / "store.db"), isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the units queue up behind it: one batch
+        async with trio.open_nursery() as n:
+            for user in users:
+                n.start_soon(one, user)
+            await trio.sleep(0.2)
+            lock.execute("COMMIT")
+            lock.close()
+        store.statement_hook = None
+        for user in users:
+            assert await store.replay(user, 0, 10) == committed[user]
+            (run,) = await store.list_runs(user, 10)
+            assert run.run_id == f"r{odd}"
+            (thread,) = (await store.threads(user)).threads
+            assert (thread.thread, thread.last_seq) == (f"t{odd}", 4)
+        assert statements.count("BEGIN IMMEDIATE") <= 2, statements  # written together
+        for table, rows in (("netra_events", 80), ("netra_runs", 20), ("netra_threads", 20)):
+            written = [st for st in statements if st.startswith(f"INSERT INTO {table} ")]
+            # 80 rows: blocks of 64 and 16; 20 rows: 16 and 4 (if all in the one batch)
+            assert len(written) <= 2 * len(list(_sqlite.blocks(rows))), written
+            assert sum(st.count("), (") + 1 for st in written) == rows
