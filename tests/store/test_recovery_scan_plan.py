@@ -1,6 +1,7 @@
 """The recovery scan's reads stay on their indexes (they run every ``recovery_scan`` seconds,
 however many runs the store holds): SQLite's plan for the due-timers read searches
-``netra_runs_wake_at``; it never scans every run."""
+``netra_runs_wake_at``, the live-runs read ``netra_runs_state_wait`` (the runs that wait as a
+row are not read); neither scans every run."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_the_due_timers_read_searches_the_wake_at_index(tmp_path: Path) -> None:
         assert "SCAN r" not in due, due
         live = plan(conn, ORPHANS_LIVE, (*LIVE_STATE_VALUES, 100))
         assert "SCAN r" not in live, live
+        # the waiting runs are skipped by the index, not by reading each one's row
+        assert "USING INDEX netra_runs_state_wait (state=? AND wait=?)" in live, live
         assert conn.execute(ORPHANS_DUE, (1.0, 100)).fetchall() == []
     finally:
         conn.close()

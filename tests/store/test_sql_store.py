@@ -402,8 +402,9 @@ def test_the_frozen_migrations_match_the_live_tables() -> None:
     # (tests/store/test_cluster.py tests version 1 -> 2; version 3 adds netra_model_calls;
     # tests/store/test_threads_store.py tests version 3 -> 4, threads; version 5, durable runs,
     # adds the runs' waits and the model calls' places: the test below; version 6, node-level
-    # liveness, adds netra_nodes: tests/store/test_cluster.py, the version 5 upgrade).
-    assert version == 6
+    # liveness, adds netra_nodes: tests/store/test_cluster.py, the version 5 upgrade; version 7
+    # indexes runs by (state, wait): the test below).
+    assert version == 7
 
 
 def test_a_version_4_database_migrates_to_durable_runs() -> None:
@@ -425,16 +426,16 @@ def test_a_version_4_database_migrates_to_durable_runs() -> None:
                 "'trip', 7)"
             )
         )
-        assert migrate(conn) == (4, 6)
+        assert migrate(conn) == (4, 7)
         row = conn.execute(
             text("SELECT state, thread, start_seq, wait, wake_at FROM netra_runs")
         ).one()
         assert tuple(row) == ("running", "trip", 7, None, None)
         found = inspect(conn)
         assert "after_seq" in {c["name"] for c in found.get_columns("netra_model_calls")}
-        assert {"netra_runs_state", "netra_runs_wake_at"} <= {
-            i["name"] for i in found.get_indexes("netra_runs")
-        }
+        runs_indexes = {i["name"] for i in found.get_indexes("netra_runs")}
+        assert {"netra_runs_state_wait", "netra_runs_wake_at"} <= runs_indexes  # (7 replaced 5's)
+        assert "netra_runs_state" not in runs_indexes
         assert {"netra_events_run", "netra_events_user_thread"} <= {
             i["name"] for i in found.get_indexes("netra_events")
         }
