@@ -560,6 +560,11 @@ async def _in_process(url: str, small: int, large: int, window: float) -> tuple[
         seen.clear()
         large_names = [f"bulk-{i:06d}" for i in range(large)]
         seconds = await activate(large_names, subscribe)
+        # a lone node's claims do not wait for their lease writes: those ride the next group
+        # transactions after activation (milliseconds); see them land before checking
+        with trio.move_on_after(10):
+            while len(store.held_leases()) < small + large + 1:  # noqa: ASYNC110 (polling)
+                await trio.sleep(0.01)
         free = await store.free_leases(large_names)
         held = len(store.held_leases())
         active = runtime.statistics().active_sessions

@@ -5,13 +5,13 @@ unit is committed, and then the run's journal, its open messages and its life ta
 (:func:`stage` and :func:`committed`, shared by both ways a checkpoint is taken).
 
 Usually the supervisor is **parked**: it waits for its next message and its mailbox is empty.
-Then the agent's own task takes the session's :class:`Hold` and does the supervisor's work
+Then the agent's own task takes the session's :class:`~._hold.Hold` and does the supervisor's work
 itself (:func:`in_task`): no message, no reply object, no wake-up of the supervisor, one task
 step for the unit instead of three. Invariant 1 holds because the hold is the supervisor's turn:
 
 * **order**: an agent may take the hold only while the supervisor waits in its mailbox with
   nothing in it (it has handled every message sent before the checkpoint); a message that
-  arrives meanwhile wakes the supervisor, which waits for the hold (:meth:`Hold.settle`) before
+  arrives meanwhile wakes the supervisor, which waits for the hold (:meth:`~._hold.Hold.settle`) before
   it handles that message, and other agents send theirs (the supervisor is no longer parked);
 * **one at a time**: while the supervisor handles a message it is not parked, so nobody else
   takes the hold; while an agent holds it, the supervisor and every other agent wait;
@@ -44,45 +44,7 @@ from ._values import StagedEvent, dumps
 if TYPE_CHECKING:
     from ._owner import Owner
 
-Deferred = Callable[[], Awaitable[Any]]
-
 _OVER = "this attempt of the run is over"
-
-
-class Hold:
-    """Who may change the user's session now besides its supervisor: at most one agent task,
-    taken only while the supervisor is parked (see the module docstring)."""
-
-    __slots__ = ("_waiter", "deferred", "held")
-
-    def __init__(self) -> None:
-        self.held = False
-        """An agent task does the supervisor's work now."""
-        self.deferred: Deferred | None = None
-        """What the supervisor must carry out before its next message (a failed commit's)."""
-        self._waiter: trio.lowlevel.Task | None = None
-
-    def release(self) -> None:
-        """The agent's part is done: the supervisor may go on (if it waits, it is resumed)."""
-        self.held = False
-        task, self._waiter = self._waiter, None
-        if task is not None:
-            trio.lowlevel.reschedule(task)
-
-    async def settle(self) -> None:
-        """In the supervisor, before it handles a message: wait for the agent that holds the
-        session, then carry out what it left to the supervisor."""
-        while self.held:
-            self._waiter = trio.lowlevel.current_task()
-
-            def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-                self._waiter = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        deferred, self.deferred = self.deferred, None
-        if deferred is not None:
-            await deferred()
 
 
 def stage(

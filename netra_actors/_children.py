@@ -24,7 +24,7 @@ from ._threaded import run_threaded_attempt
 from ._values import JSON, loads
 
 if TYPE_CHECKING:
-    from ._checkpoint import InTask
+    from ._context import InTask
     from ._deps import SupervisorDeps, ThreadCounters
     from ._runs import Run
 

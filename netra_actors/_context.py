@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -42,10 +42,27 @@ from ._staging import Staging, encoded_event
 from ._toolcall import ToolCalls
 from ._values import JSON, StagedEvent, dumps, loads
 
-if TYPE_CHECKING:
-    from ._checkpoint import InTask
-
 T = TypeVar("T")
+
+
+class InTask(Protocol):
+    """The supervisor's work an async agent may do in its own task while its supervisor is
+    parked (``_checkpoint.InTask``): None/False when the message must be sent instead."""
+
+    def checkpoint(
+        self,
+        run_id: str,
+        attempt: int,
+        beat: bool,
+        events: list[StagedEvent],
+        rows: list[tuple[Any, Any]],
+        model: ModelStep | None,
+        final_result: Any,
+        is_final: bool,
+        closes: tuple[str, ...],
+    ) -> Awaitable[int | None]: ...
+
+    def beat(self, run_id: str, attempt: int, now: float) -> bool: ...
 
 
 class AgentContext:

@@ -16,22 +16,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _checkpoint
 from ._children import slot_waiter, start_attempt
 from ._commit import Committer
 from ._core._lifecycle import Crash, Plan, Rollback, on_crash, on_handover
 from ._core._session import Session
 from ._deps import SupervisorDeps
 from ._feed import Feed
+from ._hold import Hold
 from ._logs import log_store_error
 from ._messages import Message, Poke
 from ._runs import Run, stage_plan
 from ._streams import OpenMessages
 from ._uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from ._context import InTask
 
 log = logging.getLogger("netra_actors.supervisor")
 
@@ -66,10 +69,11 @@ class Owner:
         """Drained: stop after this message (and release the lease)."""
         self.draining = False
         """The node drains: hand every run over at its next commit, start no attempt."""
-        self.hold = _checkpoint.Hold()
+        self.hold = Hold()
         """An agent task that does the supervisor's work while it is parked (a checkpoint)."""
-        self.in_task = _checkpoint.InTask(self)
-        """What an async agent's context calls to take a checkpoint or a beat in its own task."""
+        self.in_task: InTask | None = None
+        """What an async agent's context calls to take a checkpoint or a beat in its own task
+        (the supervisor's ``_checkpoint.InTask``; None: always by message)."""
 
     def _new_streams(self) -> OpenMessages:
         config = self._config

@@ -26,6 +26,7 @@ from . import _agent_reports as agents
 from . import _commands as commands
 from . import _erasure as erasure
 from ._agent import Agent
+from ._checkpoint import InTask
 from ._commit import Lost, SessionFailed
 from ._core._lifecycle import Wait
 from ._core._recovery import StoredRun, recover
@@ -97,6 +98,7 @@ class UserSupervisor(Owner):
         first: Message | None = None,
     ) -> None:
         super().__init__(deps, user_id, mailbox, send, feed or Feed(), epoch)
+        self.in_task = InTask(self)
         self._first = first
         self.deadline: float | None = None
         """The session's one deadline, as computed when it last waited (see ``_deadlines``)."""

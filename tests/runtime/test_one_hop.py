@@ -285,6 +285,11 @@ async def test_a_lost_lease_during_an_in_task_commit_commits_nothing_and_unwinds
         with trio.fail_after(10):
             await HopFenced.ready.wait()
         with sqlite3.connect(db_path(config)) as conn:  # another node takes the user over
+            # (a live node: its row in netra_nodes, which its leases last as long as)
+            conn.execute(
+                "INSERT INTO netra_nodes (node, expires_at) VALUES ('thief', "
+                "(julianday('now') - 2440587.5) * 86400.0 + 3600)"
+            )
             changed = conn.execute(
                 "UPDATE netra_leases SET node = 'thief', epoch = epoch + 1, "
                 "expires_at = expires_at + 3600 WHERE user_id = 'alice'"
