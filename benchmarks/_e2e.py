@@ -86,7 +86,9 @@ class Server:
                 env=env,
             )
         else:
-            command = module_command("benchmarks._e2e_server", "--db", db, f"--secret={self.secret}")
+            command = module_command(
+                "benchmarks._e2e_server", "--db", db, f"--secret={self.secret}"
+            )
             self.process = start_announced(
                 command,
                 log,
