@@ -115,68 +115,6 @@ def parked(owner: Owner) -> bool:
     )
 
 
-def beat_in_task(owner: Owner, run_id: str, attempt: int, now: float) -> bool:
-    """A heartbeat without a message (the supervisor is parked). False: send it."""
-    if not parked(owner):
-        return False
-    run = owner.session.running(run_id, attempt)
-    if run is not None:  # late beats of an attempt that is over are ignored
-        run.life = run.life.beat(now)
-    return True
-
-
-async def in_task(
-    owner: Owner,
-    run_id: str,
-    attempt: int,
-    beat: bool,
-    events: list[StagedEvent],
-    rows: list[tuple[Any, Any]],
-    model: ModelStep | None,
-    final_result: Any,
-    is_final: bool,
-    closes: tuple[str, ...],
-) -> int | None:
-    """The checkpoint, in the agent's own task. Returns the head ``seq`` after it, or None if
-    the supervisor is not parked (send the message instead). Raises what the reply would."""
-    if not parked(owner):
-        return None
-    run = owner.session.running(run_id, attempt)
-    if run is None:
-        raise RunFencedError(_OVER)
-    hold = owner.hold
-    hold.held = True
-    try:
-        if beat:
-            run.life = run.life.beat(trio.current_time())
-        unit, plan, result_json = stage(
-            owner, run, attempt, events, rows, model, final_result, is_final
-        )
-        if unit:
-            try:
-                await owner.committer.commit(unit)
-            except StoreError as exc:
-                _defer(
-                    owner,
-                    functools.partial(owner.crashed, run, attempt, Crash.STORE_ERROR, str(exc)),
-                )
-                raise
-            committed(owner, run, events, model, closes, plan, result_json)
-        head = owner.feed.head
-    except (StoreError, RunFencedError):
-        raise
-    except Exception as exc:  # fenced (Lost), or a bug: the supervisor's, as if it raised it
-        _defer(owner, functools.partial(_reraise, exc))
-        raise RunFencedError("the user's session stopped") from None
-    finally:
-        hold.release()
-    if plan is not None:  # the run ended: its deadlines and queued runs are the supervisor's
-        owner.wake()
-    if not unit:
-        await trio.lowlevel.checkpoint()  # nothing to commit: still a point to schedule at
-    return head
-
-
 class InTask:
     """What an async agent's context calls to do the supervisor's work in its own task (one per
     session; its methods return None/False when the message must be sent instead)."""
@@ -186,7 +124,17 @@ class InTask:
     def __init__(self, owner: Owner) -> None:
         self._owner = owner
 
-    def checkpoint(
+    def beat(self, run_id: str, attempt: int, now: float) -> bool:
+        """A heartbeat without a message (the supervisor is parked). False: send it."""
+        owner = self._owner
+        if not parked(owner):
+            return False
+        run = owner.session.running(run_id, attempt)
+        if run is not None:  # late beats of an attempt that is over are ignored
+            run.life = run.life.beat(now)
+        return True
+
+    async def checkpoint(
         self,
         run_id: str,
         attempt: int,
@@ -197,10 +145,43 @@ class InTask:
         final_result: Any,
         is_final: bool,
         closes: tuple[str, ...],
-    ) -> Awaitable[int | None]:
-        return in_task(
-            self._owner, run_id, attempt, beat, events, rows, model, final_result, is_final, closes
-        )
-
-    def beat(self, run_id: str, attempt: int, now: float) -> bool:
-        return beat_in_task(self._owner, run_id, attempt, now)
+    ) -> int | None:
+        """The checkpoint, in the agent's own task. Returns the head ``seq`` after it, or None if
+        the supervisor is not parked (send the message instead). Raises what the reply would."""
+        owner = self._owner
+        if not parked(owner):
+            return None
+        run = owner.session.running(run_id, attempt)
+        if run is None:
+            raise RunFencedError(_OVER)
+        hold = owner.hold
+        hold.held = True
+        try:
+            if beat:
+                run.life = run.life.beat(trio.current_time())
+            unit, plan, result_json = stage(
+                owner, run, attempt, events, rows, model, final_result, is_final
+            )
+            if unit:
+                try:
+                    await owner.committer.commit(unit)
+                except StoreError as exc:
+                    _defer(
+                        owner,
+                        functools.partial(owner.crashed, run, attempt, Crash.STORE_ERROR, str(exc)),
+                    )
+                    raise
+                committed(owner, run, events, model, closes, plan, result_json)
+            head = owner.feed.head
+        except (StoreError, RunFencedError):
+            raise
+        except Exception as exc:  # fenced (Lost), or a bug: the supervisor's, as if it raised it
+            _defer(owner, functools.partial(_reraise, exc))
+            raise RunFencedError("the user's session stopped") from None
+        finally:
+            hold.release()
+        if plan is not None:  # the run ended: its deadlines and queued runs are the supervisor's
+            owner.wake()
+        if not unit:
+            await trio.lowlevel.checkpoint()  # nothing to commit: still a point to schedule at
+        return head
