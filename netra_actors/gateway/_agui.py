@@ -21,89 +21,33 @@ with camelCase fields) and its SSE ``id`` — following docs/protocol.md, "AG-UI
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
-import orjson
 
 from .._core._threads import DEFAULT_THREAD
-from .._validate import MAX_SEQ
 from .._values import JSON, Delta, Event
-
-TERMINAL_STATES = frozenset({"completed", "failed", "timeout", "dead", "cancelled"})
-ERROR_STATES = frozenset({"failed", "timeout", "dead"})
-CUSTOM_PREFIX = "netra."
-"""CUSTOM events made from netra events are named ``netra.<event>`` (value: the v1 ``data``)."""
-CLIENT_TOOL = "client_tool"
-"""The field of an ``input_requested`` that makes it a frontend tool call (``ctx.client_tool``)."""
-
-
-class Frame(NamedTuple):
-    """One SSE frame: its ``id`` (None: provisional, never replayed) and its AG-UI event."""
-
-    id: str | None
-    event: dict[str, Any]
-
-    def sse(self) -> bytes:
-        """The frame as Server-Sent Events text (``id:`` line when durable, then ``data:``)."""
-        data = orjson.dumps(self.event)
-        if self.id is None:
-            return b"data: " + data + b"\n\n"
-        return b"id: " + self.id.encode() + b"\ndata: " + data + b"\n\n"
-
-
-class EventId(NamedTuple):
-    """A parsed SSE id: ``k`` (part None: the whole event) or ``k.i`` (part i of event k)."""
-
-    seq: int
-    part: int | None
-
-    @classmethod
-    def parse(cls, text: str) -> EventId:
-        """Parse ``k`` or ``k.i`` (0 ≤ k ≤ MAX_SEQ, 1 ≤ i ≤ MAX_SEQ); ValueError for anything
-        else (a ``seq`` past 2^63 - 1 is a bad request, never a store query)."""
-        head, dot, tail = text.strip().partition(".")
-        if not _digits(head) or (dot and not _digits(tail)):
-            raise ValueError(f"not an event id: {text!r}")
-        seq, part = int(head), int(tail) if dot else None
-        if (part is not None and not 1 <= part <= MAX_SEQ) or seq > MAX_SEQ:
-            raise ValueError(f"not an event id: {text!r}")
-        return cls(seq, part)
-
-
-@attrs.frozen
-class AguiIds:
-    """The AG-UI ``threadId``/``runId`` (and ``parentRunId``) of one segment of a netra run."""
-
-    thread_id: str
-    run_id: str
-    parent: str | None = None
-
-
-def agui_ids_of(event: Event) -> AguiIds | None:
-    """The AG-UI ids a ``POST /agui`` stored with an event (``data.agui``): a run's user
-    ``message``, or the ``run_input`` that resumed it."""
-    agui = event.data.get("agui")
-    if event.event in ("message", "run_input") and isinstance(agui, dict):
-        thread, run = agui.get("threadId"), agui.get("runId")
-        if isinstance(thread, str) and isinstance(run, str):
-            return AguiIds(thread, run)
-    return None
-
-
-def question_id(run_id: str, seq: int) -> str:
-    """The AG-UI id of the question ``input_requested`` (seq ``seq``) asked: an interrupt's
-    ``id``, or a frontend tool call's ``toolCallId``."""
-    return f"{run_id}.q{seq}"
-
-
-def parse_question_id(text: str) -> tuple[str, int] | None:
-    """``(netra run id, seq)`` of a :func:`question_id`, or None."""
-    run_id, dot, tail = text.rpartition(".q")
-    if not dot or not run_id or not _digits(tail) or int(tail) > MAX_SEQ:
-        return None
-    return run_id, int(tail)
+from ._agui_frames import (
+    CLIENT_TOOL,
+    ERROR_STATES,
+    MESSAGE_PARTS,
+    TERMINAL_STATES,
+    AguiIds,
+    Frame,
+    after,
+    agui_ids_of,
+    creates,
+    custom,
+    millis,
+    provisional,
+    question_id,
+    reasoning,
+    text_message,
+    to_json,
+    tool_call,
+    tool_result,
+)
 
 
 class _State(enum.Enum):
@@ -243,7 +187,7 @@ class AguiMapper:
         self._fills.clear()  # (none: a stream resumes before it has anything open)
         durable = [f for f in frames if f.id is not None]
         prefix = [f for f in frames if f.id is None]
-        prefix += [_provisional(f) for f in durable[:part] if f.event["type"] == "RUN_STARTED"]
+        prefix += [provisional(f) for f in durable[:part] if f.event["type"] == "RUN_STARTED"]
         left = durable[part:] or durable[-1:]  # (the bare k stays, as in :func:`after`)
         rest = [f.event for f in left if f.event["type"] not in MESSAGE_PARTS]
         snapshot: dict[str, Any] = {"type": "MESSAGES_SNAPSHOT", "messages": []}
@@ -255,7 +199,7 @@ class AguiMapper:
         id-less ``RUN_STARTED`` that opens a run this stream joined."""
         run_id = event.run_id
         if run_id is None:  # an event of no run: the user's own
-            return self._group(event, [_custom(event.event, event.data)])
+            return self._group(event, [custom(event.event, event.data)])
         run = self._runs.setdefault(run_id, _Run())
         if event.thread is not None:
             run.thread = event.thread
@@ -274,7 +218,7 @@ class AguiMapper:
             items.append(self._started(run))
         if not run.announced:  # joined in the middle of a segment: announce it, provisionally
             started = self._started(run)
-            started.update(timestamp=_ms(event.ts), metadata={"netra": {"run_id": run_id}})
+            started.update(timestamp=millis(event.ts), metadata={"netra": {"run_id": run_id}})
             prefix.append(Frame(None, started))
         mapped = self._map(run_id, run, event)
         if items and mapped and mapped[0]["type"] == "TOOL_CALL_RESULT":
@@ -290,7 +234,7 @@ class AguiMapper:
                 "messages": [message],
             }
         items.extend(mapped)
-        if any(_creates(item) for item in items):  # committed messages show in seq order
+        if any(creates(item) for item in items):  # committed messages show in seq order
             self._created += 1
             self._high = self._created
         return prefix + self._group(event, items)
@@ -298,7 +242,7 @@ class AguiMapper:
     def _group(self, event: Event, items: list[dict[str, Any]], first: int = 1) -> list[Frame]:
         """``items`` as the group of ``event``: ids ``k.first`` …, the last ``k``."""
         meta = {"netra": {"seq": event.seq, "run_id": event.run_id}}
-        ts = _ms(event.ts)
+        ts = millis(event.ts)
         n = len(items)
         frames = []
         for i, item in enumerate(items, first):
@@ -349,14 +293,14 @@ class AguiMapper:
                 return []  # the client sent it: it shows it already
             return self._message(event)
         if name == "agent_thinking":
-            return _reasoning(f"{run_id}.t{event.seq}", data.get("text"))
+            return reasoning(f"{run_id}.t{event.seq}", data.get("text"))
         if name == "tool_executing":
             call = str(data.get("call_id"))
-            return _tool_call(call, str(data.get("tool")), data.get("args"))
+            return tool_call(call, str(data.get("tool")), data.get("args"))
         if name == "tool_completed":
             call = str(data.get("call_id"))
             content = data["result"] if "result" in data else {"error": data.get("error")}
-            return [_tool_result(f"{call}.result", call, _json(content))]
+            return [tool_result(f"{call}.result", call, to_json(content))]
         if name == "agent_completed":
             run.result = data.get("result")
         elif name == "input_requested":
@@ -368,22 +312,22 @@ class AguiMapper:
             closes = self._close(lambda o: o.run_id == run_id and o.attempt == attempt)
             if closes and self.snapshots:  # the client drops the retracted text
                 closes.append(self._snapshot(event.seq))
-            return [*closes, _custom(name, data)]
+            return [*closes, custom(name, data)]
         elif name == "run_state" and data.get("state") in TERMINAL_STATES:
             closes = self._close(lambda o: o.run_id == run_id)
             run.state = _State.FINISHED
             return [*closes, self._run_end(run, str(data.get("state")), data)]
-        return [_custom(name, data)]
+        return [custom(name, data)]
 
     def _question(self, run_id: str, run: _Run, event: Event) -> list[dict[str, Any]]:
         """``input_requested`` ends the segment: an interrupt, or a frontend tool call."""
         data = event.data
         qid = question_id(run_id, event.seq)
         tool = data.get(CLIENT_TOOL)
-        items = [*self._close(lambda o: o.run_id == run_id), _custom(event.event, data)]
+        items = [*self._close(lambda o: o.run_id == run_id), custom(event.event, data)]
         end = self._finished(run)
         if isinstance(tool, dict):
-            items += _tool_call(qid, str(tool.get("name")), tool.get("args"))
+            items += tool_call(qid, str(tool.get("name")), tool.get("args"))
             end["outcome"] = {"type": "success"}
         else:
             interrupt: dict[str, Any] = {"id": qid, "reason": "input_requested"}
@@ -407,9 +351,9 @@ class AguiMapper:
             message_id = given if isinstance(given, str) else f"{call}.result"
             if is_tool and message_id not in self.echo:
                 value = data.get("input")
-                content = value if isinstance(value, str) else _json(value)
-                items.append(_tool_result(message_id, call, content))
-        return [*items, _custom(event.event, data)]
+                content = value if isinstance(value, str) else to_json(value)
+                items.append(tool_result(message_id, call, content))
+        return [*items, custom(event.event, data)]
 
     def _message(self, event: Event) -> list[dict[str, Any]]:
         data = event.data
@@ -434,7 +378,7 @@ class AguiMapper:
                 out.append(self._snapshot(event.seq))
             self._high = max(self._high, opened.place)
             return out
-        return _text_message(message_id, role, text)
+        return text_message(message_id, role, text)
 
     def _finished(self, run: _Run) -> dict[str, Any]:
         ids = run.ids
@@ -499,132 +443,8 @@ class AguiMapper:
         return [Frame(None, item) for item in out]
 
 
-def after(frames: list[Frame], part: int) -> Iterator[Frame]:
-    """The frames of one event's mapping that follow part ``part`` (``Last-Event-ID:
-    k.part``): the id-less frames before the group, then the group's parts after ``part``.
-
-    The bare-``k`` frame always remains, even when the group is now shorter than ``part``; a
-    ``RUN_STARTED`` among the parts left out is sent without its id (the resumed stream opens
-    with it).
-    """
-    durable = [f for f in frames if f.id is not None]
-    n = len(durable)
-    i = 0
-    for frame in frames:
-        if frame.id is None:
-            yield frame
-            continue
-        i += 1
-        if i > part or i == n:
-            yield frame
-        elif frame.event.get("type") == "RUN_STARTED":
-            yield _provisional(frame)
-
-
-MESSAGE_PARTS = frozenset(
-    {
-        "TEXT_MESSAGE_START",
-        "TEXT_MESSAGE_CONTENT",
-        "TEXT_MESSAGE_END",
-        "REASONING_START",
-        "REASONING_MESSAGE_START",
-        "REASONING_MESSAGE_CONTENT",
-        "REASONING_MESSAGE_END",
-        "REASONING_END",
-        "TOOL_CALL_START",
-        "TOOL_CALL_ARGS",
-        "TOOL_CALL_END",
-        "TOOL_CALL_RESULT",
-        "MESSAGES_SNAPSHOT",
-    }
-)
-"""The events that make or change the client's messages (a snapshot stands for them)."""
-
-
-def _provisional(frame: Frame) -> Frame:
-    """A durable frame sent again without its id (and without its seq)."""
-    event = dict(frame.event)
-    event["metadata"] = {"netra": {"run_id": event["metadata"]["netra"]["run_id"]}}
-    return Frame(None, event)
-
-
-def _creates(item: dict[str, Any]) -> bool:
-    """Whether an event makes the client add a message."""
-    kind = item["type"]
-    if kind == "RUN_STARTED":
-        return "input" in item
-    return kind in ("TEXT_MESSAGE_START", "REASONING_MESSAGE_START", "TOOL_CALL_RESULT")
-
-
 def _is_first(event: Event) -> bool:
     """A run's first event: its user's message (a ``say``'s) or its first ``run_state``."""
     if event.event == "message":
         return event.data.get("role") == "user"
     return event.event == "run_state" and event.data.get("previous") is None
-
-
-def _text_message(message_id: str, role: str, text: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [
-        {"type": "TEXT_MESSAGE_START", "messageId": message_id, "role": role}
-    ]
-    if text:
-        out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": message_id, "delta": text})
-    out.append({"type": "TEXT_MESSAGE_END", "messageId": message_id})
-    return out
-
-
-def _reasoning(message_id: str, text: JSON) -> list[dict[str, Any]]:
-    """``agent_thinking``: a reasoning span holding one reasoning message."""
-    span = f"{message_id}.span"
-    out: list[dict[str, Any]] = [
-        {"type": "REASONING_START", "messageId": span},
-        {"type": "REASONING_MESSAGE_START", "messageId": message_id, "role": "reasoning"},
-    ]
-    if isinstance(text, str) and text:
-        out.append({"type": "REASONING_MESSAGE_CONTENT", "messageId": message_id, "delta": text})
-    out.append({"type": "REASONING_MESSAGE_END", "messageId": message_id})
-    out.append({"type": "REASONING_END", "messageId": span})
-    return out
-
-
-def _tool_call(call: str, name: str, args: JSON) -> list[dict[str, Any]]:
-    """A tool call, in the (empty) assistant message that holds it (``parentMessageId``)."""
-    holder = f"{call}.call"
-    return [
-        {"type": "TEXT_MESSAGE_START", "messageId": holder, "role": "assistant"},
-        {"type": "TEXT_MESSAGE_END", "messageId": holder},
-        {
-            "type": "TOOL_CALL_START",
-            "toolCallId": call,
-            "toolCallName": name,
-            "parentMessageId": holder,
-        },
-        {"type": "TOOL_CALL_ARGS", "toolCallId": call, "delta": _json(args)},
-        {"type": "TOOL_CALL_END", "toolCallId": call},
-    ]
-
-
-def _tool_result(message_id: str, call: str, content: str) -> dict[str, Any]:
-    return {
-        "type": "TOOL_CALL_RESULT",
-        "messageId": message_id,
-        "toolCallId": call,
-        "content": content,
-        "role": "tool",
-    }
-
-
-def _ms(ts: float) -> int:
-    return int(ts * 1000)
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _custom(name: str, data: dict[str, JSON]) -> dict[str, Any]:
-    return {"type": "CUSTOM", "name": CUSTOM_PREFIX + name, "value": data}
-
-
-def _json(value: object) -> str:
-    return orjson.dumps(value).decode()

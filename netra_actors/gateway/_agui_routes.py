@@ -38,7 +38,8 @@ from .._subscription import Subscription
 from .._tracing import trace_carrier
 from .._validate import MAX_SEQ
 from .._values import JSON, Event
-from ._agui import CLIENT_TOOL, TERMINAL_STATES, AguiIds, AguiMapper, EventId, parse_question_id
+from ._agui import AguiMapper
+from ._agui_frames import CLIENT_TOOL, TERMINAL_STATES, AguiIds, EventId, parse_question_id
 from ._agui_input import RunInput, parse_run_input
 from ._agui_stream import SseStream, run_events
 from ._connection import ConnectionDeps

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netra_actors import Delta, Event
-from netra_actors.gateway._agui import AguiMapper, EventId, Frame, SnapshotFill, after
+from netra_actors.gateway._agui import AguiMapper, SnapshotFill
+from netra_actors.gateway._agui_frames import EventId, Frame, after
 from netra_actors.gateway._agui_messages import thread_messages
 
 USER = "alice"
