@@ -73,6 +73,7 @@ class LocalRelay:
         self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._out.setblocking(False)
         self._peers: list[tuple[str, int]] = []
+        self._names: set[str] = set()
         self._scanned = -1e9
         self.dropped = 0
         """Datagrams that could not be sent (a full buffer): their receivers see a gap."""
@@ -83,6 +84,7 @@ class LocalRelay:
             return
         self._scanned = now
         peers = []
+        names_seen = set()
         try:
             names = os.listdir(self.directory)
         except OSError:
@@ -102,7 +104,14 @@ class LocalRelay:
                     os.unlink(path)
                 continue
             peers.append(("127.0.0.1", port))
-        self._peers = peers
+            names_seen.add(name)
+        self._peers, self._names = peers, names_seen
+
+    def met(self, node: str) -> None:
+        """A datagram came from ``node``: if it is new here, read the directory at the next send
+        (not up to :attr:`rescan` later), so that a node that just started gets the answers."""
+        if _UNSAFE.sub("_", node) not in self._names:
+            self._scanned = -1e9
 
     async def send(self, payloads: list[str]) -> None:
         self._scan()
