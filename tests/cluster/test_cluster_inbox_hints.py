@@ -7,12 +7,14 @@ node's ``inbox`` hint to the owner, the owner's ``reply`` hint back)."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import trio
 
 import netra_actors as na
+from netra_actors._store import SqlStore
 from netra_actors.testing import guest_test
 
 SAFETY = 30.0
@@ -73,3 +75,37 @@ async def test_commands_through_another_node_are_answered_well_before_the_safety
             assert ca.hints.sent >= 2
             assert ca.hints.refused == cb.hints.refused == 0
             assert cb.pending == 0
+
+
+@guest_test()
+async def test_a_follower_that_takes_over_reads_its_own_forwarded_command_at_once(
+    tmp_path: Path,
+) -> None:
+    """The owner is gone once the command was forwarded (a store that holds the user's lease
+    stops renewing it): the command waits in the inbox until the follower takes the lease, and
+    its new owner reads the inbox then (``_roles.py``), not at the next safety poll."""
+    db = tmp_path / "takeover.db"
+    user = "taken-over"
+    gone = await SqlStore.open(
+        na.RuntimeConfig(database_url=na.sqlite_url(db), node_id="gone", lease_ttl=2.0)
+    )
+    try:
+        assert await gone.acquire(user) is not None
+        async with na.open_runtime(config(db, "b"), agents=[Echo]) as b:
+            started = trio.current_time()
+            with trio.fail_after(WITHIN):
+                async with trio.open_nursery() as nursery:
+                    runs: list[str] = []
+
+                    async def start() -> None:
+                        runs.append(await b.start_run(user, "echo", "hello"))
+
+                    nursery.start_soon(start)
+                    while b.statistics().forwarded_pending == 0:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    gone._leases.next_renewal = math.inf  # as if paused: its lease expires
+                assert (await b.wait_run(user, runs[0])).state == na.RunState.COMPLETED
+            assert trio.current_time() - started < SAFETY
+            assert b.statistics().forwarded_pending == 0
+    finally:
+        await gone.aclose()
