@@ -7,9 +7,12 @@ Several processes on one database form a cluster with no other channel than the 
 * **replies** — a follower posts a user's command to the store's inbox and waits here for the
   owner's answer (``request``);
 * **inbox** — commands posted for users this node owns are handed to their supervisors, in order;
+  both loops are woken by hints — PostgreSQL's notifications, or on a SQLite file the datagrams
+  of ``_cluster_hints.py`` — and otherwise read the store only every ``safety_interval`` (2 s);
+  without hints (SQLite in memory) every ``poll_interval`` (50 ms);
 * **following** — followers learn of new commits: PostgreSQL notifies (a hint, never the data)
-  and every follower also polls at a low rate; SQLite has no notifications, so followers poll
-  every ``poll_interval`` (50 ms);
+  and every follower also polls at a low rate; SQLite has no notifications of commits, so
+  followers poll every ``poll_interval`` (50 ms);
 * **relay** — the provisional text this node's owners stream goes to the other nodes, batched
   per message (``_relay_codec.py``) over PostgreSQL ``NOTIFY`` or local datagrams on SQLite
   (``_relay.py``); what other nodes relay goes to this node's followers of those users.
@@ -27,11 +30,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ._cluster_codec import raise_reply
+from ._cluster_hints import LocalHints
 from ._exceptions import RuntimeClosedError, StoreError
 from ._ids import ulid
 from ._messages import Reply
 from ._relay import LocalRelay, PgRelay, Transport
-from ._relay_codec import decode, encode
+from ._relay_codec import decode, encode, is_hint
 from ._values import JSON, Delta, dumps
 
 if TYPE_CHECKING:
@@ -110,8 +114,8 @@ class Cluster:
         self._wake_replies = trio.Event()
         self._wake_inbox = trio.Event()
         self._wake_follow = trio.Event()
-        self.hinted = getattr(store, "notifies", False)
-        """True when the store pushes hints (PostgreSQL): the loops then poll only slowly."""
+        self._notifies: bool = getattr(store, "notifies", False)
+        """True when the store pushes hints of commits too (PostgreSQL): followers poll slowly."""
         self._nursery: trio.Nursery | None = None
         self.node: str = getattr(store, "node", "")
         self._outgoing: list[tuple[str, Delta]] = []
@@ -123,10 +127,18 @@ class Cluster:
         self.relay_refused = 0
         """Relayed payloads this node refused (garbled)."""
         directory = getattr(store, "relay_directory", None)
-        if self.hinted and hasattr(store, "publish_deltas"):
+        self.hints: LocalHints | None = None
+        """Inbox and reply hints over the local relay (a SQLite file; PostgreSQL notifies)."""
+        if self._notifies and hasattr(store, "publish_deltas"):
             self.relay = PgRelay(store)
         elif isinstance(directory, str):
             self.relay = LocalRelay(directory, self.node)
+            self.hints = LocalHints(
+                self.relay, self.node, on_inbox=self.on_inbox, on_reply=self.on_reply
+            )
+        self.hinted = self._notifies or self.hints is not None
+        """True when posted commands and replies come with hints: the inbox and replies loops
+        then read the store only every ``safety_interval`` unless woken."""
 
     # -- followers ---------------------------------------------------------------------------
 
@@ -208,12 +220,27 @@ class Cluster:
                 self.relay_dropped += len(items)
                 log.warning("cluster: relaying %d delta(s) failed: %s", len(items), exc)
 
-    def on_inbox(self, user_id: str) -> None:
+    def on_payload(self, payload: str) -> None:
+        """A datagram of the local relay: a hint, or provisional text."""
+        if self.hints is not None and is_hint(payload):
+            self.hints.received(payload)
+        else:
+            self.on_deltas(payload)
+
+    def on_inbox(self, user_id: str | None) -> None:
+        """A hint: a command was posted for ``user_id`` (None: for someone)."""
         self._wake_inbox.set()
 
-    def on_reply(self, request_id: str) -> None:
-        if request_id in self._pending:
+    def on_reply(self, request_id: str | None) -> None:
+        """A hint: the answer to ``request_id`` was written (None: to some request)."""
+        if request_id is None or request_id in self._pending:
             self._wake_replies.set()
+
+    def replied(self, request_id: str) -> None:
+        """This node's owner committed the answer to ``request_id``: wake its asker."""
+        self.on_reply(request_id)  # this node's follower may have asked before it took over
+        if self.hints is not None:
+            self.hints.reply(request_id)
 
     # -- requests to the owner -----------------------------------------------------------------
 
@@ -226,6 +253,8 @@ class Cluster:
         except BaseException:
             del self._pending[request_id]
             raise
+        if self.hints is not None:  # committed: the owner's read will find it
+            self.hints.inbox(user_id)
         self._wake_replies.set()
         return request_id
 
@@ -275,14 +304,16 @@ class Cluster:
                     on_deltas=self.on_deltas,
                 )
             if self.relay is not None:
-                nursery.start_soon(self.relay.run, self.on_deltas)
+                nursery.start_soon(self.relay.run, self.on_payload)
                 nursery.start_soon(self._relay_loop)
+            if self.hints is not None:
+                nursery.start_soon(self.hints.run)
             nursery.start_soon(self._replies_loop)
             nursery.start_soon(self._inbox_loop)
             nursery.start_soon(self._follow_loop)
 
-    def _interval(self) -> float:
-        return self._safety if self.hinted else self._poll
+    def _interval(self, hinted: bool) -> float:
+        return self._safety if hinted else self._poll
 
     async def _sleep(self, event_name: str, seconds: float) -> None:
         event: trio.Event = getattr(self, event_name)
@@ -304,7 +335,8 @@ class Cluster:
                 reply = self._pending.get(request_id)
                 if reply is not None:
                     reply.set(outcome)
-            await self._sleep("_wake_replies", self._poll if self._pending else math.inf)
+            wait = self._interval(self.hinted) if self._pending else math.inf
+            await self._sleep("_wake_replies", wait)
 
     async def _inbox_loop(self) -> None:
         while True:
@@ -323,7 +355,7 @@ class Cluster:
                 if member is not None and not member.following and member.inbox(item):
                     self._routed.add(item.request_id)
             self._routed &= seen  # done items are deleted from the store: forget them
-            await self._sleep("_wake_inbox", self._interval())
+            await self._sleep("_wake_inbox", self._interval(self.hinted))
 
     async def _follow_loop(self) -> None:
         next_lease_check = 0.0
@@ -358,4 +390,5 @@ class Cluster:
                     member = self._followers.get(user_id)
                     if member is not None:
                         member.take_over()
-            await self._sleep("_wake_follow", self._interval() if self._followers else math.inf)
+            wait = self._interval(self._notifies) if self._followers else math.inf
+            await self._sleep("_wake_follow", wait)

@@ -288,3 +288,4 @@ async def on_inbox(owner: Owner, item: Any) -> None:
     unit.replies.append((item.request_id, owner.user_id, ok, payload))
     await committer.commit_owned(unit)
     committer.consuming = None
+    owner._deps.cluster.replied(item.request_id)  # committed: the asker's read will find it

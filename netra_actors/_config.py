@@ -210,10 +210,13 @@ class RuntimeConfig:
     takes a user over only after its owner's lease expired: a shorter TTL means a faster
     takeover after a crash, a longer one tolerates longer pauses of the owner."""
     cluster_poll: float = attrs.field(default=0.05, validator=positive)
-    """Seconds between polls for other nodes' commits, commands and answers (SQLite; on
-    PostgreSQL notifications wake the node and it polls only every ``cluster_safety_poll``)."""
+    """Seconds between polls where no hint wakes the node: followers' polls for other nodes'
+    commits on SQLite, and on SQLite in memory (no relay) the inbox and answers too. Hints wake
+    the node instead, and it polls only every ``cluster_safety_poll``: PostgreSQL notifications,
+    and on a SQLite file the local relay's datagrams for posted commands and their answers."""
     cluster_safety_poll: float = attrs.field(default=2.0, validator=positive)
-    """The slow poll that backs up PostgreSQL notifications (a missed one costs latency only)."""
+    """The slow poll that backs up hints (PostgreSQL notifications, SQLite's local datagrams):
+    a lost hint costs at most this much latency, never a command or an answer."""
     request_timeout: float = attrs.field(default=30.0, validator=positive)
     """How long a command forwarded to the user's owner on another node may wait for its answer."""
     retention_days: float | None = attrs.field(default=None, validator=_retention_days)

@@ -9,10 +9,12 @@ these, which every other node receives and gives to its followers (``_follower.p
 * **SQLite** — the nodes of a cluster on one SQLite file share one machine (SQLite needs a local
   file system), so the simplest channel is a local datagram: each node binds a UDP socket on
   ``127.0.0.1`` and announces its port in a directory beside the database file
-  (``<file>.relay/<node>``); a sender reads that directory at most once a second and sends each
-  payload to every other node's port (:class:`LocalRelay`). Nothing touches the database file:
+  (``<file>.relay/<node>``); a sender reads that directory at most once a second (and at its
+  next send after a hint from a node it does not know yet) and sends each payload to every
+  other node's port (:class:`LocalRelay`). Nothing touches the database file:
   its one writer is not slowed down by text that is never durable. A datagram that is dropped
   (a full receive buffer) is a gap the receiver detects, like a lost notification.
+  The same datagrams carry the cluster's inbox and reply hints on SQLite (``_cluster_hints.py``).
 
 Both are best-effort by design: what is lost costs the followers' sockets the rest of that
 message's deltas, never a wrong text; its committed ``message`` still arrives.
@@ -73,9 +75,11 @@ class LocalRelay:
         self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._out.setblocking(False)
         self._peers: list[tuple[str, int]] = []
+        self._names: set[str] = set()
         self._scanned = -1e9
         self.dropped = 0
-        """Datagrams that could not be sent (a full buffer): their receivers see a gap."""
+        """Datagrams that could not be sent (a full buffer): their receivers see a gap (deltas)
+        or wait for their next safety poll (hints)."""
 
     def _scan(self) -> None:
         now = time.monotonic()
@@ -83,6 +87,7 @@ class LocalRelay:
             return
         self._scanned = now
         peers = []
+        names_seen = set()
         try:
             names = os.listdir(self.directory)
         except OSError:
@@ -102,7 +107,14 @@ class LocalRelay:
                     os.unlink(path)
                 continue
             peers.append(("127.0.0.1", port))
-        self._peers = peers
+            names_seen.add(name)
+        self._peers, self._names = peers, names_seen
+
+    def met(self, node: str) -> None:
+        """A datagram came from ``node``: if it is new here, read the directory at the next send
+        (not up to :attr:`rescan` later), so that a node that just started gets the answers."""
+        if _UNSAFE.sub("_", node) not in self._names:
+            self._scanned = -1e9
 
     async def send(self, payloads: list[str]) -> None:
         self._scan()

@@ -15,6 +15,16 @@ SQLite cluster), whose followers give them to their sockets. A payload is::
 * **Garbling is detected**: :func:`decode` checks the checksum and the shape and raises
   :class:`ValueError`; the receiver then stops streaming what it cannot vouch for (it never shows
   text it is unsure of).
+
+The same datagrams carry **hints** on a SQLite cluster (``_cluster_hints.py``): "a command was
+posted to the inbox", "a reply was written". A hint starts with ``!`` (a delta payload starts
+with a hex digit, so the two never mix)::
+
+    !<crc32 of the JSON, 8 hex digits> <JSON: [kind, node, [name, ...]]>
+
+``kind`` is ``inbox`` (names: user ids) or ``reply`` (names: request ids); no names means "any"
+(the sender had more than it keeps). :func:`decode_hint` refuses a garbled one
+(:class:`ValueError`).
 """
 
 from __future__ import annotations
@@ -125,3 +135,58 @@ def decode(payload: str) -> tuple[str, list[tuple[str, Delta]]]:
     except (TypeError, ValueError) as exc:  # orjson's JSONDecodeError is a ValueError
         raise ValueError(f"a relayed delta payload is malformed: {exc}") from None
     return node, out
+
+
+HINT = "!"
+"""The first character of a hint (a delta payload starts with a hex digit)."""
+
+HINT_KINDS = ("inbox", "reply")
+
+
+def is_hint(payload: str) -> bool:
+    return payload.startswith(HINT)
+
+
+def _hint_frame(kind: str, node: str, names: list[str]) -> str:
+    body = orjson.dumps([kind, node, names])
+    return f"{HINT}{zlib.crc32(body):08x} {body.decode()}"
+
+
+def encode_hints(kind: str, node: str, names: Iterable[str], *, limit: int = LIMIT) -> list[str]:
+    """Hints of ``kind`` from ``node`` naming ``names``, each at most ``limit`` bytes, in order.
+    No names, or one too long to fit alone: one hint that says "any"."""
+    if kind not in HINT_KINDS:
+        raise ValueError(f"no such hint: {kind!r}")
+    room = limit - len(_hint_frame(kind, node, []))
+    sizes = [(name, len(orjson.dumps(name)) + 1) for name in names]  # + the comma between
+    if not sizes or any(size > room for _, size in sizes):
+        return [_hint_frame(kind, node, [])]
+    out: list[str] = []
+    batch: list[str] = []
+    used = 0
+    for name, size in sizes:
+        if batch and used + size > room:
+            out.append(_hint_frame(kind, node, batch))
+            batch, used = [], 0
+        batch.append(name)
+        used += size
+    out.append(_hint_frame(kind, node, batch))
+    return out
+
+
+def decode_hint(payload: str) -> tuple[str, str, list[str]]:
+    """``(kind, node, names)`` of a hint; :class:`ValueError` if it is garbled."""
+    crc, sep, body = payload[len(HINT) :].partition(" ")
+    raw = body.encode()
+    try:
+        valid = payload.startswith(HINT) and bool(sep) and len(crc) == 8
+        if not valid or int(crc, 16) != zlib.crc32(raw):
+            raise ValueError("failed its checksum")
+        kind, node, names = orjson.loads(raw)
+        if kind not in HINT_KINDS or not isinstance(node, str) or not isinstance(names, list):
+            raise TypeError("not a hint")
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError("names that are not strings")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a hint was refused: {exc}") from None
+    return kind, node, names

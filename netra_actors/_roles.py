@@ -131,6 +131,7 @@ async def _run_roles(
     feed = Feed()  # the user's sockets here: handed from role to role
     first: Message | None = None
     epoch = await deps.leases.claim(user_id)  # no lease write to wait for: fencing decides
+    took_over = False
     while True:
         if epoch is None:
             follower = UserFollower(deps, user_id, receive, user.send, feed=feed)
@@ -139,10 +140,14 @@ async def _run_roles(
             if acquired is None:
                 return  # idle
             epoch, first = acquired.epoch, acquired.first
+            took_over = True
         owner = UserSupervisor(
             deps, user_id, receive, user.send, epoch=epoch, feed=feed, first=first
         )
         user.supervisor = owner
+        if took_over:  # the follower's own forwarded command may wait in the inbox: read it now
+            took_over = False
+            deps.cluster.on_inbox(user_id)
         if await owner.run(on_idle=on_idle):
             return  # idle (the lease is released)
         first, epoch = None, None  # fenced: follow
