@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,15 @@ class Store:
         return []
 
 
+@asynccontextmanager
+async def running(cluster: Cluster) -> AsyncIterator[None]:
+    """The cluster's loops run inside the block (cancelled at its end)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cluster.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 def cluster_on(store: Store) -> Cluster:
     return Cluster(
         store,  # type: ignore[arg-type]
@@ -167,8 +178,7 @@ async def test_a_hint_wakes_the_inbox_at_once_and_nothing_polls_between(
     store = Store(str(tmp_path / "db.relay"))
     cluster = cluster_on(store)
     assert cluster.hints is not None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cluster.run)
+    async with running(cluster):
         await trio.sleep(100)  # a lone node: one read at start, none since (no 50 ms poll)
         assert store.inbox_reads == [0.0]
         cluster.on_payload(encode_hints("inbox", "other", ["u1"])[0])
@@ -181,7 +191,6 @@ async def test_a_hint_wakes_the_inbox_at_once_and_nothing_polls_between(
         assert cluster.hints.refused == 1
         await trio.sleep(2)
         assert store.inbox_reads == [0.0, 100.0, 100.0 + SAFETY]  # the safety poll
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_reply_hint_wakes_the_asker_at_once(
@@ -189,8 +198,7 @@ async def test_a_reply_hint_wakes_the_asker_at_once(
 ) -> None:
     store = Store(str(tmp_path / "db.relay"))
     cluster = cluster_on(store)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cluster.run)
+    async with running(cluster):
         await trio.testing.wait_all_tasks_blocked()
         request_id = await cluster.post("u1", "cancel_run", {"run_id": "r"})
         other = await cluster.post("u1", "cancel_run", {"run_id": "s"})
@@ -207,7 +215,6 @@ async def test_a_reply_hint_wakes_the_asker_at_once(
         cluster.on_payload(encode_hints("reply", "other", [])[0])  # "any"
         assert await cluster.answer(other) == "{}"
         assert trio.current_time() == 10.0
-        nursery.cancel_scope.cancel()
 
 
 async def test_posts_and_replies_are_hinted_to_the_other_nodes(
@@ -222,8 +229,7 @@ async def test_posts_and_replies_are_hinted_to_the_other_nodes(
         sent.append(payloads)
 
     cluster.hints._relay.send = send  # type: ignore[method-assign]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cluster.run)
+    async with running(cluster):
         request_id = await cluster.post("u1", "cancel_run", {"run_id": "r"})
         assert store.posted == [request_id]
         cluster.replied("q_from_elsewhere")
@@ -231,7 +237,6 @@ async def test_posts_and_replies_are_hinted_to_the_other_nodes(
         assert [[decode_hint(p) for p in batch] for batch in sent] == [
             [("inbox", "me", ["u1"]), ("reply", "me", ["q_from_elsewhere"])]
         ]
-        nursery.cancel_scope.cancel()
 
 
 async def test_without_a_relay_the_inbox_is_polled(autojump_clock: trio.testing.MockClock) -> None:
@@ -239,11 +244,9 @@ async def test_without_a_relay_the_inbox_is_polled(autojump_clock: trio.testing.
     cluster = cluster_on(store)
     assert cluster.hints is None
     assert not cluster.hinted
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cluster.run)
+    async with running(cluster):
         await trio.sleep(1.01)
         assert len(store.inbox_reads) == 21  # every poll interval
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_hint_from_a_node_not_yet_seen_makes_the_relay_read_its_directory(
