@@ -352,7 +352,9 @@ def run_pykka(w: Workload, db: str, progress: Progress) -> Row:
         for ref in refs:
             ref.stop(block=False)
         for ref in refs:
-            ref.stop()  # joins: every actor thread has ended
+            # Not a second stop(): it races the first one (the actor may drain its inbox before
+            # the second message lands in it, and nobody ever answers it).
+            ref.actor_stopped.wait()
         sink.stop()
         writer.close()
     rows, _thinking = count_rows(db)
@@ -423,7 +425,7 @@ async def _pykka_store_main(w: Workload, db: str, progress: Progress) -> Row:
         for ref in refs:
             ref.stop(block=False)
         for ref in refs:
-            ref.stop()
+            ref.actor_stopped.wait()  # (see run_pykka: a second stop() may never be answered)
         sink.stop()
 
     try:

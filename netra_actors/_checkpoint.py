@@ -36,7 +36,7 @@ import trio
 
 from ._core._lifecycle import Crash, Plan, on_finish
 from ._exceptions import RunFencedError, StoreError
-from ._journal_events import ModelStep, fold_unit, model_after, model_call_statement
+from ._journal_events import ModelStep, model_after, model_call_statement
 from ._runs import Run, stage_plan
 from ._uow import UnitOfWork
 from ._values import StagedEvent, dumps
@@ -84,7 +84,7 @@ def committed(
     result_json: str | None,
 ) -> None:
     """The checkpoint's unit committed: its run takes it (a new attempt replays it)."""
-    fold_unit(run.journal, events, None if model is None else model.item())
+    run.fold_later(events, None if model is None else model.item())
     owner.streams.committed(closes)  # the committed message supersedes its deltas
     if plan is not None:
         run.result_json = result_json

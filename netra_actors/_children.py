@@ -51,7 +51,7 @@ def start_attempt(
         agent=run.agent,
         attempt=run.life.attempt,
         supervisor=mailbox,
-        inbox=run.inbox_rx,
+        inbox=run.inbox_receiver,
         max_staged=config.max_staged_events,
         max_event_bytes=config.max_event_bytes,
         max_message_chars=config.max_message_chars,

@@ -115,7 +115,6 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         liveness=cls.liveness or config.liveness,
         start_at=start_at,
     )
-    inbox_tx, inbox_rx = trio.open_memory_channel[JSON](config.agent_mailbox_size)
     run = Run(
         run_id=new_run_id(),
         agent=cls.name,
@@ -123,8 +122,7 @@ async def start_run(owner: Owner, msg: StartRun) -> str:
         life=plan.life,
         input_json=input_json,
         created_at=time.time(),
-        inbox_tx=inbox_tx,
-        inbox_rx=inbox_rx,
+        inbox_size=config.agent_mailbox_size,
         thread=thread,
         wake_wall=msg.start_at,
     )
@@ -206,7 +204,7 @@ async def get_runs(owner: Owner, msg: GetRuns) -> RunsSnapshot:
 async def send_to_run(owner: Owner, msg: SendToRun) -> None:
     run = await _live(owner, msg.run_id)
     try:
-        run.inbox_tx.send_nowait(msg.message)
+        run.inbox_sender().send_nowait(msg.message)
     except trio.WouldBlock:
         raise MailboxFullError("the run's inbox is full") from None
 

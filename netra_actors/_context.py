@@ -76,7 +76,7 @@ class AgentContext:
         agent: str,
         attempt: int,
         supervisor: trio.MemorySendChannel[Any],
-        inbox: trio.MemoryReceiveChannel[JSON],
+        inbox: Callable[[], trio.MemoryReceiveChannel[JSON]],
         max_staged: int,
         beat_every: float = 1.0,
         max_event_bytes: int | None = None,
@@ -103,6 +103,7 @@ class AgentContext:
         """The session's way to take a checkpoint in this task when the supervisor is parked
         (``_checkpoint.py``; None for a threaded agent's operations)."""
         self._inbox = inbox
+        """The run's inbox (made when first asked for: most runs never receive)."""
         self.max_staged = max_staged
         self.max_event_bytes = max_event_bytes
         self._cursor = JournalCursor(run_id, journal)
@@ -201,9 +202,16 @@ class AgentContext:
 
     async def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
-        self._check()
-        self._staging.think(str(text))
-        await self._tick()
+        if self._fenced:
+            self._check()
+        self._staging.think(text if type(text) is str else str(text))
+        # ``_tick`` inline (the hottest path of all: no coroutine per event)
+        if self._now() - self._last_beat >= self.beat_every:
+            await self.heartbeat()
+            return
+        self._ops += 1
+        if self._ops & 63 == 0:
+            await trio.lowlevel.checkpoint()
 
     async def say(self, text: str) -> None:
         """Stage an assistant ``message`` event (whole; to stream one, see :meth:`message`)."""
@@ -340,7 +348,7 @@ class AgentContext:
         """
         self._check()
         try:
-            return await self._wait_beating(self._inbox.receive)
+            return await self._wait_beating(self._inbox().receive)
         except trio.EndOfChannel:
             raise RunFencedError("the run's inbox is closed") from None
 

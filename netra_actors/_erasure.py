@@ -105,7 +105,7 @@ async def erase_user(owner: Owner, msg: EraseUser) -> None:
         raise SessionFailed(exc) from exc
     error = RuntimeClosedError("the user's data was erased")
     for run in session.runs.values():
-        run.inbox_tx.close()
+        run.close_inbox()
         for reply in run.waiters:
             reply.fail(error)
         if run.question is not None:

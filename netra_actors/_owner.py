@@ -217,7 +217,7 @@ class Owner:
     def _finalize(self, run: Run) -> None:
         self.stop_attempt(run)
         self.streams.end_run(run.run_id)
-        run.inbox_tx.close()
+        run.close_inbox()
         self.session.ended(run.run_id)
         state = run.life.state.value
         counters = self._deps.counters

@@ -5,12 +5,18 @@ A :class:`Run` is the core's record of a live run (:class:`~._core._session.Live
 holds (its agent class, inbox, running attempt, waiters, its journal). The run's life-cycle
 state is its ``life`` and nothing else: the run row the store keeps is derived from it whenever a
 unit is staged (a durable wait included: ``wait``, ``wake_at``).
+
+Two of its handles are made only when they are used, since most runs never use them: its
+inbox (a trio channel, made when the first message is sent to the run or an attempt first
+receives), and the items of its journal (the units its attempts committed are kept as they
+are and folded into journal items when the journal is read: by a new attempt, a question).
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -18,14 +24,14 @@ import trio
 from ._agent import AgentBase
 from ._conversation import ConversationMessage
 from ._core import Transition
-from ._core._journal import Journal
+from ._core._journal import Item, Journal
 from ._core._lifecycle import AgentStarted, Plan, Rollback, RunLife, Wait
 from ._core._session import LiveRun
-from ._journal_events import History
+from ._journal_events import History, fold_unit
 from ._messages import Reply
 from ._tracing import RunSpans
 from ._uow import RunRow, UnitOfWork
-from ._values import JSON, RunInfo, dumps, loads
+from ._values import JSON, RunInfo, StagedEvent, dumps, loads
 
 
 @attrs.frozen(kw_only=True)
@@ -44,8 +50,8 @@ class Run(LiveRun):
     agent_cls: type[AgentBase]
     input_json: str | None
     created_at: float
-    inbox_tx: trio.MemorySendChannel[JSON]
-    inbox_rx: trio.MemoryReceiveChannel[JSON]
+    inbox_size: int
+    """How many messages its inbox holds (``RuntimeConfig.agent_mailbox_size``)."""
     result_json: str | None = None
     start_seq: int | None = None
     """The ``seq`` of the run's first event."""
@@ -58,15 +64,64 @@ class Run(LiveRun):
     child: trio.CancelScope | None = None
     """The running attempt's (or the slot wait's) cancel scope."""
     waiters: list[Reply[RunInfo]] = attrs.field(factory=list)
-    journal: Journal = attrs.field(factory=Journal)
-    """Everything the run's attempts committed, in order (what a new attempt replays): kept
-    from the units that committed, or rebuilt from the store (``_journal_events.py``)."""
+    _journal: Journal = attrs.field(factory=Journal)
+    _unfolded: list[tuple[Sequence[StagedEvent], Item | None]] = attrs.field(factory=list)
+    """Units committed since the journal was last read, not yet folded into it, in order."""
+    _inbox: tuple[trio.MemorySendChannel[JSON], trio.MemoryReceiveChannel[JSON]] | None = None
+    _inbox_closed: bool = False
     wake_wall: float | None = None
     """When its timer or scheduled start is due, in seconds since the epoch (the row's)."""
     question: Reply[JSON] | None = None
     """The running attempt's ``ctx.ask`` asked while a message streams: it waits in memory."""
     spans: RunSpans | None = None
     """Its open OpenTelemetry spans (tracing on only)."""
+
+    @property
+    def journal(self) -> Journal:
+        """Everything the run's attempts committed, in order (what a new attempt replays): kept
+        from the units that committed, or rebuilt from the store (``_journal_events.py``)."""
+        if self._unfolded:
+            units, self._unfolded = self._unfolded, []
+            for events, model in units:
+                fold_unit(self._journal, events, model)
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        self._journal = journal
+        self._unfolded = []
+
+    def fold_later(self, events: Sequence[StagedEvent], model: Item | None) -> None:
+        """A unit of the run committed (``events``, and the model call it carried): it goes
+        into the journal when the journal is next read (the same as :func:`fold_unit` now).
+        ``events`` is the unit's own list: nothing changes it once committed."""
+        self._unfolded.append((events, model))
+
+    def inbox_sender(self) -> trio.MemorySendChannel[JSON]:
+        """Where messages sent to the run go (made on first use)."""
+        return self._open_inbox()[0]
+
+    def inbox_receiver(self) -> trio.MemoryReceiveChannel[JSON]:
+        """Where its attempts receive the run's messages (made on first use: a run that was
+        never sent anything and never received holds no channel)."""
+        return self._open_inbox()[1]
+
+    def close_inbox(self) -> None:
+        """The run ended: its inbox takes no more messages (a receiver gets ``EndOfChannel``
+        once it has taken what was sent before)."""
+        self._inbox_closed = True
+        if self._inbox is not None:
+            self._inbox[0].close()
+
+    def _open_inbox(
+        self,
+    ) -> tuple[trio.MemorySendChannel[JSON], trio.MemoryReceiveChannel[JSON]]:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = trio.open_memory_channel[JSON](self.inbox_size)
+            if self._inbox_closed:
+                inbox[0].close()
+        return inbox
 
     @classmethod
     def from_store(
@@ -80,7 +135,6 @@ class Run(LiveRun):
     ) -> Run:
         """A run read back from the store (to recover it on activation), with what its
         committed events say (its journal, its inputs)."""
-        inbox_tx, inbox_rx = trio.open_memory_channel[JSON](mailbox)
         run = cls(
             run_id=info.run_id,
             agent=info.agent,
@@ -88,8 +142,7 @@ class Run(LiveRun):
             life=life,
             input_json=None if info.input is None else dumps(info.input),
             created_at=info.created_at,
-            inbox_tx=inbox_tx,
-            inbox_rx=inbox_rx,
+            inbox_size=mailbox,
             result_json=None if info.result is None else dumps(info.result),
             thread=info.thread,
             start_seq=info.start_seq,

@@ -153,7 +153,8 @@ class Staging:
     def emit(self, event: str, data: Mapping[str, JSON] | None) -> None:
         """Stage an agent's custom event."""
         staged = stage_event(self.run_id, event, data, self.max_bytes)
-        if self.cursor is not None and self.replayed(event_key(event, staged.data_json)):
+        cursor = self.cursor  # the key is made only while replaying
+        if cursor is not None and not cursor.stopped and cursor.event(event_key(event, staged[2])):
             return
         if len(self.events) >= self.limit - len(self.rows):
             self._room()
@@ -161,9 +162,18 @@ class Staging:
 
     def think(self, text: str) -> None:
         """Stage an ``agent_thinking`` event."""
-        staged = text_event(self.run_id, "agent_thinking", "", text, self.max_bytes)
-        if self.cursor is not None and self.replayed(event_key("agent_thinking", staged.data_json)):
+        encoded = '{"text":' + dumps(text) + "}"
+        max_bytes = self.max_bytes
+        if max_bytes is not None and len(encoded) > max_bytes:
+            check_size("agent_thinking", encoded, max_bytes)  # raises
+        cursor = self.cursor  # the key is made only while replaying
+        if (
+            cursor is not None
+            and not cursor.stopped
+            and cursor.event(event_key("agent_thinking", encoded))
+        ):
             return
+        staged = _new(StagedEvent, (self.run_id, "agent_thinking", encoded))
         if len(self.events) >= self.limit - len(self.rows):
             self._room()
         self.events.append(staged)

@@ -10,6 +10,7 @@ the transaction ends. The lease statements use SQLite's clock (:data:`NOW`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -73,6 +74,8 @@ BLOCK_MAX = 512
 """Rows per multi-row statement at most (512 x 15 run columns stays far below SQLite's
 32,766 parameters)."""
 _BLOCKS: dict[tuple[str, int], str] = {}
+_flatten = itertools.chain.from_iterable
+"""A block's rows as one sequence of parameters (in C: the writer holds the GIL meanwhile)."""
 
 
 def block_statement(sql: str, rows: int) -> str:
@@ -290,7 +293,7 @@ class SqliteDialect:
             statement = block_statement(sql, size)
             if hook is not None:
                 hook(statement)
-            execute(statement, [v for row in rows[start : start + size] for v in row])
+            execute(statement, list(_flatten(rows[start : start + size])))
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         hook = self._owner.statement_hook
