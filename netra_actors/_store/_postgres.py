@@ -1,12 +1,15 @@
 """PostgreSQL's driver calls: the statements of the group commit, on asyncpg.
 
-The fast path (no developers' statements) is one asyncpg transaction on the writer's connection
-(:mod:`._pg_writer`): the lease statements, ``COPY`` of every event row, one ``INSERT … SELECT
-FROM unnest(…) ON CONFLICT … DO UPDATE`` of every run row, the ``pg_notify`` hints, ``COMMIT``.
-Batches with developers' statements run through SQLAlchemy's asyncio engine (``run_sync``), since
-those are SQLAlchemy objects, with the lease and hint statements on the raw asyncpg connection
-under it. Every statement is one over arrays; the lease statements use PostgreSQL's clock
-(:data:`NOW`), and the lease check locks the rows it reads (``FOR SHARE``).
+The fast path (no developers' statements) runs on the writer's connection (:mod:`._pg_writer`):
+the lease and inbox statements the batch needs, then its rows as **one statement**
+(:func:`write_statement`): the lease check (``FOR SHARE``), every event, run, thread summary,
+message id, consumed command and reply as a data-modifying CTE over ``unnest`` arrays, and the
+``pg_notify`` hints, all under "no lease was lost". ``BEGIN`` is sent only before a statement
+that needs it: a batch of units alone is that one statement, a transaction of its own — one
+round trip. Batches with developers' statements run through SQLAlchemy's asyncio engine
+(``run_sync``), since those are SQLAlchemy objects, with the lease statements and the rest of the
+rows on the raw asyncpg connection under it. Every statement is one over arrays; the lease
+statements use PostgreSQL's clock (:data:`NOW`).
 """
 
 from __future__ import annotations
