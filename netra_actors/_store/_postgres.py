@@ -260,10 +260,12 @@ class PgTransaction:
         self._fence_node: str | None = None
         """The node of a lease check left to :meth:`write` (``folds``)."""
         self.transaction: Any = None
-        """The asyncpg transaction, once begun."""
+        """The asyncpg transaction this began (:meth:`begin`), to commit or roll back."""
+        self._begun = False
 
     async def begin(self) -> None:
-        if self.transaction is None:
+        if not self._begun:
+            self._begun = True
             self.transaction = self._conn.transaction()
             await self.transaction.start()
 
@@ -435,6 +437,7 @@ class PgSaTransaction(PgTransaction):
     def __init__(self, raw: Any, owner: HookOwner, sa_conn: AsyncConnection) -> None:
         super().__init__(raw, owner)
         self._sa_conn = sa_conn
+        self._begun = True  # SQLAlchemy's transaction
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
         return self._sa_conn.begin_nested()
