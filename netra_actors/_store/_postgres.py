@@ -266,8 +266,9 @@ class PgTransaction:
     async def begin(self) -> None:
         if not self._begun:
             self._begun = True
-            self.transaction = self._conn.transaction()
-            await self.transaction.start()
+            transaction = self._conn.transaction()
+            await transaction.start()
+            self.transaction = transaction  # (one that failed to start has nothing to undo)
 
     def _hook(self, sql: str) -> None:
         hook = self._owner.statement_hook
