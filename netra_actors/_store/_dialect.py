@@ -75,18 +75,21 @@ class Transaction(Protocol):
         """Delete and return the replies that exist among ``request_ids``."""
         ...
 
-    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]] | None:
         """Those of the ``(user_id, epoch)`` pairs whose lease row does not say (``node``, that
         epoch) — another node took it, or a newer epoch; the leases stay locked (or under the
         write lock) until the transaction ends. Looked up by key: the cost grows with the
-        batch, not with the leases ``node`` holds."""
+        batch, not with the leases ``node`` holds. ``None``: the check is left to the next
+        :meth:`write` (PostgreSQL, outside the unit-by-unit retry: one statement checks and
+        writes), which returns the lost pairs."""
         ...
 
-    async def write(self, units: Sequence[Pending]) -> None:
+    async def write(self, units: Sequence[Pending]) -> set[tuple[str, int]] | None:
         """Everything ``units`` commit: events, runs, the thread summary (one upsert row per
         user and thread of the batch, ``_rows.thread_rows``), client-chosen message ids, the
         developers' statements, consumed commands, replies, and (PostgreSQL) the hints
-        delivered at COMMIT."""
+        delivered at COMMIT. After a :meth:`fence` that returned ``None``: the lost pairs,
+        whose units wrote nothing (the others of ``units`` committed)."""
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
         """A SAVEPOINT: an error inside rolls back only what ran inside."""

@@ -127,7 +127,9 @@ class GroupCommit:
             pre = await self._prelude(tx, ops, units, renew)
             live = [p for p in units if id(p) not in pre.fenced]
             if not isolated:
-                await tx.write(live)
+                lost = await tx.write(live)
+                if lost:  # the lease check was the write's (``Transaction.fence``)
+                    pre.fenced.update(id(p) for p in live if (p.user_id, p.epoch) in lost)
                 return pre
             for p in live:
                 try:

@@ -1,17 +1,21 @@
 """PostgreSQL's driver calls: the statements of the group commit, on asyncpg.
 
-The fast path (no developers' statements) is one asyncpg transaction on the writer's connection
-(:mod:`._pg_writer`): the lease statements, ``COPY`` of every event row, one ``INSERT … SELECT
-FROM unnest(…) ON CONFLICT … DO UPDATE`` of every run row, the ``pg_notify`` hints, ``COMMIT``.
-Batches with developers' statements run through SQLAlchemy's asyncio engine (``run_sync``), since
-those are SQLAlchemy objects, with the lease and hint statements on the raw asyncpg connection
-under it. Every statement is one over arrays; the lease statements use PostgreSQL's clock
-(:data:`NOW`), and the lease check locks the rows it reads (``FOR SHARE``).
+The fast path (no developers' statements) runs on the writer's connection (:mod:`._pg_writer`):
+the lease and inbox statements the batch needs, then its rows as **one statement**
+(:func:`write_statement`): the lease check (``FOR SHARE``), every event, run, thread summary,
+message id, consumed command and reply as a data-modifying CTE over ``unnest`` arrays, and the
+``pg_notify`` hints, all under "no lease was lost". ``BEGIN`` is sent only before a statement
+that needs it: a batch of units alone is that one statement, a transaction of its own — one
+round trip. Batches with developers' statements run through SQLAlchemy's asyncio engine
+(``run_sync``), since those are SQLAlchemy objects, with the lease statements and the rest of the
+rows on the raw asyncpg connection under it. Every statement is one over arrays; the lease
+statements use PostgreSQL's clock (:data:`NOW`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -50,29 +54,11 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the dev extra installs 
         "PostgreSQL needs the asyncpg driver: pip install 'netra-actors[postgres]'"
     ) from exc
 
-COPY_EVENTS = f"COPY netra_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT binary)"
 _RUN_TYPES = (
     *("text", "text", "text", "text", "int4", "text", "text", "text", "float8", "float8"),
     *("text", "int4", "int4", "text", "float8"),
 )
-UPSERT_RUNS = (
-    f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_RUN_TYPES, 1))
-    + f") ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}"
-)
 
-#: The thread summary, one row per (user, thread) of a batch (``_rows.thread_rows``).
-UPSERT_THREADS = (
-    "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int4[], "
-    "$6::float8[]) ON CONFLICT (user_id, thread) DO UPDATE SET "
-    "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
-    "last_ts = excluded.last_ts"
-)
-INSERT_MESSAGE_IDS = (
-    "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])"
-)
 
 #: The database's clock, in seconds since the epoch (every lease time is on it).
 NOW = "extract(epoch from clock_timestamp())::float8"
@@ -140,20 +126,78 @@ NOTIFY_INBOX = "SELECT pg_notify('netra_inbox', u) FROM unnest($1::text[]) AS t(
 TAKE_REPLIES = (
     "DELETE FROM netra_replies WHERE request_id = ANY($1::text[]) RETURNING request_id, ok, payload"
 )
-INBOX_DONE = (
-    "DELETE FROM netra_inbox AS i USING unnest($1::int8[], $2::text[]) AS d(id, user_id) "
-    "WHERE i.id = d.id AND i.user_id = d.user_id"
+#: The lease check over ``(user, epoch)`` arrays, as the first parts of :func:`write_statement`:
+#: the same lookup as :data:`FENCE` (each lease row by key, locked ``FOR SHARE``), ``lost`` the
+#: pairs whose row does not say (this node, that epoch).
+FENCED = (
+    "WITH l AS (SELECT user_id, node, epoch FROM netra_leases "
+    "WHERE user_id = ANY($1::text[]) FOR SHARE), "
+    "lost AS (SELECT t.u, t.e FROM unnest($1::text[], $2::int8[]) AS t(u, e) "
+    "LEFT JOIN l ON l.user_id = t.u "
+    "WHERE l.node IS DISTINCT FROM $3 OR l.epoch IS DISTINCT FROM t.e)"
 )
-INSERT_REPLIES = (
-    "INSERT INTO netra_replies (request_id, user_id, ok, payload, created_at) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::float8[]) "
-    "ON CONFLICT (request_id) DO NOTHING"
-)
-NOTIFY_REPLIES = "SELECT pg_notify('netra_replies', r) FROM unnest($1::text[]) AS t(r)"
-NOTIFY_EVENTS = (
-    "SELECT pg_notify('netra_events', u || ' ' || s::text) "
-    "FROM unnest($1::text[], $2::int8[]) AS t(u, s)"
-)
+#: Each part of a batch's write: (its statement over ``unnest`` of arrays — ``{a}``: the array
+#: parameters, ``{ok}``: the condition that no lease was lost —, the arrays' types).
+_EVENT_TYPES = ("text", "int4", "text", "text", "float8", "text", "text")
+_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "events": (
+        f"INSERT INTO netra_events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest({{a}}) "
+        "WHERE {ok}",
+        _EVENT_TYPES,
+    ),
+    "runs": (
+        f"INSERT INTO netra_runs ({', '.join(RUN_COLUMNS)}) SELECT * FROM unnest({{a}}) "
+        f"WHERE {{ok}} ON CONFLICT (user_id, run_id) DO UPDATE SET {UPSERT_SET}",
+        _RUN_TYPES,
+    ),
+    "threads": (
+        "INSERT INTO netra_threads (user_id, thread, title, created_ts, last_seq, last_ts) "
+        "SELECT * FROM unnest({a}) WHERE {ok} ON CONFLICT (user_id, thread) DO UPDATE SET "
+        "title = coalesce(netra_threads.title, excluded.title), last_seq = excluded.last_seq, "
+        "last_ts = excluded.last_ts",
+        ("text", "text", "text", "float8", "int4", "float8"),
+    ),
+    "ids": (
+        "INSERT INTO netra_message_ids (user_id, message_id, thread, created_ts) "
+        "SELECT * FROM unnest({a}) WHERE {ok}",
+        ("text", "text", "text", "float8"),
+    ),
+    "done": (
+        "DELETE FROM netra_inbox AS i USING unnest({a}) AS d(id, user_id) "
+        "WHERE i.id = d.id AND i.user_id = d.user_id AND {ok}",
+        ("int8", "text"),
+    ),
+    "replies": (
+        "INSERT INTO netra_replies (request_id, user_id, ok, payload, created_at) "
+        "SELECT * FROM unnest({a}) WHERE {ok} ON CONFLICT (request_id) DO NOTHING",
+        ("text", "text", "bool", "text", "float8"),
+    ),
+}
+_NO_LOSS = "NOT EXISTS (SELECT 1 FROM lost)"
+
+
+@functools.cache
+def write_statement(parts: tuple[str, ...], hints: bool) -> str:
+    """A batch's whole write as one statement: the lease check (:data:`FENCED`), then each of
+    ``parts`` (keys of :data:`_PARTS`, in order) as a data-modifying CTE, each writing only if
+    no lease was lost; it returns the lost ``(user_id, epoch)`` pairs. With ``hints``, the
+    ``pg_notify`` calls of two more arrays (channels, payloads) run too, in their order, under
+    the same condition, and one more row comes back (``user_id`` NULL). Parameters: ``$1``,
+    ``$2`` the fenced users and epochs, ``$3`` the node, then every part's arrays."""
+    ctes = [FENCED]
+    n = 4
+    for k, part in enumerate(parts):
+        sql, types = _PARTS[part]
+        arrays = ", ".join(f"${n + i}::{t}[]" for i, t in enumerate(types))
+        n += len(types)
+        ctes.append(f"w{k} AS ({sql.format(a=arrays, ok=_NO_LOSS)})")
+    out = ", ".join(ctes) + " SELECT u, e FROM lost"
+    if hints:
+        out += (
+            f" UNION ALL SELECT NULL, count(pg_notify(h.c, h.p)) FROM unnest(${n}::text[], "
+            f"${n + 1}::text[]) AS h(c, p) WHERE {_NO_LOSS}"
+        )
+    return out
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -187,16 +231,44 @@ class PgDialect:
                 yield PgSaTransaction(raw, self._owner, sa_conn)
             return
         conn = await self._connection()
-        async with conn.transaction():
-            yield PgTransaction(conn, self._owner)
+        tx = PgTransaction(conn, self._owner, folds=not isolated)
+        if isolated:  # its SAVEPOINTs need the transaction
+            await tx.begin()
+        try:
+            yield tx
+        except BaseException:
+            if tx.transaction is not None:
+                await tx.transaction.rollback()
+            raise
+        if tx.transaction is not None:
+            await tx.transaction.commit()
 
 
 class PgTransaction:
-    """The driver calls on a raw asyncpg connection inside its transaction (the fast path)."""
+    """The driver calls on a raw asyncpg connection inside its transaction (the fast path).
 
-    def __init__(self, conn: Any, owner: HookOwner) -> None:
+    ``BEGIN`` is sent before the first statement that needs it: a batch of units only is one
+    statement (:meth:`write`), which PostgreSQL runs as its own transaction — one round trip.
+    With ``folds``, the lease check is not a statement of its own: :meth:`fence` leaves it to
+    :meth:`write`, whose statement checks the leases and writes (:func:`write_statement`).
+    """
+
+    def __init__(self, conn: Any, owner: HookOwner, *, folds: bool = False) -> None:
         self._conn = conn
         self._owner = owner
+        self._folds = folds
+        self._fence_node: str | None = None
+        """The node of a lease check left to :meth:`write` (``folds``)."""
+        self.transaction: Any = None
+        """The asyncpg transaction this began (:meth:`begin`), to commit or roll back."""
+        self._begun = False
+
+    async def begin(self) -> None:
+        if not self._begun:
+            self._begun = True
+            transaction = self._conn.transaction()
+            await transaction.start()
+            self.transaction = transaction  # (one that failed to start has nothing to undo)
 
     def _hook(self, sql: str) -> None:
         hook = self._owner.statement_hook
@@ -204,10 +276,12 @@ class PgTransaction:
             hook(sql)
 
     async def _exec(self, sql: str, *args: Any) -> None:
+        await self.begin()
         self._hook(sql)
         await self._conn.execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        await self.begin()
         self._hook(sql)
         rows: list[Any] = await self._conn.fetch(sql, *args)
         return rows
@@ -262,7 +336,13 @@ class PgTransaction:
         rows = await self._fetch(TAKE_REPLIES, request_ids)
         return {r: (bool(ok), payload) for r, ok, payload in rows}
 
-    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
+    async def fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]] | None:
+        if self._folds:
+            self._fence_node = node  # checked by write's statement, with the writes
+            return None
+        return await self._fence(leases, node)
+
+    async def _fence(self, leases: list[tuple[str, int]], node: str) -> set[tuple[str, int]]:
         rows = await self._fetch(FENCE, [u for u, _ in leases], [e for _, e in leases], node)
         return {(row[0], int(row[1])) for row in rows}
 
@@ -270,47 +350,85 @@ class PgTransaction:
         savepoint: AbstractAsyncContextManager[Any] = self._conn.transaction()
         return savepoint
 
-    async def write(self, units: Sequence[Pending]) -> None:
+    async def write(self, units: Sequence[Pending]) -> set[tuple[str, int]] | None:
+        """The rows of ``units`` in one statement (:func:`write_statement`). With a lease check
+        left to it (:meth:`fence`), that statement writes only if every fenced unit passes; if
+        some did not, nothing was written and it runs again without them (each time in the
+        same transaction, or as a transaction of its own): the lost pairs come back."""
+        node, self._fence_node = self._fence_node, None
+        lost: set[tuple[str, int]] = set()
+        if node is not None and any(p.unit.erase is not None for p in units):
+            # An erasure runs before the rows, and only for units that passed their check.
+            lost = await self._fence(_pairs(units), node)
+            units = [p for p in units if (p.user_id, p.epoch) not in lost]
+            node = None
         await self._erase(units)
-        rows = event_rows(units)
-        if rows:
-            self._hook(COPY_EVENTS)
-            await self._conn.copy_records_to_table(
-                "netra_events", records=rows, columns=EVENT_COLUMNS
-            )
-        run_list = run_rows(units)
-        if run_list:
-            self._hook(UPSERT_RUNS)
-            await self._conn.execute(UPSERT_RUNS, *_columns(run_list))
-        await self._write_extras(units)
+        while units:  # each round drops at least one unit
+            got = await self._write_rows(units, node, with_rows=True)
+            if not got:
+                break
+            lost |= got
+            units = [p for p in units if (p.user_id, p.epoch) not in got]
+        return lost
 
     async def _erase(self, units: Sequence[Pending]) -> None:
         """The erasing statements of the batch, first (``_erase.py``)."""
         for sql, params in erase_statements(units):
             await self._exec(numbered(sql), *params)
 
-    async def _write_extras(self, units: Sequence[Pending]) -> None:
-        """The thread summary, client message ids, consumed commands, replies, and the hints
-        (delivered by PostgreSQL at COMMIT)."""
-        threads = thread_rows(units)
-        if threads:
-            await self._exec(UPSERT_THREADS, *_columns(threads))
-        ids = message_id_rows(units, time.time())
-        if ids:
-            await self._exec(INSERT_MESSAGE_IDS, *_columns(ids))
-        done = done_rows(units)
-        if done:
-            await self._exec(INBOX_DONE, *_columns(done))
-        replies = reply_rows(units, time.time())
-        if replies:
-            await self._exec(INSERT_REPLIES, *_columns(replies))
-            await self._exec(NOTIFY_REPLIES, [r[0] for r in replies])
-        users, seqs = head_rows(units)
-        for user_id in erased_users(units):  # followers learn it: the head went back to 0
-            users.append(user_id)
-            seqs.append(0)
-        if users:
-            await self._exec(NOTIFY_EVENTS, users, seqs)
+    async def _write_rows(
+        self, units: Sequence[Pending], node: str | None, *, with_rows: bool
+    ) -> set[tuple[str, int]]:
+        """One statement: the lease check of ``units`` (if ``node``), then (``with_rows``) their
+        events and runs, the thread summary, client message ids, consumed commands, replies,
+        and the hints (delivered by PostgreSQL at COMMIT). Returns the lost pairs."""
+        now = time.time()
+        parts: list[str] = []
+        args: list[Any] = []
+        pairs = _pairs(units) if node is not None else []
+        args += ([u for u, _ in pairs], [e for _, e in pairs], node)
+        for part, rows in (
+            ("events", event_rows(units) if with_rows else ()),
+            ("runs", run_rows(units) if with_rows else ()),
+            ("threads", thread_rows(units)),
+            ("ids", message_id_rows(units, now)),
+            ("done", done_rows(units)),
+            ("replies", reply_rows(units, now)),
+        ):
+            if rows:
+                parts.append(part)
+                args += _columns(rows)
+        channels, payloads = _hints(units)
+        if not parts and not channels:
+            return set()
+        if channels:
+            args += (channels, payloads)
+        sql = write_statement(tuple(parts), bool(channels))
+        self._hook(sql)
+        rows = await self._conn.fetch(sql, *args)
+        return {(row[0], int(row[1])) for row in rows if row[0] is not None}
+
+
+def _pairs(units: Sequence[Pending]) -> list[tuple[str, int]]:
+    return sorted({(p.user_id, p.epoch) for p in units if p.epoch is not None})
+
+
+def _hints(units: Sequence[Pending]) -> tuple[list[str], list[str]]:
+    """The ``pg_notify`` calls of a batch, in order: ``(channels, payloads)`` — each reply's
+    request id, then each user's new head (``0``: the user was erased)."""
+    channels: list[str] = []
+    payloads: list[str] = []
+    for p in units:
+        for reply in p.unit.replies:
+            channels.append("netra_replies")
+            payloads.append(reply[0])
+    users, seqs = head_rows(units)
+    users += erased_users(units)
+    seqs += [0] * (len(users) - len(seqs))
+    for user_id, seq in zip(users, seqs, strict=True):
+        channels.append("netra_events")
+        payloads.append(f"{user_id} {seq}")
+    return channels, payloads
 
 
 class PgSaTransaction(PgTransaction):
@@ -320,6 +438,7 @@ class PgSaTransaction(PgTransaction):
     def __init__(self, raw: Any, owner: HookOwner, sa_conn: AsyncConnection) -> None:
         super().__init__(raw, owner)
         self._sa_conn = sa_conn
+        self._begun = True  # SQLAlchemy's transaction
 
     def savepoint(self) -> AbstractAsyncContextManager[Any]:
         return self._sa_conn.begin_nested()
@@ -327,7 +446,7 @@ class PgSaTransaction(PgTransaction):
     async def write(self, units: Sequence[Pending]) -> None:
         await self._erase(units)
         await self._sa_conn.run_sync(_apply_sa, units)
-        await self._write_extras(units)
+        await self._write_rows(units, None, with_rows=False)
 
 
 # -- the SQLAlchemy path (batches with developers' statements) -------------------------------

@@ -8,8 +8,8 @@ What runs where (see ``docs/store.md``):
   ``load_user`` calls that arrive together into one pair of queries (``_sqlite_writer.py``,
   ``_sqlite_reader.py``).
 * **PostgreSQL** — the writer is a task on the asyncio host loop holding one asyncpg connection
-  (``COPY`` + ``unnest`` upsert, one transaction); reads use an asyncpg pool, hints a ``LISTEN``
-  connection (``_pg_writer.py``, ``_pg_reader.py``, ``_pg_listener.py``).
+  (a batch's rows, lease check and hints in one statement); reads use an asyncpg pool, hints
+  a ``LISTEN`` connection (``_pg_writer.py``, ``_pg_reader.py``, ``_pg_listener.py``).
 * **Both** — :attr:`SqlStore.engine`, a SQLAlchemy asyncio engine (aiosqlite / asyncpg) on the
   same database, for developers' own models and reads.
 

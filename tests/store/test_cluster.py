@@ -205,14 +205,23 @@ async def _hold_sqlite_writer(url: str) -> sqlite3.Connection:
     return conn
 
 
+@pytest.mark.parametrize("with_acquire", [False, True], ids=["units", "with_acquire"])
 @pytest.mark.parametrize("kind", URLS)
 @guest_test()
 async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
-    kind: str, tmp_path: Path
+    kind: str, with_acquire: bool, tmp_path: Path
 ) -> None:
-    lost, kept, unfenced = fresh_user(), fresh_user(), fresh_user()
+    """On PostgreSQL the lease check and the writes are one statement: a transaction of its
+    own, or (``with_acquire``: a lease acquisition rides the batch) one statement of the
+    batch's transaction. A lost lease there writes nothing, the statement runs again without
+    that unit, and only the committed units are hinted."""
+    lost, kept, unfenced, newcomer = fresh_user(), fresh_user(), fresh_user(), fresh_user()
     others = [fresh_user() for _ in range(10)]
     async with database(kind, tmp_path) as url, stores(url, 2, ttl=0.3) as (a, b):
+        hints = Hints()
+        if a.notifies:
+            await b.listen(hints.on_event)
+            await wait_for(lambda: hints.events == [(None, 0)])
         epochs = {u: await a.acquire(u) for u in (lost, kept, *others)}
         pause_renewals(a)
         with trio.fail_after(5):
@@ -227,6 +236,9 @@ async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
             except na.exceptions.StoreError as exc:
                 results[u] = exc
 
+        async def acquire(u: str) -> None:
+            results[u] = await a.acquire(u)
+
         lock = await _hold_sqlite_writer(url) if kind == "sqlite" else None
         blocker = fresh_user()
         before = a.statistics()
@@ -237,6 +249,8 @@ async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
             for u in (kept, *others[:5], lost, *others[5:]):
                 n.start_soon(one, u, epochs[u])
             n.start_soon(one, unfenced, None)
+            if with_acquire:
+                n.start_soon(acquire, newcomer)
             await trio.sleep(0.1)
             if lock is not None:
                 lock.execute("COMMIT")
@@ -249,12 +263,20 @@ async def test_a_fenced_commit_after_a_takeover_fails_alone_and_writes_nothing(
         assert str(err) == f"this node no longer owns user {lost!r}'s session (lease epoch 1)"
         for u in (kept, unfenced, *others):  # an expired lease nobody took is still ours
             assert isinstance(results[u], list), results[u]
+        if not with_acquire:
+            results[newcomer] = await a.acquire(newcomer)
+        assert results[newcomer] == 1
         assert await a.replay(lost, 0, 10) == []  # nothing of it
         assert (await b.load_user(lost)).head_seq == 0
         assert after.fenced_units == 1
         assert after.leases_lost == 1
         assert after.units_failed - before.units_failed == 1
+        assert after.isolated_retries == before.isolated_retries
         assert lost not in a.held_leases()
+        if a.notifies:  # hints come in commit order: once the last one is in, all are
+            await a.commit(newcomer, 0, unit_with(newcomer, 1), epoch=1)
+            await wait_for(lambda: (newcomer, 1) in hints.events)
+            assert sorted(hints.events[1:-1]) == sorted((u, 2) for u in (kept, unfenced, *others))
         # The new owner commits with its epoch; the old one never again.
         assert [e.seq for e in await b.commit(lost, 0, unit_with(lost, 1), epoch=2)] == [1]
         with pytest.raises(LeaseLostError):
