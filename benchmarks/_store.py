@@ -14,8 +14,8 @@ including the hand-offs to the database side and back and the construction of th
   with ``synchronous=NORMAL`` (the store's settings), one ``executemany`` and one commit per round
   of all users: what a perfect group commit could do.
 * **PostgreSQL** (``--db postgresql+asyncpg://…``): the store's writer holds one asyncpg connection
-  on the asyncio host and writes each group commit with ``COPY`` in one transaction
-  (``netra_actors/_store/_pg_writer.py``). *Raw*: the same rows with asyncpg's
+  on the asyncio host and writes each group commit as one statement (the lease check, every row
+  over ``unnest`` arrays, the hints; ``netra_actors/_store/_postgres.py``). *Raw*: the same rows with asyncpg's
   ``copy_records_to_table`` into the same table, one ``COPY`` in one transaction per round of all
   users. Each repeat of each size creates a fresh database of its own (``netra_bench_<random>``)
   through the server's maintenance database (``postgres``, else ``test``) and drops it afterwards;
@@ -377,7 +377,7 @@ def _pg_notes(server: PgServer) -> list[str]:
         f"PostgreSQL {server.version} at {server.where()}; each repeat of each size "
         "creates a fresh database (netra_bench_<random>) and drops it afterwards; raw "
         "rows go to netra_raw.netra_events, LIKE public.netra_events INCLUDING ALL",
-        "store: one asyncpg connection on the asyncio host, COPY + COMMIT per group "
-        "commit; raw: asyncpg copy_records_to_table + COMMIT per round of all writers "
+        "store: one asyncpg connection on the asyncio host, one statement (lease check, "
+        "rows over unnest arrays, hints) per group commit; raw: asyncpg copy_records_to_table + COMMIT per round of all writers "
         "(the best a group commit could batch); rows prebuilt",
     ]

@@ -19,7 +19,6 @@ import trio
 from ._commit import SessionFailed
 from ._deps import SupervisorDeps
 from ._exceptions import RuntimeClosedError, StoreError
-from ._feed import Feed
 from ._follower import UserFollower
 from ._logs import STORE_FAILURES, log_limited
 from ._messages import Message, fail_message
@@ -128,12 +127,14 @@ async def _run_roles(
         await owner.run(on_idle=on_idle)
         return
     user_id = user.user_id
-    feed = Feed()  # the user's sockets here: handed from role to role
+    feed = owner.feed  # the user's sockets here: handed from role to role
     first: Message | None = None
     epoch = await deps.leases.claim(user_id)  # no lease write to wait for: fencing decides
     took_over = False
+    unused: UserSupervisor | None = owner  # the registry's, never run: the first owner
     while True:
         if epoch is None:
+            unused = None
             follower = UserFollower(deps, user_id, receive, user.send, feed=feed)
             user.supervisor = follower
             acquired = await follower.run(on_idle=on_idle)
@@ -141,9 +142,13 @@ async def _run_roles(
                 return  # idle
             epoch, first = acquired.epoch, acquired.first
             took_over = True
-        owner = UserSupervisor(
-            deps, user_id, receive, user.send, epoch=epoch, feed=feed, first=first
-        )
+        if unused is not None:  # claimed at once: it owns the user under that epoch
+            owner, unused = unused, None
+            owner.committer.epoch = epoch
+        else:
+            owner = UserSupervisor(
+                deps, user_id, receive, user.send, epoch=epoch, feed=feed, first=first
+            )
         user.supervisor = owner
         if took_over:  # the follower's own forwarded command may wait in the inbox: read it now
             took_over = False
