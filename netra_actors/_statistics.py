@@ -52,6 +52,14 @@ class RuntimeStatistics:
     """Users with sockets here whose owner is another node."""
     forwarded_pending: int = 0
     """Commands posted to other nodes' inboxes, waiting for the answer."""
+    hints_sent: int = 0
+    """Hints this node sent the other nodes of a SQLite cluster (a command posted to their
+    inbox, an answer written for them; one datagram per batch of names)."""
+    relay_dropped: int = 0
+    """Deltas of provisional text not relayed to the other nodes (the relay's backlog was full
+    or a send failed): their sockets there stop that message until its committed text."""
+    relay_refused: int = 0
+    """Payloads from other nodes refused as garbled (relayed deltas or hints)."""
     fenced_units: int = 0
     """Units this node could not commit: another node had taken the user over."""
     follow_lag: HistogramSnapshot | None = None
@@ -82,6 +90,10 @@ def runtime_statistics(users: Sequence[ActiveUser], deps: SupervisorDeps) -> Run
         owned_users=sum(1 for u in users if isinstance(u.supervisor, UserSupervisor)),
         followed_users=sum(1 for u in users if isinstance(u.supervisor, UserFollower)),
         forwarded_pending=deps.cluster.pending,
+        hints_sent=deps.cluster.hints.sent if deps.cluster.hints is not None else 0,
+        relay_dropped=deps.cluster.relay_dropped,
+        relay_refused=deps.cluster.relay_refused
+        + (deps.cluster.hints.refused if deps.cluster.hints is not None else 0),
         fenced_units=c.fenced,
         follow_lag=c.follow_lag.snapshot(),
         attempts=sum(

@@ -160,6 +160,22 @@ class _RuntimeCollector:
                 "Commands posted to other nodes' inboxes, waiting for their answer.",
                 s.forwarded_pending,
             )
+            yield counter(
+                "netra_cluster_hints_sent",
+                "Hints sent to the other nodes of a SQLite cluster (inbox posts, answers).",
+                s.hints_sent,
+            )
+            yield counter(
+                "netra_relay_deltas_dropped",
+                "Deltas of provisional text not relayed to the other nodes (backlog full, send "
+                "failed).",
+                s.relay_dropped,
+            )
+            yield counter(
+                "netra_relay_payloads_refused",
+                "Payloads from other nodes refused as garbled (relayed deltas or hints).",
+                s.relay_refused,
+            )
             if s.follow_lag is not None:
                 yield histogram(
                     "netra_cross_node_delivery_seconds",

@@ -187,6 +187,8 @@ def test_cluster_follower_stops_streaming_a_message_it_cannot_trust(
                     assert message_texts(sock)[mid][1] == first + "then done"
                     await sock.close()
                 await owner.close()
+                refused = nodes[1].metric("netra_relay_payloads_refused_total")
+                assert refused == (1 if fault == "garbled" else 0)
 
     scenario()
 
