@@ -86,6 +86,10 @@ class Member(Protocol):
 
 RELAY_BACKLOG = 4096
 """Deltas waiting for the relay at most; past it they are dropped (the followers see a gap)."""
+RELAY_FLUSH_WAIT = 1.0
+"""Seconds a commit of a user waits at most for that user's last deltas to leave by the relay
+(see :meth:`Cluster.relay_flushed`); past it, it commits anyway (the other nodes' sockets then
+stop streaming that message and show its committed text)."""
 
 
 class Cluster:
@@ -120,6 +124,13 @@ class Cluster:
         self.node: str = getattr(store, "node", "")
         self._outgoing: list[tuple[str, Delta]] = []
         self._wake_relay = trio.Event()
+        self._relay_mark = 0
+        """Deltas handed to the relay so far, counted in order."""
+        self._relay_done = 0
+        """The count of them sent (or given up on): the relay works in that order."""
+        self._relay_progress = trio.Event()
+        self._last_delta: dict[str, int] = {}
+        """Per user streaming now, the mark of its last delta (dropped once it has left)."""
         self.relay: Transport | None = None
         """How provisional text reaches the other nodes (None: it does not)."""
         self.relay_dropped = 0
@@ -184,8 +195,40 @@ class Cluster:
         if len(self._outgoing) >= RELAY_BACKLOG:  # the relay is stuck: its receivers see a gap
             self.relay_dropped += len(self._outgoing)
             self._outgoing.clear()
+            self._advance(self._relay_mark)  # given up on (no commit waits for them)
         self._outgoing.append((user_id, delta))
+        self._relay_mark += 1
+        self._last_delta[user_id] = self._relay_mark
         self._wake_relay.set()
+
+    def relay_pending(self, user_id: str) -> bool:
+        """Whether deltas ``user_id``'s owner streamed here have not left by the relay yet."""
+        mark = self._last_delta.get(user_id)
+        if mark is None:
+            return False
+        if mark <= self._relay_done:
+            del self._last_delta[user_id]
+            return False
+        return True
+
+    async def relay_flushed(self, user_id: str) -> None:
+        """Until the deltas ``user_id``'s owner streamed so far have left by the relay (at most
+        :data:`RELAY_FLUSH_WAIT`). The owner's commit waits for it: the other nodes then get a
+        message's last deltas before the commit that ends it (a delta after its message's
+        commit is too late to show), whatever the relay's and the commit's speeds."""
+        mark = self._last_delta.get(user_id, 0)
+        with trio.move_on_after(RELAY_FLUSH_WAIT):
+            while self._relay_done < mark:
+                await self._relay_progress.wait()
+        if self._last_delta.get(user_id) == mark:
+            del self._last_delta[user_id]
+
+    def _advance(self, upto: int) -> None:
+        """The relay is done with every delta up to mark ``upto``: wake the commits waiting."""
+        if upto > self._relay_done:
+            self._relay_done = upto
+            progress, self._relay_progress = self._relay_progress, trio.Event()
+            progress.set()
 
     def on_deltas(self, payload: str) -> None:
         """A payload another node relayed: its deltas to this node's followers of its users."""
@@ -214,11 +257,13 @@ class Cluster:
             await self._wake_relay.wait()
             self._wake_relay = trio.Event()
             items, self._outgoing = self._outgoing, []
+            upto = self._relay_mark
             try:
                 await relay.send(encode(self.node, items))
             except (OSError, StoreError, ValueError) as exc:
                 self.relay_dropped += len(items)
                 log.warning("cluster: relaying %d delta(s) failed: %s", len(items), exc)
+            self._advance(upto)
 
     def on_payload(self, payload: str) -> None:
         """A datagram of the local relay: a hint, or provisional text."""

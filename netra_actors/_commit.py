@@ -75,6 +75,8 @@ class Committer:
         if item is not None:  # the inbox command is consumed with its first effect
             unit.inbox_done.append(item.id)
         unit.threads = self._threads
+        if deps.cluster.relay_pending(self.user_id):  # its deltas reach other nodes first
+            await deps.cluster.relay_flushed(self.user_id)
         try:
             if self.epoch is None:  # unfenced (a store without leases)
                 events = await deps.store.commit(self.user_id, feed.head, unit)

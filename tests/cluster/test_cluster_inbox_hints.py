@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import trio
@@ -75,6 +76,9 @@ async def test_commands_through_another_node_are_answered_well_before_the_safety
             assert ca.hints.sent >= 2
             assert ca.hints.refused == cb.hints.refused == 0
             assert cb.pending == 0
+            sa, sb = a.statistics(), b.statistics()  # what /metrics shows
+            assert (sa.hints_sent, sb.hints_sent) == (ca.hints.sent, cb.hints.sent)
+            assert sa.relay_refused == sb.relay_refused == sa.relay_dropped == 0
 
 
 @guest_test()
@@ -109,3 +113,42 @@ async def test_a_follower_that_takes_over_reads_its_own_forwarded_command_at_onc
             assert b.statistics().forwarded_pending == 0
     finally:
         await gone.aclose()
+
+
+class Streams(na.Agent):
+    """Streams one message in two pieces; the message commits with the run's end."""
+
+    name = "streams"
+
+    async def run(self, ctx: na.AgentContext, input: na.JSON) -> na.JSON:
+        async with ctx.message() as m:
+            await m.write("the first piece, ")
+            await m.write("the last piece")
+        return None
+
+
+@guest_test()
+async def test_a_message_commits_after_its_last_deltas_left_by_the_relay(tmp_path: Path) -> None:
+    """The owner's commit of a streamed message waits for the relay to send its deltas, so the
+    other nodes never get the commit first (a delta after its message's commit is dropped
+    there): here a relay 0.3 s slower than the commit."""
+    db = tmp_path / "order.db"
+    async with na.open_runtime(config(db, "a"), agents=[Streams]) as a:
+        relay = a._deps.cluster.relay
+        assert relay is not None
+        left: list[float] = []
+
+        async def slow_send(payloads: list[str]) -> None:
+            await trio.sleep(0.3)
+            left.append(time.time())
+
+        relay.send = slow_send  # type: ignore[method-assign]
+        user = "streaming-user"
+        sub = await a.subscribe(user)
+        run_id = await a.start_run(user, "streams")
+        assert (await a.wait_run(user, run_id)).state == na.RunState.COMPLETED
+        committed = [e for e in await a.read_events(user, 0, 100) if e.event == "message"]
+        assert len(committed) == 1
+        assert left  # the deltas left by the relay …
+        assert left[-1] <= committed[0].ts  # … before the message was handed to the writer
+        sub.close()

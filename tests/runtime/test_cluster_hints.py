@@ -21,7 +21,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netra_actors._cluster import Cluster
+from netra_actors._cluster import RELAY_FLUSH_WAIT, Cluster
 from netra_actors._cluster_hints import HINT_BACKLOG, LocalHints
 from netra_actors._relay import LocalRelay
 from netra_actors._relay_codec import (
@@ -269,3 +269,60 @@ async def test_a_hint_from_a_node_not_yet_seen_makes_the_relay_read_its_director
         assert sorted(relay._peers) == [("127.0.0.1", 40001), ("127.0.0.1", 40002)]
     finally:
         relay._out.close()
+
+
+# -- a commit waits for its user's deltas to leave by the relay ----------------------------------
+
+
+async def test_a_users_commit_waits_until_its_deltas_have_left_by_the_relay(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Whatever the relay's speed against the commit's, the other nodes get a message's last
+    deltas before the commit that ends it (``_commit.Committer`` waits on this)."""
+    cluster = cluster_on(Store(str(tmp_path / "db.relay")))
+    assert cluster.relay is not None
+    release = trio.Event()
+    sent: list[str] = []
+
+    async def send(payloads: list[str]) -> None:  # a slow relay (PostgreSQL under load)
+        await release.wait()
+        sent.extend(payloads)
+
+    cluster.relay.send = send  # type: ignore[method-assign]
+    async with running(cluster):
+        assert not cluster.relay_pending("u1")
+        cluster.publish("u1", Delta("r1", 1, "m1", 0, "the last words"))
+        assert cluster.relay_pending("u1")
+        assert not cluster.relay_pending("u2")  # another user's commits do not wait
+        flushed: list[float] = []
+
+        async def commit() -> None:
+            await cluster.relay_flushed("u1")
+            flushed.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            await trio.sleep(0.5)
+            assert flushed == []  # the delta has not left: the commit waits
+            release.set()
+        assert flushed == [0.5]
+        assert len(sent) == 1
+        assert not cluster.relay_pending("u1")
+
+
+async def test_a_stuck_relay_holds_a_commit_back_for_a_bounded_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    cluster = cluster_on(Store(str(tmp_path / "db.relay")))
+    assert cluster.relay is not None
+
+    async def send(payloads: list[str]) -> None:
+        await trio.sleep_forever()
+
+    cluster.relay.send = send  # type: ignore[method-assign]
+    async with running(cluster):
+        cluster.publish("u1", Delta("r1", 1, "m1", 0, "never sent"))
+        started = trio.current_time()
+        await cluster.relay_flushed("u1")
+        assert trio.current_time() - started == RELAY_FLUSH_WAIT
+        assert not cluster.relay_pending("u1")  # the next commit does not wait again
