@@ -12,6 +12,8 @@ import trio
 
 import netra_actors as na
 from netra_actors._core import ExecutionStateMachine, RunState, Transition
+from netra_actors._store import Store
+from netra_actors._uow import UnitOfWork
 
 FAST_RESTART = na.policies.RestartPolicy(max_restarts=3, backoff_initial=0.01, backoff_max=0.05)
 
@@ -110,3 +112,22 @@ async def read_until_ended(sub: na.types.Subscription, run_ids: Iterable[str]) -
                 if e.event == "run_state" and RunState(e.data["state"]).is_terminal:
                     pending.discard(e.run_id or "")
     return events
+
+
+class WatermarkStore:
+    """Delegates to the real store; records, per user, the highest seq whose commit returned."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.committed: dict[str, int] = {}
+
+    async def commit(
+        self, user_id: str, base_seq: int, unit: UnitOfWork, **kwargs: Any
+    ) -> list[na.Event]:
+        events = await self.inner.commit(user_id, base_seq, unit, **kwargs)
+        if events:
+            self.committed[user_id] = events[-1].seq
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

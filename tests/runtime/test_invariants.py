@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 from helpers import (
+    WatermarkStore,
     as_tuples,
     assert_gapless,
     assert_legal_runs,
@@ -25,8 +26,7 @@ from helpers import (
 from runtime_agents import AGENTS_BY_KIND, Sleeper, ThreadedSleeper, test_metadata
 
 import netra_actors as na
-from netra_actors._store import SqlStore, Store
-from netra_actors._uow import UnitOfWork
+from netra_actors._store import SqlStore
 from netra_actors.testing import guest_test
 
 #: Every test that takes ``kind`` runs twice: with async agents and with threaded (pykka) ones.
@@ -99,25 +99,6 @@ async def test_mailbox_order_is_processing_order(tmp_path: Path, kind: str) -> N
 
 
 # -- invariant 2: commit before send -------------------------------------------------------
-
-
-class WatermarkStore:
-    """Delegates to the real store; records, per user, the highest seq whose commit returned."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.committed: dict[str, int] = {}
-
-    async def commit(
-        self, user_id: str, base_seq: int, unit: UnitOfWork, **kwargs: Any
-    ) -> list[na.Event]:
-        events = await self.inner.commit(user_id, base_seq, unit, **kwargs)
-        if events:
-            self.committed[user_id] = events[-1].seq
-        return events
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @KINDS

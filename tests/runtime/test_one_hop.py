@@ -84,6 +84,21 @@ async def settle() -> None:
     await trio.sleep(1.0)
 
 
+async def cancel_during_the_first_commit(
+    rt: na.Runtime, store: HopStore, gate: trio.Event
+) -> list[na.Event]:
+    """Start a ``hop_twice`` run of alice, cancel it while its first commit is held at the
+    store's gate, then let the commit go; the run's whole stream."""
+    sub = await rt.subscribe("alice", resume_from=0)
+    run_id = await rt.start_run("alice", "hop_twice", None)
+    await store.entered.wait()
+    async with trio.open_nursery() as n:
+        n.start_soon(rt.cancel_run, "alice", run_id)
+        await settle()
+        gate.set()
+    return await read_until_ended(sub, [run_id])
+
+
 async def test_checkpoints_commit_in_the_agents_own_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -177,14 +192,7 @@ async def test_a_failed_in_task_commit_is_a_store_error_crash_handled_before_lat
     store.gate = gate = trio.Event()
     config = na.RuntimeConfig(restart=FAST_RESTART)
     async with na.open_runtime(config, agents=[HopTwice], store=store) as rt:
-        sub = await rt.subscribe("alice", resume_from=0)
-        run_id = await rt.start_run("alice", "hop_twice", None)
-        await store.entered.wait()
-        async with trio.open_nursery() as n:
-            n.start_soon(rt.cancel_run, "alice", run_id)
-            await settle()
-            gate.set()
-        events = await read_until_ended(sub, [run_id])
+        events = await cancel_during_the_first_commit(rt, store, gate)
     assert failed == [1]
     assert in_agent_task(store.thought_tasks[0])
     rollbacks = [e for e in events if e.event == "run_rolled_back"]
@@ -204,14 +212,7 @@ async def test_a_cancel_during_an_in_task_commit_comes_after_it_and_commits_noth
     store = HopStore()
     store.gate = gate = trio.Event()
     async with na.open_runtime(na.RuntimeConfig(), agents=[HopTwice], store=store) as rt:
-        sub = await rt.subscribe("alice", resume_from=0)
-        run_id = await rt.start_run("alice", "hop_twice", None)
-        await store.entered.wait()
-        async with trio.open_nursery() as n:
-            n.start_soon(rt.cancel_run, "alice", run_id)
-            await settle()
-            gate.set()
-        events = await read_until_ended(sub, [run_id])
+        events = await cancel_during_the_first_commit(rt, store, gate)
     # "a" was committed (the commit was under way) and delivered before the cancellation;
     # "b", staged after it, went to the supervisor behind the cancel and was fenced off.
     assert thoughts(events) == ["a"]

@@ -16,12 +16,19 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import as_tuples, assert_gapless, db_path, make_config, read_until_ended, stored_events
+from helpers import (
+    WatermarkStore,
+    as_tuples,
+    assert_gapless,
+    db_path,
+    make_config,
+    read_until_ended,
+    stored_events,
+)
 from runtime_agents import AGENTS_BY_KIND, test_metadata
 
 import netra_actors as na
-from netra_actors._store import SqlStore, Store
-from netra_actors._uow import UnitOfWork
+from netra_actors._store import SqlStore
 from netra_actors.testing import guest_test
 
 
@@ -68,25 +75,6 @@ async def until(sink: Collect, done: Any) -> None:
         while not done():
             sink.arrived = trio.Event()
             await sink.arrived.wait()
-
-
-class WatermarkStore:
-    """The real store; records, per user, the highest seq whose commit returned."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.committed: dict[str, int] = {}
-
-    async def commit(
-        self, user_id: str, base_seq: int, unit: UnitOfWork, **kwargs: Any
-    ) -> list[na.Event]:
-        events = await self.inner.commit(user_id, base_seq, unit, **kwargs)
-        if events:
-            self.committed[user_id] = events[-1].seq
-        return events
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @guest_test()
