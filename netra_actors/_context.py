@@ -160,7 +160,14 @@ class AgentContext:
             raise RunFencedError("the user's session has stopped") from None
 
     async def _tick(self) -> None:
-        """After a staging operation: a heartbeat if one is due.
+        """After a staging operation: what :meth:`_due` says, if anything."""
+        due = self._due()
+        if due is not None:
+            await due
+
+    def _due(self) -> Awaitable[None] | None:
+        """After a staging operation: a heartbeat if one is due, else every 64 operations a
+        point to yield at, else None (the common case: no coroutine is made).
 
         Staging only appends to this context's unit, so it does not yield to the scheduler
         every time: it yields every 64 operations, so that an agent staging in a tight loop
@@ -168,11 +175,11 @@ class AgentContext:
         discarded with the attempt).
         """
         if self._now() - self._last_beat >= self.beat_every:
-            await self.heartbeat()
-            return
+            return self.heartbeat()
         self._ops += 1
         if self._ops & 63 == 0:
-            await trio.lowlevel.checkpoint()
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
+        return None
 
     async def conversation(self) -> tuple[ConversationMessage, ...]:
         """The committed conversation of the run's thread, up to the run's start, oldest first.
@@ -205,13 +212,9 @@ class AgentContext:
         if self._fenced:
             self._check()
         self._staging.think(text if type(text) is str else str(text))
-        # ``_tick`` inline (the hottest path of all: no coroutine per event)
-        if self._now() - self._last_beat >= self.beat_every:
-            await self.heartbeat()
-            return
-        self._ops += 1
-        if self._ops & 63 == 0:
-            await trio.lowlevel.checkpoint()
+        due = self._due()  # not ``_tick``: the hottest path of all makes no coroutine per event
+        if due is not None:
+            await due
 
     async def say(self, text: str) -> None:
         """Stage an assistant ``message`` event (whole; to stream one, see :meth:`message`)."""
