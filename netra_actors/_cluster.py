@@ -227,6 +227,8 @@ class Cluster:
         """The relay is done with every delta up to mark ``upto``: wake the commits waiting."""
         if upto > self._relay_done:
             self._relay_done = upto
+            if upto == self._relay_mark:  # caught up: no user's delta is pending any more
+                self._last_delta.clear()
             progress, self._relay_progress = self._relay_progress, trio.Event()
             progress.set()
 
