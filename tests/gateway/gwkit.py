@@ -374,3 +374,82 @@ def names(events: Iterable[dict[str, Any]]) -> list[str]:
 
 async def gather(*aws: Awaitable[T]) -> list[T]:
     return list(await asyncio.gather(*aws))
+
+
+class Workers:
+    """The worker processes of a ``uvicorn --workers N`` server, each reachable on purpose.
+
+    Every worker accepts from the one listening socket, so the kernel decides which worker a new
+    connection reaches. :meth:`only` makes that decision: it stops the other workers (SIGSTOP), so
+    the one left running accepts every connection made inside the block, and resumes them on the
+    way out. Before it resumes them it asks ``/healthz`` once more: the accept queue is FIFO and
+    only the pinned worker accepts, so its answer proves that every connection made before it in
+    the block was accepted there. Stopped workers miss no lease renewal as long as a block stays
+    well under the lease TTL.
+    """
+
+    def __init__(self, srv: Server, count: int, within: float = 20.0) -> None:
+        assert srv.proc is not None
+        self.srv = srv
+        deadline = time.monotonic() + within
+        while len(pids := self._children(srv.proc.pid)) < count:
+            assert time.monotonic() < deadline, f"uvicorn started {pids}, not {count} workers"
+            time.sleep(0.05)  # the master spawns its workers after the listening socket
+        assert len(pids) == count, pids
+        self.pids = pids
+        self.nodes = {pid: self.healthz(pid)["node"] for pid in pids}
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        """The worker processes (``multiprocessing`` spawns) among ``pid``'s children."""
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                except FileNotFoundError:
+                    continue
+                if b"spawn_main" in cmdline:
+                    found.append(int(child))
+        return sorted(found)
+
+    def only(self, pid: int) -> _Pinned:
+        """A block in which every new connection reaches worker ``pid``."""
+        return _Pinned(self, pid)
+
+    def healthz(self, pid: int) -> dict[str, Any]:
+        """Worker ``pid``'s ``/healthz`` document."""
+        with self.only(pid) as doc:
+            return doc
+
+    def other(self, pid: int) -> int:
+        """The first worker that is not ``pid``."""
+        return next(p for p in self.pids if p != pid)
+
+
+class _Pinned:
+    def __init__(self, workers: Workers, pid: int) -> None:
+        self.workers = workers
+        self.pid = pid
+        self.stopped: list[int] = []
+
+    def _barrier(self) -> dict[str, Any]:
+        status, doc = self.workers.srv.get_json("/healthz")
+        assert status == 200, doc
+        assert doc["node"].rsplit("-", 2)[1] == str(self.pid), (doc["node"], self.pid)
+        return dict(doc)
+
+    def __enter__(self) -> dict[str, Any]:
+        for pid in self.workers.pids:
+            if pid != self.pid:
+                os.kill(pid, signal.SIGSTOP)
+                self.stopped.append(pid)
+        return self._barrier()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._barrier()  # every connection made in the block is accepted by now
+        finally:
+            for pid in self.stopped:
+                os.kill(pid, signal.SIGCONT)

@@ -11,18 +11,17 @@ within 10 s, no traceback), and ``--workers 2`` on one database being one cluste
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import socket
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
-from gwkit import SECRET, Client, Server, UvicornServer, run_async, token
+from gwkit import SECRET, Client, Server, UvicornServer, Workers, run_async, token
 from websockets.asyncio.client import connect
 
 from netra_actors.gateway import verify_token
@@ -107,41 +106,26 @@ def test_serves_and_stops_cleanly_on_the_first_signal(
         srv.stop()
 
 
-def _each_worker(srv: Server, workers: int, within: float = 60.0) -> dict[str, dict[str, Any]]:
-    """The ``/healthz`` of each of uvicorn's ``workers``, by node, all asked after this call.
-
-    The kernel wakes the same idle worker first for each new connection, so requests made one
-    after another can all reach one worker; requests made in concurrent bursts reach the others
-    too. Bursts go on until every worker has answered, for at most ``within`` seconds.
-    """
-    docs: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + within
-    with ThreadPoolExecutor(8) as pool:
-        while len(docs) < workers:
-            assert time.monotonic() < deadline, f"only {sorted(docs)} answered in {within} s"
-            for status, doc in pool.map(lambda _: srv.get_json("/healthz"), range(16)):
-                assert status == 200, doc
-                docs[doc["node"]] = doc
-    assert len(docs) == workers, sorted(docs)
-    return docs
-
-
 def test_two_workers_on_one_database_are_one_cluster(tmp_path: Path) -> None:
     srv = UvicornServer(tmp_path, "--workers", "2").start()
     try:
-        _each_worker(srv, 2)  # both workers serve, each a node of its own
+        workers = Workers(srv, 2)  # both workers serve, each a node of its own
+        assert len(set(workers.nodes.values())) == 2, workers.nodes
 
         @run_async
         async def scenario() -> None:
-            clients = [await Client.open(srv, "bob") for _ in range(6)]  # on either worker
-            # However the kernel spread the sockets: one worker owns bob, every socket is
-            # counted where it is, and a worker with sockets that does not own bob follows him.
-            workers = await asyncio.to_thread(_each_worker, srv, 2)
-            assert sum(doc["subscriptions"] for doc in workers.values()) == 6, workers
-            assert sorted(doc["owned_users"] for doc in workers.values()) == [0, 1], workers
-            for doc in workers.values():
-                follows = doc["subscriptions"] > 0 and doc["owned_users"] == 0
-                assert doc["followed_users"] == int(follows), workers
+            clients: list[Client] = []
+            for pid, count in zip(workers.pids, (4, 2), strict=True):  # sockets on both workers
+                with workers.only(pid):
+                    clients += [await Client.open(srv, "bob") for _ in range(count)]
+            # One worker owns bob, every socket is counted where it is, and the worker that
+            # holds sockets of bob without owning him follows him.
+            docs = [workers.healthz(pid) for pid in workers.pids]
+            assert [doc["subscriptions"] for doc in docs] == [4, 2], docs
+            assert sorted(doc["owned_users"] for doc in docs) == [0, 1], docs
+            assert sorted(doc["followed_users"] for doc in docs) == [0, 1], docs
+            for doc in docs:
+                assert doc["followed_users"] == 1 - doc["owned_users"], docs
             run_ids = [await clients[i % 6].say(f"round {i}: 1 2 3") for i in range(4)]
             for client in clients:
                 for run_id in run_ids:
@@ -157,26 +141,29 @@ def test_two_workers_on_one_database_are_one_cluster(tmp_path: Path) -> None:
             await asyncio.gather(*(c.close() for c in [*clients, late]))
 
         scenario()
-        for i in range(4):  # AG-UI on whichever worker the connection reaches
+        for i in range(4):  # AG-UI on each worker in turn
             body = json.dumps(
                 {
                     "threadId": "t-workers",
                     "runId": f"agui-{i}",
                     "messages": [{"id": f"m{i}", "role": "user", "content": f"add {i} and 1"}],
                 }
-            ).encode()
-            request = urllib.request.Request(
-                f"{srv.http}/agui",
-                data=body,
-                method="POST",
-                headers={"Authorization": f"Bearer {token('bob')}"},
             )
-            with urllib.request.urlopen(request, timeout=30) as resp:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+            with workers.only(workers.pids[i % 2]):
+                conn.request(
+                    "POST",
+                    "/agui",
+                    body=body,
+                    headers={"Authorization": f"Bearer {token('bob')}"},
+                )
+            with conn.getresponse() as resp:
                 frames = [
                     json.loads(line[len(b"data: ") :])
                     for line in resp.read().splitlines()
                     if line.startswith(b"data: ")
                 ]
+            conn.close()
             assert frames[0]["type"] == "RUN_STARTED"
             assert frames[0]["runId"] == f"agui-{i}"
             assert frames[-1]["type"] == "RUN_FINISHED"
