@@ -15,7 +15,9 @@ Scenarios (one module each, which holds only its scenario; what they share is in
   minimal safe design (trio tasks + a ``sqlite3`` group-commit thread), in the same run;
 * ``handoff``: thread → trio hand-off latency (idle / with a CPU-bound thread) and throughput;
 * ``e2e``: events over loopback WebSockets to clients in separate processes (``--server asgi``:
-  the ASGI adapter under uvicorn; ``--server both``: side by side, with the asgi/gateway ratios);
+  the ASGI adapter under uvicorn; ``--server both``: side by side, with the asgi/gateway ratios;
+  ``--server floor``: the least a commit-before-send server must do, one idle user only;
+  ``--server gateway+floor``: the gateway with the floor's idle row and the gateway/floor ratios);
 * ``stream``: provisional token deltas over real WebSockets (100 users x 50 tokens/s, and
   1,000 users x 20 tokens/s sustained);
 * ``cluster``: 1 / 2 / 3 ``netra-actors serve`` processes on one PostgreSQL database;
@@ -147,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--server",
-        choices=("gateway", "asgi", "both"),
+        choices=("gateway", "asgi", "both", "floor", "gateway+floor"),
         help="e2e: the trio gateway (default), the ASGI adapter under uvicorn, or both side by "
-        "side in one run (with their asgi/gateway ratios)",
+        "side in one run (with their asgi/gateway ratios); floor: a minimal server that commits "
+        "each event then sends it (one idle user only); gateway+floor: the gateway and the "
+        "floor side by side (with their gateway/floor ratio)",
     )
     common.add_argument(
         "--loop",

@@ -14,7 +14,13 @@ Servers (``--server``):
   :mod:`._e2e_asgi` — :class:`netra_actors.asgi.NetraApp` mounted in FastAPI, with the same agents
   and configuration on a fresh SQLite file;
 * ``both``: one of each per repeat, one after the other (who goes first alternates per repeat),
-  every phase on both, plus *asgi/gateway* rows: asgi / gateway of each figure within the repeat.
+  every phase on both, plus *asgi/gateway* rows: asgi / gateway of each figure within the repeat;
+* ``floor``: :mod:`._e2e_floor`, a measuring floor, not a product: per socket one trio task that
+  INSERTs and COMMITs each event into a ``sqlite3`` WAL file, then sends its frame (no writer
+  thread, no actors); the *one idle user* phase only;
+* ``gateway+floor``: the gateway (every phase) and the floor (one idle user) per repeat, who goes
+  first alternating, plus a *gateway/floor* row: how many times the floor's idle latency the
+  gateway's is, within the repeat.
 
 Phases:
 
@@ -62,14 +68,19 @@ TITLE = "events over loopback WebSockets to websockets clients in separate proce
 
 GATEWAY = "gateway"
 ASGI = "asgi"
+FLOOR = "floor"
 RATIO = "asgi/gateway"
-SERVERS = (GATEWAY, ASGI)
+FLOOR_RATIO = "gateway/floor"
+RATIOS = frozenset({RATIO, FLOOR_RATIO})
+#: ``--server`` choices that run two servers side by side, and which.
+PAIRS = {"both": (GATEWAY, ASGI), "gateway+floor": (GATEWAY, FLOOR)}
 
 
 class Server:
     """An e2e server of ``kind`` as a subprocess, on its SQLite file, with its token secret:
-    the trio gateway (:mod:`._e2e_server`), or uvicorn serving :mod:`._e2e_asgi` (NetraApp
-    mounted in FastAPI) on a port picked here, ready once ``/healthz`` answers."""
+    the trio gateway (:mod:`._e2e_server`), the floor (:mod:`._e2e_floor`), or uvicorn serving
+    :mod:`._e2e_asgi` (NetraApp mounted in FastAPI) on a port picked here, ready once
+    ``/healthz`` answers."""
 
     def __init__(self, kind: str, db: str, log: IO[str], loop: str, ws: str) -> None:
         self.kind = kind
@@ -86,14 +97,13 @@ class Server:
                 env=env,
             )
         else:
-            command = module_command(
-                "benchmarks._e2e_server", "--db", db, f"--secret={self.secret}"
-            )
+            module = "benchmarks._e2e_floor" if kind == FLOOR else "benchmarks._e2e_server"
+            command = module_command(module, "--db", db, f"--secret={self.secret}")
             self.process = start_announced(
                 command,
                 log,
                 r"^PORT (\d+)",
-                "the e2e server",
+                f"the e2e {kind} server",
                 stop_signal=signal.SIGINT,
                 stop_timeout=20,
             )
@@ -189,7 +199,8 @@ def run_once(
     ``kinds`` (each phase on each server in turn, in that order; all of them run meanwhile).
 
     Half load is at the best max-load socket count of the server, paced to half its rate; with
-    two servers, both get the gateway's (the same load, so that their latencies compare)."""
+    two servers, both get the gateway's (the same load, so that their latencies compare). The
+    floor runs the one idle user phase only."""
     every, clients, quick = options.every, options.clients, options.quick
     socket_counts = options.users([1, 10, 100, 1000], [1, 20])
     rows: dict[str, list[Row]] = {kind: [] for kind in kinds}
@@ -205,16 +216,17 @@ def run_once(
         def phase(kind: str, prefix: str, sockets: int, run_input: dict[str, Any]) -> Row:
             return run_phase(servers[kind], prefix, sockets, run_input, clients, progress)
 
-        for s in socket_counts:
+        loaded = [kind for kind in kinds if kind != FLOOR]
+        for s in socket_counts if loaded else []:
             events = options.events or events_per_run(s, quick)
-            for kind in kinds:
+            for kind in loaded:
                 progress.step(f"e2e {kind} max load, {s} socket(s), run {repeat}")
                 row = phase(kind, f"max{s}-", s, {"events": events, "every": every, "text": TEXT})
                 row.update(mode="max load", case=f"max load, {s} sockets")
                 rows[kind].append(row)
-        bests = {kind: max(rows[kind], key=_rate) for kind in kinds}
-        for kind in kinds:
-            best = bests[GATEWAY if len(kinds) > 1 else kind]
+        bests = {kind: max(rows[kind], key=_rate) for kind in loaded}
+        for kind in loaded:
+            best = bests[GATEWAY if len(loaded) > 1 else kind]
             s = best["sockets"]
             target = best["events_per_s"] / 2
             paced = paced_input(target, s, every, 1.0 if quick else 5.0, TEXT)
@@ -246,25 +258,38 @@ def run_once(
 RATIO_KEYS = ("events_per_s", "p50_ms", "p99_ms", "server_cpu", "cpu_us_per_event")
 
 
-def ratio_row(asgi: Row, gateway: Row, mode: str, case: str) -> Row:
-    """An *asgi/gateway* row: every figure of ``RATIO_KEYS`` as asgi / gateway."""
+def ratio_row(top: Row, bottom: Row, mode: str, case: str, name: str = RATIO) -> Row:
+    """A ratio row ``name`` (*asgi/gateway*, *gateway/floor*): every figure of ``RATIO_KEYS``
+    as top / bottom (asgi / gateway, gateway / floor)."""
     row: Row = {
-        "server": RATIO,
+        "server": name,
         "mode": mode,
-        "case": f"{case} | {RATIO}",
-        "sockets": asgi["sockets"] if asgi["sockets"] == gateway["sockets"] else None,
-        "offered_per_s": gateway.get("offered_per_s"),
+        "case": f"{case} | {name}",
+        "sockets": top["sockets"] if top["sockets"] == bottom["sockets"] else None,
+        "offered_per_s": bottom.get("offered_per_s"),
         "events": None,
-        "verified": bool(asgi["verified"] and gateway["verified"]),
+        "verified": bool(top["verified"] and bottom["verified"]),
     }
     for key in RATIO_KEYS:
-        row[key] = ratio(asgi.get(key), gateway.get(key))
+        row[key] = ratio(top.get(key), bottom.get(key))
     return row
+
+
+def floor_side_by_side(by_server: dict[str, list[Row]]) -> list[Row]:
+    """One repeat of ``gateway+floor``: the gateway's rows, then the floor's one idle user and
+    the *gateway/floor* row (gateway / floor)."""
+    gateway, (floor,) = by_server[GATEWAY], by_server[FLOOR]
+    idle = next(r for r in gateway if r["mode"] == floor["mode"])
+    case = floor["case"].rsplit(" | ", 1)[0]
+    return [*gateway, floor, ratio_row(idle, floor, floor["mode"], case, FLOOR_RATIO)]
 
 
 def side_by_side(by_server: dict[str, list[Row]]) -> list[Row]:
     """One repeat of ``both``: per phase the gateway's row, the adapter's and their ratio; after
-    the max-load phases, the ratio of the best max-load rates (each at its best socket count)."""
+    the max-load phases, the ratio of the best max-load rates (each at its best socket count).
+    (``gateway+floor``: :func:`floor_side_by_side`.)"""
+    if FLOOR in by_server:
+        return floor_side_by_side(by_server)
     gateway, asgi = by_server[GATEWAY], by_server[ASGI]
     rows: list[Row] = []
     for g, a in zip(gateway, asgi, strict=True):
@@ -292,11 +317,12 @@ def _rate(row: Row) -> float:
 
 @attrs.frozen(kw_only=True)
 class RatioColumn(Column):
-    """A column that shows the figures of the asgi/gateway rows as ratios (``0.85x``)."""
+    """A column that shows the figures of the ratio rows (asgi/gateway, gateway/floor) as
+    ratios (``0.85x``)."""
 
     def render(self, row: Row) -> str:
         value = row.get(self.key)
-        if row.get("server") == RATIO and isinstance(value, float):
+        if row.get("server") in RATIOS and isinstance(value, float):
             return f"{value:.2f}x"
         return Column.render(self, row)
 
@@ -373,7 +399,7 @@ def run(options: Options, progress: Progress) -> Report:
     """The scenario."""
     require_websockets(options.scenario)
     choice: str = options.extra.get("server") or GATEWAY
-    kinds = SERVERS if choice == "both" else (choice,)
+    kinds = PAIRS.get(choice, (choice,))
     if ASGI in kinds:
         missing = [m for m in ("uvicorn", "fastapi") if importlib.util.find_spec(m) is None]
         if missing:
@@ -391,7 +417,12 @@ def run(options: Options, progress: Progress) -> Report:
         runs.append(side_by_side(by_server) if len(kinds) == 2 else by_server[choice])
     report = Report.of(TITLE, options, COLUMNS, runs, "case")
     rows = report.rows
-    goals = [g for kind in kinds for g in _server_goals(rows, kind, labelled=choice != GATEWAY)]
+    goals = [
+        g
+        for kind in kinds
+        if kind != FLOOR  # a floor has no goals: it is what the others are measured against
+        for g in _server_goals(rows, kind, labelled=choice != GATEWAY)
+    ]
     notes = [
         f"clients: {clients} processes with the websockets library, one socket and one user each"
     ]
@@ -407,7 +438,20 @@ def run(options: Options, progress: Progress) -> Report:
             "mounted at / of a FastAPI app (benchmarks/_e2e_asgi.py): the same agents, runtime "
             "and gateway configuration, a fresh SQLite file"
         )
-    if len(kinds) == 2:
+    if FLOOR in kinds:
+        notes.append(
+            "floor: a measuring floor, not a product (benchmarks/_e2e_floor.py): per socket one "
+            "trio task that, per unit, INSERTs the events into a sqlite3 WAL file "
+            "(synchronous=NORMAL, the store's netra_events schema) and COMMITs in its own thread "
+            "(no writer thread, no actors), then sends the gateway's frames; one idle user only"
+        )
+    if len(kinds) == 2 and FLOOR in kinds:
+        notes.append(
+            "gateway+floor: per repeat one gateway and one floor server; the floor runs the "
+            "one idle user phase only, after or before the gateway's (alternating per repeat); "
+            "gateway/floor row = gateway / floor within each repeat, median over the repeats"
+        )
+    elif len(kinds) == 2:
         goals += ratio_goals(rows)
         notes.append(
             "both: per repeat one gateway and one asgi server, both running; every phase runs "
@@ -415,13 +459,14 @@ def run(options: Options, progress: Progress) -> Report:
             "the same for both: half of the gateway's best rate, at its socket count; "
             "asgi/gateway rows = asgi / gateway within each repeat, median over the repeats"
         )
-    notes += [
-        f"max load: one run per socket, {every} events per unit, no pauses; the clients "
-        "share the machine's cores with the server (server CPU = its CPU time / wall time)",
-        "half of max load: the best max-load socket count, runs paced to half its rate "
-        "with random start offsets (steady load, not synchronized bursts)",
-        "delivered == committed checked per phase against the server's SQLite file",
-    ]
+    if kinds != (FLOOR,):
+        notes += [
+            f"max load: one run per socket, {every} events per unit, no pauses; the clients "
+            "share the machine's cores with the server (server CPU = its CPU time / wall time)",
+            "half of max load: the best max-load socket count, runs paced to half its rate "
+            "with random start offsets (steady load, not synchronized bursts)",
+        ]
+    notes.append("delivered == committed checked per phase against the server's SQLite file")
     report.goals = goals
     report.notes = notes
     return report

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import SCENARIOS, main
+from benchmarks import SCENARIOS, _e2e, main
 from benchmarks.harness.stats import median_rows, percentile
 
 #: The PostgreSQL server of the store's ``--db`` mode (skipped when it is unreachable).
@@ -253,6 +253,40 @@ def test_e2e_both_servers_side_by_side(capsys: pytest.CaptureFixture[str]) -> No
         half["p99_ms"],
     ]
     assert not any(g["higher_is_better"] for g in adapter[1:])
+
+
+def check_floor_row(row: dict[str, Any]) -> None:
+    assert row["server"] == "floor"
+    assert row["case"] == "one idle user | floor"
+    assert row["verified"] is True
+    assert row["events"] == row["committed"] > 0
+    assert row["p99_ms"] >= row["p50_ms"] > 0
+
+
+def test_e2e_floor_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    # benchmarks/_e2e_floor.py: commit each event with sqlite3, then send it; one idle user only
+    result = run_bench(capsys, "e2e", "--server", "floor")
+    check_common(result, "e2e")
+    (row,) = result["rows"]
+    check_floor_row(row)
+    assert result["goals"] == []  # a floor is measured, not judged
+
+
+def test_e2e_gateway_next_to_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_bench(capsys, "e2e", "--server", "gateway+floor")
+    check_common(result, "e2e")
+    rows = result["rows"]
+    assert [r["server"] for r in rows] == ["gateway"] * 4 + ["floor", "gateway/floor"]
+    check_e2e_server_rows(rows[:4], "gateway")
+    gateway, floor, ratio = rows[3], rows[4], rows[5]
+    check_floor_row(floor)
+    assert ratio["case"] == "one idle user | gateway/floor"
+    assert ratio["verified"] is True
+    for key in ("p50_ms", "p99_ms", "cpu_us_per_event"):
+        assert ratio[key] == pytest.approx(gateway[key] / floor[key])
+    assert [g["target"] for g in result["goals"]] == [50_000, 1, 5, 20]  # the gateway's only
+    p50 = next(c for c in _e2e.COLUMNS if c.key == "p50_ms")
+    assert p50.render(ratio) == f"{ratio['p50_ms']:.2f}x"
 
 
 def test_e2e_server_options_are_for_e2e_only() -> None:
