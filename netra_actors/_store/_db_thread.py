@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import outcome
 
 from .._bridge import Bridge
 from ._rows import log
-from ._waiting import Server, Waiter, short, wait_outcome
+from ._waiting import Server, Waiter, resume_now, short, wait_outcome
 
 _STOP: Any = object()
 
@@ -41,6 +42,13 @@ class DbThread(Server):
         self._bridge = bridge
         self._batch_max = batch_max
         self._opener: Waiter | None = None
+        self._in_flight = 0
+        """Items submitted whose batch has not come back to trio yet (trio side)."""
+        self._back_at = 0.0
+        """When the last batch came back to trio (``time.perf_counter``, trio side)."""
+        self._busy = threading.Lock()
+        """Held while the connection is in use: by the thread per batch, or by trio for a
+        commit made at once (:meth:`SqliteWriter.commit_now`)."""
         self._thread = threading.Thread(target=self._main, name=f"netra-{self.role}", daemon=True)
 
     # -- trio side ---------------------------------------------------------------------------
@@ -58,6 +66,7 @@ class DbThread(Server):
     def submit(self, item: Any) -> None:
         """Queue a waiter (or a list of waiters, handled together). Never blocks."""
         if self.dead is None:
+            self._in_flight += 1
             self._q.put(item)
             return
         items = _flat(item)
@@ -75,6 +84,19 @@ class DbThread(Server):
             self._q.put(_STOP)
             await wait_outcome(self._exit_waiter)
         self._thread.join()
+
+    def die(self, exc: BaseException) -> None:
+        """In trio: ``exc`` (a bug) met this thread's work outside the thread; it stops as if
+        the thread had met it: every later submission fails, the thread closes its connection."""
+        log.critical("the store %s stopped", self.role, exc_info=exc)
+        self.dead = short(exc)
+        self._q.put(_STOP)
+
+    def _handed_back(self, waiters: Sequence[Waiter], items: int) -> None:
+        """In trio: a batch of ``items`` submitted items is done; resume its waiters."""
+        self._in_flight -= items
+        self._back_at = time.perf_counter()
+        resume_now(waiters)
 
     def _on_exit(self, batch: list[Any], exc: BaseException | None) -> None:
         """In trio, once the thread has ended: fail whatever is left, wake :meth:`stop`."""
@@ -127,20 +149,24 @@ class DbThread(Server):
                 try:
                     batch = [get(timeout=self.idle_timeout())]
                 except queue.Empty:
-                    if waiters := self.handle([]):
+                    with self._busy:
+                        waiters = self.handle([])
+                    if waiters:
                         self._bridge.resume_soon(waiters)
                     continue
-                while len(batch) < batch_max:
+                while batch[-1] is not _STOP and len(batch) < batch_max:
                     try:
                         batch.append(get_nowait())
                     except queue.Empty:
                         break
-                stop = batch[-1] is _STOP
+                stop = batch[-1] is _STOP  # the first stop ends the batch (die() and stop()
+                # may each have queued one): what follows it is failed by _on_exit
                 if stop:
                     batch.pop()
                 if batch:
-                    waiters = self.handle(batch)
-                    self._bridge.resume_soon(waiters)
+                    with self._busy:
+                        waiters = self.handle(batch)
+                    self._bridge.to_trio(self._handed_back, waiters, len(batch))
                     batch = []
                 if stop:
                     break

@@ -6,7 +6,8 @@ What runs where (see ``docs/store.md``):
   ``Connection``, pysqlite) and runs each whole group commit as one call; a reader thread owns
   another connection (WAL: readers never block the writer) and answers reads, batching the
   ``load_user`` calls that arrive together into one pair of queries (``_sqlite_writer.py``,
-  ``_sqlite_reader.py``).
+  ``_sqlite_reader.py``). A unit that finds the writer idle commits at once on the writer's
+  connection, in trio's thread (``SqliteWriter.commit_now``).
 * **PostgreSQL** — the writer is a task on the asyncio host loop holding one asyncpg connection
   (a batch's rows, lease check and hints in one statement); reads use an asyncpg pool, hints
   a ``LISTEN`` connection (``_pg_writer.py``, ``_pg_reader.py``, ``_pg_listener.py``).
@@ -96,6 +97,7 @@ class SqlStore:
         self._deferred: list[Op] = []
         """Claims' acquisitions not handed to the writer yet (see :data:`CLAIM_DELAY`)."""
         self._writer: Any = None
+        self._commit_now: Any = None
         self._reader: Any = None
         self._listener: Any = None
         self._deltas: Any = None
@@ -134,6 +136,7 @@ class SqlStore:
             self._bridge, self._config, file, extra, self, self._stats, self._leases
         )
         await self._writer.start()
+        self._commit_now = self._writer.commit_now
         self._reader = SqliteReader(self._bridge, file, self)
         try:
             await self._reader.start()
@@ -220,6 +223,11 @@ class SqlStore:
         if self._deferred:
             self._flush_claims()  # claims go first: the fence checks the leases they take
         pending = Pending(user_id, base_seq, unit, epoch)
+        if self._commit_now is not None and self._commit_now(pending):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            assert pending.result is not None
+            done: list[Event] = pending.result.unwrap()
+            return done
         self._writer.submit(pending)
         events: list[Event] = await wait_outcome(pending)
         return events

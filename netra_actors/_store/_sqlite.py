@@ -242,6 +242,22 @@ class SqliteDialect:
         self._raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         self._owner = owner
         self._incarnation = incarnation
+        self._begun = False
+        """The next transaction's ``BEGIN IMMEDIATE`` has run already (:meth:`begin_now`)."""
+
+    def begin_now(self, busy_timeout: float) -> bool:
+        """``BEGIN IMMEDIATE`` if nobody else holds the write lock (no busy wait); True if
+        begun: the next :meth:`transaction` (on the fast path) goes on from there."""
+        raw = self._raw
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            self._exec("BEGIN IMMEDIATE")
+        except sqlite3.Error:  # busy, or worse: the writer thread meets it and reports it
+            return False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        self._begun = True
+        return True
 
     def transaction(
         self, *, with_statements: bool, isolated: bool
@@ -253,7 +269,10 @@ class SqliteDialect:
         return self  # BEGIN IMMEDIATE … COMMIT on the raw connection (the fast path)
 
     async def __aenter__(self) -> SqliteDialect:
-        self._exec("BEGIN IMMEDIATE")
+        if self._begun:
+            self._begun = False
+        else:
+            self._exec("BEGIN IMMEDIATE")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:

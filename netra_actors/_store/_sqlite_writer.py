@@ -4,7 +4,8 @@ Trio hands it units and ops with a ``queue.SimpleQueue.put``; it takes what has 
 ``commit_batch_max``), runs the whole group commit (:class:`~._group_commit.GroupCommit` over a
 :class:`~._sqlite.SqliteDialect`) as one call in its thread, and hands the outcomes back to trio
 with one ``run_sync_soon`` per batch. With nothing queued it still wakes when the bulk lease
-renewal is due.
+renewal is due. A unit that finds the writer idle commits at once instead, in trio's thread, on
+the same connection (:meth:`SqliteWriter.commit_now`; docs/store.md, "An idle SQLite writer").
 
 It also keeps the write-ahead log small, so that a nearly full disk recovers: SQLite's automatic
 checkpoints copy the WAL into the database but leave the file its size (up to
@@ -24,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import trio
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.pool import NullPool
 
@@ -45,6 +47,9 @@ IDLE_CHECKPOINT = 5.0
 """Seconds without a write after which the WAL is checkpointed and truncated."""
 FAILED_CHECKPOINT_EVERY = 1.0
 """While commits fail: how often the WAL is checkpointed and truncated (freeing what it holds)."""
+QUIET_BEFORE_NOW = 0.002
+"""Seconds since the writer thread's last batch after which a unit may commit at once: a writer
+that has just handed a batch back is likely to get the next one soon."""
 CHECKPOINT_BUSY_MS = 200
 """How long a checkpoint waits for readers to move on (the writer's own busy timeout is longer:
 a checkpoint that finds readers simply runs again later)."""
@@ -74,6 +79,9 @@ class SqliteWriter(DbThread):
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._group: GroupCommit | None = None
+        self._dialect: SqliteDialect | None = None
+        self.committed_now = 0
+        """Units committed at once, in trio's thread (:meth:`commit_now`)."""
         self._incarnation: FileIncarnation | None = None
         """This process's lock beside the database file (``_incarnation.py``)."""
         self.schema_versions = (0, 0)
@@ -110,7 +118,7 @@ class SqliteWriter(DbThread):
         if not file.in_memory:
             self._incarnation = FileIncarnation(file.target, self._leases.node)
             self._incarnation.hold()
-        dialect = SqliteDialect(conn, self._owner, self._incarnation)
+        dialect = self._dialect = SqliteDialect(conn, self._owner, self._incarnation)
         self._group = GroupCommit(dialect, self._stats, self._leases)
 
     def cleanup(self) -> None:
@@ -142,6 +150,45 @@ class SqliteWriter(DbThread):
         else:
             return wait
         return max(0.0, min(wait, due - time.monotonic()))
+
+    def commit_now(self, pending: Pending) -> bool:
+        """In trio: commit ``pending`` on this thread's connection at once, if the writer is
+        idle; False (nothing done: submit it) otherwise.
+
+        Idle: nothing submitted is in flight (nothing is overtaken), the thread's last batch came
+        back at least :data:`QUIET_BEFORE_NOW` ago (under load units keep going to the thread,
+        where they are committed together), no other trio task is ready,
+        this node is alone on the file, commits do not fail, the unit has no developer's
+        statements, ``synchronous`` is ``NORMAL``, and the write lock is free right now (a busy
+        timeout of zero: trio never waits for another process). The outcome is on ``pending``.
+        """
+        if (
+            self._in_flight
+            or time.perf_counter() - self._back_at < QUIET_BEFORE_NOW
+            or self.dead is not None
+            or pending.unit.statements
+            or self._leases.others is not False
+            or self._stats.commits_failing
+            or self._file.synchronous != "NORMAL"
+            or trio.lowlevel.current_statistics().tasks_runnable
+        ):
+            return False
+        if not self._busy.acquire(blocking=False):
+            return False
+        try:
+            assert self._dialect is not None
+            if not self._dialect.begin_now(self._file.busy_timeout):
+                return False  # another process writes: the thread waits for it, not trio
+            pending.task = None
+            self.committed_now += 1
+            try:
+                self.handle([pending])
+            except BaseException as exc:  # a bug: the writer stops, as if its thread had met it
+                self.die(exc)
+                pending.fail(self.stopped_error())
+        finally:
+            self._busy.release()
+        return True
 
     def handle(self, batch: list[Any]) -> Sequence[Waiter]:
         group = self._group
