@@ -21,7 +21,6 @@ It prints ``PORT <n>`` once it listens; SIGINT or SIGTERM stop it. Nothing else 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import random
 import secrets
@@ -37,6 +36,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from netra_actors.gateway import verify_token
+
+from .harness.processes import server_arguments
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS netra_events (
@@ -160,12 +161,7 @@ async def serve(db_path: str, secret: bytes, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks._e2e_floor")
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--secret", required=True)
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    trio.run(serve, args.db, args.secret.encode(), args.port)
+    trio.run(serve, *server_arguments("benchmarks._e2e_floor", argv))
     return 0
 
 

@@ -10,7 +10,6 @@ SIGTERM stop it gracefully.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ from netra_actors.demo_agents import DEMO_AGENTS, demo_metadata
 from netra_actors.gateway import Gateway, GatewayConfig, RateLimit
 
 from .harness.agents import BenchE2E
+from .harness.processes import server_arguments
 
 AGENTS: tuple[type[na.types.AgentBase], ...] = (*DEMO_AGENTS, BenchE2E)
 """The agents the e2e servers run (the gateway here, the ASGI app in :mod:`._e2e_asgi`)."""
@@ -54,12 +54,7 @@ async def _serve(db: str, secret: bytes, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks._e2e_server")
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--secret", required=True)
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    na.run(_serve, args.db, args.secret.encode(), args.port)
+    na.run(_serve, *server_arguments("benchmarks._e2e_server", argv))
     return 0
 
 

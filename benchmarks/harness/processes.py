@@ -246,6 +246,16 @@ def serve_with(agents: Sequence[type[na.types.AgentBase]], argv: Sequence[str]) 
     return _cli.main(["serve", *argv])
 
 
+def server_arguments(module: str, argv: Sequence[str] | None) -> tuple[str, bytes, int]:
+    """``--db FILE --secret S [--port 0]`` of an e2e server module: (db, secret, port)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    return args.db, args.secret.encode(), args.port
+
+
 def child_main(
     module: str,
     agents: Sequence[type[na.types.AgentBase]],
