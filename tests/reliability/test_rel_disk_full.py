@@ -147,22 +147,33 @@ def test_a_full_disk_is_reported_as_a_store_failure_and_recovers(
             assert health["commits_failing"] >= 1
             assert health["shutting_down"] is False
 
-            # a reconnect storm: every attempt refused the same way, the log stays small
+            # a reconnect storm: every refused attempt refused the same way (1013, never 1001
+            # or a crash), the log stays small. While commits fail, the writer truncates the WAL
+            # every second, which gives the disk back a little room: a transaction that fits
+            # there (a renewal, a lease) succeeds, and a session may start until the next write
+            # fails (as the slack above). So a few attempts may be welcomed; most are refused.
             log_before = srv.full_log()
-            attempts, codes = 0, set()
+            attempts, welcomed = 0, 0
+            codes: set[int | str | None] = set()
             started = time.monotonic()
             for _round in range(40):
                 outcomes = await asyncio.gather(
                     *(hello_close(srv.ws_url, f"storm-{i}") for i in range(5))
                 )
                 attempts += len(outcomes)
-                codes |= {code for _kind, code, _reason in outcomes}
+                for kind, code, _reason in outcomes:
+                    if kind == "welcome":
+                        welcomed += 1
+                    else:
+                        codes.add(code if kind == "closed" else kind)  # a frame: say which
             figures["storm"] = {
                 "attempts": attempts,
+                "welcomed": welcomed,
                 "seconds": round(time.monotonic() - started, 2),
-                "close_codes": sorted(c for c in codes if c is not None),
+                "close_codes": sorted(str(c) for c in codes),
             }
             assert codes == {1013}, codes
+            assert welcomed < attempts // 2, figures["storm"]
             storm_log = srv.full_log()[len(log_before) :]
             figures["storm_log_lines"] = len(storm_log.splitlines())
             figures["storm_log_bytes"] = len(storm_log)
