@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -97,7 +97,8 @@ class SqlStore:
         self._deferred: list[Op] = []
         """Claims' acquisitions not handed to the writer yet (see :data:`CLAIM_DELAY`)."""
         self._writer: Any = None
-        self._commit_now: Any = None
+        self._commit_now: Callable[[Pending], bool] | None = None
+        """SQLite: the writer's commit at once (``SqliteWriter.commit_now``)."""
         self._reader: Any = None
         self._listener: Any = None
         self._deltas: Any = None

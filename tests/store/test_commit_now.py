@@ -10,6 +10,8 @@ goes to the thread as before; these tests hold each of those conditions and the 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,20 @@ import trio
 from test_sql_store import fresh_user, unit_with
 
 import netra_actors as na
+from netra_actors._exceptions import LeaseLostError
 from netra_actors._store import SqlStore, _sqlite_writer
 from netra_actors._store._sqlite_writer import QUIET_BEFORE_NOW
 
 
-async def _open(tmp_path: Path, **config: Any) -> SqlStore:
-    return await SqlStore.open(
+@asynccontextmanager
+async def _store(tmp_path: Path, **config: Any) -> AsyncIterator[SqlStore]:
+    store = await SqlStore.open(
         na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "store.db"), **config)
     )
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 async def _settled(store: SqlStore) -> None:
@@ -37,8 +45,7 @@ async def _settled(store: SqlStore) -> None:
 
 @na.testing.guest_test()
 async def test_an_idle_commit_runs_at_once_and_is_the_same_commit(tmp_path: Path) -> None:
-    store = await _open(tmp_path)
-    try:
+    async with _store(tmp_path) as store:
         await _settled(store)
         user = fresh_user()
         events = await store.commit(user, 0, unit_with(user, 3))
@@ -50,8 +57,6 @@ async def test_an_idle_commit_runs_at_once_and_is_the_same_commit(tmp_path: Path
         assert store._writer.committed_now == 2
         stats = store.statistics()
         assert (stats.units_committed, stats.events_committed) == (2, 5)
-    finally:
-        await store.aclose()
     with sqlite3.connect(tmp_path / "store.db") as conn:  # committed, not just seen
         assert conn.execute("SELECT count(*) FROM netra_events").fetchone() == (5,)
 
@@ -60,8 +65,7 @@ async def test_an_idle_commit_runs_at_once_and_is_the_same_commit(tmp_path: Path
 async def test_a_commit_behind_work_in_flight_waits_its_turn(tmp_path: Path) -> None:
     """Another process holds the write lock: the first commit does not wait for it in trio
     (the thread does), and a later one queues behind it instead of overtaking it."""
-    store = await _open(tmp_path)
-    try:
+    async with _store(tmp_path) as store:
         await _settled(store)
         first, second = fresh_user(), fresh_user()
         lock = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
@@ -88,14 +92,11 @@ async def test_a_commit_behind_work_in_flight_waits_its_turn(tmp_path: Path) -> 
         await trio.sleep(QUIET_BEFORE_NOW)
         await commit(fresh_user())  # idle again: at once
         assert store._writer.committed_now == 1
-    finally:
-        await store.aclose()
 
 
 @na.testing.guest_test()
 async def test_units_of_many_tasks_at_once_go_to_the_writer_together(tmp_path: Path) -> None:
-    store = await _open(tmp_path)
-    try:
+    async with _store(tmp_path) as store:
         await _settled(store)
         users = [fresh_user() for _ in range(50)]
         async with trio.open_nursery() as nursery:
@@ -106,8 +107,6 @@ async def test_units_of_many_tasks_at_once_go_to_the_writer_together(tmp_path: P
         # in flight and the rest queue behind it, to be committed together.
         assert store._writer.committed_now <= 1
         assert store.statistics().batches < 25
-    finally:
-        await store.aclose()
 
 
 @na.testing.guest_test()
@@ -117,8 +116,7 @@ async def test_a_writer_that_just_handed_a_batch_back_gets_the_next_unit(
     """Under load the thread keeps the units: one that arrives within ``QUIET_BEFORE_NOW`` of
     the thread's last batch is queued for it (here the window is a minute long)."""
     monkeypatch.setattr(_sqlite_writer, "QUIET_BEFORE_NOW", 60.0)
-    store = await _open(tmp_path)
-    try:
+    async with _store(tmp_path) as store:
         await _settled(store)
         users = [fresh_user() for _ in range(3)]
         async with trio.open_nursery() as nursery:  # the thread commits one of these at least
@@ -128,47 +126,35 @@ async def test_a_writer_that_just_handed_a_batch_back_gets_the_next_unit(
         assert at_once <= 1
         await store.commit(users[2], 0, unit_with(users[2], 1))
         assert store._writer.committed_now == at_once
-    finally:
-        await store.aclose()
 
 
 @na.testing.guest_test()
 async def test_with_synchronous_full_every_commit_goes_to_the_writer(tmp_path: Path) -> None:
     """``FULL`` syncs the WAL at every commit: that wait stays in the writer thread."""
-    store = await _open(tmp_path, sqlite_synchronous="FULL")
-    try:
+    async with _store(tmp_path, sqlite_synchronous="FULL") as store:
         await _settled(store)
         user = fresh_user()
         assert [e.seq for e in await store.commit(user, 0, unit_with(user, 2))] == [1, 2]
         assert store._writer.committed_now == 0
-    finally:
-        await store.aclose()
 
 
 @na.testing.guest_test()
 async def test_while_another_node_is_alive_every_commit_goes_to_the_writer(
     tmp_path: Path,
 ) -> None:
-    a = await _open(tmp_path)
-    try:
-        b = await _open(tmp_path)
-        try:
-            with trio.fail_after(10):
-                while a._leases.others is not True:  # noqa: ASYNC110 (a sees b at renewal)
-                    await trio.sleep(0.05)
-            user = fresh_user()
-            await a.commit(user, 0, unit_with(user, 1))
-            assert a._writer.committed_now == 0
-        finally:
-            await b.aclose()
-    finally:
-        await a.aclose()
+    async with _store(tmp_path) as a, _store(tmp_path) as b:
+        with trio.fail_after(10):
+            while a._leases.others is not True:  # noqa: ASYNC110 (a sees b at renewal)
+                await trio.sleep(0.05)
+        user = fresh_user()
+        await a.commit(user, 0, unit_with(user, 1))
+        assert a._writer.committed_now == 0
+        assert b._writer.committed_now == 0
 
 
 @na.testing.guest_test()
 async def test_a_bug_met_at_once_stops_the_writer_as_in_its_thread(tmp_path: Path) -> None:
-    store = await _open(tmp_path)
-    try:
+    async with _store(tmp_path) as store:
         await _settled(store)
 
         def boom(_batch: Any) -> Any:
@@ -182,6 +168,23 @@ async def test_a_bug_met_at_once_stops_the_writer_as_in_its_thread(tmp_path: Pat
             await store.commit(user, 0, unit_with(user, 1))
         with pytest.raises(na.exceptions.StoreError, match="the store writer stopped"):
             await store.check()
-    finally:
-        await store.aclose()  # the thread has stopped and closed its connection
     assert store._writer.exited
+
+
+@na.testing.guest_test()
+async def test_a_commit_at_once_is_fenced_like_any_other(tmp_path: Path) -> None:
+    """The lease check runs in the transaction made at once: a unit of an older epoch fails
+    alone with ``LeaseLostError`` and writes nothing."""
+    async with _store(tmp_path) as store:
+        await _settled(store)
+        user = fresh_user()
+        assert await store.acquire(user) == 1
+        assert await store.acquire(user) == 2  # epoch 1 is history
+        await trio.sleep(QUIET_BEFORE_NOW)
+        with pytest.raises(LeaseLostError, match="lease epoch 1"):
+            await store.commit(user, 0, unit_with(user, 1), epoch=1)
+        assert store._writer.committed_now == 1
+        assert await store.replay(user, 0, 10) == []
+        await trio.sleep(QUIET_BEFORE_NOW)
+        assert [e.seq for e in await store.commit(user, 0, unit_with(user, 1), epoch=2)] == [1]
+        assert store._writer.committed_now == 2
