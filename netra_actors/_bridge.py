@@ -178,6 +178,24 @@ def _resolve(fut: asyncio.Future[outcome.Outcome[T]], result: outcome.Outcome[T]
         fut.set_result(result)
 
 
+_ticks = 0
+
+
+def _tick(fn: Callable[[], object]) -> None:
+    global _ticks
+    _ticks += 1
+    fn()
+
+
+def tick() -> int:
+    """A number that changes between two batches of trio's run loop (each is a guest tick).
+
+    trio runs the tasks that were ready at the start of a batch without telling one of them
+    about the others; two calls in one batch see the same number. (Counted across every guest
+    run of the process: it may change more often, never less.)"""
+    return _ticks
+
+
 def start_guest(
     async_fn: Callable[..., Awaitable[T]],
     *args: object,
@@ -191,11 +209,17 @@ def start_guest(
         if not done.done():
             done.set_result(result)
 
+    def threadsafe(fn: Callable[[], object]) -> None:
+        loop.call_soon_threadsafe(_tick, fn)
+
+    def soon(fn: Callable[[], object]) -> None:
+        loop.call_soon(_tick, fn)
+
     trio.lowlevel.start_guest_run(
         async_fn,
         *args,
-        run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-        run_sync_soon_not_threadsafe=loop.call_soon,
+        run_sync_soon_threadsafe=threadsafe,
+        run_sync_soon_not_threadsafe=soon,
         done_callback=_done,
         host_uses_signal_set_wakeup_fd=True,
         clock=clock,

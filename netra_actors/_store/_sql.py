@@ -37,7 +37,7 @@ import trio
 from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .._bridge import Bridge
+from .._bridge import Bridge, tick
 from .._config import RuntimeConfig
 from .._exceptions import StoreError
 from .._tracing import tracing_of
@@ -100,6 +100,11 @@ class SqlStore:
         self._commit_now: Callable[[Pending], bool] | None = None
         """SQLite: the writer's commit at once (``SqliteWriter.commit_now``)."""
         self._reader: Any = None
+        self._read_now: Callable[[Read], bool] | None = None
+        """SQLite: the reader's read at once (``SqliteReader.read_now``)."""
+        self._read_tick = -1
+        """The batch of trio's run loop (:func:`~.._bridge.tick`) of the last read that tried to
+        go at once before any other could join it."""
         self._listener: Any = None
         self._deltas: Any = None
         self.node = node_name(config.node_id)
@@ -144,6 +149,7 @@ class SqlStore:
         except BaseException:
             await self._writer.stop()
             raise
+        self._read_now = self._reader.read_now
         self.engine = create_async_engine(
             file.async_url, echo=self._config.echo_sql, connect_args=file.connect_args()
         )
@@ -441,16 +447,30 @@ class SqlStore:
     async def _grouped(self, read: Read) -> Any:
         """A ``load_user`` or ``claim`` read, in one request with those that arrive together."""
         group = self._loads
-        if group is None:
-            # The first caller leads: it lets every other runnable task join the group, then
-            # submits the group as one request.
+        if group is not None:
+            group.append(read)
+            return await wait_outcome(read, cancellable=True)
+        # SQLite, an idle reader: the first read of a batch of trio's run loop runs at once
+        # (SqliteReader.read_now). A later one in the same batch may have company (trio does not
+        # say which tasks the batch still holds): it leads a group, lets every other runnable
+        # task join, and submits the group as one request (a group of one, on an idle reader,
+        # runs at once after all).
+        read_now = self._read_now
+        done = False
+        if read_now is not None and self._read_tick != tick():
+            self._read_tick = tick()
+            done = read_now(read)
+        if not done:
             group = self._loads = [read]
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._loads = None
-            self._reader.submit(group)
-        else:
-            group.append(read)
-        return await wait_outcome(read, cancellable=True)
+            done = len(group) == 1 and read_now is not None and read_now(read)
+            if not done:
+                self._reader.submit(group)
+                return await wait_outcome(read, cancellable=True)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        assert read.result is not None
+        return read.result.unwrap()
 
     @property
     def load_calls(self) -> int:

@@ -552,7 +552,8 @@ async def test_concurrent_activations_are_one_read(kind: str, tmp_path: Path) ->
         async with trio.open_nursery() as n:
             for user in users:
                 n.start_soon(activate, user)
-        assert store.load_calls == calls + 1
+        # SQLite: the first of them finds the reader idle and reads at once (test_read_now.py)
+        assert store.load_calls == calls + (2 if kind == "sqlite" else 1)
         assert [snapshots[u] for u in users[:10]] == list(range(1, 11))
         assert all(snapshots[u] == 0 for u in users[10:])
 
