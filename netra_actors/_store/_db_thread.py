@@ -92,6 +92,16 @@ class DbThread(Server):
         self.dead = short(exc)
         self._q.put(_STOP)
 
+    def handle_here(self, waiter: Waiter) -> None:
+        """In trio, holding ``_busy``: :meth:`handle` ``waiter`` right here, in trio's thread (the
+        outcome is on it). A bug met there stops this thread as if the thread had met it."""
+        waiter.task = None
+        try:
+            self.handle([waiter])
+        except BaseException as exc:
+            self.die(exc)
+            waiter.fail(self.stopped_error())
+
     def _handed_back(self, waiters: Sequence[Waiter], items: int) -> None:
         """In trio: a batch of ``items`` submitted items is done; resume its waiters."""
         self._in_flight -= items

@@ -107,13 +107,8 @@ class SqliteReader(DbThread):
         ):
             return False
         try:
-            read.task = None
             self.read_now_calls += 1
-            try:
-                self.handle([read])
-            except BaseException as exc:  # a bug: the reader stops, as if its thread had met it
-                self.die(exc)
-                read.fail(self.stopped_error())
+            self.handle_here(read)
         finally:
             self._busy.release()
         return True

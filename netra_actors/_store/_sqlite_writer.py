@@ -179,13 +179,8 @@ class SqliteWriter(DbThread):
             assert self._dialect is not None
             if not self._dialect.begin_now(self._file.busy_timeout):
                 return False  # another process writes: the thread waits for it, not trio
-            pending.task = None
             self.committed_now += 1
-            try:
-                self.handle([pending])
-            except BaseException as exc:  # a bug: the writer stops, as if its thread had met it
-                self.die(exc)
-                pending.fail(self.stopped_error())
+            self.handle_here(pending)
         finally:
             self._busy.release()
         return True

@@ -10,43 +10,24 @@ goes to the thread as before; these tests hold each of those conditions and the 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from storekit import settled, sqlite_store
 from test_sql_store import fresh_user, unit_with
 
 import netra_actors as na
 from netra_actors._exceptions import LeaseLostError
-from netra_actors._store import SqlStore, _sqlite_writer
+from netra_actors._store import _sqlite_writer
 from netra_actors._store._sqlite_writer import QUIET_BEFORE_NOW
-
-
-@asynccontextmanager
-async def _store(tmp_path: Path, **config: Any) -> AsyncIterator[SqlStore]:
-    store = await SqlStore.open(
-        na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "store.db"), **config)
-    )
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
-async def _settled(store: SqlStore) -> None:
-    """Until this node knows it is alone (the first lease renewal found no other node)."""
-    with trio.fail_after(10):
-        while store._leases.others is not False:  # noqa: ASYNC110 (a store attribute)
-            await trio.sleep(0.01)
 
 
 @na.testing.guest_test()
 async def test_an_idle_commit_runs_at_once_and_is_the_same_commit(tmp_path: Path) -> None:
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         user = fresh_user()
         events = await store.commit(user, 0, unit_with(user, 3))
         assert store._writer.committed_now == 1
@@ -65,8 +46,8 @@ async def test_an_idle_commit_runs_at_once_and_is_the_same_commit(tmp_path: Path
 async def test_a_commit_behind_work_in_flight_waits_its_turn(tmp_path: Path) -> None:
     """Another process holds the write lock: the first commit does not wait for it in trio
     (the thread does), and a later one queues behind it instead of overtaking it."""
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         first, second = fresh_user(), fresh_user()
         lock = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
@@ -96,8 +77,8 @@ async def test_a_commit_behind_work_in_flight_waits_its_turn(tmp_path: Path) -> 
 
 @na.testing.guest_test()
 async def test_units_of_many_tasks_at_once_go_to_the_writer_together(tmp_path: Path) -> None:
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         users = [fresh_user() for _ in range(50)]
         async with trio.open_nursery() as nursery:
             for user in users:
@@ -116,8 +97,8 @@ async def test_a_writer_that_just_handed_a_batch_back_gets_the_next_unit(
     """Under load the thread keeps the units: one that arrives within ``QUIET_BEFORE_NOW`` of
     the thread's last batch is queued for it (here the window is a minute long)."""
     monkeypatch.setattr(_sqlite_writer, "QUIET_BEFORE_NOW", 60.0)
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         users = [fresh_user() for _ in range(3)]
         async with trio.open_nursery() as nursery:  # the thread commits one of these at least
             for user in users[:2]:
@@ -131,8 +112,8 @@ async def test_a_writer_that_just_handed_a_batch_back_gets_the_next_unit(
 @na.testing.guest_test()
 async def test_with_synchronous_full_every_commit_goes_to_the_writer(tmp_path: Path) -> None:
     """``FULL`` syncs the WAL at every commit: that wait stays in the writer thread."""
-    async with _store(tmp_path, sqlite_synchronous="FULL") as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path, sqlite_synchronous="FULL") as store:
+        await settled(store)
         user = fresh_user()
         assert [e.seq for e in await store.commit(user, 0, unit_with(user, 2))] == [1, 2]
         assert store._writer.committed_now == 0
@@ -142,7 +123,7 @@ async def test_with_synchronous_full_every_commit_goes_to_the_writer(tmp_path: P
 async def test_while_another_node_is_alive_every_commit_goes_to_the_writer(
     tmp_path: Path,
 ) -> None:
-    async with _store(tmp_path) as a, _store(tmp_path) as b:
+    async with sqlite_store(tmp_path) as a, sqlite_store(tmp_path) as b:
         with trio.fail_after(10):
             while a._leases.others is not True:  # noqa: ASYNC110 (a sees b at renewal)
                 await trio.sleep(0.05)
@@ -154,8 +135,8 @@ async def test_while_another_node_is_alive_every_commit_goes_to_the_writer(
 
 @na.testing.guest_test()
 async def test_a_bug_met_at_once_stops_the_writer_as_in_its_thread(tmp_path: Path) -> None:
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
 
         def boom(_batch: Any) -> Any:
             raise RuntimeError("a bug in the writer")
@@ -175,8 +156,8 @@ async def test_a_bug_met_at_once_stops_the_writer_as_in_its_thread(tmp_path: Pat
 async def test_a_commit_at_once_is_fenced_like_any_other(tmp_path: Path) -> None:
     """The lease check runs in the transaction made at once: a unit of an older epoch fails
     alone with ``LeaseLostError`` and writes nothing."""
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         user = fresh_user()
         assert await store.acquire(user) == 1
         assert await store.acquire(user) == 2  # epoch 1 is history

@@ -10,39 +10,21 @@ is ready; everything else goes to the thread as before. These tests hold each co
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from storekit import settled, sqlite_store
 from test_sql_store import fresh_user, unit_with
 
 import netra_actors as na
-from netra_actors._store import SqlStore
-
-
-@asynccontextmanager
-async def _store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = await SqlStore.open(na.RuntimeConfig(database_url=na.sqlite_url(tmp_path / "s.db")))
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
-async def _settled(store: SqlStore) -> None:
-    """Until this node knows it is alone (``claim`` reads only then)."""
-    with trio.fail_after(10):
-        while store._leases.others is not False:  # noqa: ASYNC110 (a store attribute)
-            await trio.sleep(0.01)
 
 
 @na.testing.guest_test()
 async def test_an_idle_activation_read_runs_at_once_and_reads_the_same(tmp_path: Path) -> None:
-    async with _store(tmp_path) as store:
-        await _settled(store)
+    async with sqlite_store(tmp_path) as store:
+        await settled(store)
         user = fresh_user()
         unit = unit_with(user, 3)
         run_id = next(iter(unit.runs))
@@ -64,7 +46,7 @@ async def test_reads_of_many_tasks_at_once_are_still_one_request(tmp_path: Path)
     """Activations that arrive together keep sharing one read in the thread. trio runs a batch
     of ready tasks without telling one about the others: only the first read of the batch goes
     at once, the others join one request."""
-    async with _store(tmp_path) as store:
+    async with sqlite_store(tmp_path) as store:
         users = [fresh_user() for _ in range(50)]
         for user in users[:5]:
             await store.commit(user, 0, unit_with(user, 2))
@@ -85,7 +67,7 @@ async def test_reads_of_many_tasks_at_once_are_still_one_request(tmp_path: Path)
 @na.testing.guest_test()
 async def test_a_read_behind_work_in_flight_goes_to_the_thread(tmp_path: Path) -> None:
     """The reader thread is busy: trio does not wait for its connection, the read queues."""
-    async with _store(tmp_path) as store:
+    async with sqlite_store(tmp_path) as store:
         release = threading.Event()
 
         def slow(_conn: Any) -> None:
@@ -113,7 +95,7 @@ async def test_a_read_behind_work_in_flight_goes_to_the_thread(tmp_path: Path) -
 async def test_a_cancelled_caller_is_cancelled_even_when_the_read_ran_at_once(
     tmp_path: Path,
 ) -> None:
-    async with _store(tmp_path) as store:
+    async with sqlite_store(tmp_path) as store:
         before = store._reader.read_now_calls
         with trio.CancelScope() as scope:
             scope.cancel()
@@ -125,7 +107,7 @@ async def test_a_cancelled_caller_is_cancelled_even_when_the_read_ran_at_once(
 
 @na.testing.guest_test()
 async def test_a_bug_met_at_once_stops_the_reader_as_in_its_thread(tmp_path: Path) -> None:
-    async with _store(tmp_path) as store:
+    async with sqlite_store(tmp_path) as store:
 
         def boom(_batch: Any) -> Any:
             raise RuntimeError("a bug in the reader")
