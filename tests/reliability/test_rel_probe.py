@@ -562,7 +562,7 @@ def test_a_crowd_of_half_sent_heads_under_uvicorn(tmp_path: Path) -> None:
         srv.stop()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_an_sse_reader_that_never_reads_is_released(srv: Server) -> None:
     """A stream its client stopped reading while the user's events pile up: the server gives
     up on it (send timeout, 10 s) and drops the connection — uvicorn included (the example's
@@ -580,15 +580,19 @@ def test_an_sse_reader_that_never_reads_is_released(srv: Server) -> None:
         )
         producer = Peer(srv.ws_url, user)
         await producer.connect()
-        started = time.monotonic()
-        while time.monotonic() - started < 25:  # the reader reads nothing meanwhile
-            await producer.say("z" * 4000)
-            await asyncio.sleep(0.05)
-        assert await producer.ping() < 5
         client_port = stopped.getsockname()[1]
         assert srv.proc is not None
-        # the server process no longer holds its end (read before the client reads anything)
-        assert not holds_connection(srv.proc.pid, srv.port, client_port), "still held"
+        # The reader reads nothing meanwhile; until the server process no longer holds its end
+        # (read before the client reads anything): the buffers fill, then the send timeout.
+        while not holds_connection(srv.proc.pid, srv.port, client_port):  # accepted first
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        while holds_connection(srv.proc.pid, srv.port, client_port):
+            assert time.monotonic() - started < 60, "still held after 60 s"
+            await producer.say("z" * 4000)
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started > 5  # dropped by the send timeout, not at once
+        assert await producer.ping() < 5
         assert await asyncio.to_thread(server_closed, stopped)
         await producer.close()
         stopped.close()
