@@ -584,7 +584,8 @@ def test_an_sse_reader_that_never_reads_is_released(srv: Server) -> None:
         assert srv.proc is not None
         # The reader reads nothing meanwhile; until the server process no longer holds its end
         # (read before the client reads anything): the buffers fill, then the send timeout.
-        while not holds_connection(srv.proc.pid, srv.port, client_port):  # accepted first
+        # It holds it first (accepted); both are read from /proc, nothing to wait on.
+        while not holds_connection(srv.proc.pid, srv.port, client_port):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         started = time.monotonic()
         while holds_connection(srv.proc.pid, srv.port, client_port):
