@@ -74,12 +74,21 @@ async def close_all() -> None:
             ws.transport.abort()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port of 127.0.0.1 that was free a moment ago, and never handed out before by this
+    process: two ports picked before either is bound (a proxy's HTTP and HTTPS ports, a server's
+    before it starts) are never the same port, whatever the kernel picks."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 def token(user: str, ttl: float = 3600.0, secret: str = SECRET) -> str:
