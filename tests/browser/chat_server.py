@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
+
+from gwkit import free_port as free_port
+
 CHROMIUM = Path("/usr/bin/chromium")
 """The browser the tests drive (Debian's package)."""
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 SECRET = "browser-test-secret-0123456789"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ChatServer:

@@ -42,6 +42,10 @@ from sqlalchemy import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
+
+from gwkit import free_port as free_port
+
 from benchmarks.harness.durable_cluster import StoreReader
 from netra_actors._core import TRANSITIONS, RunState
 from netra_actors.gateway import mint_token
@@ -105,13 +109,6 @@ def new_user(prefix: str = "u") -> str:
 
 def token(user: str) -> str:
     return mint_token(SECRET.encode(), user, 3600.0, now=time.time())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], q: float) -> float:
